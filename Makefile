@@ -1,0 +1,101 @@
+# flowd - build, test, run, install. `make help` lists the targets.
+
+CC      ?= gcc
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+PKGS    := raft libuv libmicrohttpd jansson libpq inih libsystemd
+WERROR  := $(if $(CI),-Werror,)
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(WERROR) \
+           -I. $(shell pkg-config --cflags $(PKGS)) -MMD -MP
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+PYTEST  := /usr/bin/python3 -m pytest
+
+LAYERS  := core consensus storage api daemon
+LIB_SRC := $(filter-out daemon/main.c,$(foreach d,$(LAYERS),$(wildcard $(d)/*.c)))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+CLI_SRC := $(wildcard cli/*.c)
+
+.PHONY: all test unit integration asan run install uninstall clean format check-deps bench help chaos
+
+all: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl) $(UNIT_BIN) $(BUILD)/loadgen
+
+help:
+	@echo "make             build build/flowd, build/flowctl and the unit tests"
+	@echo "make test        every unit and integration test"
+	@echo "make asan        the same under ASan+UBSan+LSan (build-asan/)"
+	@echo "make run         start the local demo cluster with its own PostgreSQL"
+	@echo "make bench       the benchmarks (docs/benchmarks.md)"
+	@echo "make install     install flowd, flowctl and the systemd unit (PREFIX, DESTDIR)"
+	@echo "make check-deps  fail on an include that points the wrong way"
+	@echo "make format      clang-format every C file"
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libflowd.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/flowd: $(BUILD)/daemon/main.o $(BUILD)/libflowd.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/flowctl: $(CLI_SRC:%.c=$(BUILD)/%.o)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcurl -ljansson
+
+$(BUILD)/loadgen: $(BUILD)/bench/loadgen.o
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lpthread -lm
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libflowd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: $(BUILD)/flowd
+	FLOWD_BIN=$(abspath $(BUILD)/flowd) FLOWD_BUILD=$(abspath $(BUILD)) \
+	  $(PYTEST) -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+test: all check-deps
+	$(MAKE) unit
+	$(MAKE) integration
+
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" test
+
+chaos: $(BUILD)/flowd
+	FLOWD_BIN=$(abspath $(BUILD)/flowd) FLOWD_BUILD=$(abspath $(BUILD)) FLOWD_CHAOS=long \
+	  $(PYTEST) -q -p no:cacheprovider tests/integration -k chaos
+
+run: $(BUILD)/flowd
+	scripts/demo.sh
+
+bench: $(BUILD)/flowd $(BUILD)/loadgen
+	bench/run.sh
+
+check-deps:
+	@scripts/check-deps.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+install: $(BUILD)/flowd
+	install -D -m 0755 $(BUILD)/flowd $(DESTDIR)$(PREFIX)/bin/flowd
+	if [ -f $(BUILD)/flowctl ]; then install -D -m 0755 $(BUILD)/flowctl $(DESTDIR)$(PREFIX)/bin/flowctl; fi
+	install -D -m 0644 systemd/flowd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service
+	install -D -m 0644 deploy/flowd.conf.example $(DESTDIR)$(PREFIX)/share/flowd/flowd.conf.example
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/flowd $(DESTDIR)$(PREFIX)/bin/flowctl \
+	  $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

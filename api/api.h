@@ -1,0 +1,110 @@
+/* api.h - the REST API v1 server: libmicrohttpd threads that route, authorize,
+ * read and parse requests, answer every error in one JSON shape, and hand
+ * each valid request to a backend (the daemon) that answers it later from the
+ * loop thread. Never touches Raft internals or SQL text.
+ *
+ * Threads: MHD runs an internal thread pool. A request is routed and checked
+ * there; then backend->submit() is called on that HTTP thread and the
+ * connection is suspended; the backend later (from any thread, normally the
+ * loop) fills the response with api_request_reply*() and calls
+ * api_request_finish(), which resumes the connection. */
+#ifndef FLOWD_API_H
+#define FLOWD_API_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "core/limits.h"
+
+struct storage_reader;
+
+enum api_op {
+	API_OP_FLOW_PUT,       /* PUT /v1/flows/{flow}: flow, body (spec doc), spec parsed */
+	API_OP_FLOW_LIST,      /* GET /v1/flows */
+	API_OP_FLOW_GET,       /* GET /v1/flows/{flow} */
+	API_OP_FLOW_VERSIONS,  /* GET /v1/flows/{flow}/versions */
+	API_OP_FLOW_DELETE,    /* DELETE /v1/flows/{flow} */
+	API_OP_RUN_CREATE,     /* POST /v1/flows/{flow}/runs: flow, params, idempotency_key */
+	API_OP_RUN_LIST,       /* GET /v1/runs: list_flow, list_status, limit, cursor */
+	API_OP_RUN_GET,        /* GET /v1/runs/{id}: run_id */
+	API_OP_RUN_CANCEL,     /* POST /v1/runs/{id}/cancel: run_id */
+	API_OP_READYZ,         /* GET /readyz */
+	API_OP_CLUSTER,        /* GET /v1/cluster */
+};
+
+/* One request, owned by the api module. Fields are valid until
+ * api_request_finish(). */
+struct api_request {
+	enum api_op op;
+	char *flow;            /* owned; FLOW_*, RUN_CREATE */
+	char *run_id;          /* owned; RUN_GET, RUN_CANCEL */
+	json_t *body;          /* owned; FLOW_PUT: the spec document */
+	struct flow_spec *spec;/* owned; FLOW_PUT: parsed and validated by the api */
+	json_t *params;        /* owned; RUN_CREATE: the "parameters" object (may be NULL) */
+	char *idempotency_key; /* owned; RUN_CREATE, may be NULL */
+	char *list_flow;       /* owned; RUN_LIST filter, may be NULL */
+	char *list_status;     /* owned; RUN_LIST filter, may be NULL (validated) */
+	unsigned limit;        /* RUN_LIST: 1..max_runs_page, default 50 */
+	char *cursor;          /* owned; RUN_LIST, may be NULL (opaque to the api) */
+	int consistent;        /* ?consistent=true */
+
+	/* The response, filled by the backend. */
+	int status;
+	char *resp_body;       /* owned, JSON text */
+	unsigned retry_after;  /* seconds, 0 = no Retry-After header */
+	void *backend_data;    /* for the backend's use */
+	void *priv;            /* the api module's own state */
+};
+
+/* Fill the response with `status` and `body` (stolen: decref'd by the api). */
+void api_request_reply_json(struct api_request *req, int status, json_t *body);
+
+/* Fill the response with the error body
+ * {"error":{"code","message","field"}} (field omitted when empty); 503 gets
+ * Retry-After: 1 unless retry_after was set. */
+void api_request_reply_error(struct api_request *req,
+			     const struct flowd_error *err);
+
+/* Hand the response back: the connection resumes and the request is freed
+ * later by the api. Call exactly once per submitted request, from any
+ * thread; never touch `req` afterwards. */
+void api_request_finish(struct api_request *req);
+
+struct api_backend {
+	void *arg;
+	/* Called on an HTTP thread for each valid request. Must lead to exactly
+	 * one api_request_finish(). */
+	void (*submit)(void *arg, struct api_request *req);
+};
+
+struct api_config {
+	const char *address;          /* "a.b.c.d:port", copied */
+	char **admin_tokens;          /* NULL-terminated, copied; may be empty */
+	char **reader_tokens;         /* NULL-terminated, copied; may be empty */
+	const struct flowd_limits *limits; /* copied */
+	unsigned threads;             /* MHD thread pool size (default 2) */
+	unsigned connection_limit;    /* default 1024 */
+	unsigned connection_timeout_s;/* idle connection timeout, default 60 */
+};
+
+struct api_server;
+
+/* Start listening. `reader` (borrowed, may be NULL) serves task logs.
+ * Returns 0 or -1 with errmsg. */
+int api_server_start(const struct api_config *cfg,
+		     const struct api_backend *backend,
+		     struct storage_reader *reader, struct api_server **out,
+		     char *errmsg, size_t errlen);
+
+/* Stop accepting connections (graceful shutdown, step 1). */
+void api_server_quiesce(struct api_server *s);
+
+/* Number of requests submitted to the backend and not yet finished. */
+unsigned api_server_pending(struct api_server *s);
+
+/* Stop the daemon and free. Every submitted request must be finished. */
+void api_server_stop(struct api_server *s);
+
+#endif

@@ -1,0 +1,635 @@
+/* route.c - the route table, path and query validation, bearer-token
+ * authorization and the run-create body check; pure (docs/api.md). */
+#include "api/route.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/spec.h"
+
+#define RUN_ID_MAX 200
+#define CURSOR_MAX 200
+#define SEGMENTS_MAX 6
+
+/* A placeholder segment in a route pattern. */
+#define SEG_FLOW "{flow}"
+#define SEG_RUN "{id}"
+#define SEG_STEP "{step}"
+
+struct method_entry {
+	const char *method;
+	enum api__target target;
+	enum api_op op;
+	unsigned flags;
+};
+
+struct route_entry {
+	const char *segs[SEGMENTS_MAX + 1]; /* NULL-terminated */
+	const char *allow;
+	struct method_entry methods[3]; /* method NULL ends the list */
+};
+
+static const struct route_entry routes[] = {
+	{{"healthz", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_HEALTHZ, 0, API__ROUTE_PUBLIC}}},
+	{{"readyz", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_SUBMIT, API_OP_READYZ, API__ROUTE_PUBLIC}}},
+	{{"v1", "cluster", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_SUBMIT, API_OP_CLUSTER, 0}}},
+	{{"v1", "flows", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_LIST, 0}}},
+	{{"v1", "flows", SEG_FLOW, NULL},
+	 "GET, HEAD, PUT, DELETE",
+	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_GET, 0},
+	  {"PUT", API__TARGET_SUBMIT, API_OP_FLOW_PUT,
+	   API__ROUTE_WRITE | API__ROUTE_BODY},
+	  {"DELETE", API__TARGET_SUBMIT, API_OP_FLOW_DELETE,
+	   API__ROUTE_WRITE}}},
+	{{"v1", "flows", SEG_FLOW, "versions", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_VERSIONS, 0}}},
+	{{"v1", "flows", SEG_FLOW, "runs", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_RUN_CREATE,
+	   API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT}}},
+	{{"v1", "runs", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_SUBMIT, API_OP_RUN_LIST, 0}}},
+	{{"v1", "runs", SEG_RUN, NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_SUBMIT, API_OP_RUN_GET, 0}}},
+	{{"v1", "runs", SEG_RUN, "cancel", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_RUN_CANCEL, API__ROUTE_WRITE}}},
+	{{"v1", "runs", SEG_RUN, "steps", SEG_STEP, "logs", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_LOGS, 0, 0}}},
+};
+
+static const char *const run_statuses[] = {
+	"queued", "running", "succeeded", "failed", "cancelled", NULL,
+};
+
+void api__route_close(struct api__route *r)
+{
+	free(r->raw_flow);
+	free(r->raw_run);
+	free(r->raw_step);
+	free(r->step);
+	memset(r, 0, sizeof *r);
+}
+
+/* ------------------------------------------------------------------------
+ * Matching
+ */
+
+/* Split "/a/b/c" into at most SEGMENTS_MAX (pointer, length) pairs. Returns
+ * the count, or -1 for a path that cannot match any route (no leading '/',
+ * an empty segment, a trailing '/', too many segments). */
+static int split_path(const char *path, const char **seg, size_t *len)
+{
+	int n = 0;
+	const char *p = path;
+
+	if (p == NULL || *p != '/')
+		return -1;
+	while (*p == '/') {
+		const char *start = ++p;
+
+		while (*p != '\0' && *p != '/')
+			p++;
+		if (p == start || n == SEGMENTS_MAX)
+			return -1;
+		seg[n] = start;
+		len[n] = (size_t)(p - start);
+		n++;
+	}
+	return n;
+}
+
+static int is_placeholder(const char *pattern) { return pattern[0] == '{'; }
+
+static int segments_match(const struct route_entry *e, int n, const char **seg,
+			  const size_t *len)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		const char *want = e->segs[i];
+
+		if (want == NULL)
+			return 0;
+		if (is_placeholder(want))
+			continue;
+		if (strlen(want) != len[i] || memcmp(want, seg[i], len[i]) != 0)
+			return 0;
+	}
+	return e->segs[n] == NULL;
+}
+
+static char *dup_segment(const char *s, size_t len)
+{
+	char *out = malloc(len + 1);
+
+	if (out == NULL)
+		return NULL;
+	memcpy(out, s, len);
+	out[len] = '\0';
+	return out;
+}
+
+/* Copy the placeholder segments of a matched route into `r`. */
+static int take_segments(const struct route_entry *e, int n, const char **seg,
+			 const size_t *len, struct api__route *r,
+			 struct flowd_error *err)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		char **slot = NULL;
+
+		if (strcmp(e->segs[i], SEG_FLOW) == 0)
+			slot = &r->raw_flow;
+		else if (strcmp(e->segs[i], SEG_RUN) == 0)
+			slot = &r->raw_run;
+		else if (strcmp(e->segs[i], SEG_STEP) == 0)
+			slot = &r->raw_step;
+		if (slot == NULL)
+			continue;
+		*slot = dup_segment(seg[i], len[i]);
+		if (*slot == NULL)
+			return flowd_error_set(err, 500, "internal", "",
+					       "out of memory");
+	}
+	return 0;
+}
+
+int api__route_match(const char *method, const char *path, struct api__route *r,
+		     struct flowd_error *err)
+{
+	const char *seg[SEGMENTS_MAX];
+	size_t len[SEGMENTS_MAX];
+	const struct route_entry *e = NULL;
+	const struct method_entry *m = NULL;
+	const char *asked = method;
+	size_t i;
+	int n;
+
+	memset(r, 0, sizeof *r);
+	n = split_path(path, seg, len);
+	if (n < 0)
+		goto not_found;
+	for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+		if (segments_match(&routes[i], n, seg, len)) {
+			e = &routes[i];
+			break;
+		}
+	}
+	if (e == NULL)
+		goto not_found;
+	r->allow = e->allow;
+
+	if (method != NULL && strcmp(method, "HEAD") == 0)
+		method = "GET";
+	for (i = 0; method != NULL && i < 3 && e->methods[i].method; i++) {
+		if (strcmp(e->methods[i].method, method) == 0) {
+			m = &e->methods[i];
+			break;
+		}
+	}
+	if (m == NULL)
+		return flowd_error_set(
+			err, 405, "method_not_allowed", "",
+			"method %s not allowed here (allowed: %s)",
+			asked ? asked : "?", e->allow);
+	r->target = m->target;
+	r->op = m->op;
+	r->flags = m->flags;
+	if (take_segments(e, n, seg, len, r, err) != 0) {
+		api__route_close(r);
+		return -1;
+	}
+	return 0;
+
+not_found:
+	return flowd_error_set(err, 404, "not_found", "", "no such route");
+}
+
+/* ------------------------------------------------------------------------
+ * Decoding and validation
+ */
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+char *api__percent_decode(const char *in, size_t len)
+{
+	char *out = malloc(len + 1);
+	size_t i, o = 0;
+
+	if (out == NULL)
+		return NULL;
+	for (i = 0; i < len; i++) {
+		int hi, lo;
+
+		if (in[i] != '%') {
+			if (in[i] == '\0')
+				goto bad;
+			out[o++] = in[i];
+			continue;
+		}
+		if (i + 2 >= len)
+			goto bad;
+		hi = hex_value(in[i + 1]);
+		lo = hex_value(in[i + 2]);
+		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+			goto bad;
+		out[o++] = (char)(hi * 16 + lo);
+		i += 2;
+	}
+	out[o] = '\0';
+	return out;
+
+bad:
+	free(out);
+	return NULL;
+}
+
+static int run_id_valid(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s != '\0'; s++, n++) {
+		char c = *s;
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+		      c == ':' || c == '-'))
+			return 0;
+	}
+	return n >= 1 && n <= RUN_ID_MAX;
+}
+
+/* A query value: absent or empty gives NULL and 0; a malformed escape -1. */
+static int query_value(api__query_get_cb query, void *arg, const char *key,
+		       char **out, struct flowd_error *err)
+{
+	const char *raw;
+
+	*out = NULL;
+	raw = query ? query(arg, key) : NULL;
+	if (raw == NULL || raw[0] == '\0')
+		return 0;
+	*out = api__percent_decode(raw, strlen(raw));
+	if (*out == NULL)
+		return flowd_error_set(err, 400, "invalid_query", key,
+				       "malformed percent-encoding");
+	return 0;
+}
+
+/* An unsigned decimal in [min, max]; no sign, no spaces. */
+static int parse_uint(const char *s, unsigned long min, unsigned long max,
+		      unsigned long *out)
+{
+	unsigned long v;
+	char *end;
+
+	if (s[0] < '0' || s[0] > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int validate_consistent(api__query_get_cb query, void *arg,
+			       struct api_request *req, struct flowd_error *err)
+{
+	const char *raw = query ? query(arg, "consistent") : NULL;
+
+	req->consistent = 0;
+	if (raw == NULL)
+		return 0;
+	if (raw[0] == '\0' || strcmp(raw, "true") == 0) {
+		req->consistent = 1;
+		return 0;
+	}
+	if (strcmp(raw, "false") == 0)
+		return 0;
+	return flowd_error_set(err, 400, "invalid_query", "consistent",
+			       "must be true or false");
+}
+
+static int validate_run_list(api__query_get_cb query, void *arg,
+			     const struct flowd_limits *lim,
+			     struct api_request *req, struct flowd_error *err)
+{
+	char *limit = NULL;
+	unsigned long v;
+	size_t i;
+	int rc = -1;
+
+	if (query_value(query, arg, "flow", &req->list_flow, err) != 0)
+		goto done;
+	if (req->list_flow != NULL && !spec_flow_name_valid(req->list_flow)) {
+		flowd_error_set(err, 400, "invalid_query", "flow",
+				"not a valid flow name");
+		goto done;
+	}
+	if (query_value(query, arg, "status", &req->list_status, err) != 0)
+		goto done;
+	if (req->list_status != NULL) {
+		for (i = 0; run_statuses[i] != NULL; i++)
+			if (strcmp(req->list_status, run_statuses[i]) == 0)
+				break;
+		if (run_statuses[i] == NULL) {
+			flowd_error_set(err, 400, "invalid_query", "status",
+					"must be one of queued, running, "
+					"succeeded, failed, cancelled");
+			goto done;
+		}
+	}
+	req->limit = 50;
+	if (lim->max_runs_page > 0 && req->limit > lim->max_runs_page)
+		req->limit = lim->max_runs_page;
+	if (query_value(query, arg, "limit", &limit, err) != 0)
+		goto done;
+	if (limit != NULL) {
+		if (parse_uint(limit, 1, lim->max_runs_page, &v) != 0) {
+			flowd_error_set(err, 400, "invalid_query", "limit",
+					"must be an integer from 1 to %u",
+					lim->max_runs_page);
+			goto done;
+		}
+		req->limit = (unsigned)v;
+	}
+	if (query_value(query, arg, "cursor", &req->cursor, err) != 0)
+		goto done;
+	if (req->cursor != NULL && strlen(req->cursor) > CURSOR_MAX) {
+		flowd_error_set(err, 400, "invalid_query", "cursor",
+				"longer than %d bytes", CURSOR_MAX);
+		goto done;
+	}
+	rc = 0;
+done:
+	free(limit);
+	return rc;
+}
+
+static int validate_attempt(api__query_get_cb query, void *arg,
+			    struct api__route *r, struct flowd_error *err)
+{
+	char *s = NULL;
+	unsigned long v;
+	int rc = -1;
+
+	r->attempt = 0;
+	if (query_value(query, arg, "attempt", &s, err) != 0)
+		return -1;
+	if (s == NULL)
+		return 0;
+	if (parse_uint(s, 1, INT_MAX, &v) != 0) {
+		flowd_error_set(err, 400, "invalid_query", "attempt",
+				"must be a positive integer");
+		goto done;
+	}
+	r->attempt = (int)v;
+	rc = 0;
+done:
+	free(s);
+	return rc;
+}
+
+int api__route_validate(struct api__route *r, api__query_get_cb query,
+			void *query_arg, const struct flowd_limits *lim,
+			struct api_request *req, struct flowd_error *err)
+{
+	req->op = r->op;
+	if (r->raw_flow != NULL) {
+		req->flow =
+			api__percent_decode(r->raw_flow, strlen(r->raw_flow));
+		if (req->flow == NULL || !spec_flow_name_valid(req->flow))
+			return flowd_error_set(
+				err, 400, "invalid_value", "flow",
+				"flow name must match [A-Za-z0-9_.-]{1,128}");
+	}
+	if (r->raw_run != NULL) {
+		req->run_id =
+			api__percent_decode(r->raw_run, strlen(r->raw_run));
+		if (req->run_id == NULL || !run_id_valid(req->run_id))
+			return flowd_error_set(err, 404, "not_found", "",
+					       "no such run");
+	}
+	if (r->raw_step != NULL) {
+		r->step = api__percent_decode(r->raw_step, strlen(r->raw_step));
+		if (r->step == NULL || !spec_flow_name_valid(r->step))
+			return flowd_error_set(err, 404, "not_found", "",
+					       "no such step");
+	}
+	if (!(r->flags & API__ROUTE_WRITE) &&
+	    validate_consistent(query, query_arg, req, err) != 0)
+		return -1;
+	if (r->target == API__TARGET_SUBMIT && r->op == API_OP_RUN_LIST)
+		return validate_run_list(query, query_arg, lim, req, err);
+	if (r->target == API__TARGET_LOGS)
+		return validate_attempt(query, query_arg, r, err);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Content type and authorization
+ */
+
+int api__content_type_is_json(const char *value)
+{
+	static const char want[] = "application/json";
+	const char *p = value;
+
+	if (p == NULL)
+		return 0;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncasecmp(p, want, sizeof want - 1) != 0)
+		return 0;
+	p += sizeof want - 1;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return *p == '\0' || *p == ';';
+}
+
+/* 1 when the `glen` bytes of `given` equal `tok`, in time that depends on
+ * glen only: no exit on the first differing byte; a length mismatch is
+ * folded into the same accumulator. */
+static unsigned token_equal(const unsigned char *given, size_t glen,
+			    const char *tok)
+{
+	size_t tlen = strlen(tok);
+	volatile unsigned diff;
+	size_t i;
+
+	if (tlen == 0)
+		return 0;
+	diff = (glen != tlen);
+	for (i = 0; i < glen; i++)
+		diff |= given[i] ^ (unsigned char)tok[i % tlen];
+	return diff == 0;
+}
+
+static unsigned token_in(const unsigned char *given, size_t glen,
+			 char *const *list)
+{
+	unsigned found = 0;
+
+	for (; list != NULL && *list != NULL; list++)
+		found |= token_equal(given, glen, *list);
+	return found;
+}
+
+enum api__role api__auth_role(const char *authorization, char *const *admin,
+			      char *const *reader)
+{
+	static const char scheme[] = "Bearer";
+	const char *p = authorization;
+	size_t glen;
+	unsigned is_admin, is_reader;
+
+	if (p == NULL)
+		return API__ROLE_NONE;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncasecmp(p, scheme, sizeof scheme - 1) != 0)
+		return API__ROLE_NONE;
+	p += sizeof scheme - 1;
+	if (*p != ' ' && *p != '\t')
+		return API__ROLE_NONE;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	glen = strlen(p);
+	while (glen > 0 && (p[glen - 1] == ' ' || p[glen - 1] == '\t'))
+		glen--;
+	if (glen == 0)
+		return API__ROLE_NONE;
+	/* Both lists are always scanned in full. */
+	is_admin = token_in((const unsigned char *)p, glen, admin);
+	is_reader = token_in((const unsigned char *)p, glen, reader);
+	if (is_admin)
+		return API__ROLE_ADMIN;
+	if (is_reader)
+		return API__ROLE_READER;
+	return API__ROLE_NONE;
+}
+
+int api__authorize(unsigned flags, enum api__role role, int open,
+		   struct flowd_error *err)
+{
+	if (open || (flags & API__ROUTE_PUBLIC))
+		return 0;
+	if (role == API__ROLE_NONE)
+		return flowd_error_set(err, 401, "unauthorized", "",
+				       "a valid bearer token is required");
+	if ((flags & API__ROUTE_WRITE) && role != API__ROLE_ADMIN)
+		return flowd_error_set(err, 403, "forbidden", "",
+				       "this request needs an admin token");
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Bodies
+ */
+
+int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
+			 struct api_request *req, struct flowd_error *err)
+{
+	const char *key;
+	json_t *value;
+	json_t *params = NULL;
+	const char *idem = NULL;
+
+	if (body == NULL)
+		return 0;
+	if (!json_is_object(body))
+		return flowd_error_set(err, 400, "invalid_type", "",
+				       "the body must be a JSON object");
+	json_object_foreach((json_t *)body, key, value)
+	{
+		if (strcmp(key, "parameters") == 0) {
+			if (json_is_null(value))
+				continue;
+			if (!json_is_object(value))
+				return flowd_error_set(err, 400, "invalid_type",
+						       "parameters",
+						       "must be an object");
+			params = value;
+		} else if (strcmp(key, "idempotency_key") == 0) {
+			if (json_is_null(value))
+				continue;
+			if (!json_is_string(value))
+				return flowd_error_set(err, 400, "invalid_type",
+						       "idempotency_key",
+						       "must be a string");
+			idem = json_string_value(value);
+			if (json_string_length(value) == 0 ||
+			    json_string_length(value) >
+				    lim->max_idempotency_key_bytes)
+				return flowd_error_set(
+					err, 400, "invalid_value",
+					"idempotency_key",
+					"must be 1 to %zu bytes",
+					lim->max_idempotency_key_bytes);
+		} else {
+			return flowd_error_set(err, 400, "unknown_field", key,
+					       "unknown field");
+		}
+	}
+	if (idem != NULL) {
+		req->idempotency_key = strdup(idem);
+		if (req->idempotency_key == NULL)
+			return flowd_error_set(err, 500, "internal", "",
+					       "out of memory");
+	}
+	if (params != NULL)
+		req->params = json_incref(params);
+	return 0;
+}
+
+void api__request_clear(struct api_request *req)
+{
+	free(req->flow);
+	free(req->run_id);
+	json_decref(req->body);
+	if (req->spec != NULL)
+		spec_free(req->spec);
+	json_decref(req->params);
+	free(req->idempotency_key);
+	free(req->list_flow);
+	free(req->list_status);
+	free(req->cursor);
+	free(req->resp_body);
+	req->flow = NULL;
+	req->run_id = NULL;
+	req->body = NULL;
+	req->spec = NULL;
+	req->params = NULL;
+	req->idempotency_key = NULL;
+	req->list_flow = NULL;
+	req->list_status = NULL;
+	req->cursor = NULL;
+	req->resp_body = NULL;
+}

@@ -1,0 +1,738 @@
+/* server.c - the REST API v1 server: libmicrohttpd daemon, request reading,
+ * auth, suspend/resume around the backend, and every response. */
+
+/*
+ * DESIGN
+ *
+ * Threads. MHD runs a pool of `threads` worker threads, each with its own
+ * epoll set; a connection stays on one worker for its whole life. Every
+ * callback in this file except api_request_finish() and the reply helpers
+ * runs on the worker that owns the connection. The backend answers from any
+ * thread (normally the daemon's loop) through api_request_finish().
+ *
+ * Happy path of one request (struct request, one per HTTP request, stored in
+ * MHD's *con_cls):
+ *   1. first call (headers only): allocate, route (404/405), authorize
+ *      (401/403), validate path and query (400/404), reject an announced
+ *      Content-Length over max_body_bytes (413) or a wrong Content-Type on a
+ *      route whose body is required (415). Any of these is answered at once.
+ *   2. body calls: append to a buffer bounded by max_body_bytes; past it the
+ *      rest is discarded and a 413 is remembered (MHD forbids queueing a
+ *      response while body data is still arriving).
+ *   3. final call (*upload_data_size == 0): parse and check the body, then
+ *      either answer directly (healthz, task logs, any error) or submit:
+ *      state = SUBMITTED, MHD_suspend_connection(), pending++, then
+ *      backend->submit(). The handler returns MHD_YES without touching the
+ *      request again.
+ *   4. api_request_finish() (any thread): state = FINISHED (release), then
+ *      MHD_resume_connection(), then pending--.
+ *   5. MHD calls the handler again on the worker: it sees FINISHED (acquire)
+ *      and queues the backend's status and body.
+ *   6. NOTIFY_COMPLETED frees the request (also after errors and client
+ *      disconnects). With keep-alive, the next request on the connection
+ *      starts again at 1 with a fresh *con_cls.
+ *
+ * The finish-before-suspend race. The connection is suspended *before*
+ * submit() is called, so whenever finish() runs - even synchronously inside
+ * submit(), or on another thread before the handler has returned - it
+ * resumes a connection that is already suspended. MHD defers the actual
+ * resumption to the worker's next loop iteration, which cannot run before
+ * the handler has returned: the worker is the thread running the handler.
+ * finish() never touches the request after MHD_resume_connection(), since
+ * the worker may complete and free it immediately; it only decrements the
+ * server's pending counter, which is why pending reaches 0 only once every
+ * resume call has returned and api_server_stop() is then safe.
+ *
+ * Failure modes. A client that disconnects while its request is suspended is
+ * not noticed until the backend finishes (MHD does not watch suspended
+ * sockets); the response is then dropped and the request freed as usual. If
+ * MHD ever reported completion of a request the backend still holds (only
+ * possible by stopping the daemon with pending requests, an API violation),
+ * the request is leaked, with an error logged, rather than freed under the
+ * backend. Out of memory on a worker closes the connection (MHD_NO).
+ */
+
+#include "api/api.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api/route.h"
+#include "core/log.h"
+#include "core/spec.h"
+#include "storage/storage.h"
+
+#define DEFAULT_THREADS 2
+#define DEFAULT_CONNECTION_LIMIT 1024
+#define DEFAULT_CONNECTION_TIMEOUT_S 60
+#define BODY_INITIAL_CAP 4096
+
+static const char internal_error_body[] =
+	"{\"error\":{\"code\":\"internal\",\"message\":\"no response\"}}";
+
+enum request_state {
+	STATE_READING,	 /* on the worker: headers and body being read */
+	STATE_SUBMITTED, /* held by the backend; connection suspended */
+	STATE_FINISHED,	 /* the backend answered */
+};
+
+struct request {
+	struct api_request req; /* handed to the backend; req.priv = this */
+	struct api_server *server;
+	struct MHD_Connection *conn;
+	const char *method; /* borrowed from MHD, valid for the request */
+	const char *url;    /* borrowed from MHD, valid for the request */
+	struct api__route route;
+	_Atomic int state; /* enum request_state */
+	int failed;	   /* an error response is ready in req */
+	char *body;	   /* owned raw body, NULL until the first byte */
+	size_t body_len;
+	size_t body_cap;
+};
+
+struct api_server {
+	struct MHD_Daemon *daemon;
+	struct api_backend backend;
+	struct storage_reader *reader; /* borrowed */
+	struct flowd_limits limits;
+	char **admin_tokens;  /* owned, NULL-terminated */
+	char **reader_tokens; /* owned, NULL-terminated */
+	int open;	      /* no token configured at all */
+	struct sockaddr_in addr;
+	MHD_socket quiesced_fd; /* returned by MHD_quiesce_daemon */
+	atomic_uint pending;
+};
+
+/* ------------------------------------------------------------------------
+ * Responses
+ */
+
+void api_request_reply_json(struct api_request *req, int status, json_t *body)
+{
+	char *text = NULL;
+
+	if (body != NULL)
+		text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	free(req->resp_body);
+	req->resp_body = NULL;
+	if (text == NULL) {
+		log_error("api: cannot encode a response status=%d", status);
+		req->status = 500;
+		req->resp_body = strdup(internal_error_body);
+		return;
+	}
+	req->status = status;
+	req->resp_body = text;
+}
+
+void api_request_reply_error(struct api_request *req,
+			     const struct flowd_error *err)
+{
+	json_t *inner = json_object();
+	json_t *outer = json_object();
+	int status = err->status >= 400 ? err->status : 500;
+
+	if (inner == NULL || outer == NULL)
+		goto oom;
+	if (json_object_set_new(
+		    inner, "code",
+		    json_string(err->code[0] ? err->code : "error")) != 0 ||
+	    json_object_set_new(inner, "message", json_string(err->message)) !=
+		    0)
+		goto oom;
+	if (err->field[0] != '\0' &&
+	    json_object_set_new(inner, "field", json_string(err->field)) != 0)
+		goto oom;
+	if (json_object_set_new(outer, "error", inner) != 0) {
+		inner = NULL; /* stolen even on failure */
+		goto oom;
+	}
+	if (status == 503 && req->retry_after == 0)
+		req->retry_after = 1;
+	api_request_reply_json(req, status, outer);
+	return;
+
+oom:
+	json_decref(inner);
+	json_decref(outer);
+	api_request_reply_json(req, 500, NULL);
+}
+
+/* Answer `err` from the worker thread. */
+static void fail(struct request *r, const struct flowd_error *err)
+{
+	api_request_reply_error(&r->req, err);
+	r->failed = 1;
+}
+
+/* Queue the response held in r->req. Called on the worker, only when MHD
+ * allows it (first call or *upload_data_size == 0). */
+static enum MHD_Result answer(struct request *r)
+{
+	struct api_request *req = &r->req;
+	struct MHD_Response *resp;
+	enum MHD_Result ret = MHD_NO;
+	unsigned retry = req->retry_after;
+	int status = req->status;
+	char num[16];
+
+	if (req->resp_body != NULL && req->resp_body[0] != '\0' &&
+	    status >= 100 && status <= 599) {
+		resp = MHD_create_response_from_buffer(strlen(req->resp_body),
+						       req->resp_body,
+						       MHD_RESPMEM_MUST_FREE);
+		if (resp != NULL)
+			req->resp_body = NULL; /* MHD frees it now */
+	} else {
+		log_error("api: no response from the backend op=%d status=%d",
+			  (int)req->op, status);
+		status = 500;
+		resp = MHD_create_response_from_buffer(
+			sizeof internal_error_body - 1,
+			(void *)internal_error_body, MHD_RESPMEM_PERSISTENT);
+	}
+	if (resp == NULL)
+		goto done;
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+				    "application/json") != MHD_YES)
+		goto destroy;
+	if (status == 405 && r->route.allow != NULL &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
+				    r->route.allow) != MHD_YES)
+		goto destroy;
+	if (status == 401 &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+				    "Bearer") != MHD_YES)
+		goto destroy;
+	if (status == 503 && retry == 0)
+		retry = 1;
+	if (retry > 0) {
+		snprintf(num, sizeof num, "%u", retry);
+		if (MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER,
+					    num) != MHD_YES)
+			goto destroy;
+	}
+	ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+destroy:
+	MHD_destroy_response(resp);
+done:
+	log_debug("api: answered method=%s path=%s status=%d", r->method,
+		  r->url, status);
+	return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * Requests
+ */
+
+static struct request *request_new(struct api_server *s,
+				   struct MHD_Connection *conn,
+				   const char *method, const char *url)
+{
+	struct request *r = calloc(1, sizeof *r);
+
+	if (r == NULL)
+		return NULL;
+	r->req.priv = r;
+	r->server = s;
+	r->conn = conn;
+	r->method = method;
+	r->url = url;
+	atomic_init(&r->state, STATE_READING);
+	return r;
+}
+
+static void request_free(struct request *r)
+{
+	api__request_clear(&r->req);
+	api__route_close(&r->route);
+	free(r->body);
+	free(r);
+}
+
+static const char *query_get(void *arg, const char *key)
+{
+	struct MHD_Connection *conn = arg;
+	const char *value = NULL;
+
+	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, key,
+					  strlen(key), &value, NULL) != MHD_YES)
+		return NULL;
+	return value != NULL ? value : "";
+}
+
+static const char *header(struct request *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* The headers-only call: everything that can be decided before the body. */
+static int request_begin(struct request *r, struct flowd_error *err)
+{
+	struct api_server *s = r->server;
+	const char *cl;
+	enum api__role role;
+
+	if (api__route_match(r->method, r->url, &r->route, err) != 0)
+		return -1;
+	role = s->open ? API__ROLE_NONE
+		       : api__auth_role(
+				 header(r, MHD_HTTP_HEADER_AUTHORIZATION),
+				 s->admin_tokens, s->reader_tokens);
+	if (api__authorize(r->route.flags, role, s->open, err) != 0)
+		return -1;
+	if (api__route_validate(&r->route, query_get, r->conn, &s->limits,
+				&r->req, err) != 0)
+		return -1;
+	cl = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl != NULL) {
+		unsigned long long n;
+		char *end;
+
+		errno = 0;
+		n = strtoull(cl, &end, 10);
+		if (errno == 0 && end != cl && n > s->limits.max_body_bytes)
+			return flowd_error_set(err, 413, "too_large", "",
+					       "body over %zu bytes",
+					       s->limits.max_body_bytes);
+		if (errno == 0 && end != cl && n > 0 &&
+		    (r->route.flags & API__ROUTE_BODY))
+			r->body_cap = (size_t)n; /* first allocation size */
+	}
+	if ((r->route.flags & API__ROUTE_BODY) &&
+	    !(r->route.flags & API__ROUTE_BODY_OPT) &&
+	    !api__content_type_is_json(header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
+		return flowd_error_set(err, 415, "unsupported_media_type", "",
+				       "the body must be application/json");
+	return 0;
+}
+
+/* Append a body chunk, or discard it once the body is over the limit (or the
+ * route takes no body). */
+static int request_append(struct request *r, const char *data, size_t len)
+{
+	size_t max = r->server->limits.max_body_bytes;
+	struct flowd_error err;
+
+	if (r->failed || !(r->route.flags & API__ROUTE_BODY))
+		return 0;
+	if (len > max - r->body_len) {
+		free(r->body);
+		r->body = NULL;
+		r->body_len = 0;
+		flowd_error_set(&err, 413, "too_large", "",
+				"body over %zu bytes", max);
+		fail(r, &err);
+		return 0;
+	}
+	if (r->body == NULL || r->body_len + len > r->body_cap) {
+		size_t cap = r->body == NULL && r->body_cap > 0
+				     ? r->body_cap
+				     : BODY_INITIAL_CAP;
+		char *grown;
+
+		while (cap < r->body_len + len)
+			cap = cap > max / 2 ? max : cap * 2;
+		grown = realloc(r->body, cap);
+		if (grown == NULL)
+			return -1;
+		r->body = grown;
+		r->body_cap = cap;
+	}
+	memcpy(r->body + r->body_len, data, len);
+	r->body_len += len;
+	return 0;
+}
+
+/* Parse the buffered body into *out (NULL when empty and allowed). */
+static int body_parse(struct request *r, json_t **out, struct flowd_error *err)
+{
+	json_error_t jerr;
+
+	*out = NULL;
+	if (r->body_len == 0 && (r->route.flags & API__ROUTE_BODY_OPT))
+		return 0;
+	if (!api__content_type_is_json(header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
+		return flowd_error_set(err, 415, "unsupported_media_type", "",
+				       "the body must be application/json");
+	*out = json_loadb(r->body ? r->body : "", r->body_len,
+			  JSON_REJECT_DUPLICATES, &jerr);
+	free(r->body);
+	r->body = NULL;
+	r->body_len = 0;
+	if (*out == NULL)
+		return flowd_error_set(err, 400, "invalid_json", "",
+				       "invalid JSON at line %d, column %d: %s",
+				       jerr.line, jerr.column, jerr.text);
+	return 0;
+}
+
+/* Check the body against the op and attach it to the request. */
+static int body_attach(struct request *r, struct flowd_error *err)
+{
+	struct api_request *req = &r->req;
+	json_t *doc = NULL;
+	int rc = -1;
+
+	if (body_parse(r, &doc, err) != 0)
+		return -1;
+	switch (req->op) {
+	case API_OP_FLOW_PUT:
+		if (spec_parse(doc, &r->server->limits, &req->spec, err) != 0)
+			goto done;
+		req->body = doc;
+		doc = NULL;
+		break;
+	case API_OP_RUN_CREATE:
+		if (api__run_create_body(doc, &r->server->limits, req, err) !=
+		    0)
+			goto done;
+		break;
+	default:
+		break;
+	}
+	rc = 0;
+done:
+	json_decref(doc);
+	return rc;
+}
+
+static enum MHD_Result answer_logs(struct request *r)
+{
+	struct api_server *s = r->server;
+	struct flowd_error err;
+	json_t *out = NULL;
+
+	flowd_error_clear(&err);
+	if (s->reader == NULL) {
+		flowd_error_set(&err, 503, "unavailable", "",
+				"task logs need the PostgreSQL reader");
+		goto error;
+	}
+	if (storage_reader_logs(s->reader, r->req.run_id, r->route.step,
+				r->route.attempt, &out, &err) != 0)
+		goto error;
+	api_request_reply_json(&r->req, 200, out);
+	return answer(r);
+error:
+	api_request_reply_error(&r->req, &err);
+	return answer(r);
+}
+
+static enum MHD_Result submit(struct request *r)
+{
+	struct api_server *s = r->server;
+
+	/* Suspend before the backend can see the request: see DESIGN. */
+	atomic_store_explicit(&r->state, STATE_SUBMITTED, memory_order_relaxed);
+	MHD_suspend_connection(r->conn);
+	atomic_fetch_add(&s->pending, 1);
+	s->backend.submit(s->backend.arg, &r->req);
+	return MHD_YES; /* r may already be resuming: do not touch it */
+}
+
+/* The final call for a request still being read: decide and answer. */
+static enum MHD_Result request_end(struct request *r)
+{
+	struct flowd_error err;
+
+	flowd_error_clear(&err);
+	if (r->failed)
+		return answer(r);
+	if ((r->route.flags & API__ROUTE_BODY) && body_attach(r, &err) != 0) {
+		fail(r, &err);
+		return answer(r);
+	}
+	switch (r->route.target) {
+	case API__TARGET_HEALTHZ:
+		api_request_reply_json(&r->req, 200,
+				       json_pack("{s:s}", "status", "ok"));
+		return answer(r);
+	case API__TARGET_LOGS:
+		return answer_logs(r);
+	case API__TARGET_SUBMIT:
+		break;
+	}
+	return submit(r);
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
+				 const char *url, const char *method,
+				 const char *version, const char *upload_data,
+				 size_t *upload_data_size, void **con_cls)
+{
+	struct api_server *s = cls;
+	struct request *r = *con_cls;
+	struct flowd_error err;
+
+	if (r == NULL) {
+		r = request_new(s, conn, method, url);
+		if (r == NULL)
+			return MHD_NO;
+		*con_cls = r;
+		flowd_error_clear(&err);
+		if (request_begin(r, &err) != 0) {
+			fail(r, &err);
+			return answer(r);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		if (request_append(r, upload_data, *upload_data_size) != 0)
+			return MHD_NO;
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	switch (atomic_load_explicit(&r->state, memory_order_acquire)) {
+	case STATE_READING:
+		return request_end(r);
+	case STATE_FINISHED:
+		return answer(r);
+	default:
+		/* Called while the backend holds it: cannot happen while
+		 * suspended; refuse rather than answer twice. */
+		log_error("api: handler called on a submitted request");
+		return MHD_NO;
+	}
+}
+
+void api_request_finish(struct api_request *req)
+{
+	struct request *r = req->priv;
+	struct api_server *s = r->server;
+	struct MHD_Connection *conn = r->conn;
+	int prev;
+
+	prev = atomic_exchange_explicit(&r->state, STATE_FINISHED,
+					memory_order_acq_rel);
+	assert(prev == STATE_SUBMITTED);
+	(void)prev;
+	MHD_resume_connection(conn);
+	/* r may be freed by now; s lives until pending reaches 0. */
+	atomic_fetch_sub(&s->pending, 1);
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct request *r = *con_cls;
+
+	if (r == NULL)
+		return;
+	*con_cls = NULL;
+	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		log_debug("api: request ended early method=%s path=%s toe=%d",
+			  r->method, r->url, (int)toe);
+	if (atomic_load_explicit(&r->state, memory_order_acquire) ==
+	    STATE_SUBMITTED) {
+		log_error("api: request completed while the backend holds it; "
+			  "leaking it method=%s path=%s",
+			  r->method, r->url);
+		return;
+	}
+	request_free(r);
+}
+
+/* Leave URLs escaped: route.c decodes each path segment and query value
+ * itself, so that "%2F" cannot split a segment and "%00" cannot cut one. */
+static size_t unescape_cb(void *cls, struct MHD_Connection *conn, char *s)
+{
+	return strlen(s);
+}
+
+static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	vsnprintf(line, sizeof line, fmt, ap);
+	n = strlen(line);
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	log_warn("api: mhd: %s", line);
+}
+
+/* ------------------------------------------------------------------------
+ * The server
+ */
+
+static int parse_address(const char *address, struct sockaddr_in *out,
+			 char *errmsg, size_t errlen)
+{
+	char host[INET_ADDRSTRLEN];
+	const char *colon;
+	unsigned long port;
+	char *end;
+
+	memset(out, 0, sizeof *out);
+	colon = address ? strrchr(address, ':') : NULL;
+	if (colon == NULL || colon == address ||
+	    (size_t)(colon - address) >= sizeof host)
+		goto bad;
+	memcpy(host, address, (size_t)(colon - address));
+	host[colon - address] = '\0';
+	if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
+		goto bad;
+	if (colon[1] < '0' || colon[1] > '9')
+		goto bad;
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || port == 0 || port > 65535)
+		goto bad;
+	out->sin_family = AF_INET;
+	out->sin_port = htons((uint16_t)port);
+	return 0;
+bad:
+	snprintf(errmsg, errlen,
+		 "api: address \"%s\" is not an IPv4 \"a.b.c.d:port\"",
+		 address ? address : "");
+	return -1;
+}
+
+static void tokens_free(char **list)
+{
+	char **p;
+
+	for (p = list; p != NULL && *p != NULL; p++)
+		free(*p);
+	free(list);
+}
+
+static char **tokens_copy(char **list, size_t *count)
+{
+	size_t n = 0, i;
+	char **out;
+
+	while (list != NULL && list[n] != NULL)
+		n++;
+	out = calloc(n + 1, sizeof *out);
+	if (out == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		out[i] = strdup(list[i]);
+		if (out[i] == NULL) {
+			tokens_free(out);
+			return NULL;
+		}
+	}
+	*count = n;
+	return out;
+}
+
+int api_server_start(const struct api_config *cfg,
+		     const struct api_backend *backend,
+		     struct storage_reader *reader, struct api_server **out,
+		     char *errmsg, size_t errlen)
+{
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+			 MHD_USE_ERROR_LOG;
+	unsigned threads = cfg->threads ? cfg->threads : DEFAULT_THREADS;
+	unsigned limit = cfg->connection_limit ? cfg->connection_limit
+					       : DEFAULT_CONNECTION_LIMIT;
+	unsigned timeout = cfg->connection_timeout_s
+				   ? cfg->connection_timeout_s
+				   : DEFAULT_CONNECTION_TIMEOUT_S;
+	struct api_server *s;
+	size_t n_admin = 0, n_reader = 0;
+
+	s = calloc(1, sizeof *s);
+	if (s == NULL) {
+		snprintf(errmsg, errlen, "api: out of memory");
+		return -1;
+	}
+	s->quiesced_fd = MHD_INVALID_SOCKET;
+	atomic_init(&s->pending, 0);
+	if (parse_address(cfg->address, &s->addr, errmsg, errlen) != 0)
+		goto err_free;
+	s->admin_tokens = tokens_copy(cfg->admin_tokens, &n_admin);
+	s->reader_tokens = tokens_copy(cfg->reader_tokens, &n_reader);
+	if (s->admin_tokens == NULL || s->reader_tokens == NULL) {
+		snprintf(errmsg, errlen, "api: out of memory");
+		goto err_tokens;
+	}
+	s->open = n_admin == 0 && n_reader == 0;
+	if (cfg->limits != NULL)
+		s->limits = *cfg->limits;
+	else
+		flowd_limits_defaults(&s->limits);
+	s->backend = *backend;
+	s->reader = reader;
+
+	s->daemon = MHD_start_daemon(
+		flags, ntohs(s->addr.sin_port), NULL, NULL, access_cb, s,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, s, MHD_OPTION_SOCK_ADDR,
+		(struct sockaddr *)&s->addr, MHD_OPTION_THREAD_POOL_SIZE,
+		threads > 1 ? threads : 0u, MHD_OPTION_CONNECTION_LIMIT, limit,
+		MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+		MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+		MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, NULL,
+		MHD_OPTION_END);
+	if (s->daemon == NULL) {
+		snprintf(errmsg, errlen, "api: cannot listen on %s: %s",
+			 cfg->address, errno ? strerror(errno) : "mhd failed");
+		goto err_tokens;
+	}
+	log_info("api: listening address=%s threads=%u tokens=%s", cfg->address,
+		 threads, s->open ? "none" : "required");
+	*out = s;
+	return 0;
+
+err_tokens:
+	tokens_free(s->admin_tokens);
+	tokens_free(s->reader_tokens);
+err_free:
+	free(s);
+	return -1;
+}
+
+void api_server_quiesce(struct api_server *s)
+{
+	MHD_socket fd;
+
+	if (s->quiesced_fd != MHD_INVALID_SOCKET)
+		return;
+	fd = MHD_quiesce_daemon(s->daemon);
+	if (fd == MHD_INVALID_SOCKET) {
+		log_warn("api: cannot quiesce the http daemon");
+		return;
+	}
+	/* MHD hands the listening socket back; it may be closed only after
+	 * MHD_stop_daemon (a worker could still be using it). */
+	s->quiesced_fd = fd;
+	log_info("api: stopped accepting connections");
+}
+
+unsigned api_server_pending(struct api_server *s)
+{
+	return atomic_load(&s->pending);
+}
+
+void api_server_stop(struct api_server *s)
+{
+	unsigned pending = atomic_load(&s->pending);
+
+	if (pending != 0)
+		log_error("api: stopping with %u requests still submitted",
+			  pending);
+	MHD_stop_daemon(s->daemon);
+	if (s->quiesced_fd != MHD_INVALID_SOCKET)
+		close(s->quiesced_fd);
+	tokens_free(s->admin_tokens);
+	tokens_free(s->reader_tokens);
+	free(s);
+}

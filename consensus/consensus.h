@@ -1,0 +1,128 @@
+/* consensus.h - flowd's Raft node: canonical/raft 0.15 over raft_uv/TCP on
+ * the caller's libuv loop. It bootstraps, proposes commands, tracks
+ * leadership, takes snapshots and shuts down without tripping 0.15's known
+ * crash paths. It knows nothing of flows or runs: the state machine is handed
+ * in as callbacks. Everything here runs on the loop thread. */
+#ifndef FLOWD_CONSENSUS_H
+#define FLOWD_CONSENSUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Status codes reported by this module (0 = ok). */
+enum {
+	CONSENSUS_OK = 0,
+	CONSENSUS_NOT_LEADER = 1,      /* not the leader (or transferring) */
+	CONSENSUS_LEADERSHIP_LOST = 2, /* outcome unknown: may still commit */
+	CONSENSUS_SHUTDOWN = 3,        /* closing: nothing accepted */
+	CONSENSUS_IO = 4,              /* disk error: fatal for the node */
+	CONSENSUS_BUSY = 5,            /* snapshot cb: not now, try later */
+	CONSENSUS_NOMEM = 6,
+	CONSENSUS_TIMEOUT = 7,         /* the caller's deadline passed */
+	CONSENSUS_ERROR = 8,           /* anything else (errmsg says) */
+};
+
+enum consensus_role {
+	CONSENSUS_UNAVAILABLE = 0,
+	CONSENSUS_FOLLOWER = 1,
+	CONSENSUS_CANDIDATE = 2,
+	CONSENSUS_LEADER = 3,
+};
+
+/* The replicated state machine, as raft sees it. All three run on the loop
+ * thread and must not block. */
+struct consensus_fsm {
+	void *arg;
+	/* Apply one committed command. `buf` is borrowed. `index` is the
+	 * entry's Raft index. *result (may stay NULL) is handed to the
+	 * proposer's callback on this node if it proposed this entry; it must
+	 * stay valid until the next apply. Must return 0 (business errors go
+	 * in the result). */
+	int (*apply)(void *arg, uint64_t index, const void *buf, size_t len,
+		     void **result);
+	/* Serialize the state: *buf malloc'd (ownership passes to consensus),
+	 * or return CONSENSUS_BUSY to postpone the snapshot. */
+	int (*snapshot)(void *arg, void **buf, size_t *len);
+	/* Replace the state with a snapshot (`buf` borrowed). Returns 0 or -1. */
+	int (*restore)(void *arg, const void *buf, size_t len);
+};
+
+struct consensus_peer {
+	uint64_t id;
+	const char *address;          /* IPv4 "a.b.c.d:port"; copied */
+};
+
+struct consensus_config {
+	uint64_t id;
+	const char *address;          /* this node's raft address; copied */
+	const char *data_dir;         /* must exist; copied */
+	const struct consensus_peer *peers; /* the initial voters, incl. this node */
+	unsigned n_peers;
+	unsigned heartbeat_ms;
+	unsigned election_ms;
+	unsigned snapshot_threshold;
+	unsigned snapshot_trailing;
+	int pre_vote;
+};
+
+struct consensus;
+
+/* Called when leadership, term or role changed (polled from a timer every
+ * heartbeat_ms/2, since 0.15 has no state callback). */
+typedef void (*consensus_role_cb)(void *arg, enum consensus_role role,
+				  uint64_t leader_id);
+
+/* Create and start the node on `loop` (borrowed). The first start on a
+ * pristine data_dir bootstraps the configuration of `peers`. Returns NULL
+ * with errmsg on failure (bad dir, bad address, ...). A failure after
+ * raft_init (e.g. the port is taken) leaves a half-built node that closes
+ * itself on the loop: run the loop before uv_loop_close. Zero-valued
+ * timeouts and snapshot settings keep raft's defaults. */
+struct consensus *consensus_new(uv_loop_t *loop,
+				const struct consensus_config *cfg,
+				const struct consensus_fsm *fsm,
+				consensus_role_cb role_cb, void *role_arg,
+				char *errmsg, size_t errlen);
+
+/* Completion of a proposal or barrier: status is one of the CONSENSUS_*
+ * codes; `result` is what fsm->apply stored (valid only during the call). */
+typedef void (*consensus_done_cb)(void *arg, int status, uint64_t index,
+				  void *result);
+
+/* Propose a command. The entry is padded with NUL bytes to a multiple of 8
+ * bytes (raft's segment format requires it), so fsm->apply sees `len`
+ * rounded up and must ignore trailing NULs. `buf` is malloc'd by the caller; ownership passes to
+ * consensus in every case (freed on failure too). `timeout_ms` > 0 arms a
+ * deadline: when it passes first, cb gets CONSENSUS_TIMEOUT (the entry may
+ * still commit later) and nothing else for this proposal. Returns 0 when
+ * accepted (cb fires exactly once), or a CONSENSUS_* code (cb never fires).
+ * An empty command (len 0) is refused with CONSENSUS_ERROR. */
+int consensus_propose(struct consensus *c, void *buf, size_t len,
+		      unsigned timeout_ms, consensus_done_cb cb, void *arg);
+
+/* A barrier: cb(0) once every entry before it is applied on this leader. */
+int consensus_barrier(struct consensus *c, consensus_done_cb cb, void *arg);
+
+enum consensus_role consensus_role(struct consensus *c);
+/* The leader's id as this node knows it (0 if unknown). */
+uint64_t consensus_leader(struct consensus *c);
+uint64_t consensus_term(struct consensus *c);
+uint64_t consensus_commit_index(struct consensus *c);
+uint64_t consensus_applied_index(struct consensus *c);
+uint64_t consensus_last_index(struct consensus *c);
+/* Proposals (and barriers) accepted and not yet completed. */
+unsigned consensus_inflight(struct consensus *c);
+const char *consensus_errmsg(struct consensus *c);
+
+/* Clean shutdown (dependencies.md §0.3, §5.7): refuse new proposals, wait
+ * until every in-flight raft_apply callback has fired (pending deadlines
+ * fire with CONSENSUS_SHUTDOWN, i.e. a deadline that passes during the wait
+ * reports SHUTDOWN instead of TIMEOUT), hand leadership away if leader and
+ * other voters exist, then raft_close, raft_uv_close, raft_uv_tcp_close.
+ * role_cb is not called once close has begun. `done` is called when all of
+ * it is closed; the object is freed just before (do not touch `c` in done).
+ * Call it once. */
+void consensus_close(struct consensus *c, void (*done)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,1667 @@
+/* fsm.c - the replicated state machine: apply, snapshot, restore.
+ *
+ * DESIGN
+ *
+ * Happy path. The API validates a request, the daemon encodes it as a
+ * command (fsm_cmd_*), consensus commits it, and every node calls fsm_apply()
+ * with the same bytes in the same order. A run_create makes the run and its
+ * steps; steps without dependencies become READY and are placed at once on a
+ * live node with free capacity (place_ready). The node named in an attempt
+ * runs it and proposes task_finish with the outcome; applying that marks the
+ * attempt, readies the dependents, retries or fails, and ends the run when
+ * every step has succeeded.
+ *
+ * Determinism. Apply reads nothing but the command and the state: no clock
+ * (time is the command's `ts`), no randomness, and no hash-map iteration
+ * order decides anything (lists that order work are FIFOs or sorted).
+ *
+ * Failure modes. A malformed command is logged and ignored. A task_finish for
+ * an attempt that is no longer RUNNING (lost, or from another node) is
+ * recorded in the log table and otherwise ignored: this is the fencing that
+ * makes a late result harmless. A node_up with a new boot id marks every
+ * attempt that node still had RUNNING as LOST and retries it under the
+ * step's policy, so a crash mid-run never leaves a run hanging.
+ *
+ * Side effects leave through fsm_hooks only: the PostgreSQL row images of
+ * every entry, and "start/stop this attempt" for the executor.
+ *
+ * Thread: the loop thread only.
+ */
+#include "fsm.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+/* ------------------------------------------------------------------------
+ * Strings and small helpers
+ */
+
+static const char *run_status_names[] = {"queued", "running", "succeeded",
+					 "failed", "cancelled"};
+static const char *step_status_names[] = {
+	"pending",   "ready",  "running",   "retry_wait",
+	"succeeded", "failed", "cancelled", "skipped"};
+static const char *attempt_status_names[] = {"running", "succeeded", "failed",
+					     "lost", "cancelled"};
+
+const char *fsm_run_status_str(enum fsm_run_status s)
+{
+	return run_status_names[s];
+}
+
+int fsm_run_status_parse(const char *s)
+{
+	for (int i = 0; i < 5; i++)
+		if (strcmp(s, run_status_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+const char *fsm_step_status_str(enum fsm_step_status s)
+{
+	return step_status_names[s];
+}
+
+const char *fsm_attempt_status_str(enum fsm_attempt_status s)
+{
+	return attempt_status_names[s];
+}
+
+static bool run_terminal(const struct fsm_run *r)
+{
+	return r->status >= FSM_RUN_SUCCEEDED;
+}
+
+static json_t *jstr_or_null(const char *s)
+{
+	return s != NULL ? json_string(s) : json_null();
+}
+
+static json_t *jms_or_null(int64_t ms)
+{
+	return ms != 0 ? json_integer(ms) : json_null();
+}
+
+json_t *fsm_time_json(int64_t ms)
+{
+	char buf[96];
+	struct tm tm;
+	time_t s;
+
+	if (ms == 0)
+		return json_null();
+	s = (time_t)(ms / 1000);
+	gmtime_r(&s, &tm);
+	snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+	return json_string(buf);
+}
+
+char *flowd_utf8_sanitize(const char *in, size_t len)
+{
+	/* Worst case: every byte becomes U+FFFD (3 bytes). */
+	char *out = malloc(len * 3 + 1);
+	const unsigned char *p = (const unsigned char *)in;
+	size_t i = 0, o = 0;
+
+	if (out == NULL)
+		return NULL;
+	while (i < len) {
+		unsigned char c = p[i];
+		size_t n = 0;
+		uint32_t cp = 0;
+
+		if (c == 0) {
+			i++;
+			continue;
+		}
+		if (c < 0x80) {
+			out[o++] = (char)c;
+			i++;
+			continue;
+		}
+		if ((c & 0xE0) == 0xC0) {
+			n = 1;
+			cp = c & 0x1F;
+		} else if ((c & 0xF0) == 0xE0) {
+			n = 2;
+			cp = c & 0x0F;
+		} else if ((c & 0xF8) == 0xF0) {
+			n = 3;
+			cp = c & 0x07;
+		}
+		bool ok = n > 0;
+		for (size_t k = 1; ok && k <= n; k++) {
+			if (i + k >= len || (p[i + k] & 0xC0) != 0x80)
+				ok = false;
+			else
+				cp = (cp << 6) | (p[i + k] & 0x3F);
+		}
+		/* Reject overlongs, surrogates and out-of-range values. */
+		if (ok && ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) ||
+			   (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+			   (cp >= 0xD800 && cp <= 0xDFFF)))
+			ok = false;
+		if (ok) {
+			memcpy(out + o, p + i, n + 1);
+			o += n + 1;
+			i += n + 1;
+		} else {
+			memcpy(out + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			i++;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* ------------------------------------------------------------------------
+ * Life cycle
+ */
+
+static void permissive_limits(struct flowd_limits *l)
+{
+	flowd_limits_defaults(l);
+	l->max_body_bytes = (size_t)1 << 40;
+	l->max_spec_bytes = (size_t)1 << 40;
+	l->max_steps_per_flow = 1u << 30;
+	l->max_params_per_flow = 1u << 30;
+	l->max_deps_per_step = 1u << 30;
+	l->max_argv = 1u << 30;
+	l->max_env_per_step = 1u << 30;
+	l->max_string_bytes = (size_t)1 << 40;
+	l->max_param_bytes = (size_t)1 << 40;
+	l->max_retries = 1u << 30;
+	l->max_backoff_s = 1u << 30;
+	l->max_timeout_s = 1u << 30;
+}
+
+void fsm_init(struct fsm *f, const struct fsm_hooks *hooks)
+{
+	memset(f, 0, sizeof *f);
+	map_init(&f->flows);
+	map_init(&f->runs);
+	map_init(&f->idem);
+	f->next_seq = 1;
+	if (hooks != NULL)
+		f->hooks = *hooks;
+	permissive_limits(&f->limits);
+}
+
+static void run_free(struct fsm_run *r)
+{
+	if (r == NULL)
+		return;
+	if (r->steps != NULL) {
+		for (size_t i = 0; i < r->spec->n_steps; i++) {
+			struct fsm_step *s = &r->steps[i];
+			for (unsigned k = 0; k < s->n_attempts; k++)
+				free(s->attempts[k].reason);
+			free(s->attempts);
+		}
+	}
+	free(r->steps);
+	free(r->id);
+	free(r->idempotency_key);
+	free(r->reason);
+	json_decref(r->params);
+	free(r);
+}
+
+static void flow_free(struct fsm_flow *fl)
+{
+	for (unsigned i = 0; i < fl->n_versions; i++)
+		spec_free(fl->versions[i].spec);
+	free(fl->versions);
+	free(fl->name);
+	free(fl);
+}
+
+/* Free everything but hooks and limits. */
+static void state_clear(struct fsm *f)
+{
+	for (size_t i = 0; i < f->n_runs; i++)
+		run_free(f->run_list[i]);
+	free(f->run_list);
+	f->run_list = NULL;
+	f->n_runs = f->cap_runs = 0;
+	for (size_t i = 0; i < f->flows.n_buckets; i++)
+		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next)
+			flow_free(e->value);
+	map_close(&f->flows);
+	map_close(&f->runs);
+	map_close(&f->idem);
+	free(f->nodes);
+	f->nodes = NULL;
+	f->n_nodes = 0;
+	f->ready_head = f->ready_tail = NULL;
+	f->waiting = NULL;
+	f->next_seq = 1;
+}
+
+void fsm_close(struct fsm *f)
+{
+	state_clear(f);
+}
+
+struct fsm_flow *fsm_flow_get(struct fsm *f, const char *name)
+{
+	return map_get(&f->flows, name);
+}
+
+struct fsm_run *fsm_run_get(struct fsm *f, const char *id)
+{
+	return map_get(&f->runs, id);
+}
+
+int64_t fsm_next_due(struct fsm *f)
+{
+	int64_t due = 0;
+
+	for (struct fsm_step *s = f->waiting; s != NULL; s = s->wait_next)
+		if (due == 0 || s->due_ms < due)
+			due = s->due_ms;
+	return due;
+}
+
+/* ------------------------------------------------------------------------
+ * Apply context: records of the entry being applied
+ */
+
+struct apply_ctx {
+	struct fsm *f;
+	int64_t ts;
+	json_t *records;            /* array of row images */
+	struct fsm_run **dirty;     /* runs touched by this entry */
+	size_t n_dirty, cap_dirty;
+};
+
+static void touch_run(struct apply_ctx *c, struct fsm_run *r)
+{
+	if (r->dirty)
+		return;
+	r->dirty = true;
+	if (c->n_dirty == c->cap_dirty) {
+		size_t cap = c->cap_dirty ? c->cap_dirty * 2 : 8;
+		struct fsm_run **d = realloc(c->dirty, cap * sizeof *d);
+		if (d == NULL)
+			abort(); /* apply must not fail half-way */
+		c->dirty = d;
+		c->cap_dirty = cap;
+	}
+	c->dirty[c->n_dirty++] = r;
+}
+
+static void touch_step(struct apply_ctx *c, struct fsm_step *s)
+{
+	s->dirty = true;
+	touch_run(c, s->run);
+}
+
+static struct fsm_node *node_find(struct fsm *f, uint64_t id)
+{
+	for (unsigned i = 0; i < f->n_nodes; i++)
+		if (f->nodes[i].id == id)
+			return &f->nodes[i];
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Ready queue, retry list, placement
+ */
+
+static void ready_push(struct fsm *f, struct fsm_step *s)
+{
+	s->ready_next = NULL;
+	if (f->ready_tail != NULL)
+		f->ready_tail->ready_next = s;
+	else
+		f->ready_head = s;
+	f->ready_tail = s;
+}
+
+static void ready_unlink(struct fsm *f, struct fsm_step *s)
+{
+	struct fsm_step *prev = NULL;
+
+	for (struct fsm_step *p = f->ready_head; p != NULL;
+	     prev = p, p = p->ready_next) {
+		if (p != s)
+			continue;
+		if (prev != NULL)
+			prev->ready_next = p->ready_next;
+		else
+			f->ready_head = p->ready_next;
+		if (f->ready_tail == p)
+			f->ready_tail = prev;
+		p->ready_next = NULL;
+		return;
+	}
+}
+
+static void waiting_unlink(struct fsm *f, struct fsm_step *s)
+{
+	for (struct fsm_step **p = &f->waiting; *p != NULL;
+	     p = &(*p)->wait_next) {
+		if (*p == s) {
+			*p = s->wait_next;
+			s->wait_next = NULL;
+			return;
+		}
+	}
+}
+
+static void make_ready(struct apply_ctx *c, struct fsm_step *s)
+{
+	s->status = FSM_STEP_READY;
+	ready_push(c->f, s);
+	touch_step(c, s);
+}
+
+static struct fsm_node *pick_node(struct fsm *f)
+{
+	struct fsm_node *best = NULL;
+	unsigned best_free = 0;
+
+	for (unsigned i = 0; i < f->n_nodes; i++) {
+		struct fsm_node *n = &f->nodes[i];
+		unsigned free_slots;
+		if (!n->live || n->running >= n->capacity)
+			continue;
+		free_slots = n->capacity - n->running;
+		if (best == NULL || free_slots > best_free) {
+			best = n;
+			best_free = free_slots;
+		}
+	}
+	return best;
+}
+
+static void place_ready(struct apply_ctx *c)
+{
+	struct fsm *f = c->f;
+
+	while (f->ready_head != NULL) {
+		struct fsm_node *n = pick_node(f);
+		struct fsm_step *s;
+		struct fsm_run *r;
+		struct fsm_attempt *a, *arr;
+
+		if (n == NULL)
+			return;
+		s = f->ready_head;
+		f->ready_head = s->ready_next;
+		if (f->ready_head == NULL)
+			f->ready_tail = NULL;
+		s->ready_next = NULL;
+		r = s->run;
+
+		arr = realloc(s->attempts,
+			      (s->n_attempts + 1) * sizeof *s->attempts);
+		if (arr == NULL)
+			abort();
+		s->attempts = arr;
+		a = &s->attempts[s->n_attempts];
+		memset(a, 0, sizeof *a);
+		a->n = ++s->n_attempts;
+		a->node = n->id;
+		a->boot = n->boot;
+		a->status = FSM_ATTEMPT_RUNNING;
+		a->started_ms = c->ts;
+		a->exit_code = -1;
+		a->dirty = true;
+		n->running++;
+		r->active_attempts++;
+		s->status = FSM_STEP_RUNNING;
+		if (s->started_ms == 0)
+			s->started_ms = c->ts;
+		touch_step(c, s);
+		if (r->status == FSM_RUN_QUEUED) {
+			r->status = FSM_RUN_RUNNING;
+			r->started_ms = c->ts;
+		}
+		if (f->hooks.attempt_placed != NULL)
+			f->hooks.attempt_placed(f->hooks.arg, r, s, a);
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Run transitions
+ */
+
+static void set_reason(char **dst, const char *reason)
+{
+	free(*dst);
+	*dst = reason ? strdup(reason) : NULL;
+}
+
+/* End a run: every step that has not finished is skipped (failed run) or
+ * cancelled; running attempts are asked to stop. */
+static void end_run(struct apply_ctx *c, struct fsm_run *r,
+		    enum fsm_run_status status, const char *reason)
+{
+	struct fsm *f = c->f;
+
+	r->status = status;
+	set_reason(&r->reason, reason);
+	r->finished_ms = c->ts;
+	touch_run(c, r);
+	for (size_t i = 0; i < r->spec->n_steps; i++) {
+		struct fsm_step *s = &r->steps[i];
+		switch (s->status) {
+		case FSM_STEP_READY:
+			ready_unlink(f, s);
+			/* fall through */
+		case FSM_STEP_PENDING:
+			s->status = status == FSM_RUN_CANCELLED
+					    ? FSM_STEP_CANCELLED
+					    : FSM_STEP_SKIPPED;
+			touch_step(c, s);
+			break;
+		case FSM_STEP_RETRY_WAIT:
+			waiting_unlink(f, s);
+			s->status = status == FSM_RUN_CANCELLED
+					    ? FSM_STEP_CANCELLED
+					    : FSM_STEP_SKIPPED;
+			s->finished_ms = c->ts;
+			touch_step(c, s);
+			break;
+		case FSM_STEP_RUNNING: {
+			struct fsm_attempt *a =
+				&s->attempts[s->n_attempts - 1];
+			s->status = FSM_STEP_CANCELLED;
+			s->finished_ms = c->ts;
+			a->stopping = true;
+			a->dirty = true;
+			touch_step(c, s);
+			if (f->hooks.attempt_stop != NULL)
+				f->hooks.attempt_stop(f->hooks.arg, r, s, a);
+			break;
+		}
+		default:
+			break;
+		}
+	}
+}
+
+/* A step succeeded: ready its dependents; end the run when all are done. */
+static void step_succeeded(struct apply_ctx *c, struct fsm_step *s)
+{
+	struct fsm_run *r = s->run;
+	const struct flow_spec *spec = r->spec;
+	bool all = true;
+
+	s->status = FSM_STEP_SUCCEEDED;
+	s->finished_ms = c->ts;
+	touch_step(c, s);
+	for (size_t j = 0; j < spec->n_steps; j++) {
+		const struct spec_step *ss = &spec->steps[j];
+		for (size_t d = 0; d < ss->n_deps; d++) {
+			if (ss->deps[d] != s->index)
+				continue;
+			struct fsm_step *t = &r->steps[j];
+			if (t->deps_left > 0 && --t->deps_left == 0 &&
+			    t->status == FSM_STEP_PENDING)
+				make_ready(c, t);
+		}
+	}
+	for (size_t j = 0; j < spec->n_steps; j++)
+		if (r->steps[j].status != FSM_STEP_SUCCEEDED)
+			all = false;
+	if (all) {
+		r->status = FSM_RUN_SUCCEEDED;
+		r->finished_ms = c->ts;
+		touch_run(c, r);
+	}
+}
+
+/* An attempt failed (or was lost): retry under the step's policy, or fail the
+ * step and the run. */
+static void step_failed(struct apply_ctx *c, struct fsm_step *s,
+			const char *why)
+{
+	struct fsm_run *r = s->run;
+	const struct spec_step *ss = &r->spec->steps[s->index];
+	char reason[300];
+
+	if (s->n_attempts <= ss->retries_max) {
+		uint64_t backoff = ss->backoff_s;
+		for (unsigned k = 1; k < s->n_attempts && backoff < ss->max_backoff_s; k++)
+			backoff *= 2;
+		if (backoff > ss->max_backoff_s)
+			backoff = ss->max_backoff_s;
+		touch_step(c, s);
+		if (backoff == 0) {
+			make_ready(c, s);
+		} else {
+			s->status = FSM_STEP_RETRY_WAIT;
+			s->due_ms = c->ts + (int64_t)backoff * 1000;
+			s->wait_next = c->f->waiting;
+			c->f->waiting = s;
+		}
+		return;
+	}
+	s->status = FSM_STEP_FAILED;
+	s->finished_ms = c->ts;
+	touch_step(c, s);
+	snprintf(reason, sizeof reason, "step %s %s",
+		 r->spec->steps[s->index].name, why);
+	end_run(c, r, FSM_RUN_FAILED, reason);
+}
+
+/* ------------------------------------------------------------------------
+ * Records (PostgreSQL row images)
+ */
+
+static json_t *run_record(const struct fsm_run *r)
+{
+	return json_pack("{s:s, s:s, s:s, s:i, s:O, s:s, s:o, s:I, s:o, s:o, s:o}",
+			 "t", "run", "id", r->id, "flow", r->flow->name,
+			 "version", (int)r->version, "parameters", r->params,
+			 "status", run_status_names[r->status],
+			 "idempotency_key", jstr_or_null(r->idempotency_key),
+			 "created_at", (json_int_t)r->created_ms, "started_at",
+			 jms_or_null(r->started_ms), "finished_at",
+			 jms_or_null(r->finished_ms), "reason",
+			 jstr_or_null(r->reason));
+}
+
+static json_t *step_record(const struct fsm_run *r, const struct fsm_step *s)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:o, s:o}", "t", "step",
+			 "run_id", r->id, "step", r->spec->steps[s->index].name,
+			 "status", step_status_names[s->status], "attempts",
+			 (int)s->n_attempts, "started_at",
+			 jms_or_null(s->started_ms), "finished_at",
+			 jms_or_null(s->finished_ms));
+}
+
+static json_t *attempt_record(const struct fsm_run *r,
+			      const struct fsm_step *s,
+			      const struct fsm_attempt *a)
+{
+	return json_pack(
+		"{s:s, s:s, s:s, s:i, s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "t",
+		"attempt", "run_id", r->id, "step",
+		r->spec->steps[s->index].name, "attempt", (int)a->n, "node",
+		(json_int_t)a->node, "status", attempt_status_names[a->status],
+		"started_at", jms_or_null(a->started_ms), "finished_at",
+		jms_or_null(a->finished_ms), "exit_code",
+		a->status == FSM_ATTEMPT_RUNNING || a->exit_code < 0
+			? json_null()
+			: json_integer(a->exit_code),
+		"signal",
+		a->term_signal ? json_integer(a->term_signal) : json_null(),
+		"reason", jstr_or_null(a->reason));
+}
+
+static void flush_records(struct apply_ctx *c, uint64_t index)
+{
+	struct fsm *f = c->f;
+	char *text;
+
+	for (size_t i = 0; i < c->n_dirty; i++) {
+		struct fsm_run *r = c->dirty[i];
+		json_array_append_new(c->records, run_record(r));
+		for (size_t k = 0; k < r->spec->n_steps; k++) {
+			struct fsm_step *s = &r->steps[k];
+			if (!s->dirty)
+				continue;
+			s->dirty = false;
+			json_array_append_new(c->records, step_record(r, s));
+			for (unsigned n = 0; n < s->n_attempts; n++) {
+				struct fsm_attempt *a = &s->attempts[n];
+				if (!a->dirty)
+					continue;
+				a->dirty = false;
+				json_array_append_new(
+					c->records, attempt_record(r, s, a));
+			}
+		}
+		r->dirty = false;
+	}
+	if (json_array_size(c->records) == 0 || f->hooks.records == NULL)
+		return;
+	text = json_dumps(c->records, JSON_COMPACT);
+	if (text == NULL)
+		abort();
+	f->hooks.records(f->hooks.arg, index, text);
+}
+
+/* ------------------------------------------------------------------------
+ * Commands
+ */
+
+static void result_error(struct fsm *f, int status, const char *code,
+			 const char *field, const char *msg)
+{
+	f->result.status = status;
+	flowd_error_set(&f->result.err, status, code, field, "%s", msg);
+}
+
+static json_t *flow_record(const struct fsm_flow *fl)
+{
+	return json_pack("{s:s, s:s, s:o, s:b, s:I}", "t", "flow", "flow",
+			 fl->name,
+			 "current_version",
+			 fl->current ? json_integer(fl->current) : json_null(),
+			 "deleted", fl->current == 0, "updated_at",
+			 (json_int_t)fl->updated_ms);
+}
+
+static void apply_deploy(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	const char *name = json_string_value(json_object_get(cmd, "flow"));
+	json_t *doc = json_object_get(cmd, "spec");
+	struct flow_spec *spec = NULL;
+	struct flowd_error err;
+	struct fsm_flow *fl;
+	struct fsm_flow_version *v;
+
+	if (name == NULL || !spec_flow_name_valid(name)) {
+		result_error(f, 400, "invalid_value", "flow", "bad flow name");
+		return;
+	}
+	if (spec_parse(doc, &f->limits, &spec, &err) != 0) {
+		f->result.status = err.status ? err.status : 400;
+		f->result.err = err;
+		return;
+	}
+	fl = map_get(&f->flows, name);
+	if (fl == NULL) {
+		fl = calloc(1, sizeof *fl);
+		if (fl == NULL || (fl->name = strdup(name)) == NULL)
+			abort();
+		fl->created_ms = c->ts;
+		if (map_put(&f->flows, name, fl) != 0)
+			abort();
+	}
+	f->result.flow = fl;
+	if (fl->n_versions > 0 &&
+	    json_equal(fl->versions[fl->n_versions - 1].spec->doc, spec->doc)) {
+		spec_free(spec);
+		f->result.status = 200;
+		if (fl->current == fl->n_versions)
+			return; /* unchanged: a no-op */
+		fl->current = fl->n_versions; /* re-deploy after undeploy */
+		fl->updated_ms = c->ts;
+		json_array_append_new(c->records, flow_record(fl));
+		return;
+	}
+	v = realloc(fl->versions, (fl->n_versions + 1) * sizeof *v);
+	if (v == NULL)
+		abort();
+	fl->versions = v;
+	v = &fl->versions[fl->n_versions++];
+	v->version = fl->n_versions;
+	v->created_ms = c->ts;
+	v->spec = spec;
+	fl->current = v->version;
+	fl->updated_ms = c->ts;
+	f->result.status = 201;
+	f->result.created = true;
+	json_array_append_new(
+		c->records,
+		json_pack("{s:s, s:s, s:i, s:O, s:I}", "t", "flow_version",
+			  "flow", fl->name, "version", (int)v->version, "spec",
+			  spec->doc, "created_at", (json_int_t)c->ts));
+	json_array_append_new(c->records, flow_record(fl));
+}
+
+static void apply_undeploy(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	const char *name = json_string_value(json_object_get(cmd, "flow"));
+	struct fsm_flow *fl = name ? map_get(&f->flows, name) : NULL;
+
+	if (fl == NULL) {
+		result_error(f, 404, "not_found", "flow", "no such flow");
+		return;
+	}
+	f->result.flow = fl;
+	f->result.status = 200;
+	if (fl->current == 0)
+		return;
+	fl->current = 0;
+	fl->updated_ms = c->ts;
+	json_array_append_new(c->records, flow_record(fl));
+}
+
+static char *idem_key(const char *flow, const char *key)
+{
+	size_t a = strlen(flow), b = strlen(key);
+	char *k = malloc(a + b + 2);
+
+	if (k == NULL)
+		abort();
+	memcpy(k, flow, a);
+	k[a] = '\n';
+	memcpy(k + a + 1, key, b + 1);
+	return k;
+}
+
+static void run_list_add(struct fsm *f, struct fsm_run *r)
+{
+	if (f->n_runs == f->cap_runs) {
+		size_t cap = f->cap_runs ? f->cap_runs * 2 : 256;
+		struct fsm_run **l = realloc(f->run_list, cap * sizeof *l);
+		if (l == NULL)
+			abort();
+		f->run_list = l;
+		f->cap_runs = cap;
+	}
+	f->run_list[f->n_runs++] = r;
+	if (map_put(&f->runs, r->id, r) != 0)
+		abort();
+	if (r->idempotency_key != NULL) {
+		char *k = idem_key(r->flow->name, r->idempotency_key);
+		if (map_put(&f->idem, k, r) != 0)
+			abort();
+		free(k);
+	}
+}
+
+/* A new run object with its steps PENDING (not yet in any list). */
+static struct fsm_run *run_new(struct fsm *f, struct fsm_flow *fl,
+			       unsigned version, uint64_t seq)
+{
+	struct fsm_run *r = calloc(1, sizeof *r);
+	char id[32];
+
+	if (r == NULL)
+		abort();
+	snprintf(id, sizeof id, "r-%012" PRIu64, seq);
+	r->id = strdup(id);
+	r->seq = seq;
+	r->flow = fl;
+	r->version = version;
+	r->spec = fl->versions[version - 1].spec;
+	r->steps = calloc(r->spec->n_steps ? r->spec->n_steps : 1,
+			  sizeof *r->steps);
+	if (r->id == NULL || r->steps == NULL)
+		abort();
+	for (size_t i = 0; i < r->spec->n_steps; i++) {
+		r->steps[i].run = r;
+		r->steps[i].index = (unsigned)i;
+		r->steps[i].deps_left = (unsigned)r->spec->steps[i].n_deps;
+	}
+	return r;
+}
+
+static void apply_run_create(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	const char *name = json_string_value(json_object_get(cmd, "flow"));
+	const char *key =
+		json_string_value(json_object_get(cmd, "idempotency_key"));
+	json_t *params = json_object_get(cmd, "parameters");
+	struct fsm_flow *fl = name ? map_get(&f->flows, name) : NULL;
+	json_t *resolved = NULL;
+	struct flowd_error err;
+	struct fsm_run *r;
+
+	if (fl == NULL) {
+		result_error(f, 404, "not_found", "flow", "no such flow");
+		return;
+	}
+	if (key != NULL) {
+		char *k = idem_key(name, key);
+		r = map_get(&f->idem, k);
+		free(k);
+		if (r != NULL) {
+			f->result.status = 200;
+			f->result.run = r;
+			return;
+		}
+	}
+	if (fl->current == 0) {
+		result_error(f, 409, "flow_undeployed", "flow",
+			     "the flow is not deployed");
+		return;
+	}
+	if (json_is_null(params))
+		params = NULL;
+	if (spec_params_resolve(fl->versions[fl->current - 1].spec, params,
+				&f->limits, &resolved, &err) != 0) {
+		f->result.status = err.status ? err.status : 400;
+		f->result.err = err;
+		return;
+	}
+	r = run_new(f, fl, fl->current, f->next_seq++);
+	r->params = resolved;
+	r->idempotency_key = key ? strdup(key) : NULL;
+	r->status = FSM_RUN_QUEUED;
+	r->created_ms = c->ts;
+	run_list_add(f, r);
+	touch_run(c, r);
+	for (size_t i = 0; i < r->spec->n_steps; i++) {
+		touch_step(c, &r->steps[i]);
+		if (r->steps[i].deps_left == 0)
+			make_ready(c, &r->steps[i]);
+	}
+	place_ready(c);
+	f->result.status = 201;
+	f->result.created = true;
+	f->result.run = r;
+}
+
+static void apply_run_cancel(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	const char *id = json_string_value(json_object_get(cmd, "run"));
+	struct fsm_run *r = id ? map_get(&f->runs, id) : NULL;
+
+	if (r == NULL) {
+		result_error(f, 404, "not_found", "run", "no such run");
+		return;
+	}
+	f->result.run = r;
+	if (run_terminal(r)) {
+		result_error(f, 409, "run_finished", "run",
+			     "the run has already finished");
+		return;
+	}
+	end_run(c, r, FSM_RUN_CANCELLED, "cancelled by request");
+	place_ready(c);
+	f->result.status = 200;
+}
+
+static struct fsm_step *step_by_name(struct fsm_run *r, const char *name)
+{
+	for (size_t i = 0; i < r->spec->n_steps; i++)
+		if (strcmp(r->spec->steps[i].name, name) == 0)
+			return &r->steps[i];
+	return NULL;
+}
+
+/* An attempt stopped running (finished or lost): release its slot. */
+static void attempt_release(struct apply_ctx *c, struct fsm_run *r,
+			    struct fsm_attempt *a)
+{
+	struct fsm_node *n = node_find(c->f, a->node);
+
+	if (n != NULL && n->running > 0)
+		n->running--;
+	if (r->active_attempts > 0)
+		r->active_attempts--;
+}
+
+static void apply_task_finish(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	const char *id = json_string_value(json_object_get(cmd, "run"));
+	const char *sname = json_string_value(json_object_get(cmd, "step"));
+	unsigned n = (unsigned)json_integer_value(json_object_get(cmd, "attempt"));
+	uint64_t node = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
+	int exit_code = (int)json_integer_value(json_object_get(cmd, "exit_code"));
+	int sig = (int)json_integer_value(json_object_get(cmd, "signal"));
+	const char *reason = json_string_value(json_object_get(cmd, "reason"));
+	const char *detail = json_string_value(json_object_get(cmd, "detail"));
+	struct fsm_run *r = id ? map_get(&f->runs, id) : NULL;
+	struct fsm_step *s = (r && sname) ? step_by_name(r, sname) : NULL;
+	struct fsm_attempt *a;
+	char why[300];
+
+	if (s == NULL || n == 0 || n > s->n_attempts || reason == NULL) {
+		result_error(f, 404, "not_found", "attempt", "no such attempt");
+		return;
+	}
+	a = &s->attempts[n - 1];
+	f->result.status = 200;
+	f->result.run = r;
+	if (a->node != node || a->status != FSM_ATTEMPT_RUNNING) {
+		/* Fencing: a late or foreign result changes nothing. */
+		log_debug("fsm: stale result run=%s step=%s attempt=%u", id,
+			  sname, n);
+		return;
+	}
+	json_array_append_new(
+		c->records,
+		json_pack("{s:s, s:s, s:s, s:i, s:O, s:O, s:O}", "t", "log",
+			  "run_id", r->id, "step", sname, "attempt", (int)n,
+			  "stdout", json_object_get(cmd, "stdout"), "stderr",
+			  json_object_get(cmd, "stderr"), "truncated",
+			  json_object_get(cmd, "truncated")));
+	attempt_release(c, r, a);
+	a->finished_ms = c->ts;
+	a->exit_code = exit_code;
+	a->term_signal = sig;
+	if (detail != NULL && detail[0] != '\0') {
+		snprintf(why, sizeof why, "%s: %s", reason, detail);
+		set_reason(&a->reason, why);
+	} else {
+		set_reason(&a->reason, reason);
+	}
+	a->dirty = true;
+	touch_step(c, s);
+	if (a->stopping || run_terminal(r)) {
+		a->status = FSM_ATTEMPT_CANCELLED;
+	} else if (strcmp(reason, "exited") == 0 && exit_code == 0 &&
+		   sig == 0) {
+		a->status = FSM_ATTEMPT_SUCCEEDED;
+		step_succeeded(c, s);
+	} else {
+		a->status = FSM_ATTEMPT_FAILED;
+		if (strcmp(reason, "timeout") == 0)
+			snprintf(why, sizeof why, "timed out");
+		else if (sig != 0)
+			snprintf(why, sizeof why, "killed by signal %d", sig);
+		else if (strcmp(reason, "exited") == 0)
+			snprintf(why, sizeof why, "failed with exit code %d",
+				 exit_code);
+		else
+			snprintf(why, sizeof why, "failed (%s)", a->reason);
+		step_failed(c, s, why);
+	}
+	place_ready(c);
+}
+
+static int node_cmp(const void *a, const void *b)
+{
+	const struct fsm_node *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void apply_node_up(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
+	uint64_t boot = (uint64_t)json_integer_value(json_object_get(cmd, "boot"));
+	unsigned cap = (unsigned)json_integer_value(json_object_get(cmd, "capacity"));
+	struct fsm_node *n = node_find(f, id);
+
+	f->result.status = 200;
+	if (n == NULL) {
+		struct fsm_node *arr =
+			realloc(f->nodes, (f->n_nodes + 1) * sizeof *arr);
+		if (arr == NULL)
+			abort();
+		f->nodes = arr;
+		n = &f->nodes[f->n_nodes++];
+		memset(n, 0, sizeof *n);
+		n->id = id;
+		n->boot = boot;
+		qsort(f->nodes, f->n_nodes, sizeof *f->nodes, node_cmp);
+		n = node_find(f, id);
+	}
+	/* Attempts of an earlier boot of this node died with it. */
+	for (size_t i = 0; i < f->n_runs; i++) {
+		struct fsm_run *r = f->run_list[i];
+		if (r->active_attempts == 0)
+			continue;
+		for (size_t k = 0; k < r->spec->n_steps; k++) {
+			struct fsm_step *s = &r->steps[k];
+			struct fsm_attempt *a;
+			if (s->n_attempts == 0)
+				continue;
+			a = &s->attempts[s->n_attempts - 1];
+			if (a->status != FSM_ATTEMPT_RUNNING ||
+			    a->node != id || a->boot == boot)
+				continue;
+			attempt_release(c, r, a);
+			a->finished_ms = c->ts;
+			set_reason(&a->reason, "lost");
+			a->dirty = true;
+			touch_step(c, s);
+			if (a->stopping || run_terminal(r)) {
+				a->status = FSM_ATTEMPT_CANCELLED;
+			} else {
+				a->status = FSM_ATTEMPT_LOST;
+				step_failed(c, s, "lost its node");
+			}
+		}
+	}
+	n = node_find(f, id);
+	n->boot = boot;
+	n->capacity = cap;
+	n->live = true;
+	place_ready(c);
+}
+
+static int due_cmp(const void *a, const void *b)
+{
+	const struct fsm_step *x = *(struct fsm_step *const *)a;
+	const struct fsm_step *y = *(struct fsm_step *const *)b;
+
+	if (x->due_ms != y->due_ms)
+		return x->due_ms < y->due_ms ? -1 : 1;
+	if (x->run->seq != y->run->seq)
+		return x->run->seq < y->run->seq ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static void apply_wake(struct apply_ctx *c)
+{
+	struct fsm *f = c->f;
+	struct fsm_step **due = NULL;
+	size_t n = 0, cap = 0;
+
+	f->result.status = 200;
+	for (struct fsm_step **p = &f->waiting; *p != NULL;) {
+		struct fsm_step *s = *p;
+		if (s->due_ms > c->ts) {
+			p = &s->wait_next;
+			continue;
+		}
+		*p = s->wait_next;
+		s->wait_next = NULL;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			due = realloc(due, cap * sizeof *due);
+			if (due == NULL)
+				abort();
+		}
+		due[n++] = s;
+	}
+	/* The list's order is not replicated (a restored node rebuilds it);
+	 * sort so that every node readies them in the same order. */
+	if (n > 0)
+		qsort(due, n, sizeof *due, due_cmp);
+	for (size_t i = 0; i < n; i++)
+		make_ready(c, due[i]);
+	free(due);
+	place_ready(c);
+}
+
+struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
+			     size_t len)
+{
+	struct apply_ctx c = {.f = f};
+	json_error_t jerr;
+	json_t *cmd;
+	const char *op;
+
+	memset(&f->result, 0, sizeof f->result);
+	f->applied_index = index;
+	/* consensus pads entries to 8 bytes with NULs */
+	while (len > 0 && ((const char *)buf)[len - 1] == '\0')
+		len--;
+	cmd = json_loadb(buf, len, 0, &jerr);
+	if (cmd == NULL || json_integer_value(json_object_get(cmd, "v")) !=
+				   FSM_CMD_VERSION) {
+		log_error("fsm: ignoring malformed command index=%" PRIu64,
+			  index);
+		result_error(f, 400, "invalid_command", "", "malformed command");
+		json_decref(cmd);
+		return &f->result;
+	}
+	op = json_string_value(json_object_get(cmd, "op"));
+	c.ts = json_integer_value(json_object_get(cmd, "ts"));
+	c.records = json_array();
+	if (op == NULL)
+		op = "";
+	if (strcmp(op, "deploy") == 0)
+		apply_deploy(&c, cmd);
+	else if (strcmp(op, "undeploy") == 0)
+		apply_undeploy(&c, cmd);
+	else if (strcmp(op, "run_create") == 0)
+		apply_run_create(&c, cmd);
+	else if (strcmp(op, "run_cancel") == 0)
+		apply_run_cancel(&c, cmd);
+	else if (strcmp(op, "task_finish") == 0)
+		apply_task_finish(&c, cmd);
+	else if (strcmp(op, "node_up") == 0)
+		apply_node_up(&c, cmd);
+	else if (strcmp(op, "wake") == 0)
+		apply_wake(&c);
+	else {
+		log_error("fsm: unknown op=%s index=%" PRIu64, op, index);
+		result_error(f, 400, "invalid_command", "op", "unknown op");
+	}
+	flush_records(&c, index);
+	json_decref(c.records);
+	free(c.dirty);
+	json_decref(cmd);
+	return &f->result;
+}
+
+/* ------------------------------------------------------------------------
+ * Command builders
+ */
+
+static int dump_cmd(json_t *cmd, char **out, size_t *len)
+{
+	char *text;
+
+	if (cmd == NULL)
+		return -1;
+	text = json_dumps(cmd, JSON_COMPACT);
+	json_decref(cmd);
+	if (text == NULL)
+		return -1;
+	*out = text;
+	*len = strlen(text);
+	return 0;
+}
+
+static json_t *cmd_new(const char *op, int64_t ts)
+{
+	return json_pack("{s:i, s:s, s:I}", "v", FSM_CMD_VERSION, "op", op,
+			 "ts", (json_int_t)ts);
+}
+
+int fsm_cmd_deploy(int64_t ts, const char *flow, const json_t *spec_doc,
+		   char **out, size_t *len)
+{
+	json_t *c = cmd_new("deploy", ts);
+
+	json_object_set_new(c, "flow", json_string(flow));
+	json_object_set(c, "spec", (json_t *)spec_doc);
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_undeploy(int64_t ts, const char *flow, char **out, size_t *len)
+{
+	json_t *c = cmd_new("undeploy", ts);
+
+	json_object_set_new(c, "flow", json_string(flow));
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_run_create(int64_t ts, const char *flow, const json_t *params,
+		       const char *idempotency_key, char **out, size_t *len)
+{
+	json_t *c = cmd_new("run_create", ts);
+
+	json_object_set_new(c, "flow", json_string(flow));
+	if (params != NULL)
+		json_object_set(c, "parameters", (json_t *)params);
+	if (idempotency_key != NULL)
+		json_object_set_new(c, "idempotency_key",
+				    json_string(idempotency_key));
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_run_cancel(int64_t ts, const char *run_id, char **out,
+		       size_t *len)
+{
+	json_t *c = cmd_new("run_cancel", ts);
+
+	json_object_set_new(c, "run", json_string(run_id));
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_node_up(int64_t ts, uint64_t node, uint64_t boot,
+		    unsigned capacity, char **out, size_t *len)
+{
+	json_t *c = cmd_new("node_up", ts);
+
+	json_object_set_new(c, "node", json_integer((json_int_t)node));
+	json_object_set_new(c, "boot", json_integer((json_int_t)boot));
+	json_object_set_new(c, "capacity", json_integer(capacity));
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_wake(int64_t ts, char **out, size_t *len)
+{
+	return dump_cmd(cmd_new("wake", ts), out, len);
+}
+
+int fsm_cmd_task_finish(int64_t ts, const struct fsm_finish *fin, char **out,
+			size_t *len)
+{
+	json_t *c = cmd_new("task_finish", ts);
+
+	json_object_set_new(c, "run", json_string(fin->run_id));
+	json_object_set_new(c, "step", json_string(fin->step));
+	json_object_set_new(c, "attempt", json_integer(fin->attempt));
+	json_object_set_new(c, "node", json_integer((json_int_t)fin->node));
+	json_object_set_new(c, "exit_code", json_integer(fin->exit_code));
+	json_object_set_new(c, "signal", json_integer(fin->term_signal));
+	json_object_set_new(c, "reason", json_string(fin->reason));
+	if (fin->detail != NULL && fin->detail[0] != '\0')
+		json_object_set_new(c, "detail", json_string(fin->detail));
+	json_object_set_new(c, "stdout", json_string(fin->out ? fin->out : ""));
+	json_object_set_new(c, "stderr", json_string(fin->err ? fin->err : ""));
+	json_object_set_new(c, "truncated", json_boolean(fin->truncated));
+	return dump_cmd(c, out, len);
+}
+
+/* ------------------------------------------------------------------------
+ * JSON views for the API
+ */
+
+json_t *fsm_flow_json(const struct fsm_flow *fl, bool with_spec)
+{
+	unsigned v = fl->current ? fl->current : fl->n_versions;
+	const struct flow_spec *spec = fl->versions[v - 1].spec;
+	json_t *j = json_pack("{s:s, s:i, s:b, s:s, s:o, s:o}", "name",
+			      fl->name, "version", (int)v, "deployed",
+			      fl->current != 0, "description",
+			      spec->description, "created_at",
+			      fsm_time_json(fl->created_ms), "updated_at",
+			      fsm_time_json(fl->updated_ms));
+
+	if (with_spec)
+		json_object_set(j, "spec", spec->doc);
+	return j;
+}
+
+json_t *fsm_flow_versions_json(const struct fsm_flow *fl)
+{
+	json_t *arr = json_array();
+
+	for (unsigned i = 0; i < fl->n_versions; i++)
+		json_array_append_new(
+			arr, json_pack("{s:i, s:o, s:O}", "version",
+				       (int)fl->versions[i].version,
+				       "created_at",
+				       fsm_time_json(fl->versions[i].created_ms),
+				       "spec", fl->versions[i].spec->doc));
+	return json_pack("{s:s, s:o}", "flow", fl->name, "versions", arr);
+}
+
+static json_t *attempt_json(const struct fsm_attempt *a)
+{
+	return json_pack(
+		"{s:i, s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "attempt",
+		(int)a->n, "node", (json_int_t)a->node, "status",
+		attempt_status_names[a->status], "started_at",
+		fsm_time_json(a->started_ms), "finished_at",
+		fsm_time_json(a->finished_ms), "exit_code",
+		a->status == FSM_ATTEMPT_RUNNING || a->exit_code < 0
+			? json_null()
+			: json_integer(a->exit_code),
+		"signal", a->term_signal ? json_integer(a->term_signal) : json_null(),
+		"reason", jstr_or_null(a->reason));
+}
+
+json_t *fsm_run_json(const struct fsm_run *r, bool with_steps)
+{
+	json_t *j = json_pack(
+		"{s:s, s:s, s:i, s:O, s:o, s:s, s:o, s:o, s:o, s:o, s:{s:s}}",
+		"id", r->id, "flow", r->flow->name, "version", (int)r->version,
+		"parameters", r->params, "idempotency_key",
+		jstr_or_null(r->idempotency_key), "status",
+		run_status_names[r->status], "reason", jstr_or_null(r->reason),
+		"created_at", fsm_time_json(r->created_ms), "started_at",
+		fsm_time_json(r->started_ms), "finished_at",
+		fsm_time_json(r->finished_ms), "trigger", "type", "manual");
+
+	if (with_steps) {
+		json_t *steps = json_array();
+		for (size_t i = 0; i < r->spec->n_steps; i++) {
+			const struct fsm_step *s = &r->steps[i];
+			const struct spec_step *ss = &r->spec->steps[i];
+			json_t *deps = json_array(), *atts = json_array();
+			for (size_t d = 0; d < ss->n_deps; d++)
+				json_array_append_new(
+					deps,
+					json_string(r->spec->steps[ss->deps[d]].name));
+			for (unsigned k = 0; k < s->n_attempts; k++)
+				json_array_append_new(
+					atts, attempt_json(&s->attempts[k]));
+			json_array_append_new(
+				steps,
+				json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}",
+					  "name", ss->name, "status",
+					  step_status_names[s->status],
+					  "depends_on", deps, "started_at",
+					  fsm_time_json(s->started_ms),
+					  "finished_at",
+					  fsm_time_json(s->finished_ms),
+					  "attempts", atts));
+		}
+		json_object_set_new(j, "steps", steps);
+	}
+	return j;
+}
+
+json_t *fsm_runs_page(struct fsm *f, const char *flow, int status,
+		      unsigned limit, uint64_t cursor)
+{
+	json_t *runs = json_array();
+	size_t i = (cursor != 0 && cursor <= f->n_runs) ? cursor - 1 : f->n_runs;
+	uint64_t last = 0;
+	unsigned n = 0;
+
+	while (i > 0 && n < limit) {
+		struct fsm_run *r = f->run_list[--i];
+		if (flow != NULL && strcmp(r->flow->name, flow) != 0)
+			continue;
+		if (status >= 0 && (int)r->status != status)
+			continue;
+		json_array_append_new(runs, fsm_run_json(r, false));
+		last = r->seq;
+		n++;
+	}
+	json_t *next = json_null();
+	if (n == limit && i > 0) {
+		char buf[32];
+		snprintf(buf, sizeof buf, "%" PRIu64, last);
+		json_decref(next);
+		next = json_string(buf);
+	}
+	return json_pack("{s:o, s:o}", "runs", runs, "next_cursor", next);
+}
+
+/* ------------------------------------------------------------------------
+ * Snapshot and restore
+ *
+ * The snapshot is one JSON document holding everything apply reads: flows
+ * with every version's spec, nodes, runs with steps and attempts, and the
+ * order of the ready queue (the only order apply depends on). Counters that
+ * can be derived (node.running, run.active_attempts, the retry list) are
+ * rebuilt on restore.
+ */
+
+static json_t *snap_attempt(const struct fsm_attempt *a)
+{
+	return json_pack("{s:i, s:I, s:I, s:i, s:b, s:I, s:I, s:i, s:i, s:o}",
+			 "n", (int)a->n, "node", (json_int_t)a->node, "boot",
+			 (json_int_t)a->boot, "st", (int)a->status, "stop",
+			 a->stopping, "t0", (json_int_t)a->started_ms, "t1",
+			 (json_int_t)a->finished_ms, "exit", a->exit_code,
+			 "sig", a->term_signal, "why", jstr_or_null(a->reason));
+}
+
+static json_t *snap_run(const struct fsm_run *r)
+{
+	json_t *steps = json_array();
+
+	for (size_t i = 0; i < r->spec->n_steps; i++) {
+		const struct fsm_step *s = &r->steps[i];
+		json_t *atts = json_array();
+		for (unsigned k = 0; k < s->n_attempts; k++)
+			json_array_append_new(atts, snap_attempt(&s->attempts[k]));
+		json_array_append_new(
+			steps, json_pack("{s:i, s:i, s:I, s:I, s:I, s:o}", "st",
+					 (int)s->status, "deps", (int)s->deps_left,
+					 "due", (json_int_t)s->due_ms, "t0",
+					 (json_int_t)s->started_ms, "t1",
+					 (json_int_t)s->finished_ms, "att", atts));
+	}
+	return json_pack("{s:s, s:I, s:s, s:i, s:O, s:o, s:i, s:o, s:I, s:I, s:I, s:o}",
+			 "id", r->id, "seq", (json_int_t)r->seq, "flow",
+			 r->flow->name, "version", (int)r->version, "params",
+			 r->params, "key", jstr_or_null(r->idempotency_key),
+			 "st", (int)r->status, "why", jstr_or_null(r->reason),
+			 "t0", (json_int_t)r->created_ms, "t1",
+			 (json_int_t)r->started_ms, "t2",
+			 (json_int_t)r->finished_ms, "steps", steps);
+}
+
+static int flow_name_cmp(const void *a, const void *b)
+{
+	const struct fsm_flow *x = *(struct fsm_flow *const *)a;
+	const struct fsm_flow *y = *(struct fsm_flow *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
+int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
+{
+	json_t *root, *flows = json_array(), *nodes = json_array();
+	json_t *runs = json_array(), *ready = json_array();
+	struct fsm_flow **sorted;
+	size_t n = 0;
+	int rv = -1;
+
+	sorted = malloc((f->flows.size + 1) * sizeof *sorted);
+	if (sorted == NULL)
+		goto out;
+	for (size_t i = 0; i < f->flows.n_buckets; i++)
+		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next)
+			sorted[n++] = e->value;
+	qsort(sorted, n, sizeof *sorted, flow_name_cmp);
+	for (size_t i = 0; i < n; i++) {
+		struct fsm_flow *fl = sorted[i];
+		json_t *vers = json_array();
+		for (unsigned k = 0; k < fl->n_versions; k++)
+			json_array_append_new(
+				vers, json_pack("{s:I, s:O}", "t",
+						(json_int_t)fl->versions[k].created_ms,
+						"spec", fl->versions[k].spec->doc));
+		json_array_append_new(
+			flows, json_pack("{s:s, s:i, s:I, s:I, s:o}", "name",
+					 fl->name, "current", (int)fl->current,
+					 "t0", (json_int_t)fl->created_ms, "t1",
+					 (json_int_t)fl->updated_ms, "versions",
+					 vers));
+	}
+	free(sorted);
+	for (unsigned i = 0; i < f->n_nodes; i++)
+		json_array_append_new(
+			nodes, json_pack("{s:I, s:I, s:i, s:b}", "id",
+					 (json_int_t)f->nodes[i].id, "boot",
+					 (json_int_t)f->nodes[i].boot, "cap",
+					 (int)f->nodes[i].capacity, "live",
+					 f->nodes[i].live));
+	for (size_t i = 0; i < f->n_runs; i++)
+		json_array_append_new(runs, snap_run(f->run_list[i]));
+	for (struct fsm_step *s = f->ready_head; s; s = s->ready_next)
+		json_array_append_new(ready,
+				      json_pack("[I, i]", (json_int_t)s->run->seq,
+						(int)s->index));
+	root = json_pack("{s:i, s:I, s:I, s:o, s:o, s:o, s:o}", "v", 1,
+			 "next_seq", (json_int_t)f->next_seq, "index",
+			 (json_int_t)f->applied_index, "flows", flows, "nodes",
+			 nodes, "runs", runs, "ready", ready);
+	flows = nodes = runs = ready = NULL;
+	if (root == NULL)
+		goto out;
+	*buf = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	if (*buf == NULL)
+		goto out;
+	*len = strlen(*buf);
+	rv = 0;
+out:
+	json_decref(flows);
+	json_decref(nodes);
+	json_decref(runs);
+	json_decref(ready);
+	return rv;
+}
+
+static int restore_flows(struct fsm *f, json_t *flows)
+{
+	size_t i, k;
+	json_t *jf, *jv;
+
+	json_array_foreach(flows, i, jf)
+	{
+		const char *name = json_string_value(json_object_get(jf, "name"));
+		json_t *vers = json_object_get(jf, "versions");
+		struct fsm_flow *fl = calloc(1, sizeof *fl);
+		if (fl == NULL || name == NULL)
+			return -1;
+		fl->name = strdup(name);
+		fl->current = (unsigned)json_integer_value(json_object_get(jf, "current"));
+		fl->created_ms = json_integer_value(json_object_get(jf, "t0"));
+		fl->updated_ms = json_integer_value(json_object_get(jf, "t1"));
+		fl->versions = calloc(json_array_size(vers) + 1, sizeof *fl->versions);
+		if (fl->name == NULL || fl->versions == NULL ||
+		    map_put(&f->flows, name, fl) != 0) {
+			flow_free(fl);
+			return -1;
+		}
+		json_array_foreach(vers, k, jv)
+		{
+			struct flowd_error err;
+			struct fsm_flow_version *v = &fl->versions[k];
+			if (spec_parse(json_object_get(jv, "spec"), &f->limits,
+				       &v->spec, &err) != 0)
+				return -1;
+			v->version = (unsigned)k + 1;
+			v->created_ms = json_integer_value(json_object_get(jv, "t"));
+			fl->n_versions++;
+		}
+		if (fl->current > fl->n_versions)
+			return -1;
+	}
+	return 0;
+}
+
+static int restore_run(struct fsm *f, json_t *jr)
+{
+	const char *flow = json_string_value(json_object_get(jr, "flow"));
+	const char *id = json_string_value(json_object_get(jr, "id"));
+	struct fsm_flow *fl = flow ? map_get(&f->flows, flow) : NULL;
+	unsigned version = (unsigned)json_integer_value(json_object_get(jr, "version"));
+	json_t *steps = json_object_get(jr, "steps");
+	struct fsm_run *r;
+	size_t i, k;
+	json_t *js, *ja;
+
+	if (fl == NULL || id == NULL || version == 0 || version > fl->n_versions)
+		return -1;
+	r = run_new(f, fl, version,
+		    (uint64_t)json_integer_value(json_object_get(jr, "seq")));
+	free(r->id);
+	r->id = strdup(id);
+	r->params = json_incref(json_object_get(jr, "params"));
+	if (json_is_string(json_object_get(jr, "key")))
+		r->idempotency_key = strdup(json_string_value(json_object_get(jr, "key")));
+	r->status = (enum fsm_run_status)json_integer_value(json_object_get(jr, "st"));
+	if (json_is_string(json_object_get(jr, "why")))
+		r->reason = strdup(json_string_value(json_object_get(jr, "why")));
+	r->created_ms = json_integer_value(json_object_get(jr, "t0"));
+	r->started_ms = json_integer_value(json_object_get(jr, "t1"));
+	r->finished_ms = json_integer_value(json_object_get(jr, "t2"));
+	if (json_array_size(steps) != r->spec->n_steps || r->params == NULL) {
+		run_free(r);
+		return -1;
+	}
+	json_array_foreach(steps, i, js)
+	{
+		struct fsm_step *s = &r->steps[i];
+		json_t *atts = json_object_get(js, "att");
+		s->status = (enum fsm_step_status)json_integer_value(json_object_get(js, "st"));
+		s->deps_left = (unsigned)json_integer_value(json_object_get(js, "deps"));
+		s->due_ms = json_integer_value(json_object_get(js, "due"));
+		s->started_ms = json_integer_value(json_object_get(js, "t0"));
+		s->finished_ms = json_integer_value(json_object_get(js, "t1"));
+		s->attempts = calloc(json_array_size(atts) + 1, sizeof *s->attempts);
+		if (s->attempts == NULL)
+			abort();
+		json_array_foreach(atts, k, ja)
+		{
+			struct fsm_attempt *a = &s->attempts[k];
+			a->n = (unsigned)json_integer_value(json_object_get(ja, "n"));
+			a->node = (uint64_t)json_integer_value(json_object_get(ja, "node"));
+			a->boot = (uint64_t)json_integer_value(json_object_get(ja, "boot"));
+			a->status = (enum fsm_attempt_status)json_integer_value(json_object_get(ja, "st"));
+			a->stopping = json_is_true(json_object_get(ja, "stop"));
+			a->started_ms = json_integer_value(json_object_get(ja, "t0"));
+			a->finished_ms = json_integer_value(json_object_get(ja, "t1"));
+			a->exit_code = (int)json_integer_value(json_object_get(ja, "exit"));
+			a->term_signal = (int)json_integer_value(json_object_get(ja, "sig"));
+			if (json_is_string(json_object_get(ja, "why")))
+				a->reason = strdup(json_string_value(json_object_get(ja, "why")));
+			s->n_attempts++;
+			if (a->status == FSM_ATTEMPT_RUNNING) {
+				struct fsm_node *n = node_find(f, a->node);
+				r->active_attempts++;
+				if (n != NULL)
+					n->running++;
+			}
+		}
+		if (s->status == FSM_STEP_RETRY_WAIT) {
+			s->wait_next = f->waiting;
+			f->waiting = s;
+		}
+	}
+	run_list_add(f, r);
+	return 0;
+}
+
+int fsm_restore(struct fsm *f, const void *buf, size_t len)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(buf, len, 0, &jerr);
+	struct fsm backup = *f;
+	size_t i;
+	json_t *j;
+
+	if (root == NULL || json_integer_value(json_object_get(root, "v")) != 1) {
+		log_error("fsm: restore: bad snapshot: %s",
+			  root ? "version" : jerr.text);
+		json_decref(root);
+		return -1;
+	}
+	/* Build the new state in place of the old, keeping the old aside so
+	 * that a bad snapshot leaves the state unchanged. */
+	map_init(&f->flows);
+	map_init(&f->runs);
+	map_init(&f->idem);
+	f->run_list = NULL;
+	f->n_runs = f->cap_runs = 0;
+	f->nodes = NULL;
+	f->n_nodes = 0;
+	f->ready_head = f->ready_tail = NULL;
+	f->waiting = NULL;
+	f->next_seq = (uint64_t)json_integer_value(json_object_get(root, "next_seq"));
+	f->applied_index = (uint64_t)json_integer_value(json_object_get(root, "index"));
+	if (restore_flows(f, json_object_get(root, "flows")) != 0)
+		goto fail;
+	json_array_foreach(json_object_get(root, "nodes"), i, j)
+	{
+		struct fsm_node *arr = realloc(f->nodes, (f->n_nodes + 1) * sizeof *arr);
+		if (arr == NULL)
+			goto fail;
+		f->nodes = arr;
+		arr[f->n_nodes].id = (uint64_t)json_integer_value(json_object_get(j, "id"));
+		arr[f->n_nodes].boot = (uint64_t)json_integer_value(json_object_get(j, "boot"));
+		arr[f->n_nodes].capacity = (unsigned)json_integer_value(json_object_get(j, "cap"));
+		arr[f->n_nodes].live = json_is_true(json_object_get(j, "live"));
+		arr[f->n_nodes].running = 0;
+		f->n_nodes++;
+	}
+	json_array_foreach(json_object_get(root, "runs"), i, j)
+	{
+		if (restore_run(f, j) != 0)
+			goto fail;
+	}
+	json_array_foreach(json_object_get(root, "ready"), i, j)
+	{
+		uint64_t seq = (uint64_t)json_integer_value(json_array_get(j, 0));
+		size_t idx = (size_t)json_integer_value(json_array_get(j, 1));
+		struct fsm_run *r;
+		if (seq == 0 || seq > f->n_runs)
+			goto fail;
+		r = f->run_list[seq - 1];
+		if (idx >= r->spec->n_steps)
+			goto fail;
+		ready_push(f, &r->steps[idx]);
+	}
+	json_decref(root);
+	{
+		struct fsm fresh = *f;
+		*f = backup;
+		state_clear(f);
+		f->flows = fresh.flows;
+		f->runs = fresh.runs;
+		f->idem = fresh.idem;
+		f->run_list = fresh.run_list;
+		f->n_runs = fresh.n_runs;
+		f->cap_runs = fresh.cap_runs;
+		f->nodes = fresh.nodes;
+		f->n_nodes = fresh.n_nodes;
+		f->ready_head = fresh.ready_head;
+		f->ready_tail = fresh.ready_tail;
+		f->waiting = fresh.waiting;
+		f->next_seq = fresh.next_seq;
+		f->applied_index = fresh.applied_index;
+	}
+	return 0;
+fail:
+	log_error("fsm: restore: inconsistent snapshot");
+	json_decref(root);
+	state_clear(f);
+	{
+		struct fsm_hooks h = f->hooks;
+		*f = backup;
+		f->hooks = h;
+	}
+	return -1;
+}

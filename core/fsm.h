@@ -1,0 +1,243 @@
+/* fsm.h - the replicated state machine: flows and their versions, runs, steps
+ * and attempts, nodes. Commands are applied in log order on every node,
+ * deterministically: no clock, no randomness, no I/O. Time enters only as the
+ * `ts` a command carries. Apply never fails: a business error is a result.
+ *
+ * What the state machine decides by itself. Task placement is a pure function
+ * of committed state: when a step becomes ready (its dependencies succeeded,
+ * or its retry came due), apply places its next attempt on the live node with
+ * the most free capacity (ties: the lowest id). No separate "start task"
+ * command is needed, so a step's successor starts one commit after the step
+ * finished. The node named in the attempt starts the process when it applies
+ * the entry and the attempt's boot id is its own (see fsm_hooks); a replay
+ * after a restart therefore never starts an old attempt again.
+ *
+ * Commands are JSON objects {"v":1, "op":..., "ts":ms, ...}, encoded by the
+ * fsm_cmd_* builders below; their fields are documented beside each builder.
+ */
+#ifndef FLOWD_CORE_FSM_H
+#define FLOWD_CORE_FSM_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "map.h"
+#include "spec.h"
+
+#define FSM_CMD_VERSION 1
+
+enum fsm_run_status {
+	FSM_RUN_QUEUED,
+	FSM_RUN_RUNNING,
+	FSM_RUN_SUCCEEDED,
+	FSM_RUN_FAILED,
+	FSM_RUN_CANCELLED,
+};
+
+enum fsm_step_status {
+	FSM_STEP_PENDING,     /* waiting for dependencies */
+	FSM_STEP_READY,       /* dependencies met, waiting for capacity */
+	FSM_STEP_RUNNING,
+	FSM_STEP_RETRY_WAIT,  /* failed, next attempt at due_ms */
+	FSM_STEP_SUCCEEDED,
+	FSM_STEP_FAILED,
+	FSM_STEP_CANCELLED,
+	FSM_STEP_SKIPPED,     /* never ran: the run ended first */
+};
+
+enum fsm_attempt_status {
+	FSM_ATTEMPT_RUNNING,
+	FSM_ATTEMPT_SUCCEEDED,
+	FSM_ATTEMPT_FAILED,
+	FSM_ATTEMPT_LOST,      /* its node restarted or died while it ran */
+	FSM_ATTEMPT_CANCELLED, /* stopped because the run ended */
+};
+
+struct fsm_attempt {
+	unsigned n;                 /* 1-based */
+	uint64_t node;
+	uint64_t boot;              /* the node's boot id when placed */
+	enum fsm_attempt_status status;
+	bool stopping;              /* the run ended: its process is being stopped */
+	int64_t started_ms;
+	int64_t finished_ms;        /* 0 while running */
+	int exit_code;              /* -1 when none */
+	int term_signal;            /* 0 when none */
+	char *reason;               /* owned; NULL while running */
+	bool dirty;                 /* changed by the entry being applied */
+};
+
+struct fsm_step {
+	enum fsm_step_status status;
+	struct fsm_attempt *attempts; /* owned array */
+	unsigned n_attempts;
+	unsigned deps_left;         /* dependencies not yet succeeded */
+	int64_t due_ms;             /* RETRY_WAIT: when the next attempt is due */
+	int64_t started_ms;
+	int64_t finished_ms;
+	bool dirty;
+	struct fsm_run *run;        /* back pointer (borrowed) */
+	unsigned index;             /* in run->steps and spec->steps */
+	struct fsm_step *ready_next;/* in fsm.ready (FIFO) while READY */
+	struct fsm_step *wait_next; /* in fsm.waiting while RETRY_WAIT */
+};
+
+struct fsm_flow_version {
+	unsigned version;
+	int64_t created_ms;
+	struct flow_spec *spec;     /* owned */
+};
+
+struct fsm_flow {
+	char *name;                 /* owned */
+	struct fsm_flow_version *versions; /* owned array; versions[i].version == i+1 */
+	unsigned n_versions;
+	unsigned current;           /* 0 = undeployed */
+	int64_t created_ms;
+	int64_t updated_ms;
+};
+
+struct fsm_run {
+	char *id;                   /* owned */
+	uint64_t seq;               /* creation order, 1-based */
+	struct fsm_flow *flow;      /* borrowed */
+	unsigned version;
+	const struct flow_spec *spec; /* borrowed from the flow version */
+	json_t *params;             /* owned: resolved parameters */
+	char *idempotency_key;      /* owned, may be NULL */
+	enum fsm_run_status status;
+	char *reason;               /* owned, may be NULL */
+	int64_t created_ms;
+	int64_t started_ms;         /* 0 = not yet */
+	int64_t finished_ms;        /* 0 = not yet */
+	struct fsm_step *steps;     /* owned array, spec->n_steps long */
+	unsigned active_attempts;   /* attempts RUNNING */
+	bool dirty;
+};
+
+struct fsm_node {
+	uint64_t id;
+	uint64_t boot;
+	unsigned capacity;
+	unsigned running;           /* attempts RUNNING on it */
+	bool live;
+};
+
+/* Reports upward, called inside apply on the loop thread; must not block. */
+struct fsm_hooks {
+	void *arg;
+	/* The PostgreSQL row images of entry `index` (a JSON array text,
+	 * malloc'd; ownership transfers). Not called for an entry that
+	 * changed nothing. */
+	void (*records)(void *arg, uint64_t index, char *records_json);
+	/* An attempt was placed (on any node). */
+	void (*attempt_placed)(void *arg, struct fsm_run *run,
+			       struct fsm_step *step, struct fsm_attempt *a);
+	/* A running attempt must be stopped (the run ended). */
+	void (*attempt_stop)(void *arg, struct fsm_run *run,
+			     struct fsm_step *step, struct fsm_attempt *a);
+};
+
+/* The outcome of one applied command, valid until the next apply. */
+struct fsm_result {
+	int status;                 /* HTTP-like: 200, 201, 400, 404, 409 */
+	struct flowd_error err;     /* when status >= 400 */
+	struct fsm_run *run;        /* run_create, run_cancel */
+	struct fsm_flow *flow;      /* deploy, undeploy */
+	bool created;
+};
+
+struct fsm {
+	struct map flows;           /* name -> struct fsm_flow* (owned) */
+	struct map runs;            /* id -> struct fsm_run* (owned) */
+	struct map idem;            /* "flow\nkey" -> struct fsm_run* */
+	struct fsm_run **run_list;  /* by seq (seq-1 = index); owned array */
+	size_t n_runs, cap_runs;
+	uint64_t next_seq;
+	struct fsm_node *nodes;     /* owned array sorted by id */
+	unsigned n_nodes;
+	struct fsm_step *ready_head, *ready_tail; /* READY steps, FIFO */
+	struct fsm_step *waiting;   /* RETRY_WAIT steps (unordered) */
+	uint64_t applied_index;
+	struct fsm_hooks hooks;
+	struct fsm_result result;
+	struct flowd_limits limits; /* permissive: apply never rejects for limits */
+};
+
+void fsm_init(struct fsm *f, const struct fsm_hooks *hooks);
+void fsm_close(struct fsm *f);
+
+/* Apply one command (`buf` borrowed) committed at `index`. Always succeeds;
+ * a malformed command is logged and ignored (result status 400). Returns a
+ * pointer to f->result. */
+struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
+			     size_t len);
+
+/* Serialize the whole state: returns a malloc'd buffer (caller frees). */
+int fsm_snapshot(struct fsm *f, char **buf, size_t *len);
+/* Replace the state with a snapshot. Returns 0, or -1 (state unchanged). */
+int fsm_restore(struct fsm *f, const void *buf, size_t len);
+
+/* ---- Queries (the loop thread only) ---- */
+struct fsm_flow *fsm_flow_get(struct fsm *f, const char *name);
+struct fsm_run *fsm_run_get(struct fsm *f, const char *id);
+/* Earliest due_ms among RETRY_WAIT steps, or 0 when none. */
+int64_t fsm_next_due(struct fsm *f);
+
+const char *fsm_run_status_str(enum fsm_run_status s);
+int fsm_run_status_parse(const char *s); /* -1 if unknown */
+const char *fsm_step_status_str(enum fsm_step_status s);
+const char *fsm_attempt_status_str(enum fsm_attempt_status s);
+
+/* JSON views (new references) in the docs/api.md shapes. */
+json_t *fsm_flow_json(const struct fsm_flow *fl, bool with_spec);
+json_t *fsm_flow_versions_json(const struct fsm_flow *fl);
+json_t *fsm_run_json(const struct fsm_run *r, bool with_steps);
+/* A page of runs, newest first, filtered; `cursor` is the seq to start below
+ * (0 = from the newest). Returns {"runs":[...],"next_cursor":s|null}. */
+json_t *fsm_runs_page(struct fsm *f, const char *flow, int status,
+		      unsigned limit, uint64_t cursor);
+
+/* ---- Command builders: each returns malloc'd JSON text in *out ---- */
+/* deploy: the flow name and its normalized spec doc (borrowed). */
+int fsm_cmd_deploy(int64_t ts, const char *flow, const json_t *spec_doc,
+		   char **out, size_t *len);
+int fsm_cmd_undeploy(int64_t ts, const char *flow, char **out, size_t *len);
+/* run_create: params (borrowed, may be NULL) as given by the client. */
+int fsm_cmd_run_create(int64_t ts, const char *flow, const json_t *params,
+		       const char *idempotency_key, char **out, size_t *len);
+int fsm_cmd_run_cancel(int64_t ts, const char *run_id, char **out,
+		       size_t *len);
+/* node_up: a node (re)started with a new boot id; its older attempts are
+ * lost. capacity: how many attempts it runs at once. */
+int fsm_cmd_node_up(int64_t ts, uint64_t node, uint64_t boot,
+		    unsigned capacity, char **out, size_t *len);
+/* wake: retry attempts whose due time is <= ts. */
+int fsm_cmd_wake(int64_t ts, char **out, size_t *len);
+/* task_finish: the outcome of one attempt. out/err must be valid UTF-8
+ * without NUL (see flowd_utf8_sanitize). */
+struct fsm_finish {
+	const char *run_id, *step;
+	unsigned attempt;
+	uint64_t node;
+	int exit_code, term_signal;
+	const char *reason;         /* "exited", "timeout", "stopped", "spawn_failed" */
+	const char *detail;         /* may be NULL */
+	const char *out, *err;
+	bool truncated;
+};
+int fsm_cmd_task_finish(int64_t ts, const struct fsm_finish *fin, char **out,
+			size_t *len);
+
+/* Copy `in` to a new NUL-terminated valid-UTF-8 string: NUL bytes dropped,
+ * invalid sequences replaced by U+FFFD. Returns malloc'd text or NULL. */
+char *flowd_utf8_sanitize(const char *in, size_t len);
+
+/* Milliseconds since the epoch as RFC 3339 UTC with milliseconds (new ref;
+ * json null for 0). */
+json_t *fsm_time_json(int64_t ms);
+
+#endif

@@ -1,0 +1,23 @@
+/* limits.c - defaults of struct flowd_limits (docs/configuration.md). */
+#include "limits.h"
+
+void flowd_limits_defaults(struct flowd_limits *l)
+{
+	l->max_body_bytes = 1024 * 1024;
+	l->max_spec_bytes = 256 * 1024;
+	l->max_steps_per_flow = 256;
+	l->max_params_per_flow = 64;
+	l->max_deps_per_step = 64;
+	l->max_argv = 256;
+	l->max_env_per_step = 128;
+	l->max_string_bytes = 16 * 1024;
+	l->max_param_bytes = 64 * 1024;
+	l->max_retries = 100;
+	l->max_backoff_s = 86400;
+	l->max_timeout_s = 7 * 86400;
+	l->default_timeout_s = 3600;
+	l->max_log_bytes_per_task = 64 * 1024;
+	l->max_parallel_tasks = 16;
+	l->max_idempotency_key_bytes = 256;
+	l->max_runs_page = 1000;
+}

@@ -1,0 +1,31 @@
+/* limits.h - every size and count flowd bounds, in one struct. Each field is
+ * a documented setting in [limits] (docs/configuration.md). */
+#ifndef FLOWD_CORE_LIMITS_H
+#define FLOWD_CORE_LIMITS_H
+
+#include <stddef.h>
+
+struct flowd_limits {
+	size_t max_body_bytes;         /* HTTP request body (413 past it) */
+	size_t max_spec_bytes;         /* a flow spec, compact JSON */
+	unsigned max_steps_per_flow;
+	unsigned max_params_per_flow;
+	unsigned max_deps_per_step;
+	unsigned max_argv;             /* elements in a step's command */
+	unsigned max_env_per_step;
+	size_t max_string_bytes;       /* any one string in a spec */
+	size_t max_param_bytes;        /* one parameter value, as JSON text */
+	unsigned max_retries;          /* retries.max */
+	unsigned max_backoff_s;        /* retries.backoff_s and max_backoff_s */
+	unsigned max_timeout_s;        /* timeout_s */
+	unsigned default_timeout_s;    /* timeout_s when a step does not say */
+	size_t max_log_bytes_per_task; /* stdout and stderr each, per attempt */
+	unsigned max_parallel_tasks;   /* child processes per node */
+	size_t max_idempotency_key_bytes;
+	unsigned max_runs_page;        /* GET /v1/runs limit= ceiling */
+};
+
+/* Fill every field with its documented default. */
+void flowd_limits_defaults(struct flowd_limits *l);
+
+#endif

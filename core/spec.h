@@ -1,0 +1,86 @@
+/* spec.h - flow specs: parse, validate and normalize the JSON a user deploys,
+ * and resolve a run's parameters against it. Pure: no I/O, no clock. */
+#ifndef FLOWD_CORE_SPEC_H
+#define FLOWD_CORE_SPEC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "error.h"
+#include "limits.h"
+
+enum spec_param_type {
+	SPEC_PARAM_STRING,
+	SPEC_PARAM_INT,
+	SPEC_PARAM_FLOAT,
+	SPEC_PARAM_BOOL,
+	SPEC_PARAM_JSON,
+};
+
+struct spec_param {
+	char *name;                 /* owned */
+	enum spec_param_type type;
+	bool required;
+	json_t *default_value;      /* owned reference, NULL when none */
+	char *description;          /* owned, "" when none */
+};
+
+struct spec_step {
+	char *name;          /* owned */
+	char **argv;         /* owned, NULL-terminated; NULL when `shell` is set */
+	size_t argc;
+	char *shell;         /* owned; NULL when `command` is set */
+	char **env;          /* owned, NULL-terminated "KEY=VALUE" strings, sorted by key */
+	size_t n_env;
+	size_t *deps;        /* owned: indices into flow_spec.steps */
+	size_t n_deps;
+	unsigned retries_max;
+	unsigned backoff_s;
+	unsigned max_backoff_s;
+	unsigned timeout_s;  /* always > 0 after parsing (default filled in) */
+	char *workdir;       /* owned, NULL when none */
+};
+
+struct flow_spec {
+	char *description;          /* owned, "" when none */
+	struct spec_param *params;  /* owned array, sorted by name */
+	size_t n_params;
+	struct spec_step *steps;    /* owned array, in the order given */
+	size_t n_steps;
+	json_t *doc;                /* owned: the normalized document (defaults filled
+	                             * in), so that json_equal() of two docs says
+	                             * whether two deploys are the same spec */
+};
+
+/* A flow name is [A-Za-z0-9_.-]{1,128}. A step and a parameter name use the
+ * same rule; a parameter name must also fit an environment variable name
+ * ([A-Za-z_][A-Za-z0-9_]*). */
+bool spec_flow_name_valid(const char *name);
+
+/* Parse and validate `doc` (borrowed). On success returns 0 and a new spec in
+ * *out (caller frees with spec_free). On failure returns -1, *out untouched,
+ * and fills `err` with status 400 (or 413 for a spec over max_spec_bytes), a
+ * code and the JSON path of the first offending field, e.g.
+ * "steps[2].depends_on[0]". */
+int spec_parse(const json_t *doc, const struct flowd_limits *lim,
+	       struct flow_spec **out, struct flowd_error *err);
+
+void spec_free(struct flow_spec *spec);
+
+/* Resolve the parameters a run was started with. `given` (borrowed) is a JSON
+ * object or NULL. Unknown names, wrong types and missing required parameters
+ * fail with 400 and field "parameters.<name>". On success *out is a new object
+ * holding every declared parameter that has a value (given or default), with
+ * ints as integers, floats as reals (an integer given for a float is
+ * converted), bools, strings, and any JSON for type json. */
+int spec_params_resolve(const struct flow_spec *spec, const json_t *given,
+			const struct flowd_limits *lim, json_t **out,
+			struct flowd_error *err);
+
+/* The environment-variable text of a resolved parameter value: strings as
+ * is, ints in decimal, floats with %.17g, bools as true/false, anything else
+ * as compact JSON. Returns a malloc'd string (caller frees) or NULL on OOM. */
+char *spec_param_env_value(const json_t *value);
+
+#endif

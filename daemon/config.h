@@ -1,0 +1,67 @@
+/* config.h - flowd's settings: an INI file (libinih) plus command-line
+ * overrides `--section.key=value`. Every key is in docs/configuration.md. */
+#ifndef FLOWD_DAEMON_CONFIG_H
+#define FLOWD_DAEMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/limits.h"
+
+#define CONFIG_MAX_PEERS 16
+
+struct config_peer {
+	uint64_t id;
+	char raft_address[64];  /* IPv4 literal "a.b.c.d:port" */
+	char api_address[64];   /* IPv4 literal "a.b.c.d:port" */
+};
+
+struct flowd_config {
+	/* [node] */
+	uint64_t node_id;
+	char raft_address[64];
+	char api_address[64];
+	char *data_dir;                 /* owned */
+	/* [peers] */
+	struct config_peer peers[CONFIG_MAX_PEERS];
+	unsigned n_peers;
+	/* [database] */
+	char *conninfo;                 /* owned */
+	unsigned db_batch_max;          /* applier entries per transaction */
+	unsigned db_reader_pool;        /* connections for API reads */
+	uint64_t db_max_backlog;        /* entries queued for PostgreSQL before
+	                                 * writes are refused with 503 */
+	/* [auth] */
+	char **admin_tokens;            /* owned, NULL-terminated (maybe empty) */
+	char **reader_tokens;           /* owned, NULL-terminated (maybe empty) */
+	/* [raft] */
+	unsigned heartbeat_ms;
+	unsigned election_ms;
+	unsigned snapshot_threshold;
+	unsigned snapshot_trailing;
+	int pre_vote;
+	unsigned apply_timeout_ms;      /* a proposal's deadline (504 past it) */
+	/* [api] */
+	unsigned api_threads;
+	unsigned api_connection_limit;
+	unsigned api_connection_timeout_s;
+	/* [executor] */
+	unsigned kill_grace_ms;
+	/* [log] */
+	int log_level;                  /* enum flowd_log_level */
+	/* [limits] */
+	struct flowd_limits limits;
+};
+
+/* Fill defaults, read `path` (may be NULL: defaults and overrides only), then
+ * apply the `--section.key=value` arguments in argv[0..argc). An unknown
+ * section or key, a malformed value, or an inconsistent whole (node id not in
+ * [peers] when peers are given, a non-IPv4 address, ...) fails with -1 and a
+ * message naming the key ("config: limits.max_body_bytes: not a size")
+ * in errmsg. When [peers] is empty, a single peer (this node) is implied. */
+int config_load(struct flowd_config *cfg, const char *path, int argc,
+		char **argv, char *errmsg, size_t errlen);
+
+void config_free(struct flowd_config *cfg);
+
+#endif

@@ -1,0 +1,101 @@
+/* daemon.h - the composition root's shared state: one struct flowd holds the
+ * loop and every module, and the files of daemon/ each add one concern to it
+ * (service.c answers API requests, tasks.c connects the state machine to the
+ * executor, main.c starts and stops it all). Loop thread only, except where
+ * a field says otherwise. */
+#ifndef FLOWD_DAEMON_H
+#define FLOWD_DAEMON_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "api/api.h"
+#include "consensus/consensus.h"
+#include "core/fsm.h"
+#include "daemon/config.h"
+#include "daemon/executor.h"
+#include "storage/storage.h"
+
+/* An attempt the state machine placed on this node, waiting for the loop to
+ * start it (or to stop it). */
+struct task_op {
+	char *run_id;
+	unsigned step;
+	unsigned attempt;
+	bool stop;
+	struct task_op *next;
+};
+
+/* A task_finish not yet committed: kept until it is. */
+struct finish_msg {
+	char *buf;
+	size_t len;
+	struct finish_msg *next;
+};
+
+struct flowd {
+	struct flowd_config *cfg;
+	uv_loop_t *loop;
+	uint64_t boot;                  /* random, new at every start */
+
+	struct fsm fsm;
+	struct consensus *raft;
+	struct executor *exec;
+	struct storage_applier *applier;
+	struct storage_reader *reader;
+	struct api_server *api;
+
+	/* HTTP threads -> loop: requests to answer. */
+	pthread_mutex_t inbox_lock;
+	struct api_request **inbox;
+	size_t inbox_n, inbox_cap;
+	uv_async_t inbox_async;
+
+	/* Deferred work after applies: start/stop attempts, re-arm timers. */
+	struct task_op *ops_head, *ops_tail;
+	uv_idle_t after_apply;
+	uv_timer_t wake_timer;          /* leader: retries that come due */
+	int64_t wake_armed_for;
+
+	struct finish_msg *finish_head, *finish_tail;
+	unsigned finish_inflight;
+	uv_timer_t finish_timer;        /* resend what did not commit */
+
+	enum consensus_role role;
+	bool node_up_done;              /* our node_up committed this boot */
+	bool node_up_inflight;
+	uv_timer_t leader_timer;        /* leader duties that need retrying */
+
+	uv_signal_t sigterm, sigint;
+	uv_timer_t watchdog;
+	bool stopping;
+	int exit_code;
+};
+
+int64_t flowd_now_ms(void);
+
+/* service.c */
+void service_submit_cb(void *arg, struct api_request *req);
+void service_inbox_cb(uv_async_t *h);
+void service_fail_all(struct flowd *d, int status, const char *code,
+		      const char *msg);
+
+/* tasks.c */
+void tasks_hook_placed(void *arg, struct fsm_run *run, struct fsm_step *step,
+		       struct fsm_attempt *a);
+void tasks_hook_stop(void *arg, struct fsm_run *run, struct fsm_step *step,
+		     struct fsm_attempt *a);
+void tasks_hook_records(void *arg, uint64_t index, char *records);
+void tasks_exec_done(struct executor *e, void *ctx,
+		     const struct executor_result *res);
+void tasks_after_apply_cb(uv_idle_t *h);
+void tasks_wake_cb(uv_timer_t *h);
+void tasks_finish_timer_cb(uv_timer_t *h);
+void tasks_leader_timer_cb(uv_timer_t *h);
+void tasks_role_cb(void *arg, enum consensus_role role, uint64_t leader);
+void tasks_kick(struct flowd *d);
+void tasks_clear(struct flowd *d);
+
+#endif

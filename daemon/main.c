@@ -1,0 +1,399 @@
+/* main.c - flowd's composition root: config, the loop, and every module
+ * wired together; start-up and the ordered shutdown.
+ *
+ * DESIGN
+ *
+ * Start: read the config; migrate the PostgreSQL schema (best effort: a
+ * database that is down at start does not stop the node, the applier catches
+ * up when it returns); start the applier and reader; create the executor and
+ * the Raft node on the loop (the first start bootstraps [peers]); start the
+ * HTTP server; tell systemd READY=1. Leadership then drives node_up and the
+ * retry timer (tasks.c).
+ *
+ * Stop (SIGTERM/SIGINT), the order dependencies.md §5.7 asks for: the HTTP
+ * server stops accepting; queued requests get 503; the executor kills its
+ * process groups (their attempts are marked lost by the next node_up);
+ * consensus_close waits for every in-flight proposal before raft_close
+ * (raft 0.15 crashes otherwise); the in-flight requests have by then been
+ * answered; the applier flushes what it can; the HTTP server stops; the loop
+ * closes with no handle left.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "daemon/daemon.h"
+
+#define FLOWD_VERSION "0.1.0"
+
+int64_t flowd_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t random_boot(void)
+{
+	uint64_t v = 0;
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		if (read(fd, &v, sizeof v) != (ssize_t)sizeof v)
+			v = 0;
+		close(fd);
+	}
+	if (v == 0)
+		v = (uint64_t)flowd_now_ms() ^ ((uint64_t)getpid() << 32);
+	return v & 0x7fffffffffffffffULL; /* fits a JSON integer */
+}
+
+static int mkdir_p(const char *path)
+{
+	char buf[1024];
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof buf)
+		return -1;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+static bool loopback(const char *addr)
+{
+	return strncmp(addr, "127.", 4) == 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Consensus <-> state machine glue
+ */
+
+static int fsm_apply_cb(void *arg, uint64_t index, const void *buf, size_t len,
+			void **result)
+{
+	struct flowd *d = arg;
+
+	*result = fsm_apply(&d->fsm, index, buf, len);
+	return 0;
+}
+
+static int fsm_snapshot_cb(void *arg, void **buf, size_t *len)
+{
+	struct flowd *d = arg;
+	char *text;
+
+	/* Nothing may leave the log before PostgreSQL holds it: postpone the
+	 * snapshot (and so the log's compaction) until the applier is
+	 * caught up. */
+	if (d->applier != NULL &&
+	    storage_applier_durable(d->applier) < d->fsm.applied_index)
+		return CONSENSUS_BUSY;
+	if (fsm_snapshot(&d->fsm, &text, len) != 0)
+		return CONSENSUS_NOMEM;
+	*buf = text;
+	return CONSENSUS_OK;
+}
+
+static int fsm_restore_cb(void *arg, const void *buf, size_t len)
+{
+	struct flowd *d = arg;
+
+	return fsm_restore(&d->fsm, buf, len);
+}
+
+/* ------------------------------------------------------------------------
+ * Shutdown
+ */
+
+static void close_handles_cb(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void raft_closed_cb(void *arg)
+{
+	struct flowd *d = arg;
+
+	d->raft = NULL;
+	/* Every proposal has completed, so every request has been answered
+	 * except those still queued: answer them too. */
+	service_fail_all(d, 503, "unavailable", "the node is shutting down");
+	uv_stop(d->loop);
+}
+
+static void exec_closed_cb(void *arg)
+{
+	struct flowd *d = arg;
+
+	d->exec = NULL;
+	consensus_close(d->raft, raft_closed_cb, d);
+}
+
+static void begin_shutdown(struct flowd *d, const char *why)
+{
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	log_info("shutting down: %s", why);
+	sd_notify(0, "STOPPING=1");
+	if (d->api != NULL)
+		api_server_quiesce(d->api);
+	uv_timer_stop(&d->wake_timer);
+	uv_timer_stop(&d->finish_timer);
+	uv_timer_stop(&d->leader_timer);
+	uv_idle_stop(&d->after_apply);
+	service_fail_all(d, 503, "unavailable", "the node is shutting down");
+	executor_close(d->exec, exec_closed_cb, d);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+	begin_shutdown(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void watchdog_cb(uv_timer_t *h)
+{
+	sd_notify(0, "WATCHDOG=1");
+}
+
+/* ------------------------------------------------------------------------
+ * main
+ */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: flowd --config FILE [--section.key=value ...]\n"
+		"       flowd --version\n"
+		"Settings and their defaults: docs/configuration.md\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct flowd_config cfg;
+	struct flowd d;
+	const char *config_path = NULL;
+	char errmsg[512];
+	char **rest = calloc((size_t)argc + 1, sizeof *rest);
+	int n_rest = 0, rv = 1;
+	uint64_t wd_usec = 0;
+
+	memset(&d, 0, sizeof d);
+	memset(&cfg, 0, sizeof cfg);
+	if (rest == NULL)
+		return 1;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+			config_path = argv[++i];
+		} else if (strncmp(argv[i], "--config=", 9) == 0) {
+			config_path = argv[i] + 9;
+		} else if (strcmp(argv[i], "--help") == 0 ||
+			   strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			free(rest);
+			return 0;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("flowd %s\n", FLOWD_VERSION);
+			free(rest);
+			return 0;
+		} else {
+			rest[n_rest++] = argv[i];
+		}
+	}
+	if (config_load(&cfg, config_path, n_rest, rest, errmsg,
+			sizeof errmsg) != 0) {
+		fprintf(stderr, "flowd: %s\n", errmsg);
+		free(rest);
+		return 2;
+	}
+	free(rest);
+	flowd_log_level = cfg.log_level;
+	if (cfg.admin_tokens[0] == NULL && cfg.reader_tokens[0] == NULL) {
+		if (!loopback(cfg.api_address)) {
+			fprintf(stderr, "flowd: config: auth: no tokens are set "
+					"and node.api_address is not loopback; "
+					"refusing to serve an open API\n");
+			config_free(&cfg);
+			return 2;
+		}
+		log_warn("auth: no tokens configured: the API on %s accepts "
+			 "every request",
+			 cfg.api_address);
+	}
+	signal(SIGPIPE, SIG_IGN);
+
+	d.cfg = &cfg;
+	d.boot = random_boot();
+	d.loop = uv_default_loop();
+	pthread_mutex_init(&d.inbox_lock, NULL);
+	log_info("starting flowd %s node=%" PRIu64 " raft=%s api=%s data_dir=%s",
+		 FLOWD_VERSION, cfg.node_id, cfg.raft_address, cfg.api_address,
+		 cfg.data_dir);
+
+	if (mkdir_p(cfg.data_dir) != 0) {
+		log_error("data_dir %s: %s", cfg.data_dir, strerror(errno));
+		goto err_cfg;
+	}
+
+	/* PostgreSQL: best effort at start. */
+	if (storage_migrate(cfg.conninfo, errmsg, sizeof errmsg) != 0)
+		log_warn("storage: migrate: %s (will retry when the applier "
+			 "connects)",
+			 errmsg);
+	struct storage_applier_config acfg = {.conninfo = cfg.conninfo,
+					      .batch_max = cfg.db_batch_max,
+					      .retry_ms = 200};
+	if (storage_applier_new(&acfg, NULL, NULL, &d.applier, errmsg,
+				sizeof errmsg) != 0) {
+		log_error("storage: applier: %s", errmsg);
+		goto err_cfg;
+	}
+	if (storage_reader_new(cfg.conninfo, cfg.db_reader_pool, &d.reader,
+			       errmsg, sizeof errmsg) != 0) {
+		log_error("storage: reader: %s", errmsg);
+		goto err_applier;
+	}
+
+	struct fsm_hooks hooks = {.arg = &d,
+				  .records = tasks_hook_records,
+				  .attempt_placed = tasks_hook_placed,
+				  .attempt_stop = tasks_hook_stop};
+	fsm_init(&d.fsm, &hooks);
+
+	uv_async_init(d.loop, &d.inbox_async, service_inbox_cb);
+	d.inbox_async.data = &d;
+	uv_idle_init(d.loop, &d.after_apply);
+	d.after_apply.data = &d;
+	uv_timer_init(d.loop, &d.wake_timer);
+	d.wake_timer.data = &d;
+	uv_timer_init(d.loop, &d.finish_timer);
+	d.finish_timer.data = &d;
+	uv_timer_init(d.loop, &d.leader_timer);
+	d.leader_timer.data = &d;
+	uv_signal_init(d.loop, &d.sigterm);
+	d.sigterm.data = &d;
+	uv_signal_init(d.loop, &d.sigint);
+	d.sigint.data = &d;
+	uv_timer_init(d.loop, &d.watchdog);
+
+	d.exec = executor_new(d.loop, cfg.kill_grace_ms, tasks_exec_done);
+	if (d.exec == NULL) {
+		log_error("executor: cannot start");
+		goto err_loop;
+	}
+
+	struct consensus_peer peers[CONFIG_MAX_PEERS];
+	for (unsigned i = 0; i < cfg.n_peers; i++) {
+		peers[i].id = cfg.peers[i].id;
+		peers[i].address = cfg.peers[i].raft_address;
+	}
+	struct consensus_config ccfg = {
+		.id = cfg.node_id,
+		.address = cfg.raft_address,
+		.data_dir = cfg.data_dir,
+		.peers = peers,
+		.n_peers = cfg.n_peers,
+		.heartbeat_ms = cfg.heartbeat_ms,
+		.election_ms = cfg.election_ms,
+		.snapshot_threshold = cfg.snapshot_threshold,
+		.snapshot_trailing = cfg.snapshot_trailing,
+		.pre_vote = cfg.pre_vote,
+	};
+	struct consensus_fsm cfsm = {.arg = &d,
+				     .apply = fsm_apply_cb,
+				     .snapshot = fsm_snapshot_cb,
+				     .restore = fsm_restore_cb};
+	d.raft = consensus_new(d.loop, &ccfg, &cfsm, tasks_role_cb, &d, errmsg,
+			       sizeof errmsg);
+	if (d.raft == NULL) {
+		log_error("raft: %s", errmsg);
+		goto err_exec;
+	}
+
+	struct api_config apicfg = {
+		.address = cfg.api_address,
+		.admin_tokens = cfg.admin_tokens,
+		.reader_tokens = cfg.reader_tokens,
+		.limits = &cfg.limits,
+		.threads = cfg.api_threads,
+		.connection_limit = cfg.api_connection_limit,
+		.connection_timeout_s = cfg.api_connection_timeout_s,
+	};
+	struct api_backend backend = {.arg = &d, .submit = service_submit_cb};
+	if (api_server_start(&apicfg, &backend, d.reader, &d.api, errmsg,
+			     sizeof errmsg) != 0) {
+		log_error("api: %s", errmsg);
+		begin_shutdown(&d, "api failed to start");
+		d.exit_code = 1;
+	} else {
+		uv_signal_start(&d.sigterm, signal_cb, SIGTERM);
+		uv_signal_start(&d.sigint, signal_cb, SIGINT);
+		uv_timer_start(&d.leader_timer, tasks_leader_timer_cb, 200, 200);
+		if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
+			uv_timer_start(&d.watchdog, watchdog_cb, wd_usec / 2000,
+				       wd_usec / 2000);
+		sd_notify(0, "READY=1");
+		log_info("ready api=http://%s", cfg.api_address);
+	}
+
+	uv_run(d.loop, UV_RUN_DEFAULT);
+
+	/* raft and the executor are closed; answer what remains. */
+	while (d.api != NULL && api_server_pending(d.api) > 0)
+		uv_run(d.loop, UV_RUN_NOWAIT);
+	if (d.api != NULL)
+		api_server_stop(d.api);
+	d.api = NULL;
+	storage_applier_free(d.applier, 2000);
+	d.applier = NULL;
+	storage_reader_free(d.reader);
+	d.reader = NULL;
+	uv_walk(d.loop, close_handles_cb, NULL);
+	uv_run(d.loop, UV_RUN_DEFAULT);
+	tasks_clear(&d);
+	fsm_close(&d.fsm);
+	rv = uv_loop_close(d.loop) == 0 ? d.exit_code : 1;
+	if (rv == 0)
+		log_info("stopped cleanly");
+	pthread_mutex_destroy(&d.inbox_lock);
+	free(d.inbox);
+	config_free(&cfg);
+	return rv;
+
+err_exec:
+	executor_close(d.exec, NULL, NULL);
+err_loop:
+	uv_walk(d.loop, close_handles_cb, NULL);
+	uv_run(d.loop, UV_RUN_DEFAULT);
+	uv_loop_close(d.loop);
+	fsm_close(&d.fsm);
+	storage_reader_free(d.reader);
+err_applier:
+	storage_applier_free(d.applier, 0);
+err_cfg:
+	config_free(&cfg);
+	return 1;
+}

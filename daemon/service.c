@@ -1,0 +1,494 @@
+/* service.c - answers API requests on the loop thread: reads from the state
+ * machine, writes as proposals through consensus.
+ *
+ * DESIGN
+ *
+ * An HTTP thread calls service_submit_cb(), which queues the request and
+ * wakes the loop (uv_async_send coalesces wake-ups, so the callback drains
+ * the whole queue). Reads are answered at once from the in-memory state.
+ * A write is checked against the state first (unknown flow, bad parameters,
+ * a finished run: answered without touching the log, so a bad request
+ * changes nothing), then encoded and proposed; the answer is built in the
+ * commit callback from the state as it was right after that entry applied.
+ * No leader, a closing node or a PostgreSQL backlog past the limit answer
+ * 503 with Retry-After; a proposal past raft.apply_timeout_ms answers 504
+ * (its outcome is unknown: a retry with the same idempotency key is safe).
+ *
+ * Thread: service_submit_cb on HTTP threads; everything else on the loop.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "daemon/daemon.h"
+
+void service_submit_cb(void *arg, struct api_request *req)
+{
+	struct flowd *d = arg;
+	bool wake = false;
+
+	pthread_mutex_lock(&d->inbox_lock);
+	if (d->inbox_n == d->inbox_cap) {
+		size_t cap = d->inbox_cap ? d->inbox_cap * 2 : 64;
+		struct api_request **q = realloc(d->inbox, cap * sizeof *q);
+		if (q == NULL) {
+			pthread_mutex_unlock(&d->inbox_lock);
+			struct flowd_error e;
+			flowd_error_set(&e, 503, "unavailable", NULL,
+					"out of memory");
+			api_request_reply_error(req, &e);
+			api_request_finish(req);
+			return;
+		}
+		d->inbox = q;
+		d->inbox_cap = cap;
+	}
+	d->inbox[d->inbox_n++] = req;
+	wake = d->inbox_n == 1;
+	pthread_mutex_unlock(&d->inbox_lock);
+	if (wake)
+		uv_async_send(&d->inbox_async);
+	else
+		uv_async_send(&d->inbox_async);
+}
+
+static void reply_error(struct api_request *req, int status, const char *code,
+			const char *field, const char *msg)
+{
+	struct flowd_error e;
+
+	flowd_error_set(&e, status, code, field, "%s", msg);
+	api_request_reply_error(req, &e);
+	api_request_finish(req);
+}
+
+static void reply_json(struct api_request *req, int status, json_t *body)
+{
+	api_request_reply_json(req, status, body);
+	api_request_finish(req);
+}
+
+/* ------------------------------------------------------------------------
+ * Writes
+ */
+
+static void proposal_done_cb(void *arg, int status, uint64_t index,
+			     void *result)
+{
+	struct api_request *req = arg;
+	struct fsm_result *res = result;
+
+	switch (status) {
+	case CONSENSUS_OK:
+		break;
+	case CONSENSUS_TIMEOUT:
+		reply_error(req, 504, "timeout", NULL,
+			    "the change was not committed in time; its outcome "
+			    "is unknown: retry with the same idempotency key");
+		return;
+	case CONSENSUS_LEADERSHIP_LOST:
+		reply_error(req, 503, "unavailable", NULL,
+			    "leadership was lost; the outcome is unknown: retry "
+			    "with the same idempotency key");
+		return;
+	case CONSENSUS_IO:
+		reply_error(req, 503, "unavailable", NULL, "raft disk error");
+		log_error("service: raft disk error, exiting");
+		exit(70);
+	default:
+		reply_error(req, 503, "unavailable", NULL,
+			    "the node is shutting down");
+		return;
+	}
+	if (res == NULL) {
+		reply_error(req, 500, "internal", NULL, "no result");
+		return;
+	}
+	if (res->status >= 400) {
+		api_request_reply_error(req, &res->err);
+		api_request_finish(req);
+		return;
+	}
+	switch (req->op) {
+	case API_OP_FLOW_PUT:
+		reply_json(req, res->status,
+			   json_pack("{s:o, s:b}", "flow",
+				     fsm_flow_json(res->flow, true), "created",
+				     res->created));
+		break;
+	case API_OP_FLOW_DELETE:
+		reply_json(req, 200, fsm_flow_json(res->flow, false));
+		break;
+	case API_OP_RUN_CREATE:
+	case API_OP_RUN_CANCEL:
+		reply_json(req, res->status, fsm_run_json(res->run, true));
+		break;
+	default:
+		reply_json(req, res->status, json_object());
+		break;
+	}
+}
+
+static void propose(struct flowd *d, struct api_request *req, char *buf,
+		    size_t len)
+{
+	int rv = consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
+				   proposal_done_cb, req);
+
+	if (rv == CONSENSUS_OK)
+		return;
+	if (rv == CONSENSUS_NOT_LEADER)
+		reply_error(req, 503, "unavailable", NULL,
+			    "no leader right now; retry");
+	else
+		reply_error(req, 503, "unavailable", NULL,
+			    "the node cannot accept writes now");
+}
+
+/* A write is accepted only by a leader that is ready and not overloaded. */
+static bool write_admissible(struct flowd *d, struct api_request *req)
+{
+	if (d->stopping) {
+		reply_error(req, 503, "unavailable", NULL,
+			    "the node is shutting down");
+		return false;
+	}
+	if (d->role != CONSENSUS_LEADER) {
+		reply_error(req, 503, "unavailable", NULL,
+			    "this node is not the leader and no leader is "
+			    "known");
+		return false;
+	}
+	if (d->applier != NULL &&
+	    storage_applier_backlog(d->applier) > d->cfg->db_max_backlog) {
+		reply_error(req, 503, "unavailable", NULL,
+			    "PostgreSQL is behind by more than "
+			    "database.max_backlog entries");
+		return false;
+	}
+	return true;
+}
+
+static void do_flow_put(struct flowd *d, struct api_request *req)
+{
+	char *buf;
+	size_t len;
+
+	if (fsm_cmd_deploy(flowd_now_ms(), req->flow, req->spec->doc, &buf,
+			   &len) != 0) {
+		reply_error(req, 500, "internal", NULL, "cannot encode");
+		return;
+	}
+	propose(d, req, buf, len);
+}
+
+static void do_flow_delete(struct flowd *d, struct api_request *req)
+{
+	char *buf;
+	size_t len;
+
+	if (fsm_flow_get(&d->fsm, req->flow) == NULL) {
+		reply_error(req, 404, "not_found", "flow", "no such flow");
+		return;
+	}
+	if (fsm_cmd_undeploy(flowd_now_ms(), req->flow, &buf, &len) != 0) {
+		reply_error(req, 500, "internal", NULL, "cannot encode");
+		return;
+	}
+	propose(d, req, buf, len);
+}
+
+static void do_run_create(struct flowd *d, struct api_request *req)
+{
+	struct fsm_flow *fl = fsm_flow_get(&d->fsm, req->flow);
+	struct flowd_error err;
+	json_t *resolved = NULL;
+	char *buf;
+	size_t len;
+
+	if (fl == NULL) {
+		reply_error(req, 404, "not_found", "flow", "no such flow");
+		return;
+	}
+	/* A known idempotency key answers without a proposal. */
+	if (req->idempotency_key != NULL) {
+		struct fsm_run *r;
+		char *k;
+		if (asprintf(&k, "%s\n%s", req->flow, req->idempotency_key) < 0) {
+			reply_error(req, 500, "internal", NULL, "out of memory");
+			return;
+		}
+		r = map_get(&d->fsm.idem, k);
+		free(k);
+		if (r != NULL) {
+			reply_json(req, 200, fsm_run_json(r, true));
+			return;
+		}
+	}
+	if (fl->current == 0) {
+		reply_error(req, 409, "flow_undeployed", "flow",
+			    "the flow is not deployed");
+		return;
+	}
+	if (spec_params_resolve(fl->versions[fl->current - 1].spec, req->params,
+				&d->cfg->limits, &resolved, &err) != 0) {
+		api_request_reply_error(req, &err);
+		api_request_finish(req);
+		return;
+	}
+	json_decref(resolved);
+	if (fsm_cmd_run_create(flowd_now_ms(), req->flow, req->params,
+			       req->idempotency_key, &buf, &len) != 0) {
+		reply_error(req, 500, "internal", NULL, "cannot encode");
+		return;
+	}
+	propose(d, req, buf, len);
+}
+
+static void do_run_cancel(struct flowd *d, struct api_request *req)
+{
+	struct fsm_run *r = fsm_run_get(&d->fsm, req->run_id);
+	char *buf;
+	size_t len;
+
+	if (r == NULL) {
+		reply_error(req, 404, "not_found", "run", "no such run");
+		return;
+	}
+	if (r->status >= FSM_RUN_SUCCEEDED) {
+		reply_error(req, 409, "run_finished", "run",
+			    "the run has already finished");
+		return;
+	}
+	if (fsm_cmd_run_cancel(flowd_now_ms(), req->run_id, &buf, &len) != 0) {
+		reply_error(req, 500, "internal", NULL, "cannot encode");
+		return;
+	}
+	propose(d, req, buf, len);
+}
+
+/* ------------------------------------------------------------------------
+ * Reads
+ */
+
+static int flow_cmp(const void *a, const void *b)
+{
+	return strcmp((*(struct fsm_flow *const *)a)->name,
+		      (*(struct fsm_flow *const *)b)->name);
+}
+
+static void do_flow_list(struct flowd *d, struct api_request *req)
+{
+	struct map *m = &d->fsm.flows;
+	struct fsm_flow **v = malloc((m->size + 1) * sizeof *v);
+	json_t *arr = json_array();
+	size_t n = 0;
+
+	if (v == NULL) {
+		json_decref(arr);
+		reply_error(req, 500, "internal", NULL, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < m->n_buckets; i++)
+		for (struct map_entry *e = m->buckets[i]; e; e = e->next)
+			if (((struct fsm_flow *)e->value)->current != 0)
+				v[n++] = e->value;
+	qsort(v, n, sizeof *v, flow_cmp);
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(arr, fsm_flow_json(v[i], false));
+	free(v);
+	reply_json(req, 200, json_pack("{s:o}", "flows", arr));
+}
+
+static void do_run_list(struct flowd *d, struct api_request *req)
+{
+	int status = -1;
+	uint64_t cursor = 0;
+
+	if (req->list_status != NULL)
+		status = fsm_run_status_parse(req->list_status);
+	if (req->cursor != NULL) {
+		char *end;
+		unsigned long long c = strtoull(req->cursor, &end, 10);
+		if (*req->cursor == '\0' || *end != '\0' || c == 0) {
+			reply_error(req, 400, "invalid_query", "cursor",
+				    "not a cursor from next_cursor");
+			return;
+		}
+		cursor = c;
+	}
+	reply_json(req, 200,
+		   fsm_runs_page(&d->fsm, req->list_flow, status,
+				 req->limit ? req->limit : 50, cursor));
+}
+
+static const char *role_name(enum consensus_role r)
+{
+	switch (r) {
+	case CONSENSUS_LEADER:
+		return "leader";
+	case CONSENSUS_FOLLOWER:
+		return "follower";
+	case CONSENSUS_CANDIDATE:
+		return "candidate";
+	default:
+		return "unavailable";
+	}
+}
+
+static void do_cluster(struct flowd *d, struct api_request *req)
+{
+	uint64_t leader = consensus_leader(d->raft);
+	json_t *members = json_array(), *jl = json_null();
+
+	for (unsigned i = 0; i < d->cfg->n_peers; i++) {
+		const struct config_peer *p = &d->cfg->peers[i];
+		json_array_append_new(
+			members,
+			json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)p->id,
+				  "raft_address", p->raft_address, "api_address",
+				  p->api_address, "role",
+				  p->id == leader ? "leader" : "voter"));
+		if (p->id == leader) {
+			json_decref(jl);
+			jl = json_pack("{s:I, s:s}", "id", (json_int_t)p->id,
+				       "api_address", p->api_address);
+		}
+	}
+	reply_json(
+		req, 200,
+		json_pack("{s:I, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:b, s:o}",
+			  "node_id", (json_int_t)d->cfg->node_id, "role",
+			  role_name(d->role), "leader", jl, "term",
+			  (json_int_t)consensus_term(d->raft), "commit_index",
+			  (json_int_t)consensus_commit_index(d->raft),
+			  "applied_index",
+			  (json_int_t)consensus_applied_index(d->raft),
+			  "db_applied_index",
+			  (json_int_t)(d->applier ? storage_applier_durable(d->applier) : 0),
+			  "db_backlog",
+			  (json_int_t)(d->applier ? storage_applier_backlog(d->applier) : 0),
+			  "db_connected",
+			  d->applier != NULL && storage_applier_connected(d->applier),
+			  "members", members));
+}
+
+static void do_readyz(struct flowd *d, struct api_request *req)
+{
+	const char *why = NULL;
+
+	if (d->stopping)
+		why = "shutting down";
+	else if (consensus_leader(d->raft) == 0)
+		why = "no leader";
+	else if (consensus_applied_index(d->raft) <
+		 consensus_commit_index(d->raft))
+		why = "applying the log";
+	else if (d->role == CONSENSUS_LEADER && !d->node_up_done)
+		why = "registering this node";
+	if (why != NULL) {
+		json_t *b = json_pack("{s:b, s:s}", "ready", 0, "reason", why);
+		req->retry_after = 1;
+		reply_json(req, 503, b);
+		return;
+	}
+	reply_json(req, 200, json_pack("{s:b}", "ready", 1));
+}
+
+static void handle(struct flowd *d, struct api_request *req)
+{
+	struct fsm_flow *fl;
+	struct fsm_run *r;
+
+	switch (req->op) {
+	case API_OP_FLOW_PUT:
+		if (write_admissible(d, req))
+			do_flow_put(d, req);
+		break;
+	case API_OP_FLOW_DELETE:
+		if (write_admissible(d, req))
+			do_flow_delete(d, req);
+		break;
+	case API_OP_RUN_CREATE:
+		if (write_admissible(d, req))
+			do_run_create(d, req);
+		break;
+	case API_OP_RUN_CANCEL:
+		if (write_admissible(d, req))
+			do_run_cancel(d, req);
+		break;
+	case API_OP_FLOW_LIST:
+		do_flow_list(d, req);
+		break;
+	case API_OP_FLOW_GET:
+	case API_OP_FLOW_VERSIONS:
+		fl = fsm_flow_get(&d->fsm, req->flow);
+		if (fl == NULL)
+			reply_error(req, 404, "not_found", "flow",
+				    "no such flow");
+		else if (req->op == API_OP_FLOW_GET)
+			reply_json(req, 200, fsm_flow_json(fl, true));
+		else
+			reply_json(req, 200, fsm_flow_versions_json(fl));
+		break;
+	case API_OP_RUN_GET:
+		r = fsm_run_get(&d->fsm, req->run_id);
+		if (r == NULL)
+			reply_error(req, 404, "not_found", "run", "no such run");
+		else
+			reply_json(req, 200, fsm_run_json(r, true));
+		break;
+	case API_OP_RUN_LIST:
+		do_run_list(d, req);
+		break;
+	case API_OP_READYZ:
+		do_readyz(d, req);
+		break;
+	case API_OP_CLUSTER:
+		do_cluster(d, req);
+		break;
+	default:
+		reply_error(req, 404, "not_found", NULL, "no such route");
+		break;
+	}
+}
+
+void service_inbox_cb(uv_async_t *h)
+{
+	struct flowd *d = h->data;
+
+	for (;;) {
+		struct api_request **batch;
+		size_t n;
+
+		pthread_mutex_lock(&d->inbox_lock);
+		batch = d->inbox;
+		n = d->inbox_n;
+		d->inbox = NULL;
+		d->inbox_n = d->inbox_cap = 0;
+		pthread_mutex_unlock(&d->inbox_lock);
+		if (n == 0) {
+			free(batch);
+			return;
+		}
+		for (size_t i = 0; i < n; i++)
+			handle(d, batch[i]);
+		free(batch);
+	}
+}
+
+void service_fail_all(struct flowd *d, int status, const char *code,
+		      const char *msg)
+{
+	pthread_mutex_lock(&d->inbox_lock);
+	struct api_request **batch = d->inbox;
+	size_t n = d->inbox_n;
+	d->inbox = NULL;
+	d->inbox_n = d->inbox_cap = 0;
+	pthread_mutex_unlock(&d->inbox_lock);
+	for (size_t i = 0; i < n; i++)
+		reply_error(batch[i], status, code, NULL, msg);
+	free(batch);
+}

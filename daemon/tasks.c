@@ -1,0 +1,484 @@
+/* tasks.c - where committed state turns into processes and back.
+ *
+ * DESIGN
+ *
+ * The state machine places attempts (core/fsm.c). When an entry placing an
+ * attempt on this node is applied, and the attempt carries this process's
+ * boot id, tasks_hook_placed() queues a start; the after-apply idle callback
+ * then spawns the process through the executor (never inside apply, which
+ * must stay short). When the process ends, tasks_exec_done() proposes a
+ * task_finish with its outcome and captured output. A finish that cannot be
+ * committed right now (no leader, leadership lost, timeout) stays queued and
+ * is re-sent, so an outcome is never dropped; applying it twice is harmless
+ * because apply ignores a result for an attempt that is no longer running.
+ *
+ * Leader duties: after winning, this node proposes node_up (its boot id and
+ * capacity), which marks attempts of its previous life as lost; and it keeps
+ * one timer armed for the earliest retry that comes due, proposing `wake`.
+ *
+ * Thread: the loop thread.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "daemon/daemon.h"
+
+static void task_key(char *buf, size_t n, const char *run_id,
+		     const char *step, unsigned attempt)
+{
+	snprintf(buf, n, "%s/%s/%u", run_id, step, attempt);
+}
+
+static void ops_push(struct flowd *d, const char *run_id, unsigned step,
+		     unsigned attempt, bool stop)
+{
+	struct task_op *op = calloc(1, sizeof *op);
+
+	if (op == NULL || (op->run_id = strdup(run_id)) == NULL) {
+		log_error("tasks: out of memory");
+		abort();
+	}
+	op->step = step;
+	op->attempt = attempt;
+	op->stop = stop;
+	if (d->ops_tail != NULL)
+		d->ops_tail->next = op;
+	else
+		d->ops_head = op;
+	d->ops_tail = op;
+	tasks_kick(d);
+}
+
+void tasks_kick(struct flowd *d)
+{
+	if (!d->stopping && !uv_is_active((uv_handle_t *)&d->after_apply))
+		uv_idle_start(&d->after_apply, tasks_after_apply_cb);
+}
+
+void tasks_hook_placed(void *arg, struct fsm_run *run, struct fsm_step *step,
+		       struct fsm_attempt *a)
+{
+	struct flowd *d = arg;
+
+	if (a->node != d->cfg->node_id || a->boot != d->boot)
+		return;
+	ops_push(d, run->id, step->index, a->n, false);
+}
+
+void tasks_hook_stop(void *arg, struct fsm_run *run, struct fsm_step *step,
+		     struct fsm_attempt *a)
+{
+	struct flowd *d = arg;
+
+	if (a->node != d->cfg->node_id || a->boot != d->boot)
+		return;
+	ops_push(d, run->id, step->index, a->n, true);
+}
+
+void tasks_hook_records(void *arg, uint64_t index, char *records)
+{
+	struct flowd *d = arg;
+
+	if (d->applier != NULL)
+		storage_applier_push(d->applier, index, records);
+	else
+		free(records);
+	/* Re-arm the retry timer after this batch of applies. */
+	tasks_kick(d);
+}
+
+/* ------------------------------------------------------------------------
+ * Finishing: propose task_finish, keep it until it commits
+ */
+
+static void finish_send(struct flowd *d);
+
+static void finish_done_cb(void *arg, int status, uint64_t index, void *result)
+{
+	struct finish_msg *m = arg;
+	struct flowd *d = *(struct flowd **)(m + 1);
+
+	d->finish_inflight--;
+	if (status == CONSENSUS_OK) {
+		free(m->buf);
+		free(m);
+		return;
+	}
+	/* Not committed (or unknown): send again later. Applying it twice is
+	 * harmless (the attempt is then no longer RUNNING). */
+	log_debug("tasks: finish not committed status=%d, will resend",
+		  status);
+	m->next = NULL;
+	if (d->finish_tail != NULL)
+		d->finish_tail->next = m;
+	else
+		d->finish_head = m;
+	d->finish_tail = m;
+	if (status == CONSENSUS_IO) {
+		log_error("tasks: raft disk error, exiting");
+		exit(70);
+	}
+	if (!d->stopping)
+		uv_timer_start(&d->finish_timer, tasks_finish_timer_cb, 100, 0);
+}
+
+static void finish_send(struct flowd *d)
+{
+	while (d->finish_head != NULL && !d->stopping) {
+		struct finish_msg *m = d->finish_head;
+		char *copy = malloc(m->len);
+		int rv;
+
+		if (copy == NULL)
+			return;
+		memcpy(copy, m->buf, m->len);
+		rv = consensus_propose(d->raft, copy, m->len,
+				       d->cfg->apply_timeout_ms, finish_done_cb,
+				       m);
+		if (rv != CONSENSUS_OK) {
+			uv_timer_start(&d->finish_timer, tasks_finish_timer_cb,
+				       100, 0);
+			return;
+		}
+		d->finish_head = m->next;
+		if (d->finish_head == NULL)
+			d->finish_tail = NULL;
+		d->finish_inflight++;
+	}
+}
+
+void tasks_finish_timer_cb(uv_timer_t *h)
+{
+	finish_send(h->data);
+}
+
+static void finish_queue(struct flowd *d, const struct fsm_finish *fin)
+{
+	/* The message carries a back pointer to the daemon after it. */
+	struct finish_msg *m = calloc(1, sizeof *m + sizeof(struct flowd *));
+
+	if (m == NULL ||
+	    fsm_cmd_task_finish(flowd_now_ms(), fin, &m->buf, &m->len) != 0) {
+		log_error("tasks: cannot encode task_finish run=%s step=%s",
+			  fin->run_id, fin->step);
+		free(m);
+		return;
+	}
+	*(struct flowd **)(m + 1) = d;
+	if (d->finish_tail != NULL)
+		d->finish_tail->next = m;
+	else
+		d->finish_head = m;
+	d->finish_tail = m;
+	finish_send(d);
+}
+
+/* The executor's ctx for one attempt. */
+struct attempt_ctx {
+	struct flowd *d;
+	char *run_id;
+	char *step;
+	unsigned attempt;
+};
+
+void tasks_exec_done(struct executor *e, void *ctx,
+		     const struct executor_result *res)
+{
+	struct attempt_ctx *ac = ctx;
+	struct flowd *d = ac->d;
+	struct fsm_finish fin = {0};
+	char *out = NULL, *err = NULL;
+
+	log_info("task finished run=%s step=%s attempt=%u reason=%s exit=%d "
+		 "signal=%d",
+		 ac->run_id, ac->step, ac->attempt, res->reason, res->exit_code,
+		 res->term_signal);
+	if (!d->stopping) {
+		out = flowd_utf8_sanitize(res->out ? res->out : "", res->out_len);
+		err = flowd_utf8_sanitize(res->err ? res->err : "", res->err_len);
+		fin.run_id = ac->run_id;
+		fin.step = ac->step;
+		fin.attempt = ac->attempt;
+		fin.node = d->cfg->node_id;
+		fin.exit_code = res->exit_code;
+		fin.term_signal = res->term_signal;
+		fin.reason = res->reason;
+		fin.detail = res->detail;
+		fin.out = out;
+		fin.err = err;
+		fin.truncated = res->truncated;
+		if (out != NULL && err != NULL)
+			finish_queue(d, &fin);
+	}
+	free(out);
+	free(err);
+	free(ac->run_id);
+	free(ac->step);
+	free(ac);
+}
+
+/* ------------------------------------------------------------------------
+ * Starting and stopping attempts (after apply)
+ */
+
+static char **build_env(struct flowd *d, const struct fsm_run *r,
+			const struct spec_step *ss, unsigned attempt)
+{
+	size_t n = ss->n_env + json_object_size(r->params) + 5, i = 0;
+	char **env = calloc(n, sizeof *env);
+	const char *k;
+	json_t *v;
+
+	if (env == NULL)
+		return NULL;
+	for (size_t e = 0; e < ss->n_env; e++)
+		env[i++] = strdup(ss->env[e]);
+	json_object_foreach(r->params, k, v)
+	{
+		char *text = spec_param_env_value(v);
+		char *name = NULL;
+		if (text != NULL && asprintf(&name, "FLOWD_PARAM_%s=%s", k, text) < 0)
+			name = NULL;
+		/* Upper-case the parameter name part only. */
+		for (char *p = name ? name + 12 : NULL; p && *p && *p != '='; p++)
+			if (*p >= 'a' && *p <= 'z')
+				*p = (char)(*p - 'a' + 'A');
+		free(text);
+		env[i++] = name;
+	}
+	if (asprintf(&env[i++], "FLOWD_RUN_ID=%s", r->id) < 0 ||
+	    asprintf(&env[i++], "FLOWD_FLOW=%s", r->flow->name) < 0 ||
+	    asprintf(&env[i++], "FLOWD_STEP=%s", ss->name) < 0 ||
+	    asprintf(&env[i++], "FLOWD_ATTEMPT=%u", attempt) < 0)
+		env[i - 1] = NULL;
+	env[i] = NULL;
+	for (size_t j = 0; j < i; j++) {
+		if (env[j] == NULL) {
+			for (size_t m = 0; m < i; m++)
+				free(env[m]);
+			free(env);
+			return NULL;
+		}
+	}
+	(void)d;
+	return env;
+}
+
+static void free_env(char **env)
+{
+	for (size_t i = 0; env && env[i]; i++)
+		free(env[i]);
+	free(env);
+}
+
+static void op_start(struct flowd *d, struct task_op *op)
+{
+	struct fsm_run *r = fsm_run_get(&d->fsm, op->run_id);
+	struct fsm_step *s;
+	struct fsm_attempt *a;
+	const struct spec_step *ss;
+	struct attempt_ctx *ac;
+	struct executor_task t = {0};
+	char key[512];
+	char **env;
+
+	if (r == NULL)
+		return;
+	s = &r->steps[op->step];
+	ss = &r->spec->steps[op->step];
+	if (op->attempt > s->n_attempts)
+		return;
+	a = &s->attempts[op->attempt - 1];
+	task_key(key, sizeof key, r->id, ss->name, a->n);
+	if (a->status != FSM_ATTEMPT_RUNNING || executor_has(d->exec, key))
+		return;
+	if (a->stopping) {
+		/* Stopped before it started: report it so its slot frees. */
+		struct fsm_finish fin = {.run_id = r->id, .step = ss->name,
+					 .attempt = a->n, .node = d->cfg->node_id,
+					 .exit_code = -1, .reason = "stopped",
+					 .out = "", .err = ""};
+		finish_queue(d, &fin);
+		return;
+	}
+	ac = calloc(1, sizeof *ac);
+	env = build_env(d, r, ss, a->n);
+	if (ac == NULL || env == NULL) {
+		log_error("tasks: out of memory starting run=%s step=%s", r->id,
+			  ss->name);
+		free(ac);
+		free_env(env);
+		return;
+	}
+	ac->d = d;
+	ac->run_id = strdup(r->id);
+	ac->step = strdup(ss->name);
+	ac->attempt = a->n;
+	t.key = key;
+	t.argv = ss->argv;
+	t.shell = ss->shell;
+	t.env = env;
+	t.workdir = ss->workdir;
+	t.timeout_s = ss->timeout_s;
+	t.max_log_bytes = d->cfg->limits.max_log_bytes_per_task;
+	log_info("task start run=%s step=%s attempt=%u", r->id, ss->name, a->n);
+	if (executor_start(d->exec, &t, ac) != 0) {
+		struct fsm_finish fin = {.run_id = r->id, .step = ss->name,
+					 .attempt = a->n, .node = d->cfg->node_id,
+					 .exit_code = -1, .reason = "spawn_failed",
+					 .detail = "executor refused the task",
+					 .out = "", .err = ""};
+		finish_queue(d, &fin);
+		free(ac->run_id);
+		free(ac->step);
+		free(ac);
+	}
+	free_env(env);
+}
+
+static void op_stop(struct flowd *d, struct task_op *op)
+{
+	struct fsm_run *r = fsm_run_get(&d->fsm, op->run_id);
+	char key[512];
+
+	if (r == NULL)
+		return;
+	task_key(key, sizeof key, r->id, r->spec->steps[op->step].name,
+		 op->attempt);
+	if (executor_stop(d->exec, key) == 0)
+		log_info("task stop run=%s step=%s attempt=%u", r->id,
+			 r->spec->steps[op->step].name, op->attempt);
+}
+
+static void wake_rearm(struct flowd *d)
+{
+	int64_t due = fsm_next_due(&d->fsm), now;
+
+	if (d->role != CONSENSUS_LEADER || due == 0 || d->stopping) {
+		uv_timer_stop(&d->wake_timer);
+		d->wake_armed_for = 0;
+		return;
+	}
+	if (due == d->wake_armed_for && uv_is_active((uv_handle_t *)&d->wake_timer))
+		return;
+	now = flowd_now_ms();
+	d->wake_armed_for = due;
+	uv_timer_start(&d->wake_timer, tasks_wake_cb,
+		       due > now ? (uint64_t)(due - now) : 0, 0);
+}
+
+static void wake_done_cb(void *arg, int status, uint64_t index, void *result)
+{
+	struct flowd *d = arg;
+
+	d->wake_armed_for = 0;
+	tasks_kick(d);
+}
+
+void tasks_wake_cb(uv_timer_t *h)
+{
+	struct flowd *d = h->data;
+	char *buf;
+	size_t len;
+
+	if (d->role != CONSENSUS_LEADER || d->stopping)
+		return;
+	if (fsm_cmd_wake(flowd_now_ms(), &buf, &len) != 0)
+		return;
+	if (consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
+			      wake_done_cb, d) != CONSENSUS_OK) {
+		d->wake_armed_for = 0;
+		uv_timer_start(&d->wake_timer, tasks_wake_cb, 100, 0);
+	}
+}
+
+void tasks_after_apply_cb(uv_idle_t *h)
+{
+	struct flowd *d = h->data;
+
+	uv_idle_stop(h);
+	while (d->ops_head != NULL) {
+		struct task_op *op = d->ops_head;
+		d->ops_head = op->next;
+		if (d->ops_head == NULL)
+			d->ops_tail = NULL;
+		if (!d->stopping) {
+			if (op->stop)
+				op_stop(d, op);
+			else
+				op_start(d, op);
+		}
+		free(op->run_id);
+		free(op);
+	}
+	wake_rearm(d);
+}
+
+/* ------------------------------------------------------------------------
+ * Leadership
+ */
+
+static void node_up_done_cb(void *arg, int status, uint64_t index,
+			    void *result)
+{
+	struct flowd *d = arg;
+
+	d->node_up_inflight = false;
+	if (status == CONSENSUS_OK) {
+		d->node_up_done = true;
+		log_info("node up node=%" PRIu64 " boot=%" PRIx64,
+			 d->cfg->node_id, d->boot);
+	}
+}
+
+void tasks_leader_timer_cb(uv_timer_t *h)
+{
+	struct flowd *d = h->data;
+	char *buf;
+	size_t len;
+
+	if (d->stopping || d->role != CONSENSUS_LEADER || d->node_up_done ||
+	    d->node_up_inflight)
+		return;
+	if (fsm_cmd_node_up(flowd_now_ms(), d->cfg->node_id, d->boot,
+			    d->cfg->limits.max_parallel_tasks, &buf, &len) != 0)
+		return;
+	if (consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
+			      node_up_done_cb, d) == CONSENSUS_OK)
+		d->node_up_inflight = true;
+}
+
+void tasks_role_cb(void *arg, enum consensus_role role, uint64_t leader)
+{
+	struct flowd *d = arg;
+
+	if (role != d->role)
+		log_info("raft role=%d leader=%" PRIu64, (int)role, leader);
+	d->role = role;
+	if (role == CONSENSUS_LEADER) {
+		tasks_leader_timer_cb(&d->leader_timer);
+		finish_send(d);
+	}
+	tasks_kick(d);
+}
+
+void tasks_clear(struct flowd *d)
+{
+	while (d->ops_head != NULL) {
+		struct task_op *op = d->ops_head;
+		d->ops_head = op->next;
+		free(op->run_id);
+		free(op);
+	}
+	d->ops_tail = NULL;
+	while (d->finish_head != NULL) {
+		struct finish_msg *m = d->finish_head;
+		d->finish_head = m->next;
+		free(m->buf);
+		free(m);
+	}
+	d->finish_tail = NULL;
+}

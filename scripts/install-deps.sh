@@ -1,0 +1,50 @@
+#!/bin/sh
+# install-deps.sh - install every Debian 12 package flowd's build, tests, demo
+# and benchmarks need. Idempotent; run as root. It never starts or enables the
+# system PostgreSQL service: flowd's scripts and tests run their own private
+# instance (scripts/pg-private.sh) and do not depend on the system one.
+set -eu
+
+PACKAGES="
+build-essential pkg-config
+libraft-dev libuv1-dev libmicrohttpd-dev libjansson-dev libpq-dev libinih-dev
+libsystemd-dev libcurl4-openssl-dev libcmocka-dev
+postgresql-15 postgresql-client-15
+python3 python3-pytest
+curl ca-certificates iproute2 procps util-linux coreutils
+"
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: must be run as root (try: sudo $0)" >&2
+	exit 1
+fi
+
+# While we install, forbid maintainer scripts from starting services
+# (policy-rc.d exit 101 = "action forbidden", see invoke-rc.d(8)), unless the
+# machine already has a policy of its own, which we leave untouched.
+policy=/usr/sbin/policy-rc.d
+our_policy=0
+if [ ! -e "$policy" ]; then
+	echo "install-deps: installing a temporary $policy so no service is started"
+	printf '#!/bin/sh\nexit 101\n' >"$policy"
+	chmod 0755 "$policy"
+	our_policy=1
+fi
+cleanup() {
+	if [ "$our_policy" -eq 1 ]; then
+		echo "install-deps: removing the temporary $policy"
+		rm -f "$policy"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "install-deps: apt-get update"
+apt-get update
+
+# shellcheck disable=SC2086
+echo "install-deps: apt-get install" $PACKAGES
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $PACKAGES
+
+echo "install-deps: done"

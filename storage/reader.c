@@ -1,0 +1,239 @@
+/* reader.c - the read queries the API serves from PostgreSQL, on a small
+ * pool of blocking connections.
+ *
+ * DESIGN
+ *
+ * Threads. Any HTTP thread may call a storage_reader_* query. It borrows a
+ * slot of the pool (waiting on `cond` while all pool_size slots are busy),
+ * runs one statement with PQexecParams on the slot's connection with no lock
+ * held, and gives the slot back. A PGconn is never used by two threads at
+ * once; `mu` guards only the slot table.
+ *
+ * Connections are opened lazily, on first use of a slot, with
+ * connect_timeout=2 (storage__connect), so an HTTP thread waits at most a few
+ * seconds when PostgreSQL is down.
+ *
+ * Failure modes. A statement that fails because the link is gone is retried
+ * once on a fresh session (PQreset); if that fails too, or the connect
+ * fails, the caller gets 503 "storage_unavailable" with libpq's message, and
+ * the slot keeps the broken PGconn, which the next borrower resets again.
+ * Any other SQL error is also a 503: the caller cannot fix it.
+ */
+#include "storage/storage.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "storage/migrations.h"
+
+#define POOL_DEFAULT 4
+
+struct slot {
+	PGconn *conn;
+	int busy;
+};
+
+struct storage_reader {
+	char *conninfo;
+	unsigned size;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct slot *slots; /* under mu: busy; conn belongs to the borrower */
+};
+
+int storage_reader_new(const char *conninfo, unsigned pool_size,
+		       struct storage_reader **out, char *errmsg,
+		       size_t errlen)
+{
+	struct storage_reader *r;
+
+	if (storage__conninfo_check(conninfo, errmsg, errlen) != 0)
+		return -1;
+	r = calloc(1, sizeof *r);
+	if (r == NULL)
+		goto err_oom;
+	r->size = pool_size ? pool_size : POOL_DEFAULT;
+	r->conninfo = strdup(conninfo);
+	if (r->conninfo == NULL)
+		goto err_free;
+	r->slots = calloc(r->size, sizeof *r->slots);
+	if (r->slots == NULL)
+		goto err_conninfo;
+	if (pthread_mutex_init(&r->mu, NULL) != 0)
+		goto err_slots;
+	if (pthread_cond_init(&r->cond, NULL) != 0)
+		goto err_mutex;
+	*out = r;
+	return 0;
+
+err_mutex:
+	pthread_mutex_destroy(&r->mu);
+err_slots:
+	free(r->slots);
+err_conninfo:
+	free(r->conninfo);
+err_free:
+	free(r);
+err_oom:
+	snprintf(errmsg, errlen, "storage: reader: out of resources");
+	return -1;
+}
+
+void storage_reader_free(struct storage_reader *r)
+{
+	unsigned i;
+
+	if (r == NULL)
+		return;
+	for (i = 0; i < r->size; i++)
+		if (r->slots[i].conn != NULL)
+			PQfinish(r->slots[i].conn);
+	pthread_cond_destroy(&r->cond);
+	pthread_mutex_destroy(&r->mu);
+	free(r->slots);
+	free(r->conninfo);
+	free(r);
+}
+
+/* Borrow a slot, preferring one with an open connection. */
+static struct slot *acquire(struct storage_reader *r)
+{
+	struct slot *s;
+	unsigned i;
+
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		s = NULL;
+		for (i = 0; i < r->size; i++) {
+			if (r->slots[i].busy)
+				continue;
+			if (s == NULL || r->slots[i].conn != NULL)
+				s = &r->slots[i];
+			if (s->conn != NULL)
+				break;
+		}
+		if (s != NULL)
+			break;
+		pthread_cond_wait(&r->cond, &r->mu);
+	}
+	s->busy = 1;
+	pthread_mutex_unlock(&r->mu);
+	return s;
+}
+
+static void release(struct storage_reader *r, struct slot *s)
+{
+	pthread_mutex_lock(&r->mu);
+	s->busy = 0;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Run one statement on a borrowed slot: a new PGresult with `want` status,
+ * or NULL with err set (503). Opens the connection if needed and retries
+ * once on a fresh session when the link was lost. */
+static PGresult *query(struct storage_reader *r, struct slot *s,
+		       const char *sql, int nparams,
+		       const char *const *params, struct flowd_error *err)
+{
+	PGresult *res = NULL;
+	const char *state;
+	char line[200];
+	int tries;
+
+	if (s->conn == NULL) {
+		s->conn = storage__connect(r->conninfo, "flowd-reader");
+		if (s->conn == NULL) {
+			flowd_error_set(err, 503, "storage_unavailable", "",
+					"storage: connect: out of memory");
+			return NULL;
+		}
+	}
+	for (tries = 0; tries < 2; tries++) {
+		if (PQstatus(s->conn) != CONNECTION_OK) {
+			PQreset(s->conn);
+			if (PQstatus(s->conn) != CONNECTION_OK)
+				goto err_connect;
+		}
+		res = PQexecParams(s->conn, sql, nparams, NULL, params, NULL,
+				   NULL, 0);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK)
+			return res;
+		if (!storage__conn_lost(s->conn, res))
+			break;
+		PQclear(res);
+		res = NULL;
+		/* The session died under us: force a reset and try once more. */
+		PQreset(s->conn);
+	}
+	if (res == NULL)
+		goto err_connect;
+	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	log_error("storage: reader: query failed sqlstate=%s error=\"%s\"",
+		  state ? state : "none",
+		  storage__oneline(PQresultErrorMessage(res), line,
+				   sizeof line));
+	flowd_error_set(err, 503, "storage_unavailable", "",
+			"storage: query: %s", line);
+	PQclear(res);
+	return NULL;
+
+err_connect:
+	flowd_error_set(err, 503, "storage_unavailable", "",
+			"storage: connect: %s",
+			storage__oneline(PQerrorMessage(s->conn), line,
+					 sizeof line));
+	return NULL;
+}
+
+int storage_reader_logs(struct storage_reader *r, const char *run_id,
+			const char *step, int attempt, json_t **out,
+			struct flowd_error *err)
+{
+	struct slot *s;
+	PGresult *res;
+	json_t *obj = NULL;
+	char num[16];
+	const char *params[3] = {run_id, step, num};
+	int rc = -1;
+
+	snprintf(num, sizeof num, "%d", attempt);
+	s = acquire(r);
+	res = query(r, s,
+		    "SELECT stdout, stderr, truncated, attempt FROM task_logs"
+		    " WHERE run_id = $1 AND step = $2"
+		    "   AND ($3::int = 0 OR attempt = $3::int)"
+		    " ORDER BY attempt DESC LIMIT 1",
+		    3, params, err);
+	if (res == NULL)
+		goto out_release;
+	if (PQntuples(res) == 0) {
+		flowd_error_set(err, 404, "not_found", "",
+				"no log for run %s step %s%s", run_id, step,
+				attempt ? " at that attempt" : " yet");
+		goto out_clear;
+	}
+	/* The database is UTF8 (migration 1 checks) and so is the client
+	 * encoding, so json_stringn accepts the text; NULL means no memory. */
+	obj = json_pack("{s:s, s:s, s:i, s:s%, s:s%, s:b}", "run_id", run_id,
+			"step", step, "attempt", atoi(PQgetvalue(res, 0, 3)), "stdout",
+			PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0),
+			"stderr", PQgetvalue(res, 0, 1),
+			(size_t)PQgetlength(res, 0, 1), "truncated",
+			PQgetvalue(res, 0, 2)[0] == 't');
+	if (obj == NULL) {
+		flowd_error_set(err, 503, "storage_unavailable", "",
+				"storage: log row could not be encoded");
+		goto out_clear;
+	}
+	*out = obj;
+	rc = 0;
+out_clear:
+	PQclear(res);
+out_release:
+	release(r, s);
+	return rc;
+}

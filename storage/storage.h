@@ -1,0 +1,105 @@
+/* storage.h - flowd's PostgreSQL side: schema migrations, the applier that
+ * writes every committed Raft entry's effects exactly once, and the reads the
+ * API serves from PostgreSQL. Knows nothing of Raft internals or HTTP.
+ *
+ * Records. For every committed entry the state machine produces a JSON array
+ * of row images ("records"), each an object with a "t" member:
+ *
+ *   {"t":"flow_version","flow":s,"version":i,"spec":{..},"created_at":ms}
+ *   {"t":"flow","flow":s,"current_version":i|null,"deleted":b,"updated_at":ms}
+ *   {"t":"run","id":s,"flow":s,"version":i,"parameters":{..},"status":s,
+ *    "idempotency_key":s|null,"created_at":ms,"started_at":ms|null,
+ *    "finished_at":ms|null,"reason":s|null}
+ *   {"t":"step","run_id":s,"step":s,"status":s,"attempts":i,
+ *    "started_at":ms|null,"finished_at":ms|null}
+ *   {"t":"attempt","run_id":s,"step":s,"attempt":i,"node":i,"status":s,
+ *    "started_at":ms|null,"finished_at":ms|null,"exit_code":i|null,
+ *    "signal":i|null,"reason":s|null}
+ *   {"t":"log","run_id":s,"step":s,"attempt":i,"stdout":s,"stderr":s,
+ *    "truncated":b}
+ *
+ * ms are milliseconds since the Unix epoch (stored as timestamptz). Every
+ * record except "log" is a full row image: writing it is an upsert, so
+ * writing it twice is harmless. Records of one entry are applied in order. */
+#ifndef FLOWD_STORAGE_H
+#define FLOWD_STORAGE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+/* Create or upgrade the schema with the numbered migrations compiled into
+ * flowd. Blocking; runs at start before the loop. Safe when several nodes run
+ * it at once (a transaction-scoped advisory lock serializes them). Returns 0,
+ * or -1 with a message in errmsg. */
+int storage_migrate(const char *conninfo, char *errmsg, size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * The applier: one writer thread with a blocking libpq connection.
+ */
+struct storage_applier;
+
+/* Called on the writer thread whenever the durable index advances or the
+ * connection state changes. It must only do thread-safe things (store an
+ * atomic, uv_async_send). `connected` is 1 while PostgreSQL answers. */
+typedef void (*storage_progress_cb)(void *arg, uint64_t durable_index,
+				    int connected);
+
+struct storage_applier_config {
+	const char *conninfo;     /* copied */
+	unsigned batch_max;       /* entries per transaction (default 512) */
+	unsigned retry_ms;        /* first reconnect delay (default 200), doubles up to 5000 */
+};
+
+/* Start the writer thread. Returns 0 and *out, or -1 with errmsg. The thread
+ * connects (and reconnects) on its own; being unable to connect is not an
+ * error here: entries queue up until PostgreSQL answers. */
+int storage_applier_new(const struct storage_applier_config *cfg,
+			storage_progress_cb cb, void *arg,
+			struct storage_applier **out, char *errmsg,
+			size_t errlen);
+
+/* Queue the records of entry `index` (records_json: a JSON array text,
+ * malloc'd; ownership transfers). Called on the loop thread, in index order;
+ * never blocks on PostgreSQL. An entry whose index is not above what
+ * PostgreSQL already holds is skipped by the writer (replays after restart). */
+void storage_applier_push(struct storage_applier *a, uint64_t index,
+			  char *records_json);
+
+/* Entries queued and not yet durable. Thread-safe. */
+uint64_t storage_applier_backlog(struct storage_applier *a);
+
+/* 1 while the writer's connection answers. Thread-safe. */
+int storage_applier_connected(struct storage_applier *a);
+
+/* Highest index known durable in PostgreSQL (0 before first contact). */
+uint64_t storage_applier_durable(struct storage_applier *a);
+
+/* Stop: try to flush what is queued for at most `drain_ms`, then join the
+ * thread and free everything. */
+void storage_applier_free(struct storage_applier *a, unsigned drain_ms);
+
+/* ------------------------------------------------------------------------
+ * Reads served from PostgreSQL (history the state machine no longer holds,
+ * and task logs). A small pool of blocking connections, safe to call from
+ * several HTTP threads at once.
+ */
+struct storage_reader;
+
+int storage_reader_new(const char *conninfo, unsigned pool_size,
+		       struct storage_reader **out, char *errmsg,
+		       size_t errlen);
+void storage_reader_free(struct storage_reader *r);
+
+/* The captured output of one attempt: on success *out is a new object
+ * {"run_id","step","attempt","stdout","stderr","truncated"}; attempt 0 means
+ * the latest attempt that has a log. Returns 0; or -1
+ * with err 404 (code "not_found": no such log row) or 503 (code
+ * "storage_unavailable"). */
+int storage_reader_logs(struct storage_reader *r, const char *run_id,
+			const char *step, int attempt, json_t **out,
+			struct flowd_error *err);
+
+#endif

@@ -1,0 +1,165 @@
+"""test_durability.py - what survives: kill -9 in the middle of a run, a
+PostgreSQL outage while runs complete, and SIGTERM under load."""
+
+import http.client
+import os
+import threading
+import time
+
+import flowd_harness as h
+from flowd_harness import echo_flow, read_pid, sleeper_flow, steps_by_name, wait_for
+
+
+def test_kill9_mid_run_keeps_acknowledged_runs_and_the_interrupted_run_finishes(node, workdir, psql):
+    pids = h.fresh_dir(os.path.join(workdir, "pids"))
+    node.deploy("fast", echo_flow())
+    # The attempt killed with flowd is "lost" and retried (retries.max 1).
+    node.deploy("slow", sleeper_flow(pids, 3, retries=1))
+    acked = [node.start_run("fast")["id"] for _ in range(5)]
+    slow_id = node.start_run("slow")["id"]
+    acked.append(slow_id)
+    pid1 = wait_for(lambda: read_pid(os.path.join(pids, "1.pid")), 10, "the slow step to start")
+    acked += [node.start_run("fast")["id"] for _ in range(3)]
+
+    try:
+        assert node.kill9() == -9
+        node.start()  # waits for /readyz: a leader and the log applied
+
+        for run_id in acked:
+            assert node.run(run_id)["id"] == run_id
+        run = node.wait_run(slow_id, timeout=60)
+        assert run["status"] in ("succeeded", "failed"), run
+        attempts = steps_by_name(run)["nap"]["attempts"]
+        assert attempts[0]["status"] == "lost", attempts
+        assert attempts[0]["reason"] == "lost", attempts
+        if run["status"] == "succeeded":
+            assert [a["status"] for a in attempts] == ["lost", "succeeded"], attempts
+        for run_id in acked:
+            assert node.wait_run(run_id)["status"] in ("succeeded", "failed")
+
+        node.wait_db_caught_up()
+        in_db = {r[0] for r in psql("SELECT id FROM runs")}
+        assert set(acked) <= in_db
+    finally:
+        h.kill_stray(os.path.join(pids, "1.pid"))
+    assert pid1 > 0
+
+
+def all_runs_from_api(node):
+    runs = {}
+    for summary in node.list_runs(page_limit=50):
+        runs[summary["id"]] = node.run(summary["id"])
+    return runs
+
+
+def assert_postgres_matches_api(node, db):
+    """Every run, step and attempt the API shows is in PostgreSQL, identical."""
+    api = all_runs_from_api(node)
+    db_runs = {r[0]: r[1:] for r in db.psql("SELECT id, flow, version, status FROM runs")}
+    assert sorted(db_runs) == sorted(api), "runs in PostgreSQL differ from the API"
+    for run_id, run in api.items():
+        assert db_runs[run_id] == [run["flow"], str(run["version"]), run["status"]], run_id
+
+    db_steps = {}
+    for run_id, name, status, attempts in db.psql("SELECT run_id, step, status, attempts FROM steps"):
+        db_steps.setdefault(run_id, {})[name] = (status, int(attempts))
+    db_attempts = {}
+    for run_id, name, attempt, status in db.psql("SELECT run_id, step, attempt, status FROM attempts"):
+        db_attempts.setdefault((run_id, name), {})[int(attempt)] = status
+    db_logs = {(r[0], r[1], int(r[2])): (r[3], r[4]) for r in
+               db.psql("SELECT run_id, step, attempt, stdout, stderr FROM task_logs")}
+    for run_id, run in api.items():
+        api_steps = {s["name"]: (s["status"], len(s["attempts"])) for s in run["steps"]}
+        assert db_steps.get(run_id) == api_steps, run_id
+        for s in run["steps"]:
+            assert db_attempts.get((run_id, s["name"]), {}) == \
+                {a["attempt"]: a["status"] for a in s["attempts"]}, (run_id, s["name"])
+            for a in s["attempts"]:
+                if a["status"] in ("succeeded", "failed"):
+                    assert (run_id, s["name"], a["attempt"]) in db_logs, (run_id, s["name"], a)
+    return api
+
+
+def test_postgres_outage_of_20s_loses_nothing_and_postgres_ends_identical_to_the_api(cluster):
+    # This test stops PostgreSQL, so it has an instance of its own.
+    pg = h.PgInstance(os.path.join(h.IT_ROOT, "pg-outage"))
+    pg.wipe()  # also stops one left running by an interrupted session
+    pg.start()
+    try:
+        db = pg.create_database("flowd_outage")
+        node = cluster(db=db)[0]
+        node.deploy("fast", echo_flow("before"))
+        before = [node.start_run("fast")["id"] for _ in range(3)]
+        for run_id in before:
+            assert node.wait_run(run_id)["status"] == "succeeded"
+        node.wait_db_caught_up()
+
+        pg.stop()
+        outage_start = time.monotonic()
+        during = [node.start_run("fast")["id"] for _ in range(10)]
+        wait_for(lambda: node.cluster_info()["db_connected"] is False, 15,
+                 "flowd to notice PostgreSQL is gone")
+        # Runs complete while PostgreSQL is down; the node stays ready.
+        wait_for(lambda: node.cluster_info()["applied_index"] > node.cluster_info()["db_applied_index"],
+                 10, "entries waiting for PostgreSQL")
+        status, body = node.get("/readyz", token=None)
+        assert status == 200, body
+        # Keep it down for 20 s in all (an outage of a given length, not a wait
+        # for a condition), checking the node stays alive meanwhile.
+        while time.monotonic() - outage_start < 20:
+            assert node.alive(), h.tail(node.log_path)
+            time.sleep(0.5)
+        backlog = node.cluster_info()["db_backlog"]
+        assert backlog > 0
+
+        pg.start()
+        node.wait_db_caught_up(timeout=60)
+        for run_id in before + during:
+            assert node.wait_run(run_id)["status"] == "succeeded"
+        node.wait_db_caught_up(timeout=60)
+
+        api = assert_postgres_matches_api(node, db)
+        assert set(before + during) <= set(api)
+        meta = db.psql("SELECT max(applied_index) FROM raft_meta")
+        assert int(meta[0][0]) == node.cluster_info()["db_applied_index"]
+        logs = db.psql("SELECT stdout, truncated FROM task_logs WHERE run_id = '%s'" % during[-1])
+        assert logs == [["before\n", "f"]], logs
+    finally:
+        pg.stop()  # the cluster fixture kills the node afterwards
+
+
+def test_sigterm_while_runs_are_being_submitted_shuts_down_cleanly(node):
+    node.deploy("fast", echo_flow())
+    acked, errors = [], []
+    stop = threading.Event()
+
+    def submit():
+        while not stop.is_set():
+            try:
+                status, body = node.post("/v1/flows/fast/runs", {}, timeout=5)
+            except (OSError, http.client.HTTPException) as e:  # refused / reset: going away
+                errors.append(repr(e))
+                continue
+            if status == 201:
+                acked.append(body["id"])
+            else:
+                errors.append(status)
+                if status != 503:
+                    stop.set()
+
+    threads = [threading.Thread(target=submit, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(acked) >= 20, 30, "20 acknowledged runs")
+        rc = node.terminate(timeout=30)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert rc == 0, h.tail(node.log_path)
+    assert all(e == 503 or isinstance(e, str) for e in errors), errors
+
+    node.start()
+    for run_id in acked:
+        assert node.run(run_id)["id"] == run_id

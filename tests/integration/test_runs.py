@@ -1,0 +1,195 @@
+"""test_runs.py - runs on one node: a parameterized diamond DAG, retries,
+timeouts, cancellation, idempotency keys, logs, and listing runs."""
+
+import os
+
+import flowd_harness as h
+from flowd_harness import (READER_TOKEN, diamond_flow, echo_flow, failing_flow, flow_spec,
+                           pid_alive, read_pid, sleeper_flow, step, steps_by_name, wait_for)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_diamond_flow_with_parameters_succeeds_and_each_step_sees_them(node, workdir):
+    out = h.fresh_dir(os.path.join(workdir, "out"))
+    node.deploy("diamond", diamond_flow(out))
+
+    status, run = node.post("/v1/flows/diamond/runs", {"parameters": {"region": "eu-west"}})
+    assert status == 201, run
+    assert run["status"] in ("queued", "running", "succeeded")
+    assert run["flow"] == "diamond" and run["version"] == 1
+    assert run["parameters"] == {"region": "eu-west", "count": 3}  # the default filled in
+    run_id = run["id"]
+
+    run = node.wait_run(run_id)
+    assert run["status"] == "succeeded", run
+    assert run["reason"] is None
+    assert run["started_at"] and run["finished_at"] and run["created_at"] <= run["finished_at"]
+
+    steps = steps_by_name(run)
+    assert sorted(steps) == ["a", "b", "c", "d"]
+    assert steps["a"]["depends_on"] == []
+    assert sorted(steps["d"]["depends_on"]) == ["b", "c"]
+    for name, s in steps.items():
+        assert s["status"] == "succeeded", s
+        assert len(s["attempts"]) == 1, s
+        a = s["attempts"][0]
+        assert (a["attempt"], a["status"], a["exit_code"], a["reason"], a["node"]) == \
+            (1, "succeeded", 0, "exited", 1), a
+        assert read(os.path.join(out, name + ".out")).split() == ["eu-west", "3", run_id, name, "1"]
+    # the DAG order: b and c after a, d after both
+    for name in ("b", "c"):
+        assert steps[name]["started_at"] >= steps["a"]["finished_at"]
+        assert steps["d"]["started_at"] >= steps[name]["finished_at"]
+
+    status, logs = node.get("/v1/runs/%s/steps/b/logs" % run_id, token=READER_TOKEN)
+    assert status == 200, logs
+    assert (logs["run_id"], logs["step"], logs["attempt"]) == (run_id, "b", 1)
+    assert logs["stdout"] == "step b region=eu-west\n"
+    assert logs["stderr"] == "" and logs["truncated"] is False
+
+    status, logs = node.get("/v1/runs/%s/steps/d/logs?attempt=1" % run_id)
+    assert status == 200 and logs["stdout"] == "step d region=eu-west\n", logs
+
+
+def test_logs_of_unknown_step_or_attempt_are_404_and_a_bad_attempt_is_400(node):
+    node.deploy("hello", echo_flow())
+    run = node.wait_run(node.start_run("hello")["id"])
+    for path in ("/steps/nope/logs", "/steps/only/logs?attempt=9"):
+        status, body = node.get("/v1/runs/%s%s" % (run["id"], path))
+        assert status == 404 and body["error"]["code"] == "not_found", (path, status, body)
+    status, body = node.get("/v1/runs/%s/steps/only/logs?attempt=x" % run["id"])
+    assert status == 400 and body["error"]["code"] == "invalid_query", body
+
+
+def test_failing_step_is_retried_and_then_succeeds(node, workdir):
+    marker = os.path.join(workdir, "failed-once")
+    q = h.sh_quote(marker)
+    node.deploy("flaky", flow_spec([step(
+        "flaky",
+        "if [ -e %s ]; then echo second try; else touch %s; echo first try fails >&2; exit 3; fi" % (q, q),
+        retries=2, backoff_s=0)]))
+
+    run = node.wait_run(node.start_run("flaky")["id"])
+    assert run["status"] == "succeeded", run
+    s = steps_by_name(run)["flaky"]
+    assert s["status"] == "succeeded"
+    assert [(a["attempt"], a["status"], a["exit_code"]) for a in s["attempts"]] == \
+        [(1, "failed", 3), (2, "succeeded", 0)], s["attempts"]
+    assert s["attempts"][0]["reason"] == "exited"
+
+    status, logs = node.get("/v1/runs/%s/steps/flaky/logs?attempt=1" % run["id"])
+    assert status == 200 and logs["stderr"] == "first try fails\n", logs
+    status, logs = node.get("/v1/runs/%s/steps/flaky/logs" % run["id"])  # the last attempt
+    assert status == 200 and logs["attempt"] == 2 and logs["stdout"] == "second try\n", logs
+
+
+def test_step_failing_every_attempt_fails_the_run_and_its_dependents_never_start(node):
+    node.deploy("broken", failing_flow(retries=1))
+    run = node.wait_run(node.start_run("broken")["id"])
+    assert run["status"] == "failed", run
+    assert run["reason"], run
+    steps = steps_by_name(run)
+    assert steps["boom"]["status"] == "failed"
+    assert [a["status"] for a in steps["boom"]["attempts"]] == ["failed", "failed"]
+    assert steps["after"]["status"] in ("skipped", "cancelled"), steps["after"]
+    assert steps["after"]["attempts"] == []
+
+
+def test_step_past_its_timeout_is_killed_and_fails_the_run(node, workdir):
+    pids = h.fresh_dir(os.path.join(workdir, "pids"))
+    node.deploy("slow", sleeper_flow(pids, 30, timeout_s=1))
+    run_id = node.start_run("slow")["id"]
+
+    run = node.wait_run(run_id, timeout=20)  # 1 s timeout + kill grace, far below 30 s
+    assert run["status"] == "failed", run
+    s = steps_by_name(run)["nap"]
+    assert s["status"] == "failed"
+    assert len(s["attempts"]) == 1
+    a = s["attempts"][0]
+    assert a["status"] == "failed" and a["reason"] == "timeout", a
+    assert a["signal"] in (15, 9), a
+    assert a["exit_code"] is None, a
+    pid = read_pid(os.path.join(pids, "1.pid"))
+    assert pid is not None
+    wait_for(lambda: not pid_alive(pid), 5, "the timed-out sleep (pid %d) to be gone" % pid)
+
+
+def test_cancel_stops_a_sleeping_step(node, workdir):
+    pids = h.fresh_dir(os.path.join(workdir, "pids"))
+    node.deploy("slow", sleeper_flow(pids, 60))
+    run_id = node.start_run("slow")["id"]
+    pidfile = os.path.join(pids, "1.pid")
+    pid = wait_for(lambda: read_pid(pidfile), 10, "the step to write its pid")
+    assert pid_alive(pid)
+    node.wait_run(run_id, statuses=("running",))
+
+    status, run = node.post("/v1/runs/%s/cancel" % run_id)
+    assert status == 200, run
+    assert run["status"] == "cancelled", run
+
+    wait_for(lambda: not pid_alive(pid), 10, "the cancelled sleep (pid %d) to be gone" % pid)
+    run = node.wait_run(run_id)
+    assert run["status"] == "cancelled" and run["finished_at"], run
+    s = steps_by_name(run)["nap"]
+    assert s["status"] == "cancelled", s
+    assert s["attempts"][-1]["status"] == "cancelled", s
+
+    status, body = node.post("/v1/runs/%s/cancel" % run_id)
+    assert status == 409 and body["error"]["code"] == "run_finished", body
+
+
+def test_cancelling_a_finished_run_is_409_and_changes_nothing(node):
+    node.deploy("hello", echo_flow())
+    run = node.wait_run(node.start_run("hello")["id"])
+    status, body = node.post("/v1/runs/%s/cancel" % run["id"])
+    assert status == 409 and body["error"]["code"] == "run_finished", body
+    assert node.run(run["id"]) == run
+
+
+def test_idempotency_key_returns_the_same_run(node):
+    node.deploy("hello", echo_flow())
+    status, first = node.post("/v1/flows/hello/runs", {"idempotency_key": "order-42"})
+    assert status == 201, first
+    assert first["idempotency_key"] == "order-42"
+    status, again = node.post("/v1/flows/hello/runs", {"idempotency_key": "order-42"})
+    assert status == 200, again
+    assert again["id"] == first["id"]
+
+    other = node.start_run("hello", idempotency_key="order-43")
+    assert other["id"] != first["id"]
+    assert node.start_run("hello")["id"] not in (first["id"], other["id"])  # no key: always new
+    ids = [r["id"] for r in node.list_runs("flow=hello")]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 3
+
+
+def test_runs_are_listed_newest_first_with_pagination_and_filters(node):
+    node.deploy("fast", echo_flow())
+    node.deploy("broken", failing_flow())
+    created = []
+    for flow in ("fast", "fast", "broken", "fast", "fast", "broken", "fast"):
+        created.append((node.start_run(flow)["id"], flow))
+    for run_id, _ in created:
+        node.wait_run(run_id)
+    newest_first = [run_id for run_id, _ in reversed(created)]
+
+    status, page = node.get("/v1/runs?limit=3", token=READER_TOKEN)
+    assert status == 200
+    assert [r["id"] for r in page["runs"]] == newest_first[:3]
+    assert page["next_cursor"]
+    assert all("steps" not in r for r in page["runs"])
+
+    everything = node.list_runs(page_limit=3)
+    assert [r["id"] for r in everything] == newest_first
+    assert [r["id"] for r in node.list_runs()] == newest_first  # default page size covers 7
+
+    assert [r["id"] for r in node.list_runs("flow=fast", page_limit=2)] == \
+        [run_id for run_id, flow in reversed(created) if flow == "fast"]
+    failed = node.list_runs("status=failed")
+    assert [r["id"] for r in failed] == [run_id for run_id, flow in reversed(created) if flow == "broken"]
+    assert all(r["status"] == "failed" for r in failed)
+    assert node.list_runs("status=succeeded&flow=broken") == []
+    assert node.list_runs("flow=no-such-flow") == []

@@ -1,0 +1,628 @@
+/* test_api_route.c - unit tests of api/route.c: routing, path and query
+ * validation, percent-decoding, authorization and the run-create body. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* cmocka.h needs the headers above first */
+#include <cmocka.h>
+
+#include "api/route.h"
+#include "core/limits.h"
+
+/* ------------------------------------------------------------------------
+ * Fixtures
+ */
+
+/* A query: pairs of key, raw value; NULL ends it. */
+static const char *lookup(void *arg, const char *key)
+{
+	const char **q = arg;
+
+	for (; q != NULL && q[0] != NULL; q += 2)
+		if (strcmp(q[0], key) == 0)
+			return q[1];
+	return NULL;
+}
+
+struct parsed {
+	struct api__route route;
+	struct api_request req;
+	struct flowd_error err;
+	struct flowd_limits lim;
+};
+
+/* Match and validate; returns the HTTP status of the error, or 0. */
+static int parse(struct parsed *p, const char *method, const char *path,
+		 const char **query)
+{
+	memset(p, 0, sizeof *p);
+	flowd_limits_defaults(&p->lim);
+	if (api__route_match(method, path, &p->route, &p->err) != 0)
+		return p->err.status;
+	if (api__route_validate(&p->route, lookup, (void *)query, &p->lim,
+				&p->req, &p->err) != 0)
+		return p->err.status;
+	return 0;
+}
+
+static void done(struct parsed *p)
+{
+	api__request_clear(&p->req);
+	api__route_close(&p->route);
+}
+
+/* ------------------------------------------------------------------------
+ * Routing
+ */
+
+static void route_table_maps_each_path_to_its_op(void **state)
+{
+	static const struct {
+		const char *method, *path;
+		enum api__target target;
+		enum api_op op;
+		unsigned flags;
+	} cases[] = {
+		{"GET", "/v1/flows", API__TARGET_SUBMIT, API_OP_FLOW_LIST, 0},
+		{"GET", "/v1/flows/etl", API__TARGET_SUBMIT, API_OP_FLOW_GET,
+		 0},
+		{"PUT", "/v1/flows/etl", API__TARGET_SUBMIT, API_OP_FLOW_PUT,
+		 API__ROUTE_WRITE | API__ROUTE_BODY},
+		{"DELETE", "/v1/flows/etl", API__TARGET_SUBMIT,
+		 API_OP_FLOW_DELETE, API__ROUTE_WRITE},
+		{"GET", "/v1/flows/etl/versions", API__TARGET_SUBMIT,
+		 API_OP_FLOW_VERSIONS, 0},
+		{"POST", "/v1/flows/etl/runs", API__TARGET_SUBMIT,
+		 API_OP_RUN_CREATE,
+		 API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT},
+		{"GET", "/v1/runs", API__TARGET_SUBMIT, API_OP_RUN_LIST, 0},
+		{"GET", "/v1/runs/r-1", API__TARGET_SUBMIT, API_OP_RUN_GET, 0},
+		{"POST", "/v1/runs/r-1/cancel", API__TARGET_SUBMIT,
+		 API_OP_RUN_CANCEL, API__ROUTE_WRITE},
+		{"GET", "/v1/runs/r-1/steps/extract/logs", API__TARGET_LOGS, 0,
+		 0},
+		{"GET", "/healthz", API__TARGET_HEALTHZ, 0, API__ROUTE_PUBLIC},
+		{"GET", "/readyz", API__TARGET_SUBMIT, API_OP_READYZ,
+		 API__ROUTE_PUBLIC},
+		{"GET", "/v1/cluster", API__TARGET_SUBMIT, API_OP_CLUSTER, 0},
+		{"HEAD", "/v1/cluster", API__TARGET_SUBMIT, API_OP_CLUSTER, 0},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct parsed p;
+
+		assert_int_equal(
+			parse(&p, cases[i].method, cases[i].path, NULL), 0);
+		assert_int_equal(p.route.target, cases[i].target);
+		if (cases[i].target == API__TARGET_SUBMIT)
+			assert_int_equal(p.req.op, cases[i].op);
+		assert_int_equal(p.route.flags, cases[i].flags);
+		done(&p);
+	}
+}
+
+static void route_fills_path_fields(void **state)
+{
+	struct parsed p;
+
+	assert_int_equal(
+		parse(&p, "GET", "/v1/runs/r-0a:1.x_y/steps/s1/logs", NULL), 0);
+	assert_string_equal(p.req.run_id, "r-0a:1.x_y");
+	assert_string_equal(p.route.step, "s1");
+	assert_int_equal(p.route.attempt, 0);
+	assert_null(p.req.flow);
+	done(&p);
+
+	assert_int_equal(parse(&p, "POST", "/v1/flows/my.flow-1/runs", NULL),
+			 0);
+	assert_string_equal(p.req.flow, "my.flow-1");
+	assert_null(p.req.run_id);
+	done(&p);
+}
+
+static void route_unknown_path_is_404(void **state)
+{
+	static const char *paths[] = {
+		"/",
+		"",
+		"v1/flows",
+		"/v1",
+		"/v1/",
+		"/v1/flows/",
+		"/v1//flows",
+		"/v1/flows/etl/",
+		"/v1/flows/etl/nope",
+		"/v2/flows",
+		"/v1/runs/r/steps/s",
+		"/v1/runs/r/steps/s/logs/x",
+		"/v1/runs/r/steps/s/logs/x/y/z",
+		"/healthz/",
+		"/HEALTHZ",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+		struct parsed p;
+
+		assert_int_equal(parse(&p, "GET", paths[i], NULL), 404);
+		assert_string_equal(p.err.code, "not_found");
+		done(&p);
+	}
+}
+
+static void route_wrong_method_is_405_with_allow(void **state)
+{
+	struct parsed p;
+
+	assert_int_equal(parse(&p, "POST", "/v1/flows/etl", NULL), 405);
+	assert_string_equal(p.err.code, "method_not_allowed");
+	assert_string_equal(p.route.allow, "GET, HEAD, PUT, DELETE");
+	done(&p);
+
+	assert_int_equal(parse(&p, "GET", "/v1/runs/r1/cancel", NULL), 405);
+	assert_string_equal(p.route.allow, "POST");
+	done(&p);
+
+	assert_int_equal(parse(&p, "DELETE", "/healthz", NULL), 405);
+	assert_string_equal(p.route.allow, "GET, HEAD");
+	done(&p);
+
+	/* 405 is decided before the flow name is looked at */
+	assert_int_equal(parse(&p, "PATCH", "/v1/flows/%20bad", NULL), 405);
+	done(&p);
+}
+
+static void route_bad_flow_name_is_400(void **state)
+{
+	static const struct {
+		const char *method, *path;
+	} cases[] = {
+		{"GET", "/v1/flows/a%20b"},	{"GET", "/v1/flows/a%2Fb"},
+		{"GET", "/v1/flows/%"},		{"GET", "/v1/flows/a%zz"},
+		{"GET", "/v1/flows/a%00b"},	{"GET", "/v1/flows/%C3%A9"},
+		{"POST", "/v1/flows/a$b/runs"}, {"PUT", "/v1/flows/a:b"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct parsed p;
+
+		assert_int_equal(
+			parse(&p, cases[i].method, cases[i].path, NULL), 400);
+		assert_string_equal(p.err.code, "invalid_value");
+		assert_string_equal(p.err.field, "flow");
+		done(&p);
+	}
+}
+
+static void route_flow_name_is_percent_decoded(void **state)
+{
+	struct parsed p;
+	char name[140];
+
+	assert_int_equal(parse(&p, "GET", "/v1/flows/%65tl%2d1", NULL), 0);
+	assert_string_equal(p.req.flow, "etl-1");
+	done(&p);
+
+	/* 128 characters is the maximum, 129 is too long */
+	memset(name, 'a', sizeof name);
+	memcpy(name, "/v1/flows/", 10);
+	name[10 + 128] = '\0';
+	assert_int_equal(parse(&p, "GET", name, NULL), 0);
+	done(&p);
+	name[10 + 128] = 'a';
+	name[10 + 129] = '\0';
+	assert_int_equal(parse(&p, "GET", name, NULL), 400);
+	done(&p);
+}
+
+static void route_bad_run_id_is_404(void **state)
+{
+	static const char *paths[] = {
+		"/v1/runs/a%20b", "/v1/runs/a%2Fb", "/v1/runs/a%",
+		"/v1/runs/a+b",	  "/v1/runs/%00",   "/v1/runs/a%2fb/cancel",
+	};
+	char longid[220];
+	struct parsed p;
+	size_t i;
+
+	for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+		const char *m = strstr(paths[i], "cancel") ? "POST" : "GET";
+
+		assert_int_equal(parse(&p, m, paths[i], NULL), 404);
+		assert_string_equal(p.err.code, "not_found");
+		done(&p);
+	}
+	memset(longid, 'r', sizeof longid);
+	memcpy(longid, "/v1/runs/", 9);
+	longid[9 + 200] = '\0';
+	assert_int_equal(parse(&p, "GET", longid, NULL), 0);
+	done(&p);
+	longid[9 + 200] = 'r';
+	longid[9 + 201] = '\0';
+	assert_int_equal(parse(&p, "GET", longid, NULL), 404);
+	done(&p);
+
+	assert_int_equal(parse(&p, "GET", "/v1/runs/r%3A1", NULL), 0);
+	assert_string_equal(p.req.run_id, "r:1");
+	done(&p);
+
+	assert_int_equal(parse(&p, "GET", "/v1/runs/r1/steps/a%20b/logs", NULL),
+			 404);
+	done(&p);
+}
+
+static void percent_decode_rejects_bad_escapes(void **state)
+{
+	char *s;
+
+	s = api__percent_decode("a%41%62c", 8);
+	assert_string_equal(s, "aAbc");
+	free(s);
+	s = api__percent_decode("%2F", 3);
+	assert_string_equal(s, "/");
+	free(s);
+	s = api__percent_decode("", 0);
+	assert_string_equal(s, "");
+	free(s);
+	assert_null(api__percent_decode("%4", 2));
+	assert_null(api__percent_decode("%", 1));
+	assert_null(api__percent_decode("%g1", 3));
+	assert_null(api__percent_decode("a%00", 4));
+	/* only `len` bytes are read */
+	s = api__percent_decode("ab%41", 2);
+	assert_string_equal(s, "ab");
+	free(s);
+	assert_null(api__percent_decode("ab%41", 4));
+}
+
+/* ------------------------------------------------------------------------
+ * Queries
+ */
+
+static void query_run_list_defaults(void **state)
+{
+	struct parsed p;
+
+	assert_int_equal(parse(&p, "GET", "/v1/runs", NULL), 0);
+	assert_int_equal(p.req.limit, 50);
+	assert_null(p.req.list_flow);
+	assert_null(p.req.list_status);
+	assert_null(p.req.cursor);
+	assert_int_equal(p.req.consistent, 0);
+	done(&p);
+}
+
+static void query_run_list_accepts_valid_values(void **state)
+{
+	const char *q[] = {"flow",  "etl%2D2", "status",     "failed",
+			   "limit", "1000",    "cursor",     "abc%3D%3D",
+			   "other", "ignored", "consistent", "true",
+			   NULL};
+	struct parsed p;
+
+	assert_int_equal(parse(&p, "GET", "/v1/runs", q), 0);
+	assert_string_equal(p.req.list_flow, "etl-2");
+	assert_string_equal(p.req.list_status, "failed");
+	assert_int_equal(p.req.limit, 1000);
+	assert_string_equal(p.req.cursor, "abc==");
+	assert_int_equal(p.req.consistent, 1);
+	done(&p);
+}
+
+static void query_run_list_rejects_bad_values(void **state)
+{
+	static const struct {
+		const char *key, *value, *field;
+	} cases[] = {
+		{"status", "done", "status"},
+		{"status", "FAILED", "status"},
+		{"limit", "0", "limit"},
+		{"limit", "1001", "limit"},
+		{"limit", "-1", "limit"},
+		{"limit", "+5", "limit"},
+		{"limit", "5x", "limit"},
+		{"limit", " 5", "limit"},
+		{"limit", "99999999999999999999999", "limit"},
+		{"flow", "a b", "flow"},
+		{"flow", "a%zz", "flow"},
+		{"consistent", "yes", "consistent"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const char *q[] = {cases[i].key, cases[i].value, NULL};
+		struct parsed p;
+
+		assert_int_equal(parse(&p, "GET", "/v1/runs", q), 400);
+		assert_string_equal(p.err.code, "invalid_query");
+		assert_string_equal(p.err.field, cases[i].field);
+		done(&p);
+	}
+}
+
+static void query_cursor_is_bounded(void **state)
+{
+	char cursor[202];
+	const char *q[] = {"cursor", cursor, NULL};
+	struct parsed p;
+
+	memset(cursor, 'c', 200);
+	cursor[200] = '\0';
+	assert_int_equal(parse(&p, "GET", "/v1/runs", q), 0);
+	done(&p);
+	cursor[200] = 'c';
+	cursor[201] = '\0';
+	assert_int_equal(parse(&p, "GET", "/v1/runs", q), 400);
+	assert_string_equal(p.err.field, "cursor");
+	done(&p);
+}
+
+static void query_consistent_on_reads(void **state)
+{
+	const char *t[] = {"consistent", "true", NULL};
+	const char *f[] = {"consistent", "false", NULL};
+	const char *bare[] = {"consistent", "", NULL};
+	struct parsed p;
+
+	assert_int_equal(parse(&p, "GET", "/v1/flows/etl", t), 0);
+	assert_int_equal(p.req.consistent, 1);
+	done(&p);
+	assert_int_equal(parse(&p, "GET", "/v1/flows/etl", f), 0);
+	assert_int_equal(p.req.consistent, 0);
+	done(&p);
+	assert_int_equal(parse(&p, "GET", "/v1/runs/r1", bare), 0);
+	assert_int_equal(p.req.consistent, 1);
+	done(&p);
+}
+
+static void query_logs_attempt(void **state)
+{
+	const char *ok[] = {"attempt", "3", NULL};
+	const char *zero[] = {"attempt", "0", NULL};
+	const char *neg[] = {"attempt", "-2", NULL};
+	const char *text[] = {"attempt", "last", NULL};
+	const char *path = "/v1/runs/r1/steps/extract/logs";
+	struct parsed p;
+
+	assert_int_equal(parse(&p, "GET", path, ok), 0);
+	assert_int_equal(p.route.attempt, 3);
+	done(&p);
+	assert_int_equal(parse(&p, "GET", path, zero), 400);
+	assert_string_equal(p.err.field, "attempt");
+	done(&p);
+	assert_int_equal(parse(&p, "GET", path, neg), 400);
+	done(&p);
+	assert_int_equal(parse(&p, "GET", path, text), 400);
+	done(&p);
+}
+
+static void limit_default_respects_small_page_ceiling(void **state)
+{
+	struct api__route r;
+	struct api_request req;
+	struct flowd_error err;
+	struct flowd_limits lim;
+
+	memset(&req, 0, sizeof req);
+	flowd_limits_defaults(&lim);
+	lim.max_runs_page = 20;
+	assert_int_equal(api__route_match("GET", "/v1/runs", &r, &err), 0);
+	assert_int_equal(
+		api__route_validate(&r, lookup, NULL, &lim, &req, &err), 0);
+	assert_int_equal(req.limit, 20);
+	api__request_clear(&req);
+	api__route_close(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * Content type and auth
+ */
+
+static void content_type_json(void **state)
+{
+	assert_true(api__content_type_is_json("application/json"));
+	assert_true(api__content_type_is_json("Application/JSON"));
+	assert_true(
+		api__content_type_is_json("application/json; charset=utf-8"));
+	assert_true(api__content_type_is_json(" application/json ;charset=x"));
+	assert_false(api__content_type_is_json(NULL));
+	assert_false(api__content_type_is_json(""));
+	assert_false(api__content_type_is_json("text/plain"));
+	assert_false(api__content_type_is_json("application/jsonx"));
+	assert_false(api__content_type_is_json("application/json-patch+json"));
+	assert_false(
+		api__content_type_is_json("application/x-www-form-urlencoded"));
+}
+
+static void auth_role_from_bearer_token(void **state)
+{
+	char *admin[] = {"adm1n-secret", "second-admin", NULL};
+	char *reader[] = {"read-only", NULL};
+
+	assert_int_equal(api__auth_role("Bearer adm1n-secret", admin, reader),
+			 API__ROLE_ADMIN);
+	assert_int_equal(api__auth_role("bearer  second-admin ", admin, reader),
+			 API__ROLE_ADMIN);
+	assert_int_equal(api__auth_role("Bearer read-only", admin, reader),
+			 API__ROLE_READER);
+	assert_int_equal(api__auth_role(NULL, admin, reader), API__ROLE_NONE);
+	assert_int_equal(api__auth_role("", admin, reader), API__ROLE_NONE);
+	assert_int_equal(api__auth_role("Bearer", admin, reader),
+			 API__ROLE_NONE);
+	assert_int_equal(api__auth_role("Bearer ", admin, reader),
+			 API__ROLE_NONE);
+	assert_int_equal(api__auth_role("Basic adm1n-secret", admin, reader),
+			 API__ROLE_NONE);
+	assert_int_equal(api__auth_role("Beareradm1n-secret", admin, reader),
+			 API__ROLE_NONE);
+	/* prefixes, extensions and near misses do not match */
+	assert_int_equal(api__auth_role("Bearer adm1n", admin, reader),
+			 API__ROLE_NONE);
+	assert_int_equal(api__auth_role("Bearer adm1n-secretX", admin, reader),
+			 API__ROLE_NONE);
+	assert_int_equal(api__auth_role("Bearer adm1n-secreT", admin, reader),
+			 API__ROLE_NONE);
+	/* a token repeated cyclically must not match (index wraps) */
+	assert_int_equal(
+		api__auth_role("Bearer read-onlyread-only", admin, reader),
+		API__ROLE_NONE);
+	assert_int_equal(api__auth_role("Bearer read-only", NULL, reader),
+			 API__ROLE_READER);
+	assert_int_equal(api__auth_role("Bearer read-only", NULL, NULL),
+			 API__ROLE_NONE);
+}
+
+static void authorize_by_route_and_role(void **state)
+{
+	struct flowd_error err;
+
+	/* open server: everything */
+	assert_int_equal(
+		api__authorize(API__ROUTE_WRITE, API__ROLE_NONE, 1, &err), 0);
+	/* public routes need nothing */
+	assert_int_equal(
+		api__authorize(API__ROUTE_PUBLIC, API__ROLE_NONE, 0, &err), 0);
+	assert_int_equal(api__authorize(0, API__ROLE_NONE, 0, &err), -1);
+	assert_int_equal(err.status, 401);
+	assert_string_equal(err.code, "unauthorized");
+	assert_int_equal(api__authorize(0, API__ROLE_READER, 0, &err), 0);
+	assert_int_equal(api__authorize(0, API__ROLE_ADMIN, 0, &err), 0);
+	assert_int_equal(
+		api__authorize(API__ROUTE_WRITE, API__ROLE_READER, 0, &err),
+		-1);
+	assert_int_equal(err.status, 403);
+	assert_string_equal(err.code, "forbidden");
+	assert_int_equal(
+		api__authorize(API__ROUTE_WRITE, API__ROLE_NONE, 0, &err), -1);
+	assert_int_equal(err.status, 401);
+	assert_int_equal(
+		api__authorize(API__ROUTE_WRITE, API__ROLE_ADMIN, 0, &err), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Run-create bodies
+ */
+
+static int run_body(const char *text, struct api_request *req,
+		    struct flowd_error *err)
+{
+	struct flowd_limits lim;
+	json_t *doc = NULL;
+	int rc;
+
+	flowd_limits_defaults(&lim);
+	lim.max_idempotency_key_bytes = 8;
+	memset(req, 0, sizeof *req);
+	flowd_error_clear(err);
+	if (text != NULL) {
+		doc = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+		assert_non_null(doc);
+	}
+	rc = api__run_create_body(doc, &lim, req, err);
+	json_decref(doc);
+	return rc;
+}
+
+static void run_body_accepts_valid_shapes(void **state)
+{
+	struct api_request req;
+	struct flowd_error err;
+
+	assert_int_equal(run_body(NULL, &req, &err), 0);
+	assert_null(req.params);
+	assert_null(req.idempotency_key);
+	api__request_clear(&req);
+
+	assert_int_equal(run_body("{}", &req, &err), 0);
+	assert_null(req.params);
+	api__request_clear(&req);
+
+	assert_int_equal(run_body("{\"parameters\":{\"region\":\"eu\",\"a\":1},"
+				  "\"idempotency_key\":\"k1\"}",
+				  &req, &err),
+			 0);
+	assert_non_null(req.params);
+	assert_string_equal(
+		json_string_value(json_object_get(req.params, "region")), "eu");
+	assert_string_equal(req.idempotency_key, "k1");
+	api__request_clear(&req);
+
+	assert_int_equal(run_body("{\"parameters\":null,"
+				  "\"idempotency_key\":null}",
+				  &req, &err),
+			 0);
+	assert_null(req.params);
+	assert_null(req.idempotency_key);
+	api__request_clear(&req);
+
+	/* exactly the maximum length */
+	assert_int_equal(
+		run_body("{\"idempotency_key\":\"12345678\"}", &req, &err), 0);
+	api__request_clear(&req);
+}
+
+static void run_body_rejects_bad_shapes(void **state)
+{
+	static const struct {
+		const char *text, *code, *field;
+	} cases[] = {
+		{"[]", "invalid_type", ""},
+		{"{\"parameters\":[1]}", "invalid_type", "parameters"},
+		{"{\"parameters\":\"x\"}", "invalid_type", "parameters"},
+		{"{\"idempotency_key\":5}", "invalid_type", "idempotency_key"},
+		{"{\"idempotency_key\":\"\"}", "invalid_value",
+		 "idempotency_key"},
+		{"{\"idempotency_key\":\"123456789\"}", "invalid_value",
+		 "idempotency_key"},
+		{"{\"params\":{}}", "unknown_field", "params"},
+		{"{\"parameters\":{},\"extra\":1}", "unknown_field", "extra"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct api_request req;
+		struct flowd_error err;
+
+		assert_int_equal(run_body(cases[i].text, &req, &err), -1);
+		assert_int_equal(err.status, 400);
+		assert_string_equal(err.code, cases[i].code);
+		assert_string_equal(err.field, cases[i].field);
+		assert_null(req.params);
+		assert_null(req.idempotency_key);
+		api__request_clear(&req);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(route_table_maps_each_path_to_its_op),
+		cmocka_unit_test(route_fills_path_fields),
+		cmocka_unit_test(route_unknown_path_is_404),
+		cmocka_unit_test(route_wrong_method_is_405_with_allow),
+		cmocka_unit_test(route_bad_flow_name_is_400),
+		cmocka_unit_test(route_flow_name_is_percent_decoded),
+		cmocka_unit_test(route_bad_run_id_is_404),
+		cmocka_unit_test(percent_decode_rejects_bad_escapes),
+		cmocka_unit_test(query_run_list_defaults),
+		cmocka_unit_test(query_run_list_accepts_valid_values),
+		cmocka_unit_test(query_run_list_rejects_bad_values),
+		cmocka_unit_test(query_cursor_is_bounded),
+		cmocka_unit_test(query_consistent_on_reads),
+		cmocka_unit_test(query_logs_attempt),
+		cmocka_unit_test(limit_default_respects_small_page_ceiling),
+		cmocka_unit_test(content_type_json),
+		cmocka_unit_test(auth_role_from_bearer_token),
+		cmocka_unit_test(authorize_by_route_and_role),
+		cmocka_unit_test(run_body_accepts_valid_shapes),
+		cmocka_unit_test(run_body_rejects_bad_shapes),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,559 @@
+/* test_fsm.c - the state machine driven by command sequences, no I/O. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/fsm.h"
+
+/* What the hooks saw. */
+struct seen {
+	unsigned placed, stopped, records;
+	uint64_t last_index;
+	char last_placed[128];
+};
+
+static void on_records(void *arg, uint64_t index, char *text)
+{
+	struct seen *s = arg;
+	json_error_t e;
+	json_t *j = json_loads(text, 0, &e);
+
+	assert_non_null(j);
+	assert_true(json_is_array(j));
+	assert_true(index > s->last_index);
+	s->last_index = index;
+	s->records += (unsigned)json_array_size(j);
+	json_decref(j);
+	free(text);
+}
+
+static void on_placed(void *arg, struct fsm_run *r, struct fsm_step *st,
+		      struct fsm_attempt *a)
+{
+	struct seen *s = arg;
+
+	s->placed++;
+	snprintf(s->last_placed, sizeof s->last_placed, "%s/%s/%u", r->id,
+		 r->spec->steps[st->index].name, a->n);
+}
+
+static void on_stop(void *arg, struct fsm_run *r, struct fsm_step *st,
+		    struct fsm_attempt *a)
+{
+	((struct seen *)arg)->stopped++;
+}
+
+struct fx {
+	struct fsm f;
+	struct seen seen;
+	uint64_t index;
+};
+
+static int setup(void **state)
+{
+	struct fx *x = calloc(1, sizeof *x);
+	struct fsm_hooks h = {.arg = &x->seen,
+			      .records = on_records,
+			      .attempt_placed = on_placed,
+			      .attempt_stop = on_stop};
+
+	fsm_init(&x->f, &h);
+	*state = x;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *x = *state;
+
+	fsm_close(&x->f);
+	free(x);
+	return 0;
+}
+
+static struct fsm_result *apply(struct fx *x, char *buf, size_t len)
+{
+	struct fsm_result *r = fsm_apply(&x->f, ++x->index, buf, len);
+
+	free(buf);
+	return r;
+}
+
+#define DIAMOND                                                              \
+	"{\"parameters\":{\"region\":{\"type\":\"string\",\"required\":true}," \
+	"\"alpha\":{\"type\":\"float\",\"default\":0.5}},"                     \
+	"\"steps\":[{\"name\":\"a\",\"command\":[\"true\"]},"                 \
+	"{\"name\":\"b\",\"command\":[\"true\"],\"depends_on\":[\"a\"],"      \
+	"\"retries\":{\"max\":1,\"backoff_s\":0}},"                           \
+	"{\"name\":\"c\",\"command\":[\"true\"],\"depends_on\":[\"a\"],"      \
+	"\"retries\":{\"max\":2,\"backoff_s\":10}},"                          \
+	"{\"name\":\"d\",\"shell\":\"true\",\"depends_on\":[\"b\",\"c\"]}]}"
+
+static struct fsm_result *deploy(struct fx *x, const char *flow,
+				 const char *spec_text)
+{
+	struct flowd_limits lim;
+	struct flowd_error err;
+	struct flow_spec *spec;
+	json_t *doc = json_loads(spec_text, 0, NULL);
+	char *buf;
+	size_t len;
+
+	flowd_limits_defaults(&lim);
+	assert_int_equal(spec_parse(doc, &lim, &spec, &err), 0);
+	assert_int_equal(fsm_cmd_deploy(1000, flow, spec->doc, &buf, &len), 0);
+	spec_free(spec);
+	json_decref(doc);
+	return apply(x, buf, len);
+}
+
+static struct fsm_result *node_up(struct fx *x, uint64_t node, uint64_t boot,
+				  unsigned cap)
+{
+	char *buf;
+	size_t len;
+
+	assert_int_equal(fsm_cmd_node_up(1000, node, boot, cap, &buf, &len), 0);
+	return apply(x, buf, len);
+}
+
+static struct fsm_result *create(struct fx *x, const char *flow,
+				 const char *params, const char *key)
+{
+	json_t *p = params ? json_loads(params, 0, NULL) : NULL;
+	char *buf;
+	size_t len;
+
+	assert_int_equal(fsm_cmd_run_create(2000, flow, p, key, &buf, &len), 0);
+	json_decref(p);
+	return apply(x, buf, len);
+}
+
+static struct fsm_result *finish(struct fx *x, const char *run,
+				 const char *step, unsigned attempt,
+				 uint64_t node, int code, const char *reason,
+				 int64_t ts)
+{
+	struct fsm_finish fin = {.run_id = run, .step = step,
+				 .attempt = attempt, .node = node,
+				 .exit_code = code, .reason = reason,
+				 .out = "hello\n", .err = ""};
+	char *buf;
+	size_t len;
+
+	assert_int_equal(fsm_cmd_task_finish(ts, &fin, &buf, &len), 0);
+	return apply(x, buf, len);
+}
+
+static struct fsm_step *step(struct fsm_run *r, const char *name)
+{
+	for (size_t i = 0; i < r->spec->n_steps; i++)
+		if (strcmp(r->spec->steps[i].name, name) == 0)
+			return &r->steps[i];
+	fail_msg("no step %s", name);
+	return NULL;
+}
+
+static void deploy_is_versioned_and_idempotent(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_result *r;
+
+	r = deploy(x, "etl", DIAMOND);
+	assert_int_equal(r->status, 201);
+	assert_int_equal(r->flow->current, 1);
+	r = deploy(x, "etl", DIAMOND);
+	assert_int_equal(r->status, 200);
+	assert_false(r->created);
+	assert_int_equal(r->flow->n_versions, 1);
+	r = deploy(x, "etl", "{\"steps\":[{\"name\":\"a\",\"command\":[\"x\"]}]}");
+	assert_int_equal(r->status, 201);
+	assert_int_equal(r->flow->current, 2);
+}
+
+static void undeployed_flow_refuses_runs_but_keeps_history(void **state)
+{
+	struct fx *x = *state;
+	char *buf;
+	size_t len;
+
+	deploy(x, "etl", DIAMOND);
+	assert_int_equal(fsm_cmd_undeploy(1500, "etl", &buf, &len), 0);
+	assert_int_equal(apply(x, buf, len)->status, 200);
+	assert_int_equal(fsm_flow_get(&x->f, "etl")->current, 0);
+	assert_int_equal(fsm_flow_get(&x->f, "etl")->n_versions, 1);
+	assert_int_equal(create(x, "etl", "{\"region\":\"eu\"}", NULL)->status,
+			 409);
+	assert_int_equal(create(x, "nope", NULL, NULL)->status, 404);
+}
+
+static void diamond_runs_to_success(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_result *res;
+	struct fsm_run *r;
+
+	deploy(x, "etl", DIAMOND);
+	node_up(x, 1, 77, 8);
+	res = create(x, "etl", "{\"region\":\"eu\"}", NULL);
+	assert_int_equal(res->status, 201);
+	r = res->run;
+	assert_int_equal(r->status, FSM_RUN_RUNNING);
+	assert_int_equal(step(r, "a")->status, FSM_STEP_RUNNING);
+	assert_int_equal(step(r, "b")->status, FSM_STEP_PENDING);
+	assert_int_equal(x->seen.placed, 1);
+	assert_int_equal(step(r, "a")->attempts[0].boot, 77);
+	/* the default parameter was resolved */
+	assert_true(json_real_value(json_object_get(r->params, "alpha")) == 0.5);
+
+	finish(x, r->id, "a", 1, 1, 0, "exited", 3000);
+	assert_int_equal(step(r, "b")->status, FSM_STEP_RUNNING);
+	assert_int_equal(step(r, "c")->status, FSM_STEP_RUNNING);
+	finish(x, r->id, "b", 1, 1, 0, "exited", 3100);
+	assert_int_equal(step(r, "d")->status, FSM_STEP_PENDING);
+	finish(x, r->id, "c", 1, 1, 0, "exited", 3200);
+	assert_int_equal(step(r, "d")->status, FSM_STEP_RUNNING);
+	finish(x, r->id, "d", 1, 1, 0, "exited", 3300);
+	assert_int_equal(r->status, FSM_RUN_SUCCEEDED);
+	assert_int_equal(r->finished_ms, 3300);
+	assert_int_equal(x->f.nodes[0].running, 0);
+	assert_int_equal(x->seen.placed, 4);
+	assert_true(x->seen.records > 0);
+}
+
+static void failed_step_retries_immediately_then_fails_run(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+
+	deploy(x, "etl", DIAMOND);
+	node_up(x, 1, 1, 8);
+	r = create(x, "etl", "{\"region\":\"eu\"}", NULL)->run;
+	finish(x, r->id, "a", 1, 1, 0, "exited", 3000);
+	/* b: retries.max 1, backoff 0: re-placed in the same apply */
+	finish(x, r->id, "b", 1, 1, 1, "exited", 3100);
+	assert_int_equal(step(r, "b")->status, FSM_STEP_RUNNING);
+	assert_int_equal(step(r, "b")->n_attempts, 2);
+	assert_int_equal(step(r, "b")->attempts[0].status, FSM_ATTEMPT_FAILED);
+	finish(x, r->id, "b", 2, 1, 1, "exited", 3200);
+	assert_int_equal(step(r, "b")->status, FSM_STEP_FAILED);
+	assert_int_equal(r->status, FSM_RUN_FAILED);
+	assert_string_equal(r->reason, "step b failed with exit code 1");
+	/* c was running: asked to stop; d never ran */
+	assert_int_equal(x->seen.stopped, 1);
+	assert_int_equal(step(r, "d")->status, FSM_STEP_SKIPPED);
+	assert_int_equal(step(r, "c")->status, FSM_STEP_CANCELLED);
+	finish(x, r->id, "c", 1, 1, -1, "stopped", 3300);
+	assert_int_equal(step(r, "c")->attempts[0].status, FSM_ATTEMPT_CANCELLED);
+	assert_int_equal(x->f.nodes[0].running, 0);
+}
+
+static void backoff_waits_for_wake_and_grows(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+	char *buf;
+	size_t len;
+
+	deploy(x, "etl", DIAMOND);
+	node_up(x, 1, 1, 8);
+	r = create(x, "etl", "{\"region\":\"eu\"}", NULL)->run;
+	finish(x, r->id, "a", 1, 1, 0, "exited", 3000);
+	finish(x, r->id, "c", 1, 1, 0, "timeout", 4000);
+	assert_int_equal(step(r, "c")->status, FSM_STEP_RETRY_WAIT);
+	assert_int_equal(fsm_next_due(&x->f), 14000);
+	/* too early: nothing happens */
+	assert_int_equal(fsm_cmd_wake(13999, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(step(r, "c")->status, FSM_STEP_RETRY_WAIT);
+	assert_int_equal(fsm_cmd_wake(14000, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(step(r, "c")->status, FSM_STEP_RUNNING);
+	assert_int_equal(fsm_next_due(&x->f), 0);
+	/* second failure: backoff doubles (10 s -> 20 s) */
+	finish(x, r->id, "c", 2, 1, 2, "exited", 20000);
+	assert_int_equal(fsm_next_due(&x->f), 40000);
+}
+
+static void stale_and_foreign_results_are_ignored(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+
+	deploy(x, "etl", DIAMOND);
+	node_up(x, 1, 1, 8);
+	r = create(x, "etl", "{\"region\":\"eu\"}", NULL)->run;
+	/* from another node: fenced */
+	finish(x, r->id, "a", 1, 2, 0, "exited", 3000);
+	assert_int_equal(step(r, "a")->status, FSM_STEP_RUNNING);
+	finish(x, r->id, "a", 1, 1, 0, "exited", 3000);
+	assert_int_equal(step(r, "a")->status, FSM_STEP_SUCCEEDED);
+	/* the same result again: no change */
+	unsigned placed = x->seen.placed;
+	finish(x, r->id, "a", 1, 1, 1, "exited", 3100);
+	assert_int_equal(step(r, "a")->status, FSM_STEP_SUCCEEDED);
+	assert_int_equal(x->seen.placed, placed);
+	/* an attempt that does not exist */
+	assert_int_equal(finish(x, r->id, "a", 9, 1, 0, "exited", 1)->status, 404);
+}
+
+static void node_restart_marks_attempts_lost_and_retries(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+
+	deploy(x, "etl", DIAMOND);
+	node_up(x, 1, 1, 8);
+	r = create(x, "etl", "{\"region\":\"eu\"}", NULL)->run;
+	finish(x, r->id, "a", 1, 1, 0, "exited", 3000);
+	/* b (retries 1) and c (retries 2) run; the node restarts */
+	node_up(x, 1, 2, 8);
+	assert_int_equal(step(r, "b")->attempts[0].status, FSM_ATTEMPT_LOST);
+	assert_int_equal(step(r, "b")->status, FSM_STEP_RUNNING);
+	assert_int_equal(step(r, "b")->attempts[1].boot, 2);
+	assert_int_equal(step(r, "c")->status, FSM_STEP_RETRY_WAIT);
+	/* lost again with no retries left: the run fails */
+	node_up(x, 1, 3, 8);
+	assert_int_equal(r->status, FSM_RUN_FAILED);
+	assert_string_equal(r->reason, "step b lost its node");
+	assert_int_equal(x->f.nodes[0].running, 0);
+	/* the same boot again changes nothing */
+	node_up(x, 1, 3, 8);
+	assert_int_equal(r->status, FSM_RUN_FAILED);
+}
+
+static void cancel_stops_running_and_cancels_the_rest(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+	char *buf;
+	size_t len;
+
+	deploy(x, "etl", DIAMOND);
+	node_up(x, 1, 1, 8);
+	r = create(x, "etl", "{\"region\":\"eu\"}", NULL)->run;
+	assert_int_equal(fsm_cmd_run_cancel(2500, r->id, &buf, &len), 0);
+	assert_int_equal(apply(x, buf, len)->status, 200);
+	assert_int_equal(r->status, FSM_RUN_CANCELLED);
+	assert_int_equal(x->seen.stopped, 1);
+	assert_int_equal(step(r, "b")->status, FSM_STEP_CANCELLED);
+	assert_int_equal(fsm_cmd_run_cancel(2600, r->id, &buf, &len), 0);
+	assert_int_equal(apply(x, buf, len)->status, 409);
+	finish(x, r->id, "a", 1, 1, -1, "stopped", 2700);
+	assert_int_equal(step(r, "a")->attempts[0].status, FSM_ATTEMPT_CANCELLED);
+	assert_int_equal(r->status, FSM_RUN_CANCELLED);
+}
+
+static void idempotency_key_returns_the_same_run(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_result *a, *b;
+	char id[64];
+
+	deploy(x, "etl", DIAMOND);
+	a = create(x, "etl", "{\"region\":\"eu\"}", "k1");
+	assert_int_equal(a->status, 201);
+	strcpy(id, a->run->id);
+	b = create(x, "etl", "{\"region\":\"us\"}", "k1");
+	assert_int_equal(b->status, 200);
+	assert_string_equal(b->run->id, id);
+	assert_int_equal(x->f.n_runs, 1);
+	/* the same key on another flow is another run */
+	deploy(x, "other", DIAMOND);
+	assert_int_equal(create(x, "other", "{\"region\":\"eu\"}", "k1")->status, 201);
+}
+
+static void bad_parameters_are_a_result_not_a_failure(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_result *r;
+
+	deploy(x, "etl", DIAMOND);
+	r = create(x, "etl", "{}", NULL);
+	assert_int_equal(r->status, 400);
+	assert_string_equal(r->err.field, "parameters.region");
+	r = create(x, "etl", "{\"region\":\"eu\",\"zzz\":1}", NULL);
+	assert_int_equal(r->status, 400);
+	assert_int_equal(x->f.n_runs, 0);
+	/* garbage is ignored */
+	char *junk = strdup("{not json");
+	assert_int_equal(apply(x, junk, strlen(junk))->status, 400);
+}
+
+static void capacity_queues_ready_steps_in_order(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r1, *r2;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	/* no node yet: queued */
+	r1 = create(x, "one", NULL, NULL)->run;
+	r2 = create(x, "one", NULL, NULL)->run;
+	assert_int_equal(r1->status, FSM_RUN_QUEUED);
+	node_up(x, 1, 1, 1);
+	assert_int_equal(r1->status, FSM_RUN_RUNNING);
+	assert_int_equal(r2->status, FSM_RUN_QUEUED);
+	finish(x, r1->id, "s", 1, 1, 0, "exited", 5000);
+	assert_int_equal(r2->status, FSM_RUN_RUNNING);
+	assert_int_equal(r2->started_ms, 5000);
+}
+
+static void placement_prefers_the_freest_node(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	node_up(x, 2, 1, 4);
+	node_up(x, 1, 1, 4);
+	r = create(x, "one", NULL, NULL)->run;
+	assert_int_equal(r->steps[0].attempts[0].node, 1); /* tie: lowest id */
+	r = create(x, "one", NULL, NULL)->run;
+	assert_int_equal(r->steps[0].attempts[0].node, 2);
+}
+
+static char *snap(struct fsm *f)
+{
+	char *buf;
+	size_t len;
+
+	assert_int_equal(fsm_snapshot(f, &buf, &len), 0);
+	assert_int_equal(strlen(buf), len);
+	return buf;
+}
+
+static void snapshot_restore_round_trip(void **state)
+{
+	struct fx *x = *state;
+	struct fsm g;
+	struct fsm_run *r, *rg;
+	char *s1, *s2;
+	char *buf;
+	size_t len;
+
+	deploy(x, "etl", DIAMOND);
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	node_up(x, 1, 5, 2);
+	r = create(x, "etl", "{\"region\":\"eu\"}", "key")->run;
+	finish(x, r->id, "a", 1, 1, 0, "exited", 3000);
+	finish(x, r->id, "c", 1, 1, 1, "exited", 3100); /* retry_wait */
+	create(x, "one", NULL, NULL);                   /* ready, no room */
+	create(x, "one", NULL, NULL);
+	s1 = snap(&x->f);
+
+	fsm_init(&g, NULL);
+	assert_int_equal(fsm_restore(&g, s1, strlen(s1)), 0);
+	s2 = snap(&g);
+	assert_string_equal(s1, s2);
+	assert_int_equal(g.nodes[0].running, x->f.nodes[0].running);
+	assert_int_equal(fsm_next_due(&g), fsm_next_due(&x->f));
+	rg = fsm_run_get(&g, r->id);
+	assert_non_null(rg);
+	assert_int_equal(rg->active_attempts, r->active_attempts);
+
+	/* both continue identically */
+	assert_int_equal(fsm_cmd_wake(100000, &buf, &len), 0);
+	fsm_apply(&g, 100, buf, len);
+	fsm_apply(&x->f, 100, buf, len);
+	free(buf);
+	free(s1);
+	free(s2);
+	s1 = snap(&x->f);
+	s2 = snap(&g);
+	/* applied index differs only if the fixture did; both are 100 now */
+	assert_string_equal(s1, s2);
+
+	/* a corrupt snapshot leaves the state alone */
+	assert_int_equal(fsm_restore(&g, "{\"v\":1,\"runs\":[{}]}", 19), -1);
+	assert_non_null(fsm_run_get(&g, r->id));
+	free(s1);
+	free(s2);
+	fsm_close(&g);
+}
+
+static void command_encoding_round_trip(void **state)
+{
+	struct fsm_finish fin = {.run_id = "r-1", .step = "s", .attempt = 3,
+				 .node = 7, .exit_code = 2, .term_signal = 0,
+				 .reason = "exited", .detail = "d",
+				 .out = "o\xc3\xa9", .err = "e", .truncated = true};
+	char *buf;
+	size_t len;
+	json_t *j;
+
+	assert_int_equal(fsm_cmd_task_finish(42, &fin, &buf, &len), 0);
+	j = json_loadb(buf, len, 0, NULL);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(j, "v")), 1);
+	assert_string_equal(json_string_value(json_object_get(j, "op")), "task_finish");
+	assert_int_equal(json_integer_value(json_object_get(j, "ts")), 42);
+	assert_int_equal(json_integer_value(json_object_get(j, "attempt")), 3);
+	assert_int_equal(json_integer_value(json_object_get(j, "node")), 7);
+	assert_string_equal(json_string_value(json_object_get(j, "stdout")), "o\xc3\xa9");
+	assert_true(json_is_true(json_object_get(j, "truncated")));
+	json_decref(j);
+	free(buf);
+}
+
+static void utf8_sanitize_drops_nul_and_replaces_garbage(void **state)
+{
+	char *s = flowd_utf8_sanitize("a\0b\xff" "c\xc3\xa9\xe2\x82", 9);
+
+	assert_string_equal(s, "ab\xEF\xBF\xBD" "c\xc3\xa9\xEF\xBF\xBD\xEF\xBF\xBD");
+	free(s);
+}
+
+static void runs_page_is_newest_first_with_cursor(void **state)
+{
+	struct fx *x = *state;
+	json_t *p, *runs;
+	const char *cur;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	for (int i = 0; i < 5; i++)
+		create(x, "one", NULL, NULL);
+	p = fsm_runs_page(&x->f, NULL, -1, 2, 0);
+	runs = json_object_get(p, "runs");
+	assert_int_equal(json_array_size(runs), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(runs, 0), "id")),
+			    "r-000000000005");
+	cur = json_string_value(json_object_get(p, "next_cursor"));
+	assert_string_equal(cur, "4");
+	json_t *q = fsm_runs_page(&x->f, NULL, -1, 10, 4);
+	assert_int_equal(json_array_size(json_object_get(q, "runs")), 3);
+	assert_true(json_is_null(json_object_get(q, "next_cursor")));
+	json_decref(q);
+	json_decref(p);
+	p = fsm_runs_page(&x->f, "one", FSM_RUN_RUNNING, 10, 0);
+	assert_int_equal(json_array_size(json_object_get(p, "runs")), 0);
+	json_decref(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+		T(deploy_is_versioned_and_idempotent),
+		T(undeployed_flow_refuses_runs_but_keeps_history),
+		T(diamond_runs_to_success),
+		T(failed_step_retries_immediately_then_fails_run),
+		T(backoff_waits_for_wake_and_grows),
+		T(stale_and_foreign_results_are_ignored),
+		T(node_restart_marks_attempts_lost_and_retries),
+		T(cancel_stops_running_and_cancels_the_rest),
+		T(idempotency_key_returns_the_same_run),
+		T(bad_parameters_are_a_result_not_a_failure),
+		T(capacity_queues_ready_steps_in_order),
+		T(placement_prefers_the_freest_node),
+		T(snapshot_restore_round_trip),
+		T(command_encoding_round_trip),
+		T(utf8_sanitize_drops_nul_and_replaces_garbage),
+		T(runs_page_is_newest_first_with_cursor),
+	};
+	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
+}
