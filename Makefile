@@ -6,9 +6,9 @@ DESTDIR ?=
 BUILD   ?= build
 PKGS    := raft libuv libmicrohttpd jansson libpq inih libsystemd
 WERROR  := $(if $(CI),-Werror,)
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(WERROR) \
-           -I. $(shell pkg-config --cflags $(PKGS)) -MMD -MP
+OPT     ?= -O2 -g
+XCFLAGS := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(WERROR) \
+           -I. $(shell pkg-config --cflags $(PKGS)) -MMD -MP $(CFLAGS)
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 PYTEST  := /usr/bin/python3 -m pytest
 
@@ -35,29 +35,29 @@ help:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(XCFLAGS) -c $< -o $@
 
 $(BUILD)/libflowd.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/flowd: $(BUILD)/daemon/main.o $(BUILD)/libflowd.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/flowctl: $(CLI_SRC:%.c=$(BUILD)/%.o)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcurl -ljansson
+	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ -lcurl -ljansson
 
 $(BUILD)/loadgen: $(BUILD)/bench/loadgen.o
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lpthread -lm
+	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ -lpthread -lm
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libflowd.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-integration: $(BUILD)/flowd
+integration: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl)
 	FLOWD_BIN=$(abspath $(BUILD)/flowd) FLOWD_BUILD=$(abspath $(BUILD)) \
 	  $(PYTEST) -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
@@ -66,8 +66,8 @@ test: all check-deps
 	$(MAKE) integration
 
 asan:
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	  LDFLAGS="-fsanitize=address,undefined" test
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 test
 
 chaos: $(BUILD)/flowd
 	FLOWD_BIN=$(abspath $(BUILD)/flowd) FLOWD_BUILD=$(abspath $(BUILD)) FLOWD_CHAOS=long \

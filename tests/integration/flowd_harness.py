@@ -53,6 +53,10 @@ def scaled(seconds):
 # Polling, ports, names
 
 
+# What a sanitizer build writes when it finds something.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 def wait_for(fn, timeout, what, interval=0.05, ignore=()):
     """Call fn() until it returns something truthy and return that; raise
     AssertionError naming `what` (and the last value or exception) after
@@ -586,8 +590,28 @@ class Cluster:
         return "\n".join(out)
 
     def close(self):
+        """Stop every node with SIGTERM (so that a sanitizer build checks for
+        leaks at exit), then fail if a node did not exit cleanly or if any
+        node's log holds a sanitizer report."""
+        problems = []
         for node in self.nodes:
-            node.kill9()
+            was_running = node.proc is not None and node.proc.poll() is None
+            try:
+                rc = node.terminate(timeout=20)
+            except AssertionError as e:
+                problems.append(str(e))
+                continue
+            if was_running and rc != 0:
+                problems.append("node %d exited with %s after SIGTERM" % (node.id, rc))
+        for node in self.nodes:
+            text = node.log_text()
+            for marker in SANITIZER_MARKERS:
+                if marker in text:
+                    problems.append("node %d log has a sanitizer report (%s):\n%s"
+                                    % (node.id, marker, tail(node.log_path, 80)))
+                    break
+        if problems:
+            raise AssertionError("\n".join(problems))
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,830 @@
+/* flowctl.c - the flowd command-line client: one REST call per command. */
+#include "cli/http.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#define DEFAULT_URL "http://127.0.0.1:8001"
+#define WAIT_INTERVAL_MS 200
+/* --wait keeps polling through 503s (an election, a restart) for this long. */
+#define WAIT_UNAVAILABLE_MS 30000
+/* parse_args: "go on with the command" (every CLI_* code is >= 0). */
+#define PARSED (-1)
+
+static void usage(FILE *f)
+{
+	fputs("usage: flowctl [--url URL] [--token TOKEN] COMMAND [ARGS]\n"
+	      "\n"
+	      "URL defaults to $FLOWD_URL, else " DEFAULT_URL ";\n"
+	      "TOKEN to $FLOWD_TOKEN (sent as a Bearer token).\n"
+	      "\n"
+	      "commands:\n"
+	      "  deploy FLOW FILE.json  deploy a spec (FILE \"-\" is stdin)\n"
+	      "  flows                  list the deployed flows\n"
+	      "  flow FLOW              show a flow and its current spec\n"
+	      "  versions FLOW          every version of a flow's spec\n"
+	      "  undeploy FLOW          refuse new runs of a flow\n"
+	      "  run FLOW [-p NAME=VALUE ...] [--params-json JSON]\n"
+	      "        [--key IDEMPOTENCY_KEY] [--wait]\n"
+	      "                         start a run. A -p VALUE is sent as a\n"
+	      "                         JSON number or boolean when it parses\n"
+	      "                         as one, else as a string; -p wins\n"
+	      "                         over --params-json. --wait polls the\n"
+	      "                         run until it ends, prints it, and\n"
+	      "                         exits 0 only if it succeeded\n"
+	      "  runs [--flow F] [--status S] [--limit N] [--cursor C]\n"
+	      "                         list runs, newest first\n"
+	      "  get RUN_ID             show a run, its steps and attempts\n"
+	      "  logs RUN_ID STEP [--attempt N]\n"
+	      "                         a step's stdout (to stdout), then its\n"
+	      "                         stderr (to stderr), raw\n"
+	      "  cancel RUN_ID          cancel a run\n"
+	      "  cluster                this node's view of the cluster\n"
+	      "  health                 GET /healthz (no token needed)\n"
+	      "  ready                  GET /readyz (no token needed)\n"
+	      "\n"
+	      "Answers go to stdout as indented JSON, errors to stderr.\n"
+	      "Exit status: 0 success; 1 an HTTP error, a run that did not\n"
+	      "succeed or an unreadable file; 2 no answer from the server;\n"
+	      "64 bad usage.\n",
+	      f);
+}
+
+struct command {
+	const char *name;
+	int (*run)(struct cli_http *h, const struct command *cmd, int argc,
+		   char **argv);
+	/* for cmd_simple: the route ('%' is the argument) and its arity */
+	const char *method;
+	const char *route;
+	int nargs;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Usage and argument parsing                                               */
+
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("flowctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\n\n", stderr);
+	usage(stderr);
+	return CLI_USAGE;
+}
+
+static int oom(void)
+{
+	fputs("flowctl: out of memory\n", stderr);
+	return CLI_FAILED;
+}
+
+/* Called for each option of a command; PARSED to go on, else an exit code. */
+typedef int (*option_cb)(void *ctx, int opt, const char *arg);
+
+/* Parse argv (argv[0] is the command's name) with getopt_long: options may
+ * come before or after the arguments, "--" ends them. Fills pos[0..nargs-1]
+ * with the positional arguments (borrowed from argv), which must number
+ * exactly nargs. Returns PARSED, or the exit code: CLI_OK after --help,
+ * CLI_USAGE after a usage error, or what on_option returned. */
+static int parse_args(int argc, char **argv, const char *shortopts,
+		      const struct option *longopts, option_cb on_option,
+		      void *ctx, const char **pos, int nargs)
+{
+	char optstring[32];
+	int opt, rc, i;
+
+	snprintf(optstring, sizeof(optstring), ":h%s", shortopts);
+	optind = 0; /* GNU: start over, forgetting the last command line */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, optstring, longopts, NULL)) !=
+	       -1) {
+		switch (opt) {
+		case 'h':
+			usage(stdout);
+			return CLI_OK;
+		case ':':
+			return usage_error("%s: %s needs a value", argv[0],
+					   argv[optind - 1]);
+		case '?':
+			if (optopt > 0 && optopt < 128)
+				return usage_error("%s: unknown option -%c",
+						   argv[0], optopt);
+			return usage_error("%s: unknown option %s", argv[0],
+					   argv[optind - 1]);
+		default:
+			rc = on_option(ctx, opt, optarg);
+			if (rc != PARSED)
+				return rc;
+		}
+	}
+	if (argc - optind != nargs)
+		return usage_error("%s: expected %d argument%s, got %d",
+				   argv[0], nargs, nargs == 1 ? "" : "s",
+				   argc - optind);
+	for (i = 0; i < nargs; i++)
+		pos[i] = argv[optind + i];
+	return PARSED;
+}
+
+static const struct option help_only[] = {
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* ------------------------------------------------------------------------ */
+/* Paths                                                                    */
+
+/* Percent-encode everything but RFC 3986's unreserved characters (section
+ * 2.3), so a name can be one path segment or one query value. */
+static void put_escaped(FILE *f, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p;
+
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		    (*p >= '0' && *p <= '9') || strchr("-._~", *p) != NULL) {
+			fputc(*p, f);
+		} else {
+			fputc('%', f);
+			fputc(hex[*p >> 4], f);
+			fputc(hex[*p & 15], f);
+		}
+	}
+}
+
+/* `tmpl` with each '%' replaced by the next (const char *) argument,
+ * percent-encoded. A new string for the caller to free, or NULL. */
+static char *path_of(const char *tmpl, ...)
+{
+	char *p = NULL;
+	size_t n = 0;
+	va_list ap;
+	FILE *f;
+
+	f = open_memstream(&p, &n);
+	if (f == NULL)
+		return NULL;
+	va_start(ap, tmpl);
+	for (; *tmpl != '\0'; tmpl++) {
+		if (*tmpl == '%')
+			put_escaped(f, va_arg(ap, const char *));
+		else
+			fputc(*tmpl, f);
+	}
+	va_end(ap);
+	if (fclose(f) != 0) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Requests and output                                                      */
+
+/* An HTTP error on stderr: flowd's error shape as
+ * "flowctl: 400 invalid_value: steps[0].timeout_s: must be ...", anything
+ * else (a /readyz 503, a proxy's page) as the status and the body on one line.
+ */
+static void print_http_error(const struct cli_reply *r)
+{
+	json_t *e = json_object_get(r->json, "error");
+	const char *code = json_string_value(json_object_get(e, "code"));
+	const char *msg = json_string_value(json_object_get(e, "message"));
+	const char *field = json_string_value(json_object_get(e, "field"));
+	char *text;
+	size_t n;
+
+	if (code != NULL || msg != NULL) {
+		fprintf(stderr, "flowctl: %ld %s: ", r->status,
+			code ? code : "error");
+		if (field != NULL && field[0] != '\0')
+			fprintf(stderr, "%s: ", field);
+		fprintf(stderr, "%s\n", msg ? msg : "(no message)");
+		return;
+	}
+	if (r->json != NULL) {
+		text = json_dumps(r->json, JSON_COMPACT | JSON_ENCODE_ANY);
+		fprintf(stderr, "flowctl: %ld: %s\n", r->status,
+			text ? text : "(out of memory)");
+		free(text);
+		return;
+	}
+	n = strcspn(r->body, "\r\n");
+	if (n > 200)
+		n = 200;
+	if (n == 0)
+		fprintf(stderr, "flowctl: %ld: (empty body)\n", r->status);
+	else
+		fprintf(stderr, "flowctl: %ld: %.*s\n", r->status, (int)n,
+			r->body);
+}
+
+/* Judge what cli_http_request returned (http_rc) and put in `r`: CLI_OK only
+ * for a 2xx answer with a JSON body; otherwise the reason is on stderr and
+ * the exit code is returned. */
+static int check_reply(struct cli_http *h, int http_rc,
+		       const struct cli_reply *r)
+{
+	if (http_rc != CLI_OK) {
+		fprintf(stderr, "flowctl: %s\n", cli_http_errmsg(h));
+		return CLI_UNREACHABLE;
+	}
+	if (r->status < 200 || r->status > 299) {
+		print_http_error(r);
+		return CLI_FAILED;
+	}
+	if (r->json == NULL) {
+		fprintf(stderr, "flowctl: %ld: the answer is not JSON (%s)\n",
+			r->status, r->jerr[0] ? r->jerr : "empty body");
+		return CLI_FAILED;
+	}
+	return CLI_OK;
+}
+
+/* One request, judged by check_reply. `r` is always to be cleared by the
+ * caller. */
+static int request(struct cli_http *h, const char *method, const char *path,
+		   const char *body, size_t body_len, struct cli_reply *r)
+{
+	return check_reply(
+	    h, cli_http_request(h, method, path, body, body_len, r), r);
+}
+
+static int print_json(const json_t *json)
+{
+	char *text = json_dumps(json, JSON_INDENT(2) | JSON_ENCODE_ANY);
+
+	if (text == NULL)
+		return oom();
+	puts(text);
+	free(text);
+	return CLI_OK;
+}
+
+/* The usual command: one request on `path` (owned: freed here; NULL means out
+ * of memory), its answer printed. */
+static int call(struct cli_http *h, const char *method, char *path,
+		const char *body, size_t body_len)
+{
+	struct cli_reply r;
+	int rc;
+
+	if (path == NULL)
+		return oom();
+	rc = request(h, method, path, body, body_len, &r);
+	if (rc == CLI_OK)
+		rc = print_json(r.json);
+	cli_reply_clear(&r);
+	free(path);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Commands that are one route with no options                              */
+
+static int cmd_simple(struct cli_http *h, const struct command *cmd, int argc,
+		      char **argv)
+{
+	const char *pos[1] = {NULL};
+	int rc;
+
+	rc = parse_args(argc, argv, "", help_only, NULL, NULL, pos, cmd->nargs);
+	if (rc != PARSED)
+		return rc;
+	/* a POST with no options (cancel) sends an empty JSON body */
+	return call(h, cmd->method, path_of(cmd->route, pos[0]),
+		    strcmp(cmd->method, "POST") == 0 ? "" : NULL, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* deploy                                                                   */
+
+/* The whole of `name` ("-": stdin) in a new buffer, or NULL with the reason on
+ * stderr. */
+static char *read_file(const char *name, size_t *len)
+{
+	FILE *f = strcmp(name, "-") == 0 ? stdin : fopen(name, "rb");
+	char *buf = NULL, *p;
+	size_t cap = 0, n = 0, got;
+
+	if (f == NULL) {
+		fprintf(stderr, "flowctl: %s: %s\n", name, strerror(errno));
+		return NULL;
+	}
+	for (;;) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16384;
+			p = realloc(buf, cap);
+			if (p == NULL) {
+				oom();
+				goto err_close;
+			}
+			buf = p;
+		}
+		got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(f)) {
+		fprintf(stderr, "flowctl: %s: read error\n", name);
+		goto err_close;
+	}
+	if (f != stdin)
+		fclose(f);
+	*len = n;
+	return buf;
+
+err_close:
+	if (f != stdin)
+		fclose(f);
+	free(buf);
+	return NULL;
+}
+
+static int cmd_deploy(struct cli_http *h, const struct command *cmd, int argc,
+		      char **argv)
+{
+	const char *pos[2];
+	size_t len;
+	char *spec;
+	int rc = parse_args(argc, argv, "", help_only, NULL, NULL, pos, 2);
+
+	if (rc != PARSED)
+		return rc;
+	spec = read_file(pos[1], &len);
+	if (spec == NULL)
+		return CLI_FAILED;
+	/* sent as is: flowd validates it and names the faulty field */
+	rc = call(h, "PUT", path_of("/v1/flows/%", pos[0]), spec, len);
+	free(spec);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* run                                                                      */
+
+struct run_opts {
+	json_t *params_json; /* new: merged --params-json objects, or NULL */
+	json_t *params;	     /* new: -p NAME=VALUE, or NULL */
+	const char *key;     /* borrowed from argv */
+	int wait;
+};
+
+enum {
+	OPT_PARAMS_JSON = 256,
+	OPT_KEY,
+	OPT_WAIT,
+	OPT_FLOW,
+	OPT_STATUS,
+	OPT_LIMIT,
+	OPT_CURSOR,
+	OPT_ATTEMPT
+};
+
+static const struct option run_options[] = {
+    {"param", required_argument, NULL, 'p'},
+    {"params-json", required_argument, NULL, OPT_PARAMS_JSON},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"wait", no_argument, NULL, OPT_WAIT},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* A -p value: a JSON number or boolean when the text is one, else the text
+ * as a string (new reference; NULL if the text is not UTF-8). */
+static json_t *param_value(const char *text)
+{
+	json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+
+	if (v != NULL && (json_is_number(v) || json_is_boolean(v)))
+		return v;
+	json_decref(v);
+	return json_string(text);
+}
+
+static int run_option(void *ctx, int opt, const char *arg)
+{
+	struct run_opts *o = ctx;
+	const char *eq;
+	json_error_t jerr;
+	json_t *v;
+	char *name;
+	int rc;
+
+	switch (opt) {
+	case 'p':
+		eq = strchr(arg, '=');
+		if (eq == NULL || eq == arg)
+			return usage_error("run: -p wants NAME=VALUE, not '%s'",
+					   arg);
+		if (o->params == NULL && (o->params = json_object()) == NULL)
+			return oom();
+		v = param_value(eq + 1);
+		if (v == NULL)
+			return usage_error("run: -p %s: the value is not UTF-8",
+					   arg);
+		name = strndup(arg, (size_t)(eq - arg));
+		if (name == NULL) {
+			json_decref(v);
+			return oom();
+		}
+		/* set_new takes v over, even when it fails */
+		rc = json_object_set_new(o->params, name, v);
+		free(name);
+		return rc == 0 ? PARSED
+			       : usage_error(
+				     "run: -p %s: the name is not UTF-8", arg);
+	case OPT_PARAMS_JSON:
+		v = json_loads(arg, 0, &jerr);
+		if (v == NULL || !json_is_object(v)) {
+			json_decref(v);
+			return usage_error(
+			    "run: --params-json wants a JSON object%s%s",
+			    v ? "" : ": ", v ? "" : jerr.text);
+		}
+		if (o->params_json == NULL) {
+			o->params_json = v;
+			return PARSED;
+		}
+		json_object_update(o->params_json, v);
+		json_decref(v);
+		return PARSED;
+	case OPT_KEY:
+		o->key = arg;
+		return PARSED;
+	case OPT_WAIT:
+		o->wait = 1;
+		return PARSED;
+	}
+	return usage_error("run: unknown option");
+}
+
+/* The POST body: {"parameters": {...}, "idempotency_key": "..."}, each only
+ * when given. A new string, or NULL (out of memory, or a key not UTF-8). */
+static char *run_body(struct run_opts *o)
+{
+	json_t *body = json_object();
+	char *text = NULL;
+
+	if (body == NULL)
+		return NULL;
+	if (o->params_json != NULL && o->params != NULL &&
+	    json_object_update(o->params_json, o->params) < 0)
+		goto out;
+	if (o->params_json != NULL || o->params != NULL) {
+		if (json_object_set(body, "parameters",
+				    o->params_json ? o->params_json
+						   : o->params) < 0)
+			goto out;
+	}
+	if (o->key != NULL && json_object_set_new(body, "idempotency_key",
+						  json_string(o->key)) < 0)
+		goto out;
+	text = json_dumps(body, JSON_COMPACT);
+out:
+	json_decref(body);
+	return text;
+}
+
+static int is_terminal(const json_t *run)
+{
+	const char *s = json_string_value(json_object_get(run, "status"));
+
+	return s != NULL &&
+	       (strcmp(s, "succeeded") == 0 || strcmp(s, "failed") == 0 ||
+		strcmp(s, "cancelled") == 0);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* Poll GET /v1/runs/{id} until `run` (a new reference, taken over) is
+ * terminal; print the final run and return CLI_OK only if it succeeded. */
+static int wait_run(struct cli_http *h, json_t *run)
+{
+	const char *id = json_string_value(json_object_get(run, "id"));
+	const char *status, *reason;
+	long unavailable_ms = 0;
+	struct cli_reply r;
+	char *path = NULL;
+	int rc, http_rc;
+
+	if (id == NULL) {
+		fputs("flowctl: the answer has no run id\n", stderr);
+		rc = CLI_FAILED;
+		goto out;
+	}
+	path = path_of("/v1/runs/%", id);
+	if (path == NULL) {
+		rc = oom();
+		goto out;
+	}
+	if (isatty(STDERR_FILENO))
+		fprintf(stderr, "flowctl: waiting for run %s\n", id);
+	while (!is_terminal(run)) {
+		sleep_ms(WAIT_INTERVAL_MS);
+		http_rc = cli_http_request(h, "GET", path, NULL, 0, &r);
+		if (http_rc == CLI_OK && r.status == 503 &&
+		    unavailable_ms < WAIT_UNAVAILABLE_MS) {
+			/* no leader for a moment: keep polling */
+			unavailable_ms += WAIT_INTERVAL_MS;
+			cli_reply_clear(&r);
+			continue;
+		}
+		rc = check_reply(h, http_rc, &r);
+		if (rc != CLI_OK) {
+			cli_reply_clear(&r);
+			goto out;
+		}
+		unavailable_ms = 0;
+		json_decref(run);
+		run = json_incref(r.json);
+		cli_reply_clear(&r);
+	}
+	rc = print_json(run);
+	status = json_string_value(json_object_get(run, "status"));
+	if (rc == CLI_OK && strcmp(status, "succeeded") != 0) {
+		reason = json_string_value(json_object_get(run, "reason"));
+		fprintf(stderr, "flowctl: run %s %s%s%s\n",
+			json_string_value(json_object_get(run, "id")), status,
+			reason ? ": " : "", reason ? reason : "");
+		rc = CLI_FAILED;
+	}
+out:
+	free(path);
+	json_decref(run);
+	return rc;
+}
+
+static int cmd_run(struct cli_http *h, const struct command *cmd, int argc,
+		   char **argv)
+{
+	struct run_opts o = {0};
+	struct cli_reply r = {0};
+	const char *pos[1];
+	char *path = NULL, *body = NULL;
+	int rc;
+
+	rc = parse_args(argc, argv, "p:", run_options, run_option, &o, pos, 1);
+	if (rc != PARSED)
+		goto out;
+	body = run_body(&o);
+	path = path_of("/v1/flows/%/runs", pos[0]);
+	if (body == NULL || path == NULL) {
+		rc = oom();
+		goto out;
+	}
+	rc = request(h, "POST", path, body, strlen(body), &r);
+	if (rc != CLI_OK)
+		goto out;
+	if (o.wait)
+		rc = wait_run(h, json_incref(r.json));
+	else
+		rc = print_json(r.json);
+out:
+	cli_reply_clear(&r);
+	free(path);
+	free(body);
+	json_decref(o.params_json);
+	json_decref(o.params);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* runs and logs                                                            */
+
+struct query {
+	FILE *f;  /* open_memstream over the path being built */
+	char sep; /* '?' before the first parameter, then '&' */
+};
+
+static int query_option(void *ctx, int opt, const char *arg)
+{
+	static const char *const names[] = {
+	    [OPT_FLOW - OPT_FLOW] = "flow",
+	    [OPT_STATUS - OPT_FLOW] = "status",
+	    [OPT_LIMIT - OPT_FLOW] = "limit",
+	    [OPT_CURSOR - OPT_FLOW] = "cursor",
+	    [OPT_ATTEMPT - OPT_FLOW] = "attempt",
+	};
+	struct query *q = ctx;
+
+	if (opt < OPT_FLOW || opt > OPT_ATTEMPT)
+		return usage_error("unknown option");
+	fprintf(q->f, "%c%s=", q->sep, names[opt - OPT_FLOW]);
+	put_escaped(q->f, arg);
+	q->sep = '&';
+	return PARSED;
+}
+
+static const struct option runs_options[] = {
+    {"flow", required_argument, NULL, OPT_FLOW},
+    {"status", required_argument, NULL, OPT_STATUS},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"cursor", required_argument, NULL, OPT_CURSOR},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static const struct option logs_options[] = {
+    {"attempt", required_argument, NULL, OPT_ATTEMPT},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Parse a command whose options are query parameters, and build `path`
+ * + the escaped positional arguments + the query. *out is a new string. */
+static int query_path(int argc, char **argv, const struct option *options,
+		      const char *tmpl, int nargs, char **out)
+{
+	struct query q = {NULL, '?'};
+	const char *pos[2] = {NULL, NULL};
+	char *prefix = NULL, *p = NULL;
+	size_t n = 0;
+	int rc;
+
+	*out = NULL;
+	q.f = open_memstream(&p, &n);
+	if (q.f == NULL)
+		return oom();
+	rc = parse_args(argc, argv, "", options, query_option, &q, pos, nargs);
+	if (fclose(q.f) != 0 && rc == PARSED)
+		rc = oom();
+	if (rc != PARSED)
+		goto out;
+	prefix = path_of(tmpl, pos[0], pos[1]);
+	if (prefix == NULL || asprintf(out, "%s%s", prefix, p) < 0) {
+		*out = NULL;
+		rc = oom();
+	}
+out:
+	free(prefix);
+	free(p);
+	return rc;
+}
+
+static int cmd_runs(struct cli_http *h, const struct command *cmd, int argc,
+		    char **argv)
+{
+	char *path;
+	int rc = query_path(argc, argv, runs_options, "/v1/runs", 0, &path);
+
+	return rc != PARSED ? rc : call(h, "GET", path, NULL, 0);
+}
+
+/* Write a JSON string's bytes (NULs included) to `f`. */
+static int put_raw(FILE *f, const json_t *s)
+{
+	size_t n = json_string_length(s);
+
+	return n == 0 || fwrite(json_string_value(s), 1, n, f) == n ? 0 : -1;
+}
+
+static int cmd_logs(struct cli_http *h, const struct command *cmd, int argc,
+		    char **argv)
+{
+	struct cli_reply r;
+	json_t *out, *err;
+	char *path;
+	int rc = query_path(argc, argv, logs_options, "/v1/runs/%/steps/%/logs",
+			    2, &path);
+
+	if (rc != PARSED)
+		return rc;
+	rc = request(h, "GET", path, NULL, 0, &r);
+	free(path);
+	if (rc != CLI_OK)
+		goto out;
+	out = json_object_get(r.json, "stdout");
+	err = json_object_get(r.json, "stderr");
+	if (!json_is_string(out) || !json_is_string(err)) {
+		fputs("flowctl: the answer has no stdout and stderr strings\n",
+		      stderr);
+		rc = CLI_FAILED;
+		goto out;
+	}
+	/* stdout first, flushed: on a terminal the two come in order */
+	put_raw(stdout, out);
+	fflush(stdout);
+	put_raw(stderr, err);
+	if (json_is_true(json_object_get(r.json, "truncated")))
+		fputs("flowctl: (logs truncated by flowd)\n", stderr);
+out:
+	cli_reply_clear(&r);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* main                                                                     */
+
+static const struct command commands[] = {
+    {"deploy", cmd_deploy, NULL, NULL, 0},
+    {"flows", cmd_simple, "GET", "/v1/flows", 0},
+    {"flow", cmd_simple, "GET", "/v1/flows/%", 1},
+    {"versions", cmd_simple, "GET", "/v1/flows/%/versions", 1},
+    {"undeploy", cmd_simple, "DELETE", "/v1/flows/%", 1},
+    {"run", cmd_run, NULL, NULL, 0},
+    {"runs", cmd_runs, NULL, NULL, 0},
+    {"get", cmd_simple, "GET", "/v1/runs/%", 1},
+    {"logs", cmd_logs, NULL, NULL, 0},
+    {"cancel", cmd_simple, "POST", "/v1/runs/%/cancel", 1},
+    {"cluster", cmd_simple, "GET", "/v1/cluster", 0},
+    {"health", cmd_simple, "GET", "/healthz", 0},
+    {"ready", cmd_simple, "GET", "/readyz", 0},
+};
+
+static const struct option global_options[] = {
+    {"url", required_argument, NULL, 'u'},
+    {"token", required_argument, NULL, 't'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+int main(int argc, char **argv)
+{
+	const char *url = getenv("FLOWD_URL");
+	const char *token = getenv("FLOWD_TOKEN");
+	const struct command *cmd = NULL;
+	struct cli_http *h;
+	size_t i;
+	int opt, rc;
+
+	if (url == NULL || url[0] == '\0')
+		url = DEFAULT_URL;
+	opterr = 0;
+	/* '+': stop at the command, whose own options are parsed by it */
+	while ((opt = getopt_long(argc, argv, "+:h", global_options, NULL)) !=
+	       -1) {
+		switch (opt) {
+		case 'u':
+			url = optarg;
+			break;
+		case 't':
+			token = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return CLI_OK;
+		case ':':
+			return usage_error("%s needs a value",
+					   argv[optind - 1]);
+		default:
+			if (optopt > 0 && optopt < 128)
+				return usage_error("unknown option -%c",
+						   optopt);
+			return usage_error("unknown option %s",
+					   argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return usage_error("no command");
+	if (strcmp(argv[optind], "help") == 0) {
+		usage(stdout);
+		return CLI_OK;
+	}
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[optind], commands[i].name) == 0)
+			cmd = &commands[i];
+	if (cmd == NULL)
+		return usage_error("unknown command '%s'", argv[optind]);
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fputs("flowctl: libcurl failed to start\n", stderr);
+		return CLI_FAILED;
+	}
+	h = cli_http_new(url, token);
+	if (h == NULL) {
+		rc = oom();
+	} else {
+		rc = cmd->run(h, cmd, argc - optind, argv + optind);
+		cli_http_free(h);
+	}
+	curl_global_cleanup();
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "flowctl: stdout: %s\n", strerror(errno));
+		if (rc == CLI_OK)
+			rc = CLI_FAILED;
+	}
+	return rc;
+}
