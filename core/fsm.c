@@ -190,6 +190,9 @@ void fsm_init(struct fsm *f, const struct fsm_hooks *hooks)
 	map_init(&f->runs);
 	map_init(&f->idem);
 	f->next_seq = 1;
+	f->pending = json_array();
+	if (f->pending == NULL)
+		abort();
 	if (hooks != NULL)
 		f->hooks = *hooks;
 	permissive_limits(&f->limits);
@@ -249,6 +252,11 @@ static void state_clear(struct fsm *f)
 void fsm_close(struct fsm *f)
 {
 	state_clear(f);
+	free(f->dirty);
+	f->dirty = NULL;
+	f->cap_dirty = 0;
+	json_decref(f->pending);
+	f->pending = NULL;
 }
 
 struct fsm_flow *fsm_flow_get(struct fsm *f, const char *name)
@@ -278,25 +286,25 @@ int64_t fsm_next_due(struct fsm *f)
 struct apply_ctx {
 	struct fsm *f;
 	int64_t ts;
-	json_t *records;            /* array of row images */
-	struct fsm_run **dirty;     /* runs touched by this entry */
-	size_t n_dirty, cap_dirty;
+	json_t *records;            /* f->pending: row images not tied to a run */
 };
 
 static void touch_run(struct apply_ctx *c, struct fsm_run *r)
 {
+	struct fsm *f = c->f;
+
 	if (r->dirty)
 		return;
 	r->dirty = true;
-	if (c->n_dirty == c->cap_dirty) {
-		size_t cap = c->cap_dirty ? c->cap_dirty * 2 : 8;
-		struct fsm_run **d = realloc(c->dirty, cap * sizeof *d);
+	if (f->n_dirty == f->cap_dirty) {
+		size_t cap = f->cap_dirty ? f->cap_dirty * 2 : 64;
+		struct fsm_run **d = realloc(f->dirty, cap * sizeof *d);
 		if (d == NULL)
 			abort(); /* apply must not fail half-way */
-		c->dirty = d;
-		c->cap_dirty = cap;
+		f->dirty = d;
+		f->cap_dirty = cap;
 	}
-	c->dirty[c->n_dirty++] = r;
+	f->dirty[f->n_dirty++] = r;
 }
 
 static void touch_step(struct apply_ctx *c, struct fsm_step *s)
@@ -602,37 +610,40 @@ static json_t *attempt_record(const struct fsm_run *r,
 		"reason", jstr_or_null(a->reason));
 }
 
-static void flush_records(struct apply_ctx *c, uint64_t index)
+char *fsm_take_records(struct fsm *f, uint64_t *index)
 {
-	struct fsm *f = c->f;
+	json_t *out = f->pending;
 	char *text;
 
-	for (size_t i = 0; i < c->n_dirty; i++) {
-		struct fsm_run *r = c->dirty[i];
-		json_array_append_new(c->records, run_record(r));
+	for (size_t i = 0; i < f->n_dirty; i++) {
+		struct fsm_run *r = f->dirty[i];
+		json_array_append_new(out, run_record(r));
 		for (size_t k = 0; k < r->spec->n_steps; k++) {
 			struct fsm_step *s = &r->steps[k];
 			if (!s->dirty)
 				continue;
 			s->dirty = false;
-			json_array_append_new(c->records, step_record(r, s));
+			json_array_append_new(out, step_record(r, s));
 			for (unsigned n = 0; n < s->n_attempts; n++) {
 				struct fsm_attempt *a = &s->attempts[n];
 				if (!a->dirty)
 					continue;
 				a->dirty = false;
-				json_array_append_new(
-					c->records, attempt_record(r, s, a));
+				json_array_append_new(out,
+						      attempt_record(r, s, a));
 			}
 		}
 		r->dirty = false;
 	}
-	if (json_array_size(c->records) == 0 || f->hooks.records == NULL)
-		return;
-	text = json_dumps(c->records, JSON_COMPACT);
+	f->n_dirty = 0;
+	if (json_array_size(out) == 0)
+		return NULL;
+	text = json_dumps(out, JSON_COMPACT);
 	if (text == NULL)
 		abort();
-	f->hooks.records(f->hooks.arg, index, text);
+	json_array_clear(out);
+	*index = f->applied_index;
+	return text;
 }
 
 /* ------------------------------------------------------------------------
@@ -1096,7 +1107,7 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 	}
 	op = json_string_value(json_object_get(cmd, "op"));
 	c.ts = json_integer_value(json_object_get(cmd, "ts"));
-	c.records = json_array();
+	c.records = f->pending;
 	if (op == NULL)
 		op = "";
 	if (strcmp(op, "deploy") == 0)
@@ -1117,9 +1128,6 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		log_error("fsm: unknown op=%s index=%" PRIu64, op, index);
 		result_error(f, 400, "invalid_command", "op", "unknown op");
 	}
-	flush_records(&c, index);
-	json_decref(c.records);
-	free(c.dirty);
 	json_decref(cmd);
 	return &f->result;
 }
@@ -1639,6 +1647,12 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		struct fsm fresh = *f;
 		*f = backup;
 		state_clear(f);
+		/* Rows not yet taken describe the replaced state; their runs
+		 * are gone (callers take the records before restoring). */
+		for (size_t k = 0; k < f->n_dirty; k++)
+			f->dirty[k] = NULL;
+		f->n_dirty = 0;
+		json_array_clear(f->pending);
 		f->flows = fresh.flows;
 		f->runs = fresh.runs;
 		f->idem = fresh.idem;

@@ -129,10 +129,6 @@ struct fsm_node {
 /* Reports upward, called inside apply on the loop thread; must not block. */
 struct fsm_hooks {
 	void *arg;
-	/* The PostgreSQL row images of entry `index` (a JSON array text,
-	 * malloc'd; ownership transfers). Not called for an entry that
-	 * changed nothing. */
-	void (*records)(void *arg, uint64_t index, char *records_json);
 	/* An attempt was placed (on any node). */
 	void (*attempt_placed)(void *arg, struct fsm_run *run,
 			       struct fsm_step *step, struct fsm_attempt *a);
@@ -164,6 +160,10 @@ struct fsm {
 	uint64_t applied_index;
 	struct fsm_hooks hooks;
 	struct fsm_result result;
+	/* Rows changed since the last fsm_take_records(). */
+	json_t *pending;            /* flow, flow_version and log row images */
+	struct fsm_run **dirty;     /* runs with a changed run/step/attempt row */
+	size_t n_dirty, cap_dirty;
 	struct flowd_limits limits; /* permissive: apply never rejects for limits */
 };
 
@@ -175,6 +175,14 @@ void fsm_close(struct fsm *f);
  * pointer to f->result. */
 struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 			     size_t len);
+
+/* The PostgreSQL row images of every row changed since the last call, as of
+ * the last applied entry (stored in *index): a malloc'd JSON array text the
+ * caller owns, or NULL when nothing changed. Rows are full images, so a run
+ * that changed in many entries between two calls is written once; the
+ * applier records *index as applied. Called after a batch of applies (and
+ * before a snapshot), never inside one. */
+char *fsm_take_records(struct fsm *f, uint64_t *index);
 
 /* Serialize the whole state: returns a malloc'd buffer (caller frees). */
 int fsm_snapshot(struct fsm *f, char **buf, size_t *len);

@@ -55,6 +55,7 @@ struct flowd {
 
 	/* Deferred work after applies: start/stop attempts, re-arm timers. */
 	struct task_op *ops_head, *ops_tail;
+	uint64_t pushed_index;          /* last index whose rows went to the applier */
 	uv_idle_t after_apply;
 	uv_timer_t wake_timer;          /* leader: retries that come due */
 	int64_t wake_armed_for;
@@ -87,7 +88,7 @@ void tasks_hook_placed(void *arg, struct fsm_run *run, struct fsm_step *step,
 		       struct fsm_attempt *a);
 void tasks_hook_stop(void *arg, struct fsm_run *run, struct fsm_step *step,
 		     struct fsm_attempt *a);
-void tasks_hook_records(void *arg, uint64_t index, char *records);
+void tasks_flush_records(struct flowd *d);
 void tasks_exec_done(struct executor *e, void *ctx,
 		     const struct executor_result *res);
 void tasks_after_apply_cb(uv_idle_t *h);

@@ -96,6 +96,7 @@ static int fsm_apply_cb(void *arg, uint64_t index, const void *buf, size_t len,
 	struct flowd *d = arg;
 
 	*result = fsm_apply(&d->fsm, index, buf, len);
+	tasks_kick(d); /* after this batch: rows to PostgreSQL, processes */
 	return 0;
 }
 
@@ -105,10 +106,11 @@ static int fsm_snapshot_cb(void *arg, void **buf, size_t *len)
 	char *text;
 
 	/* Nothing may leave the log before PostgreSQL holds it: postpone the
-	 * snapshot (and so the log's compaction) until the applier is
-	 * caught up. */
+	 * snapshot (and so the log's compaction) until the applier has
+	 * stored every row changed so far. */
+	tasks_flush_records(d);
 	if (d->applier != NULL &&
-	    storage_applier_durable(d->applier) < d->fsm.applied_index)
+	    storage_applier_durable(d->applier) < d->pushed_index)
 		return CONSENSUS_BUSY;
 	if (fsm_snapshot(&d->fsm, &text, len) != 0)
 		return CONSENSUS_NOMEM;
@@ -120,6 +122,7 @@ static int fsm_restore_cb(void *arg, const void *buf, size_t len)
 {
 	struct flowd *d = arg;
 
+	tasks_flush_records(d); /* rows of the state being replaced */
 	return fsm_restore(&d->fsm, buf, len);
 }
 
@@ -278,7 +281,6 @@ int main(int argc, char **argv)
 	}
 
 	struct fsm_hooks hooks = {.arg = &d,
-				  .records = tasks_hook_records,
 				  .attempt_placed = tasks_hook_placed,
 				  .attempt_stop = tasks_hook_stop};
 	fsm_init(&d.fsm, &hooks);
@@ -367,6 +369,7 @@ int main(int argc, char **argv)
 	if (d.api != NULL)
 		api_server_stop(d.api);
 	d.api = NULL;
+	tasks_flush_records(&d);
 	storage_applier_free(d.applier, 2000);
 	d.applier = NULL;
 	storage_reader_free(d.reader);

@@ -54,7 +54,7 @@ static void ops_push(struct flowd *d, const char *run_id, unsigned step,
 
 void tasks_kick(struct flowd *d)
 {
-	if (!d->stopping && !uv_is_active((uv_handle_t *)&d->after_apply))
+	if (!uv_is_active((uv_handle_t *)&d->after_apply))
 		uv_idle_start(&d->after_apply, tasks_after_apply_cb);
 }
 
@@ -78,16 +78,18 @@ void tasks_hook_stop(void *arg, struct fsm_run *run, struct fsm_step *step,
 	ops_push(d, run->id, step->index, a->n, true);
 }
 
-void tasks_hook_records(void *arg, uint64_t index, char *records)
+void tasks_flush_records(struct flowd *d)
 {
-	struct flowd *d = arg;
+	uint64_t index;
+	char *records = fsm_take_records(&d->fsm, &index);
 
+	if (records == NULL)
+		return;
+	d->pushed_index = index;
 	if (d->applier != NULL)
 		storage_applier_push(d->applier, index, records);
 	else
 		free(records);
-	/* Re-arm the retry timer after this batch of applies. */
-	tasks_kick(d);
 }
 
 /* ------------------------------------------------------------------------
@@ -400,6 +402,9 @@ void tasks_after_apply_cb(uv_idle_t *h)
 	struct flowd *d = h->data;
 
 	uv_idle_stop(h);
+	/* Everything applied since the last pass reaches PostgreSQL as one
+	 * set of row images. */
+	tasks_flush_records(d);
 	while (d->ops_head != NULL) {
 		struct task_op *op = d->ops_head;
 		d->ops_head = op->next;

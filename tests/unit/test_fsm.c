@@ -17,15 +17,20 @@ struct seen {
 	char last_placed[128];
 };
 
-static void on_records(void *arg, uint64_t index, char *text)
+static void take_records(struct fsm *f, struct seen *s)
 {
-	struct seen *s = arg;
+	uint64_t index = 0;
+	char *text = fsm_take_records(f, &index);
 	json_error_t e;
-	json_t *j = json_loads(text, 0, &e);
+	json_t *j;
 
+	if (text == NULL)
+		return;
+	j = json_loads(text, 0, &e);
 	assert_non_null(j);
 	assert_true(json_is_array(j));
 	assert_true(index > s->last_index);
+	assert_int_equal(index, f->applied_index);
 	s->last_index = index;
 	s->records += (unsigned)json_array_size(j);
 	json_decref(j);
@@ -58,7 +63,6 @@ static int setup(void **state)
 {
 	struct fx *x = calloc(1, sizeof *x);
 	struct fsm_hooks h = {.arg = &x->seen,
-			      .records = on_records,
 			      .attempt_placed = on_placed,
 			      .attempt_stop = on_stop};
 
@@ -81,6 +85,7 @@ static struct fsm_result *apply(struct fx *x, char *buf, size_t len)
 	struct fsm_result *r = fsm_apply(&x->f, ++x->index, buf, len);
 
 	free(buf);
+	take_records(&x->f, &x->seen);
 	return r;
 }
 
@@ -534,6 +539,52 @@ static void runs_page_is_newest_first_with_cursor(void **state)
 	json_decref(p);
 }
 
+static void records_coalesce_rows_changed_by_many_entries(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+	char *buf, *text;
+	size_t len;
+	uint64_t index;
+	json_t *rows;
+	size_t i, runs = 0, logs = 0;
+	json_t *row;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	node_up(x, 1, 1, 4);
+	/* two entries applied, records taken once */
+	assert_int_equal(fsm_cmd_run_create(10, "one", NULL, NULL, &buf, &len), 0);
+	r = fsm_apply(&x->f, ++x->index, buf, len)->run;
+	free(buf);
+	struct fsm_finish fin = {.run_id = r->id, .step = "s", .attempt = 1,
+				 .node = 1, .exit_code = 0, .reason = "exited",
+				 .out = "o", .err = ""};
+	assert_int_equal(fsm_cmd_task_finish(20, &fin, &buf, &len), 0);
+	fsm_apply(&x->f, ++x->index, buf, len);
+	free(buf);
+	text = fsm_take_records(&x->f, &index);
+	assert_non_null(text);
+	assert_int_equal(index, x->index);
+	rows = json_loads(text, 0, NULL);
+	json_array_foreach(rows, i, row)
+	{
+		const char *t = json_string_value(json_object_get(row, "t"));
+		if (strcmp(t, "run") == 0) {
+			runs++;
+			assert_string_equal(json_string_value(json_object_get(row, "status")),
+					    "succeeded");
+		}
+		if (strcmp(t, "log") == 0)
+			logs++;
+	}
+	assert_int_equal(runs, 1);
+	assert_int_equal(logs, 1);
+	json_decref(rows);
+	free(text);
+	/* nothing changed since: nothing to write */
+	assert_null(fsm_take_records(&x->f, &index));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -554,6 +605,7 @@ int main(void)
 		T(command_encoding_round_trip),
 		T(utf8_sanitize_drops_nul_and_replaces_garbage),
 		T(runs_page_is_newest_first_with_cursor),
+		T(records_coalesce_rows_changed_by_many_entries),
 	};
 	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
 }
