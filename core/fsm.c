@@ -610,6 +610,47 @@ static json_t *attempt_record(const struct fsm_run *r,
 		"reason", jstr_or_null(a->reason));
 }
 
+static json_t *flow_record(const struct fsm_flow *fl)
+{
+	return json_pack("{s:s, s:s, s:o, s:b, s:I}", "t", "flow", "flow",
+			 fl->name,
+			 "current_version",
+			 fl->current ? json_integer(fl->current) : json_null(),
+			 "deleted", fl->current == 0, "updated_at",
+			 (json_int_t)fl->updated_ms);
+}
+
+void fsm_mark_all_dirty(struct fsm *f)
+{
+	struct apply_ctx c = {.f = f, .records = f->pending};
+
+	for (size_t i = 0; i < f->flows.n_buckets; i++) {
+		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next) {
+			struct fsm_flow *fl = e->value;
+			for (unsigned k = 0; k < fl->n_versions; k++)
+				json_array_append_new(
+					f->pending,
+					json_pack("{s:s, s:s, s:i, s:O, s:I}", "t",
+						  "flow_version", "flow", fl->name,
+						  "version", (int)fl->versions[k].version,
+						  "spec", fl->versions[k].spec->doc,
+						  "created_at",
+						  (json_int_t)fl->versions[k].created_ms));
+			json_array_append_new(f->pending, flow_record(fl));
+		}
+	}
+	for (size_t i = 0; i < f->n_runs; i++) {
+		struct fsm_run *r = f->run_list[i];
+		for (size_t k = 0; k < r->spec->n_steps; k++) {
+			struct fsm_step *s = &r->steps[k];
+			for (unsigned n = 0; n < s->n_attempts; n++)
+				s->attempts[n].dirty = true;
+			touch_step(&c, s);
+		}
+		touch_run(&c, r);
+	}
+}
+
 char *fsm_take_records(struct fsm *f, uint64_t *index)
 {
 	json_t *out = f->pending;
@@ -636,6 +677,7 @@ char *fsm_take_records(struct fsm *f, uint64_t *index)
 		r->dirty = false;
 	}
 	f->n_dirty = 0;
+	f->pending_logs = false;
 	if (json_array_size(out) == 0)
 		return NULL;
 	text = json_dumps(out, JSON_COMPACT);
@@ -657,15 +699,6 @@ static void result_error(struct fsm *f, int status, const char *code,
 	flowd_error_set(&f->result.err, status, code, field, "%s", msg);
 }
 
-static json_t *flow_record(const struct fsm_flow *fl)
-{
-	return json_pack("{s:s, s:s, s:o, s:b, s:I}", "t", "flow", "flow",
-			 fl->name,
-			 "current_version",
-			 fl->current ? json_integer(fl->current) : json_null(),
-			 "deleted", fl->current == 0, "updated_at",
-			 (json_int_t)fl->updated_ms);
-}
 
 static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 {
@@ -934,6 +967,7 @@ static void apply_task_finish(struct apply_ctx *c, json_t *cmd)
 			  sname, n);
 		return;
 	}
+	f->pending_logs = true;
 	json_array_append_new(
 		c->records,
 		json_pack("{s:s, s:s, s:s, s:i, s:O, s:O, s:O}", "t", "log",
@@ -1124,6 +1158,8 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		apply_node_up(&c, cmd);
 	else if (strcmp(op, "wake") == 0)
 		apply_wake(&c);
+	else if (strcmp(op, "nop") == 0)
+		f->result.status = 200;
 	else {
 		log_error("fsm: unknown op=%s index=%" PRIu64, op, index);
 		result_error(f, 400, "invalid_command", "op", "unknown op");
@@ -1212,6 +1248,11 @@ int fsm_cmd_node_up(int64_t ts, uint64_t node, uint64_t boot,
 int fsm_cmd_wake(int64_t ts, char **out, size_t *len)
 {
 	return dump_cmd(cmd_new("wake", ts), out, len);
+}
+
+int fsm_cmd_nop(int64_t ts, char **out, size_t *len)
+{
+	return dump_cmd(cmd_new("nop", ts), out, len);
 }
 
 int fsm_cmd_task_finish(int64_t ts, const struct fsm_finish *fin, char **out,
@@ -1652,6 +1693,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		for (size_t k = 0; k < f->n_dirty; k++)
 			f->dirty[k] = NULL;
 		f->n_dirty = 0;
+		f->pending_logs = false;
 		json_array_clear(f->pending);
 		f->flows = fresh.flows;
 		f->runs = fresh.runs;

@@ -162,6 +162,7 @@ struct fsm {
 	struct fsm_result result;
 	/* Rows changed since the last fsm_take_records(). */
 	json_t *pending;            /* flow, flow_version and log row images */
+	bool pending_logs;          /* `pending` holds log rows */
 	struct fsm_run **dirty;     /* runs with a changed run/step/attempt row */
 	size_t n_dirty, cap_dirty;
 	struct flowd_limits limits; /* permissive: apply never rejects for limits */
@@ -183,6 +184,11 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
  * applier records *index as applied. Called after a batch of applies (and
  * before a snapshot), never inside one. */
 char *fsm_take_records(struct fsm *f, uint64_t *index);
+
+/* Mark every row of the state changed, so that the next fsm_take_records()
+ * returns the whole state: used after a restore when PostgreSQL may not hold
+ * everything up to the snapshot. */
+void fsm_mark_all_dirty(struct fsm *f);
 
 /* Serialize the whole state: returns a malloc'd buffer (caller frees). */
 int fsm_snapshot(struct fsm *f, char **buf, size_t *len);
@@ -225,6 +231,9 @@ int fsm_cmd_node_up(int64_t ts, uint64_t node, uint64_t boot,
 		    unsigned capacity, char **out, size_t *len);
 /* wake: retry attempts whose due time is <= ts. */
 int fsm_cmd_wake(int64_t ts, char **out, size_t *len);
+/* nop: changes nothing (gives raft an entry to apply, e.g. so that it
+ * retries a postponed snapshot). */
+int fsm_cmd_nop(int64_t ts, char **out, size_t *len);
 /* task_finish: the outcome of one attempt. out/err must be valid UTF-8
  * without NUL (see flowd_utf8_sanitize). */
 struct fsm_finish {

@@ -56,6 +56,11 @@ struct flowd {
 	/* Deferred work after applies: start/stop attempts, re-arm timers. */
 	struct task_op *ops_head, *ops_tail;
 	uint64_t pushed_index;          /* last index whose rows went to the applier */
+	uint64_t log_pushed_index;      /* last index whose push held task logs */
+	bool snapshot_wanted;           /* postponed until those logs are stored */
+	uv_async_t db_async;            /* applier thread -> loop: it advanced */
+	uint64_t pg_index;              /* raft_meta.applied_index at start */
+	bool pg_index_known;
 	uv_idle_t after_apply;
 	uv_timer_t wake_timer;          /* leader: retries that come due */
 	int64_t wake_armed_for;
@@ -98,5 +103,6 @@ void tasks_leader_timer_cb(uv_timer_t *h);
 void tasks_role_cb(void *arg, enum consensus_role role, uint64_t leader);
 void tasks_kick(struct flowd *d);
 void tasks_clear(struct flowd *d);
+void tasks_db_progress_cb(uv_async_t *h);
 
 #endif

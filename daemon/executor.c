@@ -1,48 +1,113 @@
-/* executor.c - step attempts as child processes on the libuv loop thread. */
+/* executor.c - step attempts as child processes, spawned off the loop. */
 
 /*
  * DESIGN
  *
- * Happy path. executor_start() copies the task, spawns it with
- * UV_PROCESS_DETACHED (the child calls setsid(), so pid == pgid and a signal
- * to -pid reaches the whole group, grandchildren included), stdin on
- * /dev/null and stdout/stderr on two pipes read with uv_read_start(). Each
- * stream keeps at most max_log_bytes; the rest is read and dropped (the child
- * never blocks on a full pipe) and `truncated` is set. When the exit callback
- * has run AND both pipes reached EOF, the task is unlinked, the done callback
- * fires once, and the five handles (process, two pipes, two timers) are
- * closed; the task's memory is freed in the last close callback.
+ * Why a spawner thread. uv_spawn() fork()s the whole daemon (copying its page
+ * tables) and then blocks the loop thread until the child has exec'd: 1-3 ms
+ * per spawn, which capped flowd at ~800 runs/s. Here the loop thread only
+ * prepares a spawn job; one spawner thread owned by the executor calls
+ * posix_spawn() (glibc: clone(CLONE_VM|CLONE_VFORK), no page-table copy, and
+ * an exec failure comes back as its return value) and hands {pid, pidfd,
+ * errno} back through a uv_async_t.
+ *
+ * Happy path.
+ *   1. executor_start() (loop) copies the task, builds argv (or /bin/sh -c)
+ *      and the full environment (environ minus the keys task->env redefines,
+ *      then task->env), creates the stdout and stderr pipes with
+ *      pipe2(O_CLOEXEC), links the task into e->tasks and queues it (mutex +
+ *      condvar). executor_has()/executor_count() see it from here on.
+ *   2. The spawner thread pops the job, resolves argv[0] (below), and calls
+ *      posix_spawn() with POSIX_SPAWN_SETSID (pid == pgid, so a signal to -pid
+ *      reaches the whole group), an empty signal mask, every signal reset to
+ *      SIG_DFL (flowd ignores SIGPIPE; children must not inherit that), stdin
+ *      on /dev/null, the pipe write ends dup2'ed onto 1 and 2 and a chdir to
+ *      workdir. It then closes the write ends itself (the parent must not keep
+ *      them, or EOF never comes), opens a pidfd for the child, appends the
+ *      result to the done list and uv_async_send()s; the loop drains the whole
+ *      list per wakeup, so sends coalesce.
+ *   3. On the loop: started_ms is taken, the read ends go into uv_pipe_open()
+ *      and uv_read_start() (each stream keeps at most max_log_bytes; the rest
+ *      is read and dropped, so the child never blocks on a full pipe, and
+ *      `truncated` is set), a uv_poll_t watches the pidfd (readable = the
+ *      child exited) and the timeout starts. When the pidfd fires we reap with
+ *      waitpid(pid, WNOHANG) (no SIGCHLD handler is involved; libuv's own only
+ *      waits for the pids it spawned itself, and we never wait for -1).
+ *   4. When the child is reaped AND both pipes reached EOF, the task is
+ *      unlinked, the done callback fires once, and its handles (two pipes, two
+ *      timers, the pidfd poll) are closed; the task is freed in the last close
+ *      callback, and the pidfd is closed in the poll's own close callback
+ *      (closing it earlier would let libuv's EPOLL_CTL_DEL hit a reused fd).
+ *
+ * argv[0] lookup. A name without '/' is searched in the CHILD's PATH, i.e.
+ * the PATH of the merged environment (task->env wins), which is what the
+ * old uv_spawn path (execvp after environ = env) did. The search runs on the
+ * spawner thread (stat/access never touch the loop): the first regular,
+ * executable file wins; PATH unset means "/bin:/usr/bin" (glibc's execvp
+ * default); a relative PATH entry is taken relative to workdir when one is
+ * set. Not found: ENOENT (EACCES if a match existed but was not executable).
+ * Unlike execvp there is no /bin/sh retry for a script without "#!" (ENOEXEC
+ * is reported as spawn_failed).
  *
  * Handles per task:
- *   proc       the child; libuv reaps it (we never call waitpid).
- *   out, err   the child's stdout and stderr.
+ *   out, err   the child's stdout and stderr (uv_pipe_open'ed read ends).
  *   kill_timer timeout_s, then kill_grace_ms: SIGTERM to -pid, then SIGKILL.
- *   aux_timer  0 ms "report spawn failure" timer, or the 500 ms drain limit
- *              after exit.
+ *   aux_timer  0 ms "report now" timer (spawn failure, job dropped before
+ *              spawning), or the 500 ms drain limit after exit.
+ *   exit_poll  the pidfd; only once the child exists (has_poll).
  *
  * Failure modes.
- *   - uv_spawn fails (ENOENT, EACCES, ...): executor_start still returns 0;
- *     a 0 ms timer reports "spawn_failed" from the loop, never from inside
- *     executor_start, so the caller's state is consistent when it runs.
- *   - Timeout or executor_stop(): SIGTERM to the group, SIGKILL after the
- *     grace period. The first cause wins the reason ("timeout"/"stopped").
+ *   - posix_spawn fails (ENOENT, EACCES, bad workdir, ...): the callback
+ *     still fires once, from the loop, with "spawn_failed" and detail
+ *     uv_strerror(-errno) (libuv's wording, as uv_spawn reported it before).
+ *   - executor_stop() while the job is still queued: the job is taken out of
+ *     the queue, never spawned, and reports "stopped" (exit_code -1,
+ *     term_signal 0). While the spawner is inside posix_spawn (pid not known
+ *     yet): the request is remembered and SIGTERM goes to the group as soon
+ *     as the pid is known, then SIGKILL after the grace period as usual.
+ *   - Timeout (counted from the spawn, not from the queueing) or
+ *     executor_stop(): SIGTERM to the group, SIGKILL after the grace period.
+ *     The first cause wins the reason ("timeout"/"stopped").
  *   - A grandchild that left the group (its own setsid) may hold a pipe open
- *     forever: 500 ms after the exit callback we report anyway.
+ *     forever: 500 ms after the exit we report anyway.
  *   - Leftovers in the group after the main process exits get SIGKILL at once
  *     (ESRCH when the group is already gone is ignored).
- *   - executor_close(): SIGKILL to every group; tasks still running report
- *     "stopped"; the executor is freed after every handle's close callback,
+ *   - pidfd_open() unavailable (kernel < 5.3, seccomp: ENOSYS/EPERM) or
+ *     failing for one child: that child is watched by a uv_signal_t on
+ *     SIGCHLD instead, which waitpid(pid, WNOHANG)s every such pid (never -1,
+ *     so other modules' children are left alone). Started only while such
+ *     children exist. FLOWD_EXECUTOR_NO_PIDFD=1 forces it (tests only).
+ *   - executor_close(): queued jobs are dropped ("stopped"), the spawner
+ *     thread is told to stop and joined (this waits for at most the one
+ *     posix_spawn in progress, well under a millisecond), its last result is
+ *     taken in, and every group gets SIGKILL; tasks still running report
+ *     "stopped". The executor is freed after every handle's close callback,
  *     then done(arg) runs.
  *
- * Threads: everything runs on the loop thread; nothing here is thread-safe.
+ * Threads. The loop thread runs everything except posix_spawn, the argv[0]
+ * lookup, closing the write ends and pidfd_open, which run on the spawner
+ * thread. They share only e->lock's fields (queue, done list, stopping) and,
+ * for a job between queueing and the loop taking its result, the job fields:
+ * the loop writes them before queueing and does not touch them again (nor
+ * free the task) until it has taken the result under the lock. The spawner
+ * thread blocks every signal. Nothing here is thread-safe for callers: call
+ * the API from the loop thread only.
  */
 
 #include "daemon/executor.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,7 +115,8 @@
 
 #define DRAIN_AFTER_EXIT_MS 500
 #define READ_BUF_SIZE 65536
-#define TASK_HANDLES 5
+#define TASK_BASE_HANDLES 4   /* out_pipe, err_pipe, kill_timer, aux_timer */
+#define DEFAULT_PATH "/bin:/usr/bin"
 
 enum kill_stage {
 	KILL_NONE = 0,    /* kill_timer (if any) counts down the timeout */
@@ -66,29 +132,49 @@ struct capture {
 };
 
 struct task {
-	struct task *next;
+	struct task *next;        /* e->tasks; loop only */
+	struct task *job_next;    /* spawner queue or done list; e->lock */
 	struct executor *e;
 	void *ctx;
 
+	/* Job: written by the loop before queueing, then read by the spawner
+	 * until the loop has taken the result. */
 	char *key;
 	char **args;      /* owned, NULL-terminated, each string owned */
 	char **env;       /* merged environment, same ownership */
 	char *workdir;
+	int out_wfd;      /* pipe write ends: closed by the spawner after */
+	int err_wfd;      /* posix_spawn, or by the loop if it drops the job */
+	/* Result: written by the spawner, read by the loop after the lock. */
+	bool taken;       /* the spawner popped it (under e->lock) */
+	int spawn_err;    /* 0 or errno */
+	int res_pid;
+	int res_pidfd;    /* -1 if pidfd_open failed */
+
 	unsigned timeout_s;
 	size_t max_log_bytes;
 
-	uv_process_t proc;
+	/* Loop only from here. */
+	int out_rfd;      /* read ends until uv_pipe_open takes them, then -1 */
+	int err_rfd;
 	uv_pipe_t out_pipe;
 	uv_pipe_t err_pipe;
 	uv_timer_t kill_timer;
 	uv_timer_t aux_timer;
+	uv_poll_t exit_poll;
+	int pidfd;        /* watched by exit_poll; closed in its close cb */
+	bool has_poll;
+	bool by_sigchld;  /* no pidfd: reaped from the SIGCHLD fallback */
 	int open_handles;
 
+	bool in_spawner;  /* queued or spawning: result not taken yet */
+	bool stop_requested;
 	int pid;
 	struct capture out;
 	struct capture err;
 	bool truncated;
 	bool spawn_failed;
+	bool dropped;     /* stopped before it was spawned */
 	bool exited;
 	bool finished;
 	enum kill_stage kill_stage;
@@ -109,10 +195,28 @@ struct executor {
 	unsigned nlive;       /* allocated tasks, including those closing */
 	bool closing;
 	bool freeing;
+	bool use_pidfd;
+	unsigned nsigchld;    /* running tasks watched by `sigchld` */
+	unsigned nspawner;    /* tasks queued or spawning (in_spawner) */
+	int ehandles;         /* executor-level handles still open */
 	void (*close_done)(void *arg);
 	void *close_arg;
 	uv_timer_t close_handle;   /* never started; closed last, so done(arg)
 	                            * always runs from the loop */
+	uv_async_t async;          /* spawner -> loop: results are ready;
+	                            * referenced only while nspawner > 0 */
+	uv_signal_t sigchld;       /* fallback when there is no pidfd */
+
+	/* Shared with the spawner thread, under lock. */
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct task *queue_head;
+	struct task *queue_tail;
+	struct task *done_head;
+	struct task *done_tail;
+	bool stopping;
+
 	char read_buf[READ_BUF_SIZE];
 };
 
@@ -161,6 +265,17 @@ static bool env_has_key(char *const *env, const char *entry)
 		    memcmp(env[i], entry, klen) == 0)
 			return true;
 	return false;
+}
+
+/* Value of `name` in a "K=V" array, or NULL. */
+static const char *env_get(char *const *env, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+		if (strncmp(env[i], name, n) == 0 && env[i][n] == '=')
+			return env[i] + n + 1;
+	return NULL;
 }
 
 /* flowd's environ minus the keys task_env redefines, then task_env. */
@@ -217,6 +332,13 @@ static char **build_args(const struct executor_task *task)
 	return v;
 }
 
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
 static struct task *find(struct executor *e, const char *key)
 {
 	for (struct task *t = e->tasks; t != NULL; t = t->next)
@@ -239,6 +361,10 @@ static void unlink_task(struct executor *e, struct task *t)
 
 static void free_task(struct task *t)
 {
+	close_fd(&t->out_rfd);
+	close_fd(&t->err_rfd);
+	close_fd(&t->out_wfd);
+	close_fd(&t->err_wfd);
 	free(t->key);
 	free_strv(t->args);
 	free_strv(t->env);
@@ -258,6 +384,168 @@ static void signal_group(struct task *t, int sig)
 			 t->pid, sig, strerror(errno));
 }
 
+/* ---------------------------------------------------------- spawner thread */
+
+/* Is `path` a regular file we may execute? 0, or the errno to report. */
+static int check_exec(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0)
+		return errno;
+	if (!S_ISREG(st.st_mode))
+		return EACCES;
+	return access(path, X_OK) == 0 ? 0 : errno;
+}
+
+/* Find `file` (no '/') in the child's PATH, execvp-style, into buf.
+ * Returns 0 or the errno to report. Runs on the spawner thread. */
+static int resolve_in_path(const struct task *t, const char *file, char *buf,
+			   size_t size)
+{
+	const char *path = env_get(t->env, "PATH");
+	int err = ENOENT;
+
+	if (path == NULL)
+		path = DEFAULT_PATH;
+	if (*file == '\0')
+		return ENOENT;
+	for (const char *p = path;; p++) {
+		const char *end = strchr(p, ':');
+		size_t dlen = end != NULL ? (size_t)(end - p) : strlen(p);
+		const char *dir = dlen > 0 ? p : ".";
+		int n, rc;
+
+		if (dlen == 0)
+			dlen = 1;
+		if (dir[0] != '/' && t->workdir != NULL)
+			n = snprintf(buf, size, "%s/%.*s/%s", t->workdir,
+				     (int)dlen, dir, file);
+		else
+			n = snprintf(buf, size, "%.*s/%s", (int)dlen, dir,
+				     file);
+		if (n > 0 && (size_t)n < size) {
+			rc = check_exec(buf);
+			if (rc == 0)
+				return 0;
+			if (rc == EACCES)
+				err = EACCES;
+		}
+		if (end == NULL)
+			return err;
+		p = end;
+	}
+}
+
+/* posix_spawn the job; fills res_pid / spawn_err. */
+static void spawn_job(struct task *t)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t set;
+	char path[PATH_MAX];
+	const char *file = t->args[0];
+	pid_t pid = -1;
+	int rc;
+
+	if (strchr(file, '/') == NULL) {
+		rc = resolve_in_path(t, file, path, sizeof path);
+		if (rc != 0) {
+			t->spawn_err = rc;
+			return;
+		}
+		file = path;
+	}
+
+	rc = posix_spawnattr_init(&attr);
+	if (rc != 0) {
+		t->spawn_err = rc;
+		return;
+	}
+	rc = posix_spawn_file_actions_init(&fa);
+	if (rc != 0) {
+		posix_spawnattr_destroy(&attr);
+		t->spawn_err = rc;
+		return;
+	}
+	sigemptyset(&set);
+	posix_spawnattr_setsigmask(&attr, &set);
+	/* Every signal back to SIG_DFL (glibc skips its internal ones, and
+	 * the kernel refuses KILL/STOP harmlessly), as uv_spawn did. */
+	sigfillset(&set);
+	posix_spawnattr_setsigdefault(&attr, &set);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID |
+				 POSIX_SPAWN_SETSIGMASK |
+				 POSIX_SPAWN_SETSIGDEF);
+	rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	if (rc == 0)
+		rc = posix_spawn_file_actions_adddup2(&fa, t->out_wfd, 1);
+	if (rc == 0)
+		rc = posix_spawn_file_actions_adddup2(&fa, t->err_wfd, 2);
+	if (rc == 0 && t->workdir != NULL)
+		rc = posix_spawn_file_actions_addchdir_np(&fa, t->workdir);
+	if (rc == 0)
+		rc = posix_spawn(&pid, file, &fa, &attr, t->args, t->env);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	if (rc != 0) {
+		t->spawn_err = rc;
+		return;
+	}
+	t->res_pid = pid;
+}
+
+static int open_pidfd(int pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+static void *spawner_main(void *arg)
+{
+	struct executor *e = arg;
+	struct task *t;
+
+	for (;;) {
+		pthread_mutex_lock(&e->lock);
+		while (e->queue_head == NULL && !e->stopping)
+			pthread_cond_wait(&e->cond, &e->lock);
+		t = e->queue_head;
+		if (t == NULL) {   /* stopping, and nothing left */
+			pthread_mutex_unlock(&e->lock);
+			return NULL;
+		}
+		e->queue_head = t->job_next;
+		if (e->queue_head == NULL)
+			e->queue_tail = NULL;
+		t->job_next = NULL;
+		t->taken = true;
+		pthread_mutex_unlock(&e->lock);
+
+		spawn_job(t);
+		/* The child has its own copies now (or never started). */
+		close_fd(&t->out_wfd);
+		close_fd(&t->err_wfd);
+		t->res_pidfd = -1;
+		if (t->spawn_err == 0 && e->use_pidfd)
+			t->res_pidfd = open_pidfd(t->res_pid);
+
+		pthread_mutex_lock(&e->lock);
+		if (e->done_tail != NULL)
+			e->done_tail->job_next = t;
+		else
+			e->done_head = t;
+		e->done_tail = t;
+		pthread_mutex_unlock(&e->lock);
+		uv_async_send(&e->async);
+	}
+}
+
 /* ---------------------------------------------------------- executor close */
 
 static void executor_handle_closed_cb(uv_handle_t *h)
@@ -266,6 +554,10 @@ static void executor_handle_closed_cb(uv_handle_t *h)
 	void (*done)(void *arg) = e->close_done;
 	void *arg = e->close_arg;
 
+	if (--e->ehandles > 0)
+		return;
+	pthread_mutex_destroy(&e->lock);
+	pthread_cond_destroy(&e->cond);
 	free(e);
 	if (done != NULL)
 		done(arg);
@@ -276,6 +568,9 @@ static void maybe_free_executor(struct executor *e)
 	if (!e->closing || e->freeing || e->nlive > 0)
 		return;
 	e->freeing = true;
+	/* The async handle was closed by executor_close(); close_handle goes
+	 * last, so done(arg) runs after every other close callback. */
+	uv_close((uv_handle_t *)&e->sigchld, executor_handle_closed_cb);
 	uv_close((uv_handle_t *)&e->close_handle, executor_handle_closed_cb);
 }
 
@@ -286,6 +581,8 @@ static void task_handle_closed_cb(uv_handle_t *h)
 	struct task *t = h->data;
 	struct executor *e = t->e;
 
+	if (h == (uv_handle_t *)&t->exit_poll)
+		close_fd(&t->pidfd);
 	if (--t->open_handles > 0)
 		return;
 	free_task(t);
@@ -295,14 +592,15 @@ static void task_handle_closed_cb(uv_handle_t *h)
 
 static void close_task_handles(struct task *t)
 {
-	uv_handle_t *hs[TASK_HANDLES] = {
-		(uv_handle_t *)&t->proc, (uv_handle_t *)&t->out_pipe,
-		(uv_handle_t *)&t->err_pipe, (uv_handle_t *)&t->kill_timer,
-		(uv_handle_t *)&t->aux_timer,
+	uv_handle_t *hs[TASK_BASE_HANDLES] = {
+		(uv_handle_t *)&t->out_pipe, (uv_handle_t *)&t->err_pipe,
+		(uv_handle_t *)&t->kill_timer, (uv_handle_t *)&t->aux_timer,
 	};
 
-	for (int i = 0; i < TASK_HANDLES; i++)
+	for (int i = 0; i < TASK_BASE_HANDLES; i++)
 		uv_close(hs[i], task_handle_closed_cb);
+	if (t->has_poll)
+		uv_close((uv_handle_t *)&t->exit_poll, task_handle_closed_cb);
 }
 
 /* Report the result once, then close every handle. */
@@ -350,7 +648,7 @@ static void maybe_finish(struct task *t)
 		finish(t);
 }
 
-static void spawn_failed_cb(uv_timer_t *timer)
+static void report_now_cb(uv_timer_t *timer)
 {
 	finish(timer->data);
 }
@@ -366,21 +664,89 @@ static void drain_timeout_cb(uv_timer_t *timer)
 
 /* ---------------------------------------------------------- process events */
 
-static void exit_cb(uv_process_t *proc, int64_t exit_status, int term_signal)
+/* The main process was reaped with wait status `status` (-1: unknown). The
+ * result is reported from a pipe EOF or the drain timer, never from here
+ * unless may_finish (so a synchronous caller never sees the callback). */
+static void child_exited(struct task *t, int status, bool may_finish)
 {
-	struct task *t = proc->data;
-
 	t->exited = true;
-	t->exit_status = exit_status;
-	t->term_signal = term_signal;
+	if (status == -1) {
+		t->exit_status = -1;
+	} else if (WIFSIGNALED(status)) {
+		t->term_signal = WTERMSIG(status);
+	} else {
+		t->exit_status = WEXITSTATUS(status);
+	}
 	t->finished_ms = wall_ms();
 	uv_timer_stop(&t->kill_timer);
+	if (t->has_poll)
+		uv_poll_stop(&t->exit_poll);
+	if (t->by_sigchld && --t->e->nsigchld == 0)
+		uv_signal_stop(&t->e->sigchld);
 	/* Reap whatever the main process left behind in its group. */
 	signal_group(t, SIGKILL);
 	if (!t->out.eof || !t->err.eof)
 		uv_timer_start(&t->aux_timer, drain_timeout_cb,
 			       DRAIN_AFTER_EXIT_MS, 0);
-	maybe_finish(t);
+	else if (!may_finish)
+		uv_timer_start(&t->aux_timer, report_now_cb, 0, 0);
+	if (may_finish)
+		maybe_finish(t);
+}
+
+/* waitpid(pid, WNOHANG): true if it was reaped (status filled). */
+static bool try_reap(struct task *t, int *status)
+{
+	pid_t r;
+
+	do
+		r = waitpid(t->pid, status, WNOHANG);
+	while (r < 0 && errno == EINTR);
+	if (r == t->pid)
+		return true;
+	if (r == 0)
+		return false;
+	/* ECHILD: someone else reaped it; the status is lost. */
+	log_warn("executor: waitpid key=%s pid=%d: %s", t->key, t->pid,
+		 strerror(errno));
+	*status = -1;
+	return true;
+}
+
+static void exit_poll_cb(uv_poll_t *poll, int status, int events)
+{
+	struct task *t = poll->data;
+	int wstatus;
+
+	if (t->exited)
+		return;
+	if (status < 0)
+		log_warn("executor: pidfd poll key=%s: %s", t->key,
+			 uv_strerror(status));
+	if (try_reap(t, &wstatus))
+		child_exited(t, wstatus, true);
+}
+
+/* Fallback without pidfd: check every child watched this way. Its exit may
+ * finish a task, whose callback may change e->tasks: restart after each. */
+static void sigchld_cb(uv_signal_t *h, int signum)
+{
+	struct executor *e = h->data;
+	bool again = true;
+
+	while (again) {
+		again = false;
+		for (struct task *t = e->tasks; t != NULL; t = t->next) {
+			int wstatus;
+
+			if (!t->by_sigchld || t->exited ||
+			    !try_reap(t, &wstatus))
+				continue;
+			child_exited(t, wstatus, true);
+			again = true;
+			break;
+		}
+	}
 }
 
 static void kill_timer_cb(uv_timer_t *timer)
@@ -407,6 +773,15 @@ static void kill_timer_cb(uv_timer_t *timer)
 	case KILL_KILL_SENT:
 		break;
 	}
+}
+
+/* SIGTERM now, SIGKILL after the grace period (executor_stop). */
+static void begin_stop(struct task *t)
+{
+	log_info("executor: stop key=%s pgid=%d", t->key, t->pid);
+	signal_group(t, SIGTERM);
+	t->kill_stage = KILL_TERM_SENT;
+	uv_timer_start(&t->kill_timer, kill_timer_cb, t->e->kill_grace_ms, 0);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -470,12 +845,227 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	maybe_finish(t);
 }
 
+/* Hand a read end to libuv and start reading; on failure the stream counts
+ * as drained (the fd is closed). */
+static void open_capture(struct task *t, uv_pipe_t *p, int *fd,
+			 struct capture *c)
+{
+	int rc = uv_pipe_open(p, *fd);
+
+	if (rc != 0)
+		close(*fd);   /* libuv did not take it */
+	else
+		rc = uv_read_start((uv_stream_t *)p, alloc_cb, read_cb);
+	*fd = -1;
+	if (rc != 0) {
+		log_warn("executor: pipe key=%s: %s", t->key, uv_strerror(rc));
+		c->eof = true;
+	}
+}
+
+/* Watch the child's exit: pidfd poll, else the SIGCHLD fallback. */
+static void watch_exit(struct task *t, int pidfd)
+{
+	struct executor *e = t->e;
+	int rc = -1;
+
+	if (pidfd >= 0) {
+		rc = uv_poll_init(e->loop, &t->exit_poll, pidfd);
+		if (rc == 0) {
+			t->exit_poll.data = t;
+			t->pidfd = pidfd;
+			t->has_poll = true;
+			t->open_handles++;
+			rc = uv_poll_start(&t->exit_poll, UV_READABLE,
+					   exit_poll_cb);
+		} else {
+			close(pidfd);
+		}
+	}
+	if (rc == 0)
+		return;
+	if (t->has_poll)
+		uv_poll_stop(&t->exit_poll);
+	t->by_sigchld = true;
+	if (e->nsigchld++ == 0)
+		uv_signal_start(&e->sigchld, sigchld_cb, SIGCHLD);
+	/* It may have exited before the handler was there. */
+	{
+		int wstatus;
+
+		if (try_reap(t, &wstatus))
+			child_exited(t, wstatus, false);
+	}
+}
+
+/* The async handle keeps the loop alive only while a job is out. */
+static void spawner_hold(struct executor *e)
+{
+	if (e->nspawner++ == 0)
+		uv_ref((uv_handle_t *)&e->async);
+}
+
+static void spawner_release(struct executor *e)
+{
+	if (--e->nspawner == 0)
+		uv_unref((uv_handle_t *)&e->async);
+}
+
+/* The spawner is done with t (loop thread, result taken under the lock).
+ * Never fires the callback synchronously: executor_close calls this too. */
+static void take_result(struct task *t)
+{
+	struct executor *e = t->e;
+
+	if (t->in_spawner) {
+		t->in_spawner = false;
+		spawner_release(e);
+	}
+	t->started_ms = wall_ms();
+	if (t->spawn_err != 0) {
+		/* UV_E* == -errno on unix: libuv's wording, as uv_spawn had. */
+		log_info("executor: spawn failed key=%s file=%s: %s", t->key,
+			 t->args[0], strerror(t->spawn_err));
+		t->spawn_failed = true;
+		t->detail = uv_strerror(-t->spawn_err);
+		t->finished_ms = t->started_ms;
+		close_fd(&t->out_rfd);
+		close_fd(&t->err_rfd);
+		uv_timer_start(&t->aux_timer, report_now_cb, 0, 0);
+		return;
+	}
+
+	t->pid = t->res_pid;
+	log_debug("executor: started key=%s pid=%d file=%s", t->key, t->pid,
+		  t->args[0]);
+	open_capture(t, &t->out_pipe, &t->out_rfd, &t->out);
+	open_capture(t, &t->err_pipe, &t->err_rfd, &t->err);
+	watch_exit(t, t->res_pidfd);
+	if (t->exited)
+		return;
+	if (e->closing) {
+		if (t->reason == NULL)
+			t->reason = "stopped";
+		t->kill_stage = KILL_KILL_SENT;
+		signal_group(t, SIGKILL);
+	} else if (t->stop_requested) {
+		begin_stop(t);
+	} else if (t->timeout_s > 0) {
+		uv_timer_start(&t->kill_timer, kill_timer_cb,
+			       (uint64_t)t->timeout_s * 1000, 0);
+	}
+}
+
+/* Take every finished job (loop thread). */
+static void take_results(struct executor *e)
+{
+	struct task *t, *next;
+
+	pthread_mutex_lock(&e->lock);
+	t = e->done_head;
+	e->done_head = NULL;
+	e->done_tail = NULL;
+	pthread_mutex_unlock(&e->lock);
+	for (; t != NULL; t = next) {
+		next = t->job_next;
+		t->job_next = NULL;
+		take_result(t);
+	}
+}
+
+static void async_cb(uv_async_t *async)
+{
+	take_results(async->data);
+}
+
+/* Remove t from the spawner queue if it is still waiting there (loop
+ * thread). Returns true if it was; the job then belongs to the loop. */
+static bool unqueue(struct executor *e, struct task *t)
+{
+	bool found = false;
+	struct task *prev = NULL;
+
+	pthread_mutex_lock(&e->lock);
+	if (!t->taken) {
+		for (struct task *q = e->queue_head; q != NULL;
+		     prev = q, q = q->job_next) {
+			if (q != t)
+				continue;
+			if (prev != NULL)
+				prev->job_next = q->job_next;
+			else
+				e->queue_head = q->job_next;
+			if (e->queue_tail == q)
+				e->queue_tail = prev;
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (found) {
+		t->job_next = NULL;
+		t->in_spawner = false;
+		spawner_release(e);
+	}
+	return found;
+}
+
+/* A job stopped before the spawner got to it: report "stopped" from the
+ * loop (exit_code -1, term_signal 0, no process ever existed). */
+static void drop_job(struct task *t)
+{
+	t->dropped = true;
+	if (t->reason == NULL)
+		t->reason = "stopped";
+	t->exit_status = -1;
+	t->started_ms = wall_ms();
+	t->finished_ms = t->started_ms;
+	close_fd(&t->out_wfd);
+	close_fd(&t->err_wfd);
+	close_fd(&t->out_rfd);
+	close_fd(&t->err_rfd);
+	if (!t->e->closing)
+		log_info("executor: stop key=%s before spawn", t->key);
+	uv_timer_start(&t->aux_timer, report_now_cb, 0, 0);
+}
+
 /* ----------------------------------------------------------------- public */
+
+/* Can this process use pidfd_open()? FLOWD_EXECUTOR_NO_PIDFD=1 says no
+ * (tests of the SIGCHLD fallback). */
+static bool probe_pidfd(void)
+{
+	const char *off = getenv("FLOWD_EXECUTOR_NO_PIDFD");
+	int fd;
+
+	if (off != NULL && strcmp(off, "1") == 0)
+		return false;
+	fd = open_pidfd(getpid());
+	if (fd < 0) {
+		log_info("executor: pidfd_open unavailable (%s), watching "
+			 "children with SIGCHLD", strerror(errno));
+		return false;
+	}
+	close(fd);
+	return true;
+}
+
+/* Tell the spawner thread to exit once its queue is empty, and wait. */
+static void stop_spawner(struct executor *e)
+{
+	pthread_mutex_lock(&e->lock);
+	e->stopping = true;
+	pthread_cond_signal(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+	pthread_join(e->thread, NULL);
+}
 
 struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 			      executor_done_cb cb)
 {
 	struct executor *e;
+	sigset_t all, old;
+	int rc_sig, rc_async;
 
 	e = calloc(1, sizeof *e);
 	if (e == NULL)
@@ -483,9 +1073,58 @@ struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 	e->loop = loop;
 	e->kill_grace_ms = kill_grace_ms;
 	e->cb = cb;
+	e->use_pidfd = probe_pidfd();
+	if (pthread_mutex_init(&e->lock, NULL) != 0)
+		goto fail_mutex;
+	if (pthread_cond_init(&e->cond, NULL) != 0)
+		goto fail_cond;
+	/* The spawner thread takes no signals: they belong to the loop. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc_sig = pthread_create(&e->thread, NULL, spawner_main, e);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc_sig != 0) {
+		log_error("executor: spawner thread: %s", strerror(rc_sig));
+		goto fail_thread;
+	}
+
 	uv_timer_init(loop, &e->close_handle);
 	e->close_handle.data = e;
-	return e;
+	e->ehandles = 1;
+	rc_sig = uv_signal_init(loop, &e->sigchld);
+	if (rc_sig == 0) {
+		e->sigchld.data = e;
+		e->ehandles++;
+	}
+	rc_async = uv_async_init(loop, &e->async, async_cb);
+	if (rc_async == 0) {
+		e->async.data = e;
+		e->ehandles++;
+		uv_unref((uv_handle_t *)&e->async);
+	}
+	if (rc_sig == 0 && rc_async == 0)
+		return e;
+
+	/* Half made: the loop frees it once what was opened has closed. */
+	log_error("executor: cannot init handles: %s",
+		  uv_strerror(rc_sig != 0 ? rc_sig : rc_async));
+	stop_spawner(e);
+	e->closing = true;
+	e->freeing = true;
+	if (rc_sig == 0)
+		uv_close((uv_handle_t *)&e->sigchld, executor_handle_closed_cb);
+	if (rc_async == 0)
+		uv_close((uv_handle_t *)&e->async, executor_handle_closed_cb);
+	uv_close((uv_handle_t *)&e->close_handle, executor_handle_closed_cb);
+	return NULL;
+
+fail_thread:
+	pthread_cond_destroy(&e->cond);
+fail_cond:
+	pthread_mutex_destroy(&e->lock);
+fail_mutex:
+	free(e);
+	return NULL;
 }
 
 static struct task *task_new(struct executor *e,
@@ -500,6 +1139,8 @@ static struct task *task_new(struct executor *e,
 	t->ctx = ctx;
 	t->timeout_s = task->timeout_s;
 	t->max_log_bytes = task->max_log_bytes;
+	t->out_rfd = t->out_wfd = t->err_rfd = t->err_wfd = -1;
+	t->pidfd = t->res_pidfd = -1;
 	t->key = strdup(task->key);
 	if (t->key == NULL)
 		goto fail_task;
@@ -520,13 +1161,33 @@ fail_task:
 	return NULL;
 }
 
+/* Both pipes, close-on-exec (posix_spawn's dup2 clears it on 1 and 2 in the
+ * child only). Returns 0 or errno. */
+static int make_pipes(struct task *t)
+{
+	int out[2], err[2];
+
+	if (pipe2(out, O_CLOEXEC) != 0)
+		return errno;
+	if (pipe2(err, O_CLOEXEC) != 0) {
+		int saved = errno;
+
+		close(out[0]);
+		close(out[1]);
+		return saved;
+	}
+	t->out_rfd = out[0];
+	t->out_wfd = out[1];
+	t->err_rfd = err[0];
+	t->err_wfd = err[1];
+	return 0;
+}
+
 int executor_start(struct executor *e, const struct executor_task *task,
 		   void *ctx)
 {
-	uv_process_options_t opts;
-	uv_stdio_container_t stdio[3];
 	struct task *t;
-	int rc;
+	int err;
 
 	if (e->closing || task->key == NULL || find(e, task->key) != NULL)
 		return -1;
@@ -542,57 +1203,34 @@ int executor_start(struct executor *e, const struct executor_task *task,
 	uv_pipe_init(e->loop, &t->err_pipe, 0);
 	uv_timer_init(e->loop, &t->kill_timer);
 	uv_timer_init(e->loop, &t->aux_timer);
-	t->proc.data = t;
 	t->out_pipe.data = t;
 	t->err_pipe.data = t;
 	t->kill_timer.data = t;
 	t->aux_timer.data = t;
-
-	memset(&opts, 0, sizeof opts);
-	stdio[0].flags = UV_IGNORE;
-	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-	stdio[1].data.stream = (uv_stream_t *)&t->out_pipe;
-	stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-	stdio[2].data.stream = (uv_stream_t *)&t->err_pipe;
-	opts.exit_cb = exit_cb;
-	opts.file = t->args[0];
-	opts.args = t->args;
-	opts.env = t->env;
-	opts.cwd = t->workdir;
-	opts.flags = UV_PROCESS_DETACHED;
-	opts.stdio_count = 3;
-	opts.stdio = stdio;
-
-	t->started_ms = wall_ms();
-	/* uv_spawn initialises t->proc even when it fails; it is closed with
-	 * the others either way. */
-	rc = uv_spawn(e->loop, &t->proc, &opts);
-	t->proc.data = t;
-	t->open_handles = TASK_HANDLES;
+	t->open_handles = TASK_BASE_HANDLES;
 	t->next = e->tasks;
 	e->tasks = t;
 	e->ntasks++;
 	e->nlive++;
 
-	if (rc != 0) {
-		log_info("executor: spawn failed key=%s file=%s: %s", t->key,
-			 t->args[0], uv_strerror(rc));
-		t->spawn_failed = true;
-		t->detail = uv_strerror(rc);
-		t->finished_ms = t->started_ms;
-		/* Report from the loop, never from inside executor_start. */
-		uv_timer_start(&t->aux_timer, spawn_failed_cb, 0, 0);
+	err = make_pipes(t);
+	if (err != 0) {
+		/* As a failed spawn: reported from the loop. */
+		t->spawn_err = err;
+		take_result(t);
 		return 0;
 	}
 
-	t->pid = t->proc.pid;
-	log_debug("executor: started key=%s pid=%d file=%s", t->key, t->pid,
-		  t->args[0]);
-	uv_read_start((uv_stream_t *)&t->out_pipe, alloc_cb, read_cb);
-	uv_read_start((uv_stream_t *)&t->err_pipe, alloc_cb, read_cb);
-	if (t->timeout_s > 0)
-		uv_timer_start(&t->kill_timer, kill_timer_cb,
-			       (uint64_t)t->timeout_s * 1000, 0);
+	t->in_spawner = true;
+	spawner_hold(e);
+	pthread_mutex_lock(&e->lock);
+	if (e->queue_tail != NULL)
+		e->queue_tail->job_next = t;
+	else
+		e->queue_head = t;
+	e->queue_tail = t;
+	pthread_cond_signal(&e->cond);
+	pthread_mutex_unlock(&e->lock);
 	return 0;
 }
 
@@ -602,16 +1240,20 @@ int executor_stop(struct executor *e, const char *key)
 
 	if (t == NULL)
 		return -1;
-	if (t->spawn_failed || t->exited)
+	if (t->spawn_failed || t->dropped || t->exited)
 		return 0;   /* the result is already decided */
 	if (t->reason == NULL)
 		t->reason = "stopped";
+	if (t->in_spawner) {
+		if (unqueue(e, t))
+			drop_job(t);
+		else
+			t->stop_requested = true;   /* acted on with the pid */
+		return 0;
+	}
 	if (t->kill_stage != KILL_NONE)
 		return 0;   /* already escalating after a timeout */
-	log_info("executor: stop key=%s pgid=%d", t->key, t->pid);
-	signal_group(t, SIGTERM);
-	t->kill_stage = KILL_TERM_SENT;
-	uv_timer_start(&t->kill_timer, kill_timer_cb, e->kill_grace_ms, 0);
+	begin_stop(t);
 	return 0;
 }
 
@@ -627,11 +1269,36 @@ unsigned executor_count(struct executor *e)
 
 void executor_close(struct executor *e, void (*done)(void *arg), void *arg)
 {
+	struct task *queued;
+
 	e->closing = true;
 	e->close_done = done;
 	e->close_arg = arg;
+
+	/* Jobs the spawner has not taken are never spawned. */
+	pthread_mutex_lock(&e->lock);
+	queued = e->queue_head;
+	e->queue_head = NULL;
+	e->queue_tail = NULL;
+	pthread_mutex_unlock(&e->lock);
+	while (queued != NULL) {
+		struct task *t = queued;
+
+		queued = t->job_next;
+		t->job_next = NULL;
+		t->in_spawner = false;
+		spawner_release(e);
+		drop_job(t);
+	}
+	/* Waits for the one posix_spawn in progress, if any; then its result
+	 * is the last one (take_result SIGKILLs it, since we are closing). */
+	stop_spawner(e);
+	take_results(e);
+	uv_close((uv_handle_t *)&e->async, executor_handle_closed_cb);
+
 	for (struct task *t = e->tasks; t != NULL; t = t->next) {
-		if (t->spawn_failed || t->exited)
+		if (t->spawn_failed || t->dropped || t->exited ||
+		    t->kill_stage == KILL_KILL_SENT)
 			continue;
 		if (t->reason == NULL)
 			t->reason = "stopped";

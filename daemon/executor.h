@@ -1,4 +1,5 @@
-/* executor.h - runs step attempts as child processes on the loop thread:
+/* executor.h - runs step attempts as child processes (spawned by a helper
+ * thread with posix_spawn, watched from the loop thread through pidfds):
  * each in its own process group and session, argv without a shell (or
  * `sh -c` when the step asked for `shell`), stdout and stderr captured up to
  * a limit, a timeout that kills the whole group (SIGTERM, grace, SIGKILL). */

@@ -105,17 +105,30 @@ static int fsm_snapshot_cb(void *arg, void **buf, size_t *len)
 	struct flowd *d = arg;
 	char *text;
 
-	/* Nothing may leave the log before PostgreSQL holds it: postpone the
-	 * snapshot (and so the log's compaction) until the applier has
-	 * stored every row changed so far. */
-	tasks_flush_records(d);
+	/* Rows not yet in PostgreSQL are either still queued in the applier
+	 * (this process lives on) or, after a crash, rewritten from the
+	 * restored state (fsm_restore_cb). Task logs are not part of the
+	 * state, so the snapshot (and the log compaction after it) waits until
+	 * PostgreSQL holds every log pushed so far. */
+	if (d->fsm.pending_logs)
+		tasks_flush_records(d);
 	if (d->applier != NULL &&
-	    storage_applier_durable(d->applier) < d->pushed_index)
+	    storage_applier_durable(d->applier) < d->log_pushed_index) {
+		d->snapshot_wanted = true;
 		return CONSENSUS_BUSY;
+	}
 	if (fsm_snapshot(&d->fsm, &text, len) != 0)
 		return CONSENSUS_NOMEM;
 	*buf = text;
 	return CONSENSUS_OK;
+}
+
+/* The applier's thread: wake the loop (uv_async_send is thread-safe). */
+static void db_progress_cb(void *arg, uint64_t durable, int connected)
+{
+	struct flowd *d = arg;
+
+	uv_async_send(&d->db_async);
 }
 
 static int fsm_restore_cb(void *arg, const void *buf, size_t len)
@@ -123,7 +136,21 @@ static int fsm_restore_cb(void *arg, const void *buf, size_t len)
 	struct flowd *d = arg;
 
 	tasks_flush_records(d); /* rows of the state being replaced */
-	return fsm_restore(&d->fsm, buf, len);
+	if (fsm_restore(&d->fsm, buf, len) != 0)
+		return -1;
+	/* Entries up to the snapshot are not replayed. If PostgreSQL may not
+	 * hold all of them (it lagged when the snapshot was taken, or it was
+	 * unreachable at start), write the whole restored state again: every
+	 * row is a full image, so this is idempotent. */
+	if (!d->pg_index_known || d->pg_index < d->fsm.applied_index) {
+		log_info("storage: reconciling PostgreSQL from the snapshot "
+			 "snapshot_index=%" PRIu64 " db_applied_index=%s",
+			 d->fsm.applied_index,
+			 d->pg_index_known ? "behind" : "unknown");
+		fsm_mark_all_dirty(&d->fsm);
+		tasks_kick(d);
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -266,10 +293,15 @@ int main(int argc, char **argv)
 		log_warn("storage: migrate: %s (will retry when the applier "
 			 "connects)",
 			 errmsg);
+	else if (storage_applied_index(cfg.conninfo, &d.pg_index, errmsg,
+				       sizeof errmsg) == 0)
+		d.pg_index_known = true;
 	struct storage_applier_config acfg = {.conninfo = cfg.conninfo,
 					      .batch_max = cfg.db_batch_max,
 					      .retry_ms = 200};
-	if (storage_applier_new(&acfg, NULL, NULL, &d.applier, errmsg,
+	uv_async_init(d.loop, &d.db_async, tasks_db_progress_cb);
+	d.db_async.data = &d;
+	if (storage_applier_new(&acfg, db_progress_cb, &d, &d.applier, errmsg,
 				sizeof errmsg) != 0) {
 		log_error("storage: applier: %s", errmsg);
 		goto err_cfg;

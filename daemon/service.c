@@ -341,7 +341,14 @@ static const char *role_name(enum consensus_role r)
 static void do_cluster(struct flowd *d, struct api_request *req)
 {
 	uint64_t leader = consensus_leader(d->raft);
+	uint64_t applied = consensus_applied_index(d->raft);
+	uint64_t db = d->applier ? storage_applier_durable(d->applier) : 0;
 	json_t *members = json_array(), *jl = json_null();
+
+	/* Entries that are not commands (barriers, configuration) have no
+	 * rows: once PostgreSQL holds the last command, it holds it all. */
+	if (db >= d->fsm.applied_index && db < applied)
+		db = applied;
 
 	for (unsigned i = 0; i < d->cfg->n_peers; i++) {
 		const struct config_peer *p = &d->cfg->peers[i];
@@ -364,10 +371,8 @@ static void do_cluster(struct flowd *d, struct api_request *req)
 			  role_name(d->role), "leader", jl, "term",
 			  (json_int_t)consensus_term(d->raft), "commit_index",
 			  (json_int_t)consensus_commit_index(d->raft),
-			  "applied_index",
-			  (json_int_t)consensus_applied_index(d->raft),
-			  "db_applied_index",
-			  (json_int_t)(d->applier ? storage_applier_durable(d->applier) : 0),
+			  "applied_index", (json_int_t)applied,
+			  "db_applied_index", (json_int_t)db,
 			  "db_backlog",
 			  (json_int_t)(d->applier ? storage_applier_backlog(d->applier) : 0),
 			  "db_connected",

@@ -81,11 +81,20 @@ void tasks_hook_stop(void *arg, struct fsm_run *run, struct fsm_step *step,
 void tasks_flush_records(struct flowd *d)
 {
 	uint64_t index;
+	bool logs = d->fsm.pending_logs;
 	char *records = fsm_take_records(&d->fsm, &index);
 
-	if (records == NULL)
-		return;
+	if (records == NULL) {
+		/* Entries that changed no row still move PostgreSQL's index,
+		 * so that its lag reads zero when it holds everything. */
+		if (d->fsm.applied_index <= d->pushed_index ||
+		    (records = strdup("[]")) == NULL)
+			return;
+		index = d->fsm.applied_index;
+	}
 	d->pushed_index = index;
+	if (logs)
+		d->log_pushed_index = index;
 	if (d->applier != NULL)
 		storage_applier_push(d->applier, index, records);
 	else
@@ -486,4 +495,32 @@ void tasks_clear(struct flowd *d)
 		free(m);
 	}
 	d->finish_tail = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Snapshots and PostgreSQL
+ */
+
+static void nop_done_cb(void *arg, int status, uint64_t index, void *result)
+{
+}
+
+/* The applier advanced (its thread woke us). A snapshot that was postponed
+ * until PostgreSQL held every task log can be taken now: raft looks at the
+ * snapshot threshold only after applying an entry, so give it one. */
+void tasks_db_progress_cb(uv_async_t *h)
+{
+	struct flowd *d = h->data;
+	char *buf;
+	size_t len;
+
+	if (!d->snapshot_wanted || d->stopping || d->applier == NULL ||
+	    d->role != CONSENSUS_LEADER ||
+	    storage_applier_durable(d->applier) < d->log_pushed_index)
+		return;
+	if (fsm_cmd_nop(flowd_now_ms(), &buf, &len) != 0)
+		return;
+	if (consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
+			      nop_done_cb, d) == CONSENSUS_OK)
+		d->snapshot_wanted = false;
 }

@@ -255,3 +255,33 @@ err_finish:
 	PQfinish(conn);
 	return -1;
 }
+
+int storage_applied_index(const char *conninfo, uint64_t *out, char *errmsg,
+			  size_t errlen)
+{
+	PGconn *conn = storage__connect(conninfo, "flowd-start");
+	PGresult *res = NULL;
+	char line[512];
+	int rv = -1;
+
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+		snprintf(errmsg, errlen, "storage: connect: %s",
+			 conn ? storage__oneline(PQerrorMessage(conn), line,
+						 sizeof line)
+			      : "out of memory");
+		goto out;
+	}
+	res = PQexec(conn, "SELECT applied_index FROM raft_meta WHERE id = 1");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		snprintf(errmsg, errlen, "storage: read raft_meta: %s",
+			 storage__oneline(PQresultErrorMessage(res), line,
+					  sizeof line));
+		goto out;
+	}
+	*out = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	rv = 0;
+out:
+	PQclear(res);
+	PQfinish(conn);
+	return rv;
+}

@@ -36,6 +36,11 @@
  * or -1 with a message in errmsg. */
 int storage_migrate(const char *conninfo, char *errmsg, size_t errlen);
 
+/* The highest Raft index PostgreSQL holds (raft_meta.applied_index), read
+ * once with a blocking connection. Returns 0, or -1 with errmsg. */
+int storage_applied_index(const char *conninfo, uint64_t *out, char *errmsg,
+			  size_t errlen);
+
 /* ------------------------------------------------------------------------
  * The applier: one writer thread with a blocking libpq connection.
  */

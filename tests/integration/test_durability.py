@@ -163,3 +163,76 @@ def test_sigterm_while_runs_are_being_submitted_shuts_down_cleanly(node):
     node.start()
     for run_id in acked:
         assert node.run(run_id)["id"] == run_id
+
+
+def test_restart_from_snapshot_keeps_every_run(cluster, psql):
+    # Small snapshot settings: dozens of entries produce snapshots and a
+    # compacted log, so the restart restores from a snapshot and replays only
+    # the entries after it.
+    node = cluster(1, overrides={"raft.snapshot_threshold": "16",
+                                 "raft.snapshot_trailing": "16"})[0]
+    node.deploy("fast", echo_flow())
+    ids = [node.start_run("fast", idempotency_key="k%d" % i)["id"] for i in range(60)]
+    for run_id in ids:
+        assert node.wait_run(run_id)["status"] == "succeeded"
+    before = {r: node.run(r) for r in ids}
+    wait_for(lambda: any(f.startswith("snapshot-") for f in os.listdir(node.data_dir)),
+             20, "a snapshot file in the data dir")
+
+    assert node.kill9() == -9
+    node.start()
+
+    for run_id in ids:
+        assert node.run(run_id) == before[run_id]
+    # The idempotency keys survived too: the same key is the same run.
+    again = node.start_run("fast", idempotency_key="k7", expect=200)
+    assert again["id"] == ids[7]
+    # And the node goes on: a new run after the restart succeeds.
+    new_id = node.start_run("fast")["id"]
+    assert node.wait_run(new_id)["status"] == "succeeded"
+    node.wait_db_caught_up()
+    assert {r[0] for r in psql("SELECT id FROM runs WHERE status = 'succeeded'")} >= set(ids)
+
+
+def test_crash_while_postgres_is_down_after_a_snapshot_loses_nothing_in_postgres(cluster, workdir):
+    # A snapshot does not wait for PostgreSQL to hold the rows of the state
+    # (only for task logs, which are not part of the state). Here PostgreSQL
+    # is down while flows are deployed and runs queue up, snapshots compact
+    # the log, and flowd is killed with those rows only in memory: after the
+    # restart the restored state is written again, so PostgreSQL still ends
+    # up identical to the API.
+    pg = h.PgInstance(os.path.join(h.IT_ROOT, "pg-crash"))
+    pg.wipe()
+    pg.start()
+    pids = h.fresh_dir(os.path.join(workdir, "pids"))
+    try:
+        db = pg.create_database("flowd_crash")
+        node = cluster(db=db, overrides={"raft.snapshot_threshold": "16",
+                                         "raft.snapshot_trailing": "16",
+                                         "limits.max_parallel_tasks": "1"})[0]
+        node.deploy("slow", sleeper_flow(pids, 300, retries=1))
+        node.deploy("fast", echo_flow("x"))
+        slow = node.start_run("slow")["id"]
+        wait_for(lambda: read_pid(os.path.join(pids, "1.pid")), 10, "the slow step to start")
+        node.wait_db_caught_up()
+
+        pg.stop()
+        for i in range(20):
+            node.deploy("f%02d" % i, echo_flow("v%d" % i))
+        queued = [node.start_run("fast")["id"] for _ in range(20)]
+        assert all(node.run(r)["status"] == "queued" for r in queued)
+        wait_for(lambda: any(f.startswith("snapshot-") for f in os.listdir(node.data_dir)),
+                 20, "a snapshot file in the data dir")
+        assert node.kill9() == -9
+        h.kill_stray(os.path.join(pids, "1.pid"))
+
+        pg.start()
+        node.start()
+        assert "reconciling PostgreSQL from the snapshot" in node.log_text()
+        node.wait_db_caught_up(timeout=60)
+        api = assert_postgres_matches_api(node, db)
+        assert set(queued + [slow]) <= set(api)
+        flows = {r[0] for r in db.psql("SELECT name FROM flows")}
+        assert {"f%02d" % i for i in range(20)} <= flows
+    finally:
+        pg.stop()

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -463,6 +465,199 @@ static void close_when_idle(void **state)
 	assert_int_equal(f->close_done, 1);
 }
 
+/* No child of ours is left, running or zombie. */
+static bool no_children(void)
+{
+	int status;
+
+	return waitpid(-1, &status, WNOHANG) == -1 && errno == ECHILD;
+}
+
+#define MANY 200
+
+static void many_tasks_at_once_all_complete(void **state)
+{
+	struct fixture *f = *state;
+	char *argv[] = {"/bin/true", NULL};
+	struct got *got = calloc(MANY, sizeof *got);
+	char key[32];
+
+	assert_non_null(got);
+	for (int i = 0; i < MANY; i++) {
+		struct executor_task t = {
+			.key = key, .argv = argv, .max_log_bytes = 64,
+		};
+
+		snprintf(key, sizeof key, "true/%d", i);
+		assert_int_equal(executor_start(f->e, &t, &got[i]), 0);
+	}
+	assert_int_equal(executor_count(f->e), MANY);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(executor_count(f->e), 0);
+	assert_int_equal(f->total_calls, MANY);
+	for (int i = 0; i < MANY; i++) {
+		assert_int_equal(got[i].calls, 1);
+		assert_string_equal(got[i].reason, "exited");
+		assert_int_equal(got[i].exit_code, 0);
+		assert_true(got[i].started_ms > 1600000000000LL);
+		free(got[i].out);
+		free(got[i].err);
+	}
+	free(got);
+	assert_true(no_children());
+}
+
+#define STOPPED 16
+
+static void stop_right_after_start_leaves_no_process(void **state)
+{
+	struct fixture *f = *state;
+	char *argv[] = {"/bin/sleep", "30", NULL};
+	struct got *got = calloc(STOPPED, sizeof *got);
+	char key[32];
+	uint64_t t0;
+
+	assert_non_null(got);
+	uv_update_time(&f->loop);
+	t0 = uv_now(&f->loop);
+	/* The spawner can take at most the first job or two before the stops:
+	 * the rest are dropped from its queue, the others killed by pid. */
+	for (int i = 0; i < STOPPED; i++) {
+		struct executor_task t = {
+			.key = key, .argv = argv, .timeout_s = 20,
+			.max_log_bytes = 64,
+		};
+
+		snprintf(key, sizeof key, "s/%d", i);
+		assert_int_equal(executor_start(f->e, &t, &got[i]), 0);
+	}
+	for (int i = 0; i < STOPPED; i++) {
+		snprintf(key, sizeof key, "s/%d", i);
+		assert_int_equal(executor_stop(f->e, key), 0);
+		assert_int_equal(got[i].calls, 0);   /* never synchronous */
+		assert_true(executor_has(f->e, key));
+	}
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	uv_update_time(&f->loop);
+	assert_true(uv_now(&f->loop) - t0 < 1000);
+	for (int i = 0; i < STOPPED; i++) {
+		assert_int_equal(got[i].calls, 1);
+		assert_string_equal(got[i].reason, "stopped");
+		assert_int_equal(got[i].exit_code, -1);
+		assert_true(got[i].term_signal == 0 ||
+			    got[i].term_signal == SIGTERM);
+		free(got[i].out);
+		free(got[i].err);
+	}
+	free(got);
+	assert_int_equal(executor_count(f->e), 0);
+	assert_true(no_children());
+}
+
+static void close_drops_queued_jobs(void **state)
+{
+	struct fixture *f = *state;
+	char *argv[] = {"/bin/sleep", "30", NULL};
+	struct got *got = calloc(MANY, sizeof *got);
+	char key[32];
+
+	assert_non_null(got);
+	for (int i = 0; i < MANY; i++) {
+		struct executor_task t = {
+			.key = key, .argv = argv, .max_log_bytes = 64,
+		};
+
+		snprintf(key, sizeof key, "q/%d", i);
+		assert_int_equal(executor_start(f->e, &t, &got[i]), 0);
+	}
+	executor_close(f->e, close_done, f);
+	f->e = NULL;
+	assert_int_equal(f->total_calls, 0);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(f->close_done, 1);
+	assert_int_equal(f->calls_at_close_done, MANY);
+	for (int i = 0; i < MANY; i++) {
+		assert_int_equal(got[i].calls, 1);
+		assert_string_equal(got[i].reason, "stopped");
+		assert_true(got[i].term_signal == 0 ||
+			    got[i].term_signal == SIGKILL);
+		free(got[i].out);
+		free(got[i].err);
+	}
+	free(got);
+	assert_true(no_children());
+}
+
+/* argv[0] without a '/' is looked up in the CHILD's PATH: task->env wins. */
+static void path_lookup_uses_task_env_path(void **state)
+{
+	struct fixture *f = *state;
+	char dir[] = "/tmp/flowd-test-path-XXXXXX";
+	char tool[64], env_path[80];
+	char *argv[] = {"flowd-test-tool", "x", NULL};
+	char *env[] = {env_path, NULL};
+	struct executor_task t = {
+		.key = "a", .argv = argv, .env = env, .max_log_bytes = 64,
+	};
+	FILE *fp;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(tool, sizeof tool, "%s/flowd-test-tool", dir);
+	fp = fopen(tool, "w");
+	assert_non_null(fp);
+	fputs("#!/bin/sh\necho \"tool $1\"\n", fp);
+	fclose(fp);
+	assert_int_equal(chmod(tool, 0755), 0);
+	/* A missing directory first: the search goes on to the next one. */
+	snprintf(env_path, sizeof env_path, "PATH=/nonexistent-flowd:%s", dir);
+
+	run_one(f, &t);
+	assert_string_equal(f->got[0].reason, "exited");
+	assert_int_equal(f->got[0].exit_code, 0);
+	assert_string_equal(f->got[0].out, "tool x\n");
+
+	/* "true" is in flowd's PATH but not in the child's. */
+	argv[0] = "true";
+	f->got[0].calls = 0;
+	run_one(f, &t);
+	assert_string_equal(f->got[0].reason, "spawn_failed");
+	assert_string_equal(f->got[0].detail, uv_strerror(UV_ENOENT));
+
+	/* Found but not executable: EACCES, as execvp says. */
+	argv[0] = "flowd-test-tool";
+	assert_int_equal(chmod(tool, 0644), 0);
+	f->got[0].calls = 0;
+	run_one(f, &t);
+	assert_string_equal(f->got[0].reason, "spawn_failed");
+	assert_string_equal(f->got[0].detail, uv_strerror(UV_EACCES));
+
+	unlink(tool);
+	rmdir(dir);
+}
+
+/* flowd ignores SIGPIPE and its threads block signals: children must start
+ * with an empty mask and the standard signals (1-31) at their default.
+ * glibc's posix_spawn leaves its two internal signals (32, 33) ignored; no
+ * program can name them through glibc (SIGRTMIN is 34), so that is allowed. */
+static void child_starts_with_default_signals(void **state)
+{
+	struct fixture *f = *state;
+	/* The spawned process itself reads its status (no shell between). */
+	char *argv[] = {"sed", "-n", "s/^Sig\\(Blk\\|Ign\\):\\t//p",
+			"/proc/self/status", NULL};
+	struct executor_task t = {
+		.key = "a", .argv = argv, .max_log_bytes = 256,
+	};
+	void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+	unsigned long long blk, ign;
+
+	run_one(f, &t);
+	signal(SIGPIPE, old);
+	assert_int_equal(sscanf(f->got[0].out, "%llx %llx", &blk, &ign), 2);
+	assert_int_equal(blk, 0);
+	assert_int_equal(ign & 0x7fffffffULL, 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -484,6 +679,11 @@ int main(void)
 		T(duplicate_key_rejected),
 		T(close_with_running_tasks),
 		T(close_when_idle),
+		T(many_tasks_at_once_all_complete),
+		T(stop_right_after_start_leaves_no_process),
+		T(close_drops_queued_jobs),
+		T(path_lookup_uses_task_env_path),
+		T(child_starts_with_default_signals),
 	};
 
 	if (getenv("FLOWD_TRACE") != NULL)
