@@ -88,7 +88,9 @@ format:
 install: $(BUILD)/flowd
 	install -D -m 0755 $(BUILD)/flowd $(DESTDIR)$(PREFIX)/bin/flowd
 	if [ -f $(BUILD)/flowctl ]; then install -D -m 0755 $(BUILD)/flowctl $(DESTDIR)$(PREFIX)/bin/flowctl; fi
-	install -D -m 0644 systemd/flowd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|/usr/local|$(PREFIX)|g' systemd/flowd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service
 	install -D -m 0644 deploy/flowd.conf.example $(DESTDIR)$(PREFIX)/share/flowd/flowd.conf.example
 
 uninstall:

@@ -62,7 +62,8 @@ static int map_status(struct consensus *c, int status, const char *what)
 	case RAFT_IOERR:
 	case RAFT_NOSPACE:
 		log_error("consensus: %s failed status=%d (%s): disk error, "
-			  "node must exit", what, status, raft_strerror(status));
+			  "node must exit: %s", what, status,
+			  raft_strerror(status), raft_errmsg(&c->raft));
 		consensus__errorf(c, "%s: %s", what, raft_strerror(status));
 		return CONSENSUS_IO;
 	default:

@@ -211,6 +211,7 @@ static void run_free(struct fsm_run *r)
 		}
 	}
 	free(r->steps);
+	free(r->snap_text);
 	free(r->id);
 	free(r->idempotency_key);
 	free(r->reason);
@@ -293,6 +294,8 @@ static void touch_run(struct apply_ctx *c, struct fsm_run *r)
 {
 	struct fsm *f = c->f;
 
+	free(r->snap_text);
+	r->snap_text = NULL;
 	if (r->dirty)
 		return;
 	r->dirty = true;
@@ -620,6 +623,14 @@ static json_t *flow_record(const struct fsm_flow *fl)
 			 (json_int_t)fl->updated_ms);
 }
 
+static json_t *flow_version_record(const struct fsm_flow *fl,
+				   const struct fsm_flow_version *v)
+{
+	return json_pack("{s:s, s:s, s:i, s:O, s:I}", "t", "flow_version",
+			 "flow", fl->name, "version", (int)v->version, "spec",
+			 v->spec->doc, "created_at", (json_int_t)v->created_ms);
+}
+
 void fsm_mark_all_dirty(struct fsm *f)
 {
 	struct apply_ctx c = {.f = f, .records = f->pending};
@@ -630,12 +641,7 @@ void fsm_mark_all_dirty(struct fsm *f)
 			for (unsigned k = 0; k < fl->n_versions; k++)
 				json_array_append_new(
 					f->pending,
-					json_pack("{s:s, s:s, s:i, s:O, s:I}", "t",
-						  "flow_version", "flow", fl->name,
-						  "version", (int)fl->versions[k].version,
-						  "spec", fl->versions[k].spec->doc,
-						  "created_at",
-						  (json_int_t)fl->versions[k].created_ms));
+					flow_version_record(fl, &fl->versions[k]));
 			json_array_append_new(f->pending, flow_record(fl));
 		}
 	}
@@ -752,11 +758,7 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 	fl->updated_ms = c->ts;
 	f->result.status = 201;
 	f->result.created = true;
-	json_array_append_new(
-		c->records,
-		json_pack("{s:s, s:s, s:i, s:O, s:I}", "t", "flow_version",
-			  "flow", fl->name, "version", (int)v->version, "spec",
-			  spec->doc, "created_at", (json_int_t)c->ts));
+	json_array_append_new(c->records, flow_version_record(fl, v));
 	json_array_append_new(c->records, flow_record(fl));
 }
 
@@ -1447,11 +1449,64 @@ static int flow_name_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+/* A growable text buffer for the snapshot. */
+struct textbuf {
+	char *p;
+	size_t n, cap;
+};
+
+static int tb_put(struct textbuf *b, const char *s, size_t n)
+{
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		char *q;
+		while (b->n + n + 1 > cap)
+			cap *= 2;
+		q = realloc(b->p, cap);
+		if (q == NULL)
+			return -1;
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = '\0';
+	return 0;
+}
+
+/* The snapshot text of one run. A finished run with nothing running no
+ * longer changes, so its text is kept (run->snap_text) and a snapshot of a
+ * large history is mostly memcpy; any change to the run drops the copy
+ * (touch_run). */
+static int put_run(struct textbuf *b, struct fsm_run *r)
+{
+	char *text;
+	int rv;
+
+	if (r->snap_text != NULL)
+		return tb_put(b, r->snap_text, r->snap_len);
+	json_t *j = snap_run(r);
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (text == NULL)
+		return -1;
+	rv = tb_put(b, text, strlen(text));
+	if (run_terminal(r) && r->active_attempts == 0) {
+		r->snap_text = text;
+		r->snap_len = strlen(text);
+	} else {
+		free(text);
+	}
+	return rv;
+}
+
 int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 {
-	json_t *root, *flows = json_array(), *nodes = json_array();
-	json_t *runs = json_array(), *ready = json_array();
+	json_t *root = NULL, *flows = json_array(), *nodes = json_array();
+	json_t *ready = json_array();
+	struct textbuf b = {0};
 	struct fsm_flow **sorted;
+	char *head = NULL;
 	size_t n = 0;
 	int rv = -1;
 
@@ -1485,29 +1540,38 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 					 (json_int_t)f->nodes[i].boot, "cap",
 					 (int)f->nodes[i].capacity, "live",
 					 f->nodes[i].live));
-	for (size_t i = 0; i < f->n_runs; i++)
-		json_array_append_new(runs, snap_run(f->run_list[i]));
 	for (struct fsm_step *s = f->ready_head; s; s = s->ready_next)
 		json_array_append_new(ready,
 				      json_pack("[I, i]", (json_int_t)s->run->seq,
 						(int)s->index));
-	root = json_pack("{s:i, s:I, s:I, s:o, s:o, s:o, s:o}", "v", 1,
+	root = json_pack("{s:i, s:I, s:I, s:o, s:o, s:o}", "v", 1,
 			 "next_seq", (json_int_t)f->next_seq, "index",
 			 (json_int_t)f->applied_index, "flows", flows, "nodes",
-			 nodes, "runs", runs, "ready", ready);
-	flows = nodes = runs = ready = NULL;
-	if (root == NULL)
+			 nodes, "ready", ready);
+	flows = nodes = ready = NULL;
+	if (root == NULL || (head = json_dumps(root, JSON_COMPACT)) == NULL)
 		goto out;
-	*buf = json_dumps(root, JSON_COMPACT);
-	json_decref(root);
-	if (*buf == NULL)
+	/* The document is `head` with "runs" spliced in before its last '}'. */
+	if (tb_put(&b, head, strlen(head) - 1) != 0 ||
+	    tb_put(&b, ",\"runs\":[", 9) != 0)
 		goto out;
-	*len = strlen(*buf);
+	for (size_t i = 0; i < f->n_runs; i++) {
+		if ((i > 0 && tb_put(&b, ",", 1) != 0) ||
+		    put_run(&b, f->run_list[i]) != 0)
+			goto out;
+	}
+	if (tb_put(&b, "]}", 2) != 0)
+		goto out;
+	*buf = b.p;
+	*len = b.n;
+	b.p = NULL;
 	rv = 0;
 out:
+	free(b.p);
+	free(head);
+	json_decref(root);
 	json_decref(flows);
 	json_decref(nodes);
-	json_decref(runs);
 	json_decref(ready);
 	return rv;
 }

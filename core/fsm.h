@@ -116,6 +116,8 @@ struct fsm_run {
 	struct fsm_step *steps;     /* owned array, spec->n_steps long */
 	unsigned active_attempts;   /* attempts RUNNING */
 	bool dirty;
+	char *snap_text;            /* owned: cached snapshot text of a finished run */
+	size_t snap_len;
 };
 
 struct fsm_node {

@@ -776,8 +776,8 @@ static int set_defaults(struct load *ld)
 	cfg->reader_tokens = calloc(1, sizeof(char *));
 	cfg->heartbeat_ms = 100;
 	cfg->election_ms = 1000;
-	cfg->snapshot_threshold = 1024;
-	cfg->snapshot_trailing = 2048;
+	cfg->snapshot_threshold = 16384;
+	cfg->snapshot_trailing = 16384;
 	cfg->pre_vote = 1;
 	cfg->apply_timeout_ms = 5000;
 	cfg->api_threads = 2;

@@ -117,8 +117,11 @@ static int fsm_snapshot_cb(void *arg, void **buf, size_t *len)
 		d->snapshot_wanted = true;
 		return CONSENSUS_BUSY;
 	}
+	int64_t t0 = flowd_now_ms();
 	if (fsm_snapshot(&d->fsm, &text, len) != 0)
 		return CONSENSUS_NOMEM;
+	log_info("snapshot index=%" PRIu64 " bytes=%zu runs=%zu took_ms=%" PRId64,
+		 d->fsm.applied_index, *len, d->fsm.n_runs, flowd_now_ms() - t0);
 	*buf = text;
 	return CONSENSUS_OK;
 }

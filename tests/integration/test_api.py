@@ -3,6 +3,7 @@ status, flow deploy/redeploy/versions/undeploy, and bad requests that must get
 the right 4xx, a JSON error body, and change nothing."""
 
 import json
+import subprocess
 import os
 
 import pytest
@@ -261,3 +262,19 @@ def test_bad_request_gets_its_4xx_and_changes_nothing(seeded, case):
         assert "GET" in allow, r.headers
 
     assert snapshot(node) == before
+
+
+@pytest.mark.parametrize("arg,named", [
+    ("--limits.bogus=1", "limits.bogus"),
+    ("--limits.max_body_bytes=lots", "limits.max_body_bytes"),
+    ("--node.raft_address=localhost:7001", "node.raft_address"),
+    ("--raft.heartbeat_ms=5", "raft.heartbeat_ms"),
+])
+def test_bad_setting_refuses_to_start_naming_the_key(tmp_path, arg, named):
+    conf = tmp_path / "flowd.conf"
+    conf.write_text("[node]\nid = 1\ndata_dir = %s\n" % (tmp_path / "data"))
+    p = subprocess.run([h.FLOWD_BIN, "--config", str(conf), arg],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert named in p.stderr, p.stderr
+    assert not (tmp_path / "data").exists()

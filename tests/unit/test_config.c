@@ -120,8 +120,8 @@ static void defaults_without_file_or_arguments(void **state)
 	assert_null(c->reader_tokens[0]);
 	assert_int_equal(c->heartbeat_ms, 100);
 	assert_int_equal(c->election_ms, 1000);
-	assert_int_equal(c->snapshot_threshold, 1024);
-	assert_int_equal(c->snapshot_trailing, 2048);
+	assert_int_equal(c->snapshot_threshold, 16384);
+	assert_int_equal(c->snapshot_trailing, 16384);
 	assert_int_equal(c->pre_vote, 1);
 	assert_int_equal(c->apply_timeout_ms, 5000);
 	assert_int_equal(c->api_threads, 2);
@@ -562,8 +562,8 @@ static void settings_that_depend_on_each_other(void **state)
 		0);
 	config_free(&f->cfg);
 	unlink(f->path);
-	load_fails(f, "[raft]\nsnapshot_threshold = 4096\n", 0, NULL,
-		   "raft.snapshot_trailing: 2048 must be at least raft.snapshot_threshold (4096)");
+	load_fails(f, "[raft]\nsnapshot_threshold = 32768\n", 0, NULL,
+		   "raft.snapshot_trailing: 16384 must be at least raft.snapshot_threshold (32768)");
 	load_fails(f, "[limits]\ndefault_timeout_s = 100\nmax_timeout_s = 99\n",
 		   0, NULL, "limits.default_timeout_s: 100 is above");
 	load_fails(f, "[limits]\nmax_spec_bytes = 2M\n", 0, NULL,
