@@ -19,6 +19,11 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 CLI_SRC := $(wildcard cli/*.c)
 
+# Keep intermediate objects (no trailing `rm` after the test summary), and no
+# directory chatter from recursive makes.
+.SECONDARY:
+MAKEFLAGS += --no-print-directory
+
 .PHONY: all test unit integration asan run install uninstall clean format check-deps bench help chaos
 
 all: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl) $(UNIT_BIN) $(BUILD)/loadgen

@@ -50,6 +50,23 @@ struct api_request {
 	char *cursor;          /* owned; RUN_LIST, may be NULL (opaque to the api) */
 	int consistent;        /* ?consistent=true */
 
+	/* History the backend no longer holds in memory is read from
+	 * PostgreSQL by the api, on the HTTP thread, after the backend
+	 * finished the request:
+	 * - pg_run_id (malloc'd by the backend, freed by the api): answer
+	 *   `status` (200 or 201) with that run as storage_reader_run() reads
+	 *   it (404 if PostgreSQL does not have it, 503 if unreachable);
+	 *   resp_body is ignored.
+	 * - pg_list_limit > 0 (RUN_LIST): resp_body is a page
+	 *   {"runs": [...], "next_cursor": ...} built from memory; append up
+	 *   to pg_list_limit runs with a sequence number below pg_list_before
+	 *   (same list_flow / list_status filters) from storage_reader_runs(),
+	 *   and set next_cursor to the last run's sequence number when the
+	 *   page is full (`limit` runs), else null. */
+	char *pg_run_id;
+	uint64_t pg_list_before;
+	unsigned pg_list_limit;
+
 	/* The response, filled by the backend. */
 	int status;
 	char *resp_body;       /* owned, JSON text */

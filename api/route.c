@@ -621,6 +621,7 @@ void api__request_clear(struct api_request *req)
 	free(req->list_flow);
 	free(req->list_status);
 	free(req->cursor);
+	free(req->pg_run_id);
 	free(req->resp_body);
 	req->flow = NULL;
 	req->run_id = NULL;
@@ -631,5 +632,6 @@ void api__request_clear(struct api_request *req)
 	req->list_flow = NULL;
 	req->list_status = NULL;
 	req->cursor = NULL;
+	req->pg_run_id = NULL;
 	req->resp_body = NULL;
 }

@@ -27,7 +27,11 @@
  *   4. api_request_finish() (any thread): state = FINISHED (release), then
  *      MHD_resume_connection(), then pending--.
  *   5. MHD calls the handler again on the worker: it sees FINISHED (acquire)
- *      and queues the backend's status and body.
+ *      and queues the backend's status and body. When the backend asked for
+ *      history it no longer holds (pg_run_id, pg_list_limit), the worker
+ *      first reads it from PostgreSQL through the reader (blocking, a few
+ *      seconds at most when PostgreSQL is down) and rewrites the response:
+ *      this must not happen in finish(), which may run on the loop thread.
  *   6. NOTIFY_COMPLETED frees the request (also after errors and client
  *      disconnects). With keep-alive, the next request on the connection
  *      starts again at 1 with a fresh *con_cls.
@@ -430,6 +434,127 @@ error:
 	return answer(r);
 }
 
+/* pg_run_id: the run is answered from PostgreSQL with the backend's status
+ * (resp_body is ignored), or with the reader's 404/503. */
+static void history_run(struct request *r)
+{
+	struct api_server *s = r->server;
+	struct api_request *req = &r->req;
+	struct flowd_error err;
+	json_t *run = NULL;
+	int status = req->status >= 200 && req->status < 300 ? req->status
+							     : 200;
+
+	flowd_error_clear(&err);
+	if (s->reader == NULL) {
+		flowd_error_set(&err, 503, "unavailable", "",
+				"run history needs the PostgreSQL reader");
+		goto error;
+	}
+	if (storage_reader_run(s->reader, req->pg_run_id, &run, &err) != 0)
+		goto error;
+	api_request_reply_json(req, status, run);
+	goto done;
+error:
+	api_request_reply_error(req, &err);
+done:
+	free(req->pg_run_id);
+	req->pg_run_id = NULL;
+}
+
+/* The sequence number in a run id "r-%012llu" as decimal text, or NULL. */
+static json_t *run_cursor(const json_t *run)
+{
+	const char *id = json_string_value(json_object_get(run, "id"));
+	unsigned long long seq;
+	char *end, buf[32];
+
+	if (id == NULL || strncmp(id, "r-", 2) != 0 || id[2] < '0' ||
+	    id[2] > '9')
+		return NULL;
+	errno = 0;
+	seq = strtoull(id + 2, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return NULL;
+	snprintf(buf, sizeof buf, "%llu", seq);
+	return json_string(buf);
+}
+
+/* pg_list_limit > 0: complete the backend's in-memory page with older runs
+ * from PostgreSQL, and recompute next_cursor over the combined page. */
+static void history_runs(struct request *r)
+{
+	struct api_server *s = r->server;
+	struct api_request *req = &r->req;
+	struct flowd_error err;
+	json_t *page = NULL, *runs, *more = NULL, *next;
+	unsigned want = req->pg_list_limit;
+	size_t have;
+
+	req->pg_list_limit = 0;
+	if (req->status < 200 || req->status >= 300)
+		return; /* the backend answered an error: keep it */
+	flowd_error_clear(&err);
+	if (s->reader == NULL) {
+		flowd_error_set(&err, 503, "unavailable", "",
+				"run history needs the PostgreSQL reader");
+		goto error;
+	}
+	if (req->resp_body != NULL)
+		page = json_loads(req->resp_body, 0, NULL);
+	runs = json_object_get(page, "runs");
+	if (!json_is_array(runs)) {
+		log_error("api: the backend's run page is not {\"runs\": [...]}");
+		flowd_error_set(&err, 500, "internal", "",
+				"the run page could not be built");
+		goto error;
+	}
+	have = json_array_size(runs);
+	if (req->limit > have && want > req->limit - have)
+		want = req->limit - (unsigned)have;
+	if (have < req->limit && want > 0) {
+		if (storage_reader_runs(s->reader, req->list_flow,
+					req->list_status, req->pg_list_before,
+					want, &more, &err) != 0)
+			goto error;
+		if (json_array_extend(runs, more) != 0) {
+			flowd_error_set(&err, 500, "internal", "",
+					"out of memory");
+			goto error;
+		}
+		json_decref(more);
+		more = NULL;
+	}
+	have = json_array_size(runs);
+	next = NULL;
+	if (req->limit > 0 && have >= req->limit) {
+		next = run_cursor(json_array_get(runs, have - 1));
+		if (next == NULL)
+			log_warn("api: no cursor from the last run of a page");
+	}
+	if (json_object_set_new(page, "next_cursor",
+				next != NULL ? next : json_null()) != 0) {
+		flowd_error_set(&err, 500, "internal", "", "out of memory");
+		goto error;
+	}
+	api_request_reply_json(req, req->status, page);
+	return;
+
+error:
+	json_decref(more);
+	json_decref(page);
+	api_request_reply_error(req, &err);
+}
+
+/* The resumed call of a finished request, before its response is queued. */
+static void request_history(struct request *r)
+{
+	if (r->req.pg_run_id != NULL)
+		history_run(r);
+	else if (r->req.pg_list_limit > 0)
+		history_runs(r);
+}
+
 static enum MHD_Result submit(struct request *r)
 {
 	struct api_server *s = r->server;
@@ -498,6 +623,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
 	case STATE_READING:
 		return request_end(r);
 	case STATE_FINISHED:
+		request_history(r);
 		return answer(r);
 	default:
 		/* Called while the backend holds it: cannot happen while

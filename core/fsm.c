@@ -239,6 +239,11 @@ static void state_clear(struct fsm *f)
 	for (size_t i = 0; i < f->flows.n_buckets; i++)
 		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next)
 			flow_free(e->value);
+	for (size_t i = 0; i < f->idem.n_buckets; i++)
+		for (struct map_entry *e = f->idem.buckets[i]; e; e = e->next)
+			free(e->value);
+	f->settled_head = f->settled_tail = NULL;
+	f->n_settled = 0;
 	map_close(&f->flows);
 	map_close(&f->runs);
 	map_close(&f->idem);
@@ -286,13 +291,30 @@ int64_t fsm_next_due(struct fsm *f)
 
 struct apply_ctx {
 	struct fsm *f;
+	uint64_t index;
 	int64_t ts;
 	json_t *records;            /* f->pending: row images not tied to a run */
+	struct fsm_run **touched;   /* runs this entry touched, in order */
+	size_t n_touched, cap_touched;
 };
 
 static void touch_run(struct apply_ctx *c, struct fsm_run *r)
 {
 	struct fsm *f = c->f;
+
+	if (c->index != 0 && r->touched_at != c->index) {
+		r->touched_at = c->index;
+		if (c->n_touched == c->cap_touched) {
+			size_t cap = c->cap_touched ? c->cap_touched * 2 : 16;
+			struct fsm_run **t =
+				realloc(c->touched, cap * sizeof *t);
+			if (t == NULL)
+				abort();
+			c->touched = t;
+			c->cap_touched = cap;
+		}
+		c->touched[c->n_touched++] = r;
+	}
 
 	free(r->snap_text);
 	r->snap_text = NULL;
@@ -631,6 +653,8 @@ static json_t *flow_version_record(const struct fsm_flow *fl,
 			 v->spec->doc, "created_at", (json_int_t)v->created_ms);
 }
 
+static void run_rows(json_t *out, struct fsm_run *r);
+
 void fsm_mark_all_dirty(struct fsm *f)
 {
 	struct apply_ctx c = {.f = f, .records = f->pending};
@@ -647,6 +671,8 @@ void fsm_mark_all_dirty(struct fsm *f)
 	}
 	for (size_t i = 0; i < f->n_runs; i++) {
 		struct fsm_run *r = f->run_list[i];
+		if (r == NULL)
+			continue;
 		for (size_t k = 0; k < r->spec->n_steps; k++) {
 			struct fsm_step *s = &r->steps[k];
 			for (unsigned n = 0; n < s->n_attempts; n++)
@@ -663,27 +689,11 @@ char *fsm_take_records(struct fsm *f, uint64_t *index)
 	char *text;
 
 	for (size_t i = 0; i < f->n_dirty; i++) {
-		struct fsm_run *r = f->dirty[i];
-		json_array_append_new(out, run_record(r));
-		for (size_t k = 0; k < r->spec->n_steps; k++) {
-			struct fsm_step *s = &r->steps[k];
-			if (!s->dirty)
-				continue;
-			s->dirty = false;
-			json_array_append_new(out, step_record(r, s));
-			for (unsigned n = 0; n < s->n_attempts; n++) {
-				struct fsm_attempt *a = &s->attempts[n];
-				if (!a->dirty)
-					continue;
-				a->dirty = false;
-				json_array_append_new(out,
-						      attempt_record(r, s, a));
-			}
-		}
-		r->dirty = false;
+		if (f->dirty[i] != NULL) /* NULL: evicted, rows taken then */
+			run_rows(out, f->dirty[i]);
 	}
 	f->n_dirty = 0;
-	f->pending_logs = false;
+	f->pending_history = false;
 	if (json_array_size(out) == 0)
 		return NULL;
 	text = json_dumps(out, JSON_COMPACT);
@@ -794,25 +804,59 @@ static char *idem_key(const char *flow, const char *key)
 	return k;
 }
 
+/* Put a run at its place, run_list[seq - 1] (evicted runs leave NULLs). */
 static void run_list_add(struct fsm *f, struct fsm_run *r)
 {
-	if (f->n_runs == f->cap_runs) {
-		size_t cap = f->cap_runs ? f->cap_runs * 2 : 256;
-		struct fsm_run **l = realloc(f->run_list, cap * sizeof *l);
+	if (r->seq > f->cap_runs) {
+		size_t cap = f->cap_runs ? f->cap_runs : 256;
+		struct fsm_run **l;
+		while (cap < r->seq)
+			cap *= 2;
+		l = realloc(f->run_list, cap * sizeof *l);
 		if (l == NULL)
 			abort();
+		memset(l + f->cap_runs, 0, (cap - f->cap_runs) * sizeof *l);
 		f->run_list = l;
 		f->cap_runs = cap;
 	}
-	f->run_list[f->n_runs++] = r;
+	f->run_list[r->seq - 1] = r;
+	if (r->seq > f->n_runs)
+		f->n_runs = r->seq;
 	if (map_put(&f->runs, r->id, r) != 0)
 		abort();
 	if (r->idempotency_key != NULL) {
 		char *k = idem_key(r->flow->name, r->idempotency_key);
-		if (map_put(&f->idem, k, r) != 0)
+		char *id = strdup(r->id);
+		if (id == NULL)
+			abort();
+		free(map_get(&f->idem, k));
+		if (map_put(&f->idem, k, id) != 0)
 			abort();
 		free(k);
 	}
+}
+
+const char *fsm_idem_lookup(struct fsm *f, const char *flow, const char *key,
+			    struct fsm_run **run)
+{
+	char *k = idem_key(flow, key);
+	const char *id = map_get(&f->idem, k);
+
+	free(k);
+	*run = id ? map_get(&f->runs, id) : NULL;
+	return id;
+}
+
+bool fsm_run_evicted(struct fsm *f, const char *id)
+{
+	unsigned long long seq;
+	char *end;
+
+	if (strncmp(id, "r-", 2) != 0)
+		return false;
+	seq = strtoull(id + 2, &end, 10);
+	return *end == '\0' && seq >= 1 && seq <= f->n_runs &&
+	       f->run_list[seq - 1] == NULL;
 }
 
 /* A new run object with its steps PENDING (not yet in any list). */
@@ -858,13 +902,15 @@ static void apply_run_create(struct apply_ctx *c, json_t *cmd)
 		result_error(f, 404, "not_found", "flow", "no such flow");
 		return;
 	}
+	if (json_is_integer(json_object_get(cmd, "retain")))
+		f->retain = (uint64_t)json_integer_value(
+			json_object_get(cmd, "retain"));
 	if (key != NULL) {
-		char *k = idem_key(name, key);
-		r = map_get(&f->idem, k);
-		free(k);
-		if (r != NULL) {
+		const char *id = fsm_idem_lookup(f, name, key, &r);
+		if (id != NULL) {
 			f->result.status = 200;
-			f->result.run = r;
+			f->result.run = r; /* NULL once evicted */
+			f->result.run_id = id;
 			return;
 		}
 	}
@@ -969,7 +1015,7 @@ static void apply_task_finish(struct apply_ctx *c, json_t *cmd)
 			  sname, n);
 		return;
 	}
-	f->pending_logs = true;
+	f->pending_history = true;
 	json_array_append_new(
 		c->records,
 		json_pack("{s:s, s:s, s:s, s:i, s:O, s:O, s:O}", "t", "log",
@@ -1043,7 +1089,7 @@ static void apply_node_up(struct apply_ctx *c, json_t *cmd)
 	/* Attempts of an earlier boot of this node died with it. */
 	for (size_t i = 0; i < f->n_runs; i++) {
 		struct fsm_run *r = f->run_list[i];
-		if (r->active_attempts == 0)
+		if (r == NULL || r->active_attempts == 0)
 			continue;
 		for (size_t k = 0; k < r->spec->n_steps; k++) {
 			struct fsm_step *s = &r->steps[k];
@@ -1119,10 +1165,84 @@ static void apply_wake(struct apply_ctx *c)
 	place_ready(c);
 }
 
+/* The rows of one run, appended to `out`; dirty flags cleared. */
+static void run_rows(json_t *out, struct fsm_run *r)
+{
+	json_array_append_new(out, run_record(r));
+	for (size_t k = 0; k < r->spec->n_steps; k++) {
+		struct fsm_step *s = &r->steps[k];
+		if (!s->dirty)
+			continue;
+		s->dirty = false;
+		json_array_append_new(out, step_record(r, s));
+		for (unsigned n = 0; n < s->n_attempts; n++) {
+			struct fsm_attempt *a = &s->attempts[n];
+			if (!a->dirty)
+				continue;
+			a->dirty = false;
+			json_array_append_new(out, attempt_record(r, s, a));
+		}
+	}
+	r->dirty = false;
+}
+
+/* Drop a settled run from memory (PostgreSQL is its home from now on). Its
+ * last rows go out first, and the next snapshot waits until PostgreSQL has
+ * them (pending_history), since a restore could not rebuild them. */
+static void evict(struct fsm *f, struct fsm_run *r)
+{
+	if (r->dirty) {
+		for (size_t i = 0; i < f->n_dirty; i++)
+			if (f->dirty[i] == r)
+				f->dirty[i] = NULL;
+		run_rows(f->pending, r);
+	}
+	f->pending_history = true;
+	if (f->result.run == r) {
+		snprintf(f->result.evicted_id, sizeof f->result.evicted_id,
+			 "%s", r->id);
+		f->result.run = NULL;
+		f->result.run_id = f->result.evicted_id;
+	}
+	map_del(&f->runs, r->id);
+	f->run_list[r->seq - 1] = NULL;
+	run_free(r);
+}
+
+/* Runs that this entry left finished with nothing running join the settled
+ * FIFO (in the order the entry touched them, the same on every node); the
+ * oldest beyond `retain` leave memory. */
+static void settle(struct apply_ctx *c)
+{
+	struct fsm *f = c->f;
+
+	for (size_t i = 0; i < c->n_touched; i++) {
+		struct fsm_run *r = c->touched[i];
+		if (r->settled || !run_terminal(r) || r->active_attempts > 0)
+			continue;
+		r->settled = true;
+		r->settled_next = NULL;
+		if (f->settled_tail != NULL)
+			f->settled_tail->settled_next = r;
+		else
+			f->settled_head = r;
+		f->settled_tail = r;
+		f->n_settled++;
+	}
+	while (f->retain > 0 && f->n_settled > f->retain) {
+		struct fsm_run *r = f->settled_head;
+		f->settled_head = r->settled_next;
+		if (f->settled_head == NULL)
+			f->settled_tail = NULL;
+		f->n_settled--;
+		evict(f, r);
+	}
+}
+
 struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 			     size_t len)
 {
-	struct apply_ctx c = {.f = f};
+	struct apply_ctx c = {.f = f, .index = index};
 	json_error_t jerr;
 	json_t *cmd;
 	const char *op;
@@ -1166,6 +1286,8 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		log_error("fsm: unknown op=%s index=%" PRIu64, op, index);
 		result_error(f, 400, "invalid_command", "op", "unknown op");
 	}
+	settle(&c);
+	free(c.touched);
 	json_decref(cmd);
 	return &f->result;
 }
@@ -1214,10 +1336,13 @@ int fsm_cmd_undeploy(int64_t ts, const char *flow, char **out, size_t *len)
 }
 
 int fsm_cmd_run_create(int64_t ts, const char *flow, const json_t *params,
-		       const char *idempotency_key, char **out, size_t *len)
+		       const char *idempotency_key, uint64_t retain,
+		       char **out, size_t *len)
 {
 	json_t *c = cmd_new("run_create", ts);
 
+	if (retain > 0)
+		json_object_set_new(c, "retain", json_integer((json_int_t)retain));
 	json_object_set_new(c, "flow", json_string(flow));
 	if (params != NULL)
 		json_object_set(c, "parameters", (json_t *)params);
@@ -1368,15 +1493,26 @@ json_t *fsm_run_json(const struct fsm_run *r, bool with_steps)
 }
 
 json_t *fsm_runs_page(struct fsm *f, const char *flow, int status,
-		      unsigned limit, uint64_t cursor)
+		      unsigned limit, uint64_t cursor, uint64_t *pg_before,
+		      unsigned *pg_limit)
 {
 	json_t *runs = json_array();
 	size_t i = (cursor != 0 && cursor <= f->n_runs) ? cursor - 1 : f->n_runs;
 	uint64_t last = 0;
 	unsigned n = 0;
+	json_t *next = json_null();
 
+	*pg_before = 0;
+	*pg_limit = 0;
 	while (i > 0 && n < limit) {
 		struct fsm_run *r = f->run_list[--i];
+		if (r == NULL) {
+			/* Evicted: from here down, PostgreSQL has the runs. */
+			*pg_before = i + 2;
+			*pg_limit = limit - n;
+			return json_pack("{s:o, s:o}", "runs", runs,
+					 "next_cursor", next);
+		}
 		if (flow != NULL && strcmp(r->flow->name, flow) != 0)
 			continue;
 		if (status >= 0 && (int)r->status != status)
@@ -1385,7 +1521,6 @@ json_t *fsm_runs_page(struct fsm *f, const char *flow, int status,
 		last = r->seq;
 		n++;
 	}
-	json_t *next = json_null();
 	if (n == limit && i > 0) {
 		char buf[32];
 		snprintf(buf, sizeof buf, "%" PRIu64, last);
@@ -1544,10 +1679,21 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 		json_array_append_new(ready,
 				      json_pack("[I, i]", (json_int_t)s->run->seq,
 						(int)s->index));
-	root = json_pack("{s:i, s:I, s:I, s:o, s:o, s:o}", "v", 1,
-			 "next_seq", (json_int_t)f->next_seq, "index",
-			 (json_int_t)f->applied_index, "flows", flows, "nodes",
-			 nodes, "ready", ready);
+	json_t *settled = json_array(), *idem = json_array();
+	for (struct fsm_run *r = f->settled_head; r; r = r->settled_next)
+		json_array_append_new(settled, json_integer((json_int_t)r->seq));
+	/* Keys of runs still in memory come back with their runs. */
+	for (size_t i = 0; i < f->idem.n_buckets; i++)
+		for (struct map_entry *e = f->idem.buckets[i]; e; e = e->next)
+			if (map_get(&f->runs, e->value) == NULL)
+				json_array_append_new(
+					idem, json_pack("[s, s]", e->key,
+							(char *)e->value));
+	root = json_pack("{s:i, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "v",
+			 1, "next_seq", (json_int_t)f->next_seq, "index",
+			 (json_int_t)f->applied_index, "retain",
+			 (json_int_t)f->retain, "flows", flows, "nodes", nodes,
+			 "ready", ready, "settled", settled, "idem", idem);
 	flows = nodes = ready = NULL;
 	if (root == NULL || (head = json_dumps(root, JSON_COMPACT)) == NULL)
 		goto out;
@@ -1555,10 +1701,14 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 	if (tb_put(&b, head, strlen(head) - 1) != 0 ||
 	    tb_put(&b, ",\"runs\":[", 9) != 0)
 		goto out;
+	bool first = true;
 	for (size_t i = 0; i < f->n_runs; i++) {
-		if ((i > 0 && tb_put(&b, ",", 1) != 0) ||
+		if (f->run_list[i] == NULL)
+			continue;
+		if ((!first && tb_put(&b, ",", 1) != 0) ||
 		    put_run(&b, f->run_list[i]) != 0)
 			goto out;
+		first = false;
 	}
 	if (tb_put(&b, "]}", 2) != 0)
 		goto out;
@@ -1713,6 +1863,8 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	f->n_nodes = 0;
 	f->ready_head = f->ready_tail = NULL;
 	f->waiting = NULL;
+	f->settled_head = f->settled_tail = NULL;
+	f->n_settled = 0;
 	f->next_seq = (uint64_t)json_integer_value(json_object_get(root, "next_seq"));
 	f->applied_index = (uint64_t)json_integer_value(json_object_get(root, "index"));
 	if (restore_flows(f, json_object_get(root, "flows")) != 0)
@@ -1735,6 +1887,32 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		if (restore_run(f, j) != 0)
 			goto fail;
 	}
+	json_array_foreach(json_object_get(root, "settled"), i, j)
+	{
+		uint64_t seq = (uint64_t)json_integer_value(j);
+		struct fsm_run *r;
+		if (seq == 0 || seq > f->n_runs || f->run_list[seq - 1] == NULL)
+			goto fail;
+		r = f->run_list[seq - 1];
+		r->settled = true;
+		if (f->settled_tail != NULL)
+			f->settled_tail->settled_next = r;
+		else
+			f->settled_head = r;
+		f->settled_tail = r;
+		f->n_settled++;
+	}
+	json_array_foreach(json_object_get(root, "idem"), i, j)
+	{
+		const char *k = json_string_value(json_array_get(j, 0));
+		const char *id = json_string_value(json_array_get(j, 1));
+		char *copy = id ? strdup(id) : NULL;
+		if (k == NULL || copy == NULL || map_put(&f->idem, k, copy) != 0) {
+			free(copy);
+			goto fail;
+		}
+	}
+	f->retain = (uint64_t)json_integer_value(json_object_get(root, "retain"));
 	json_array_foreach(json_object_get(root, "ready"), i, j)
 	{
 		uint64_t seq = (uint64_t)json_integer_value(json_array_get(j, 0));
@@ -1743,7 +1921,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		if (seq == 0 || seq > f->n_runs)
 			goto fail;
 		r = f->run_list[seq - 1];
-		if (idx >= r->spec->n_steps)
+		if (r == NULL || idx >= r->spec->n_steps)
 			goto fail;
 		ready_push(f, &r->steps[idx]);
 	}
@@ -1757,7 +1935,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		for (size_t k = 0; k < f->n_dirty; k++)
 			f->dirty[k] = NULL;
 		f->n_dirty = 0;
-		f->pending_logs = false;
+		f->pending_history = false;
 		json_array_clear(f->pending);
 		f->flows = fresh.flows;
 		f->runs = fresh.runs;
@@ -1770,6 +1948,10 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		f->ready_head = fresh.ready_head;
 		f->ready_tail = fresh.ready_tail;
 		f->waiting = fresh.waiting;
+		f->settled_head = fresh.settled_head;
+		f->settled_tail = fresh.settled_tail;
+		f->n_settled = fresh.n_settled;
+		f->retain = fresh.retain;
 		f->next_seq = fresh.next_seq;
 		f->applied_index = fresh.applied_index;
 	}

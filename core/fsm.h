@@ -116,6 +116,9 @@ struct fsm_run {
 	struct fsm_step *steps;     /* owned array, spec->n_steps long */
 	unsigned active_attempts;   /* attempts RUNNING */
 	bool dirty;
+	uint64_t touched_at;        /* index of the last entry that touched it */
+	bool settled;               /* finished, nothing running: in the FIFO */
+	struct fsm_run *settled_next;
 	char *snap_text;            /* owned: cached snapshot text of a finished run */
 	size_t snap_len;
 };
@@ -143,7 +146,10 @@ struct fsm_hooks {
 struct fsm_result {
 	int status;                 /* HTTP-like: 200, 201, 400, 404, 409 */
 	struct flowd_error err;     /* when status >= 400 */
-	struct fsm_run *run;        /* run_create, run_cancel */
+	struct fsm_run *run;        /* run_create, run_cancel; NULL when the run
+	                             * is no longer in memory (then run_id) */
+	const char *run_id;         /* run_create with a known key, or evicted */
+	char evicted_id[32];
 	struct fsm_flow *flow;      /* deploy, undeploy */
 	bool created;
 };
@@ -151,8 +157,8 @@ struct fsm_result {
 struct fsm {
 	struct map flows;           /* name -> struct fsm_flow* (owned) */
 	struct map runs;            /* id -> struct fsm_run* (owned) */
-	struct map idem;            /* "flow\nkey" -> struct fsm_run* */
-	struct fsm_run **run_list;  /* by seq (seq-1 = index); owned array */
+	struct map idem;            /* "flow\nkey" -> run id (owned string) */
+	struct fsm_run **run_list;  /* by seq (seq-1 = index), NULL once evicted */
 	size_t n_runs, cap_runs;
 	uint64_t next_seq;
 	struct fsm_node *nodes;     /* owned array sorted by id */
@@ -164,7 +170,14 @@ struct fsm {
 	struct fsm_result result;
 	/* Rows changed since the last fsm_take_records(). */
 	json_t *pending;            /* flow, flow_version and log row images */
-	bool pending_logs;          /* `pending` holds log rows */
+	bool pending_history;       /* `pending` holds rows a restore could not
+	                             * rebuild: task logs, evicted runs */
+	/* Retention: settled runs (finished, nothing running) in the order they
+	 * settled; beyond `retain` (carried by run_create commands; 0 = keep
+	 * all) the oldest leave memory. */
+	struct fsm_run *settled_head, *settled_tail;
+	size_t n_settled;
+	uint64_t retain;
 	struct fsm_run **dirty;     /* runs with a changed run/step/attempt row */
 	size_t n_dirty, cap_dirty;
 	struct flowd_limits limits; /* permissive: apply never rejects for limits */
@@ -213,9 +226,19 @@ json_t *fsm_flow_json(const struct fsm_flow *fl, bool with_spec);
 json_t *fsm_flow_versions_json(const struct fsm_flow *fl);
 json_t *fsm_run_json(const struct fsm_run *r, bool with_steps);
 /* A page of runs, newest first, filtered; `cursor` is the seq to start below
- * (0 = from the newest). Returns {"runs":[...],"next_cursor":s|null}. */
+ * (0 = from the newest). Returns {"runs":[...],"next_cursor":s|null}. When
+ * the walk reaches an evicted run, it stops there and sets *pg_limit (> 0)
+ * and *pg_before: the rest of the page is the runs below *pg_before, read
+ * from PostgreSQL. */
 json_t *fsm_runs_page(struct fsm *f, const char *flow, int status,
-		      unsigned limit, uint64_t cursor);
+		      unsigned limit, uint64_t cursor, uint64_t *pg_before,
+		      unsigned *pg_limit);
+/* The run id an idempotency key of `flow` maps to (NULL if none); *run is
+ * the run when it is still in memory, else NULL. */
+const char *fsm_idem_lookup(struct fsm *f, const char *flow, const char *key,
+			    struct fsm_run **run);
+/* Was this run id created and since evicted from memory? */
+bool fsm_run_evicted(struct fsm *f, const char *id);
 
 /* ---- Command builders: each returns malloc'd JSON text in *out ---- */
 /* deploy: the flow name and its normalized spec doc (borrowed). */
@@ -223,8 +246,10 @@ int fsm_cmd_deploy(int64_t ts, const char *flow, const json_t *spec_doc,
 		   char **out, size_t *len);
 int fsm_cmd_undeploy(int64_t ts, const char *flow, char **out, size_t *len);
 /* run_create: params (borrowed, may be NULL) as given by the client. */
+/* retain: how many settled runs the state keeps in memory (0 = all). */
 int fsm_cmd_run_create(int64_t ts, const char *flow, const json_t *params,
-		       const char *idempotency_key, char **out, size_t *len);
+		       const char *idempotency_key, uint64_t retain,
+		       char **out, size_t *len);
 int fsm_cmd_run_cancel(int64_t ts, const char *run_id, char **out,
 		       size_t *len);
 /* node_up: a node (re)started with a new boot id; its older attempts are

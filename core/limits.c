@@ -20,4 +20,5 @@ void flowd_limits_defaults(struct flowd_limits *l)
 	l->max_parallel_tasks = 16;
 	l->max_idempotency_key_bytes = 256;
 	l->max_runs_page = 1000;
+	l->runs_in_memory = 10000;
 }

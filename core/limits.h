@@ -23,6 +23,8 @@ struct flowd_limits {
 	unsigned max_parallel_tasks;   /* child processes per node */
 	size_t max_idempotency_key_bytes;
 	unsigned max_runs_page;        /* GET /v1/runs limit= ceiling */
+	unsigned runs_in_memory;       /* finished runs kept in memory; older
+	                                * ones are read from PostgreSQL */
 };
 
 /* Fill every field with its documented default. */

@@ -136,6 +136,7 @@ static const struct key keys[] = {
 	LIMIT_U(max_parallel_tasks),
 	LIMIT_SZ(max_idempotency_key_bytes),
 	LIMIT_U(max_runs_page),
+	LIMIT_U(runs_in_memory),
 };
 
 /* One config_load() call in progress. */

@@ -110,7 +110,7 @@ static int fsm_snapshot_cb(void *arg, void **buf, size_t *len)
 	 * restored state (fsm_restore_cb). Task logs are not part of the
 	 * state, so the snapshot (and the log compaction after it) waits until
 	 * PostgreSQL holds every log pushed so far. */
-	if (d->fsm.pending_logs)
+	if (d->fsm.pending_history)
 		tasks_flush_records(d);
 	if (d->applier != NULL &&
 	    storage_applier_durable(d->applier) < d->log_pushed_index) {

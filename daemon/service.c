@@ -70,6 +70,19 @@ static void reply_json(struct api_request *req, int status, json_t *body)
 	api_request_finish(req);
 }
 
+/* Answer with a run that left memory: the api reads it from PostgreSQL. */
+static void reply_from_postgres(struct api_request *req, int status,
+				const char *run_id)
+{
+	req->pg_run_id = strdup(run_id);
+	if (req->pg_run_id == NULL) {
+		reply_error(req, 500, "internal", NULL, "out of memory");
+		return;
+	}
+	req->status = status;
+	api_request_finish(req);
+}
+
 /* ------------------------------------------------------------------------
  * Writes
  */
@@ -123,7 +136,13 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 		break;
 	case API_OP_RUN_CREATE:
 	case API_OP_RUN_CANCEL:
-		reply_json(req, res->status, fsm_run_json(res->run, true));
+		if (res->run != NULL) {
+			reply_json(req, res->status, fsm_run_json(res->run, true));
+		} else if (res->run_id != NULL) {
+			reply_from_postgres(req, res->status, res->run_id);
+		} else {
+			reply_error(req, 500, "internal", NULL, "no run");
+		}
 		break;
 	default:
 		reply_json(req, res->status, json_object());
@@ -215,15 +234,14 @@ static void do_run_create(struct flowd *d, struct api_request *req)
 	/* A known idempotency key answers without a proposal. */
 	if (req->idempotency_key != NULL) {
 		struct fsm_run *r;
-		char *k;
-		if (asprintf(&k, "%s\n%s", req->flow, req->idempotency_key) < 0) {
-			reply_error(req, 500, "internal", NULL, "out of memory");
-			return;
-		}
-		r = map_get(&d->fsm.idem, k);
-		free(k);
+		const char *id = fsm_idem_lookup(&d->fsm, req->flow,
+						 req->idempotency_key, &r);
 		if (r != NULL) {
 			reply_json(req, 200, fsm_run_json(r, true));
+			return;
+		}
+		if (id != NULL) {
+			reply_from_postgres(req, 200, id);
 			return;
 		}
 	}
@@ -240,7 +258,9 @@ static void do_run_create(struct flowd *d, struct api_request *req)
 	}
 	json_decref(resolved);
 	if (fsm_cmd_run_create(flowd_now_ms(), req->flow, req->params,
-			       req->idempotency_key, &buf, &len) != 0) {
+			       req->idempotency_key,
+			       d->cfg->limits.runs_in_memory, &buf,
+			       &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
@@ -253,6 +273,11 @@ static void do_run_cancel(struct flowd *d, struct api_request *req)
 	char *buf;
 	size_t len;
 
+	if (r == NULL && fsm_run_evicted(&d->fsm, req->run_id)) {
+		reply_error(req, 409, "run_finished", "run",
+			    "the run has already finished");
+		return;
+	}
 	if (r == NULL) {
 		reply_error(req, 404, "not_found", "run", "no such run");
 		return;
@@ -321,7 +346,8 @@ static void do_run_list(struct flowd *d, struct api_request *req)
 	}
 	reply_json(req, 200,
 		   fsm_runs_page(&d->fsm, req->list_flow, status,
-				 req->limit ? req->limit : 50, cursor));
+				 req->limit ? req->limit : 50, cursor,
+				 &req->pg_list_before, &req->pg_list_limit));
 }
 
 static const char *role_name(enum consensus_role r)
@@ -440,10 +466,12 @@ static void handle(struct flowd *d, struct api_request *req)
 		break;
 	case API_OP_RUN_GET:
 		r = fsm_run_get(&d->fsm, req->run_id);
-		if (r == NULL)
-			reply_error(req, 404, "not_found", "run", "no such run");
-		else
+		if (r != NULL)
 			reply_json(req, 200, fsm_run_json(r, true));
+		else if (fsm_run_evicted(&d->fsm, req->run_id))
+			reply_from_postgres(req, 200, req->run_id);
+		else
+			reply_error(req, 404, "not_found", "run", "no such run");
 		break;
 	case API_OP_RUN_LIST:
 		do_run_list(d, req);

@@ -81,7 +81,7 @@ void tasks_hook_stop(void *arg, struct fsm_run *run, struct fsm_step *step,
 void tasks_flush_records(struct flowd *d)
 {
 	uint64_t index;
-	bool logs = d->fsm.pending_logs;
+	bool logs = d->fsm.pending_history;
 	char *records = fsm_take_records(&d->fsm, &index);
 
 	if (records == NULL) {

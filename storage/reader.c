@@ -237,3 +237,166 @@ out_release:
 	release(r, s);
 	return rc;
 }
+
+/* ------------------------------------------------------------------------
+ * Runs
+ *
+ * PostgreSQL builds the whole JSON document in one statement and sends it as
+ * one text value, which jansson parses: the shape is the in-memory one of
+ * core/fsm.c (fsm_run_json), with the same field names and formats.
+ */
+
+/* A timestamptz as fsm_time_json() prints it: RFC 3339 UTC with
+ * milliseconds, null when absent. The epoch itself also reads as null, since
+ * the state machine uses 0 ms for "not set". Times come from whole
+ * milliseconds (flowd_ts), so MS loses nothing. */
+#define SQL_TS(col)                                                        \
+	"to_char(NULLIF(" col ", 'epoch'::timestamptz) AT TIME ZONE 'UTC', " \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* The members of a run summary, for json_build_object over `runs r`. */
+#define SQL_RUN_FIELDS                                                      \
+	"'id', r.id, 'flow', r.flow, 'version', r.version,"                \
+	" 'parameters', r.parameters,"                                      \
+	" 'idempotency_key', r.idempotency_key, 'status', r.status,"       \
+	" 'reason', r.reason,"                                              \
+	" 'created_at', " SQL_TS("r.created_at") ","                        \
+	" 'started_at', " SQL_TS("r.started_at") ","                        \
+	" 'finished_at', " SQL_TS("r.finished_at") ","                      \
+	" 'trigger', json_build_object('type', 'manual')"
+
+/* One run with its steps in the order of its flow version's spec. A spec
+ * step without a steps row (not expected: the run record and its step
+ * records come in one entry) shows as pending with no attempts. */
+static const char run_sql[] =
+	"SELECT json_build_object(" SQL_RUN_FIELDS ","
+	" 'steps', COALESCE(("
+	"  SELECT json_agg(json_build_object("
+	"    'name', st.e->>'name',"
+	"    'status', COALESCE(s.status, 'pending'),"
+	"    'depends_on', COALESCE(st.e->'depends_on', '[]'::jsonb),"
+	"    'started_at', " SQL_TS("s.started_at") ","
+	"    'finished_at', " SQL_TS("s.finished_at") ","
+	"    'attempts', COALESCE(("
+	"      SELECT json_agg(json_build_object("
+	"        'attempt', a.attempt, 'node', a.node, 'status', a.status,"
+	"        'started_at', " SQL_TS("a.started_at") ","
+	"        'finished_at', " SQL_TS("a.finished_at") ","
+	"        'exit_code', a.exit_code, 'signal', a.signal,"
+	"        'reason', a.reason) ORDER BY a.attempt)"
+	"      FROM attempts a"
+	"      WHERE a.run_id = r.id AND a.step = st.e->>'name'),"
+	"     '[]'::json)) ORDER BY st.ord)"
+	"  FROM flow_versions fv"
+	"  CROSS JOIN LATERAL jsonb_array_elements(fv.spec->'steps')"
+	"    WITH ORDINALITY AS st(e, ord)"
+	"  LEFT JOIN steps s ON s.run_id = r.id AND s.step = st.e->>'name'"
+	"  WHERE fv.flow = r.flow AND fv.version = r.version),"
+	" '[]'::json))::text"
+	" FROM runs r WHERE r.id = $1";
+
+/* Summaries, newest first. Ids are "r-" and 12 zero-padded digits, so text
+ * order is sequence order and the primary key serves ORDER BY ... LIMIT. */
+static const char runs_sql[] =
+	"SELECT COALESCE(json_agg(x.j ORDER BY x.id DESC), '[]'::json)::text"
+	" FROM (SELECT r.id, json_build_object(" SQL_RUN_FIELDS ") AS j"
+	"  FROM runs r"
+	"  WHERE ($1::text IS NULL OR r.id < $1::text)"
+	"    AND ($2::text IS NULL OR r.flow = $2::text)"
+	"    AND ($3::text IS NULL OR r.status = $3::text)"
+	"  ORDER BY r.id DESC LIMIT $4::bigint) x";
+
+/* Run a statement whose answer is one JSON text in row 0, column 0: 0 and a
+ * new *out; 1 when there is no row; -1 with err (503). */
+static int query_json(struct storage_reader *r, const char *sql, int nparams,
+		      const char *const *params, json_t **out,
+		      struct flowd_error *err)
+{
+	struct slot *s;
+	PGresult *res;
+	json_error_t jerr;
+	int rc = -1;
+
+	s = acquire(r);
+	res = query(r, s, sql, nparams, params, err);
+	if (res == NULL)
+		goto out_release;
+	if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+		rc = 1;
+		goto out_clear;
+	}
+	*out = json_loadb(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0),
+			  0, &jerr);
+	if (*out == NULL) {
+		log_error("storage: reader: bad json from postgres error=\"%s\"",
+			  jerr.text);
+		flowd_error_set(err, 503, "storage_unavailable", "",
+				"storage: run could not be decoded: %s",
+				jerr.text);
+		goto out_clear;
+	}
+	rc = 0;
+out_clear:
+	PQclear(res);
+out_release:
+	release(r, s);
+	return rc;
+}
+
+int storage_reader_run(struct storage_reader *r, const char *run_id,
+		       json_t **out, struct flowd_error *err)
+{
+	const char *params[1] = {run_id};
+	json_t *run = NULL;
+	int rc;
+
+	rc = query_json(r, run_sql, 1, params, &run, err);
+	if (rc < 0)
+		return -1;
+	if (rc > 0 || !json_is_object(run)) {
+		json_decref(run);
+		return flowd_error_set(err, 404, "not_found", "",
+				       "no run %s", run_id);
+	}
+	*out = run;
+	return 0;
+}
+
+/* The highest sequence number a "r-%012" id can carry. */
+#define SEQ_MAX 999999999999ULL
+
+int storage_reader_runs(struct storage_reader *r, const char *flow,
+			const char *status, uint64_t before_seq,
+			unsigned limit, json_t **out, struct flowd_error *err)
+{
+	char before[32], num[16];
+	const char *params[4] = {before, flow, status, num};
+	json_t *runs = NULL;
+	int rc;
+
+	if (before_seq == 0 || limit == 0) {
+		/* Nothing has a sequence number below 1. */
+		runs = json_array();
+		goto done;
+	}
+	if (before_seq > SEQ_MAX)
+		params[0] = NULL; /* every id is below it */
+	else
+		snprintf(before, sizeof before, "r-%012llu",
+			 (unsigned long long)before_seq);
+	snprintf(num, sizeof num, "%u", limit);
+	rc = query_json(r, runs_sql, 4, params, &runs, err);
+	if (rc < 0)
+		return -1;
+	if (rc > 0 || !json_is_array(runs)) {
+		json_decref(runs);
+		return flowd_error_set(err, 503, "storage_unavailable", "",
+				       "storage: runs query gave no list");
+	}
+done:
+	if (runs == NULL)
+		return flowd_error_set(err, 503, "storage_unavailable", "",
+				       "storage: out of memory");
+	*out = runs;
+	return 0;
+}

@@ -107,4 +107,20 @@ int storage_reader_logs(struct storage_reader *r, const char *run_id,
 			const char *step, int attempt, json_t **out,
 			struct flowd_error *err);
 
+/* One run as GET /v1/runs/{id} shows it (docs/api.md), read from the runs,
+ * steps, attempts and flow_versions tables: steps in the spec's order with
+ * their depends_on, attempts in order, times as RFC 3339 UTC with
+ * milliseconds, "trigger": {"type": "manual"}. On success *out is a new
+ * object. Returns 0; or -1 with err 404 ("not_found") or 503. */
+int storage_reader_run(struct storage_reader *r, const char *run_id,
+		       json_t **out, struct flowd_error *err);
+
+/* Run summaries (the run object without "steps"), newest first, whose
+ * sequence number (the decimal in the id "r-%012llu") is below
+ * `before_seq`, filtered by flow and status when not NULL, at most `limit`.
+ * On success *out is a new array. Returns 0 or -1 with err (503). */
+int storage_reader_runs(struct storage_reader *r, const char *flow,
+			const char *status, uint64_t before_seq,
+			unsigned limit, json_t **out, struct flowd_error *err);
+
 #endif

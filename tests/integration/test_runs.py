@@ -196,3 +196,37 @@ def test_runs_are_listed_newest_first_with_pagination_and_filters(node):
     assert all(r["status"] == "failed" for r in failed)
     assert node.list_runs("status=succeeded&flow=broken") == []
     assert node.list_runs("flow=no-such-flow") == []
+
+
+def test_finished_runs_beyond_the_memory_limit_are_served_from_postgres(cluster):
+    # Only 3 finished runs stay in memory; the others are read back from
+    # PostgreSQL and look exactly as they did.
+    node = cluster(1, overrides={"limits.runs_in_memory": "3"})[0]
+    node.deploy("fast", echo_flow("hi"))
+    ids = []
+    seen = {}
+    for i in range(10):
+        run_id = node.start_run("fast", idempotency_key="key%d" % i)["id"]
+        seen[run_id] = node.wait_run(run_id)
+        assert seen[run_id]["status"] == "succeeded"
+        ids.append(run_id)
+    node.wait_db_caught_up()
+
+    for run_id in ids:  # the oldest come from PostgreSQL now
+        assert node.run(run_id) == seen[run_id]
+    # Pages walk from memory into PostgreSQL without a gap or a repeat.
+    listed = [r["id"] for r in node.list_runs("flow=fast", page_limit=4)]
+    assert listed == list(reversed(ids)), listed
+    # An idempotency key of a run that left memory still names that run.
+    again = node.start_run("fast", idempotency_key="key0", expect=200)
+    assert again["id"] == ids[0] and again["status"] == "succeeded"
+    status, body = node.post("/v1/runs/%s/cancel" % ids[0])
+    assert status == 409 and body["error"]["code"] == "run_finished", body
+    status, body = node.get("/v1/runs/r-000000999999")
+    assert status == 404, body
+
+    # The same after a restart (state restored from the log).
+    assert node.kill9() == -9
+    node.start()
+    for run_id in ids:
+        assert node.run(run_id) == seen[run_id]

@@ -134,7 +134,7 @@ static struct fsm_result *create(struct fx *x, const char *flow,
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_run_create(2000, flow, p, key, &buf, &len), 0);
+	assert_int_equal(fsm_cmd_run_create(2000, flow, p, key, 0, &buf, &len), 0);
 	json_decref(p);
 	return apply(x, buf, len);
 }
@@ -522,19 +522,23 @@ static void runs_page_is_newest_first_with_cursor(void **state)
 	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
 	for (int i = 0; i < 5; i++)
 		create(x, "one", NULL, NULL);
-	p = fsm_runs_page(&x->f, NULL, -1, 2, 0);
+	uint64_t before;
+	unsigned more;
+
+	p = fsm_runs_page(&x->f, NULL, -1, 2, 0, &before, &more);
+	assert_int_equal(more, 0);
 	runs = json_object_get(p, "runs");
 	assert_int_equal(json_array_size(runs), 2);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(runs, 0), "id")),
 			    "r-000000000005");
 	cur = json_string_value(json_object_get(p, "next_cursor"));
 	assert_string_equal(cur, "4");
-	json_t *q = fsm_runs_page(&x->f, NULL, -1, 10, 4);
+	json_t *q = fsm_runs_page(&x->f, NULL, -1, 10, 4, &before, &more);
 	assert_int_equal(json_array_size(json_object_get(q, "runs")), 3);
 	assert_true(json_is_null(json_object_get(q, "next_cursor")));
 	json_decref(q);
 	json_decref(p);
-	p = fsm_runs_page(&x->f, "one", FSM_RUN_RUNNING, 10, 0);
+	p = fsm_runs_page(&x->f, "one", FSM_RUN_RUNNING, 10, 0, &before, &more);
 	assert_int_equal(json_array_size(json_object_get(p, "runs")), 0);
 	json_decref(p);
 }
@@ -553,7 +557,7 @@ static void records_coalesce_rows_changed_by_many_entries(void **state)
 	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
 	node_up(x, 1, 1, 4);
 	/* two entries applied, records taken once */
-	assert_int_equal(fsm_cmd_run_create(10, "one", NULL, NULL, &buf, &len), 0);
+	assert_int_equal(fsm_cmd_run_create(10, "one", NULL, NULL, 0, &buf, &len), 0);
 	r = fsm_apply(&x->f, ++x->index, buf, len)->run;
 	free(buf);
 	struct fsm_finish fin = {.run_id = r->id, .step = "s", .attempt = 1,
@@ -585,6 +589,78 @@ static void records_coalesce_rows_changed_by_many_entries(void **state)
 	assert_null(fsm_take_records(&x->f, &index));
 }
 
+static struct fsm_result *create_retain(struct fx *x, const char *flow,
+					const char *key, uint64_t retain)
+{
+	char *buf;
+	size_t len;
+
+	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, key, retain, &buf,
+					    &len), 0);
+	return apply(x, buf, len);
+}
+
+static void settled_runs_beyond_retain_leave_memory_oldest_first(void **state)
+{
+	struct fx *x = *state;
+	char ids[5][32];
+	uint64_t before;
+	unsigned more;
+	json_t *p;
+	char *snap1, *snap2;
+	struct fsm g;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	node_up(x, 1, 1, 8);
+	for (int i = 0; i < 5; i++) {
+		char key[8];
+		snprintf(key, sizeof key, "k%d", i);
+		strcpy(ids[i], create_retain(x, "one", key, 2)->run->id);
+	}
+	/* finish runs 0, 1, 2, 3 in that order: two stay, two leave */
+	for (int i = 0; i < 4; i++)
+		finish(x, ids[i], "s", 1, 1, 0, "exited", 3000 + i);
+	assert_null(fsm_run_get(&x->f, ids[0]));
+	assert_null(fsm_run_get(&x->f, ids[1]));
+	assert_non_null(fsm_run_get(&x->f, ids[2]));
+	assert_non_null(fsm_run_get(&x->f, ids[4])); /* still running */
+	assert_true(fsm_run_evicted(&x->f, ids[0]));
+	assert_false(fsm_run_evicted(&x->f, ids[2]));
+	assert_false(fsm_run_evicted(&x->f, "r-000000000099"));
+	assert_int_equal(x->f.n_settled, 2);
+	/* its rows went out, and a snapshot must wait for them */
+	assert_true(x->seen.records > 0);
+
+	/* an idempotency key of an evicted run still names it */
+	struct fsm_result *r = create_retain(x, "one", "k0", 2);
+	assert_int_equal(r->status, 200);
+	assert_null(r->run);
+	assert_string_equal(r->run_id, ids[0]);
+
+	/* the page stops at the first evicted run and hands over */
+	p = fsm_runs_page(&x->f, NULL, -1, 10, 0, &before, &more);
+	assert_int_equal(json_array_size(json_object_get(p, "runs")), 3);
+	assert_int_equal(before, 3); /* runs with seq < 3 come from PostgreSQL */
+	assert_int_equal(more, 7);
+	json_decref(p);
+
+	/* snapshot and restore keep the settled order, keys and retain */
+	snap1 = snap(&x->f);
+	fsm_init(&g, NULL);
+	assert_int_equal(fsm_restore(&g, snap1, strlen(snap1)), 0);
+	snap2 = snap(&g);
+	assert_int_equal(strlen(snap1), strlen(snap2));
+	assert_int_equal(g.retain, 2);
+	assert_int_equal(g.n_settled, 2);
+	assert_true(fsm_run_evicted(&g, ids[1]));
+	struct fsm_run *run;
+	assert_string_equal(fsm_idem_lookup(&g, "one", "k1", &run), ids[1]);
+	assert_null(run);
+	free(snap1);
+	free(snap2);
+	fsm_close(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -606,6 +682,7 @@ int main(void)
 		T(utf8_sanitize_drops_nul_and_replaces_garbage),
 		T(runs_page_is_newest_first_with_cursor),
 		T(records_coalesce_rows_changed_by_many_entries),
+		T(settled_runs_beyond_retain_leave_memory_oldest_first),
 	};
 	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
 }
