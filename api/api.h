@@ -32,6 +32,8 @@ enum api_op {
 	API_OP_RUN_CANCEL,     /* POST /v1/runs/{id}/cancel: run_id */
 	API_OP_READYZ,         /* GET /readyz */
 	API_OP_CLUSTER,        /* GET /v1/cluster */
+	API_OP_INTERNAL_COMMAND, /* POST /internal/v1/commands: raw_body is a
+	                          * state-machine command to propose (admin) */
 };
 
 /* One request, owned by the api module. Fields are valid until
@@ -49,6 +51,16 @@ struct api_request {
 	unsigned limit;        /* RUN_LIST: 1..max_runs_page, default 50 */
 	char *cursor;          /* owned; RUN_LIST, may be NULL (opaque to the api) */
 	int consistent;        /* ?consistent=true */
+
+	/* The request as it arrived, so that a follower can forward it to the
+	 * leader unchanged (all owned, NUL-terminated; NULL when absent). */
+	char *method;          /* "GET", "PUT", "POST", "DELETE" */
+	char *target;          /* path and query as received, e.g. "/v1/runs?limit=5" */
+	char *raw_body;        /* the body bytes ("" when empty) */
+	size_t raw_body_len;
+	char *authorization;   /* the Authorization header value */
+	char *content_type;    /* the Content-Type header value */
+	int forwarded;         /* the request carried "X-Flowd-Forwarded: 1" */
 
 	/* History the backend no longer holds in memory is read from
 	 * PostgreSQL by the api, on the HTTP thread, after the backend
@@ -83,6 +95,10 @@ void api_request_reply_json(struct api_request *req, int status, json_t *body);
  * Retry-After: 1 unless retry_after was set. */
 void api_request_reply_error(struct api_request *req,
 			     const struct flowd_error *err);
+
+/* Fill the response with `status` and a JSON text (copied). */
+void api_request_reply_text(struct api_request *req, int status,
+			    const char *json_text, size_t len);
 
 /* Hand the response back: the connection resumes and the request is freed
  * later by the api. Call exactly once per submitted request, from any

@@ -71,6 +71,10 @@ static const struct route_entry routes[] = {
 	{{"v1", "runs", SEG_RUN, "steps", SEG_STEP, "logs", NULL},
 	 "GET, HEAD",
 	 {{"GET", API__TARGET_LOGS, 0, 0}}},
+	{{"internal", "v1", "commands", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_INTERNAL_COMMAND,
+	   API__ROUTE_WRITE | API__ROUTE_BODY}}},
 };
 
 static const char *const run_statuses[] = {
@@ -609,6 +613,28 @@ int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
 	return 0;
 }
 
+int api__command_body(const char *raw, size_t len, struct flowd_error *err)
+{
+	json_error_t jerr;
+	json_t *doc;
+	int is_object;
+
+	if (raw == NULL || len == 0)
+		return flowd_error_set(err, 400, "missing_field", "body",
+				       "the command body is empty");
+	doc = json_loadb(raw, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (doc == NULL)
+		return flowd_error_set(err, 400, "invalid_json", "",
+				       "invalid JSON at line %d, column %d: %s",
+				       jerr.line, jerr.column, jerr.text);
+	is_object = json_is_object(doc);
+	json_decref(doc);
+	if (!is_object)
+		return flowd_error_set(err, 400, "invalid_json", "",
+				       "the command must be a JSON object");
+	return 0;
+}
+
 void api__request_clear(struct api_request *req)
 {
 	free(req->flow);
@@ -623,6 +649,11 @@ void api__request_clear(struct api_request *req)
 	free(req->cursor);
 	free(req->pg_run_id);
 	free(req->resp_body);
+	free(req->method);
+	free(req->target);
+	free(req->raw_body);
+	free(req->authorization);
+	free(req->content_type);
 	req->flow = NULL;
 	req->run_id = NULL;
 	req->body = NULL;
@@ -634,4 +665,11 @@ void api__request_clear(struct api_request *req)
 	req->cursor = NULL;
 	req->pg_run_id = NULL;
 	req->resp_body = NULL;
+	req->method = NULL;
+	req->target = NULL;
+	req->raw_body = NULL;
+	req->raw_body_len = 0;
+	req->authorization = NULL;
+	req->content_type = NULL;
+	req->forwarded = 0;
 }

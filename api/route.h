@@ -101,8 +101,17 @@ int api__authorize(unsigned flags, enum api__role role, int open,
 int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
 			 struct api_request *req, struct flowd_error *err);
 
-/* Free every owned field of `req` (request fields and response) and reset
- * them to NULL; op, status and priv are kept. */
+/* Check the body of POST /internal/v1/commands: `raw[0..len)` (borrowed)
+ * must be a non-empty JSON object. Only checked: the backend proposes the
+ * raw bytes (req->raw_body), so nothing parsed is kept. Errors: 400
+ * "missing_field" field "body" (empty), 400 "invalid_json" (not JSON, or
+ * JSON that is not an object; duplicate keys rejected). */
+int api__command_body(const char *raw, size_t len, struct flowd_error *err);
+
+/* Free every owned field of `req` (request fields, the request as it arrived:
+ * method, target, raw_body, authorization, content_type; and the response)
+ * and reset them to NULL (raw_body_len and forwarded to 0); op, status and
+ * priv are kept. */
 void api__request_clear(struct api_request *req);
 
 #endif

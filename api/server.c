@@ -12,7 +12,11 @@
  *
  * Happy path of one request (struct request, one per HTTP request, stored in
  * MHD's *con_cls):
- *   1. first call (headers only): allocate, route (404/405), authorize
+ *   0. URI log callback (request line parsed, headers not yet): allocate,
+ *      and keep the raw request target ("/path?query" exactly as sent,
+ *      before MHD splits and unescapes it) as req.target; the pointer
+ *      returned becomes *con_cls.
+ *   1. first call (headers only): route (404/405), authorize
  *      (401/403), validate path and query (400/404), reject an announced
  *      Content-Length over max_body_bytes (413) or a wrong Content-Type on a
  *      route whose body is required (415). Any of these is answered at once.
@@ -21,9 +25,11 @@
  *      response while body data is still arriving).
  *   3. final call (*upload_data_size == 0): parse and check the body, then
  *      either answer directly (healthz, task logs, any error) or submit:
- *      state = SUBMITTED, MHD_suspend_connection(), pending++, then
- *      backend->submit(). The handler returns MHD_YES without touching the
- *      request again.
+ *      copy the request as it arrived (method, raw body, Authorization,
+ *      Content-Type, X-Flowd-Forwarded) into req so that a follower can
+ *      forward it unchanged, state = SUBMITTED, MHD_suspend_connection(),
+ *      pending++, then backend->submit(). The handler returns MHD_YES
+ *      without touching the request again.
  *   4. api_request_finish() (any thread): state = FINISHED (release), then
  *      MHD_resume_connection(), then pending--.
  *   5. MHD calls the handler again on the worker: it sees FINISHED (acquire)
@@ -32,9 +38,10 @@
  *      first reads it from PostgreSQL through the reader (blocking, a few
  *      seconds at most when PostgreSQL is down) and rewrites the response:
  *      this must not happen in finish(), which may run on the loop thread.
- *   6. NOTIFY_COMPLETED frees the request (also after errors and client
- *      disconnects). With keep-alive, the next request on the connection
- *      starts again at 1 with a fresh *con_cls.
+ *   6. NOTIFY_COMPLETED frees the request (also after errors, client
+ *      disconnects, and requests MHD itself rejected after step 0 without
+ *      ever calling the handler). With keep-alive, the next request on the
+ *      connection starts again at 0 with a fresh *con_cls.
  *
  * The finish-before-suspend race. The connection is suspended *before*
  * submit() is called, so whenever finish() runs - even synchronously inside
@@ -94,12 +101,15 @@ struct request {
 	struct api_request req; /* handed to the backend; req.priv = this */
 	struct api_server *server;
 	struct MHD_Connection *conn;
-	const char *method; /* borrowed from MHD, valid for the request */
-	const char *url;    /* borrowed from MHD, valid for the request */
+	const char *method; /* borrowed from MHD, valid for the request; NULL
+			     * until the handler's first call */
+	const char *url;    /* borrowed from MHD, likewise */
 	struct api__route route;
 	_Atomic int state; /* enum request_state */
+	int begun;	   /* the handler's first call has run */
 	int failed;	   /* an error response is ready in req */
-	char *body;	   /* owned raw body, NULL until the first byte */
+	char *body;	   /* owned raw body, NULL until the first byte; moved
+			    * to req.raw_body on submit */
 	size_t body_len;
 	size_t body_cap;
 };
@@ -173,6 +183,33 @@ oom:
 	api_request_reply_json(req, 500, NULL);
 }
 
+void api_request_reply_text(struct api_request *req, int status,
+			    const char *json_text, size_t len)
+{
+	char *text = malloc(len + 1);
+
+	free(req->resp_body);
+	req->resp_body = NULL;
+	if (text == NULL) {
+		log_error("api: out of memory copying a response status=%d",
+			  status);
+		req->status = 500;
+		req->resp_body = strdup(internal_error_body);
+		return;
+	}
+	if (len > 0)
+		memcpy(text, json_text, len);
+	text[len] = '\0';
+	if (status == 503 && req->retry_after == 0)
+		req->retry_after = 1;
+	req->status = status;
+	req->resp_body = text;
+}
+
+/* For log lines: method and url are NULL for a request MHD rejected before
+ * calling the handler. */
+static const char *or_dash(const char *s) { return s != NULL ? s : "-"; }
+
 /* Answer `err` from the worker thread. */
 static void fail(struct request *r, const struct flowd_error *err)
 {
@@ -231,8 +268,8 @@ static enum MHD_Result answer(struct request *r)
 destroy:
 	MHD_destroy_response(resp);
 done:
-	log_debug("api: answered method=%s path=%s status=%d", r->method,
-		  r->url, status);
+	log_debug("api: answered method=%s path=%s status=%d",
+		  or_dash(r->method), or_dash(r->url), status);
 	return ret;
 }
 
@@ -240,19 +277,24 @@ done:
  * Requests
  */
 
-static struct request *request_new(struct api_server *s,
-				   struct MHD_Connection *conn,
-				   const char *method, const char *url)
+/* The URI log callback: called by MHD once per request, with the request
+ * target as the client sent it, before MHD cuts the query off and unescapes
+ * the path. Returns the new request, which MHD stores in *con_cls (NULL on
+ * out of memory: the handler then closes the connection). */
+static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
 	struct request *r = calloc(1, sizeof *r);
 
 	if (r == NULL)
 		return NULL;
+	r->req.target = strdup(uri != NULL ? uri : "");
+	if (r->req.target == NULL) {
+		free(r);
+		return NULL;
+	}
 	r->req.priv = r;
-	r->server = s;
+	r->server = cls;
 	r->conn = conn;
-	r->method = method;
-	r->url = url;
 	atomic_init(&r->state, STATE_READING);
 	return r;
 }
@@ -279,6 +321,43 @@ static const char *query_get(void *arg, const char *key)
 static const char *header(struct request *r, const char *name)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* Copy the request as it arrived into req, for a backend that forwards it
+ * to the leader unchanged (api.h). The raw body buffer moves to req. */
+static int request_capture(struct request *r, struct flowd_error *err)
+{
+	struct api_request *req = &r->req;
+	const char *v;
+	char *raw;
+
+	/* HEAD is routed, and so forwarded, as GET. */
+	req->method =
+		strdup(strcmp(r->method, "HEAD") == 0 ? "GET" : r->method);
+	if (req->method == NULL)
+		goto oom;
+	raw = realloc(r->body, r->body_len + 1);
+	if (raw == NULL)
+		goto oom; /* r->body is still owned by r */
+	raw[r->body_len] = '\0';
+	req->raw_body = raw;
+	req->raw_body_len = r->body_len;
+	r->body = NULL;
+	r->body_len = 0;
+	r->body_cap = 0;
+	v = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (v != NULL && (req->authorization = strdup(v)) == NULL)
+		goto oom;
+	v = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (v != NULL && (req->content_type = strdup(v)) == NULL)
+		goto oom;
+	v = header(r, "X-Flowd-Forwarded");
+	req->forwarded = v != NULL && strcmp(v, "1") == 0;
+	return 0;
+
+oom:
+	/* What was copied is freed with the request. */
+	return flowd_error_set(err, 500, "internal", "", "out of memory");
 }
 
 /* The headers-only call: everything that can be decided before the body. */
@@ -370,11 +449,9 @@ static int body_parse(struct request *r, json_t **out, struct flowd_error *err)
 	if (!api__content_type_is_json(header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
 		return flowd_error_set(err, 415, "unsupported_media_type", "",
 				       "the body must be application/json");
+	/* The raw bytes are kept: they become req->raw_body on submit. */
 	*out = json_loadb(r->body ? r->body : "", r->body_len,
 			  JSON_REJECT_DUPLICATES, &jerr);
-	free(r->body);
-	r->body = NULL;
-	r->body_len = 0;
 	if (*out == NULL)
 		return flowd_error_set(err, 400, "invalid_json", "",
 				       "invalid JSON at line %d, column %d: %s",
@@ -389,6 +466,15 @@ static int body_attach(struct request *r, struct flowd_error *err)
 	json_t *doc = NULL;
 	int rc = -1;
 
+	if (req->op == API_OP_INTERNAL_COMMAND) {
+		/* Only checked; the backend proposes req->raw_body. */
+		if (!api__content_type_is_json(
+			    header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
+			return flowd_error_set(
+				err, 415, "unsupported_media_type", "",
+				"the body must be application/json");
+		return api__command_body(r->body, r->body_len, err);
+	}
 	if (body_parse(r, &doc, err) != 0)
 		return -1;
 	switch (req->op) {
@@ -589,6 +675,10 @@ static enum MHD_Result request_end(struct request *r)
 	case API__TARGET_SUBMIT:
 		break;
 	}
+	if (request_capture(r, &err) != 0) {
+		fail(r, &err);
+		return answer(r);
+	}
 	return submit(r);
 }
 
@@ -602,10 +692,15 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
 	struct flowd_error err;
 
 	if (r == NULL) {
-		r = request_new(s, conn, method, url);
-		if (r == NULL)
-			return MHD_NO;
-		*con_cls = r;
+		/* uri_log_cb ran out of memory */
+		log_error("api: out of memory for a request; closing");
+		return MHD_NO;
+	}
+	if (!r->begun) {
+		r->begun = 1;
+		r->server = s;
+		r->method = method;
+		r->url = url;
 		flowd_error_clear(&err);
 		if (request_begin(r, &err) != 0) {
 			fail(r, &err);
@@ -659,12 +754,12 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		log_debug("api: request ended early method=%s path=%s toe=%d",
-			  r->method, r->url, (int)toe);
+			  or_dash(r->method), or_dash(r->url), (int)toe);
 	if (atomic_load_explicit(&r->state, memory_order_acquire) ==
 	    STATE_SUBMITTED) {
 		log_error("api: request completed while the backend holds it; "
 			  "leaking it method=%s path=%s",
-			  r->method, r->url);
+			  or_dash(r->method), or_dash(r->url));
 		return;
 	}
 	request_free(r);
@@ -807,7 +902,7 @@ int api_server_start(const struct api_config *cfg,
 		MHD_OPTION_CONNECTION_TIMEOUT, timeout,
 		MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
 		MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, NULL,
-		MHD_OPTION_END);
+		MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, s, MHD_OPTION_END);
 	if (s->daemon == NULL) {
 		snprintf(errmsg, errlen, "api: cannot listen on %s: %s",
 			 cfg->address, errno ? strerror(errno) : "mhd failed");

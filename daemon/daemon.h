@@ -16,6 +16,7 @@
 #include "core/fsm.h"
 #include "daemon/config.h"
 #include "daemon/executor.h"
+#include "daemon/peer.h"
 #include "storage/storage.h"
 
 /* An attempt the state machine placed on this node, waiting for the loop to
@@ -46,6 +47,7 @@ struct flowd {
 	struct storage_applier *applier;
 	struct storage_reader *reader;
 	struct api_server *api;
+	struct peer *peer;              /* requests to the leader's API */
 
 	/* HTTP threads -> loop: requests to answer. */
 	pthread_mutex_t inbox_lock;
@@ -83,6 +85,7 @@ struct flowd {
 int64_t flowd_now_ms(void);
 
 /* service.c */
+const char *service_leader_api(struct flowd *d); /* NULL if none or us */
 void service_submit_cb(void *arg, struct api_request *req);
 void service_inbox_cb(uv_async_t *h);
 void service_fail_all(struct flowd *d, int status, const char *code,

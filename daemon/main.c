@@ -166,15 +166,26 @@ static void close_handles_cb(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
+static void peer_closed_cb(void *arg)
+{
+	struct flowd *d = arg;
+
+	d->peer = NULL;
+	uv_stop(d->loop);
+}
+
 static void raft_closed_cb(void *arg)
 {
 	struct flowd *d = arg;
 
 	d->raft = NULL;
 	/* Every proposal has completed, so every request has been answered
-	 * except those still queued: answer them too. */
+	 * except those still queued or forwarded: answer them too. */
 	service_fail_all(d, 503, "unavailable", "the node is shutting down");
-	uv_stop(d->loop);
+	if (d->peer != NULL)
+		peer_close(d->peer, peer_closed_cb, d);
+	else
+		uv_stop(d->loop);
 }
 
 static void exec_closed_cb(void *arg)
@@ -336,6 +347,11 @@ int main(int argc, char **argv)
 	d.sigint.data = &d;
 	uv_timer_init(d.loop, &d.watchdog);
 
+	d.peer = peer_new(d.loop, cfg.apply_timeout_ms + 1000);
+	if (d.peer == NULL) {
+		log_error("peer: cannot start");
+		goto err_loop;
+	}
 	d.exec = executor_new(d.loop, cfg.kill_grace_ms, tasks_exec_done);
 	if (d.exec == NULL) {
 		log_error("executor: cannot start");
@@ -424,6 +440,8 @@ int main(int argc, char **argv)
 err_exec:
 	executor_close(d.exec, NULL, NULL);
 err_loop:
+	if (d.peer != NULL)
+		peer_close(d.peer, NULL, NULL);
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	uv_loop_close(d.loop);

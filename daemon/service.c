@@ -166,7 +166,65 @@ static void propose(struct flowd *d, struct api_request *req, char *buf,
 			    "the node cannot accept writes now");
 }
 
-/* A write is accepted only by a leader that is ready and not overloaded. */
+/* ------------------------------------------------------------------------
+ * Forwarding to the leader
+ */
+
+const char *service_leader_api(struct flowd *d)
+{
+	uint64_t leader = consensus_leader(d->raft);
+
+	if (leader == 0 || leader == d->cfg->node_id)
+		return NULL;
+	for (unsigned i = 0; i < d->cfg->n_peers; i++)
+		if (d->cfg->peers[i].id == leader)
+			return d->cfg->peers[i].api_address;
+	return NULL;
+}
+
+static void forward_done_cb(void *arg, const struct peer_result *res)
+{
+	struct api_request *req = arg;
+
+	if (res->status == 0) {
+		reply_error(req, 503, "unavailable", NULL,
+			    "the leader could not be reached; retry");
+		return;
+	}
+	req->retry_after = res->retry_after;
+	api_request_reply_text(req, res->status, res->body, res->body_len);
+	api_request_finish(req);
+}
+
+/* A follower hands the request, unchanged, to the leader and relays the
+ * answer; the client never needs to know who leads. A request that was
+ * already forwarded is not forwarded again (no loops while an election
+ * settles). */
+static void forward(struct flowd *d, struct api_request *req)
+{
+	const char *leader = service_leader_api(d);
+	struct peer_request pr = {0};
+
+	if (req->forwarded || leader == NULL || d->peer == NULL) {
+		reply_error(req, 503, "unavailable", NULL,
+			    "no leader is known right now; retry");
+		return;
+	}
+	pr.address = leader;
+	pr.method = req->method;
+	pr.target = req->target;
+	pr.authorization = req->authorization;
+	pr.content_type = req->content_type;
+	pr.body = req->raw_body;
+	pr.body_len = req->raw_body_len;
+	pr.forwarded = 1;
+	if (peer_send(d->peer, &pr, forward_done_cb, req) != 0)
+		reply_error(req, 503, "unavailable", NULL,
+			    "the node is shutting down");
+}
+
+/* A write is accepted only by a leader that is ready and not overloaded;
+ * a follower forwards it. */
 static bool write_admissible(struct flowd *d, struct api_request *req)
 {
 	if (d->stopping) {
@@ -175,9 +233,7 @@ static bool write_admissible(struct flowd *d, struct api_request *req)
 		return false;
 	}
 	if (d->role != CONSENSUS_LEADER) {
-		reply_error(req, 503, "unavailable", NULL,
-			    "this node is not the leader and no leader is "
-			    "known");
+		forward(d, req);
 		return false;
 	}
 	if (d->applier != NULL &&
@@ -417,7 +473,7 @@ static void do_readyz(struct flowd *d, struct api_request *req)
 	else if (consensus_applied_index(d->raft) <
 		 consensus_commit_index(d->raft))
 		why = "applying the log";
-	else if (d->role == CONSENSUS_LEADER && !d->node_up_done)
+	else if (!d->node_up_done)
 		why = "registering this node";
 	if (why != NULL) {
 		json_t *b = json_pack("{s:b, s:s}", "ready", 0, "reason", why);
@@ -428,10 +484,52 @@ static void do_readyz(struct flowd *d, struct api_request *req)
 	reply_json(req, 200, json_pack("{s:b}", "ready", 1));
 }
 
+static void internal_done_cb(void *arg, int status, uint64_t index,
+			     void *result)
+{
+	struct api_request *req = arg;
+	struct fsm_result *res = result;
+
+	if (status != CONSENSUS_OK) {
+		reply_error(req, 503, "unavailable", NULL,
+			    "the command was not committed; retry");
+		return;
+	}
+	reply_json(req, 200,
+		   json_pack("{s:I, s:i}", "index", (json_int_t)index,
+			     "result", res ? res->status : 0));
+}
+
+/* POST /internal/v1/commands: a node proposes a command (its registration,
+ * a task's outcome) through the leader. */
+static void do_internal_command(struct flowd *d, struct api_request *req)
+{
+	char *buf = malloc(req->raw_body_len + 1);
+	int rv;
+
+	if (buf == NULL) {
+		reply_error(req, 500, "internal", NULL, "out of memory");
+		return;
+	}
+	memcpy(buf, req->raw_body, req->raw_body_len);
+	rv = consensus_propose(d->raft, buf, req->raw_body_len,
+			       d->cfg->apply_timeout_ms, internal_done_cb, req);
+	if (rv != CONSENSUS_OK)
+		reply_error(req, 503, "unavailable", NULL,
+			    "not the leader right now; retry");
+}
+
 static void handle(struct flowd *d, struct api_request *req)
 {
 	struct fsm_flow *fl;
 	struct fsm_run *r;
+
+	/* ?consistent=true: a read answered by the leader. */
+	if (req->consistent && d->role != CONSENSUS_LEADER &&
+	    req->op != API_OP_READYZ && req->op != API_OP_CLUSTER) {
+		forward(d, req);
+		return;
+	}
 
 	switch (req->op) {
 	case API_OP_FLOW_PUT:
@@ -449,6 +547,10 @@ static void handle(struct flowd *d, struct api_request *req)
 	case API_OP_RUN_CANCEL:
 		if (write_admissible(d, req))
 			do_run_cancel(d, req);
+		break;
+	case API_OP_INTERNAL_COMMAND:
+		if (write_admissible(d, req))
+			do_internal_command(d, req);
 		break;
 	case API_OP_FLOW_LIST:
 		do_flow_list(d, req);

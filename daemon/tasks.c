@@ -102,15 +102,101 @@ void tasks_flush_records(struct flowd *d)
 }
 
 /* ------------------------------------------------------------------------
+ * Proposing from any node: through raft on the leader, through the leader's
+ * POST /internal/v1/commands elsewhere
+ */
+
+typedef void (*propose_cb)(struct flowd *d, void *arg, int status);
+
+struct proposal {
+	struct flowd *d;
+	propose_cb cb;
+	void *arg;
+};
+
+static void proposal_raft_cb(void *arg, int status, uint64_t index,
+			     void *result)
+{
+	struct proposal *p = arg;
+
+	p->cb(p->d, p->arg, status);
+	free(p);
+}
+
+static void proposal_peer_cb(void *arg, const struct peer_result *res)
+{
+	struct proposal *p = arg;
+
+	if (res->status != 200)
+		log_debug("tasks: forwarded command status=%d error=%s",
+			  res->status, res->error);
+	p->cb(p->d, p->arg,
+	      res->status == 200 ? CONSENSUS_OK : CONSENSUS_NOT_LEADER);
+	free(p);
+}
+
+/* Propose `buf` (malloc'd; always consumed) wherever the leader is. Returns
+ * 0 when under way (cb fires once with a CONSENSUS_* status), or -1 when no
+ * leader can take it now (cb never fires). */
+static int propose_anywhere(struct flowd *d, char *buf, size_t len,
+			    propose_cb cb, void *arg)
+{
+	struct proposal *p = malloc(sizeof *p);
+	const char *leader;
+	char auth[300];
+	int rv;
+
+	if (p == NULL || d->stopping) {
+		free(p);
+		free(buf);
+		return -1;
+	}
+	p->d = d;
+	p->cb = cb;
+	p->arg = arg;
+	if (d->role == CONSENSUS_LEADER) {
+		rv = consensus_propose(d->raft, buf, len,
+				       d->cfg->apply_timeout_ms,
+				       proposal_raft_cb, p);
+		if (rv != CONSENSUS_OK)
+			free(p);
+		return rv == CONSENSUS_OK ? 0 : -1;
+	}
+	leader = service_leader_api(d);
+	if (leader == NULL || d->peer == NULL) {
+		free(p);
+		free(buf);
+		return -1;
+	}
+	/* Nodes share the cluster's admin tokens (docs/deploy.md). */
+	if (d->cfg->admin_tokens[0] != NULL)
+		snprintf(auth, sizeof auth, "Bearer %s", d->cfg->admin_tokens[0]);
+	struct peer_request pr = {
+		.address = leader,
+		.method = "POST",
+		.target = "/internal/v1/commands",
+		.authorization = d->cfg->admin_tokens[0] ? auth : NULL,
+		.content_type = "application/json",
+		.body = buf,
+		.body_len = len,
+		.forwarded = 1,
+	};
+	rv = peer_send(d->peer, &pr, proposal_peer_cb, p);
+	free(buf);
+	if (rv != 0)
+		free(p);
+	return rv == 0 ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------------
  * Finishing: propose task_finish, keep it until it commits
  */
 
 static void finish_send(struct flowd *d);
 
-static void finish_done_cb(void *arg, int status, uint64_t index, void *result)
+static void finish_done_cb(struct flowd *d, void *arg, int status)
 {
 	struct finish_msg *m = arg;
-	struct flowd *d = *(struct flowd **)(m + 1);
 
 	d->finish_inflight--;
 	if (status == CONSENSUS_OK) {
@@ -146,10 +232,8 @@ static void finish_send(struct flowd *d)
 		if (copy == NULL)
 			return;
 		memcpy(copy, m->buf, m->len);
-		rv = consensus_propose(d->raft, copy, m->len,
-				       d->cfg->apply_timeout_ms, finish_done_cb,
-				       m);
-		if (rv != CONSENSUS_OK) {
+		rv = propose_anywhere(d, copy, m->len, finish_done_cb, m);
+		if (rv != 0) {
 			uv_timer_start(&d->finish_timer, tasks_finish_timer_cb,
 				       100, 0);
 			return;
@@ -168,8 +252,7 @@ void tasks_finish_timer_cb(uv_timer_t *h)
 
 static void finish_queue(struct flowd *d, const struct fsm_finish *fin)
 {
-	/* The message carries a back pointer to the daemon after it. */
-	struct finish_msg *m = calloc(1, sizeof *m + sizeof(struct flowd *));
+	struct finish_msg *m = calloc(1, sizeof *m);
 
 	if (m == NULL ||
 	    fsm_cmd_task_finish(flowd_now_ms(), fin, &m->buf, &m->len) != 0) {
@@ -178,7 +261,6 @@ static void finish_queue(struct flowd *d, const struct fsm_finish *fin)
 		free(m);
 		return;
 	}
-	*(struct flowd **)(m + 1) = d;
 	if (d->finish_tail != NULL)
 		d->finish_tail->next = m;
 	else
@@ -435,11 +517,8 @@ void tasks_after_apply_cb(uv_idle_t *h)
  * Leadership
  */
 
-static void node_up_done_cb(void *arg, int status, uint64_t index,
-			    void *result)
+static void node_up_done_cb(struct flowd *d, void *arg, int status)
 {
-	struct flowd *d = arg;
-
 	d->node_up_inflight = false;
 	if (status == CONSENSUS_OK) {
 		d->node_up_done = true;
@@ -454,14 +533,13 @@ void tasks_leader_timer_cb(uv_timer_t *h)
 	char *buf;
 	size_t len;
 
-	if (d->stopping || d->role != CONSENSUS_LEADER || d->node_up_done ||
-	    d->node_up_inflight)
+	/* Every node registers once per boot, through the leader. */
+	if (d->stopping || d->node_up_done || d->node_up_inflight)
 		return;
 	if (fsm_cmd_node_up(flowd_now_ms(), d->cfg->node_id, d->boot,
 			    d->cfg->limits.max_parallel_tasks, &buf, &len) != 0)
 		return;
-	if (consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
-			      node_up_done_cb, d) == CONSENSUS_OK)
+	if (propose_anywhere(d, buf, len, node_up_done_cb, NULL) == 0)
 		d->node_up_inflight = true;
 }
 

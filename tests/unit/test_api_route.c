@@ -80,6 +80,8 @@ static void route_table_maps_each_path_to_its_op(void **state)
 		 API_OP_RUN_CREATE,
 		 API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT},
 		{"GET", "/v1/runs", API__TARGET_SUBMIT, API_OP_RUN_LIST, 0},
+		{"POST", "/internal/v1/commands", API__TARGET_SUBMIT,
+		 API_OP_INTERNAL_COMMAND, API__ROUTE_WRITE | API__ROUTE_BODY},
 		{"GET", "/v1/runs/r-1", API__TARGET_SUBMIT, API_OP_RUN_GET, 0},
 		{"POST", "/v1/runs/r-1/cancel", API__TARGET_SUBMIT,
 		 API_OP_RUN_CANCEL, API__ROUTE_WRITE},
@@ -599,6 +601,156 @@ static void run_body_rejects_bad_shapes(void **state)
 	}
 }
 
+/* ------------------------------------------------------------------------
+ * POST /internal/v1/commands
+ */
+
+static void route_internal_command_is_an_admin_json_write(void **state)
+{
+	struct parsed p;
+	struct flowd_error err;
+	unsigned f;
+
+	assert_int_equal(parse(&p, "POST", "/internal/v1/commands", NULL), 0);
+	assert_int_equal(p.route.target, API__TARGET_SUBMIT);
+	assert_int_equal(p.route.op, API_OP_INTERNAL_COMMAND);
+	assert_int_equal(p.req.op, API_OP_INTERNAL_COMMAND);
+	assert_int_equal(p.route.flags, API__ROUTE_WRITE | API__ROUTE_BODY);
+	assert_string_equal(p.route.allow, "POST");
+
+	/* same auth rules as other writes; open when no token is set */
+	f = p.route.flags;
+	assert_int_equal(api__authorize(f, API__ROLE_ADMIN, 0, &err), 0);
+	assert_int_equal(api__authorize(f, API__ROLE_READER, 0, &err), -1);
+	assert_int_equal(err.status, 403);
+	assert_int_equal(api__authorize(f, API__ROLE_NONE, 0, &err), -1);
+	assert_int_equal(err.status, 401);
+	assert_int_equal(api__authorize(f, API__ROLE_NONE, 1, &err), 0);
+	done(&p);
+
+	/* a query string does not change the route */
+	assert_int_equal(parse(&p, "POST", "/internal/v1/commands",
+			       (const char *[]){"consistent", "true", NULL}),
+			 0);
+	assert_int_equal(p.req.consistent, 0); /* writes ignore it */
+	done(&p);
+
+	/* neighbours of the path are not routes */
+	assert_int_equal(parse(&p, "POST", "/internal/v1", NULL), 404);
+	done(&p);
+	assert_int_equal(parse(&p, "POST", "/internal/v1/commands/x", NULL),
+			 404);
+	done(&p);
+	assert_int_equal(parse(&p, "POST", "/internal/v2/commands", NULL), 404);
+	done(&p);
+	assert_int_equal(parse(&p, "POST", "/internal/v1/commands/", NULL),
+			 404);
+	done(&p);
+}
+
+static void route_internal_command_other_methods_are_405(void **state)
+{
+	static const char *const methods[] = {"GET", "HEAD", "PUT", "DELETE",
+					      "PATCH"};
+	size_t i;
+
+	for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+		struct parsed p;
+
+		assert_int_equal(
+			parse(&p, methods[i], "/internal/v1/commands", NULL),
+			405);
+		assert_string_equal(p.err.code, "method_not_allowed");
+		assert_non_null(p.route.allow);
+		assert_string_equal(p.route.allow, "POST");
+		done(&p);
+	}
+}
+
+static void command_body_must_be_a_json_object(void **state)
+{
+	static const char command[] = "{\"type\":\"node\",\"id\":2}";
+	static const struct {
+		const char *text, *code, *field;
+	} bad[] = {
+		{"", "missing_field", "body"},
+		{" ", "invalid_json", ""},
+		{"{", "invalid_json", ""},
+		{"[]", "invalid_json", ""},
+		{"\"x\"", "invalid_json", ""},
+		{"1", "invalid_json", ""},
+		{"null", "invalid_json", ""},
+		{"{} x", "invalid_json", ""},
+		{"{\"a\":1,\"a\":2}", "invalid_json", ""},
+	};
+	struct flowd_error err;
+	size_t i;
+
+	assert_int_equal(api__command_body("{}", 2, &err), 0);
+	assert_int_equal(api__command_body(command, strlen(command), &err), 0);
+	/* only len bytes are read */
+	assert_int_equal(api__command_body("{}garbage", 2, &err), 0);
+
+	assert_int_equal(api__command_body(NULL, 0, &err), -1);
+	assert_int_equal(err.status, 400);
+	assert_string_equal(err.code, "missing_field");
+	assert_string_equal(err.field, "body");
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memset(&err, 0, sizeof err);
+		assert_int_equal(api__command_body(bad[i].text,
+						   strlen(bad[i].text), &err),
+				 -1);
+		assert_int_equal(err.status, 400);
+		assert_string_equal(err.code, bad[i].code);
+		assert_string_equal(err.field, bad[i].field);
+	}
+}
+
+/* The request as it arrived (api.h) is owned by the request: clearing it
+ * frees every field and resets them (LSan reports a leak otherwise). */
+static void request_clear_frees_the_request_as_received(void **state)
+{
+	struct api_request req;
+	static const char body[] = "{\"a\":1}";
+
+	memset(&req, 0, sizeof req);
+	req.op = API_OP_INTERNAL_COMMAND;
+	req.status = 201;
+	req.priv = &req;
+	req.method = strdup("POST");
+	req.target = strdup("/internal/v1/commands?x=a%2Eb");
+	req.raw_body = strdup(body);
+	req.raw_body_len = sizeof body - 1;
+	req.authorization = strdup("Bearer admin-token");
+	req.content_type = strdup("application/json");
+	req.forwarded = 1;
+	req.resp_body = strdup("{}");
+	assert_non_null(req.method);
+	assert_non_null(req.target);
+	assert_non_null(req.raw_body);
+	assert_non_null(req.authorization);
+	assert_non_null(req.content_type);
+	assert_non_null(req.resp_body);
+
+	api__request_clear(&req);
+	assert_null(req.method);
+	assert_null(req.target);
+	assert_null(req.raw_body);
+	assert_int_equal(req.raw_body_len, 0);
+	assert_null(req.authorization);
+	assert_null(req.content_type);
+	assert_int_equal(req.forwarded, 0);
+	assert_null(req.resp_body);
+	/* kept */
+	assert_int_equal(req.op, API_OP_INTERNAL_COMMAND);
+	assert_int_equal(req.status, 201);
+	assert_ptr_equal(req.priv, &req);
+
+	/* and clearing twice is harmless */
+	api__request_clear(&req);
+}
+
 /* The backend hands pg_run_id over to the api: clearing the request frees
  * it (LSan reports a leak otherwise). */
 static void request_clear_frees_pg_run_id(void **state)
@@ -636,6 +788,10 @@ int main(void)
 		cmocka_unit_test(run_body_accepts_valid_shapes),
 		cmocka_unit_test(run_body_rejects_bad_shapes),
 		cmocka_unit_test(request_clear_frees_pg_run_id),
+		cmocka_unit_test(route_internal_command_is_an_admin_json_write),
+		cmocka_unit_test(route_internal_command_other_methods_are_405),
+		cmocka_unit_test(command_body_must_be_a_json_object),
+		cmocka_unit_test(request_clear_frees_the_request_as_received),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
