@@ -1057,6 +1057,78 @@ static void apply_task_finish(struct apply_ctx *c, json_t *cmd)
 	place_ready(c);
 }
 
+/* Mark the RUNNING attempts of node `id` lost (those of every boot but
+ * `keep_boot`), and retry them under their steps' policies. With `stop`, the
+ * node is also asked to stop them, should it still be running them (it was
+ * marked down but is alive). */
+static void lose_attempts(struct apply_ctx *c, uint64_t id, uint64_t keep_boot,
+			  bool stop)
+{
+	struct fsm *f = c->f;
+
+	for (size_t i = 0; i < f->n_runs; i++) {
+		struct fsm_run *r = f->run_list[i];
+		if (r == NULL || r->active_attempts == 0)
+			continue;
+		for (size_t k = 0; k < r->spec->n_steps; k++) {
+			struct fsm_step *s = &r->steps[k];
+			struct fsm_attempt *a;
+			if (s->n_attempts == 0)
+				continue;
+			a = &s->attempts[s->n_attempts - 1];
+			if (a->status != FSM_ATTEMPT_RUNNING || a->node != id ||
+			    (keep_boot != 0 && a->boot == keep_boot))
+				continue;
+			if (stop && f->hooks.attempt_stop != NULL)
+				f->hooks.attempt_stop(f->hooks.arg, r, s, a);
+			attempt_release(c, r, a);
+			a->finished_ms = c->ts;
+			set_reason(&a->reason, "lost");
+			a->dirty = true;
+			touch_step(c, s);
+			if (a->stopping || run_terminal(r)) {
+				a->status = FSM_ATTEMPT_CANCELLED;
+			} else {
+				a->status = FSM_ATTEMPT_LOST;
+				step_failed(c, s, "lost its node");
+			}
+		}
+	}
+}
+
+/* node_alive: the node is up (again, if it had been marked down). */
+static void apply_node_alive(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
+	uint64_t boot = (uint64_t)json_integer_value(json_object_get(cmd, "boot"));
+	struct fsm_node *n = node_find(f, id);
+
+	f->result.status = 200;
+	if (f->hooks.node_heard != NULL)
+		f->hooks.node_heard(f->hooks.arg, id);
+	if (n == NULL || n->boot != boot || n->live)
+		return;
+	n->live = true;
+	place_ready(c);
+}
+
+/* node_down: the leader has not heard from the node for too long. */
+static void apply_node_down(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
+	uint64_t boot = (uint64_t)json_integer_value(json_object_get(cmd, "boot"));
+	struct fsm_node *n = node_find(f, id);
+
+	f->result.status = 200;
+	if (n == NULL || n->boot != boot || !n->live)
+		return;
+	n->live = false;
+	lose_attempts(c, id, 0, true);
+	place_ready(c);
+}
+
 static int node_cmp(const void *a, const void *b)
 {
 	const struct fsm_node *x = a, *y = b;
@@ -1087,36 +1159,13 @@ static void apply_node_up(struct apply_ctx *c, json_t *cmd)
 		n = node_find(f, id);
 	}
 	/* Attempts of an earlier boot of this node died with it. */
-	for (size_t i = 0; i < f->n_runs; i++) {
-		struct fsm_run *r = f->run_list[i];
-		if (r == NULL || r->active_attempts == 0)
-			continue;
-		for (size_t k = 0; k < r->spec->n_steps; k++) {
-			struct fsm_step *s = &r->steps[k];
-			struct fsm_attempt *a;
-			if (s->n_attempts == 0)
-				continue;
-			a = &s->attempts[s->n_attempts - 1];
-			if (a->status != FSM_ATTEMPT_RUNNING ||
-			    a->node != id || a->boot == boot)
-				continue;
-			attempt_release(c, r, a);
-			a->finished_ms = c->ts;
-			set_reason(&a->reason, "lost");
-			a->dirty = true;
-			touch_step(c, s);
-			if (a->stopping || run_terminal(r)) {
-				a->status = FSM_ATTEMPT_CANCELLED;
-			} else {
-				a->status = FSM_ATTEMPT_LOST;
-				step_failed(c, s, "lost its node");
-			}
-		}
-	}
+	lose_attempts(c, id, boot, false);
 	n = node_find(f, id);
 	n->boot = boot;
 	n->capacity = cap;
 	n->live = true;
+	if (f->hooks.node_heard != NULL)
+		f->hooks.node_heard(f->hooks.arg, id);
 	place_ready(c);
 }
 
@@ -1278,6 +1327,10 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		apply_task_finish(&c, cmd);
 	else if (strcmp(op, "node_up") == 0)
 		apply_node_up(&c, cmd);
+	else if (strcmp(op, "node_alive") == 0)
+		apply_node_alive(&c, cmd);
+	else if (strcmp(op, "node_down") == 0)
+		apply_node_down(&c, cmd);
 	else if (strcmp(op, "wake") == 0)
 		apply_wake(&c);
 	else if (strcmp(op, "nop") == 0)
@@ -1370,6 +1423,28 @@ int fsm_cmd_node_up(int64_t ts, uint64_t node, uint64_t boot,
 	json_object_set_new(c, "boot", json_integer((json_int_t)boot));
 	json_object_set_new(c, "capacity", json_integer(capacity));
 	return dump_cmd(c, out, len);
+}
+
+static int cmd_node(const char *op, int64_t ts, uint64_t node, uint64_t boot,
+		    char **out, size_t *len)
+{
+	json_t *c = cmd_new(op, ts);
+
+	json_object_set_new(c, "node", json_integer((json_int_t)node));
+	json_object_set_new(c, "boot", json_integer((json_int_t)boot));
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_node_alive(int64_t ts, uint64_t node, uint64_t boot, char **out,
+		       size_t *len)
+{
+	return cmd_node("node_alive", ts, node, boot, out, len);
+}
+
+int fsm_cmd_node_down(int64_t ts, uint64_t node, uint64_t boot, char **out,
+		      size_t *len)
+{
+	return cmd_node("node_down", ts, node, boot, out, len);
 }
 
 int fsm_cmd_wake(int64_t ts, char **out, size_t *len)

@@ -137,9 +137,12 @@ struct fsm_hooks {
 	/* An attempt was placed (on any node). */
 	void (*attempt_placed)(void *arg, struct fsm_run *run,
 			       struct fsm_step *step, struct fsm_attempt *a);
-	/* A running attempt must be stopped (the run ended). */
+	/* A running attempt must be stopped (the run ended, or its node was
+	 * marked down). */
 	void (*attempt_stop)(void *arg, struct fsm_run *run,
 			     struct fsm_step *step, struct fsm_attempt *a);
+	/* A node said it is alive (node_up, node_alive). */
+	void (*node_heard)(void *arg, uint64_t node);
 };
 
 /* The outcome of one applied command, valid until the next apply. */
@@ -256,6 +259,13 @@ int fsm_cmd_run_cancel(int64_t ts, const char *run_id, char **out,
  * lost. capacity: how many attempts it runs at once. */
 int fsm_cmd_node_up(int64_t ts, uint64_t node, uint64_t boot,
 		    unsigned capacity, char **out, size_t *len);
+/* node_alive: a node's periodic "I am alive" (it also brings a node that
+ * was marked down back). node_down: the leader has not heard from that boot
+ * of the node for too long; its running attempts are lost and retried. */
+int fsm_cmd_node_alive(int64_t ts, uint64_t node, uint64_t boot, char **out,
+		       size_t *len);
+int fsm_cmd_node_down(int64_t ts, uint64_t node, uint64_t boot, char **out,
+		      size_t *len);
 /* wake: retry attempts whose due time is <= ts. */
 int fsm_cmd_wake(int64_t ts, char **out, size_t *len);
 /* nop: changes nothing (gives raft an entry to apply, e.g. so that it

@@ -117,6 +117,11 @@ static const struct key keys[] = {
 
 	{"executor", "kill_grace_ms", K_UINT, CFG(kill_grace_ms), 0, 600000, 0},
 
+	{"cluster", "node_heartbeat_ms", K_UINT, CFG(node_heartbeat_ms), 50,
+	 60000, 0},
+	{"cluster", "node_timeout_ms", K_UINT, CFG(node_timeout_ms), 200,
+	 600000, 0},
+
 	{"log", "level", K_LEVEL, CFG(log_level), 0, 0, 0},
 
 	LIMIT_SZ(max_body_bytes),
@@ -738,6 +743,9 @@ static int check_whole(struct load *ld)
 				    (unsigned long long)self->id,
 				    self->api_address);
 	}
+	if (cfg->node_timeout_ms < 2 * cfg->node_heartbeat_ms)
+		return fail(ld, "cluster.node_timeout_ms: %u must be at least 2 * cluster.node_heartbeat_ms (%u)",
+			    cfg->node_timeout_ms, 2 * cfg->node_heartbeat_ms);
 	if (cfg->election_ms < 3 * cfg->heartbeat_ms)
 		return fail(ld, "raft.election_ms: %u must be at least 3 * raft.heartbeat_ms (%u)",
 			    cfg->election_ms, 3 * cfg->heartbeat_ms);
@@ -777,6 +785,8 @@ static int set_defaults(struct load *ld)
 	cfg->reader_tokens = calloc(1, sizeof(char *));
 	cfg->heartbeat_ms = 100;
 	cfg->election_ms = 1000;
+	cfg->node_heartbeat_ms = 1000;
+	cfg->node_timeout_ms = 5000;
 	cfg->snapshot_threshold = 16384;
 	cfg->snapshot_trailing = 16384;
 	cfg->pre_vote = 1;

@@ -45,6 +45,9 @@ struct flowd_config {
 	unsigned api_threads;
 	unsigned api_connection_limit;
 	unsigned api_connection_timeout_s;
+	/* [cluster] */
+	unsigned node_heartbeat_ms;     /* how often a node says it is alive */
+	unsigned node_timeout_ms;       /* silent this long: marked down */
 	/* [executor] */
 	unsigned kill_grace_ms;
 	/* [log] */

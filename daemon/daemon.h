@@ -76,6 +76,18 @@ struct flowd {
 	bool node_up_inflight;
 	uv_timer_t leader_timer;        /* leader duties that need retrying */
 
+	/* Liveness (multi-node clusters): every node commits node_alive each
+	 * cluster.node_heartbeat_ms; the leader marks a node it has not heard
+	 * from for cluster.node_timeout_ms down. `heard` is leader-local
+	 * (uv_now of the last node_up/node_alive applied per node). */
+	uv_timer_t alive_timer;
+	struct {
+		uint64_t node;
+		uint64_t heard_ms;
+		uint64_t down_sent_ms;
+	} heard[64];
+	unsigned n_heard;
+
 	uv_signal_t sigterm, sigint;
 	uv_timer_t watchdog;
 	bool stopping;
@@ -107,5 +119,7 @@ void tasks_role_cb(void *arg, enum consensus_role role, uint64_t leader);
 void tasks_kick(struct flowd *d);
 void tasks_clear(struct flowd *d);
 void tasks_db_progress_cb(uv_async_t *h);
+void tasks_hook_node_heard(void *arg, uint64_t node);
+void tasks_alive_timer_cb(uv_timer_t *h);
 
 #endif

@@ -208,6 +208,7 @@ static void begin_shutdown(struct flowd *d, const char *why)
 	uv_timer_stop(&d->wake_timer);
 	uv_timer_stop(&d->finish_timer);
 	uv_timer_stop(&d->leader_timer);
+	uv_timer_stop(&d->alive_timer);
 	uv_idle_stop(&d->after_apply);
 	service_fail_all(d, 503, "unavailable", "the node is shutting down");
 	executor_close(d->exec, exec_closed_cb, d);
@@ -328,7 +329,8 @@ int main(int argc, char **argv)
 
 	struct fsm_hooks hooks = {.arg = &d,
 				  .attempt_placed = tasks_hook_placed,
-				  .attempt_stop = tasks_hook_stop};
+				  .attempt_stop = tasks_hook_stop,
+				  .node_heard = tasks_hook_node_heard};
 	fsm_init(&d.fsm, &hooks);
 
 	uv_async_init(d.loop, &d.inbox_async, service_inbox_cb);
@@ -346,6 +348,8 @@ int main(int argc, char **argv)
 	uv_signal_init(d.loop, &d.sigint);
 	d.sigint.data = &d;
 	uv_timer_init(d.loop, &d.watchdog);
+	uv_timer_init(d.loop, &d.alive_timer);
+	d.alive_timer.data = &d;
 
 	d.peer = peer_new(d.loop, cfg.apply_timeout_ms + 1000);
 	if (d.peer == NULL) {
@@ -405,6 +409,10 @@ int main(int argc, char **argv)
 		uv_signal_start(&d.sigterm, signal_cb, SIGTERM);
 		uv_signal_start(&d.sigint, signal_cb, SIGINT);
 		uv_timer_start(&d.leader_timer, tasks_leader_timer_cb, 200, 200);
+		if (cfg.n_peers > 1)
+			uv_timer_start(&d.alive_timer, tasks_alive_timer_cb,
+				       cfg.node_heartbeat_ms,
+				       cfg.node_heartbeat_ms);
 		if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
 			uv_timer_start(&d.watchdog, watchdog_cb, wd_usec / 2000,
 				       wd_usec / 2000);

@@ -549,6 +549,10 @@ void tasks_role_cb(void *arg, enum consensus_role role, uint64_t leader)
 
 	if (role != d->role)
 		log_info("raft role=%d leader=%" PRIu64, (int)role, leader);
+	/* A new leader gives every node a full timeout before judging it. */
+	if (role == CONSENSUS_LEADER && d->role != CONSENSUS_LEADER)
+		for (unsigned i = 0; i < d->n_heard; i++)
+			d->heard[i].heard_ms = uv_now(d->loop);
 	d->role = role;
 	if (role == CONSENSUS_LEADER) {
 		tasks_leader_timer_cb(&d->leader_timer);
@@ -601,4 +605,76 @@ void tasks_db_progress_cb(uv_async_t *h)
 	if (consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
 			      nop_done_cb, d) == CONSENSUS_OK)
 		d->snapshot_wanted = false;
+}
+
+/* ------------------------------------------------------------------------
+ * Liveness
+ */
+
+static uint64_t *heard_slot(struct flowd *d, uint64_t node, bool add,
+			    uint64_t **down_sent)
+{
+	for (unsigned i = 0; i < d->n_heard; i++) {
+		if (d->heard[i].node == node) {
+			*down_sent = &d->heard[i].down_sent_ms;
+			return &d->heard[i].heard_ms;
+		}
+	}
+	if (!add || d->n_heard == sizeof d->heard / sizeof d->heard[0])
+		return NULL;
+	d->heard[d->n_heard].node = node;
+	d->heard[d->n_heard].heard_ms = uv_now(d->loop);
+	d->heard[d->n_heard].down_sent_ms = 0;
+	*down_sent = &d->heard[d->n_heard].down_sent_ms;
+	return &d->heard[d->n_heard++].heard_ms;
+}
+
+void tasks_hook_node_heard(void *arg, uint64_t node)
+{
+	struct flowd *d = arg;
+	uint64_t *down_sent;
+	uint64_t *heard = heard_slot(d, node, true, &down_sent);
+
+	if (heard != NULL) {
+		*heard = uv_now(d->loop);
+		*down_sent = 0;
+	}
+}
+
+static void alive_done_cb(struct flowd *d, void *arg, int status)
+{
+}
+
+/* Every node: say "alive". The leader: mark silent nodes down. */
+void tasks_alive_timer_cb(uv_timer_t *h)
+{
+	struct flowd *d = h->data;
+	uint64_t now = uv_now(d->loop);
+	char *buf;
+	size_t len;
+
+	if (d->stopping || !d->node_up_done)
+		return;
+	if (fsm_cmd_node_alive(flowd_now_ms(), d->cfg->node_id, d->boot, &buf,
+			       &len) == 0)
+		propose_anywhere(d, buf, len, alive_done_cb, NULL);
+	if (d->role != CONSENSUS_LEADER)
+		return;
+	for (unsigned i = 0; i < d->fsm.n_nodes; i++) {
+		struct fsm_node *n = &d->fsm.nodes[i];
+		uint64_t *down_sent, *heard;
+		if (!n->live || n->id == d->cfg->node_id)
+			continue;
+		heard = heard_slot(d, n->id, true, &down_sent);
+		if (heard == NULL || now - *heard < d->cfg->node_timeout_ms)
+			continue;
+		if (*down_sent != 0 && now - *down_sent < d->cfg->node_timeout_ms)
+			continue; /* one proposal per timeout */
+		log_warn("node %" PRIu64 " silent for %" PRIu64 " ms: marking it "
+			 "down", n->id, now - *heard);
+		*down_sent = now;
+		if (fsm_cmd_node_down(flowd_now_ms(), n->id, n->boot, &buf,
+				      &len) == 0)
+			propose_anywhere(d, buf, len, alive_done_cb, NULL);
+	}
 }

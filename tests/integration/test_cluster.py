@@ -79,3 +79,35 @@ def test_leader_kill9_loses_no_acknowledged_run_and_the_cluster_goes_on(cluster)
     by_key = runs_by_key(new_leader)
     for key, run_id in acked.items():
         assert by_key.get(key) == [run_id], (key, by_key.get(key))
+
+
+def test_a_dead_follower_is_marked_down_and_its_attempt_runs_elsewhere(cluster, workdir):
+    c = cluster(3, overrides={"cluster.node_heartbeat_ms": "200",
+                              "cluster.node_timeout_ms": "1500"})
+    leader = c.leader()
+    # The first attempt sleeps; a retry succeeds at once.
+    leader.deploy("nap", h.flow_spec([h.step(
+        "s", '[ "$FLOWD_ATTEMPT" = 1 ] && exec sleep 60; exit 0', retries=2)]))
+    # Start runs until one's first attempt lands on a follower.
+    victim_run, victim = None, None
+    for _ in range(12):
+        run_id = leader.start_run("nap")["id"]
+        run = wait_for(lambda: (lambda r: r if r["steps"][0]["attempts"] else None)(
+            leader.run(run_id)), 10, "the attempt to be placed")
+        node_id = run["steps"][0]["attempts"][0]["node"]
+        if node_id != int(leader.cluster_info()["node_id"]):
+            victim_run, victim = run_id, c[node_id - 1]
+            break
+    assert victim is not None, "no attempt landed on a follower"
+
+    assert victim.kill9() == -9
+    run = leader.wait_run(victim_run, timeout=30)
+    assert run["status"] == "succeeded", run
+    attempts = run["steps"][0]["attempts"]
+    assert attempts[0]["status"] == "lost" and attempts[0]["node"] == victim.id, attempts
+    assert attempts[-1]["status"] == "succeeded" and attempts[-1]["node"] != victim.id, attempts
+    assert "marking it down" in leader.log_text()
+
+    # It comes back (a new boot): it registers and takes work again.
+    victim.start()
+    assert victim.cluster_info()["role"] == "follower"
