@@ -231,7 +231,7 @@ static void watchdog_cb(uv_timer_t *h)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: flowd --config FILE [--section.key=value ...]\n"
+		"usage: flowd --config FILE [--section.key=value ...] [--check]\n"
 		"       flowd --version\n"
 		"Settings and their defaults: docs/configuration.md\n");
 }
@@ -243,7 +243,7 @@ int main(int argc, char **argv)
 	const char *config_path = NULL;
 	char errmsg[512];
 	char **rest = calloc((size_t)argc + 1, sizeof *rest);
-	int n_rest = 0, rv = 1;
+	int n_rest = 0, rv = 1, check_only = 0;
 	uint64_t wd_usec = 0;
 
 	memset(&d, 0, sizeof d);
@@ -260,6 +260,8 @@ int main(int argc, char **argv)
 			usage(stdout);
 			free(rest);
 			return 0;
+		} else if (strcmp(argv[i], "--check") == 0) {
+			check_only = 1;
 		} else if (strcmp(argv[i], "--version") == 0) {
 			printf("flowd %s\n", FLOWD_VERSION);
 			free(rest);
@@ -275,6 +277,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	free(rest);
+	if (check_only) {
+		printf("flowd: config ok: node %" PRIu64 " of %u\n", cfg.node_id,
+		       cfg.n_peers);
+		config_free(&cfg);
+		return 0;
+	}
 	flowd_log_level = cfg.log_level;
 	if (cfg.admin_tokens[0] == NULL && cfg.reader_tokens[0] == NULL) {
 		if (!loopback(cfg.api_address)) {

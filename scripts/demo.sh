@@ -7,7 +7,7 @@
 # depends on what ran before. Ctrl-C stops flowd (SIGTERM) and PostgreSQL.
 #
 # Environment:
-#   NODES=1             nodes in the cluster (ids 1..NODES)
+#   NODES=3             nodes in the cluster (ids 1..NODES)
 #   DEMO_ONESHOT=1      exit 0 once the first run succeeded (the README check)
 #   BUILD=build         build directory holding flowd
 #   FLOWD_BIN=...       the flowd binary (default $BUILD/flowd)
@@ -20,7 +20,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-NODES=${NODES:-1}
+NODES=${NODES:-3}
 BUILD=${BUILD:-build}
 FLOWD_BIN=${FLOWD_BIN:-$ROOT/$BUILD/flowd}
 DEMO_DIR=$ROOT/$BUILD/demo
@@ -167,7 +167,7 @@ say "run $RUN_ID started"
 
 deadline=$((SECONDS + RUN_TIMEOUT))
 while :; do
-	RUN=$(curl -fsS -H "$AUTH" "$API1/v1/runs/$RUN_ID")
+	RUN=$(curl -fsS -H "$AUTH" "$API1/v1/runs/$RUN_ID?consistent=true")
 	STATUS=$(printf '%s' "$RUN" | json_field status)
 	case $STATUS in
 	succeeded) break ;;

@@ -278,3 +278,12 @@ def test_bad_setting_refuses_to_start_naming_the_key(tmp_path, arg, named):
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert named in p.stderr, p.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("name", ["flowd.conf.example", "node1.conf", "node2.conf", "node3.conf"])
+def test_shipped_configs_are_valid(name):
+    path = os.path.join(h.REPO, "deploy", name)
+    p = subprocess.run([h.FLOWD_BIN, "--config", path, "--check"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "config ok" in p.stdout
