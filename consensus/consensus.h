@@ -21,6 +21,7 @@ enum {
 	CONSENSUS_NOMEM = 6,
 	CONSENSUS_TIMEOUT = 7,         /* the caller's deadline passed */
 	CONSENSUS_ERROR = 8,           /* anything else (errmsg says) */
+	CONSENSUS_CANTCHANGE = 9,      /* another membership change pending */
 };
 
 enum consensus_role {
@@ -124,5 +125,68 @@ const char *consensus_errmsg(struct consensus *c);
  * it is closed; the object is freed just before (do not touch `c` in done).
  * Call it once. */
 void consensus_close(struct consensus *c, void (*done)(void *arg), void *arg);
+
+/* ---------------------------------------------------------------- membership
+ * (membership.c). A node that is to join a running cluster is started with a
+ * config whose `peers` do not include its own id (n_peers may be 0): it does
+ * not bootstrap, starts with whatever its data_dir holds (nothing the first
+ * time) and waits, as a non-voter that never campaigns, until the leader adds
+ * it with consensus_member_add. A node whose id is among `peers` bootstraps
+ * them as voters on a pristine data_dir, as before.
+ *
+ * The three requests below follow consensus_propose's conventions: they
+ * return 0 when accepted (cb then fires exactly once; `index` and `result`
+ * are 0/NULL) or a CONSENSUS_* code, with errmsg, when refused (cb never
+ * fires). Only one membership change runs at a time in the whole cluster:
+ * another one pending gives CONSENSUS_CANTCHANGE. A pending request counts
+ * in consensus_inflight(), and consensus_close waits for it like for a
+ * proposal; one that raft ends because of the close reports
+ * CONSENSUS_SHUTDOWN. cb never runs after the object is freed. */
+
+/* Leader only: add server `id` at `address` (IPv4 "a.b.c.d:port", copied)
+ * as a spare, then promote it to voter, which raft does only after the node
+ * has caught up with the log. cb(CONSENSUS_OK) once it is a voter;
+ * CONSENSUS_ERROR for a duplicate id or address or a node that could not be
+ * caught up (errmsg says); CONSENSUS_LEADERSHIP_LOST if this node stepped
+ * down meanwhile. `timeout_ms` > 0 arms a deadline: when it passes first, cb
+ * gets CONSENSUS_TIMEOUT (SHUTDOWN while closing) and the change may still
+ * complete later. */
+int consensus_member_add(struct consensus *c, uint64_t id,
+			 const char *address, unsigned timeout_ms,
+			 consensus_done_cb cb, void *arg);
+
+/* Leader only: remove server `id` from the configuration; same conventions.
+ * Removing the leader itself is allowed: it steps down once the change
+ * commits (and cb reports OK). */
+int consensus_member_remove(struct consensus *c, uint64_t id,
+			    unsigned timeout_ms, consensus_done_cb cb,
+			    void *arg);
+
+/* Leader only: hand leadership to voter `id` (0: raft picks an up-to-date
+ * voter). cb(CONSENSUS_OK) once leadership has moved away from this node,
+ * CONSENSUS_ERROR if it had not after an election timeout. CONSENSUS_ERROR
+ * at once for an unknown id, a non-voter or this node itself. */
+int consensus_transfer(struct consensus *c, uint64_t id, consensus_done_cb cb,
+		       void *arg);
+
+/* Roles in a configuration (raft's RAFT_VOTER/STANDBY/SPARE). */
+enum consensus_member_role {
+	CONSENSUS_VOTER = 0,   /* replicates and counts for the quorum */
+	CONSENSUS_STANDBY = 1, /* replicates, does not vote */
+	CONSENSUS_SPARE = 2,   /* neither (just added, not yet promoted) */
+};
+
+struct consensus_member {
+	uint64_t id;
+	char address[64];
+	int role;              /* enum consensus_member_role */
+};
+
+/* Copy up to `max` entries of this node's current configuration (the latest
+ * one it knows, possibly not yet committed) into `out` (borrowed). Returns
+ * the number of servers in the configuration, which may exceed `max`; 0 on
+ * a node that has not been added yet or is closed. */
+unsigned consensus_members(struct consensus *c, struct consensus_member *out,
+			   unsigned max);
 
 #endif

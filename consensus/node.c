@@ -17,8 +17,10 @@
  * uv_loop_close returns 0.
  *
  * Failure modes:
- * - bad config (no peers, id not among them, non-IPv4 address, heartbeat >=
- *   election): NULL before anything is opened.
+ * - bad config (non-IPv4 address, a peer's address differing from our own
+ *   for our id, heartbeat >= election): NULL before anything is opened. A
+ *   node whose id is not among the peers (n_peers may be 0) is a joining
+ *   node: it skips raft_bootstrap and waits to be added (membership.c).
  * - raft_uv_tcp_init/raft_uv_init/raft_init fail: NULL; we undo what
  *   succeeded with raft_uv_close/raft_uv_tcp_close, which only free memory.
  *   raft_close must NOT be called after a failed raft_init: raft_init has
@@ -140,7 +142,7 @@ static int check_config(const struct consensus_config *cfg,
 	}
 	if (check_address(cfg->address, errmsg, errlen) != 0)
 		return -1;
-	if (cfg->n_peers == 0 || cfg->peers == NULL) {
+	if (cfg->n_peers > 0 && cfg->peers == NULL) {
 		set_err(errmsg, errlen, "consensus: no peers");
 		return -1;
 	}
@@ -163,11 +165,11 @@ static int check_config(const struct consensus_config *cfg,
 			}
 		}
 	}
-	if (!self) {
-		set_err(errmsg, errlen, "consensus: id %llu is not among peers",
-			(unsigned long long)cfg->id);
-		return -1;
-	}
+	/* Not among peers (or none): a joining node, which does not
+	 * bootstrap and waits to be added (consensus_member_add). */
+	if (!self)
+		log_info("consensus: id %llu not among peers: joining, no "
+			 "bootstrap", (unsigned long long)cfg->id);
 	if (cfg->heartbeat_ms != 0 && cfg->election_ms != 0 &&
 	    cfg->heartbeat_ms >= cfg->election_ms) {
 		set_err(errmsg, errlen,
@@ -187,8 +189,13 @@ static int check_config(const struct consensus_config *cfg,
 static int bootstrap(struct consensus *c, const struct consensus_config *cfg)
 {
 	struct raft_configuration conf;
+	int self = 0;
 	int rv = 0;
 
+	for (unsigned i = 0; i < cfg->n_peers; i++)
+		self |= cfg->peers[i].id == cfg->id;
+	if (!self)
+		return 0; /* joining: see check_config */
 	raft_configuration_init(&conf);
 	for (unsigned i = 0; i < cfg->n_peers; i++) {
 		rv = raft_configuration_add(&conf, cfg->peers[i].id,

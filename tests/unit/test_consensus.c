@@ -24,7 +24,7 @@
 #include "consensus/consensus.h"
 #include "core/log.h"
 
-#define MAX_NODES 3
+#define MAX_NODES 4
 
 /* ---------------------------------------------------------------- fake fsm */
 
@@ -100,6 +100,7 @@ struct cluster {
 	uv_loop_t loop;
 	char root[400];
 	int n;
+	int n_peers;           /* nodes bootstrapped as voters (the first ones) */
 	int port;
 	struct consensus_peer peers[MAX_NODES];
 	struct node nodes[MAX_NODES];
@@ -226,6 +227,7 @@ static void cluster_setup(struct cluster *cl, const char *name, int n)
 	rm_rf(cl->root);
 	assert_int_equal(mkdir(cl->root, 0755), 0);
 	cl->n = n;
+	cl->n_peers = n;
 	cl->port = find_ports(n);
 	assert_true(cl->port > 0);
 	for (int i = 0; i < n; i++) {
@@ -260,7 +262,7 @@ static struct consensus_config node_config(struct cluster *cl, int i)
 		.address = cl->nodes[i].address,
 		.data_dir = cl->nodes[i].dir,
 		.peers = cl->peers,
-		.n_peers = (unsigned)cl->n,
+		.n_peers = (unsigned)cl->n_peers,
 		.heartbeat_ms = 50,
 		.election_ms = 500,
 		.snapshot_threshold = 16,
@@ -694,6 +696,218 @@ static void deadline_fires_once_when_quorum_is_gone(void **state)
 	cluster_teardown(&cl);
 }
 
+/* ---------------------------------------------------------------- membership */
+
+/* Exactly one leader among the first `n_peers` nodes, known to all of them. */
+static int one_leader_among_peers(void *arg)
+{
+	struct cluster *cl = arg;
+	int n = cl->n;
+	int ok;
+
+	cl->n = cl->n_peers;
+	ok = one_leader(cl);
+	cl->n = n;
+	return ok;
+}
+
+struct members_pred {
+	struct node *nd;
+	unsigned voters;
+};
+
+static unsigned count_voters(struct consensus *c, unsigned *total)
+{
+	struct consensus_member m[8];
+	unsigned n = consensus_members(c, m, 8), voters = 0;
+
+	for (unsigned i = 0; i < n && i < 8; i++)
+		voters += m[i].role == CONSENSUS_VOTER;
+	if (total != NULL)
+		*total = n;
+	return voters;
+}
+
+static int has_voters(void *arg)
+{
+	struct members_pred *p = arg;
+	unsigned total;
+
+	return count_voters(p->nd->c, &total) == p->voters &&
+	       total == p->voters;
+}
+
+static int node_count_one(void *arg)
+{
+	struct node *nd = arg;
+
+	return nd->fsm.count == 1;
+}
+
+static int node_is_leader(void *arg)
+{
+	struct node *nd = arg;
+
+	return nd->role == CONSENSUS_LEADER &&
+	       consensus_role(nd->c) == CONSENSUS_LEADER;
+}
+
+/* Three bootstrapped voters and a fourth node whose id is not among the
+ * peers (so it does not bootstrap): add it (spare, then voter), see it
+ * apply a command, refuse a second change meanwhile, transfer leadership to
+ * a named follower, remove the fourth node, close everything. */
+static void member_add_transfer_remove(void **state)
+{
+	struct cluster cl;
+	struct consensus_member m[8];
+	struct done add = {0}, cmd = {0}, xfer = {0}, rem = {0}, none = {0};
+	struct dones add_ds = {&add, 1}, cmd_ds = {&cmd, 1},
+		     xfer_ds = {&xfer, 1}, rem_ds = {&rem, 1};
+	struct members_pred p;
+	struct node *n4;
+	int leader, target;
+	unsigned total;
+
+	(void)state;
+	cluster_setup(&cl, "members", 4);
+	cl.n_peers = 3;
+	for (int i = 0; i < 4; i++)
+		node_start(&cl, i);
+	n4 = &cl.nodes[3];
+	assert_true(run_until(&cl.loop, one_leader_among_peers, &cl, 10000));
+	leader = leader_index(&cl);
+	assert_true(leader >= 0 && leader < 3);
+	assert_int_equal(count_voters(cl.nodes[leader].c, &total), 3);
+	assert_int_equal(total, 3);
+	/* The joining node has no configuration and never campaigns. */
+	assert_int_equal(consensus_members(n4->c, m, 8), 0);
+	assert_int_not_equal(n4->role, CONSENSUS_LEADER);
+
+	/* A follower cannot change the membership. */
+	assert_int_equal(consensus_member_add(cl.nodes[(leader + 1) % 3].c, 4,
+					      n4->address, 0, done_cb, &none),
+			 CONSENSUS_NOT_LEADER);
+
+	assert_int_equal(consensus_member_add(cl.nodes[leader].c, 4,
+					      n4->address, 20000, done_cb,
+					      &add),
+			 CONSENSUS_OK);
+	assert_int_equal(consensus_inflight(cl.nodes[leader].c), 1);
+	/* One change at a time. */
+	assert_int_equal(consensus_member_add(cl.nodes[leader].c, 5,
+					      "127.0.0.1:1", 0, done_cb,
+					      &none),
+			 CONSENSUS_CANTCHANGE);
+	assert_int_equal(consensus_member_remove(cl.nodes[leader].c, 4, 0,
+						 done_cb, &none),
+			 CONSENSUS_CANTCHANGE);
+	assert_true(run_until(&cl.loop, all_fired, &add_ds, 20000));
+	assert_int_equal(add.status, CONSENSUS_OK);
+	assert_int_equal(add.fired, 1);
+	assert_int_equal(consensus_inflight(cl.nodes[leader].c), 0);
+	assert_int_equal(consensus_members(cl.nodes[leader].c, m, 8), 4);
+	assert_int_equal(count_voters(cl.nodes[leader].c, NULL), 4);
+	for (int i = 0; i < 4; i++)
+		if (m[i].id == 4)
+			assert_string_equal(m[i].address, n4->address);
+	p.nd = n4;
+	p.voters = 4;
+	assert_true(run_until(&cl.loop, has_voters, &p, 5000));
+
+	/* Adding it again is an error, not a second node. */
+	assert_int_equal(consensus_member_add(cl.nodes[leader].c, 4,
+					      "127.0.0.1:2", 0, done_cb,
+					      &none),
+			 CONSENSUS_ERROR);
+	assert_true(consensus_errmsg(cl.nodes[leader].c)[0] != '\0');
+
+	/* The new voter applies commands. */
+	assert_int_equal(consensus_propose(cl.nodes[leader].c, command(1), 32,
+					   5000, done_cb, &cmd),
+			 CONSENSUS_OK);
+	assert_true(run_until(&cl.loop, all_fired, &cmd_ds, 5000));
+	assert_int_equal(cmd.status, CONSENSUS_OK);
+	assert_true(run_until(&cl.loop, node_count_one, n4, 5000));
+
+	/* Hand leadership to a named follower among the first three. */
+	target = (leader + 1) % 3;
+	assert_int_equal(consensus_transfer(cl.nodes[leader].c,
+					    cl.nodes[target].id, done_cb,
+					    &xfer),
+			 CONSENSUS_OK);
+	assert_true(run_until(&cl.loop, all_fired, &xfer_ds, 5000));
+	assert_int_equal(xfer.status, CONSENSUS_OK);
+	assert_true(run_until(&cl.loop, node_is_leader, &cl.nodes[target],
+			      5000));
+	assert_int_equal(consensus_transfer(cl.nodes[leader].c, 0, done_cb,
+					    &none),
+			 CONSENSUS_NOT_LEADER);
+
+	/* Remove node 4 through the new leader. */
+	assert_int_equal(consensus_member_remove(cl.nodes[target].c, 4, 5000,
+						 done_cb, &rem),
+			 CONSENSUS_OK);
+	assert_true(run_until(&cl.loop, all_fired, &rem_ds, 5000));
+	assert_int_equal(rem.status, CONSENSUS_OK);
+	assert_int_equal(count_voters(cl.nodes[target].c, &total), 3);
+	assert_int_equal(total, 3);
+	/* Removed: stop it before it can disturb the others. */
+	node_close(&cl, 3);
+	while (n4->c != NULL)
+		uv_run(&cl.loop, UV_RUN_ONCE);
+	p.nd = &cl.nodes[leader];
+	p.voters = 3;
+	assert_true(run_until(&cl.loop, has_voters, &p, 5000));
+
+	close_all(&cl);
+	assert_int_equal(none.fired, 0);
+	assert_int_equal(add.fired, 1);
+	assert_int_equal(xfer.fired, 1);
+	assert_int_equal(rem.fired, 1);
+	cluster_teardown(&cl);
+}
+
+/* A membership change still pending when the leader closes: close waits
+ * for it, its callback fires once with SHUTDOWN before the node is freed,
+ * and new requests are refused. */
+static void close_reports_pending_member_change_as_shutdown(void **state)
+{
+	struct cluster cl;
+	struct done add = {0}, late = {0};
+	int leader;
+
+	(void)state;
+	cluster_setup(&cl, "members-close", 4);
+	cl.n_peers = 3;
+	cl.n = 3; /* node 4 is never started: it cannot be caught up */
+	for (int i = 0; i < 3; i++)
+		node_start(&cl, i);
+	assert_true(run_until(&cl.loop, one_leader, &cl, 10000));
+	leader = leader_index(&cl);
+	assert_int_equal(consensus_member_add(cl.nodes[leader].c, 4,
+					      cl.nodes[3].address, 3000,
+					      done_cb, &add),
+			 CONSENSUS_OK);
+	node_close(&cl, leader);
+	assert_int_equal(consensus_member_remove(cl.nodes[leader].c, 4, 0,
+						 done_cb, &late),
+			 CONSENSUS_SHUTDOWN);
+	assert_int_equal(consensus_transfer(cl.nodes[leader].c, 0, done_cb,
+					    &late),
+			 CONSENSUS_SHUTDOWN);
+	while (cl.nodes[leader].c != NULL) {
+		uv_run(&cl.loop, UV_RUN_ONCE);
+		if (cl.nodes[leader].c != NULL)
+			assert_true(add.fired <= 1);
+	}
+	assert_int_equal(add.fired, 1);
+	assert_int_equal(add.status, CONSENSUS_SHUTDOWN);
+	close_all(&cl);
+	assert_int_equal(add.fired, 1);
+	assert_int_equal(late.fired, 0);
+	cluster_teardown(&cl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -703,6 +917,8 @@ int main(void)
 		cmocka_unit_test(bad_config_fails_cleanly),
 		cmocka_unit_test(three_nodes_elect_one_leader),
 		cmocka_unit_test(deadline_fires_once_when_quorum_is_gone),
+		cmocka_unit_test(member_add_transfer_remove),
+		cmocka_unit_test(close_reports_pending_member_change_as_shutdown),
 	};
 
 	flowd_log_level = getenv("FLOWD_TRACE") != NULL ? FLOWD_LOG_DEBUG
