@@ -34,6 +34,11 @@ enum api_op {
 	API_OP_CLUSTER,        /* GET /v1/cluster */
 	API_OP_INTERNAL_COMMAND, /* POST /internal/v1/commands: raw_body is a
 	                          * state-machine command to propose (admin) */
+	API_OP_MEMBER_ADD,     /* POST /v1/cluster/members {"id", "raft_address",
+	                        * "api_address"}: member_id, member_raft, member_api */
+	API_OP_MEMBER_REMOVE,  /* DELETE /v1/cluster/members/{id}: member_id */
+	API_OP_LEADER_TRANSFER,/* POST /v1/cluster/leader/transfer {"id"?}:
+	                        * member_id (0 = let raft pick) */
 };
 
 /* One request, owned by the api module. Fields are valid until
@@ -51,6 +56,9 @@ struct api_request {
 	unsigned limit;        /* RUN_LIST: 1..max_runs_page, default 50 */
 	char *cursor;          /* owned; RUN_LIST, may be NULL (opaque to the api) */
 	int consistent;        /* ?consistent=true */
+	uint64_t member_id;    /* MEMBER_*, LEADER_TRANSFER */
+	char *member_raft;     /* owned; MEMBER_ADD: IPv4 "a.b.c.d:port" */
+	char *member_api;      /* owned; MEMBER_ADD: IPv4 "a.b.c.d:port" */
 
 	/* The request as it arrived, so that a follower can forward it to the
 	 * leader unchanged (all owned, NUL-terminated; NULL when absent). */

@@ -1,9 +1,11 @@
 /* route.c - the route table, path and query validation, bearer-token
- * authorization and the run-create body check; pure (docs/api.md). */
+ * authorization and the request-body checks; pure (docs/api.md). */
 #include "api/route.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,6 +20,10 @@
 #define SEG_FLOW "{flow}"
 #define SEG_RUN "{id}"
 #define SEG_STEP "{step}"
+#define SEG_MEMBER "{member}"
+
+/* Member ids are raft ids, carried in JSON integers: 1..2^63-1. */
+#define MEMBER_ID_MAX ((uint64_t)INT64_MAX)
 
 struct method_entry {
 	const char *method;
@@ -42,6 +48,18 @@ static const struct route_entry routes[] = {
 	{{"v1", "cluster", NULL},
 	 "GET, HEAD",
 	 {{"GET", API__TARGET_SUBMIT, API_OP_CLUSTER, 0}}},
+	{{"v1", "cluster", "members", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_MEMBER_ADD,
+	   API__ROUTE_WRITE | API__ROUTE_BODY}}},
+	{{"v1", "cluster", "members", SEG_MEMBER, NULL},
+	 "DELETE",
+	 {{"DELETE", API__TARGET_SUBMIT, API_OP_MEMBER_REMOVE,
+	   API__ROUTE_WRITE}}},
+	{{"v1", "cluster", "leader", "transfer", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_LEADER_TRANSFER,
+	   API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT}}},
 	{{"v1", "flows", NULL},
 	 "GET, HEAD",
 	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_LIST, 0}}},
@@ -86,6 +104,7 @@ void api__route_close(struct api__route *r)
 	free(r->raw_flow);
 	free(r->raw_run);
 	free(r->raw_step);
+	free(r->raw_member);
 	free(r->step);
 	memset(r, 0, sizeof *r);
 }
@@ -165,6 +184,8 @@ static int take_segments(const struct route_entry *e, int n, const char **seg,
 			slot = &r->raw_run;
 		else if (strcmp(e->segs[i], SEG_STEP) == 0)
 			slot = &r->raw_step;
+		else if (strcmp(e->segs[i], SEG_MEMBER) == 0)
+			slot = &r->raw_member;
 		if (slot == NULL)
 			continue;
 		*slot = dup_segment(seg[i], len[i]);
@@ -323,6 +344,42 @@ static int parse_uint(const char *s, unsigned long min, unsigned long max,
 	return 0;
 }
 
+/* A member id in a path: decimal digits only (no sign, no spaces), value
+ * 1..MEMBER_ID_MAX. */
+static int parse_member_id(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	const char *p;
+	char *end;
+
+	if (s[0] == '\0')
+		return -1;
+	for (p = s; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 1 || v > MEMBER_ID_MAX)
+		return -1;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+static int validate_member(struct api__route *r, struct api_request *req,
+			   struct flowd_error *err)
+{
+	char *id = api__percent_decode(r->raw_member, strlen(r->raw_member));
+	int rc = 0;
+
+	if (id == NULL || parse_member_id(id, &req->member_id) != 0)
+		rc = flowd_error_set(err, 400, "invalid_value", "id",
+				     "member id must be an integer from 1 to "
+				     "%llu",
+				     (unsigned long long)MEMBER_ID_MAX);
+	free(id);
+	return rc;
+}
+
 static int validate_consistent(api__query_get_cb query, void *arg,
 			       struct api_request *req, struct flowd_error *err)
 {
@@ -447,6 +504,8 @@ int api__route_validate(struct api__route *r, api__query_get_cb query,
 			return flowd_error_set(err, 404, "not_found", "",
 					       "no such step");
 	}
+	if (r->raw_member != NULL && validate_member(r, req, err) != 0)
+		return -1;
 	if (!(r->flags & API__ROUTE_WRITE) &&
 	    validate_consistent(query, query_arg, req, err) != 0)
 		return -1;
@@ -613,6 +672,169 @@ int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
 	return 0;
 }
 
+int api__ipv4_address_parse(const char *s, struct sockaddr_in *out)
+{
+	char host[INET_ADDRSTRLEN];
+	struct in_addr in;
+	const char *colon, *p;
+	unsigned long port;
+	size_t hl;
+	char *end;
+
+	colon = s != NULL ? strrchr(s, ':') : NULL;
+	if (colon == NULL)
+		return -1;
+	hl = (size_t)(colon - s);
+	if (hl == 0 || hl >= sizeof host)
+		return -1;
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (inet_pton(AF_INET, host, &in) != 1)
+		return -1;
+	/* One spelling per port: no sign, no leading zero, digits only. */
+	if (colon[1] < '1' || colon[1] > '9')
+		return -1;
+	for (p = colon + 1; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			return -1;
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || port < 1 || port > 65535)
+		return -1;
+	if (out != NULL) {
+		memset(out, 0, sizeof *out);
+		out->sin_family = AF_INET;
+		out->sin_addr = in;
+		out->sin_port = htons((uint16_t)port);
+	}
+	return 0;
+}
+
+/* The value of "id" in a membership body: an integer 1..2^63-1. `value` is
+ * not NULL and not null. */
+static int member_id_value(const json_t *value, uint64_t *out,
+			   struct flowd_error *err)
+{
+	json_int_t v;
+
+	if (!json_is_integer(value))
+		return flowd_error_set(err, 400, "invalid_type", "id",
+				       "must be an integer");
+	v = json_integer_value(value);
+	if (v < 1)
+		return flowd_error_set(err, 400, "invalid_value", "id",
+				       "must be an integer from 1 to %llu",
+				       (unsigned long long)MEMBER_ID_MAX);
+	*out = (uint64_t)v;
+	return 0;
+}
+
+/* The value of a member address field: a string api__ipv4_address_parse
+ * accepts. NULL or null is a missing field. */
+static int member_address_value(const json_t *value, const char *field,
+				const char **out, struct flowd_error *err)
+{
+	if (value == NULL || json_is_null(value))
+		return flowd_error_set(err, 400, "missing_field", field,
+				       "required");
+	if (!json_is_string(value))
+		return flowd_error_set(err, 400, "invalid_type", field,
+				       "must be a string");
+	if (strlen(json_string_value(value)) != json_string_length(value) ||
+	    api__ipv4_address_parse(json_string_value(value), NULL) != 0)
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must be an IPv4 \"a.b.c.d:port\" with "
+				       "a port from 1 to 65535");
+	*out = json_string_value(value);
+	return 0;
+}
+
+/* 0 when every key of the object `body` is in the NULL-terminated `known`,
+ * else 400 "unknown_field" naming the first other key met. */
+static int only_known_keys(const json_t *body, const char *const *known,
+			   struct flowd_error *err)
+{
+	const char *key;
+	json_t *value;
+	size_t i;
+
+	json_object_foreach((json_t *)body, key, value)
+	{
+		(void)value;
+		for (i = 0; known[i] != NULL; i++)
+			if (strcmp(key, known[i]) == 0)
+				break;
+		if (known[i] == NULL)
+			return flowd_error_set(err, 400, "unknown_field", key,
+					       "unknown field");
+	}
+	return 0;
+}
+
+int api__member_add_body(const json_t *body, struct api_request *req,
+			 struct flowd_error *err)
+{
+	static const char *const known[] = {"id", "raft_address", "api_address",
+					    NULL};
+	const char *raft = NULL, *api = NULL;
+	char *raft_copy = NULL, *api_copy = NULL;
+	const json_t *id;
+	uint64_t member_id = 0;
+
+	if (!json_is_object(body))
+		return flowd_error_set(err, 400, "invalid_type", "",
+				       "the body must be a JSON object");
+	if (only_known_keys(body, known, err) != 0)
+		return -1;
+	id = json_object_get(body, "id");
+	if (id == NULL || json_is_null(id))
+		return flowd_error_set(err, 400, "missing_field", "id",
+				       "required");
+	if (member_id_value(id, &member_id, err) != 0 ||
+	    member_address_value(json_object_get(body, "raft_address"),
+				 "raft_address", &raft, err) != 0 ||
+	    member_address_value(json_object_get(body, "api_address"),
+				 "api_address", &api, err) != 0)
+		return -1;
+	raft_copy = strdup(raft);
+	api_copy = strdup(api);
+	if (raft_copy == NULL || api_copy == NULL) {
+		free(raft_copy);
+		free(api_copy);
+		return flowd_error_set(err, 500, "internal", "",
+				       "out of memory");
+	}
+	free(req->member_raft);
+	free(req->member_api);
+	req->member_id = member_id;
+	req->member_raft = raft_copy;
+	req->member_api = api_copy;
+	return 0;
+}
+
+int api__leader_transfer_body(const json_t *body, struct api_request *req,
+			      struct flowd_error *err)
+{
+	static const char *const known[] = {"id", NULL};
+	const json_t *id;
+	uint64_t member_id = 0;
+
+	if (body == NULL)
+		goto done;
+	if (!json_is_object(body))
+		return flowd_error_set(err, 400, "invalid_type", "",
+				       "the body must be a JSON object");
+	if (only_known_keys(body, known, err) != 0)
+		return -1;
+	id = json_object_get(body, "id");
+	if (id != NULL && !json_is_null(id) &&
+	    member_id_value(id, &member_id, err) != 0)
+		return -1;
+done:
+	req->member_id = member_id;
+	return 0;
+}
+
 int api__command_body(const char *raw, size_t len, struct flowd_error *err)
 {
 	json_error_t jerr;
@@ -647,6 +869,8 @@ void api__request_clear(struct api_request *req)
 	free(req->list_flow);
 	free(req->list_status);
 	free(req->cursor);
+	free(req->member_raft);
+	free(req->member_api);
 	free(req->pg_run_id);
 	free(req->resp_body);
 	free(req->method);
@@ -663,6 +887,8 @@ void api__request_clear(struct api_request *req)
 	req->list_flow = NULL;
 	req->list_status = NULL;
 	req->cursor = NULL;
+	req->member_raft = NULL;
+	req->member_api = NULL;
 	req->pg_run_id = NULL;
 	req->resp_body = NULL;
 	req->method = NULL;

@@ -5,6 +5,7 @@
 #define FLOWD_API_ROUTE_H
 
 #include <jansson.h>
+#include <netinet/in.h>
 #include <stddef.h>
 
 #include "api/api.h"
@@ -36,6 +37,7 @@ struct api__route {
 	char *raw_flow; /* owned, or NULL */
 	char *raw_run;	/* owned, or NULL */
 	char *raw_step; /* owned, or NULL */
+	char *raw_member; /* owned, or NULL */
 	char *step;	/* owned, decoded (LOGS), set by api__route_validate */
 	int attempt;	/* LOGS: ?attempt=, 0 = the last one */
 };
@@ -55,11 +57,13 @@ int api__route_match(const char *method, const char *path, struct api__route *r,
 typedef const char *(*api__query_get_cb)(void *arg, const char *key);
 
 /* Decode and validate the path segments and the query of a matched route,
- * and fill the request fields of `req` (flow, run_id, list_flow, list_status,
- * limit, cursor, consistent; op) and r->step, r->attempt. `query` may be
- * NULL (no query). Errors: 400 "invalid_value" field "flow" (bad flow name),
- * 404 "not_found" (bad run id or step name), 400 "invalid_query" field
- * "<param>" (bad query value). Unknown parameters are ignored. */
+ * and fill the request fields of `req` (flow, run_id, member_id, list_flow,
+ * list_status, limit, cursor, consistent; op) and r->step, r->attempt.
+ * `query` may be NULL (no query). Errors: 400 "invalid_value" field "flow"
+ * (bad flow name), 400 "invalid_value" field "id" (a member id that is not a
+ * decimal integer 1..2^63-1), 404 "not_found" (bad run id or step name),
+ * 400 "invalid_query" field "<param>" (bad query value). Unknown parameters
+ * are ignored. */
 int api__route_validate(struct api__route *r, api__query_get_cb query,
 			void *query_arg, const struct flowd_limits *lim,
 			struct api_request *req, struct flowd_error *err);
@@ -100,6 +104,34 @@ int api__authorize(unsigned flags, enum api__role role, int open,
  * "idempotency_key" (empty or longer than max_idempotency_key_bytes). */
 int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
 			 struct api_request *req, struct flowd_error *err);
+
+/* Parse "a.b.c.d:port" (borrowed): a dotted-quad IPv4 literal and a port
+ * 1..65535 written in decimal without sign or leading zero, so that each
+ * address has one spelling (the rule daemon/config.c applies to peers).
+ * Fills *out (family, address, port in network order) when out is not NULL.
+ * Returns 0 or -1. */
+int api__ipv4_address_parse(const char *s, struct sockaddr_in *out);
+
+/* Check the body of POST /v1/cluster/members (borrowed; NULL for an empty
+ * body): {"id": integer 1..2^63-1, "raft_address": "a.b.c.d:port",
+ * "api_address": "a.b.c.d:port"}; null counts as absent. On success fills
+ * req->member_id and req->member_raft / req->member_api (copied, as given);
+ * on failure leaves them untouched. Errors (400): "invalid_type" (body not
+ * an object, field ""; a field of the wrong type), "unknown_field" field
+ * "<key>", "missing_field" field "id" / "raft_address" / "api_address",
+ * "invalid_value" (id below 1, address not api__ipv4_address_parse's form).
+ * Unknown keys are reported first, then the fields in the order above. */
+int api__member_add_body(const json_t *body, struct api_request *req,
+			 struct flowd_error *err);
+
+/* Check the body of POST /v1/cluster/leader/transfer (borrowed; NULL for an
+ * empty body): absent, {} or {"id": integer 1..2^63-1} (null = absent).
+ * Sets req->member_id (0 when no id: raft picks the target). Errors (400):
+ * "invalid_type" (body not an object, field ""; id not an integer, field
+ * "id"), "invalid_value" field "id" (below 1), "unknown_field" field
+ * "<key>". */
+int api__leader_transfer_body(const json_t *body, struct api_request *req,
+			      struct flowd_error *err);
 
 /* Check the body of POST /internal/v1/commands: `raw[0..len)` (borrowed)
  * must be a non-empty JSON object. Only checked: the backend proposes the

@@ -489,6 +489,14 @@ static int body_attach(struct request *r, struct flowd_error *err)
 		    0)
 			goto done;
 		break;
+	case API_OP_MEMBER_ADD:
+		if (api__member_add_body(doc, req, err) != 0)
+			goto done;
+		break;
+	case API_OP_LEADER_TRANSFER:
+		if (api__leader_transfer_body(doc, req, err) != 0)
+			goto done;
+		break;
 	default:
 		break;
 	}
@@ -794,30 +802,8 @@ static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
 static int parse_address(const char *address, struct sockaddr_in *out,
 			 char *errmsg, size_t errlen)
 {
-	char host[INET_ADDRSTRLEN];
-	const char *colon;
-	unsigned long port;
-	char *end;
-
-	memset(out, 0, sizeof *out);
-	colon = address ? strrchr(address, ':') : NULL;
-	if (colon == NULL || colon == address ||
-	    (size_t)(colon - address) >= sizeof host)
-		goto bad;
-	memcpy(host, address, (size_t)(colon - address));
-	host[colon - address] = '\0';
-	if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
-		goto bad;
-	if (colon[1] < '0' || colon[1] > '9')
-		goto bad;
-	errno = 0;
-	port = strtoul(colon + 1, &end, 10);
-	if (errno != 0 || *end != '\0' || port == 0 || port > 65535)
-		goto bad;
-	out->sin_family = AF_INET;
-	out->sin_port = htons((uint16_t)port);
-	return 0;
-bad:
+	if (api__ipv4_address_parse(address, out) == 0)
+		return 0;
 	snprintf(errmsg, errlen,
 		 "api: address \"%s\" is not an IPv4 \"a.b.c.d:port\"",
 		 address ? address : "");

@@ -1142,6 +1142,7 @@ static void apply_node_up(struct apply_ctx *c, json_t *cmd)
 	uint64_t id = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
 	uint64_t boot = (uint64_t)json_integer_value(json_object_get(cmd, "boot"));
 	unsigned cap = (unsigned)json_integer_value(json_object_get(cmd, "capacity"));
+	const char *api = json_string_value(json_object_get(cmd, "api"));
 	struct fsm_node *n = node_find(f, id);
 
 	f->result.status = 200;
@@ -1164,6 +1165,7 @@ static void apply_node_up(struct apply_ctx *c, json_t *cmd)
 	n->boot = boot;
 	n->capacity = cap;
 	n->live = true;
+	snprintf(n->api_address, sizeof n->api_address, "%s", api ? api : "");
 	if (f->hooks.node_heard != NULL)
 		f->hooks.node_heard(f->hooks.arg, id);
 	place_ready(c);
@@ -1415,10 +1417,13 @@ int fsm_cmd_run_cancel(int64_t ts, const char *run_id, char **out,
 }
 
 int fsm_cmd_node_up(int64_t ts, uint64_t node, uint64_t boot,
-		    unsigned capacity, char **out, size_t *len)
+		    unsigned capacity, const char *api_address, char **out,
+		    size_t *len)
 {
 	json_t *c = cmd_new("node_up", ts);
 
+	if (api_address != NULL)
+		json_object_set_new(c, "api", json_string(api_address));
 	json_object_set_new(c, "node", json_integer((json_int_t)node));
 	json_object_set_new(c, "boot", json_integer((json_int_t)boot));
 	json_object_set_new(c, "capacity", json_integer(capacity));
@@ -1745,11 +1750,12 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 	free(sorted);
 	for (unsigned i = 0; i < f->n_nodes; i++)
 		json_array_append_new(
-			nodes, json_pack("{s:I, s:I, s:i, s:b}", "id",
+			nodes, json_pack("{s:I, s:I, s:i, s:b, s:s}", "id",
 					 (json_int_t)f->nodes[i].id, "boot",
 					 (json_int_t)f->nodes[i].boot, "cap",
 					 (int)f->nodes[i].capacity, "live",
-					 f->nodes[i].live));
+					 f->nodes[i].live, "api",
+					 f->nodes[i].api_address));
 	for (struct fsm_step *s = f->ready_head; s; s = s->ready_next)
 		json_array_append_new(ready,
 				      json_pack("[I, i]", (json_int_t)s->run->seq,
@@ -1954,6 +1960,11 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		arr[f->n_nodes].boot = (uint64_t)json_integer_value(json_object_get(j, "boot"));
 		arr[f->n_nodes].capacity = (unsigned)json_integer_value(json_object_get(j, "cap"));
 		arr[f->n_nodes].live = json_is_true(json_object_get(j, "live"));
+		snprintf(arr[f->n_nodes].api_address,
+			 sizeof arr[f->n_nodes].api_address, "%s",
+			 json_string_value(json_object_get(j, "api"))
+				 ? json_string_value(json_object_get(j, "api"))
+				 : "");
 		arr[f->n_nodes].running = 0;
 		f->n_nodes++;
 	}

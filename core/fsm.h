@@ -129,6 +129,7 @@ struct fsm_node {
 	unsigned capacity;
 	unsigned running;           /* attempts RUNNING on it */
 	bool live;
+	char api_address[64];       /* where its REST API listens ("" if unknown) */
 };
 
 /* Reports upward, called inside apply on the loop thread; must not block. */
@@ -258,7 +259,8 @@ int fsm_cmd_run_cancel(int64_t ts, const char *run_id, char **out,
 /* node_up: a node (re)started with a new boot id; its older attempts are
  * lost. capacity: how many attempts it runs at once. */
 int fsm_cmd_node_up(int64_t ts, uint64_t node, uint64_t boot,
-		    unsigned capacity, char **out, size_t *len);
+		    unsigned capacity, const char *api_address, char **out,
+		    size_t *len);
 /* node_alive: a node's periodic "I am alive" (it also brings a node that
  * was marked down back). node_down: the leader has not heard from that boot
  * of the node for too long; its running attempts are lost and retried. */

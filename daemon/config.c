@@ -89,6 +89,7 @@ static const struct key keys[] = {
 	{"node", "api_address", K_ADDRESS, CFG(api_address), 0, 0,
 	 MARK_API_ADDRESS},
 	{"node", "data_dir", K_STRING, CFG(data_dir), 0, 0, 0},
+	{"node", "join", K_BOOL, CFG(join), 0, 0, 0},
 
 	{"database", "conninfo", K_STRING, CFG(conninfo), 0, 0, 0},
 	{"database", "batch_max", K_UINT, CFG(db_batch_max), 1, 100000, 0},
@@ -711,8 +712,11 @@ static int check_whole(struct load *ld)
 		for (i = 0; i < cfg->n_peers; i++)
 			if (cfg->peers[i].id == cfg->node_id)
 				self = &cfg->peers[i];
-		if (!self)
-			return fail(ld, "node.id: %llu is not among [peers]",
+		if (!self && !cfg->join)
+			return fail(ld, "node.id: %llu is not among [peers] (set node.join = true to join an existing cluster)",
+				    (unsigned long long)cfg->node_id);
+		if (self && cfg->join)
+			return fail(ld, "node.join: node %llu is among [peers], which list the cluster it joins",
 				    (unsigned long long)cfg->node_id);
 		for (i = 0; i < cfg->n_peers; i++) {
 			for (j = i + 1; j < cfg->n_peers; j++) {
@@ -728,14 +732,20 @@ static int check_whole(struct load *ld)
 		}
 		/* Unset addresses come from this node's [peers] entry; set ones
 		 * must agree with it, or other nodes would dial the wrong one. */
-		if (!(ld->marks & MARK_RAFT_ADDRESS))
+		if (self == NULL) {
+			if (!(ld->marks & MARK_RAFT_ADDRESS) ||
+			    !(ld->marks & MARK_API_ADDRESS))
+				return fail(ld, "node.join: node.raft_address and node.api_address must be set");
+		} else if (!(ld->marks & MARK_RAFT_ADDRESS))
 			strcpy(cfg->raft_address, self->raft_address);
 		else if (strcmp(cfg->raft_address, self->raft_address) != 0)
 			return fail(ld, "node.raft_address: %s differs from peers.%llu (%s)",
 				    cfg->raft_address,
 				    (unsigned long long)self->id,
 				    self->raft_address);
-		if (!(ld->marks & MARK_API_ADDRESS))
+		if (self == NULL)
+			; /* joining: both addresses were given */
+		else if (!(ld->marks & MARK_API_ADDRESS))
 			strcpy(cfg->api_address, self->api_address);
 		else if (strcmp(cfg->api_address, self->api_address) != 0)
 			return fail(ld, "node.api_address: %s differs from peers.%llu (%s)",

@@ -22,6 +22,8 @@ struct flowd_config {
 	char raft_address[64];
 	char api_address[64];
 	char *data_dir;                 /* owned */
+	int join;                       /* joins an existing cluster: [peers]
+	                                 * list it, not this node; no bootstrap */
 	/* [peers] */
 	struct config_peer peers[CONFIG_MAX_PEERS];
 	unsigned n_peers;

@@ -176,6 +176,12 @@ const char *service_leader_api(struct flowd *d)
 
 	if (leader == 0 || leader == d->cfg->node_id)
 		return NULL;
+	/* Nodes announce their API address when they register (node_up), so
+	 * members added after the start are found too. */
+	for (unsigned i = 0; i < d->fsm.n_nodes; i++)
+		if (d->fsm.nodes[i].id == leader &&
+		    d->fsm.nodes[i].api_address[0] != '\0')
+			return d->fsm.nodes[i].api_address;
 	for (unsigned i = 0; i < d->cfg->n_peers; i++)
 		if (d->cfg->peers[i].id == leader)
 			return d->cfg->peers[i].api_address;
@@ -406,6 +412,119 @@ static void do_run_list(struct flowd *d, struct api_request *req)
 				 &req->pg_list_before, &req->pg_list_limit));
 }
 
+/* The Raft configuration, with what the state machine knows of each node. */
+static json_t *members_json(struct flowd *d)
+{
+	struct consensus_member m[64];
+	unsigned n = consensus_members(d->raft, m, 64);
+	uint64_t leader = consensus_leader(d->raft);
+	json_t *arr = json_array();
+	static const char *roles[] = {"voter", "standby", "spare"};
+
+	if (n > 64)
+		n = 64;
+	for (unsigned i = 0; i < n; i++) {
+		const char *api = "";
+		json_t *live = json_null();
+		for (unsigned k = 0; k < d->fsm.n_nodes; k++) {
+			if (d->fsm.nodes[k].id != m[i].id)
+				continue;
+			api = d->fsm.nodes[k].api_address;
+			json_decref(live);
+			live = json_boolean(d->fsm.nodes[k].live);
+		}
+		for (unsigned k = 0; api[0] == '\0' && k < d->cfg->n_peers; k++)
+			if (d->cfg->peers[k].id == m[i].id)
+				api = d->cfg->peers[k].api_address;
+		json_array_append_new(
+			arr, json_pack("{s:I, s:s, s:s, s:s, s:b, s:o}", "id",
+				       (json_int_t)m[i].id, "raft_address",
+				       m[i].address, "api_address", api, "role",
+				       m[i].role >= 0 && m[i].role <= 2
+					       ? roles[m[i].role]
+					       : "unknown",
+				       "leader", m[i].id == leader, "live", live));
+	}
+	return arr;
+}
+
+static void ignore_done_cb(void *arg, int status, uint64_t index,
+			   void *result)
+{
+}
+
+static void member_done_cb(void *arg, int status, uint64_t index,
+			   void *result)
+{
+	struct api_request *req = arg;
+	struct flowd *d = req->backend_data;
+
+	if (status == CONSENSUS_OK && req->op == API_OP_MEMBER_REMOVE) {
+		/* A removed node takes no more work: mark it down, so that
+		 * what it was running is retried elsewhere. */
+		for (unsigned i = 0; i < d->fsm.n_nodes; i++) {
+			struct fsm_node *n = &d->fsm.nodes[i];
+			char *buf;
+			size_t len;
+			if (n->id != req->member_id || !n->live ||
+			    fsm_cmd_node_down(flowd_now_ms(), n->id, n->boot,
+					      &buf, &len) != 0)
+				continue;
+			consensus_propose(d->raft, buf, len,
+					  d->cfg->apply_timeout_ms,
+					  ignore_done_cb, NULL);
+		}
+	}
+	switch (status) {
+	case CONSENSUS_OK:
+		if (req->op == API_OP_LEADER_TRANSFER)
+			reply_json(req, 200,
+				   json_pack("{s:I}", "leader",
+					     (json_int_t)consensus_leader(d->raft)));
+		else
+			reply_json(req, 200, json_pack("{s:o}", "members",
+						       members_json(d)));
+		return;
+	case CONSENSUS_CANTCHANGE:
+		reply_error(req, 409, "membership_change_in_progress", NULL,
+			    "another membership change is in progress; retry");
+		return;
+	case CONSENSUS_TIMEOUT:
+		reply_error(req, 504, "timeout", NULL,
+			    "the change did not complete in time; it may still "
+			    "complete: check GET /v1/cluster");
+		return;
+	case CONSENSUS_ERROR:
+		reply_error(req, 400, "invalid_value", "id",
+			    consensus_errmsg(d->raft));
+		return;
+	default:
+		reply_error(req, 503, "unavailable", NULL,
+			    "not the leader right now, or shutting down; retry");
+		return;
+	}
+}
+
+static void do_member_change(struct flowd *d, struct api_request *req)
+{
+	int rv;
+
+	req->backend_data = d;
+	if (req->op == API_OP_MEMBER_ADD)
+		rv = consensus_member_add(d->raft, req->member_id,
+					  req->member_raft, 60000,
+					  member_done_cb, req);
+	else if (req->op == API_OP_MEMBER_REMOVE)
+		rv = consensus_member_remove(d->raft, req->member_id,
+					     d->cfg->apply_timeout_ms,
+					     member_done_cb, req);
+	else
+		rv = consensus_transfer(d->raft, req->member_id,
+					member_done_cb, req);
+	if (rv != CONSENSUS_OK)
+		member_done_cb(req, rv, 0, NULL);
+}
+
 static const char *role_name(enum consensus_role r)
 {
 	switch (r) {
@@ -434,18 +553,22 @@ static void do_cluster(struct flowd *d, struct api_request *req)
 
 	for (unsigned i = 0; i < d->cfg->n_peers; i++) {
 		const struct config_peer *p = &d->cfg->peers[i];
-		json_array_append_new(
-			members,
-			json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)p->id,
-				  "raft_address", p->raft_address, "api_address",
-				  p->api_address, "role",
-				  p->id == leader ? "leader" : "voter"));
 		if (p->id == leader) {
 			json_decref(jl);
 			jl = json_pack("{s:I, s:s}", "id", (json_int_t)p->id,
 				       "api_address", p->api_address);
 		}
 	}
+	for (unsigned i = 0; i < d->fsm.n_nodes; i++) {
+		if (d->fsm.nodes[i].id == leader &&
+		    d->fsm.nodes[i].api_address[0] != '\0') {
+			json_decref(jl);
+			jl = json_pack("{s:I, s:s}", "id", (json_int_t)leader,
+				       "api_address", d->fsm.nodes[i].api_address);
+		}
+	}
+	json_decref(members);
+	members = members_json(d);
 	reply_json(
 		req, 200,
 		json_pack("{s:I, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:b, s:o}",
@@ -551,6 +674,12 @@ static void handle(struct flowd *d, struct api_request *req)
 	case API_OP_INTERNAL_COMMAND:
 		if (write_admissible(d, req))
 			do_internal_command(d, req);
+		break;
+	case API_OP_MEMBER_ADD:
+	case API_OP_MEMBER_REMOVE:
+	case API_OP_LEADER_TRANSFER:
+		if (write_admissible(d, req))
+			do_member_change(d, req);
 		break;
 	case API_OP_FLOW_LIST:
 		do_flow_list(d, req);

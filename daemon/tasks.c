@@ -537,7 +537,8 @@ void tasks_leader_timer_cb(uv_timer_t *h)
 	if (d->stopping || d->node_up_done || d->node_up_inflight)
 		return;
 	if (fsm_cmd_node_up(flowd_now_ms(), d->cfg->node_id, d->boot,
-			    d->cfg->limits.max_parallel_tasks, &buf, &len) != 0)
+			    d->cfg->limits.max_parallel_tasks, d->cfg->api_address,
+			    &buf, &len) != 0)
 		return;
 	if (propose_anywhere(d, buf, len, node_up_done_cb, NULL) == 0)
 		d->node_up_inflight = true;

@@ -382,7 +382,7 @@ class Node:
         args = [FLOWD_BIN, "--config", self.config_path]
         for key, value in sorted(self.cluster.overrides.items()):
             args.append("--%s=%s" % (key, value))
-        return args
+        return args + list(getattr(self, "extra_args", ()))
 
     # -- lifecycle
     def start(self, wait=True):
@@ -558,6 +558,17 @@ class Cluster:
             self.nodes.append(Node(self, i, d, free_port(), free_port()))
         for node in self.nodes:
             node.write_config()
+
+    def new_joining_node(self):
+        """A node (not started) configured to join this running cluster:
+        its [peers] list the current nodes, and node.join is set."""
+        i = max(n.id for n in self.nodes) + 1
+        d = fresh_dir(os.path.join(self.dir, "node%d" % i))
+        node = Node(self, i, d, free_port(), free_port())
+        node.write_config()
+        node.extra_args = ["--node.join=true"]
+        self.nodes.append(node)
+        return node
 
     def start(self, wait=True):
         for node in self.nodes:

@@ -111,3 +111,49 @@ def test_a_dead_follower_is_marked_down_and_its_attempt_runs_elsewhere(cluster, 
     # It comes back (a new boot): it registers and takes work again.
     victim.start()
     assert victim.cluster_info()["role"] == "follower"
+
+
+def test_a_fourth_node_joins_takes_work_and_is_removed_again(cluster):
+    c = cluster(3)
+    leader = c.leader()
+    leader.deploy("fast", echo_flow("x"))
+    new = c.new_joining_node()
+    new.start(wait=False)
+    wait_for(lambda: new.alive() and h.http_request(new.api_port, "GET", "/healthz").status == 200,
+             20, "the joining node's API", ignore=(OSError,))
+
+    # Added through a follower (forwarded to the leader): a voter once caught up.
+    follower = next(n for n in c.nodes[:3] if n is not leader)
+    status, body = follower.post("/v1/cluster/members", {
+        "id": new.id, "raft_address": new.raft_address, "api_address": new.api_address})
+    assert status == 200, body
+    voters = {m["id"] for m in body["members"] if m["role"] == "voter"}
+    assert voters == {1, 2, 3, 4}, body
+    new.wait_ready()
+
+    # It takes work: runs sent to it succeed, and some of them ran on it
+    # (steps that overlap spread over the nodes with the most free slots).
+    new.deploy("slowish", h.flow_spec([h.step("s", "sleep 0.5")]))
+    ids = [new.start_run("slowish")["id"] for _ in range(16)]
+    for run_id in ids:
+        assert new.wait_run(run_id)["status"] == "succeeded"
+    ran_on = {new.run(r)["steps"][0]["attempts"][-1]["node"] for r in ids}
+    assert 4 in ran_on, ran_on
+
+    # A second change while none runs is fine; removing it leaves three voters.
+    status, body = leader.delete("/v1/cluster/members/%d" % new.id)
+    assert status == 200, body
+    assert {m["id"] for m in body["members"]} == {1, 2, 3}, body
+    new.kill9()
+    # The cluster goes on without it.
+    run_id = leader.start_run("fast")["id"]
+    assert leader.wait_run(run_id)["status"] == "succeeded"
+
+
+def test_leader_transfer_on_request(cluster):
+    c = cluster(3)
+    leader = c.leader()
+    target = next(n for n in c.nodes if n is not leader)
+    status, body = leader.post("/v1/cluster/leader/transfer", {"id": target.id})
+    assert status == 200 and body["leader"] == target.id, body
+    wait_for(lambda: target.cluster_info()["role"] == "leader", 10, "the target to lead")

@@ -498,6 +498,30 @@ static void duplicate_peer_ids_are_refused(void **state)
 		   0, NULL, "peers.02: duplicate node id 2");
 }
 
+static void a_joining_node_is_not_among_its_peers(void **state)
+{
+	struct fixture *f = *state;
+	const char *peers = "[peers]\n"
+			    "1 = 127.0.0.1:7001 127.0.0.1:8001\n"
+			    "2 = 127.0.0.1:7002 127.0.0.1:8002\n";
+	char text[512];
+
+	snprintf(text, sizeof text,
+		 "[node]\nid = 3\njoin = true\nraft_address = 127.0.0.1:7003\n"
+		 "api_address = 127.0.0.1:8003\n%s", peers);
+	assert_int_equal(load(f, text, 0, NULL), 0);
+	assert_true(f->cfg.join);
+	assert_int_equal(f->cfg.n_peers, 2);
+	assert_string_equal(f->cfg.api_address, "127.0.0.1:8003");
+	config_free(&f->cfg);
+	unlink(f->path);
+	snprintf(text, sizeof text, "[node]\nid = 3\njoin = true\n%s", peers);
+	load_fails(f, text, 0, NULL,
+		   "node.join: node.raft_address and node.api_address must be set");
+	snprintf(text, sizeof text, "[node]\nid = 2\njoin = true\n%s", peers);
+	load_fails(f, text, 0, NULL, "node.join: node 2 is among [peers]");
+}
+
 static void too_many_peers_are_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -696,6 +720,7 @@ int main(void)
 		T(addresses_must_be_ipv4_with_port),
 		T(node_must_be_among_peers),
 		T(duplicate_peer_ids_are_refused),
+		T(a_joining_node_is_not_among_its_peers),
 		T(too_many_peers_are_refused),
 		T(tokens),
 		T(no_tokens_only_on_loopback),

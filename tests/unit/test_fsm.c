@@ -123,7 +123,7 @@ static struct fsm_result *node_up(struct fx *x, uint64_t node, uint64_t boot,
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_node_up(1000, node, boot, cap, &buf, &len), 0);
+	assert_int_equal(fsm_cmd_node_up(1000, node, boot, cap, "127.0.0.1:1", &buf, &len), 0);
 	return apply(x, buf, len);
 }
 
