@@ -3,6 +3,7 @@ status, flow deploy/redeploy/versions/undeploy, and bad requests that must get
 the right 4xx, a JSON error body, and change nothing."""
 
 import json
+import shutil
 import subprocess
 import os
 
@@ -287,3 +288,17 @@ def test_shipped_configs_are_valid(name):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     assert "config ok" in p.stdout
+
+
+def test_systemd_unit_verifies(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze on this machine")
+    unit = open(os.path.join(h.REPO, "systemd", "flowd.service")).read()
+    unit = unit.replace("/usr/local/bin/flowd", h.FLOWD_BIN)
+    path = tmp_path / "flowd.service"
+    path.write_text(unit)
+    p = subprocess.run(["systemd-analyze", "verify", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    problems = [l for l in (p.stdout + p.stderr).splitlines()
+                if "flowd.service" in l and "Unknown" not in l or "Unknown key" in l]
+    assert p.returncode == 0 and not problems, p.stdout + p.stderr
