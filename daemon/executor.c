@@ -96,6 +96,7 @@
 
 #include "daemon/executor.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -217,10 +218,119 @@ struct executor {
 	struct task *done_tail;
 	bool stopping;
 
+	char *pid_dir;        /* owned; where running pids are recorded, or NULL */
+
 	char read_buf[READ_BUF_SIZE];
 };
 
 /* ---------------------------------------------------------------- helpers */
+
+/* The start time of a process (/proc/PID/stat field 22, in clock ticks since
+ * boot): with the pid it names one process, even after the pid is reused.
+ * Returns 0 if the process does not exist. */
+static unsigned long long proc_start_time(int pid)
+{
+	char path[64], buf[1024];
+	unsigned long long start = 0;
+	const char *p;
+	ssize_t n;
+	int fd, field;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* the command name may hold spaces */
+	if (p == NULL)
+		return 0;
+	/* After ") " comes field 3; the start time is field 22. */
+	for (field = 2; *p != '\0' && field < 22; p++)
+		if (*p == ' ')
+			field++;
+	if (field == 22)
+		start = strtoull(p, NULL, 10);
+	return start;
+}
+
+/* Record a running child (pid_dir/PID holds its start time), so that a
+ * flowd that was killed can stop its orphans when it starts again. */
+static void record_pid(struct executor *e, int pid)
+{
+	char path[PATH_MAX], text[32];
+	unsigned long long start;
+	int fd, len;
+
+	if (e->pid_dir == NULL || (start = proc_start_time(pid)) == 0)
+		return;
+	snprintf(path, sizeof path, "%s/%d", e->pid_dir, pid);
+	len = snprintf(text, sizeof text, "%llu\n", start);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, text, (size_t)len) != len)
+		log_warn("executor: cannot record pid %d in %s", pid, path);
+	if (fd >= 0)
+		close(fd);
+}
+
+static void forget_pid(struct executor *e, int pid)
+{
+	char path[PATH_MAX];
+
+	if (e->pid_dir == NULL || pid <= 0)
+		return;
+	snprintf(path, sizeof path, "%s/%d", e->pid_dir, pid);
+	unlink(path);
+}
+
+int executor_kill_orphans(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int killed = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		char path[PATH_MAX], text[32] = {0};
+		unsigned long long recorded;
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+		int fd;
+
+		if (de->d_name[0] == '.' || *end != '\0' || pid <= 1)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			if (read(fd, text, sizeof text - 1) < 0)
+				text[0] = '\0';
+			close(fd);
+		}
+		recorded = strtoull(text, NULL, 10);
+		if (recorded != 0 && proc_start_time((int)pid) == recorded) {
+			/* Still the child we started: it leads its own group. */
+			kill(-(pid_t)pid, SIGKILL);
+			kill((pid_t)pid, SIGKILL);
+			log_warn("executor: killed orphan process group %ld left "
+				 "by an earlier run of flowd", pid);
+			killed++;
+		}
+		unlink(path);
+	}
+	closedir(d);
+	return killed;
+}
+
+int executor_set_pid_dir(struct executor *e, const char *dir)
+{
+	free(e->pid_dir);
+	e->pid_dir = dir ? strdup(dir) : NULL;
+	return (dir != NULL && e->pid_dir == NULL) ? -1 : 0;
+}
 
 static int64_t wall_ms(void)
 {
@@ -558,6 +668,7 @@ static void executor_handle_closed_cb(uv_handle_t *h)
 		return;
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
+	free(e->pid_dir);
 	free(e);
 	if (done != NULL)
 		done(arg);
@@ -685,6 +796,7 @@ static void child_exited(struct task *t, int status, bool may_finish)
 		uv_signal_stop(&t->e->sigchld);
 	/* Reap whatever the main process left behind in its group. */
 	signal_group(t, SIGKILL);
+	forget_pid(t->e, t->pid);
 	if (!t->out.eof || !t->err.eof)
 		uv_timer_start(&t->aux_timer, drain_timeout_cb,
 			       DRAIN_AFTER_EXIT_MS, 0);
@@ -936,6 +1048,7 @@ static void take_result(struct task *t)
 	}
 
 	t->pid = t->res_pid;
+	record_pid(e, t->pid);
 	log_debug("executor: started key=%s pid=%d file=%s", t->key, t->pid,
 		  t->args[0]);
 	open_capture(t, &t->out_pipe, &t->out_rfd, &t->out);

@@ -369,6 +369,17 @@ int main(int argc, char **argv)
 		log_error("executor: cannot start");
 		goto err_loop;
 	}
+	/* Steps that outlived a flowd that was killed are stopped before this
+	 * node registers and takes new work (their attempts are then marked
+	 * lost and retried by the cluster). */
+	{
+		char pid_dir[1100];
+		snprintf(pid_dir, sizeof pid_dir, "%s/pids", cfg.data_dir);
+		if (mkdir(pid_dir, 0700) != 0 && errno != EEXIST)
+			log_warn("executor: %s: %s", pid_dir, strerror(errno));
+		executor_kill_orphans(pid_dir);
+		executor_set_pid_dir(d.exec, pid_dir);
+	}
 
 	struct consensus_peer peers[CONFIG_MAX_PEERS];
 	for (unsigned i = 0; i < cfg.n_peers; i++) {

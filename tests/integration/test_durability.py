@@ -23,7 +23,12 @@ def test_kill9_mid_run_keeps_acknowledged_runs_and_the_interrupted_run_finishes(
 
     try:
         assert node.kill9() == -9
+        assert h.pid_alive(pid1)  # the step outlives the kill -9 ...
         node.start()  # waits for /readyz: a leader and the log applied
+        # ... and the node stops it before it registers again, so the step
+        # never runs twice at once.
+        wait_for(lambda: not h.pid_alive(pid1), 10, "the orphaned step to be stopped")
+        assert "killed orphan process group" in node.log_text()
 
         for run_id in acked:
             assert node.run(run_id)["id"] == run_id
