@@ -82,7 +82,7 @@ run: $(BUILD)/flowd
 	scripts/demo.sh
 
 bench: $(BUILD)/flowd $(BUILD)/loadgen
-	bench/run.sh
+	bench/run.sh && bench/cluster.sh
 
 check-deps:
 	@scripts/check-deps.sh
