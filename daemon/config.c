@@ -793,8 +793,8 @@ static int set_defaults(struct load *ld)
 	cfg->db_max_backlog = 1000000;
 	cfg->admin_tokens = calloc(1, sizeof(char *));
 	cfg->reader_tokens = calloc(1, sizeof(char *));
-	cfg->heartbeat_ms = 100;
-	cfg->election_ms = 1000;
+	cfg->heartbeat_ms = 50;
+	cfg->election_ms = 200;
 	cfg->node_heartbeat_ms = 1000;
 	cfg->node_timeout_ms = 5000;
 	cfg->snapshot_threshold = 16384;

@@ -118,8 +118,8 @@ static void defaults_without_file_or_arguments(void **state)
 	assert_null(c->admin_tokens[0]);
 	assert_non_null(c->reader_tokens);
 	assert_null(c->reader_tokens[0]);
-	assert_int_equal(c->heartbeat_ms, 100);
-	assert_int_equal(c->election_ms, 1000);
+	assert_int_equal(c->heartbeat_ms, 50);
+	assert_int_equal(c->election_ms, 200);
 	assert_int_equal(c->snapshot_threshold, 16384);
 	assert_int_equal(c->snapshot_trailing, 16384);
 	assert_int_equal(c->pre_vote, 1);
