@@ -139,7 +139,7 @@ AUTH="Authorization: Bearer $TOKEN"
 RAFT_ARGS=()
 [ -z "$RAFT_HEARTBEAT_MS" ] || RAFT_ARGS+=("--raft.heartbeat_ms=$RAFT_HEARTBEAT_MS")
 [ -z "$RAFT_ELECTION_MS" ] || RAFT_ARGS+=("--raft.election_ms=$RAFT_ELECTION_MS")
-RAFT_DESC="heartbeat ${RAFT_HEARTBEAT_MS:-default (100)} ms, election ${RAFT_ELECTION_MS:-default (1000)} ms"
+RAFT_DESC="heartbeat ${RAFT_HEARTBEAT_MS:-default (50)} ms, election ${RAFT_ELECTION_MS:-default (200)} ms"
 say "raft timeouts: $RAFT_DESC"
 
 PG_STARTED=1

@@ -96,7 +96,6 @@
 
 #include "daemon/executor.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -171,6 +170,7 @@ struct task {
 	bool in_spawner;  /* queued or spawning: result not taken yet */
 	bool stop_requested;
 	int pid;
+	int pid_slot;     /* its record in the pid file, or -1 */
 	struct capture out;
 	struct capture err;
 	bool truncated;
@@ -218,7 +218,9 @@ struct executor {
 	struct task *done_tail;
 	bool stopping;
 
-	char *pid_dir;        /* owned; where running pids are recorded, or NULL */
+	int pid_fd;           /* the pid file (fixed 16-byte slots), or -1 */
+	unsigned char *slot_used; /* owned bitmap of slots in use */
+	unsigned n_slots;
 
 	char read_buf[READ_BUF_SIZE];
 };
@@ -257,79 +259,87 @@ static unsigned long long proc_start_time(int pid)
 	return start;
 }
 
-/* Record a running child (pid_dir/PID holds its start time), so that a
- * flowd that was killed can stop its orphans when it starts again. */
-static void record_pid(struct executor *e, int pid)
-{
-	char path[PATH_MAX], text[32];
-	unsigned long long start;
-	int fd, len;
+/* A record of a running child: its pid and start time, in a 16-byte slot
+ * of one file (pwrite, no fsync: it only has to survive the flowd process,
+ * not the machine, since a reboot ends the children too). A freed slot is
+ * zeroed. */
+struct pid_record {
+	int64_t pid;
+	uint64_t start;
+};
 
-	if (e->pid_dir == NULL || (start = proc_start_time(pid)) == 0)
+static void record_pid(struct executor *e, struct task *t)
+{
+	struct pid_record rec;
+	unsigned slot;
+
+	t->pid_slot = -1;
+	if (e->pid_fd < 0)
 		return;
-	snprintf(path, sizeof path, "%s/%d", e->pid_dir, pid);
-	len = snprintf(text, sizeof text, "%llu\n", start);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, text, (size_t)len) != len)
-		log_warn("executor: cannot record pid %d in %s", pid, path);
-	if (fd >= 0)
-		close(fd);
+	for (slot = 0; slot < e->n_slots && e->slot_used[slot]; slot++)
+		;
+	if (slot == e->n_slots) {
+		unsigned n = e->n_slots ? e->n_slots * 2 : 256;
+		unsigned char *u = realloc(e->slot_used, n);
+		if (u == NULL)
+			return;
+		memset(u + e->n_slots, 0, n - e->n_slots);
+		e->slot_used = u;
+		e->n_slots = n;
+	}
+	rec.pid = t->pid;
+	rec.start = proc_start_time(t->pid);
+	if (rec.start == 0 ||
+	    pwrite(e->pid_fd, &rec, sizeof rec, (off_t)slot * sizeof rec) !=
+		    (ssize_t)sizeof rec)
+		return;
+	e->slot_used[slot] = 1;
+	t->pid_slot = (int)slot;
 }
 
-static void forget_pid(struct executor *e, int pid)
+static void forget_pid(struct executor *e, struct task *t)
 {
-	char path[PATH_MAX];
+	struct pid_record zero = {0, 0};
 
-	if (e->pid_dir == NULL || pid <= 0)
+	if (e->pid_fd < 0 || t->pid_slot < 0)
 		return;
-	snprintf(path, sizeof path, "%s/%d", e->pid_dir, pid);
-	unlink(path);
+	if (pwrite(e->pid_fd, &zero, sizeof zero,
+		   (off_t)t->pid_slot * sizeof zero) != (ssize_t)sizeof zero)
+		log_warn("executor: cannot clear pid slot %d", t->pid_slot);
+	e->slot_used[t->pid_slot] = 0;
+	t->pid_slot = -1;
 }
 
-int executor_kill_orphans(const char *dir)
+int executor_kill_orphans(const char *path)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
+	struct pid_record rec;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	int killed = 0;
 
-	if (d == NULL)
+	if (fd < 0)
 		return 0;
-	while ((de = readdir(d)) != NULL) {
-		char path[PATH_MAX], text[32] = {0};
-		unsigned long long recorded;
-		char *end;
-		long pid = strtol(de->d_name, &end, 10);
-		int fd;
-
-		if (de->d_name[0] == '.' || *end != '\0' || pid <= 1)
+	while (read(fd, &rec, sizeof rec) == (ssize_t)sizeof rec) {
+		if (rec.pid <= 1 || rec.start == 0)
 			continue;
-		snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			if (read(fd, text, sizeof text - 1) < 0)
-				text[0] = '\0';
-			close(fd);
-		}
-		recorded = strtoull(text, NULL, 10);
-		if (recorded != 0 && proc_start_time((int)pid) == recorded) {
-			/* Still the child we started: it leads its own group. */
-			kill(-(pid_t)pid, SIGKILL);
-			kill((pid_t)pid, SIGKILL);
-			log_warn("executor: killed orphan process group %ld left "
-				 "by an earlier run of flowd", pid);
-			killed++;
-		}
-		unlink(path);
+		if (proc_start_time((int)rec.pid) != rec.start)
+			continue; /* gone, or the pid now names another process */
+		/* Still the child we started: it leads its own group. */
+		kill(-(pid_t)rec.pid, SIGKILL);
+		kill((pid_t)rec.pid, SIGKILL);
+		log_warn("executor: killed orphan process group %lld left by an "
+			 "earlier run of flowd", (long long)rec.pid);
+		killed++;
 	}
-	closedir(d);
+	close(fd);
 	return killed;
 }
 
-int executor_set_pid_dir(struct executor *e, const char *dir)
+int executor_set_pid_file(struct executor *e, const char *path)
 {
-	free(e->pid_dir);
-	e->pid_dir = dir ? strdup(dir) : NULL;
-	return (dir != NULL && e->pid_dir == NULL) ? -1 : 0;
+	if (e->pid_fd >= 0)
+		close(e->pid_fd);
+	e->pid_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	return e->pid_fd >= 0 ? 0 : -1;
 }
 
 static int64_t wall_ms(void)
@@ -668,7 +678,9 @@ static void executor_handle_closed_cb(uv_handle_t *h)
 		return;
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
-	free(e->pid_dir);
+	if (e->pid_fd >= 0)
+		close(e->pid_fd);
+	free(e->slot_used);
 	free(e);
 	if (done != NULL)
 		done(arg);
@@ -796,7 +808,7 @@ static void child_exited(struct task *t, int status, bool may_finish)
 		uv_signal_stop(&t->e->sigchld);
 	/* Reap whatever the main process left behind in its group. */
 	signal_group(t, SIGKILL);
-	forget_pid(t->e, t->pid);
+	forget_pid(t->e, t);
 	if (!t->out.eof || !t->err.eof)
 		uv_timer_start(&t->aux_timer, drain_timeout_cb,
 			       DRAIN_AFTER_EXIT_MS, 0);
@@ -1048,7 +1060,7 @@ static void take_result(struct task *t)
 	}
 
 	t->pid = t->res_pid;
-	record_pid(e, t->pid);
+	record_pid(e, t);
 	log_debug("executor: started key=%s pid=%d file=%s", t->key, t->pid,
 		  t->args[0]);
 	open_capture(t, &t->out_pipe, &t->out_rfd, &t->out);
@@ -1186,6 +1198,7 @@ struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 	e->loop = loop;
 	e->kill_grace_ms = kill_grace_ms;
 	e->cb = cb;
+	e->pid_fd = -1;
 	e->use_pidfd = probe_pidfd();
 	if (pthread_mutex_init(&e->lock, NULL) != 0)
 		goto fail_mutex;
@@ -1254,6 +1267,7 @@ static struct task *task_new(struct executor *e,
 	t->max_log_bytes = task->max_log_bytes;
 	t->out_rfd = t->out_wfd = t->err_rfd = t->err_wfd = -1;
 	t->pidfd = t->res_pidfd = -1;
+	t->pid_slot = -1;
 	t->key = strdup(task->key);
 	if (t->key == NULL)
 		goto fail_task;

@@ -67,14 +67,15 @@ bool executor_has(struct executor *e, const char *key);
 /* Number of tasks running. */
 unsigned executor_count(struct executor *e);
 
-/* Record each running child's pid (and start time) as a file in `dir`
- * (copied; must exist), removed when the child exits. Returns 0 or -1. */
-int executor_set_pid_dir(struct executor *e, const char *dir);
+/* Record each running child's pid and start time in the file at `path`
+ * (created or truncated; one 16-byte slot per running child, zeroed when it
+ * exits). Returns 0 or -1. */
+int executor_set_pid_file(struct executor *e, const char *path);
 
-/* At start, before any task: SIGKILL the process group of every child an
- * earlier flowd recorded in `dir` that still runs (same pid and start time),
- * and empty `dir`. Returns how many were killed. Blocking; small. */
-int executor_kill_orphans(const char *dir);
+/* At start, before executor_set_pid_file on the same path: SIGKILL the
+ * process group of every child an earlier flowd recorded there that still
+ * runs (same pid and start time). Returns how many were killed. */
+int executor_kill_orphans(const char *path);
 
 /* Kill every process group at once with SIGKILL, close all handles; each
  * pending callback fires with reason "stopped" (a task whose outcome was

@@ -373,12 +373,11 @@ int main(int argc, char **argv)
 	 * node registers and takes new work (their attempts are then marked
 	 * lost and retried by the cluster). */
 	{
-		char pid_dir[1100];
-		snprintf(pid_dir, sizeof pid_dir, "%s/pids", cfg.data_dir);
-		if (mkdir(pid_dir, 0700) != 0 && errno != EEXIST)
-			log_warn("executor: %s: %s", pid_dir, strerror(errno));
-		executor_kill_orphans(pid_dir);
-		executor_set_pid_dir(d.exec, pid_dir);
+		char pid_file[1100];
+		snprintf(pid_file, sizeof pid_file, "%s/steps.pids", cfg.data_dir);
+		executor_kill_orphans(pid_file);
+		if (executor_set_pid_file(d.exec, pid_file) != 0)
+			log_warn("executor: %s: %s", pid_file, strerror(errno));
 	}
 
 	struct consensus_peer peers[CONFIG_MAX_PEERS];

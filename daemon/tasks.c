@@ -285,10 +285,13 @@ void tasks_exec_done(struct executor *e, void *ctx,
 	struct fsm_finish fin = {0};
 	char *out = NULL, *err = NULL;
 
-	log_info("task finished run=%s step=%s attempt=%u reason=%s exit=%d "
-		 "signal=%d",
-		 ac->run_id, ac->step, ac->attempt, res->reason, res->exit_code,
-		 res->term_signal);
+	/* Failures at info, the (many) successes at debug. */
+	FLOWD_LOG(res->exit_code == 0 && res->term_signal == 0 ? FLOWD_LOG_DEBUG
+								: FLOWD_LOG_INFO,
+		  "task finished run=%s step=%s attempt=%u reason=%s exit=%d "
+		  "signal=%d",
+		  ac->run_id, ac->step, ac->attempt, res->reason,
+		  res->exit_code, res->term_signal);
 	if (!d->stopping) {
 		out = flowd_utf8_sanitize(res->out ? res->out : "", res->out_len);
 		err = flowd_utf8_sanitize(res->err ? res->err : "", res->err_len);
@@ -417,7 +420,7 @@ static void op_start(struct flowd *d, struct task_op *op)
 	t.workdir = ss->workdir;
 	t.timeout_s = ss->timeout_s;
 	t.max_log_bytes = d->cfg->limits.max_log_bytes_per_task;
-	log_info("task start run=%s step=%s attempt=%u", r->id, ss->name, a->n);
+	log_debug("task start run=%s step=%s attempt=%u", r->id, ss->name, a->n);
 	if (executor_start(d->exec, &t, ac) != 0) {
 		struct fsm_finish fin = {.run_id = r->id, .step = ss->name,
 					 .attempt = a->n, .node = d->cfg->node_id,
