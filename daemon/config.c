@@ -37,6 +37,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 
 #define NODE_ID_MAX ((uint64_t)INT64_MAX) /* fits a PostgreSQL bigint */
@@ -286,32 +287,9 @@ static int parse_bool(const char *s, int *out)
  * that addresses can be compared as strings. */
 static int check_address(const char *s)
 {
-	const char *colon = strrchr(s, ':');
-	char host[INET_ADDRSTRLEN];
-	struct in_addr in;
-	unsigned long port;
-	size_t hl;
-	char *end;
-
-	if (!colon || strlen(s) >= ADDRESS_LEN)
+	if (strlen(s) >= ADDRESS_LEN)
 		return -1;
-	hl = (size_t)(colon - s);
-	if (hl == 0 || hl >= sizeof host)
-		return -1;
-	memcpy(host, s, hl);
-	host[hl] = '\0';
-	if (inet_pton(AF_INET, host, &in) != 1)
-		return -1;
-	if (colon[1] < '1' || colon[1] > '9')
-		return -1;
-	for (const char *p = colon + 1; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -1;
-	errno = 0;
-	port = strtoul(colon + 1, &end, 10);
-	if (errno || *end || port < 1 || port > 65535)
-		return -1;
-	return 0;
+	return flowd_ipv4_address_parse(s, NULL);
 }
 
 static int is_loopback(const char *address)
