@@ -216,3 +216,56 @@ def test_five_nodes_work_the_same_way(cluster):
              10, "a new leader", ignore=(OSError,))
     run_id = survivors[0].start_run("fast")["id"]
     assert survivors[0].wait_run(run_id, timeout=30)["status"] == "succeeded"
+
+
+def test_steady_submissions_through_repeated_leader_kills_are_each_kept_once(cluster):
+    import threading
+    import time
+    c = cluster(3, overrides={"cluster.node_heartbeat_ms": "200",
+                              "cluster.node_timeout_ms": "1500"})
+    leader = c.leader()
+    # Retries: a step that was running on a killed node is lost and retried.
+    leader.deploy("fast", h.flow_spec([h.step("only", "echo x", retries=3)]))
+    acked, stop = {}, threading.Event()
+
+    def submit():
+        i = 0
+        while not stop.is_set():
+            key = "s%d" % i
+            deadline = time.monotonic() + h.scaled(20)
+            # The same key is retried until some node accepts it.
+            while not stop.is_set() and time.monotonic() < deadline:
+                node = c.nodes[(i + int(time.monotonic() * 10)) % 3]
+                try:
+                    status, body = node.post("/v1/flows/fast/runs", {"idempotency_key": key})
+                except OSError:
+                    status, body = 0, None
+                if status in (200, 201):
+                    acked[key] = body["id"]
+                    break
+                time.sleep(0.02)
+            i += 1
+
+    t = threading.Thread(target=submit, daemon=True)
+    t.start()
+    try:
+        for _ in range(3):
+            wait_for(lambda: len(acked) >= 5, 20, "some runs before the kill")
+            old = c.leader()
+            assert old.kill9() == -9
+            wait_for(lambda: next((n for n in c.nodes if n is not old and n.alive()
+                                   and n.cluster_info().get("role") == "leader"), None),
+                     20, "a new leader", ignore=(OSError,))
+            old.start()
+            before = len(acked)
+            wait_for(lambda: len(acked) > before + 5, 20, "writes to go on")
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    leader = c.leader()
+    for key, run_id in acked.items():
+        run = leader.wait_run(run_id, timeout=60)
+        assert run["status"] == "succeeded", run
+    by_key = runs_by_key(leader)
+    for key, run_id in acked.items():
+        assert by_key.get(key) == [run_id], (key, by_key.get(key))
