@@ -11,7 +11,7 @@ libraft-dev libuv1-dev libmicrohttpd-dev libjansson-dev libpq-dev libinih-dev
 libsystemd-dev libcurl4-openssl-dev libcmocka-dev
 postgresql-15 postgresql-client-15
 python3 python3-pytest
-curl ca-certificates iproute2 procps util-linux coreutils
+curl ca-certificates iproute2 iptables procps util-linux coreutils
 "
 
 if [ "$(id -u)" -ne 0 ]; then

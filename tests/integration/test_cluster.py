@@ -269,3 +269,56 @@ def test_steady_submissions_through_repeated_leader_kills_are_each_kept_once(clu
     by_key = runs_by_key(leader)
     for key, run_id in acked.items():
         assert by_key.get(key) == [run_id], (key, by_key.get(key))
+
+
+def test_an_isolated_leader_commits_nothing_and_the_majority_carries_on(cluster):
+    import shutil
+    import subprocess
+    if shutil.which("iptables") is None:
+        import pytest
+        pytest.skip("iptables is not installed (scripts/install-deps.sh installs it)")
+    c = cluster(3, overrides={"cluster.node_heartbeat_ms": "200",
+                              "cluster.node_timeout_ms": "1500",
+                              "raft.apply_timeout_ms": "1500"})
+    old = c.leader()
+    old.deploy("fast", h.flow_spec([h.step("only", "echo x", retries=3)]))
+    others = [n for n in c.nodes if n is not old]
+    # Every Raft message to the leader is dropped: it hears no acknowledgement
+    # and no vote (its own messages still leave, as one-way traffic).
+    rule = ["INPUT", "-p", "tcp", "--dport", str(old.raft_port), "-j", "DROP"]
+    if subprocess.run(["iptables", "-I"] + rule, capture_output=True).returncode != 0:
+        import pytest
+        pytest.skip("iptables cannot add rules here")
+    try:
+        # The isolated leader cannot commit: a write sent to it is refused
+        # or times out, never acknowledged.
+        status, body = old.post("/v1/flows/fast/runs", {"idempotency_key": "isolated"})
+        assert status not in (200, 201), body
+        # The majority elects a leader and carries on.
+        new = wait_for(lambda: next((n for n in others
+                                     if n.cluster_info().get("role") == "leader"), None),
+                       20, "a leader on the majority side", ignore=(OSError,))
+        ids = [others[i % 2].start_run("fast", idempotency_key="m%d" % i)["id"]
+               for i in range(8)]
+        for run_id in ids:
+            run = new.wait_run(run_id, timeout=30)
+            assert run["status"] == "succeeded", run
+            # Nothing ran on the isolated node.
+            for a in run["steps"][0]["attempts"]:
+                assert a["node"] != old.id or a["status"] != "succeeded", run
+        assert old.cluster_info()["role"] != "leader"
+    finally:
+        subprocess.run(["iptables", "-D"] + rule, check=True)
+
+    # Healed: one history. The old leader follows.
+    wait_for(lambda: old.cluster_info().get("role") == "follower", 20, "the old leader to follow",
+             ignore=(OSError,))
+    for run_id in ids:
+        wait_for(lambda: old.get("/v1/runs/" + run_id)[1] == new.run(run_id), 20,
+                 "node %d to hold run %s as the leader does" % (old.id, run_id))
+    # The write the isolated leader could not acknowledge had an unknown
+    # outcome: its messages did reach the others, so the new leader may have
+    # committed it. Retrying with the same key is safe either way: one run.
+    status, body = new.post("/v1/flows/fast/runs", {"idempotency_key": "isolated"})
+    assert status in (200, 201), body
+    assert runs_by_key(new).get("isolated") == [body["id"]]
