@@ -540,8 +540,11 @@ static void step_succeeded(struct apply_ctx *c, struct fsm_step *s)
 			if (ss->deps[d] != s->index)
 				continue;
 			struct fsm_step *t = &r->steps[j];
-			if (t->deps_left > 0 && --t->deps_left == 0 &&
-			    t->status == FSM_STEP_PENDING)
+			if (t->deps_left == 0)
+				continue;
+			t->deps_left--;
+			touch_step(c, t);
+			if (t->deps_left == 0 && t->status == FSM_STEP_PENDING)
 				make_ready(c, t);
 		}
 	}
@@ -1689,10 +1692,9 @@ static int tb_put(struct textbuf *b, const char *s, size_t n)
 	return 0;
 }
 
-/* The snapshot text of one run. A finished run with nothing running no
- * longer changes, so its text is kept (run->snap_text) and a snapshot of a
- * large history is mostly memcpy; any change to the run drops the copy
- * (touch_run). */
+/* The snapshot text of one run, kept (run->snap_text) until the run
+ * changes: every change goes through touch_run, which drops it. A snapshot
+ * of a large state where little changed is then mostly memcpy. */
 static int put_run(struct textbuf *b, struct fsm_run *r)
 {
 	char *text;
@@ -1706,12 +1708,10 @@ static int put_run(struct textbuf *b, struct fsm_run *r)
 	if (text == NULL)
 		return -1;
 	rv = tb_put(b, text, strlen(text));
-	if (run_terminal(r) && r->active_attempts == 0) {
-		r->snap_text = text;
-		r->snap_len = strlen(text);
-	} else {
-		free(text);
-	}
+	/* Kept until the run changes (touch_run drops it), so that the next
+	 * snapshot copies the text of every run that did not change. */
+	r->snap_text = text;
+	r->snap_len = strlen(text);
 	return rv;
 }
 

@@ -119,7 +119,7 @@ struct fsm_run {
 	uint64_t touched_at;        /* index of the last entry that touched it */
 	bool settled;               /* finished, nothing running: in the FIFO */
 	struct fsm_run *settled_next;
-	char *snap_text;            /* owned: cached snapshot text of a finished run */
+	char *snap_text;            /* owned: its snapshot text, until it changes */
 	size_t snap_len;
 };
 

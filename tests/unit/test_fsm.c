@@ -661,6 +661,35 @@ static void settled_runs_beyond_retain_leave_memory_oldest_first(void **state)
 	fsm_close(&g);
 }
 
+/* Snapshot text is cached per run until the run changes: a snapshot taken
+ * after changes that did not place anything (a join's dependency count going
+ * down) must still describe them, as a restore of it shows. */
+static void cached_snapshot_text_follows_every_change(void **state)
+{
+	struct fx *x = *state;
+	struct fsm g;
+	struct fsm_run *r;
+	char *s1, *s2;
+
+	deploy(x, "etl", DIAMOND);
+	node_up(x, 1, 1, 8);
+	r = create(x, "etl", "{\"region\":\"eu\"}", NULL)->run;
+	free(snap(&x->f)); /* caches every run's text */
+	finish(x, r->id, "a", 1, 1, 0, "exited", 3000);
+	free(snap(&x->f));
+	finish(x, r->id, "b", 1, 1, 0, "exited", 3100); /* d: 2 deps -> 1 */
+	assert_int_equal(step(r, "d")->deps_left, 1);
+	s1 = snap(&x->f);
+	fsm_init(&g, NULL);
+	assert_int_equal(fsm_restore(&g, s1, strlen(s1)), 0);
+	s2 = snap(&g); /* from fresh structures, no cache */
+	assert_string_equal(s1, s2);
+	assert_int_equal(fsm_run_get(&g, r->id)->steps[3].deps_left, 1);
+	free(s1);
+	free(s2);
+	fsm_close(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -683,6 +712,7 @@ int main(void)
 		T(runs_page_is_newest_first_with_cursor),
 		T(records_coalesce_rows_changed_by_many_entries),
 		T(settled_runs_beyond_retain_leave_memory_oldest_first),
+		T(cached_snapshot_text_follows_every_change),
 	};
 	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
 }
