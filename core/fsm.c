@@ -1718,7 +1718,6 @@ static int put_run(struct textbuf *b, struct fsm_run *r)
 int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 {
 	json_t *root = NULL, *flows = json_array(), *nodes = json_array();
-	json_t *ready = json_array();
 	struct textbuf b = {0};
 	struct fsm_flow **sorted;
 	char *head = NULL;
@@ -1756,10 +1755,6 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 					 (int)f->nodes[i].capacity, "live",
 					 f->nodes[i].live, "api",
 					 f->nodes[i].api_address));
-	for (struct fsm_step *s = f->ready_head; s; s = s->ready_next)
-		json_array_append_new(ready,
-				      json_pack("[I, i]", (json_int_t)s->run->seq,
-						(int)s->index));
 	json_t *settled = json_array(), *idem = json_array();
 	for (struct fsm_run *r = f->settled_head; r; r = r->settled_next)
 		json_array_append_new(settled, json_integer((json_int_t)r->seq));
@@ -1770,17 +1765,28 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 				json_array_append_new(
 					idem, json_pack("[s, s]", e->key,
 							(char *)e->value));
-	root = json_pack("{s:i, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "v",
-			 1, "next_seq", (json_int_t)f->next_seq, "index",
+	root = json_pack("{s:i, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "v", 1,
+			 "next_seq", (json_int_t)f->next_seq, "index",
 			 (json_int_t)f->applied_index, "retain",
 			 (json_int_t)f->retain, "flows", flows, "nodes", nodes,
-			 "ready", ready, "settled", settled, "idem", idem);
-	flows = nodes = ready = NULL;
+			 "settled", settled, "idem", idem);
+	flows = nodes = NULL;
 	if (root == NULL || (head = json_dumps(root, JSON_COMPACT)) == NULL)
 		goto out;
-	/* The document is `head` with "runs" spliced in before its last '}'. */
+	/* The document is `head` with "ready" and "runs" spliced in before its
+	 * last '}', written as text: both can hold every queued run. */
 	if (tb_put(&b, head, strlen(head) - 1) != 0 ||
-	    tb_put(&b, ",\"runs\":[", 9) != 0)
+	    tb_put(&b, ",\"ready\":[", 10) != 0)
+		goto out;
+	for (struct fsm_step *s = f->ready_head; s; s = s->ready_next) {
+		char item[48];
+		int w = snprintf(item, sizeof item, "%s[%" PRIu64 ",%u]",
+				 s == f->ready_head ? "" : ",", s->run->seq,
+				 s->index);
+		if (tb_put(&b, item, (size_t)w) != 0)
+			goto out;
+	}
+	if (tb_put(&b, "],\"runs\":[", 10) != 0)
 		goto out;
 	bool first = true;
 	for (size_t i = 0; i < f->n_runs; i++) {
@@ -1803,7 +1809,6 @@ out:
 	json_decref(root);
 	json_decref(flows);
 	json_decref(nodes);
-	json_decref(ready);
 	return rv;
 }
 
