@@ -1099,8 +1099,11 @@ static void lose_attempts(struct apply_ctx *c, uint64_t id, uint64_t keep_boot,
 	}
 }
 
-/* node_alive: the node is up (again, if it had been marked down). */
-static void apply_node_alive(struct apply_ctx *c, json_t *cmd)
+/* node_alive (`alive`): the node is up, again if it had been marked down.
+ * node_down: the leader has not heard from that boot of the node for too
+ * long; what it was running is lost and retried, and it is asked to stop it
+ * should it still be alive. */
+static void apply_node_liveness(struct apply_ctx *c, json_t *cmd, bool alive)
 {
 	struct fsm *f = c->f;
 	uint64_t id = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
@@ -1108,27 +1111,13 @@ static void apply_node_alive(struct apply_ctx *c, json_t *cmd)
 	struct fsm_node *n = node_find(f, id);
 
 	f->result.status = 200;
-	if (f->hooks.node_heard != NULL)
+	if (alive && f->hooks.node_heard != NULL)
 		f->hooks.node_heard(f->hooks.arg, id);
-	if (n == NULL || n->boot != boot || n->live)
+	if (n == NULL || n->boot != boot || n->live == alive)
 		return;
-	n->live = true;
-	place_ready(c);
-}
-
-/* node_down: the leader has not heard from the node for too long. */
-static void apply_node_down(struct apply_ctx *c, json_t *cmd)
-{
-	struct fsm *f = c->f;
-	uint64_t id = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
-	uint64_t boot = (uint64_t)json_integer_value(json_object_get(cmd, "boot"));
-	struct fsm_node *n = node_find(f, id);
-
-	f->result.status = 200;
-	if (n == NULL || n->boot != boot || !n->live)
-		return;
-	n->live = false;
-	lose_attempts(c, id, 0, true);
+	n->live = alive;
+	if (!alive)
+		lose_attempts(c, id, 0, true);
 	place_ready(c);
 }
 
@@ -1333,9 +1322,9 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 	else if (strcmp(op, "node_up") == 0)
 		apply_node_up(&c, cmd);
 	else if (strcmp(op, "node_alive") == 0)
-		apply_node_alive(&c, cmd);
+		apply_node_liveness(&c, cmd, true);
 	else if (strcmp(op, "node_down") == 0)
-		apply_node_down(&c, cmd);
+		apply_node_liveness(&c, cmd, false);
 	else if (strcmp(op, "wake") == 0)
 		apply_wake(&c);
 	else if (strcmp(op, "nop") == 0)

@@ -690,6 +690,42 @@ static void cached_snapshot_text_follows_every_change(void **state)
 	fsm_close(&g);
 }
 
+static void node_down_loses_its_attempts_and_alive_brings_it_back(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+	char *buf;
+	size_t len;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"],"
+			 "\"retries\":{\"max\":1,\"backoff_s\":0}}]}");
+	node_up(x, 1, 11, 1);
+	node_up(x, 2, 22, 1);
+	r = create(x, "one", NULL, NULL)->run;
+	assert_int_equal(r->steps[0].attempts[0].node, 1);
+	/* a node_down for another boot changes nothing */
+	assert_int_equal(fsm_cmd_node_down(5000, 1, 99, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(r->steps[0].n_attempts, 1);
+	assert_int_equal(fsm_cmd_node_down(5000, 1, 11, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(r->steps[0].attempts[0].status, FSM_ATTEMPT_LOST);
+	assert_int_equal(x->seen.stopped, 1); /* node 1 must stop it if alive */
+	assert_int_equal(r->steps[0].attempts[1].node, 2);
+	assert_false(x->f.nodes[0].live);
+	/* work is not placed on a down node; alive brings it back */
+	struct fsm_run *r2 = create(x, "one", NULL, NULL)->run;
+	assert_int_equal(r2->status, FSM_RUN_QUEUED);
+	assert_int_equal(fsm_cmd_node_alive(6000, 1, 11, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_true(x->f.nodes[0].live);
+	assert_int_equal(r2->steps[0].attempts[0].node, 1);
+	/* the late result of the lost attempt is fenced */
+	finish(x, r->id, "s", 1, 1, 0, "exited", 6100);
+	assert_int_equal(r->steps[0].attempts[0].status, FSM_ATTEMPT_LOST);
+	assert_int_equal(r->status, FSM_RUN_RUNNING);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -713,6 +749,7 @@ int main(void)
 		T(records_coalesce_rows_changed_by_many_entries),
 		T(settled_runs_beyond_retain_leave_memory_oldest_first),
 		T(cached_snapshot_text_follows_every_change),
+		T(node_down_loses_its_attempts_and_alive_brings_it_back),
 	};
 	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
 }
