@@ -1113,12 +1113,34 @@ static void apply_node_liveness(struct apply_ctx *c, json_t *cmd, bool alive)
 	f->result.status = 200;
 	if (alive && f->hooks.node_heard != NULL)
 		f->hooks.node_heard(f->hooks.arg, id);
-	if (n == NULL || n->boot != boot || n->live == alive)
+	if (n == NULL || n->boot != boot || n->live == alive ||
+	    (alive && n->removed))
 		return;
 	n->live = alive;
 	if (!alive)
 		lose_attempts(c, id, 0, true);
 	place_ready(c);
+}
+
+/* node_remove: the node left the Raft configuration; what it ran is lost
+ * and retried, and it takes no work (its node_up and node_alive are
+ * ignored) until node_admit after it is added again. */
+static void apply_node_membership(struct apply_ctx *c, json_t *cmd,
+				  bool admit)
+{
+	struct fsm *f = c->f;
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
+	struct fsm_node *n = node_find(f, id);
+
+	f->result.status = 200;
+	if (n == NULL)
+		return;
+	n->removed = !admit;
+	if (!admit && n->live) {
+		n->live = false;
+		lose_attempts(c, id, 0, true);
+		place_ready(c);
+	}
 }
 
 static int node_cmp(const void *a, const void *b)
@@ -1138,6 +1160,12 @@ static void apply_node_up(struct apply_ctx *c, json_t *cmd)
 	struct fsm_node *n = node_find(f, id);
 
 	f->result.status = 200;
+	if (n != NULL && n->removed) {
+		/* Removed from the cluster: it takes no work until re-added. */
+		result_error(f, 409, "node_removed", "node",
+			     "the node was removed from the cluster");
+		return;
+	}
 	if (n == NULL) {
 		struct fsm_node *arr =
 			realloc(f->nodes, (f->n_nodes + 1) * sizeof *arr);
@@ -1325,6 +1353,10 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		apply_node_liveness(&c, cmd, true);
 	else if (strcmp(op, "node_down") == 0)
 		apply_node_liveness(&c, cmd, false);
+	else if (strcmp(op, "node_remove") == 0)
+		apply_node_membership(&c, cmd, false);
+	else if (strcmp(op, "node_admit") == 0)
+		apply_node_membership(&c, cmd, true);
 	else if (strcmp(op, "wake") == 0)
 		apply_wake(&c);
 	else if (strcmp(op, "nop") == 0)
@@ -1442,6 +1474,13 @@ int fsm_cmd_node_down(int64_t ts, uint64_t node, uint64_t boot, char **out,
 		      size_t *len)
 {
 	return cmd_node("node_down", ts, node, boot, out, len);
+}
+
+int fsm_cmd_node_remove(int64_t ts, uint64_t node, bool admit, char **out,
+			size_t *len)
+{
+	return cmd_node(admit ? "node_admit" : "node_remove", ts, node, 0, out,
+			len);
 }
 
 int fsm_cmd_wake(int64_t ts, char **out, size_t *len)
@@ -1738,12 +1777,13 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 	free(sorted);
 	for (unsigned i = 0; i < f->n_nodes; i++)
 		json_array_append_new(
-			nodes, json_pack("{s:I, s:I, s:i, s:b, s:s}", "id",
+			nodes, json_pack("{s:I, s:I, s:i, s:b, s:s, s:b}", "id",
 					 (json_int_t)f->nodes[i].id, "boot",
 					 (json_int_t)f->nodes[i].boot, "cap",
 					 (int)f->nodes[i].capacity, "live",
 					 f->nodes[i].live, "api",
-					 f->nodes[i].api_address));
+					 f->nodes[i].api_address, "removed",
+					 f->nodes[i].removed));
 	json_t *settled = json_array(), *idem = json_array();
 	for (struct fsm_run *r = f->settled_head; r; r = r->settled_next)
 		json_array_append_new(settled, json_integer((json_int_t)r->seq));
@@ -1954,6 +1994,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		arr[f->n_nodes].boot = (uint64_t)json_integer_value(json_object_get(j, "boot"));
 		arr[f->n_nodes].capacity = (unsigned)json_integer_value(json_object_get(j, "cap"));
 		arr[f->n_nodes].live = json_is_true(json_object_get(j, "live"));
+		arr[f->n_nodes].removed = json_is_true(json_object_get(j, "removed"));
 		snprintf(arr[f->n_nodes].api_address,
 			 sizeof arr[f->n_nodes].api_address, "%s",
 			 json_string_value(json_object_get(j, "api"))

@@ -129,6 +129,7 @@ struct fsm_node {
 	unsigned capacity;
 	unsigned running;           /* attempts RUNNING on it */
 	bool live;
+	bool removed;               /* left the Raft configuration: no work */
 	char api_address[64];       /* where its REST API listens ("" if unknown) */
 };
 
@@ -268,6 +269,11 @@ int fsm_cmd_node_alive(int64_t ts, uint64_t node, uint64_t boot, char **out,
 		       size_t *len);
 int fsm_cmd_node_down(int64_t ts, uint64_t node, uint64_t boot, char **out,
 		      size_t *len);
+/* node_remove (admit false): the node left the cluster: its attempts are
+ * lost and it takes no work until node_admit (admit true) after it is added
+ * again (then it registers anew). */
+int fsm_cmd_node_remove(int64_t ts, uint64_t node, bool admit, char **out,
+			size_t *len);
 /* wake: retry attempts whose due time is <= ts. */
 int fsm_cmd_wake(int64_t ts, char **out, size_t *len);
 /* nop: changes nothing (gives raft an entry to apply, e.g. so that it

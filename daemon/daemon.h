@@ -87,6 +87,8 @@ struct flowd {
 		uint64_t down_sent_ms;
 	} heard[64];
 	unsigned n_heard;
+	unsigned unregistered_ticks;    /* looks at the state that found this
+	                                 * node not registered as it is */
 
 	uv_signal_t sigterm, sigint;
 	uv_timer_t watchdog;

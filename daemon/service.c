@@ -459,21 +459,18 @@ static void member_done_cb(void *arg, int status, uint64_t index,
 	struct api_request *req = arg;
 	struct flowd *d = req->backend_data;
 
-	if (status == CONSENSUS_OK && req->op == API_OP_MEMBER_REMOVE) {
-		/* A removed node takes no more work: mark it down, so that
-		 * what it was running is retried elsewhere. */
-		for (unsigned i = 0; i < d->fsm.n_nodes; i++) {
-			struct fsm_node *n = &d->fsm.nodes[i];
-			char *buf;
-			size_t len;
-			if (n->id != req->member_id || !n->live ||
-			    fsm_cmd_node_down(flowd_now_ms(), n->id, n->boot,
-					      &buf, &len) != 0)
-				continue;
+	if (status == CONSENSUS_OK && (req->op == API_OP_MEMBER_REMOVE ||
+				       req->op == API_OP_MEMBER_ADD)) {
+		/* A removed node takes no more work (what it ran is retried
+		 * elsewhere); an added one may register again. */
+		char *buf;
+		size_t len;
+		if (fsm_cmd_node_remove(flowd_now_ms(), req->member_id,
+					req->op == API_OP_MEMBER_ADD, &buf,
+					&len) == 0)
 			consensus_propose(d->raft, buf, len,
 					  d->cfg->apply_timeout_ms,
 					  ignore_done_cb, NULL);
-		}
 	}
 	switch (status) {
 	case CONSENSUS_OK:

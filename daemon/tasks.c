@@ -659,6 +659,22 @@ void tasks_alive_timer_cb(uv_timer_t *h)
 
 	if (d->stopping || !d->node_up_done)
 		return;
+	/* Registered, but the state says otherwise (this node was removed and
+	 * added again, or marked down for another boot): after two looks in a
+	 * row (the state may trail a moment), register anew. */
+	struct fsm_node *me = NULL;
+	for (unsigned i = 0; i < d->fsm.n_nodes; i++)
+		if (d->fsm.nodes[i].id == d->cfg->node_id)
+			me = &d->fsm.nodes[i];
+	if (me == NULL || me->boot != d->boot || (!me->live && !me->removed)) {
+		if (++d->unregistered_ticks >= 2) {
+			d->unregistered_ticks = 0;
+			d->node_up_done = false;
+			return;
+		}
+	} else {
+		d->unregistered_ticks = 0;
+	}
 	if (fsm_cmd_node_alive(flowd_now_ms(), d->cfg->node_id, d->boot, &buf,
 			       &len) == 0)
 		propose_anywhere(d, buf, len, alive_done_cb, NULL);

@@ -726,6 +726,39 @@ static void node_down_loses_its_attempts_and_alive_brings_it_back(void **state)
 	assert_int_equal(r->status, FSM_RUN_RUNNING);
 }
 
+static void a_removed_node_takes_no_work_until_admitted(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+	char *buf;
+	size_t len;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"],"
+			 "\"retries\":{\"max\":1,\"backoff_s\":0}}]}");
+	node_up(x, 1, 11, 4);
+	node_up(x, 2, 22, 4);
+	r = create(x, "one", NULL, NULL)->run;
+	assert_int_equal(r->steps[0].attempts[0].node, 1);
+	assert_int_equal(fsm_cmd_node_remove(5000, 1, false, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(r->steps[0].attempts[0].status, FSM_ATTEMPT_LOST);
+	assert_int_equal(r->steps[0].attempts[1].node, 2);
+	/* its heartbeats and a new registration do not bring it back */
+	assert_int_equal(fsm_cmd_node_alive(5100, 1, 11, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_false(x->f.nodes[0].live);
+	assert_int_equal(node_up(x, 1, 12, 4)->status, 409);
+	assert_false(x->f.nodes[0].live);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(create(x, "one", NULL, NULL)->run->steps[0].attempts[0].node, 2);
+	/* admitted again, it registers and takes work */
+	assert_int_equal(fsm_cmd_node_remove(6000, 1, true, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(node_up(x, 1, 13, 4)->status, 200);
+	assert_true(x->f.nodes[0].live);
+	assert_int_equal(create(x, "one", NULL, NULL)->run->steps[0].attempts[0].node, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -750,6 +783,7 @@ int main(void)
 		T(settled_runs_beyond_retain_leave_memory_oldest_first),
 		T(cached_snapshot_text_follows_every_change),
 		T(node_down_loses_its_attempts_and_alive_brings_it_back),
+		T(a_removed_node_takes_no_work_until_admitted),
 	};
 	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
 }
