@@ -1280,6 +1280,19 @@ static void evict(struct fsm *f, struct fsm_run *r)
 	run_free(r);
 }
 
+/* Append to the settled FIFO. */
+static void settled_push(struct fsm *f, struct fsm_run *r)
+{
+	r->settled = true;
+	r->settled_next = NULL;
+	if (f->settled_tail != NULL)
+		f->settled_tail->settled_next = r;
+	else
+		f->settled_head = r;
+	f->settled_tail = r;
+	f->n_settled++;
+}
+
 /* Runs that this entry left finished with nothing running join the settled
  * FIFO (in the order the entry touched them, the same on every node); the
  * oldest beyond `retain` leave memory. */
@@ -1291,14 +1304,7 @@ static void settle(struct apply_ctx *c)
 		struct fsm_run *r = c->touched[i];
 		if (r->settled || !run_terminal(r) || r->active_attempts > 0)
 			continue;
-		r->settled = true;
-		r->settled_next = NULL;
-		if (f->settled_tail != NULL)
-			f->settled_tail->settled_next = r;
-		else
-			f->settled_head = r;
-		f->settled_tail = r;
-		f->n_settled++;
+		settled_push(f, r);
 	}
 	while (f->retain > 0 && f->n_settled > f->retain) {
 		struct fsm_run *r = f->settled_head;
@@ -2011,17 +2017,9 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	json_array_foreach(json_object_get(root, "settled"), i, j)
 	{
 		uint64_t seq = (uint64_t)json_integer_value(j);
-		struct fsm_run *r;
 		if (seq == 0 || seq > f->n_runs || f->run_list[seq - 1] == NULL)
 			goto fail;
-		r = f->run_list[seq - 1];
-		r->settled = true;
-		if (f->settled_tail != NULL)
-			f->settled_tail->settled_next = r;
-		else
-			f->settled_head = r;
-		f->settled_tail = r;
-		f->n_settled++;
+		settled_push(f, f->run_list[seq - 1]);
 	}
 	json_array_foreach(json_object_get(root, "idem"), i, j)
 	{
