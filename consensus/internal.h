@@ -68,6 +68,31 @@ void consensus__fsm_init(struct consensus *c);
  * (node.c). */
 void consensus__request_freed(struct consensus *c);
 
+/* What every request shares (pending.c): embedded in the request struct,
+ * whose heap block is `owner`. */
+struct consensus__pending {
+	struct consensus *c;
+	consensus_done_cb cb;
+	void *arg;
+	void *owner;               /* freed by consensus__pending_free */
+	uv_timer_t deadline;
+	int has_deadline;          /* deadline was uv_timer_init'ed */
+	int reported;              /* cb already called */
+};
+
+void consensus__pending_init(struct consensus__pending *p,
+			     struct consensus *c, consensus_done_cb cb,
+			     void *arg, void *owner);
+/* raft accepted the request: count it in flight, arm the deadline (0 =
+ * none; when it passes, cb gets CONSENSUS_TIMEOUT, or SHUTDOWN if closing). */
+void consensus__pending_arm(struct consensus__pending *p, unsigned timeout_ms);
+/* raft is done: stop the deadline and call cb unless it already was.
+ * Returns 1 if cb was called now. */
+int consensus__pending_report(struct consensus__pending *p, int code,
+			      uint64_t index, void *result);
+/* Free the owner once the deadline timer is closed. */
+void consensus__pending_free(struct consensus__pending *p);
+
 /* printf into c->errmsg. */
 void consensus__errorf(struct consensus *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -63,14 +63,9 @@ struct member_request {
 		struct raft_change change;
 		struct raft_transfer transfer;
 	} raft;                    /* raft.change.data == this */
-	struct consensus *c;
-	consensus_done_cb cb;
-	void *arg;
+	struct consensus__pending p;
 	enum kind kind;
 	uint64_t id;               /* the server added/removed/targeted */
-	uv_timer_t deadline;
-	int has_deadline;          /* deadline was uv_timer_init'ed */
-	int reported;              /* cb already called (by the deadline) */
 };
 
 /* ---------------------------------------------------------------- status */
@@ -78,7 +73,7 @@ struct member_request {
 /* A raft status of a finished change -> CONSENSUS_*. */
 static int map_status(struct member_request *req, int status)
 {
-	struct consensus *c = req->c;
+	struct consensus *c = req->p.c;
 	const char *what = kind_name[req->kind];
 
 	if (status != 0 && c->phase != CONSENSUS__RUNNING)
@@ -141,62 +136,19 @@ static int map_submit_error(struct consensus *c, int rv, const char *what,
 
 /* ---------------------------------------------------------------- requests */
 
-static void request_close_cb(uv_handle_t *handle)
-{
-	struct member_request *req = handle->data;
-	struct consensus *c = req->c;
-
-	free(req);
-	consensus__request_freed(c);
-}
-
-static void request_free(struct member_request *req)
-{
-	struct consensus *c = req->c;
-
-	if (req->has_deadline) {
-		uv_close((uv_handle_t *)&req->deadline, request_close_cb);
-		return;
-	}
-	free(req);
-	consensus__request_freed(c);
-}
-
 /* raft is done with the request: report (unless the deadline did), free. */
 static void request_done(struct member_request *req, int code)
 {
-	struct consensus *c = req->c;
-
-	c->inflight--;
-	if (req->has_deadline)
-		uv_timer_stop(&req->deadline);
-	if (!req->reported) {
-		req->reported = 1;
+	req->p.c->inflight--;
+	if (consensus__pending_report(&req->p, code, 0, NULL))
 		log_info("consensus: %s id=%llu done status=%d",
 			 kind_name[req->kind], (unsigned long long)req->id,
 			 code);
-		req->cb(req->arg, code, 0, NULL);
-	} else {
+	else
 		log_debug("consensus: %s id=%llu completed status=%d after its "
 			  "deadline", kind_name[req->kind],
 			  (unsigned long long)req->id, code);
-	}
-	request_free(req);
-}
-
-static void deadline_cb(uv_timer_t *timer)
-{
-	struct member_request *req = timer->data;
-	struct consensus *c = req->c;
-	int code = c->phase != CONSENSUS__RUNNING ? CONSENSUS_SHUTDOWN
-						  : CONSENSUS_TIMEOUT;
-
-	if (req->reported)
-		return;
-	req->reported = 1;
-	log_info("consensus: %s id=%llu deadline passed", kind_name[req->kind],
-		 (unsigned long long)req->id);
-	req->cb(req->arg, code, 0, NULL);
+	consensus__pending_free(&req->p);
 }
 
 static struct member_request *request_new(struct consensus *c,
@@ -207,32 +159,11 @@ static struct member_request *request_new(struct consensus *c,
 
 	if (req == NULL)
 		return NULL;
-	req->c = c;
-	req->cb = cb;
-	req->arg = arg;
+	consensus__pending_init(&req->p, c, cb, arg, req);
 	req->kind = kind;
 	req->id = id;
 	req->raft.change.data = req;
 	return req;
-}
-
-/* Called after raft accepted the request. */
-static void request_arm(struct consensus *c, struct member_request *req,
-			unsigned timeout_ms)
-{
-	c->inflight++;
-	c->live_requests++;
-	if (timeout_ms == 0)
-		return;
-	/* Cannot fail for a valid loop; if it did, the request has no
-	 * deadline, as with timeout_ms == 0. */
-	if (uv_timer_init(c->loop, &req->deadline) != 0) {
-		log_warn("consensus: deadline timer init failed, no deadline");
-		return;
-	}
-	req->deadline.data = req;
-	req->has_deadline = 1;
-	uv_timer_start(&req->deadline, deadline_cb, timeout_ms, 0);
 }
 
 /* Common argument checks. Returns 0 or a CONSENSUS_* code with errmsg. */
@@ -255,7 +186,7 @@ static int check_request(struct consensus *c, const char *what,
 static void change_cb(struct raft_change *raft_req, int status)
 {
 	struct member_request *req = raft_req->data;
-	struct consensus *c = req->c;
+	struct consensus *c = req->p.c;
 	int rv;
 
 	if (req->kind != KIND_ADD || status != 0) {
@@ -307,7 +238,7 @@ int consensus_member_add(struct consensus *c, uint64_t id,
 		free(req);
 		return map_submit_error(c, rv, "add", id);
 	}
-	request_arm(c, req, timeout_ms);
+	consensus__pending_arm(&req->p, timeout_ms);
 	log_info("consensus: add id=%llu address=%s",
 		 (unsigned long long)id, address);
 	return 0;
@@ -333,7 +264,7 @@ int consensus_member_remove(struct consensus *c, uint64_t id,
 		free(req);
 		return map_submit_error(c, rv, "remove", id);
 	}
-	request_arm(c, req, timeout_ms);
+	consensus__pending_arm(&req->p, timeout_ms);
 	log_info("consensus: remove id=%llu", (unsigned long long)id);
 	return 0;
 }
@@ -343,7 +274,7 @@ int consensus_member_remove(struct consensus *c, uint64_t id,
 static void transfer_cb(struct raft_transfer *raft_req)
 {
 	struct member_request *req = raft_req->data;
-	struct consensus *c = req->c;
+	struct consensus *c = req->p.c;
 	raft_id leader = 0;
 	const char *address = NULL;
 	int code;
@@ -384,7 +315,7 @@ int consensus_transfer(struct consensus *c, uint64_t id, consensus_done_cb cb,
 		free(req);
 		return map_submit_error(c, rv, "transfer", id);
 	}
-	request_arm(c, req, 0);
+	consensus__pending_arm(&req->p, 0);
 	log_info("consensus: transfer to id=%llu", (unsigned long long)id);
 	return 0;
 }

@@ -37,12 +37,7 @@ struct request {
 		struct raft_apply apply;
 		struct raft_barrier barrier;
 	} raft;                    /* raft.apply.data == this */
-	struct consensus *c;
-	consensus_done_cb cb;
-	void *arg;
-	uv_timer_t deadline;
-	int has_deadline;          /* deadline was uv_timer_init'ed */
-	int reported;              /* cb already called (by the deadline) */
+	struct consensus__pending p;
 	const char *what;          /* "propose" or "barrier", for logs */
 };
 
@@ -74,47 +69,21 @@ static int map_status(struct consensus *c, int status, const char *what)
 	}
 }
 
-static void request_close_cb(uv_handle_t *handle)
-{
-	struct request *req = handle->data;
-	struct consensus *c = req->c;
-
-	free(req);
-	consensus__request_freed(c);
-}
-
-static void request_free(struct request *req)
-{
-	struct consensus *c = req->c;
-
-	if (req->has_deadline) {
-		uv_close((uv_handle_t *)&req->deadline, request_close_cb);
-		return;
-	}
-	free(req);
-	consensus__request_freed(c);
-}
-
 /* raft is done with the request: report (unless the deadline did) and free. */
 static void request_done(struct request *req, int status, void *result)
 {
-	struct consensus *c = req->c;
+	struct consensus *c = req->p.c;
 	int code;
 
 	c->inflight--;
 	code = map_status(c, status, req->what);
-	if (req->has_deadline)
-		uv_timer_stop(&req->deadline);
-	if (!req->reported) {
-		req->reported = 1;
-		req->cb(req->arg, code, (uint64_t)req->raft.apply.index,
-			code == CONSENSUS_OK ? result : NULL);
-	} else {
+	if (!consensus__pending_report(&req->p, code,
+				       (uint64_t)req->raft.apply.index,
+				       code == CONSENSUS_OK ? result : NULL))
 		log_debug("consensus: %s index=%llu completed status=%d after "
 			  "its deadline", req->what,
 			  (unsigned long long)req->raft.apply.index, code);
-	}
-	request_free(req);
+	consensus__pending_free(&req->p);
 }
 
 static void apply_cb(struct raft_apply *raft_req, int status, void *result)
@@ -127,21 +96,6 @@ static void barrier_cb(struct raft_barrier *raft_req, int status)
 	request_done(raft_req->data, status, NULL);
 }
 
-static void deadline_cb(uv_timer_t *timer)
-{
-	struct request *req = timer->data;
-	struct consensus *c = req->c;
-	int code = c->phase != CONSENSUS__RUNNING ? CONSENSUS_SHUTDOWN
-						  : CONSENSUS_TIMEOUT;
-
-	if (req->reported)
-		return;
-	req->reported = 1;
-	log_debug("consensus: %s index=%llu deadline passed",
-		  req->what, (unsigned long long)req->raft.apply.index);
-	req->cb(req->arg, code, (uint64_t)req->raft.apply.index, NULL);
-}
-
 static struct request *request_new(struct consensus *c, consensus_done_cb cb,
 				   void *arg, const char *what)
 {
@@ -149,31 +103,10 @@ static struct request *request_new(struct consensus *c, consensus_done_cb cb,
 
 	if (req == NULL)
 		return NULL;
-	req->c = c;
-	req->cb = cb;
-	req->arg = arg;
+	consensus__pending_init(&req->p, c, cb, arg, req);
 	req->what = what;
 	req->raft.apply.data = req;
 	return req;
-}
-
-/* Called after raft accepted the request. */
-static void request_arm(struct consensus *c, struct request *req,
-			unsigned timeout_ms)
-{
-	c->inflight++;
-	c->live_requests++;
-	if (timeout_ms == 0)
-		return;
-	/* Cannot fail for a valid loop; if it did, the request simply has no
-	 * deadline, which is the documented behaviour of timeout_ms == 0. */
-	if (uv_timer_init(c->loop, &req->deadline) != 0) {
-		log_warn("consensus: deadline timer init failed, no deadline");
-		return;
-	}
-	req->deadline.data = req;
-	req->has_deadline = 1;
-	uv_timer_start(&req->deadline, deadline_cb, timeout_ms, 0);
 }
 
 static int refuse_closing(struct consensus *c, const char *what)
@@ -243,7 +176,7 @@ int consensus_propose(struct consensus *c, void *buf, size_t len,
 		goto out_free_req;
 	}
 	/* raft owns rbuf.base now. */
-	request_arm(c, req, timeout_ms);
+	consensus__pending_arm(&req->p, timeout_ms);
 	free(buf);
 	return 0;
 
@@ -278,6 +211,6 @@ int consensus_barrier(struct consensus *c, consensus_done_cb cb, void *arg)
 		free(req);
 		return map_submit_error(c, rv, "barrier");
 	}
-	request_arm(c, req, 0);
+	consensus__pending_arm(&req->p, 0);
 	return 0;
 }
