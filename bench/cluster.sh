@@ -50,10 +50,9 @@ case $BUILD in
 esac
 PG_DIR=$B/pg
 OUT=$B/out
-
-say() { echo "bench-cluster: $*" >&2; }
-die() { say "$*"; exit 1; }
-isnum() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+BENCH_NAME=bench-cluster
+ROW_WIDTH=46
+. "$ROOT/bench/lib.sh" # say, die, ports, loadgen runs, medians, the table
 
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive integer"
 [[ "$KILLS" =~ ^[0-9]+$ ]] || die "KILLS must be a non-negative integer"
@@ -69,17 +68,6 @@ if [ "$SKIP_BUILD" != 1 ]; then
 fi
 [ -x "$FLOWD_BIN" ] || die "no flowd binary at $FLOWD_BIN"
 [ -x "$LOADGEN" ] || die "no loadgen binary at $LOADGEN"
-
-# --- ports -------------------------------------------------------------------
-TAKEN=" "
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() { # wanted-port
-	local p=$1
-	while port_busy "$p" || [[ "$TAKEN" == *" $p "* ]]; do p=$((p + 7)); done
-	[ "$p" = "$1" ] || say "port $1 is busy, using $p"
-	TAKEN="$TAKEN$p "
-	echo "$p"
-}
 
 # --- cleanup -----------------------------------------------------------------
 declare -a PID=(- "" "" "")
@@ -231,35 +219,11 @@ TRUE_BIN=$(type -P true || echo /bin/true)
 deploy noop "{\"steps\":[{\"name\":\"s\",\"command\":[\"$TRUE_BIN\"]}]}"
 
 # --- helpers -------------------------------------------------------------------
-declare -A VALS=() ERRS=()
-record() { # metric value [errors]
-	VALS[$1]="${VALS[$1]:-} $2"
-	ERRS[$1]=$(( ${ERRS[$1]:-0} + ${3:-0} ))
-}
-
-# lg NAME ARGS...: run loadgen, keep its output in $OUT/NAME.txt, set LG to
-# its JSON line. The target(s) come in ARGS (--url or --targets).
-LG=
-lg() {
+lg() { # NAME ARGS...: loadgen (lib.sh), then check the node(s) still run
 	local name=$1
 	shift
-	timeout --foreground 900 "$LOADGEN" --token "$TOKEN" "$@" \
-		>"$OUT/$name.txt" 2>&1 || true
-	LG=$(grep '^{' "$OUT/$name.txt" | tail -n 1 || true)
-	local line
-	line=$(grep '^loadgen:' "$OUT/$name.txt" | tail -n 1 || true)
-	say "$name: ${line#loadgen: }"
-	[ -n "$LG" ] || { cat "$OUT/$name.txt" >&2; LG='{}'; }
+	lg_run "$name" "$@"
 	nodes_alive
-}
-field() { # json key
-	sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"
-}
-errors_of() { local e; e=$(field "$1" errors); echo "${e:-1}"; }
-median() {
-	printf '%s\n' "$@" | sort -g | awk 'NF { a[++n] = $1 }
-		END { if (!n) print "-"; else if (n % 2) print a[(n + 1) / 2];
-		      else printf "%.3f\n", (a[n / 2] + a[n / 2 + 1]) / 2 }'
 }
 rss_mb() { # n -> VmRSS of node n in MB
 	awk '$1 == "VmRSS:" { printf "%.1f\n", $2 / 1024 }' "/proc/${PID[$1]}/status" 2>/dev/null || echo -
@@ -389,18 +353,6 @@ if [ "$KILLS" -gt 0 ]; then
 fi
 
 # --- report --------------------------------------------------------------------
-fmt() { # numbers... -> each with 0, 1 or 3 decimals by size, comma-separated
-	awk 'BEGIN { for (i = 1; i < ARGC; i++) {
-		v = ARGV[i]; if (v !~ /^[0-9.]+$/) s = v; else if (v >= 100) s = sprintf("%.0f", v);
-		else if (v >= 10) s = sprintf("%.1f", v); else s = sprintf("%.3f", v);
-		printf "%s%s", (i > 1 ? "," : ""), s } print "" }' "$@"
-}
-row() { # label metric target
-	local vals
-	read -ra vals <<<"${VALS[$2]:-}"
-	printf '%-46s %10s  %-6s %-30s %s\n' "$1" "$(fmt "$(median "${vals[@]}")")" \
-		"${ERRS[$2]:-0}" "$(fmt "${vals[@]}")" "$3"
-}
 rss_row() { # label prefix target: the largest node in the median column
 	local a b c
 	a=$(median ${VALS[$2_n1]:-}) b=$(median ${VALS[$2_n2]:-}) c=$(median ${VALS[$2_n3]:-})

@@ -38,10 +38,8 @@ esac
 PG_DIR=$B/pg
 STAMPS=$B/stamps
 OUT=$B/out
-
-say() { echo "bench: $*" >&2; }
-die() { say "$*"; exit 1; }
-isnum() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+BENCH_NAME=bench
+. "$ROOT/bench/lib.sh" # say, die, ports, loadgen runs, medians, the table
 
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive integer"
 isnum "$DURATION" || die "DURATION must be a number of seconds"
@@ -52,15 +50,6 @@ if [ "$SKIP_BUILD" != 1 ]; then
 fi
 [ -x "$FLOWD_BIN" ] || die "no flowd binary at $FLOWD_BIN"
 [ -x "$LOADGEN" ] || die "no loadgen binary at $LOADGEN"
-
-# --- ports -------------------------------------------------------------------
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() { # wanted-port
-	local p=$1
-	while port_busy "$p"; do p=$((p + 7)); done
-	[ "$p" = "$1" ] || say "port $1 is busy, using $p"
-	echo "$p"
-}
 
 # --- cleanup -----------------------------------------------------------------
 FLOWD_PID=
@@ -158,35 +147,11 @@ deploy bench "{\"steps\":[{\"name\":\"s\",\"command\":[\"$LOADGEN\",\"--stamp\",
 deploy noop "{\"steps\":[{\"name\":\"s\",\"command\":[\"$TRUE_BIN\"]}]}"
 
 # --- helpers -------------------------------------------------------------------
-declare -A VALS=() ERRS=()
-record() { # metric value [errors]
-	VALS[$1]="${VALS[$1]:-} $2"
-	ERRS[$1]=$(( ${ERRS[$1]:-0} + ${3:-0} ))
-}
-
-# loadgen NAME ARGS...: run it, keep its output in $OUT/NAME.txt, set LG to
-# its JSON line.
-LG=
-lg() {
+lg() { # NAME ARGS...: loadgen (lib.sh), then check the node(s) still run
 	local name=$1
 	shift
-	timeout --foreground 900 "$LOADGEN" --url "$API" --token "$TOKEN" "$@" \
-		>"$OUT/$name.txt" 2>&1 || true
-	LG=$(grep '^{' "$OUT/$name.txt" | tail -n 1 || true)
-	local line
-	line=$(grep '^loadgen:' "$OUT/$name.txt" | tail -n 1 || true)
-	say "$name: ${line#loadgen: }"
-	[ -n "$LG" ] || { cat "$OUT/$name.txt" >&2; LG='{}'; }
+	lg_run "$name" --url "$API" "$@"
 	flowd_alive
-}
-field() { # json key
-	sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"
-}
-errors_of() { local e; e=$(field "$1" errors); echo "${e:-1}"; }
-median() {
-	printf '%s\n' "$@" | sort -g | awk 'NF { a[++n] = $1 }
-		END { if (!n) print "-"; else if (n % 2) print a[(n + 1) / 2];
-		      else printf "%.3f\n", (a[n / 2] + a[n / 2 + 1]) / 2 }'
 }
 rss_mb() { # VmRSS or VmHWM
 	awk -v k="$1:" '$1 == k { printf "%.1f\n", $2 / 1024 }' "/proc/$FLOWD_PID/status"
@@ -304,18 +269,6 @@ ratio() { # numerator-metric denominator-metric
 	a=$(median "${va[@]}")
 	b=$(median "${vb[@]}")
 	awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.3f\n", a / b }'
-}
-fmt() { # numbers... -> each with 0, 1 or 3 decimals by size, comma-separated
-	awk 'BEGIN { for (i = 1; i < ARGC; i++) {
-		v = ARGV[i]; if (v !~ /^[0-9.]+$/) s = v; else if (v >= 100) s = sprintf("%.0f", v);
-		else if (v >= 10) s = sprintf("%.1f", v); else s = sprintf("%.3f", v);
-		printf "%s%s", (i > 1 ? "," : ""), s } print "" }' "$@"
-}
-row() { # label metric target
-	local vals
-	read -ra vals <<<"${VALS[$2]:-}"
-	printf '%-44s %10s  %-6s %-30s %s\n' "$1" "$(fmt "$(median "${vals[@]}")")" \
-		"${ERRS[$2]:-0}" "$(fmt "${vals[@]}")" "$3"
 }
 {
 	echo
