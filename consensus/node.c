@@ -346,10 +346,15 @@ static void transfer_cb(struct raft_transfer *req)
 	close_raft(c);
 }
 
-/* The leader still has entries being written, which 0.15 cannot cancel
- * safely (§0.3). r->last_stored is a public field of struct raft. */
+/* Disk work that 0.15 cannot be closed under safely: a leader's entries
+ * still being written (§0.3), or a snapshot being stored (its callback
+ * closes the snapshot's configuration; seen once as a SEGV in
+ * raft_configuration_close when raft_close ran under load). last_stored and
+ * snapshot.put are public fields of struct raft. */
 static int leader_writing(struct consensus *c)
 {
+	if (c->raft.snapshot.put.data != NULL)
+		return 1;
 	return raft_state(&c->raft) == RAFT_LEADER &&
 	       c->raft.last_stored < raft_last_index(&c->raft);
 }
