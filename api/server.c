@@ -31,9 +31,9 @@
  *      pending++, then backend->submit(). The handler returns MHD_YES
  *      without touching the request again.
  *   4. api_request_finish() (any thread): state = FINISHED (release), then
- *      MHD_resume_connection(), then pending--.
- *   5. MHD calls the handler again on the worker: it sees FINISHED (acquire)
- *      and queues the backend's status and body. When the backend asked for
+ *      MHD_resume_connection().
+ *   5. MHD calls the handler again on the worker: it sees FINISHED (acquire),
+ *      sets RESUMED, pending--, and queues the backend's status and body. When the backend asked for
  *      history it no longer holds (pg_run_id, pg_list_limit), the worker
  *      first reads it from PostgreSQL through the reader (blocking, a few
  *      seconds at most when PostgreSQL is down) and rewrites the response:
@@ -50,9 +50,15 @@
  * resumption to the worker's next loop iteration, which cannot run before
  * the handler has returned: the worker is the thread running the handler.
  * finish() never touches the request after MHD_resume_connection(), since
- * the worker may complete and free it immediately; it only decrements the
- * server's pending counter, which is why pending reaches 0 only once every
- * resume call has returned and api_server_stop() is then safe.
+ * the worker may complete and free it immediately.
+ *
+ * pending counts requests from suspension until the worker has taken the
+ * resumed request back (step 5, or NOTIFY_COMPLETED for a connection that
+ * ended first), not merely until MHD_resume_connection() returned: MHD
+ * acts on a resume in the worker's next iteration, and MHD_stop_daemon()
+ * before that iteration aborts the process ("called while we have
+ * suspended connections", seen in a SIGTERM test). So pending == 0 means
+ * no connection is suspended and api_server_stop() is safe.
  *
  * Failure modes. A client that disconnects while its request is suspended is
  * not noticed until the backend finishes (MHD does not watch suspended
@@ -94,7 +100,8 @@ static const char internal_error_body[] =
 enum request_state {
 	STATE_READING,	 /* on the worker: headers and body being read */
 	STATE_SUBMITTED, /* held by the backend; connection suspended */
-	STATE_FINISHED,	 /* the backend answered */
+	STATE_FINISHED,	 /* the backend answered; resume requested */
+	STATE_RESUMED,	 /* the worker has taken the answer back */
 };
 
 struct request {
@@ -726,6 +733,9 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
 	case STATE_READING:
 		return request_end(r);
 	case STATE_FINISHED:
+		atomic_store_explicit(&r->state, STATE_RESUMED,
+				      memory_order_relaxed);
+		atomic_fetch_sub(&s->pending, 1);
 		request_history(r);
 		return answer(r);
 	default:
@@ -739,7 +749,6 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
 void api_request_finish(struct api_request *req)
 {
 	struct request *r = req->priv;
-	struct api_server *s = r->server;
 	struct MHD_Connection *conn = r->conn;
 	int prev;
 
@@ -748,8 +757,7 @@ void api_request_finish(struct api_request *req)
 	assert(prev == STATE_SUBMITTED);
 	(void)prev;
 	MHD_resume_connection(conn);
-	/* r may be freed by now; s lives until pending reaches 0. */
-	atomic_fetch_sub(&s->pending, 1);
+	/* r may be freed by now: the worker owns it again. */
 }
 
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -763,12 +771,17 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		log_debug("api: request ended early method=%s path=%s toe=%d",
 			  or_dash(r->method), or_dash(r->url), (int)toe);
-	if (atomic_load_explicit(&r->state, memory_order_acquire) ==
-	    STATE_SUBMITTED) {
+	switch (atomic_load_explicit(&r->state, memory_order_acquire)) {
+	case STATE_SUBMITTED:
 		log_error("api: request completed while the backend holds it; "
 			  "leaking it method=%s path=%s",
 			  or_dash(r->method), or_dash(r->url));
 		return;
+	case STATE_FINISHED: /* resumed, but ended before the handler ran */
+		atomic_fetch_sub(&r->server->pending, 1);
+		break;
+	default:
+		break;
 	}
 	request_free(r);
 }

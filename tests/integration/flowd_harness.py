@@ -327,6 +327,7 @@ class Node:
         self.config_path = os.path.join(directory, "flowd.conf")
         self.log_path = os.path.join(directory, "flowd.log")
         self.proc = None
+        self.cgroup = None      # a cgroup v2 directory to start in, or None
         self.starts = 0
 
     # -- addresses
@@ -384,6 +385,12 @@ class Node:
             args.append("--%s=%s" % (key, value))
         return args + list(getattr(self, "extra_args", ()))
 
+    def _enter_cgroup(self):
+        # In the child, before exec: every socket the node opens belongs to
+        # this cgroup, so iptables can tell the nodes apart (Partition).
+        with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
     # -- lifecycle
     def start(self, wait=True):
         assert self.proc is None or self.proc.poll() is not None, "node %d already running" % self.id
@@ -395,7 +402,8 @@ class Node:
         log.flush()
         try:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=self.dir)
+                                         stderr=subprocess.STDOUT, cwd=self.dir,
+                                         preexec_fn=self._enter_cgroup if self.cgroup else None)
         finally:
             log.close()
         _live_procs.add(self.proc)

@@ -2,6 +2,10 @@
 on every node, and a leader kill -9 loses no acknowledged run."""
 
 import os
+import shutil
+import subprocess
+
+import pytest
 
 import flowd_harness as h
 from flowd_harness import echo_flow, wait_for
@@ -273,24 +277,102 @@ def test_steady_submissions_through_repeated_leader_kills_are_each_kept_once(clu
         assert by_key.get(key) == [run_id], (key, by_key.get(key))
 
 
-def test_an_isolated_leader_commits_nothing_and_the_majority_carries_on(cluster):
-    import shutil
-    import subprocess
-    if shutil.which("iptables") is None:
+class Partition:
+    """Cuts nodes off from each other, both directions, with iptables.
+
+    Every node shares the loopback device, so addresses cannot tell nodes
+    apart; cgroups can. Each node starts in its own cgroup v2 group (a
+    socket belongs to the group its process was in when it was opened, so
+    this must happen before the node starts), and cut() adds OUTPUT rules
+    that drop every TCP segment one side's nodes send to the other side's
+    Raft or API ports. canonical/raft sends each message over the sender's
+    own connection to the receiver's port, and forwarded API calls go to
+    the receiver's API port, so nothing crosses. The test itself stays
+    outside the groups and talks to every node, and every node still
+    reaches PostgreSQL: only the links between flowd hosts fail.
+    """
+
+    ROOT = "/sys/fs/cgroup/unified"
+
+    def __init__(self, cluster):
+        import os
         import pytest
-        pytest.skip("iptables is not installed (scripts/install-deps.sh installs it)")
-    c = cluster(3, overrides={"cluster.node_heartbeat_ms": "200",
-                              "cluster.node_timeout_ms": "1500",
-                              "raft.apply_timeout_ms": "1500"})
+        if shutil.which("iptables") is None:
+            pytest.skip("iptables is not installed (scripts/install-deps.sh installs it)")
+        if not os.path.isfile(os.path.join(self.ROOT, "cgroup.procs")):
+            pytest.skip("no cgroup v2 hierarchy at %s" % self.ROOT)
+        self.rules = []
+        self.groups = []
+        for n in cluster.nodes:
+            n.cgroup = os.path.join(self.ROOT, "flowd-test-%d-node%d" % (os.getpid(), n.id))
+            os.makedirs(n.cgroup, exist_ok=True)
+            self.groups.append(n.cgroup)
+
+    def cut(self, side, rest):
+        import os
+        import pytest
+        for a, b in ((side, rest), (rest, side)):
+            ports = ",".join(str(p) for n in b for p in (n.raft_port, n.api_port))
+            for n in a:
+                rule = ["OUTPUT", "-p", "tcp", "-m", "multiport", "--dports", ports,
+                        "-m", "cgroup", "--path", os.path.basename(n.cgroup), "-j", "DROP"]
+                if subprocess.run(["iptables", "-I"] + rule, capture_output=True).returncode:
+                    self.heal()
+                    pytest.skip("iptables cannot match on cgroups here")
+                self.rules.append(rule)
+
+    def heal(self):
+        for rule in self.rules:
+            subprocess.run(["iptables", "-D"] + rule, check=True)
+        self.rules = []
+
+    def remove(self):
+        """Moves whatever still runs in the groups to the root and removes them."""
+        import os
+        self.heal()
+        for g in self.groups:
+            try:
+                with open(os.path.join(g, "cgroup.procs")) as f:
+                    pids = f.read().split()
+                for pid in pids:
+                    try:
+                        with open(os.path.join(self.ROOT, "cgroup.procs"), "w") as f:
+                            f.write(pid)
+                    except OSError:
+                        pass   # exited meanwhile
+                os.rmdir(g)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def partitionable(cluster):
+    """A started three-node cluster whose nodes can be partitioned."""
+    made = []
+
+    def factory(n=3, overrides=None):
+        c = cluster(n, overrides=overrides, start=False)
+        part = Partition(c)
+        made.append(part)
+        c.start()
+        return c, part
+
+    yield factory
+    for part in made:
+        part.remove()
+
+
+def test_a_partitioned_leader_commits_nothing_and_the_majority_carries_on(partitionable):
+    c, part = partitionable(3, overrides={"cluster.node_heartbeat_ms": "200",
+                                          "cluster.node_timeout_ms": "1500",
+                                          "raft.apply_timeout_ms": "1500"})
     old = c.leader()
     old.deploy("fast", h.flow_spec([h.step("only", "echo x", retries=3)]))
+    before = [old.start_run("fast", idempotency_key="before%d" % i)["id"] for i in range(3)]
+    for run_id in before:
+        old.wait_run(run_id)
     others = [n for n in c.nodes if n is not old]
-    # Every Raft message to the leader is dropped: it hears no acknowledgement
-    # and no vote (its own messages still leave, as one-way traffic).
-    rule = ["INPUT", "-p", "tcp", "--dport", str(old.raft_port), "-j", "DROP"]
-    if subprocess.run(["iptables", "-I"] + rule, capture_output=True).returncode != 0:
-        import pytest
-        pytest.skip("iptables cannot add rules here")
+    part.cut([old], others)
     try:
         # The isolated leader cannot commit: a write sent to it is refused
         # or times out, never acknowledged.
@@ -305,22 +387,31 @@ def test_an_isolated_leader_commits_nothing_and_the_majority_carries_on(cluster)
         for run_id in ids:
             run = new.wait_run(run_id, timeout=30)
             assert run["status"] == "succeeded", run
-            # Nothing ran on the isolated node.
+            # The isolated node started nothing. Until it is marked down the
+            # new leader may place an attempt on it; that attempt never
+            # reaches it and ends `lost`, and a retry runs elsewhere.
             for a in run["steps"][0]["attempts"]:
-                assert a["node"] != old.id or a["status"] != "succeeded", run
+                assert a["node"] != old.id or a["status"] == "lost", run
+        # The isolated node never learnt of those runs, and leads no one.
+        for run_id in ids:
+            assert old.get("/v1/runs/" + run_id)[0] == 404
         assert old.cluster_info()["role"] != "leader"
     finally:
-        subprocess.run(["iptables", "-D"] + rule, check=True)
+        part.heal()
 
-    # Healed: one history. The old leader follows.
+    # Healed: one history. The old leader follows and holds what the
+    # majority committed.
     wait_for(lambda: old.cluster_info().get("role") == "follower", 20, "the old leader to follow",
              ignore=(OSError,))
-    for run_id in ids:
+    for run_id in before + ids:
         wait_for(lambda: old.get("/v1/runs/" + run_id)[1] == new.run(run_id), 20,
                  "node %d to hold run %s as the leader does" % (old.id, run_id))
-    # The write the isolated leader could not acknowledge had an unknown
-    # outcome: its messages did reach the others, so the new leader may have
-    # committed it. Retrying with the same key is safe either way: one run.
+    # The write the isolated leader could not acknowledge never reached the
+    # others; its entry is dropped from the old leader's log when it follows.
+    # Retrying with the same key is safe either way: exactly one run.
     status, body = new.post("/v1/flows/fast/runs", {"idempotency_key": "isolated"})
     assert status in (200, 201), body
     assert runs_by_key(new).get("isolated") == [body["id"]]
+    new.wait_run(body["id"])
+    wait_for(lambda: runs_by_key(old).get("isolated") == [body["id"]], 20,
+             "the old leader to see the one retried run")
