@@ -26,7 +26,7 @@ MAKEFLAGS += --no-print-directory
 
 .PHONY: all test unit integration asan run install uninstall clean format check-deps bench help chaos
 
-all: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl) $(UNIT_BIN) $(BUILD)/loadgen
+all: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl) $(UNIT_BIN) $(BUILD)/loadgen $(BUILD)/tests/cron_dump
 
 help:
 	@echo "make             build build/flowd, build/flowctl and the unit tests"
@@ -55,12 +55,16 @@ $(BUILD)/flowctl: $(CLI_SRC:%.c=$(BUILD)/%.o)
 $(BUILD)/loadgen: $(BUILD)/bench/loadgen.o
 	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ -lpthread -lm
 
+$(BUILD)/tests/cron_dump: $(BUILD)/tests/unit/cron_dump.o $(BUILD)/libflowd.a
+	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libflowd.a
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-unit: $(UNIT_BIN)
+unit: $(UNIT_BIN) $(BUILD)/tests/cron_dump
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	CRON_DUMP=$(abspath $(BUILD)/tests/cron_dump) $(PYTEST) -q -p no:cacheprovider tests/differential
 
 integration: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl)
 	FLOWD_BIN=$(abspath $(BUILD)/flowd) FLOWD_BUILD=$(abspath $(BUILD)) \

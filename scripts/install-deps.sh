@@ -10,7 +10,8 @@ build-essential pkg-config
 libraft-dev libuv1-dev libmicrohttpd-dev libjansson-dev libpq-dev libinih-dev
 libsystemd-dev libcurl4-openssl-dev libcmocka-dev
 postgresql-15 postgresql-client-15
-python3 python3-pytest
+python3 python3-pytest python3-croniter
+tzdata faketime
 curl ca-certificates iproute2 iptables procps util-linux coreutils
 "
 
