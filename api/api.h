@@ -39,6 +39,13 @@ enum api_op {
 	API_OP_MEMBER_REMOVE,  /* DELETE /v1/cluster/members/{id}: member_id */
 	API_OP_LEADER_TRANSFER,/* POST /v1/cluster/leader/transfer {"id"?}:
 	                        * member_id (0 = let raft pick) */
+	API_OP_EVENT_POST,     /* POST /v1/events {"name","id"?,"payload"?}:
+	                        * event_name, event_id (may be NULL), payload */
+	API_OP_SCHEDULE_GET,   /* GET /v1/flows/{flow}/schedule */
+	API_OP_FLOW_PAUSE,     /* POST /v1/flows/{flow}/pause */
+	API_OP_FLOW_UNPAUSE,   /* POST /v1/flows/{flow}/unpause */
+	API_OP_BACKFILL,       /* POST /v1/flows/{flow}/backfill {"from","to",
+	                        * "schedule"?}: bf_from, bf_to, bf_schedule */
 };
 
 /* One request, owned by the api module. Fields are valid until
@@ -59,6 +66,12 @@ struct api_request {
 	uint64_t member_id;    /* MEMBER_*, LEADER_TRANSFER */
 	char *member_raft;     /* owned; MEMBER_ADD: IPv4 "a.b.c.d:port" */
 	char *member_api;      /* owned; MEMBER_ADD: IPv4 "a.b.c.d:port" */
+	char *event_name;      /* owned; EVENT_POST */
+	char *event_id;        /* owned; EVENT_POST, may be NULL */
+	json_t *payload;       /* owned; EVENT_POST, may be NULL */
+	int64_t bf_from, bf_to;/* BACKFILL: seconds since the epoch */
+	int bf_schedule;       /* BACKFILL: a schedule index, -1 = all */
+	json_t *bf_items;      /* owned; BACKFILL: set by the backend */
 
 	/* The request as it arrived, so that a follower can forward it to the
 	 * leader unchanged (all owned, NUL-terminated; NULL when absent). */

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "core/addr.h"
+#include "core/cron.h"
 #include "core/spec.h"
 
 #define RUN_ID_MAX 200
@@ -74,6 +75,26 @@ static const struct route_entry routes[] = {
 	{{"v1", "flows", SEG_FLOW, "versions", NULL},
 	 "GET, HEAD",
 	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_VERSIONS, 0}}},
+	{{"v1", "flows", SEG_FLOW, "schedule", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_SUBMIT, API_OP_SCHEDULE_GET, 0}}},
+	{{"v1", "flows", SEG_FLOW, "pause", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_FLOW_PAUSE, API__ROUTE_WRITE}}},
+	{{"v1", "flows", SEG_FLOW, "unpause", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_FLOW_UNPAUSE, API__ROUTE_WRITE}}},
+	{{"v1", "flows", SEG_FLOW, "backfill", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_BACKFILL,
+	   API__ROUTE_WRITE | API__ROUTE_BODY}}},
+	{{"v1", "events", NULL},
+	 "POST",
+	 {{"POST", API__TARGET_SUBMIT, API_OP_EVENT_POST,
+	   API__ROUTE_WRITE | API__ROUTE_BODY}}},
+	{{"v1", "cron", "preview", NULL},
+	 "GET, HEAD",
+	 {{"GET", API__TARGET_CRON, 0, 0}}},
 	{{"v1", "flows", SEG_FLOW, "runs", NULL},
 	 "POST",
 	 {{"POST", API__TARGET_SUBMIT, API_OP_RUN_CREATE,
@@ -673,6 +694,220 @@ int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
 	return 0;
 }
 
+static int event_id_valid(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s != '\0'; s++, n++) {
+		char c = *s;
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+		      c == ':' || c == '-'))
+			return 0;
+	}
+	return n >= 1 && n <= 128;
+}
+
+int api__event_body(const json_t *body, const struct flowd_limits *lim,
+		    struct api_request *req, struct flowd_error *err)
+{
+	const json_t *name, *id, *payload;
+	const char *key;
+	json_t *value;
+	char *text;
+	size_t size;
+
+	if (!json_is_object(body))
+		return flowd_error_set(err, 400, "invalid_type", "",
+				       "the body must be a JSON object");
+	json_object_foreach((json_t *)body, key, value)
+		if (strcmp(key, "name") != 0 && strcmp(key, "id") != 0 &&
+		    strcmp(key, "payload") != 0)
+			return flowd_error_set(err, 400, "unknown_field", key,
+					       "unknown field");
+	name = json_object_get(body, "name");
+	id = json_object_get(body, "id");
+	payload = json_object_get(body, "payload");
+	if (name == NULL)
+		return flowd_error_set(err, 400, "missing_field", "name",
+				       "an event has a name");
+	if (!json_is_string(name) ||
+	    !spec_event_name_valid(json_string_value(name)))
+		return flowd_error_set(err, 400, "invalid_value", "name",
+				       "must match [A-Za-z0-9_-]{1,128}");
+	if (id != NULL && !json_is_null(id) &&
+	    (!json_is_string(id) || !event_id_valid(json_string_value(id))))
+		return flowd_error_set(err, 400, "invalid_value", "id",
+				       "must be 1 to 128 of [A-Za-z0-9_.:-]");
+	if (payload != NULL && !json_is_null(payload)) {
+		if (!json_is_object(payload))
+			return flowd_error_set(err, 400, "invalid_type",
+					       "payload", "must be an object");
+		text = json_dumps(payload, JSON_COMPACT);
+		size = text ? strlen(text) : 0;
+		free(text);
+		if (size > lim->max_event_bytes)
+			return flowd_error_set(err, 413, "too_large", "payload",
+					       "payload of %zu bytes is over "
+					       "the limit of %zu",
+					       size, lim->max_event_bytes);
+		req->payload = json_incref((json_t *)payload);
+	}
+	req->event_name = strdup(json_string_value(name));
+	if (id != NULL && json_is_string(id))
+		req->event_id = strdup(json_string_value(id));
+	if (req->event_name == NULL ||
+	    (id != NULL && json_is_string(id) && req->event_id == NULL))
+		return flowd_error_set(err, 500, "internal", "",
+				       "out of memory");
+	return 0;
+}
+
+static int body_time(const json_t *body, const char *key, int64_t *out,
+		     struct flowd_error *err)
+{
+	const json_t *v = json_object_get(body, key);
+
+	if (v == NULL)
+		return flowd_error_set(err, 400, "missing_field", key,
+				       "a time is required");
+	if (!json_is_string(v) || cron_time_parse(json_string_value(v), out) != 0)
+		return flowd_error_set(err, 400, "invalid_value", key,
+				       "must be an RFC 3339 time such as "
+				       "2027-03-14T07:00:00Z");
+	return 0;
+}
+
+int api__backfill_body(const json_t *body, struct api_request *req,
+		       struct flowd_error *err)
+{
+	const json_t *sched;
+	const char *key;
+	json_t *value;
+
+	if (!json_is_object(body))
+		return flowd_error_set(err, 400, "invalid_type", "",
+				       "the body must be a JSON object");
+	json_object_foreach((json_t *)body, key, value)
+		if (strcmp(key, "from") != 0 && strcmp(key, "to") != 0 &&
+		    strcmp(key, "schedule") != 0)
+			return flowd_error_set(err, 400, "unknown_field", key,
+					       "unknown field");
+	if (body_time(body, "from", &req->bf_from, err) != 0 ||
+	    body_time(body, "to", &req->bf_to, err) != 0)
+		return -1;
+	if (req->bf_to < req->bf_from)
+		return flowd_error_set(err, 400, "invalid_value", "to",
+				       "must not be before from");
+	req->bf_schedule = -1;
+	sched = json_object_get(body, "schedule");
+	if (sched != NULL && !json_is_null(sched)) {
+		if (!json_is_integer(sched) || json_integer_value(sched) < 0 ||
+		    json_integer_value(sched) > 1000000)
+			return flowd_error_set(err, 400, "invalid_value",
+					       "schedule",
+					       "must be a schedule index");
+		req->bf_schedule = (int)json_integer_value(sched);
+	}
+	return 0;
+}
+
+int api__cron_preview(api__query_get_cb query, void *arg, int64_t now_s,
+		      json_t **out, struct flowd_error *err)
+{
+	char *expr = NULL, *zone = NULL, *from = NULL, *count = NULL;
+	char *missing = NULL, *repeated = NULL, why[200], local[40];
+	enum cron_dst_missing m = CRON_DST_SHIFT;
+	enum cron_dst_repeated r = CRON_DST_ONCE;
+	const struct tz *z;
+	struct cron c;
+	unsigned long n = 10;
+	int64_t t = now_s, next;
+	json_t *times, *locals;
+	int rc = -1;
+
+	if (query_value(query, arg, "expr", &expr, err) != 0 ||
+	    query_value(query, arg, "tz", &zone, err) != 0 ||
+	    query_value(query, arg, "from", &from, err) != 0 ||
+	    query_value(query, arg, "count", &count, err) != 0 ||
+	    query_value(query, arg, "dst_missing", &missing, err) != 0 ||
+	    query_value(query, arg, "dst_repeated", &repeated, err) != 0)
+		goto done;
+	if (expr == NULL) {
+		flowd_error_set(err, 400, "invalid_query", "expr",
+				"the cron expression to preview is required");
+		goto done;
+	}
+	if (cron_parse(expr, &c, why, sizeof why) != 0) {
+		flowd_error_set(err, 400, "invalid_query", "expr", "%s", why);
+		goto done;
+	}
+	z = tz_get(zone ? zone : "UTC");
+	if (z == NULL) {
+		flowd_error_set(err, 400, "invalid_query", "tz",
+				"unknown time zone (an IANA name such as "
+				"Europe/Berlin)");
+		goto done;
+	}
+	if (from != NULL && cron_time_parse(from, &t) != 0) {
+		flowd_error_set(err, 400, "invalid_query", "from",
+				"must be an RFC 3339 time such as "
+				"2027-03-14T07:00:00Z");
+		goto done;
+	}
+	if (count != NULL && parse_uint(count, 1, 100, &n) != 0) {
+		flowd_error_set(err, 400, "invalid_query", "count",
+				"must be an integer from 1 to 100");
+		goto done;
+	}
+	if (missing != NULL) {
+		if (strcmp(missing, "skip") == 0)
+			m = CRON_DST_SKIP;
+		else if (strcmp(missing, "shift") != 0) {
+			flowd_error_set(err, 400, "invalid_query", "dst_missing",
+					"must be shift or skip");
+			goto done;
+		}
+	}
+	if (repeated != NULL) {
+		if (strcmp(repeated, "twice") == 0)
+			r = CRON_DST_TWICE;
+		else if (strcmp(repeated, "once") != 0) {
+			flowd_error_set(err, 400, "invalid_query",
+					"dst_repeated", "must be once or twice");
+			goto done;
+		}
+	}
+	times = json_array();
+	locals = json_array();
+	for (unsigned long i = 0; i < n && cron_next(&c, z, m, r, t, &next); i++) {
+		char utc[40];
+
+		cron_time_local(next, NULL, utc);
+		memcpy(utc + 19, "Z", 2);
+		cron_time_local(next, z, local);
+		json_array_append_new(times, json_string(utc));
+		json_array_append_new(locals, json_string(local));
+		t = next;
+	}
+	*out = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "expr", expr,
+			 "timezone", tz_name(z), "dst_missing",
+			 m == CRON_DST_SKIP ? "skip" : "shift", "dst_repeated",
+			 r == CRON_DST_TWICE ? "twice" : "once", "times", times,
+			 "local_times", locals);
+	rc = *out != NULL ? 0 : flowd_error_set(err, 500, "internal", "",
+						 "out of memory");
+done:
+	free(expr);
+	free(zone);
+	free(from);
+	free(count);
+	free(missing);
+	free(repeated);
+	return rc;
+}
+
 int api__ipv4_address_parse(const char *s, struct sockaddr_in *out)
 {
 	return flowd_ipv4_address_parse(s, out);
@@ -839,6 +1074,13 @@ void api__request_clear(struct api_request *req)
 	free(req->cursor);
 	free(req->member_raft);
 	free(req->member_api);
+	free(req->event_name);
+	free(req->event_id);
+	json_decref(req->payload);
+	json_decref(req->bf_items);
+	req->event_name = req->event_id = NULL;
+	req->payload = NULL;
+	req->bf_items = NULL;
 	free(req->pg_run_id);
 	free(req->resp_body);
 	free(req->method);

@@ -17,6 +17,7 @@ enum api__target {
 	API__TARGET_SUBMIT,  /* handed to backend->submit (op says which) */
 	API__TARGET_HEALTHZ, /* answered by the api: {"status":"ok"} */
 	API__TARGET_LOGS,    /* answered by the api from storage_reader_logs */
+	API__TARGET_CRON,    /* answered by the api: api__cron_preview */
 };
 
 /* Route flags. */
@@ -145,5 +146,23 @@ int api__command_body(const char *raw, size_t len, struct flowd_error *err);
  * and reset them to NULL (raw_body_len and forwarded to 0); op, status and
  * priv are kept. */
 void api__request_clear(struct api_request *req);
+
+/* POST /v1/events body: {"name", "id"?, "payload"?}. name is an event name
+ * (spec_event_name_valid), id 1-128 of [A-Za-z0-9_.:-], payload an object
+ * of at most max_event_bytes. Fills event_name, event_id, payload. */
+int api__event_body(const json_t *body, const struct flowd_limits *lim,
+		    struct api_request *req, struct flowd_error *err);
+
+/* POST /v1/flows/{flow}/backfill body: {"from", "to" (RFC 3339, from <=
+ * to), "schedule"? (an index)}. Fills bf_from, bf_to, bf_schedule. */
+int api__backfill_body(const json_t *body, struct api_request *req,
+		       struct flowd_error *err);
+
+/* GET /v1/cron/preview?expr=&tz=&from=&count=&dst_missing=&dst_repeated=:
+ * the next `count` (default 10, at most 100) fire times of expr after
+ * `from` (RFC 3339, default now_s). Returns 0 with *out, or -1 with a 400
+ * naming the query parameter. */
+int api__cron_preview(api__query_get_cb query, void *arg, int64_t now_s,
+		      json_t **out, struct flowd_error *err);
 
 #endif

@@ -73,6 +73,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <time.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -504,6 +505,14 @@ static int body_attach(struct request *r, struct flowd_error *err)
 		if (api__leader_transfer_body(doc, req, err) != 0)
 			goto done;
 		break;
+	case API_OP_EVENT_POST:
+		if (api__event_body(doc, &r->server->limits, req, err) != 0)
+			goto done;
+		break;
+	case API_OP_BACKFILL:
+		if (api__backfill_body(doc, req, err) != 0)
+			goto done;
+		break;
 	default:
 		break;
 	}
@@ -687,6 +696,19 @@ static enum MHD_Result request_end(struct request *r)
 		return answer(r);
 	case API__TARGET_LOGS:
 		return answer_logs(r);
+	case API__TARGET_CRON: {
+		json_t *out = NULL;
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (api__cron_preview(query_get, r->conn, (int64_t)now.tv_sec,
+				      &out, &err) != 0) {
+			fail(r, &err);
+			return answer(r);
+		}
+		api_request_reply_json(&r->req, 200, out);
+		return answer(r);
+	}
 	case API__TARGET_SUBMIT:
 		break;
 	}

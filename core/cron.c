@@ -459,3 +459,76 @@ uint64_t cron_count(const struct cron *c, const struct tz *z,
 	}
 	return n;
 }
+
+/* ------------------------------------------------------------------------
+ * Time text
+ */
+
+static bool digits(const char *s, int n, int *out)
+{
+	int v = 0, i;
+
+	for (i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+int cron_time_parse(const char *s, int64_t *out)
+{
+	int y, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0;
+	const char *p;
+
+	if (s == NULL || strlen(s) < 20 || !digits(s, 4, &y) || s[4] != '-' ||
+	    !digits(s + 5, 2, &mo) || s[7] != '-' || !digits(s + 8, 2, &d) ||
+	    (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+	    !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) ||
+	    s[16] != ':' || !digits(s + 17, 2, &sec))
+		return -1;
+	p = s + 19;
+	if (*p == '.') {
+		p++;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		while (isdigit((unsigned char)*p))
+			p++;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		sign = *p == '-' ? -1 : 1;
+		if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om))
+			return -1;
+		p += 6;
+	} else {
+		return -1;
+	}
+	if (*p != '\0' || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 ||
+	    (unsigned)d > tz_days_in_month(y, (unsigned)mo) || h > 23 ||
+	    mi > 59 || sec > 60 || oh > 23 || om > 59)
+		return -1;
+	*out = tz_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 +
+	       h * 3600 + mi * 60 + (sec == 60 ? 59 : sec) -
+	       sign * (oh * 3600 + om * 60);
+	return 0;
+}
+
+void cron_time_local(int64_t t, const struct tz *z, char buf[40])
+{
+	int32_t off = z ? tz_offset(z, t) : 0;
+	int64_t w = t + off, days, y;
+	unsigned m, d;
+	int64_t sod;
+	int32_t a = off < 0 ? -off : off;
+
+	days = w >= 0 ? w / 86400 : -((-w + 86399) / 86400);
+	sod = w - days * 86400;
+	tz_civil_from_days(days, &y, &m, &d);
+	snprintf(buf, 40, "%04lld-%02u-%02uT%02d:%02d:%02d%c%02d:%02d",
+		 (long long)y, m, d, (int)(sod / 3600), (int)(sod / 60 % 60),
+		 (int)(sod % 60), off < 0 ? '-' : '+', (int)(a / 3600),
+		 (int)(a / 60 % 60));
+}

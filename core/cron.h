@@ -63,4 +63,11 @@ uint64_t cron_count(const struct cron *c, const struct tz *z,
 		    enum cron_dst_repeated repeated, int64_t from, int64_t to,
 		    uint64_t cap);
 
+/* RFC 3339 ("2027-03-14T07:00:00Z", "...T09:00:00.5+02:00"; fractions
+ * are dropped) to seconds since the epoch. Returns 0, or -1 if malformed. */
+int cron_time_parse(const char *s, int64_t *out);
+
+/* t as local time in z with its offset, "2027-03-28T03:00:00+02:00". */
+void cron_time_local(int64_t t, const struct tz *z, char buf[40]);
+
 #endif

@@ -27,7 +27,7 @@
  *
  * Thread: the loop thread only.
  */
-#include "fsm.h"
+#include "fsm_internal.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -189,6 +189,7 @@ void fsm_init(struct fsm *f, const struct fsm_hooks *hooks)
 	map_init(&f->flows);
 	map_init(&f->runs);
 	map_init(&f->idem);
+	map_init(&f->events);
 	f->next_seq = 1;
 	f->pending = json_array();
 	if (f->pending == NULL)
@@ -216,11 +217,13 @@ static void run_free(struct fsm_run *r)
 	free(r->idempotency_key);
 	free(r->reason);
 	json_decref(r->params);
+	json_decref(r->trigger);
 	free(r);
 }
 
 static void flow_free(struct fsm_flow *fl)
 {
+	fsm__trig_clear_flow(fl);
 	for (unsigned i = 0; i < fl->n_versions; i++)
 		spec_free(fl->versions[i].spec);
 	free(fl->versions);
@@ -253,6 +256,7 @@ static void state_clear(struct fsm *f)
 	f->ready_head = f->ready_tail = NULL;
 	f->waiting = NULL;
 	f->next_seq = 1;
+	fsm__events_clear(f);
 }
 
 void fsm_close(struct fsm *f)
@@ -263,6 +267,8 @@ void fsm_close(struct fsm *f)
 	f->cap_dirty = 0;
 	json_decref(f->pending);
 	f->pending = NULL;
+	json_decref(f->result.body);
+	f->result.body = NULL;
 }
 
 struct fsm_flow *fsm_flow_get(struct fsm *f, const char *name)
@@ -288,15 +294,6 @@ int64_t fsm_next_due(struct fsm *f)
 /* ------------------------------------------------------------------------
  * Apply context: records of the entry being applied
  */
-
-struct apply_ctx {
-	struct fsm *f;
-	uint64_t index;
-	int64_t ts;
-	json_t *records;            /* f->pending: row images not tied to a run */
-	struct fsm_run **touched;   /* runs this entry touched, in order */
-	size_t n_touched, cap_touched;
-};
 
 static void touch_run(struct apply_ctx *c, struct fsm_run *r)
 {
@@ -598,7 +595,7 @@ static void step_failed(struct apply_ctx *c, struct fsm_step *s,
 
 static json_t *run_record(const struct fsm_run *r)
 {
-	return json_pack("{s:s, s:s, s:s, s:i, s:O, s:s, s:o, s:I, s:o, s:o, s:o}",
+	return json_pack("{s:s, s:s, s:s, s:i, s:O, s:s, s:o, s:I, s:o, s:o, s:o, s:O?}",
 			 "t", "run", "id", r->id, "flow", r->flow->name,
 			 "version", (int)r->version, "parameters", r->params,
 			 "status", run_status_names[r->status],
@@ -606,7 +603,7 @@ static json_t *run_record(const struct fsm_run *r)
 			 "created_at", (json_int_t)r->created_ms, "started_at",
 			 jms_or_null(r->started_ms), "finished_at",
 			 jms_or_null(r->finished_ms), "reason",
-			 jstr_or_null(r->reason));
+			 jstr_or_null(r->reason), "trigger", r->trigger);
 }
 
 static json_t *step_record(const struct fsm_run *r, const struct fsm_step *s)
@@ -718,6 +715,17 @@ static void result_error(struct fsm *f, int status, const char *code,
 	flowd_error_set(&f->result.err, status, code, field, "%s", msg);
 }
 
+void fsm__result_error(struct fsm *f, int status, const char *code,
+		       const char *field, const char *msg)
+{
+	result_error(f, status, code, field, msg);
+}
+
+bool fsm__run_terminal(const struct fsm_run *r)
+{
+	return run_terminal(r);
+}
+
 
 static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 {
@@ -725,9 +733,11 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 	const char *name = json_string_value(json_object_get(cmd, "flow"));
 	json_t *doc = json_object_get(cmd, "spec");
 	struct flow_spec *spec = NULL;
+	const struct flow_spec *old;
 	struct flowd_error err;
 	struct fsm_flow *fl;
 	struct fsm_flow_version *v;
+	bool was_current;
 
 	if (name == NULL || !spec_flow_name_valid(name)) {
 		result_error(f, 400, "invalid_value", "flow", "bad flow name");
@@ -748,8 +758,11 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 			abort();
 	}
 	f->result.flow = fl;
+	old = fl->current ? fl->versions[fl->current - 1].spec : NULL;
 	if (fl->n_versions > 0 &&
 	    json_equal(fl->versions[fl->n_versions - 1].spec->doc, spec->doc)) {
+		was_current = fl->current != 0;
+
 		spec_free(spec);
 		f->result.status = 200;
 		if (fl->current == fl->n_versions)
@@ -757,12 +770,15 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 		fl->current = fl->n_versions; /* re-deploy after undeploy */
 		fl->updated_ms = c->ts;
 		json_array_append_new(c->records, flow_record(fl));
+		fsm__trig_deployed(c, fl, was_current ? old : NULL, was_current);
 		return;
 	}
+	was_current = fl->current != 0;
 	v = realloc(fl->versions, (fl->n_versions + 1) * sizeof *v);
 	if (v == NULL)
 		abort();
 	fl->versions = v;
+	/* `old` pointed into the array just moved; the spec itself did not. */
 	v = &fl->versions[fl->n_versions++];
 	v->version = fl->n_versions;
 	v->created_ms = c->ts;
@@ -773,6 +789,7 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 	f->result.created = true;
 	json_array_append_new(c->records, flow_version_record(fl, v));
 	json_array_append_new(c->records, flow_record(fl));
+	fsm__trig_deployed(c, fl, old, was_current);
 }
 
 static void apply_undeploy(struct apply_ctx *c, json_t *cmd)
@@ -792,6 +809,7 @@ static void apply_undeploy(struct apply_ctx *c, json_t *cmd)
 	fl->current = 0;
 	fl->updated_ms = c->ts;
 	json_array_append_new(c->records, flow_record(fl));
+	fsm__trig_undeployed(c, fl);
 }
 
 static char *idem_key(const char *flow, const char *key)
@@ -897,7 +915,6 @@ static void apply_run_create(struct apply_ctx *c, json_t *cmd)
 		json_string_value(json_object_get(cmd, "idempotency_key"));
 	json_t *params = json_object_get(cmd, "parameters");
 	struct fsm_flow *fl = name ? map_get(&f->flows, name) : NULL;
-	json_t *resolved = NULL;
 	struct flowd_error err;
 	struct fsm_run *r;
 
@@ -924,17 +941,37 @@ static void apply_run_create(struct apply_ctx *c, json_t *cmd)
 	}
 	if (json_is_null(params))
 		params = NULL;
-	if (spec_params_resolve(fl->versions[fl->current - 1].spec, params,
-				&f->limits, &resolved, &err) != 0) {
+	r = fsm__run_start(c, fl, params, key, NULL, &err);
+	if (r == NULL) {
 		f->result.status = err.status ? err.status : 400;
 		f->result.err = err;
 		return;
 	}
+	f->result.status = 201;
+	f->result.created = true;
+	f->result.run = r;
+}
+
+struct fsm_run *fsm__run_start(struct apply_ctx *c, struct fsm_flow *fl,
+			       const json_t *params, const char *key,
+			       json_t *trigger, struct flowd_error *err)
+{
+	struct fsm *f = c->f;
+	json_t *resolved = NULL;
+	struct fsm_run *r;
+
+	if (spec_params_resolve(fl->versions[fl->current - 1].spec, params,
+				&f->limits, &resolved, err) != 0) {
+		json_decref(trigger);
+		return NULL;
+	}
 	r = run_new(f, fl, fl->current, f->next_seq++);
 	r->params = resolved;
 	r->idempotency_key = key ? strdup(key) : NULL;
+	r->trigger = trigger;
 	r->status = FSM_RUN_QUEUED;
 	r->created_ms = c->ts;
+	fl->active++;
 	run_list_add(f, r);
 	touch_run(c, r);
 	for (size_t i = 0; i < r->spec->n_steps; i++) {
@@ -943,9 +980,14 @@ static void apply_run_create(struct apply_ctx *c, json_t *cmd)
 			make_ready(c, &r->steps[i]);
 	}
 	place_ready(c);
-	f->result.status = 201;
-	f->result.created = true;
-	f->result.run = r;
+	return r;
+}
+
+void fsm__run_end(struct apply_ctx *c, struct fsm_run *r,
+		  enum fsm_run_status status, const char *reason)
+{
+	end_run(c, r, status, reason);
+	place_ready(c);
 }
 
 static void apply_run_cancel(struct apply_ctx *c, json_t *cmd)
@@ -1300,11 +1342,17 @@ static void settle(struct apply_ctx *c)
 {
 	struct fsm *f = c->f;
 
+	/* Triggers may start runs here; those join c->touched behind. */
 	for (size_t i = 0; i < c->n_touched; i++) {
 		struct fsm_run *r = c->touched[i];
+		if (run_terminal(r) && !r->end_seen) {
+			r->end_seen = true;
+			fsm__trig_ended(c, r);
+		}
 		if (r->settled || !run_terminal(r) || r->active_attempts > 0)
 			continue;
 		settled_push(f, r);
+		fsm__trig_settled(c, r);
 	}
 	while (f->retain > 0 && f->n_settled > f->retain) {
 		struct fsm_run *r = f->settled_head;
@@ -1324,6 +1372,7 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 	json_t *cmd;
 	const char *op;
 
+	json_decref(f->result.body);
 	memset(&f->result, 0, sizeof f->result);
 	f->applied_index = index;
 	/* consensus pads entries to 8 bytes with NULs */
@@ -1365,6 +1414,12 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		apply_node_membership(&c, cmd, true);
 	else if (strcmp(op, "wake") == 0)
 		apply_wake(&c);
+	else if (strcmp(op, "fire") == 0)
+		fsm__apply_fire(&c, cmd);
+	else if (strcmp(op, "event") == 0)
+		fsm__apply_event(&c, cmd);
+	else if (strcmp(op, "pause") == 0)
+		fsm__apply_pause(&c, cmd);
 	else if (strcmp(op, "nop") == 0)
 		f->result.status = 200;
 	else {
@@ -1494,6 +1549,56 @@ int fsm_cmd_wake(int64_t ts, char **out, size_t *len)
 	return dump_cmd(cmd_new("wake", ts), out, len);
 }
 
+int fsm_cmd_fire(int64_t ts, const json_t *items, unsigned max_buffered,
+		 char **out, size_t *len)
+{
+	json_t *cmd = cmd_new("fire", ts);
+
+	if (cmd == NULL ||
+	    json_object_set(cmd, "items", (json_t *)items) != 0 ||
+	    json_object_set_new(cmd, "max_buffered",
+				json_integer(max_buffered)) != 0) {
+		json_decref(cmd);
+		return -1;
+	}
+	return dump_cmd(cmd, out, len);
+}
+
+int fsm_cmd_event(int64_t ts, const char *name, const char *id,
+		  const json_t *payload, unsigned dedupe_s, unsigned keep,
+		  unsigned max_buffered, char **out, size_t *len)
+{
+	json_t *cmd = cmd_new("event", ts);
+
+	if (cmd == NULL ||
+	    json_object_set_new(cmd, "name", json_string(name)) != 0 ||
+	    json_object_set_new(cmd, "id", json_string(id)) != 0 ||
+	    (payload != NULL &&
+	     json_object_set(cmd, "payload", (json_t *)payload) != 0) ||
+	    json_object_set_new(cmd, "dedupe_s", json_integer(dedupe_s)) != 0 ||
+	    json_object_set_new(cmd, "keep", json_integer(keep)) != 0 ||
+	    json_object_set_new(cmd, "max_buffered",
+				json_integer(max_buffered)) != 0) {
+		json_decref(cmd);
+		return -1;
+	}
+	return dump_cmd(cmd, out, len);
+}
+
+int fsm_cmd_pause(int64_t ts, const char *flow, bool paused, char **out,
+		  size_t *len)
+{
+	json_t *cmd = cmd_new("pause", ts);
+
+	if (cmd == NULL ||
+	    json_object_set_new(cmd, "flow", json_string(flow)) != 0 ||
+	    json_object_set_new(cmd, "paused", json_boolean(paused)) != 0) {
+		json_decref(cmd);
+		return -1;
+	}
+	return dump_cmd(cmd, out, len);
+}
+
 int fsm_cmd_nop(int64_t ts, char **out, size_t *len)
 {
 	return dump_cmd(cmd_new("nop", ts), out, len);
@@ -1571,14 +1676,16 @@ static json_t *attempt_json(const struct fsm_attempt *a)
 json_t *fsm_run_json(const struct fsm_run *r, bool with_steps)
 {
 	json_t *j = json_pack(
-		"{s:s, s:s, s:i, s:O, s:o, s:s, s:o, s:o, s:o, s:o, s:{s:s}}",
+		"{s:s, s:s, s:i, s:O, s:o, s:s, s:o, s:o, s:o, s:o, s:o}",
 		"id", r->id, "flow", r->flow->name, "version", (int)r->version,
 		"parameters", r->params, "idempotency_key",
 		jstr_or_null(r->idempotency_key), "status",
 		run_status_names[r->status], "reason", jstr_or_null(r->reason),
 		"created_at", fsm_time_json(r->created_ms), "started_at",
 		fsm_time_json(r->started_ms), "finished_at",
-		fsm_time_json(r->finished_ms), "trigger", "type", "manual");
+		fsm_time_json(r->finished_ms), "trigger",
+		r->trigger ? json_incref(r->trigger)
+			   : json_pack("{s:s}", "type", "manual"));
 
 	if (with_steps) {
 		json_t *steps = json_array();
@@ -1683,14 +1790,15 @@ static json_t *snap_run(const struct fsm_run *r)
 					 (json_int_t)s->started_ms, "t1",
 					 (json_int_t)s->finished_ms, "att", atts));
 	}
-	return json_pack("{s:s, s:I, s:s, s:i, s:O, s:o, s:i, s:o, s:I, s:I, s:I, s:o}",
+	return json_pack("{s:s, s:I, s:s, s:i, s:O, s:o, s:i, s:o, s:I, s:I, s:I, s:o, s:O?}",
 			 "id", r->id, "seq", (json_int_t)r->seq, "flow",
 			 r->flow->name, "version", (int)r->version, "params",
 			 r->params, "key", jstr_or_null(r->idempotency_key),
 			 "st", (int)r->status, "why", jstr_or_null(r->reason),
 			 "t0", (json_int_t)r->created_ms, "t1",
 			 (json_int_t)r->started_ms, "t2",
-			 (json_int_t)r->finished_ms, "steps", steps);
+			 (json_int_t)r->finished_ms, "steps", steps, "trig",
+			 r->trigger);
 }
 
 static int flow_name_cmp(const void *a, const void *b)
@@ -1774,11 +1882,11 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 						(json_int_t)fl->versions[k].created_ms,
 						"spec", fl->versions[k].spec->doc));
 		json_array_append_new(
-			flows, json_pack("{s:s, s:i, s:I, s:I, s:o}", "name",
+			flows, json_pack("{s:s, s:i, s:I, s:I, s:o, s:o}", "name",
 					 fl->name, "current", (int)fl->current,
 					 "t0", (json_int_t)fl->created_ms, "t1",
 					 (json_int_t)fl->updated_ms, "versions",
-					 vers));
+					 vers, "trig", fsm__trig_snap_flow(fl)));
 	}
 	free(sorted);
 	for (unsigned i = 0; i < f->n_nodes; i++)
@@ -1800,11 +1908,12 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 				json_array_append_new(
 					idem, json_pack("[s, s]", e->key,
 							(char *)e->value));
-	root = json_pack("{s:i, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "v", 1,
+	root = json_pack("{s:i, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "v", 1,
 			 "next_seq", (json_int_t)f->next_seq, "index",
 			 (json_int_t)f->applied_index, "retain",
 			 (json_int_t)f->retain, "flows", flows, "nodes", nodes,
-			 "settled", settled, "idem", idem);
+			 "settled", settled, "idem", idem, "events",
+			 fsm__events_snap(f));
 	flows = nodes = NULL;
 	if (root == NULL || (head = json_dumps(root, JSON_COMPACT)) == NULL)
 		goto out;
@@ -1880,7 +1989,8 @@ static int restore_flows(struct fsm *f, json_t *flows)
 			v->created_ms = json_integer_value(json_object_get(jv, "t"));
 			fl->n_versions++;
 		}
-		if (fl->current > fl->n_versions)
+		if (fl->current > fl->n_versions ||
+		    fsm__trig_restore_flow(f, fl, json_object_get(jf, "trig")) != 0)
 			return -1;
 	}
 	return 0;
@@ -1912,6 +2022,9 @@ static int restore_run(struct fsm *f, json_t *jr)
 	r->created_ms = json_integer_value(json_object_get(jr, "t0"));
 	r->started_ms = json_integer_value(json_object_get(jr, "t1"));
 	r->finished_ms = json_integer_value(json_object_get(jr, "t2"));
+	if (json_is_object(json_object_get(jr, "trig")))
+		r->trigger = json_incref(json_object_get(jr, "trig"));
+	r->end_seen = run_terminal(r);
 	if (json_array_size(steps) != r->spec->n_steps || r->params == NULL) {
 		run_free(r);
 		return -1;
@@ -1978,6 +2091,11 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	map_init(&f->flows);
 	map_init(&f->runs);
 	map_init(&f->idem);
+	map_init(&f->events);
+	f->events_head = f->events_tail = NULL;
+	f->n_events = 0;
+	f->by_event = f->by_upstream = NULL;
+	f->trigger_index_stale = true;
 	f->run_list = NULL;
 	f->n_runs = f->cap_runs = 0;
 	f->nodes = NULL;
@@ -2021,6 +2139,11 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 			goto fail;
 		settled_push(f, f->run_list[seq - 1]);
 	}
+	for (size_t k = 0; k < f->n_runs; k++)
+		if (f->run_list[k] != NULL && !f->run_list[k]->settled)
+			f->run_list[k]->flow->active++;
+	if (fsm__events_restore(f, json_object_get(root, "events")) != 0)
+		goto fail;
 	json_array_foreach(json_object_get(root, "idem"), i, j)
 	{
 		const char *k = json_string_value(json_array_get(j, 0));
@@ -2059,6 +2182,13 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		f->flows = fresh.flows;
 		f->runs = fresh.runs;
 		f->idem = fresh.idem;
+		f->events = fresh.events;
+		f->events_head = fresh.events_head;
+		f->events_tail = fresh.events_tail;
+		f->n_events = fresh.n_events;
+		f->by_event = fresh.by_event;
+		f->by_upstream = fresh.by_upstream;
+		f->trigger_index_stale = true;
 		f->run_list = fresh.run_list;
 		f->n_runs = fresh.n_runs;
 		f->cap_runs = fresh.cap_runs;

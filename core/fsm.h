@@ -91,6 +91,60 @@ struct fsm_flow_version {
 	struct flow_spec *spec;     /* owned */
 };
 
+/* ---- Triggers (core/trigger.c, docs/triggers.md) ---- */
+
+enum fsm_fire_outcome {
+	FSM_FIRE_FIRED,     /* a run was started */
+	FSM_FIRE_SKIPPED,   /* paused, or overlap "skip" */
+	FSM_FIRE_MISSED,    /* no leader in time, or outside the catch-up */
+	FSM_FIRE_BUFFERED,  /* waiting for an active run to end */
+	FSM_FIRE_DROPPED,   /* the overlap buffer was full */
+};
+#define FSM_FIRE_OUTCOMES 5
+
+/* Why a tick was not simply fired (the detail goes to PostgreSQL). */
+enum fsm_fire_reason {
+	FSM_WHY_NONE,
+	FSM_WHY_PAUSED,
+	FSM_WHY_OVERLAP,        /* skip, buffer or drop under the policy */
+	FSM_WHY_PARAMS,         /* its parameters do not resolve */
+	FSM_WHY_LATE,           /* no leader in time / outside catch-up */
+	FSM_WHY_FROM_BUFFER,    /* started once the flow had room */
+	FSM_WHY_UNDEPLOYED,
+};
+
+/* One decision about a tick (or, for missed ticks, a range of them);
+ * small, since every schedule keeps its last few in memory. */
+struct fsm_fire {
+	int64_t nominal;            /* seconds since the epoch (the last
+	                             * tick of a missed range) */
+	int64_t at_ms;              /* when it was decided (command ts) */
+	uint64_t run_seq;           /* the run started, 0 if none */
+	uint32_t count;             /* ticks this record covers (missed) */
+	uint8_t outcome;            /* enum fsm_fire_outcome */
+	uint8_t reason;             /* enum fsm_fire_reason */
+};
+
+#define FSM_FIRES_KEPT 5
+
+struct fsm_schedule_state {
+	char *key;                  /* owned: the schedule's identity
+	                             * (expression, zone, DST options) */
+	int64_t cursor;             /* the last tick decided: only later
+	                             * ticks may fire (seconds) */
+	uint64_t counts[FSM_FIRE_OUTCOMES];
+	struct fsm_fire last[FSM_FIRES_KEPT]; /* ring, newest at head-1 */
+	unsigned n_last, head;
+};
+
+/* A trigger waiting for room under max_active_runs (overlap buffer_*). */
+struct fsm_buffered {
+	json_t *params;             /* owned: resolved */
+	json_t *trigger;            /* owned */
+	int schedule;               /* counts go to this schedule, or -1 */
+	struct fsm_buffered *next;
+};
+
 struct fsm_flow {
 	char *name;                 /* owned */
 	struct fsm_flow_version *versions; /* owned array; versions[i].version == i+1 */
@@ -98,6 +152,17 @@ struct fsm_flow {
 	unsigned current;           /* 0 = undeployed */
 	int64_t created_ms;
 	int64_t updated_ms;
+	bool paused;                /* schedule ticks are skipped */
+	struct fsm_schedule_state *sched; /* owned, one per schedule of the
+	                             * current version */
+	unsigned n_sched;
+	json_t *collect;            /* owned array, one per event trigger of
+	                             * the current version: the events an
+	                             * all-of trigger has collected,
+	                             * {name: {"id","payload","ts"}} */
+	struct fsm_buffered *buf_head, *buf_tail;
+	unsigned n_buffered;
+	unsigned active;            /* runs not yet settled */
 };
 
 struct fsm_run {
@@ -121,6 +186,18 @@ struct fsm_run {
 	struct fsm_run *settled_next;
 	char *snap_text;            /* owned: its snapshot text, until it changes */
 	size_t snap_len;
+	json_t *trigger;            /* owned: what started it,
+	                             * {"type":"manual"|"schedule"|...} */
+	bool end_seen;              /* on-finish triggers have seen its end */
+};
+
+/* A remembered event id (POST /v1/events de-duplication). */
+struct fsm_event {
+	char *id;                   /* owned */
+	int64_t ts;                 /* when it was accepted (ms) */
+	json_t *result;             /* owned: the answer given, replayed for
+	                             * a duplicate */
+	struct fsm_event *next;     /* FIFO by acceptance */
 };
 
 struct fsm_node {
@@ -145,6 +222,9 @@ struct fsm_hooks {
 			     struct fsm_step *step, struct fsm_attempt *a);
 	/* A node said it is alive (node_up, node_alive). */
 	void (*node_heard)(void *arg, uint64_t node);
+	/* A flow's schedules changed (deployed, undeployed, paused, a tick
+	 * decided): the leader's scheduler looks again. */
+	void (*schedules_changed)(void *arg, struct fsm_flow *fl);
 };
 
 /* The outcome of one applied command, valid until the next apply. */
@@ -157,6 +237,8 @@ struct fsm_result {
 	char evicted_id[32];
 	struct fsm_flow *flow;      /* deploy, undeploy */
 	bool created;
+	json_t *body;               /* owned by the fsm until the next apply:
+	                             * event, fire, pause answers */
 };
 
 struct fsm {
@@ -186,6 +268,15 @@ struct fsm {
 	struct fsm_run **dirty;     /* runs with a changed run/step/attempt row */
 	size_t n_dirty, cap_dirty;
 	struct flowd_limits limits; /* permissive: apply never rejects for limits */
+	struct map events;          /* event id -> struct fsm_event* (owned) */
+	struct fsm_event *events_head, *events_tail;
+	size_t n_events;
+	/* Indexes of the current versions' triggers, rebuilt when a flow's
+	 * triggers change: event name / upstream flow -> json array of
+	 * ["flow", trigger index] sorted, so that every node walks them in
+	 * the same order. */
+	json_t *by_event, *by_upstream;
+	bool trigger_index_stale;
 };
 
 void fsm_init(struct fsm *f, const struct fsm_hooks *hooks);
@@ -274,6 +365,31 @@ int fsm_cmd_node_down(int64_t ts, uint64_t node, uint64_t boot, char **out,
  * again (then it registers anew). */
 int fsm_cmd_node_remove(int64_t ts, uint64_t node, bool admit, char **out,
 			size_t *len);
+/* fire: the leader's decisions about schedule ticks, an array `items`
+ * (borrowed) of {"flow", "schedule": i, "key": identity, "prev": cursor
+ * seen, "nominal": tick (s), "missed": ticks before it not fired,
+ * "fire": false to only record them missed, "backfill": true for a
+ * backfill tick (no cursor; de-duplicated by its identity)}. An item whose
+ * prev is not the cursor any more changes nothing (exactly once).
+ * max_buffered: the overlap buffer bound. */
+int fsm_cmd_fire(int64_t ts, const json_t *items, unsigned max_buffered,
+		 char **out, size_t *len);
+/* event: an event (payload borrowed, may be NULL) with its id; starts the
+ * flows whose event triggers match. dedupe_s / keep: how long and how many
+ * event ids are remembered. */
+int fsm_cmd_event(int64_t ts, const char *name, const char *id,
+		  const json_t *payload, unsigned dedupe_s, unsigned keep,
+		  unsigned max_buffered, char **out, size_t *len);
+/* pause: stop (true) or resume (false) a flow's schedules. */
+int fsm_cmd_pause(int64_t ts, const char *flow, bool paused, char **out,
+		  size_t *len);
+
+/* The schedule view of GET /v1/flows/{flow}/schedule without the next
+ * fire times (the caller adds them): paused, and per schedule the
+ * cursor, counters and last fires. */
+json_t *fsm_schedule_json(const struct fsm_flow *fl);
+const char *fsm_fire_outcome_str(enum fsm_fire_outcome o);
+
 /* wake: retry attempts whose due time is <= ts. */
 int fsm_cmd_wake(int64_t ts, char **out, size_t *len);
 /* nop: changes nothing (gives raft an entry to apply, e.g. so that it

@@ -21,4 +21,15 @@ void flowd_limits_defaults(struct flowd_limits *l)
 	l->max_idempotency_key_bytes = 256;
 	l->max_runs_page = 1000;
 	l->runs_in_memory = 10000;
+	l->max_triggers_per_flow = 64;
+	l->max_jitter_s = 3600;
+	l->max_catchup_window_s = 7 * 86400;
+	l->max_catchup_runs = 100;
+	l->max_event_window_s = 7 * 86400;
+	l->max_active_runs = 100000;
+	l->max_buffered_runs = 1000;
+	l->max_backfill_runs = 1000;
+	l->event_dedupe_s = 86400;
+	l->events_in_memory = 100000;
+	l->max_event_bytes = 64 * 1024;
 }

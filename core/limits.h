@@ -25,6 +25,17 @@ struct flowd_limits {
 	unsigned max_runs_page;        /* GET /v1/runs limit= ceiling */
 	unsigned runs_in_memory;       /* finished runs kept in memory; older
 	                                * ones are read from PostgreSQL */
+	unsigned max_triggers_per_flow;/* schedules + events + on_finish */
+	unsigned max_jitter_s;         /* a schedule's jitter_s */
+	unsigned max_catchup_window_s; /* a schedule's catchup_window_s */
+	unsigned max_catchup_runs;     /* catchup "all": runs per catch-up */
+	unsigned max_event_window_s;   /* an all-of event trigger's window_s */
+	unsigned max_active_runs;      /* a flow's max_active_runs */
+	unsigned max_buffered_runs;    /* overlap buffer_all, per flow */
+	unsigned max_backfill_runs;    /* ticks in one backfill request */
+	unsigned event_dedupe_s;       /* how long an event id is remembered */
+	unsigned events_in_memory;     /* event ids remembered at most */
+	size_t max_event_bytes;        /* an event's payload, compact JSON */
 };
 
 /* Fill every field with its documented default. */

@@ -51,7 +51,7 @@ static const char *const type_names[] = {
 };
 
 static const char *const top_keys[] = {
-	"description", "parameters", "steps", NULL
+	"description", "parameters", "steps", "triggers", "max_active_runs", NULL
 };
 static const char *const param_keys[] = {
 	"type", "default", "required", "description", NULL
@@ -332,6 +332,8 @@ static void step_release(struct spec_step *s)
 	free(s->workdir);
 }
 
+static void triggers_free(struct flow_spec *spec);
+
 void spec_free(struct flow_spec *spec)
 {
 	size_t i;
@@ -348,6 +350,7 @@ void spec_free(struct flow_spec *spec)
 	for (i = 0; i < spec->n_steps; i++)
 		step_release(&spec->steps[i]);
 	free(spec->steps);
+	triggers_free(spec);
 	json_decref(spec->doc);
 	free(spec);
 }
@@ -972,6 +975,617 @@ out:
 	return rc;
 }
 
+/* ------------------------------------------------------------- triggers */
+
+static const char *const trigger_keys[] = {
+	"schedules", "events", "on_finish", NULL
+};
+static const char *const schedule_keys[] = {
+	"cron", "timezone", "dst_missing", "dst_repeated", "jitter_s",
+	"catchup", "catchup_window_s", "overlap", "parameters", NULL
+};
+static const char *const event_keys[] = {
+	"event", "filter", "all", "window_s", "reset", "reset_timezone",
+	"parameters", "overlap", NULL
+};
+static const char *const event_match_keys[] = { "event", "filter", NULL };
+static const char *const finish_keys[] = { "flow", "status", "overlap", NULL };
+
+static const char *const overlap_names[] = {
+	"allow_all", "skip", "buffer_one", "buffer_all", "cancel_other",
+	"terminate_other", NULL
+};
+static const char *const catchup_names[] = { "none", "latest", "all", NULL };
+static const char *const missing_names[] = { "shift", "skip", NULL };
+static const char *const repeated_names[] = { "once", "twice", NULL };
+static const char *const finish_names[] = { "succeeded", "failed", "any", NULL };
+
+#define DEFAULT_CATCHUP_WINDOW_S 3600
+
+const char *spec_overlap_str(enum spec_overlap o)
+{
+	return overlap_names[o];
+}
+
+bool spec_event_name_valid(const char *name)
+{
+	size_t n = 0;
+
+	for (; name[n] != '\0'; n++)
+		if (!name_char(name[n]) || name[n] == '.')
+			return false;
+	return n >= 1 && n <= NAME_MAX_BYTES;
+}
+
+json_t *spec_path_get(json_t *root, const char *path)
+{
+	char part[NAME_MAX_BYTES + 1];
+	const char *p = path;
+	json_t *v = root;
+	bool first = true;
+
+	while (*p != '\0') {
+		const char *dot = strchr(p, '.');
+		size_t n = dot ? (size_t)(dot - p) : strlen(p);
+
+		if (n == 0 || n > NAME_MAX_BYTES || !json_is_object(v))
+			return NULL;
+		memcpy(part, p, n);
+		part[n] = '\0';
+		v = json_object_get(v, part);
+		if (v == NULL)
+			return NULL;
+		first = false;
+		p += n + (dot != NULL);
+		if (dot != NULL && *p == '\0')
+			return NULL;
+	}
+	return first ? NULL : v;
+}
+
+/* A string that is one of names[] (NULL-terminated); `def` when absent. */
+static int get_enum(struct ctx *c, const json_t *obj, const char *key,
+		    const char *prefix, const char *const names[], int def,
+		    int *out, json_t *jout)
+{
+	char field[PATH_LEN], list[160] = "";
+	const json_t *v = json_object_get(obj, key);
+	const char *str;
+	int i;
+
+	*out = def;
+	if (v != NULL) {
+		path_key(field, prefix, key);
+		if (get_string(c, v, field, &str) < 0)
+			return -1;
+		for (i = 0; names[i] != NULL; i++)
+			if (strcmp(str, names[i]) == 0)
+				break;
+		if (names[i] == NULL) {
+			for (i = 0; names[i] != NULL; i++) {
+				strcat(list, i ? ", " : "");
+				strcat(list, names[i]);
+			}
+			return fail(c, 400, "invalid_value", field,
+				    "must be one of %s", list);
+		}
+		*out = i;
+	}
+	if (set_new(jout, key, json_string(names[*out])) < 0)
+		return oom(c->err);
+	return 0;
+}
+
+static int get_uint_default(struct ctx *c, const json_t *obj, const char *key,
+			    const char *prefix, unsigned lo, unsigned hi,
+			    unsigned def, unsigned *out, json_t *jout)
+{
+	char field[PATH_LEN];
+	const json_t *v = json_object_get(obj, key);
+
+	*out = def;
+	path_key(field, prefix, key);
+	if (v != NULL && get_uint(c, v, field, lo, hi, out) < 0)
+		return -1;
+	if (set_new(jout, key, json_integer(*out)) < 0)
+		return oom(c->err);
+	return 0;
+}
+
+static int get_cron(struct ctx *c, const json_t *v, const char *field,
+		    struct cron *cron, const char **text)
+{
+	char why[200];
+
+	if (v == NULL)
+		return fail(c, 400, "missing_field", field,
+			    "a cron expression is required");
+	if (get_string(c, v, field, text) < 0)
+		return -1;
+	if (cron_parse(*text, cron, why, sizeof why) != 0)
+		return fail(c, 400, "invalid_value", field, "%s", why);
+	return 0;
+}
+
+static int get_zone(struct ctx *c, const json_t *obj, const char *key,
+		    const char *prefix, const struct tz **zone,
+		    const char **name, json_t *jout)
+{
+	char field[PATH_LEN];
+	const json_t *v = json_object_get(obj, key);
+
+	*name = "UTC";
+	path_key(field, prefix, key);
+	if (v != NULL && get_string(c, v, field, name) < 0)
+		return -1;
+	*zone = tz_get(*name);
+	if (*zone == NULL)
+		return fail(c, 400, "invalid_value", field,
+			    "unknown time zone \"%.64s\" (an IANA name such "
+			    "as Europe/Berlin, from the system tzdata)", *name);
+	if (set_new(jout, key, json_string(*name)) < 0)
+		return oom(c->err);
+	return 0;
+}
+
+/* parameters of a schedule: constant values, checked against the spec. */
+static int parse_schedule_params(struct ctx *c, const json_t *v,
+				 const char *prefix, struct flow_spec *spec,
+				 struct spec_schedule *sc, json_t *jout)
+{
+	char field[PATH_LEN];
+	json_t *resolved = NULL;
+
+	if (v == NULL)
+		return 0;
+	path_key(field, prefix, "parameters");
+	if (!json_is_object(v))
+		return fail(c, 400, "invalid_type", field, "must be an object");
+	if (spec_params_resolve(spec, v, c->lim, &resolved, c->err) != 0) {
+		char inner[PATH_LEN];
+
+		snprintf(inner, sizeof inner, "%s", c->err->field);
+		path_fmt(c->err->field, "%s.%s", prefix, inner);
+		return -1;
+	}
+	json_decref(resolved);
+	sc->parameters = json_deep_copy(v);
+	if (sc->parameters == NULL ||
+	    json_object_set(jout, "parameters", sc->parameters) < 0)
+		return oom(c->err);
+	return 0;
+}
+
+static int parse_schedule(struct ctx *c, const json_t *v, size_t i,
+			  struct flow_spec *spec, json_t *jarr)
+{
+	struct spec_schedule *sc = &spec->schedules[i];
+	char prefix[PATH_LEN], field[PATH_LEN];
+	const char *expr, *zone;
+	json_t *js = json_object();
+	int e;
+
+	if (js == NULL || append_new(jarr, js) < 0)
+		return oom(c->err);
+	path_fmt(prefix, "triggers.schedules[%zu]", i);
+	if (!json_is_object(v))
+		return fail(c, 400, "invalid_type", prefix, "must be an object");
+	if (check_keys(c, v, schedule_keys, prefix) < 0)
+		return -1;
+	path_key(field, prefix, "cron");
+	if (get_cron(c, json_object_get(v, "cron"), field, &sc->cron,
+		     &expr) < 0)
+		return -1;
+	if ((sc->expr = strdup(expr)) == NULL ||
+	    set_new(js, "cron", json_string(expr)) < 0)
+		return oom(c->err);
+	if (get_zone(c, v, "timezone", prefix, &sc->tz, &zone, js) < 0)
+		return -1;
+	if ((sc->timezone = strdup(zone)) == NULL)
+		return oom(c->err);
+	if (get_enum(c, v, "dst_missing", prefix, missing_names, 0, &e, js) < 0)
+		return -1;
+	sc->dst_missing = (enum cron_dst_missing)e;
+	if (get_enum(c, v, "dst_repeated", prefix, repeated_names, 0, &e, js) < 0)
+		return -1;
+	sc->dst_repeated = (enum cron_dst_repeated)e;
+	if (get_uint_default(c, v, "jitter_s", prefix, 0, c->lim->max_jitter_s,
+			     0, &sc->jitter_s, js) < 0)
+		return -1;
+	if (get_enum(c, v, "catchup", prefix, catchup_names,
+		     SPEC_CATCHUP_LATEST, &e, js) < 0)
+		return -1;
+	sc->catchup = (enum spec_catchup)e;
+	if (get_uint_default(c, v, "catchup_window_s", prefix, 0,
+			     c->lim->max_catchup_window_s,
+			     DEFAULT_CATCHUP_WINDOW_S < c->lim->max_catchup_window_s
+				     ? DEFAULT_CATCHUP_WINDOW_S
+				     : c->lim->max_catchup_window_s,
+			     &sc->catchup_window_s, js) < 0)
+		return -1;
+	if (get_enum(c, v, "overlap", prefix, overlap_names, 0, &e, js) < 0)
+		return -1;
+	sc->overlap = (enum spec_overlap)e;
+	if (parse_schedule_params(c, json_object_get(v, "parameters"), prefix,
+				  spec, sc, js) < 0)
+		return -1;
+	if (asprintf(&sc->key, "%s\x1f%s\x1f%d\x1f%d", sc->expr, sc->timezone,
+		     (int)sc->dst_missing, (int)sc->dst_repeated) < 0) {
+		sc->key = NULL;
+		return oom(c->err);
+	}
+	return 0;
+}
+
+static int parse_event_match(struct ctx *c, const json_t *obj,
+			     const char *prefix, struct spec_event_match *m,
+			     json_t *jout)
+{
+	char field[PATH_LEN];
+	const json_t *jname = json_object_get(obj, "event");
+	const json_t *jfilter = json_object_get(obj, "filter");
+	const char *name, *key;
+	json_t *val;
+
+	path_key(field, prefix, "event");
+	if (jname == NULL)
+		return fail(c, 400, "missing_field", field,
+			    "an event trigger names its event");
+	if (get_string(c, jname, field, &name) < 0)
+		return -1;
+	if (!spec_event_name_valid(name))
+		return fail(c, 400, "invalid_value", field,
+			    "an event name must match [A-Za-z0-9_-]{1,128}");
+	m->name = strdup(name);
+	if (m->name == NULL || set_new(jout, "event", json_string(name)) < 0)
+		return oom(c->err);
+	path_key(field, prefix, "filter");
+	if (jfilter != NULL && !json_is_object(jfilter))
+		return fail(c, 400, "invalid_type", field,
+			    "must be an object of payload path -> value");
+	if (jfilter != NULL && check_nested_strings(c, jfilter, field) < 0)
+		return -1;
+	m->filter = jfilter ? json_deep_copy(jfilter) : json_object();
+	if (m->filter == NULL ||
+	    json_object_set(jout, "filter", m->filter) < 0)
+		return oom(c->err);
+	json_object_foreach(m->filter, key, val) {
+		const char *p = key;
+
+		while (*p != '\0' && (name_char(*p) || *p == '.'))
+			p++;
+		if (*key == '\0' || *p != '\0' || key[strlen(key) - 1] == '.' ||
+		    strstr(key, "..") != NULL || key[0] == '.') {
+			path_key(field, prefix, "filter");
+			return fail(c, 400, "invalid_value", field,
+				    "\"%.64s\" is not a payload path like "
+				    "table or source.region", key);
+		}
+	}
+	return 0;
+}
+
+/* A parameter mapping path: "payload[.k...]", or for all-of triggers
+ * "<event>.payload[.k...]" with <event> one of its events. */
+static bool mapping_path_valid(const char *path,
+			       const struct spec_event_trigger *t)
+{
+	const char *p = path;
+	size_t i;
+
+	if (t->n_events > 1) {
+		for (i = 0; i < t->n_events; i++) {
+			size_t n = strlen(t->events[i].name);
+			if (strncmp(path, t->events[i].name, n) == 0 &&
+			    path[n] == '.') {
+				p = path + n + 1;
+				break;
+			}
+		}
+		if (i == t->n_events)
+			return false;
+	}
+	if (strncmp(p, "payload", 7) != 0 || (p[7] != '\0' && p[7] != '.'))
+		return false;
+	for (p += 7; *p != '\0'; p++)
+		if (!(name_char(*p) || *p == '.') ||
+		    (*p == '.' && (p[1] == '.' || p[1] == '\0')))
+			return false;
+	return true;
+}
+
+static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
+			       struct flow_spec *spec, json_t *jarr)
+{
+	struct spec_event_trigger *t = &spec->events[i];
+	char prefix[PATH_LEN], field[PATH_LEN], mprefix[PATH_LEN];
+	const json_t *jall, *jmap, *jreset;
+	json_t *je = json_object(), *jlist, *val;
+	const char *key, *str;
+	size_t k, n;
+	int e;
+
+	if (je == NULL || append_new(jarr, je) < 0)
+		return oom(c->err);
+	path_fmt(prefix, "triggers.events[%zu]", i);
+	if (!json_is_object(v))
+		return fail(c, 400, "invalid_type", prefix, "must be an object");
+	if (check_keys(c, v, event_keys, prefix) < 0)
+		return -1;
+	jall = json_object_get(v, "all");
+	if (jall == NULL) {
+		const char *const only[] = {"window_s", "reset",
+					    "reset_timezone", NULL};
+		for (k = 0; only[k] != NULL; k++) {
+			if (json_object_get(v, only[k]) != NULL) {
+				path_key(field, prefix, only[k]);
+				return fail(c, 400, "invalid_value", field,
+					    "only an \"all\" trigger (several "
+					    "events) has %s", only[k]);
+			}
+		}
+		t->events = calloc(1, sizeof *t->events);
+		if (t->events == NULL)
+			return oom(c->err);
+		t->n_events = 1;
+		if (parse_event_match(c, v, prefix, &t->events[0], je) < 0)
+			return -1;
+	} else {
+		path_key(field, prefix, "all");
+		if (json_object_get(v, "event") != NULL ||
+		    json_object_get(v, "filter") != NULL)
+			return fail(c, 400, "invalid_value", field,
+				    "use either event (one) or all (several), "
+				    "not both");
+		if (!json_is_array(jall))
+			return fail(c, 400, "invalid_type", field,
+				    "must be an array of {event, filter}");
+		n = json_array_size(jall);
+		if (n < 2 || n > 16)
+			return fail(c, 400, "invalid_value", field,
+				    "an all-of trigger has 2 to 16 events");
+		t->events = calloc(n, sizeof *t->events);
+		jlist = json_array();
+		if (t->events == NULL || jlist == NULL ||
+		    set_new(je, "all", jlist) < 0)
+			return oom(c->err);
+		for (k = 0; k < n; k++) {
+			const json_t *jm = json_array_get(jall, k);
+			json_t *jo = json_object();
+
+			path_fmt(mprefix, "%s.all[%zu]", prefix, k);
+			if (jo == NULL || append_new(jlist, jo) < 0)
+				return oom(c->err);
+			if (!json_is_object(jm))
+				return fail(c, 400, "invalid_type", mprefix,
+					    "must be an object");
+			if (check_keys(c, jm, event_match_keys, mprefix) < 0 ||
+			    parse_event_match(c, jm, mprefix, &t->events[k],
+					      jo) < 0)
+				return -1;
+			t->n_events = k + 1;
+			for (size_t j = 0; j < k; j++)
+				if (strcmp(t->events[j].name,
+					   t->events[k].name) == 0) {
+					path_key(field, mprefix, "event");
+					return fail(c, 400, "duplicate", field,
+						    "\"%.64s\" is listed twice",
+						    t->events[k].name);
+				}
+		}
+		jreset = json_object_get(v, "reset");
+		if (json_object_get(v, "window_s") == NULL && jreset == NULL) {
+			path_key(field, prefix, "window_s");
+			return fail(c, 400, "missing_field", field,
+				    "an all-of trigger needs window_s or "
+				    "reset (what closes its collection)");
+		}
+		if (get_uint_default(c, v, "window_s", prefix, 1,
+				     c->lim->max_event_window_s,
+				     c->lim->max_event_window_s, &t->window_s,
+				     je) < 0)
+			return -1;
+		if (jreset != NULL) {
+			const struct tz *z;
+
+			path_key(field, prefix, "reset");
+			if (get_cron(c, jreset, field, &t->reset_cron, &str) < 0)
+				return -1;
+			if ((t->reset = strdup(str)) == NULL ||
+			    set_new(je, "reset", json_string(str)) < 0)
+				return oom(c->err);
+			if (get_zone(c, v, "reset_timezone", prefix, &z, &str,
+				     je) < 0)
+				return -1;
+			t->reset_tz = z;
+		}
+	}
+	jmap = json_object_get(v, "parameters");
+	if (jmap != NULL) {
+		char mfield[PATH_LEN];
+
+		path_key(field, prefix, "parameters");
+		if (!json_is_object(jmap))
+			return fail(c, 400, "invalid_type", field,
+				    "must be an object of parameter -> "
+				    "payload path");
+		json_object_foreach((json_t *)jmap, key, val) {
+			size_t p;
+
+			path_fmt(mfield, "%s.%s", field, key);
+			for (p = 0; p < spec->n_params; p++)
+				if (strcmp(spec->params[p].name, key) == 0)
+					break;
+			if (p == spec->n_params)
+				return fail(c, 400, "unknown_field", mfield,
+					    "the flow has no parameter "
+					    "\"%.64s\"", key);
+			if (get_string(c, val, mfield, &str) < 0)
+				return -1;
+			if (!mapping_path_valid(str, t))
+				return fail(c, 400, "invalid_value", mfield,
+					    t->n_events > 1
+						    ? "must be a path like "
+						      "<event>.payload.key"
+						    : "must be a path like "
+						      "payload.key");
+		}
+		t->parameters = json_deep_copy(jmap);
+		if (t->parameters == NULL ||
+		    json_object_set(je, "parameters", t->parameters) < 0)
+			return oom(c->err);
+	}
+	if (get_enum(c, v, "overlap", prefix, overlap_names, 0, &e, je) < 0)
+		return -1;
+	t->overlap = (enum spec_overlap)e;
+	return 0;
+}
+
+static int parse_on_finish(struct ctx *c, const json_t *v, size_t i,
+			   struct flow_spec *spec, json_t *jarr)
+{
+	struct spec_on_finish *t = &spec->on_finish[i];
+	char prefix[PATH_LEN], field[PATH_LEN];
+	const json_t *jflow;
+	const char *name;
+	json_t *jo = json_object();
+	int e;
+
+	if (jo == NULL || append_new(jarr, jo) < 0)
+		return oom(c->err);
+	path_fmt(prefix, "triggers.on_finish[%zu]", i);
+	if (!json_is_object(v))
+		return fail(c, 400, "invalid_type", prefix, "must be an object");
+	if (check_keys(c, v, finish_keys, prefix) < 0)
+		return -1;
+	path_key(field, prefix, "flow");
+	jflow = json_object_get(v, "flow");
+	if (jflow == NULL)
+		return fail(c, 400, "missing_field", field,
+			    "names the upstream flow");
+	if (get_string(c, jflow, field, &name) < 0)
+		return -1;
+	if (!spec_flow_name_valid(name))
+		return fail(c, 400, "invalid_value", field,
+			    "a flow name must match [A-Za-z0-9_.-]{1,128}");
+	if ((t->flow = strdup(name)) == NULL ||
+	    set_new(jo, "flow", json_string(name)) < 0)
+		return oom(c->err);
+	if (get_enum(c, v, "status", prefix, finish_names, 0, &e, jo) < 0)
+		return -1;
+	t->status = (enum spec_finish_status)e;
+	if (get_enum(c, v, "overlap", prefix, overlap_names, 0, &e, jo) < 0)
+		return -1;
+	t->overlap = (enum spec_overlap)e;
+	return 0;
+}
+
+/* One of the trigger lists: an array of at most `room` objects. */
+static int parse_trigger_list(struct ctx *c, const json_t *triggers,
+			      const char *key, struct flow_spec *spec,
+			      json_t *jtrig, unsigned *room, size_t elem,
+			      void **arr, size_t *n,
+			      int (*one)(struct ctx *, const json_t *, size_t,
+					 struct flow_spec *, json_t *))
+{
+	char field[PATH_LEN];
+	const json_t *v = json_object_get(triggers, key);
+	json_t *jarr = json_array();
+	size_t i, count;
+
+	if (jarr == NULL || set_new(jtrig, key, jarr) < 0)
+		return oom(c->err);
+	if (v == NULL)
+		return 0;
+	path_fmt(field, "triggers.%s", key);
+	if (!json_is_array(v))
+		return fail(c, 400, "invalid_type", field, "must be an array");
+	count = json_array_size(v);
+	if (count > *room)
+		return fail(c, 400, "invalid_value", field,
+			    "at most %u triggers per flow",
+			    c->lim->max_triggers_per_flow);
+	*room -= (unsigned)count;
+	*arr = calloc(count + 1, elem);
+	if (*arr == NULL)
+		return oom(c->err);
+	for (i = 0; i < count; i++) {
+		*n = i + 1;
+		if (one(c, json_array_get(v, i), i, spec, jarr) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int parse_triggers(struct ctx *c, const json_t *doc,
+			  struct flow_spec *spec)
+{
+	const json_t *v = json_object_get(doc, "triggers");
+	const json_t *jmax = json_object_get(doc, "max_active_runs");
+	unsigned room = c->lim->max_triggers_per_flow;
+	json_t *jtrig;
+
+	if (jmax != NULL) {
+		if (get_uint(c, jmax, "max_active_runs", 0,
+			     c->lim->max_active_runs,
+			     &spec->max_active_runs) < 0)
+			return -1;
+		if (set_new(spec->doc, "max_active_runs",
+			    json_integer(spec->max_active_runs)) < 0)
+			return oom(c->err);
+	}
+	if (v == NULL)
+		return 0;
+	if (!json_is_object(v))
+		return fail(c, 400, "invalid_type", "triggers",
+			    "must be an object");
+	if (check_keys(c, v, trigger_keys, "triggers") < 0)
+		return -1;
+	jtrig = json_object();
+	if (jtrig == NULL || set_new(spec->doc, "triggers", jtrig) < 0)
+		return oom(c->err);
+	if (parse_trigger_list(c, v, "schedules", spec, jtrig, &room,
+			       sizeof *spec->schedules,
+			       (void **)&spec->schedules, &spec->n_schedules,
+			       parse_schedule) < 0 ||
+	    parse_trigger_list(c, v, "events", spec, jtrig, &room,
+			       sizeof *spec->events, (void **)&spec->events,
+			       &spec->n_events, parse_event_trigger) < 0 ||
+	    parse_trigger_list(c, v, "on_finish", spec, jtrig, &room,
+			       sizeof *spec->on_finish,
+			       (void **)&spec->on_finish, &spec->n_on_finish,
+			       parse_on_finish) < 0)
+		return -1;
+	return 0;
+}
+
+static void triggers_free(struct flow_spec *spec)
+{
+	size_t i, k;
+
+	for (i = 0; i < spec->n_schedules; i++) {
+		free(spec->schedules[i].expr);
+		free(spec->schedules[i].timezone);
+		free(spec->schedules[i].key);
+		json_decref(spec->schedules[i].parameters);
+	}
+	free(spec->schedules);
+	for (i = 0; i < spec->n_events; i++) {
+		struct spec_event_trigger *t = &spec->events[i];
+		for (k = 0; k < t->n_events; k++) {
+			free(t->events[k].name);
+			json_decref(t->events[k].filter);
+		}
+		free(t->events);
+		free(t->reset);
+		json_decref(t->parameters);
+	}
+	free(spec->events);
+	for (i = 0; i < spec->n_on_finish; i++)
+		free(spec->on_finish[i].flow);
+	free(spec->on_finish);
+}
+
 /* ---------------------------------------------------------------- parse */
 
 int spec_parse(const json_t *doc, const struct flowd_limits *lim,
@@ -1022,7 +1636,7 @@ int spec_parse(const json_t *doc, const struct flowd_limits *lim,
 			 jparams) < 0 ||
 	    parse_steps(&c, json_object_get(doc, "steps"), spec, jsteps) < 0 ||
 	    resolve_deps(&c, json_object_get(doc, "steps"), spec) < 0 ||
-	    check_acyclic(&c, spec) < 0)
+	    check_acyclic(&c, spec) < 0 || parse_triggers(&c, doc, spec) < 0)
 		goto fail_spec;
 
 	*out = spec;

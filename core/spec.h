@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cron.h"
 #include "error.h"
 #include "limits.h"
 
@@ -42,12 +43,76 @@ struct spec_step {
 	char *workdir;       /* owned, NULL when none */
 };
 
+/* What a trigger does while the flow has max_active_runs active runs
+ * (docs/triggers.md). */
+enum spec_overlap {
+	SPEC_OVERLAP_ALLOW_ALL,
+	SPEC_OVERLAP_SKIP,
+	SPEC_OVERLAP_BUFFER_ONE,
+	SPEC_OVERLAP_BUFFER_ALL,
+	SPEC_OVERLAP_CANCEL_OTHER,
+	SPEC_OVERLAP_TERMINATE_OTHER,
+};
+
+enum spec_catchup { SPEC_CATCHUP_NONE, SPEC_CATCHUP_LATEST, SPEC_CATCHUP_ALL };
+
+struct spec_schedule {
+	char *expr;                 /* owned: as given */
+	struct cron cron;
+	char *timezone;             /* owned */
+	const struct tz *tz;        /* borrowed from the process-wide cache */
+	enum cron_dst_missing dst_missing;
+	enum cron_dst_repeated dst_repeated;
+	unsigned jitter_s;
+	enum spec_catchup catchup;
+	unsigned catchup_window_s;
+	enum spec_overlap overlap;
+	json_t *parameters;         /* owned: passed to every run it starts */
+	char *key;                  /* owned: identity across redeploys */
+};
+
+struct spec_event_match {
+	char *name;                 /* owned */
+	json_t *filter;             /* owned object: dotted payload path ->
+	                             * value that must be equal; never NULL */
+};
+
+struct spec_event_trigger {
+	struct spec_event_match *events; /* owned; n_events > 1: all of them */
+	size_t n_events;
+	unsigned window_s;          /* all: collect within this long */
+	char *reset;                /* owned, may be NULL: all: a cron
+	                             * expression whose ticks empty the
+	                             * collection (in reset_tz) */
+	struct cron reset_cron;
+	const struct tz *reset_tz;
+	json_t *parameters;         /* owned object: parameter -> path, or
+	                             * NULL: payload keys fill same-named
+	                             * parameters */
+	enum spec_overlap overlap;
+};
+
+enum spec_finish_status { SPEC_FINISH_SUCCEEDED, SPEC_FINISH_FAILED, SPEC_FINISH_ANY };
+
+struct spec_on_finish {
+	char *flow;                 /* owned: the upstream flow */
+	enum spec_finish_status status;
+	enum spec_overlap overlap;
+};
+
 struct flow_spec {
 	char *description;          /* owned, "" when none */
 	struct spec_param *params;  /* owned array, sorted by name */
 	size_t n_params;
 	struct spec_step *steps;    /* owned array, in the order given */
 	size_t n_steps;
+	struct spec_schedule *schedules; /* owned arrays: the triggers */
+	size_t n_schedules;
+	struct spec_event_trigger *events;
+	size_t n_events;
+	struct spec_on_finish *on_finish;
+	size_t n_on_finish;
+	unsigned max_active_runs;   /* 0 = no limit */
 	json_t *doc;                /* owned: the normalized document (defaults filled
 	                             * in), so that json_equal() of two docs says
 	                             * whether two deploys are the same spec */
@@ -67,6 +132,16 @@ int spec_parse(const json_t *doc, const struct flowd_limits *lim,
 	       struct flow_spec **out, struct flowd_error *err);
 
 void spec_free(struct flow_spec *spec);
+
+const char *spec_overlap_str(enum spec_overlap o);
+
+/* An event name is [A-Za-z0-9_-]{1,128} (no dots: a parameter path of an
+ * all-of trigger starts with the event's name, then a dot). */
+bool spec_event_name_valid(const char *name);
+
+/* The value at a dotted `path` ("payload.a.b") inside `root` (borrowed
+ * result), or NULL. The first component names root's key. */
+json_t *spec_path_get(json_t *root, const char *path);
 
 /* Resolve the parameters a run was started with. `given` (borrowed) is a JSON
  * object or NULL. Unknown names, wrong types and missing required parameters

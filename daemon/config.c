@@ -119,6 +119,9 @@ static const struct key keys[] = {
 
 	{"executor", "kill_grace_ms", K_UINT, CFG(kill_grace_ms), 0, 600000, 0},
 
+	{"scheduler", "late_after_ms", K_UINT, CFG(late_after_ms), 0, 3600000, 0},
+	{"scheduler", "fire_batch_max", K_UINT, CFG(fire_batch_max), 1, 100000, 0},
+
 	{"cluster", "node_heartbeat_ms", K_UINT, CFG(node_heartbeat_ms), 50,
 	 60000, 0},
 	{"cluster", "node_timeout_ms", K_UINT, CFG(node_timeout_ms), 200,
@@ -144,6 +147,17 @@ static const struct key keys[] = {
 	LIMIT_SZ(max_idempotency_key_bytes),
 	LIMIT_U(max_runs_page),
 	LIMIT_U(runs_in_memory),
+	LIMIT_U(max_triggers_per_flow),
+	LIMIT_U(max_jitter_s),
+	LIMIT_U(max_catchup_window_s),
+	LIMIT_U(max_catchup_runs),
+	LIMIT_U(max_event_window_s),
+	LIMIT_U(max_active_runs),
+	LIMIT_U(max_buffered_runs),
+	LIMIT_U(max_backfill_runs),
+	LIMIT_U(event_dedupe_s),
+	LIMIT_U(events_in_memory),
+	LIMIT_SZ(max_event_bytes),
 };
 
 /* One config_load() call in progress. */
@@ -783,6 +797,8 @@ static int set_defaults(struct load *ld)
 	cfg->api_connection_limit = 1024;
 	cfg->api_connection_timeout_s = 60;
 	cfg->kill_grace_ms = 5000;
+	cfg->late_after_ms = 2000;
+	cfg->fire_batch_max = 2000;
 	cfg->log_level = FLOWD_LOG_INFO;
 	flowd_limits_defaults(&cfg->limits);
 	if (!cfg->data_dir || !cfg->conninfo || !cfg->admin_tokens ||

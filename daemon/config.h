@@ -50,6 +50,10 @@ struct flowd_config {
 	/* [cluster] */
 	unsigned node_heartbeat_ms;     /* how often a node says it is alive */
 	unsigned node_timeout_ms;       /* silent this long: marked down */
+	/* [scheduler] */
+	unsigned late_after_ms;         /* a tick this late goes through its
+	                                 * schedule's catch-up policy */
+	unsigned fire_batch_max;        /* ticks per fire command */
 	/* [executor] */
 	unsigned kill_grace_ms;
 	/* [log] */

@@ -48,6 +48,7 @@ struct flowd {
 	struct storage_reader *reader;
 	struct api_server *api;
 	struct peer *peer;              /* requests to the leader's API */
+	struct scheduler *sched;        /* the leader's cron (scheduler.c) */
 
 	/* HTTP threads -> loop: requests to answer. */
 	pthread_mutex_t inbox_lock;
@@ -104,6 +105,17 @@ void service_submit_cb(void *arg, struct api_request *req);
 void service_inbox_cb(uv_async_t *h);
 void service_fail_all(struct flowd *d, int status, const char *code,
 		      const char *msg);
+
+/* scheduler.c */
+int scheduler_new(struct flowd *d);
+void scheduler_close(struct flowd *d);
+void scheduler_hook_changed(void *arg, struct fsm_flow *fl);
+/* Recompute every schedule (after a restore, on becoming leader). */
+void scheduler_rebuild(struct flowd *d);
+/* The next `count` fire times of schedule i of fl after now_s (or after
+ * its cursor if later). */
+json_t *scheduler_next_json(const struct fsm_flow *fl, unsigned i,
+			    int64_t now_s, unsigned count);
 
 /* tasks.c */
 void tasks_hook_placed(void *arg, struct fsm_run *run, struct fsm_step *step,

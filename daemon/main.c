@@ -33,7 +33,9 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/tz.h"
 #include "daemon/daemon.h"
+#include "daemon/tzdata.h"
 
 #define FLOWD_VERSION "0.1.0"
 
@@ -153,6 +155,7 @@ static int fsm_restore_cb(void *arg, const void *buf, size_t len)
 		fsm_mark_all_dirty(&d->fsm);
 		tasks_kick(d);
 	}
+	scheduler_rebuild(d);
 	return 0;
 }
 
@@ -297,6 +300,7 @@ int main(int argc, char **argv)
 			 cfg.api_address);
 	}
 	signal(SIGPIPE, SIG_IGN);
+	tz_set_loader(tzdata_load);
 
 	d.cfg = &cfg;
 	d.boot = random_boot();
@@ -338,8 +342,13 @@ int main(int argc, char **argv)
 	struct fsm_hooks hooks = {.arg = &d,
 				  .attempt_placed = tasks_hook_placed,
 				  .attempt_stop = tasks_hook_stop,
-				  .node_heard = tasks_hook_node_heard};
+				  .node_heard = tasks_hook_node_heard,
+				  .schedules_changed = scheduler_hook_changed};
 	fsm_init(&d.fsm, &hooks);
+	if (scheduler_new(&d) != 0) {
+		log_error("scheduler: out of memory");
+		goto err_loop;
+	}
 
 	uv_async_init(d.loop, &d.inbox_async, service_inbox_cb);
 	d.inbox_async.data = &d;
@@ -451,6 +460,7 @@ int main(int argc, char **argv)
 	d.applier = NULL;
 	storage_reader_free(d.reader);
 	d.reader = NULL;
+	scheduler_close(&d);
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	tasks_clear(&d);
@@ -468,6 +478,7 @@ err_exec:
 err_loop:
 	if (d.peer != NULL)
 		peer_close(d.peer, NULL, NULL);
+	scheduler_close(&d);
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	uv_loop_close(d.loop);

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/random.h>
+
 #include "core/log.h"
 #include "daemon/daemon.h"
 
@@ -87,6 +89,8 @@ static void reply_from_postgres(struct api_request *req, int status,
  * Writes
  */
 
+static json_t *backfill_answer(struct api_request *req);
+
 static void proposal_done_cb(void *arg, int status, uint64_t index,
 			     void *result)
 {
@@ -133,6 +137,17 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 		break;
 	case API_OP_FLOW_DELETE:
 		reply_json(req, 200, fsm_flow_json(res->flow, false));
+		break;
+	case API_OP_EVENT_POST:
+	case API_OP_FLOW_PAUSE:
+	case API_OP_FLOW_UNPAUSE:
+		if (res->body == NULL)
+			reply_error(req, 500, "internal", NULL, "no result");
+		else
+			reply_json(req, res->status, json_incref(res->body));
+		break;
+	case API_OP_BACKFILL:
+		reply_json(req, 200, backfill_answer(req));
 		break;
 	case API_OP_RUN_CREATE:
 	case API_OP_RUN_CANCEL:
@@ -359,6 +374,170 @@ static void do_run_cancel(struct flowd *d, struct api_request *req)
 /* ------------------------------------------------------------------------
  * Reads
  */
+
+/* ------------------------------------------------------------------------
+ * Triggers
+ */
+
+static struct fsm_flow *deployed_flow(struct flowd *d, struct api_request *req)
+{
+	struct fsm_flow *fl = fsm_flow_get(&d->fsm, req->flow);
+
+	if (fl == NULL || fl->current == 0) {
+		reply_error(req, 404, "not_found", "flow", "no such flow");
+		return NULL;
+	}
+	return fl;
+}
+
+static void do_event_post(struct flowd *d, struct api_request *req)
+{
+	const struct flowd_limits *lim = &d->cfg->limits;
+	char id[40];
+	char *buf;
+	size_t len;
+
+	if (req->event_id == NULL) {
+		/* No id from the client: this event is new by definition. */
+		uint64_t a = 0, b = 0;
+
+		if (getrandom(&a, sizeof a, 0) != sizeof a ||
+		    getrandom(&b, sizeof b, 0) != sizeof b) {
+			reply_error(req, 503, "unavailable", NULL,
+				    "no randomness for an event id");
+			return;
+		}
+		snprintf(id, sizeof id, "e-%016" PRIx64 "%016" PRIx64, a, b);
+		req->event_id = strdup(id);
+		if (req->event_id == NULL) {
+			reply_error(req, 500, "internal", NULL, "out of memory");
+			return;
+		}
+	}
+	if (fsm_cmd_event(flowd_now_ms(), req->event_name, req->event_id,
+			  req->payload, lim->event_dedupe_s,
+			  lim->events_in_memory, lim->max_buffered_runs, &buf,
+			  &len) != 0) {
+		reply_error(req, 500, "internal", NULL, "cannot encode");
+		return;
+	}
+	propose(d, req, buf, len);
+}
+
+static void do_pause(struct flowd *d, struct api_request *req, bool paused)
+{
+	char *buf;
+	size_t len;
+
+	if (deployed_flow(d, req) == NULL)
+		return;
+	if (fsm_cmd_pause(flowd_now_ms(), req->flow, paused, &buf, &len) != 0) {
+		reply_error(req, 500, "internal", NULL, "cannot encode");
+		return;
+	}
+	propose(d, req, buf, len);
+}
+
+static void do_schedule_get(struct flowd *d, struct api_request *req)
+{
+	struct fsm_flow *fl = deployed_flow(d, req);
+	json_t *out, *scheds, *one;
+	size_t i;
+
+	if (fl == NULL)
+		return;
+	out = fsm_schedule_json(fl);
+	scheds = json_object_get(out, "schedules");
+	json_array_foreach(scheds, i, one)
+		json_object_set_new(one, "next_fire_times",
+				    scheduler_next_json(fl, (unsigned)i,
+							flowd_now_ms() / 1000, 10));
+	reply_json(req, 200, out);
+}
+
+static void do_backfill(struct flowd *d, struct api_request *req)
+{
+	struct fsm_flow *fl = deployed_flow(d, req);
+	const struct flow_spec *spec;
+	unsigned max = d->cfg->limits.max_backfill_runs;
+	json_t *items;
+	size_t n = 0;
+	char *buf;
+	size_t len;
+
+	if (fl == NULL)
+		return;
+	spec = fl->versions[fl->current - 1].spec;
+	if (req->bf_schedule >= 0 && (size_t)req->bf_schedule >= spec->n_schedules) {
+		reply_error(req, 400, "invalid_value", "schedule",
+			    "the flow has no such schedule");
+		return;
+	}
+	if (spec->n_schedules == 0) {
+		reply_error(req, 400, "invalid_value", "flow",
+			    "the flow has no schedules");
+		return;
+	}
+	items = json_array();
+	for (size_t i = 0; i < spec->n_schedules; i++) {
+		const struct spec_schedule *sc = &spec->schedules[i];
+		int64_t t = req->bf_from - 1, next;
+
+		if (req->bf_schedule >= 0 && (size_t)req->bf_schedule != i)
+			continue;
+		while (cron_next(&sc->cron, sc->tz, sc->dst_missing,
+				 sc->dst_repeated, t, &next) &&
+		       next <= req->bf_to) {
+			if (++n > max) {
+				json_decref(items);
+				reply_error(req, 400, "invalid_value", "to",
+					    "the range holds more ticks than "
+					    "limits.max_backfill_runs allows");
+				return;
+			}
+			json_array_append_new(
+				items, json_pack("{s:s, s:i, s:s, s:I, s:b}", "flow",
+						 fl->name, "schedule", (int)i,
+						 "key", fl->sched[i].key,
+						 "nominal", (json_int_t)next,
+						 "backfill", 1));
+			t = next;
+		}
+	}
+	req->bf_items = items; /* read back by backfill_answer */
+	req->backend_data = d;
+	if (fsm_cmd_fire(flowd_now_ms(), items, d->cfg->limits.max_buffered_runs,
+			 &buf, &len) != 0) {
+		reply_error(req, 500, "internal", NULL, "cannot encode");
+		return;
+	}
+	propose(d, req, buf, len);
+}
+
+/* After the backfill's entry applied: which run each tick has. */
+static json_t *backfill_answer(struct api_request *req)
+{
+	struct flowd *d = req->backend_data;
+	json_t *it, *runs = json_array();
+	size_t i;
+
+	json_array_foreach(req->bf_items, i, it) {
+		char key[64];
+		struct fsm_run *r;
+		const char *id;
+		int64_t nominal = json_integer_value(json_object_get(it, "nominal"));
+		int sched = (int)json_integer_value(json_object_get(it, "schedule"));
+
+		snprintf(key, sizeof key, "backfill:%d:%" PRId64, sched, nominal);
+		id = fsm_idem_lookup(&d->fsm, req->flow, key, &r);
+		json_array_append_new(
+			runs, json_pack("{s:i, s:o, s:o}", "schedule", sched,
+					"nominal_time", fsm_time_json(nominal * 1000),
+					"run_id", id ? json_string(id) : json_null()));
+	}
+	return json_pack("{s:s, s:I, s:o}", "flow", req->flow, "ticks",
+			 (json_int_t)json_array_size(runs), "runs", runs);
+}
 
 static int flow_cmp(const void *a, const void *b)
 {
@@ -677,6 +856,22 @@ static void handle(struct flowd *d, struct api_request *req)
 	case API_OP_LEADER_TRANSFER:
 		if (write_admissible(d, req))
 			do_member_change(d, req);
+		break;
+	case API_OP_EVENT_POST:
+		if (write_admissible(d, req))
+			do_event_post(d, req);
+		break;
+	case API_OP_FLOW_PAUSE:
+	case API_OP_FLOW_UNPAUSE:
+		if (write_admissible(d, req))
+			do_pause(d, req, req->op == API_OP_FLOW_PAUSE);
+		break;
+	case API_OP_BACKFILL:
+		if (write_admissible(d, req))
+			do_backfill(d, req);
+		break;
+	case API_OP_SCHEDULE_GET:
+		do_schedule_get(d, req);
 		break;
 	case API_OP_FLOW_LIST:
 		do_flow_list(d, req);

@@ -323,7 +323,7 @@ void tasks_exec_done(struct executor *e, void *ctx,
 static char **build_env(struct flowd *d, const struct fsm_run *r,
 			const struct spec_step *ss, unsigned attempt)
 {
-	size_t n = ss->n_env + json_object_size(r->params) + 5, i = 0;
+	size_t n = ss->n_env + json_object_size(r->params) + 6, i = 0;
 	char **env = calloc(n, sizeof *env);
 	const char *k;
 	json_t *v;
@@ -350,6 +350,14 @@ static char **build_env(struct flowd *d, const struct fsm_run *r,
 	    asprintf(&env[i++], "FLOWD_STEP=%s", ss->name) < 0 ||
 	    asprintf(&env[i++], "FLOWD_ATTEMPT=%u", attempt) < 0)
 		env[i - 1] = NULL;
+	else {
+		/* What started the run (docs/triggers.md), as JSON. */
+		char *t = r->trigger ? json_dumps(r->trigger, JSON_COMPACT)
+				     : strdup("{\"type\":\"manual\"}");
+		if (t == NULL || asprintf(&env[i++], "FLOWD_TRIGGER=%s", t) < 0)
+			env[i - 1] = NULL;
+		free(t);
+	}
 	env[i] = NULL;
 	for (size_t j = 0; j < i; j++) {
 		if (env[j] == NULL) {
@@ -557,6 +565,10 @@ void tasks_role_cb(void *arg, enum consensus_role role, uint64_t leader)
 	if (role == CONSENSUS_LEADER && d->role != CONSENSUS_LEADER)
 		for (unsigned i = 0; i < d->n_heard; i++)
 			d->heard[i].heard_ms = uv_now(d->loop);
+	if (role == CONSENSUS_LEADER && d->role != CONSENSUS_LEADER) {
+		d->role = role;
+		scheduler_rebuild(d);
+	}
 	d->role = role;
 	if (role == CONSENSUS_LEADER) {
 		tasks_leader_timer_cb(&d->leader_timer);

@@ -263,7 +263,7 @@ out_release:
 	" 'created_at', " SQL_TS("r.created_at") ","                        \
 	" 'started_at', " SQL_TS("r.started_at") ","                        \
 	" 'finished_at', " SQL_TS("r.finished_at") ","                      \
-	" 'trigger', json_build_object('type', 'manual')"
+	" 'trigger', COALESCE(r.trigger::json, json_build_object('type', 'manual'))"
 
 /* One run with its steps in the order of its flow version's spec. A spec
  * step without a steps row (not expected: the run record and its step
