@@ -328,6 +328,7 @@ class Node:
         self.log_path = os.path.join(directory, "flowd.log")
         self.proc = None
         self.cgroup = None      # a cgroup v2 directory to start in, or None
+        self.env = None         # extra environment variables, or None
         self.starts = 0
 
     # -- addresses
@@ -403,6 +404,7 @@ class Node:
         try:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.dir,
+                                         env=dict(os.environ, **self.env) if self.env else None,
                                          preexec_fn=self._enter_cgroup if self.cgroup else None)
         finally:
             log.close()
