@@ -9,6 +9,8 @@
 #include <cmocka.h>
 
 #include "core/fsm.h"
+#include "core/tz.h"
+#include "daemon/tzdata.h"
 
 /* What the hooks saw. */
 struct seen {
@@ -759,6 +761,296 @@ static void a_removed_node_takes_no_work_until_admitted(void **state)
 	assert_int_equal(create(x, "one", NULL, NULL)->run->steps[0].attempts[0].node, 1);
 }
 
+/* ------------------------------------------------------------------------
+ * Triggers
+ */
+
+#define TICKING                                                              \
+	"{\"steps\":[{\"name\":\"s\",\"command\":[\"true\"]}],"               \
+	"\"triggers\":{\"schedules\":[{\"cron\":\"* * * * * *\"}]}}"
+
+static struct fsm_result *fire(struct fx *x, const char *flow, const char *key,
+			       int64_t prev, int64_t nominal, int64_t missed,
+			       bool fire_it)
+{
+	json_t *items = json_pack("[{s:s, s:i, s:s, s:I, s:I, s:I, s:b}]",
+				  "flow", flow, "schedule", 0, "key", key,
+				  "prev", (json_int_t)prev, "nominal",
+				  (json_int_t)nominal, "missed",
+				  (json_int_t)missed, "fire", fire_it);
+	char *buf;
+	size_t len;
+
+	assert_int_equal(fsm_cmd_fire(nominal * 1000, items, 10, &buf, &len), 0);
+	json_decref(items);
+	return apply(x, buf, len);
+}
+
+static struct fsm_result *event(struct fx *x, const char *name, const char *id,
+				const char *payload)
+{
+	json_t *p = payload ? json_loads(payload, 0, NULL) : NULL;
+	char *buf;
+	size_t len;
+
+	assert_int_equal(fsm_cmd_event(5000, name, id, p, 3600, 100, 10, &buf,
+				       &len), 0);
+	json_decref(p);
+	return apply(x, buf, len);
+}
+
+static const struct fsm_schedule_state *sched0(struct fx *x, const char *flow)
+{
+	struct fsm_flow *fl = fsm_flow_get(&x->f, flow);
+
+	assert_non_null(fl);
+	assert_true(fl->n_sched >= 1);
+	return &fl->sched[0];
+}
+
+static void schedule_ticks_fire_once_by_the_cursor(void **state)
+{
+	struct fx *x = *state;
+	const char *key;
+	size_t runs;
+
+	node_up(x, 1, 5, 8);
+	deploy(x, "tick", TICKING);            /* at ts 1000 ms: cursor 1 s */
+	key = sched0(x, "tick")->key;
+	assert_int_equal(sched0(x, "tick")->cursor, 1);
+	runs = x->f.n_runs;
+
+	fire(x, "tick", key, 1, 2, 0, true);
+	assert_int_equal(x->f.n_runs, runs + 1);
+	assert_int_equal(sched0(x, "tick")->cursor, 2);
+	/* The same decision again, a stale one, a wrong identity: nothing. */
+	fire(x, "tick", key, 1, 2, 0, true);
+	fire(x, "tick", key, 1, 3, 0, true);
+	fire(x, "tick", "0 0 * * *\x1fUTC\x1f" "0\x1f" "0", 2, 3, 0, true);
+	fire(x, "tick", key, 2, 2, 0, true);
+	assert_int_equal(x->f.n_runs, runs + 1);
+	/* Late: two ticks missed before the one that fires. */
+	fire(x, "tick", key, 2, 5, 2, true);
+	assert_int_equal(x->f.n_runs, runs + 2);
+	assert_int_equal(sched0(x, "tick")->counts[FSM_FIRE_FIRED], 2);
+	assert_int_equal(sched0(x, "tick")->counts[FSM_FIRE_MISSED], 2);
+	/* Missed only (catch-up none): the cursor moves, nothing runs. */
+	fire(x, "tick", key, 5, 9, 4, false);
+	assert_int_equal(x->f.n_runs, runs + 2);
+	assert_int_equal(sched0(x, "tick")->cursor, 9);
+	assert_int_equal(sched0(x, "tick")->counts[FSM_FIRE_MISSED], 6);
+	/* The run carries its tick. */
+	json_t *j = fsm_run_json(x->f.run_list[x->f.n_runs - 1], false);
+	json_t *t = json_object_get(j, "trigger");
+	assert_string_equal(json_string_value(json_object_get(t, "type")), "schedule");
+	assert_string_equal(json_string_value(json_object_get(t, "nominal_time")),
+			    "1970-01-01T00:00:05.000Z");
+	json_decref(j);
+}
+
+static void pause_records_ticks_as_skipped(void **state)
+{
+	struct fx *x = *state;
+	const char *key;
+	char *buf;
+	size_t len, runs;
+
+	deploy(x, "tick", TICKING);
+	key = sched0(x, "tick")->key;
+	assert_int_equal(fsm_cmd_pause(1500, "tick", true, &buf, &len), 0);
+	assert_int_equal(apply(x, buf, len)->status, 200);
+	runs = x->f.n_runs;
+	fire(x, "tick", key, 1, 2, 0, true);
+	assert_int_equal(x->f.n_runs, runs);
+	assert_int_equal(sched0(x, "tick")->counts[FSM_FIRE_SKIPPED], 1);
+	assert_int_equal(sched0(x, "tick")->cursor, 2);
+	assert_int_equal(fsm_cmd_pause(2500, "tick", false, &buf, &len), 0);
+	apply(x, buf, len);
+	fire(x, "tick", key, 2, 3, 0, true);
+	assert_int_equal(x->f.n_runs, runs + 1);
+	assert_int_equal(fsm_cmd_pause(2500, "nope", true, &buf, &len), 0);
+	assert_int_equal(apply(x, buf, len)->status, 404);
+}
+
+static void redeploy_keeps_the_cursor_of_an_unchanged_schedule(void **state)
+{
+	struct fx *x = *state;
+	const char *key;
+
+	deploy(x, "tick", TICKING);
+	key = sched0(x, "tick")->key;
+	fire(x, "tick", key, 1, 7, 0, true);
+	/* Another step, same schedule: cursor and counters stay. */
+	deploy(x, "tick",
+	       "{\"steps\":[{\"name\":\"other\",\"command\":[\"true\"]}],"
+	       "\"triggers\":{\"schedules\":[{\"cron\":\"* * * * * *\"}]}}");
+	assert_int_equal(sched0(x, "tick")->cursor, 7);
+	assert_int_equal(sched0(x, "tick")->counts[FSM_FIRE_FIRED], 1);
+	/* A different schedule starts from the deploy. */
+	deploy(x, "tick",
+	       "{\"steps\":[{\"name\":\"other\",\"command\":[\"true\"]}],"
+	       "\"triggers\":{\"schedules\":[{\"cron\":\"*/5 * * * * *\"}]}}");
+	assert_int_equal(sched0(x, "tick")->cursor, 1);
+	assert_int_equal(sched0(x, "tick")->counts[FSM_FIRE_FIRED], 0);
+}
+
+static void events_are_deduplicated_by_id(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_result *r;
+	json_t *first;
+	size_t runs;
+
+	deploy(x, "ev",
+	       "{\"parameters\":{\"region\":{\"type\":\"string\"}},"
+	       "\"steps\":[{\"name\":\"s\",\"command\":[\"true\"]}],"
+	       "\"triggers\":{\"events\":[{\"event\":\"go\","
+	       "\"filter\":{\"k\":1}}]}}");
+	runs = x->f.n_runs;
+	r = event(x, "go", "a", "{\"k\":1,\"region\":\"eu\",\"x\":2}");
+	assert_int_equal(r->status, 201);
+	first = json_deep_copy(json_object_get(r->body, "runs"));
+	assert_int_equal(json_array_size(first), 1);
+	assert_int_equal(x->f.n_runs, runs + 1);
+	assert_string_equal(json_string_value(json_object_get(
+		x->f.run_list[x->f.n_runs - 1]->params, "region")), "eu");
+	r = event(x, "go", "a", "{\"k\":1}");
+	assert_int_equal(r->status, 200);
+	assert_true(json_is_true(json_object_get(r->body, "duplicate")));
+	assert_true(json_equal(json_object_get(r->body, "runs"), first));
+	assert_int_equal(x->f.n_runs, runs + 1);
+	/* A filter that does not match, an unknown event: no run. */
+	event(x, "go", "b", "{\"k\":2}");
+	event(x, "other", "c", NULL);
+	assert_int_equal(x->f.n_runs, runs + 1);
+	json_decref(first);
+}
+
+static void on_finish_starts_downstream_once(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *up, *down;
+
+	node_up(x, 1, 5, 8);
+	deploy(x, "up", "{\"steps\":[{\"name\":\"s\",\"command\":[\"true\"]}]}");
+	deploy(x, "down",
+	       "{\"parameters\":{\"upstream_run_id\":{\"type\":\"string\"}},"
+	       "\"steps\":[{\"name\":\"s\",\"command\":[\"true\"]}],"
+	       "\"triggers\":{\"on_finish\":[{\"flow\":\"up\"}]}}");
+	up = create(x, "up", NULL, NULL)->run;
+	finish(x, up->id, "s", 1, 1, 0, "exited", 3000);
+	down = x->f.run_list[x->f.n_runs - 1];
+	assert_string_equal(down->flow->name, "down");
+	assert_string_equal(json_string_value(json_object_get(down->params,
+							      "upstream_run_id")),
+			    up->id);
+	/* A late duplicate result of the same attempt starts nothing. */
+	finish(x, up->id, "s", 1, 1, 0, "exited", 3001);
+	assert_string_equal(x->f.run_list[x->f.n_runs - 1]->id, down->id);
+	/* status "succeeded" (the default) ignores a failure. */
+	up = create(x, "up", NULL, NULL)->run;
+	finish(x, up->id, "s", 1, 1, 1, "exited", 3100);
+	assert_string_equal(x->f.run_list[x->f.n_runs - 1]->id, up->id);
+}
+
+static void overlap_policies_decide_by_active_runs(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_result *r;
+	const char *outcome;
+
+	node_up(x, 1, 5, 8);
+	deploy(x, "sk",
+	       "{\"steps\":[{\"name\":\"s\",\"command\":[\"true\"]}],"
+	       "\"triggers\":{\"events\":[{\"event\":\"go\","
+	       "\"overlap\":\"skip\"}]}}");
+	deploy(x, "b1",
+	       "{\"steps\":[{\"name\":\"s\",\"command\":[\"true\"]}],"
+	       "\"triggers\":{\"events\":[{\"event\":\"go\","
+	       "\"overlap\":\"buffer_one\"}]}}");
+	event(x, "go", "1", NULL);
+	r = event(x, "go", "2", NULL);
+	outcome = json_string_value(json_object_get(
+		json_array_get(json_object_get(r->body, "runs"), 1), "outcome"));
+	assert_string_equal(outcome, "skipped");   /* "sk" sorts after "b1" */
+	outcome = json_string_value(json_object_get(
+		json_array_get(json_object_get(r->body, "runs"), 0), "outcome"));
+	assert_string_equal(outcome, "buffered");
+	r = event(x, "go", "3", NULL);
+	outcome = json_string_value(json_object_get(
+		json_array_get(json_object_get(r->body, "runs"), 0), "outcome"));
+	assert_string_equal(outcome, "dropped");
+	assert_int_equal(fsm_flow_get(&x->f, "b1")->n_buffered, 1);
+	/* The first b1 run ends: the buffered one starts in the same apply. */
+	struct fsm_run *first = fsm_run_get(&x->f, json_string_value(json_object_get(
+		json_array_get(json_object_get(event(x, "go", "1", NULL)->body, "runs"), 0),
+		"run_id")));
+	size_t runs = x->f.n_runs;
+	finish(x, first->id, "s", 1, 1, 0, "exited", 6000);
+	assert_int_equal(x->f.n_runs, runs + 1);
+	assert_int_equal(fsm_flow_get(&x->f, "b1")->n_buffered, 0);
+}
+
+static void trigger_state_survives_snapshot_and_restore(void **state)
+{
+	struct fx *x = *state;
+	const char *key;
+	struct fsm g;
+	char *s1, *s2;
+
+	node_up(x, 1, 5, 1);
+	deploy(x, "tick", TICKING);
+	deploy(x, "b1",
+	       "{\"steps\":[{\"name\":\"s\",\"command\":[\"true\"]}],"
+	       "\"triggers\":{\"events\":[{\"event\":\"go\","
+	       "\"overlap\":\"buffer_all\"},{\"all\":[{\"event\":\"l\"},"
+	       "{\"event\":\"r\"}],\"window_s\":60}]}}");
+	key = sched0(x, "tick")->key;
+	fire(x, "tick", key, 1, 4, 2, true);
+	{
+		char *buf;
+		size_t len;
+
+		assert_int_equal(fsm_cmd_pause(1500, "tick", true, &buf, &len), 0);
+		apply(x, buf, len);
+	}
+	event(x, "go", "1", NULL);
+	event(x, "go", "2", NULL);     /* buffered */
+	event(x, "l", "3", "{\"v\":1}"); /* collected */
+	s1 = snap(&x->f);
+	fsm_init(&g, NULL);
+	assert_int_equal(fsm_restore(&g, s1, strlen(s1)), 0);
+	s2 = snap(&g);
+	assert_string_equal(s1, s2);
+	free(s2);
+	assert_int_equal(g.flows.size, x->f.flows.size);
+	assert_int_equal(fsm_flow_get(&g, "b1")->n_buffered, 1);
+	assert_int_equal(fsm_flow_get(&g, "b1")->active,
+			 fsm_flow_get(&x->f, "b1")->active);
+	assert_int_equal(fsm_flow_get(&g, "tick")->sched[0].cursor, 4);
+	/* The same duplicate is recognised after the restore. */
+	{
+		char *buf;
+		size_t len;
+		struct fsm_result *r;
+
+		assert_int_equal(fsm_cmd_event(5000, "go", "1", NULL, 3600, 100,
+					       10, &buf, &len), 0);
+		r = fsm_apply(&g, 1000, buf, len);
+		free(buf);
+		assert_int_equal(r->status, 200);
+		assert_int_equal(fsm_cmd_event(5000, "r", "4", NULL, 3600, 100,
+					       10, &buf, &len), 0);
+		r = fsm_apply(&g, 1001, buf, len);
+		free(buf);
+		assert_string_equal(json_string_value(json_object_get(json_array_get(
+					    json_object_get(r->body, "runs"), 0), "outcome")),
+				    "fired"); /* completed; allow_all needs no room */
+	}
+	free(s1);
+	fsm_close(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -784,6 +1076,14 @@ int main(void)
 		T(cached_snapshot_text_follows_every_change),
 		T(node_down_loses_its_attempts_and_alive_brings_it_back),
 		T(a_removed_node_takes_no_work_until_admitted),
+		T(schedule_ticks_fire_once_by_the_cursor),
+		T(pause_records_ticks_as_skipped),
+		T(redeploy_keeps_the_cursor_of_an_unchanged_schedule),
+		T(events_are_deduplicated_by_id),
+		T(on_finish_starts_downstream_once),
+		T(overlap_policies_decide_by_active_runs),
+		T(trigger_state_survives_snapshot_and_restore),
 	};
+	tz_set_loader(tzdata_load);
 	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
 }

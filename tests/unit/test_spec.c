@@ -12,6 +12,8 @@
 #include "core/error.h"
 #include "core/limits.h"
 #include "core/spec.h"
+#include "core/tz.h"
+#include "daemon/tzdata.h"
 
 #define EXAMPLE                                                              \
 	"{\"description\": \"nightly model refresh\", \"parameters\": "      \
@@ -739,6 +741,102 @@ static void env_value_formatting(void **state)
 	check_env_value(load("{\"a\": [1, \"b\"]}"), "{\"a\":[1,\"b\"]}");
 }
 
+/* ------------------------------------------------------------- triggers */
+
+#define TRIG(t) "{\"parameters\":{\"region\":{\"type\":\"string\"," \
+	"\"default\":\"eu\"}},\"steps\":[{\"name\":\"a\",\"command\":[\"true\"]}]," \
+	"\"triggers\":" t "}"
+
+static void triggers_parse_with_defaults(void **state)
+{
+	struct flow_spec *spec = parse_ok(TRIG(
+		"{\"schedules\":[{\"cron\":\"30 2 * * *\",\"timezone\":"
+		"\"Europe/Berlin\",\"parameters\":{\"region\":\"us\"}},"
+		"{\"cron\":\"@every 90s\",\"catchup\":\"all\",\"overlap\":\"skip\"}],"
+		"\"events\":[{\"event\":\"data_ready\",\"filter\":{\"table\":\"x\"},"
+		"\"parameters\":{\"region\":\"payload.where.region\"}},"
+		"{\"all\":[{\"event\":\"a\"},{\"event\":\"b\"}],\"reset\":\"0 0 * * *\"}],"
+		"\"on_finish\":[{\"flow\":\"up\",\"status\":\"any\"}]}"));
+	json_t *s0 = json_array_get(json_object_get(json_object_get(spec->doc,
+				    "triggers"), "schedules"), 0);
+
+	assert_int_equal(spec->n_schedules, 2);
+	assert_int_equal(spec->n_events, 2);
+	assert_int_equal(spec->n_on_finish, 1);
+	assert_string_equal(spec->schedules[0].timezone, "Europe/Berlin");
+	assert_int_equal(spec->schedules[0].catchup, SPEC_CATCHUP_LATEST);
+	assert_int_equal(spec->schedules[0].catchup_window_s, 3600);
+	assert_int_equal(spec->schedules[1].cron.every, 90);
+	assert_int_equal(spec->schedules[1].overlap, SPEC_OVERLAP_SKIP);
+	assert_int_equal(spec->events[1].n_events, 2);
+	assert_non_null(spec->events[1].reset);
+	assert_int_equal(spec->on_finish[0].status, SPEC_FINISH_ANY);
+	/* Defaults are written out in the normalized document. */
+	assert_string_equal(json_string_value(json_object_get(s0, "dst_missing")), "shift");
+	assert_string_equal(json_string_value(json_object_get(s0, "dst_repeated")), "once");
+	assert_string_equal(json_string_value(json_object_get(s0, "overlap")), "allow_all");
+	assert_int_equal(json_integer_value(json_object_get(s0, "jitter_s")), 0);
+	/* Two schedules of one spec have different identities. */
+	assert_string_not_equal(spec->schedules[0].key, spec->schedules[1].key);
+	spec_free(spec);
+}
+
+static void trigger_rejections_name_the_field(void **state)
+{
+	struct flowd_limits lim;
+
+	parse_fail(TRIG("[]"), "invalid_type", "triggers");
+	parse_fail(TRIG("{\"schedules\":{}}"), "invalid_type", "triggers.schedules");
+	parse_fail(TRIG("{\"schedules\":[{}]}"), "missing_field",
+		   "triggers.schedules[0].cron");
+	parse_fail(TRIG("{\"schedules\":[{\"cron\":\"0 0 30 2 *\"}]}"),
+		   "invalid_value", "triggers.schedules[0].cron");
+	parse_fail(TRIG("{\"schedules\":[{\"cron\":\"* * * * *\","
+			"\"timezone\":\"../etc\"}]}"),
+		   "invalid_value", "triggers.schedules[0].timezone");
+	parse_fail(TRIG("{\"schedules\":[{\"cron\":\"* * * * *\","
+			"\"catchup_window_s\":-1}]}"),
+		   "invalid_value", "triggers.schedules[0].catchup_window_s");
+	parse_fail(TRIG("{\"schedules\":[{\"cron\":\"* * * * *\","
+			"\"parameters\":{\"region\":1}}]}"),
+		   "invalid_type", "triggers.schedules[0].parameters.region");
+	parse_fail(TRIG("{\"events\":[{\"event\":\"x\",\"filter\":[]}]}"),
+		   "invalid_type", "triggers.events[0].filter");
+	parse_fail(TRIG("{\"events\":[{\"event\":\"x\",\"filter\":{\"a..b\":1}}]}"),
+		   "invalid_value", "triggers.events[0].filter");
+	parse_fail(TRIG("{\"events\":[{\"all\":[{\"event\":\"a\"}],\"window_s\":5}]}"),
+		   "invalid_value", "triggers.events[0].all");
+	parse_fail(TRIG("{\"events\":[{\"all\":[{\"event\":\"a\"},{\"event\":\"a\"}],"
+			"\"window_s\":5}]}"),
+		   "duplicate", "triggers.events[0].all[1].event");
+	parse_fail(TRIG("{\"events\":[{\"all\":[{\"event\":\"a\"},{\"event\":\"b\"}],"
+			"\"window_s\":5,\"parameters\":{\"region\":\"c.payload.x\"}}]}"),
+		   "invalid_value", "triggers.events[0].parameters.region");
+	parse_fail(TRIG("{\"on_finish\":[{\"flow\":\"a b\"}]}"), "invalid_value",
+		   "triggers.on_finish[0].flow");
+	parse_fail("{\"steps\":[{\"name\":\"a\",\"command\":[\"true\"]}],"
+		   "\"max_active_runs\":-2}",
+		   "invalid_value", "max_active_runs");
+	flowd_limits_defaults(&lim);
+	lim.max_triggers_per_flow = 2;
+	parse_fail_lim(TRIG("{\"schedules\":[{\"cron\":\"@daily\"}],"
+			    "\"on_finish\":[{\"flow\":\"a\"},{\"flow\":\"b\"}]}"),
+		       &lim, 400, "invalid_value", "triggers.on_finish");
+}
+
+static void payload_paths(void **state)
+{
+	json_t *root = json_loads("{\"payload\":{\"a\":{\"b\":[1]},\"c\":null}}", 0, NULL);
+
+	assert_true(json_is_array(spec_path_get(root, "payload.a.b")));
+	assert_true(json_is_null(spec_path_get(root, "payload.c")));
+	assert_null(spec_path_get(root, "payload.x"));
+	assert_null(spec_path_get(root, "payload.a.b.c"));
+	assert_null(spec_path_get(root, "payload."));
+	assert_null(spec_path_get(root, ""));
+	json_decref(root);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -769,7 +867,11 @@ int main(void)
 		cmocka_unit_test(params_resolve_rejections),
 		cmocka_unit_test(params_resolve_without_params),
 		cmocka_unit_test(env_value_formatting),
+		cmocka_unit_test(triggers_parse_with_defaults),
+		cmocka_unit_test(trigger_rejections_name_the_field),
+		cmocka_unit_test(payload_paths),
 	};
 
+	tz_set_loader(tzdata_load);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
