@@ -110,6 +110,10 @@ void service_fail_all(struct flowd *d, int status, const char *code,
 int scheduler_new(struct flowd *d);
 void scheduler_close(struct flowd *d);
 void scheduler_hook_changed(void *arg, struct fsm_flow *fl);
+/* {"schedules", "ticks_fired", "fire_lag_ms": {samples, p50, p99, max}}:
+ * the ticks this node fired as leader, commit minus nominal time, over the
+ * last 65,536 (GET /v1/cluster "scheduler"). */
+json_t *scheduler_stats_json(struct flowd *d);
 /* Recompute every schedule (after a restore, on becoming leader). */
 void scheduler_rebuild(struct flowd *d);
 /* The next `count` fire times of schedule i of fl after now_s (or after

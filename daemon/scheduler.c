@@ -56,8 +56,14 @@ struct sched_flow {
 	struct sched_flow *dirty_next;
 };
 
+#define LAG_SAMPLES 65536
+
 struct scheduler {
 	struct flowd *d;
+	/* Fire lag of the ticks this node committed as leader: commit time
+	 * minus nominal time, the last LAG_SAMPLES of them (GET /v1/cluster). */
+	uint32_t lag[LAG_SAMPLES];
+	uint64_t n_lag;
 	struct map flows;       /* name -> struct sched_flow* */
 	struct sched_entry **heap;
 	size_t n_heap, cap_heap;
@@ -71,6 +77,7 @@ struct fire_ctx {
 	struct scheduler *s;
 	char **flows;           /* names (owned) */
 	unsigned *index;
+	int64_t *nominal;       /* the tick that fires, 0 when none does */
 	size_t n;
 };
 
@@ -387,6 +394,7 @@ static void fire_ctx_free(struct fire_ctx *fc)
 		free(fc->flows[i]);
 	free(fc->flows);
 	free(fc->index);
+	free(fc->nominal);
 	free(fc);
 }
 
@@ -399,6 +407,11 @@ static void fire_done_cb(void *arg, int status, uint64_t index, void *result)
 	if (!s->closing) {
 		for (size_t i = 0; i < fc->n; i++) {
 			struct sched_flow *sf = map_get(&s->flows, fc->flows[i]);
+			int64_t lag = now - fc->nominal[i] * 1000;
+
+			if (status == CONSENSUS_OK && fc->nominal[i] > 0 && lag >= 0)
+				s->lag[s->n_lag++ % LAG_SAMPLES] =
+					lag > UINT32_MAX ? UINT32_MAX : (uint32_t)lag;
 
 			if (sf == NULL || fc->index[i] >= sf->n)
 				continue;
@@ -446,7 +459,8 @@ static struct fire_ctx *fire_ctx_new(struct scheduler *s, size_t cap)
 	struct fire_ctx *fc = calloc(1, sizeof *fc);
 
 	if (fc == NULL || (fc->flows = calloc(cap, sizeof *fc->flows)) == NULL ||
-	    (fc->index = calloc(cap, sizeof *fc->index)) == NULL)
+	    (fc->index = calloc(cap, sizeof *fc->index)) == NULL ||
+	    (fc->nominal = calloc(cap, sizeof *fc->nominal)) == NULL)
 		abort();
 	fc->s = s;
 	return fc;
@@ -475,6 +489,14 @@ static void tick(struct scheduler *s)
 		}
 		decide(s, e, now_ms, items);
 		e->inflight = true;
+		{
+			json_t *last = json_array_get(items, json_array_size(items) - 1);
+
+			fc->nominal[fc->n] =
+				json_is_true(json_object_get(last, "fire"))
+					? json_integer_value(json_object_get(last, "nominal"))
+					: 0;
+		}
 		fc->flows[fc->n] = strdup(e->sf->name);
 		fc->index[fc->n] = e->index;
 		if (fc->flows[fc->n] == NULL)
@@ -566,6 +588,42 @@ void scheduler_rebuild(struct flowd *d)
 		for (struct map_entry *e = s->flows.buckets[b]; e; e = e->next)
 			mark_dirty(s, e->value);
 	uv_timer_start(&s->timer, timer_cb, 0, 0);
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+json_t *scheduler_stats_json(struct flowd *d)
+{
+	struct scheduler *s = d->sched;
+	size_t n;
+	uint32_t *v;
+	json_t *out;
+
+	if (s == NULL)
+		return json_null();
+	n = s->n_lag < LAG_SAMPLES ? (size_t)s->n_lag : LAG_SAMPLES;
+	out = json_pack("{s:I, s:I}", "schedules", (json_int_t)s->n_heap,
+			"ticks_fired", (json_int_t)s->n_lag);
+	if (n == 0)
+		return out;
+	v = malloc(n * sizeof *v);
+	if (v == NULL)
+		return out;
+	memcpy(v, s->lag, n * sizeof *v);
+	qsort(v, n, sizeof *v, u32_cmp);
+	json_object_set_new(out, "fire_lag_ms",
+			    json_pack("{s:I, s:I, s:I, s:I}", "samples",
+				      (json_int_t)n, "p50",
+				      (json_int_t)v[(n - 1) / 2], "p99",
+				      (json_int_t)v[(n * 99 + 99) / 100 - 1],
+				      "max", (json_int_t)v[n - 1]));
+	free(v);
+	return out;
 }
 
 /* Next fire times of schedule i of fl, for GET .../schedule. */

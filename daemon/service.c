@@ -747,7 +747,7 @@ static void do_cluster(struct flowd *d, struct api_request *req)
 	members = members_json(d);
 	reply_json(
 		req, 200,
-		json_pack("{s:I, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:b, s:o}",
+		json_pack("{s:I, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o}",
 			  "node_id", (json_int_t)d->cfg->node_id, "role",
 			  role_name(d->role), "leader", jl, "term",
 			  (json_int_t)consensus_term(d->raft), "commit_index",
@@ -758,7 +758,7 @@ static void do_cluster(struct flowd *d, struct api_request *req)
 			  (json_int_t)(d->applier ? storage_applier_backlog(d->applier) : 0),
 			  "db_connected",
 			  d->applier != NULL && storage_applier_connected(d->applier),
-			  "members", members));
+			  "members", members, "scheduler", scheduler_stats_json(d)));
 }
 
 static void do_readyz(struct flowd *d, struct api_request *req)

@@ -26,6 +26,7 @@ FLOWD_BIN=${FLOWD_BIN:-$ROOT/$BUILD/flowd}
 DEMO_DIR=$ROOT/$BUILD/demo
 PG_DIR=$DEMO_DIR/pg
 FLOW_FILE=$ROOT/deploy/examples/hello.json
+TICKER_FILE=$ROOT/deploy/examples/ticker.json
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 
@@ -182,6 +183,19 @@ done
 echo
 echo "run $RUN_ID succeeded:"
 printf '%s\n' "$RUN" | python3 -m json.tool
+
+say "deploying $TICKER_FILE as flow 'ticker' (a schedule every 5 s)"
+curl -fsS -X PUT -H "$AUTH" -H "$JSON" --data-binary "@$TICKER_FILE" "$API1/v1/flows/ticker" >/dev/null
+deadline=$((SECONDS + RUN_TIMEOUT))
+while :; do
+	FIRED=$(curl -fsS -H "$AUTH" "$API1/v1/flows/ticker/schedule?consistent=true" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["schedules"][0]["counters"]["fired"])')
+	[ "$FIRED" -ge 1 ] && break
+	[ $SECONDS -lt $deadline ] || die "the ticker schedule did not fire within ${RUN_TIMEOUT}s"
+	sleep 0.2
+done
+say "the schedule fired:"
+curl -fsS -H "$AUTH" "$API1/v1/flows/ticker/schedule" | python3 -m json.tool
 cat <<EOF
 
 flowd is running: $NODES node(s), API $API1, PostgreSQL at "$CONNINFO".
@@ -197,6 +211,10 @@ Try:
   curl -s -H "Authorization: Bearer \$TOKEN" '$API1/v1/runs?limit=5'
   curl -s -H "Authorization: Bearer \$TOKEN" $API1/v1/runs/$RUN_ID
   curl -s -H "Authorization: Bearer \$TOKEN" $API1/v1/runs/$RUN_ID/steps/greet/logs
+  curl -s -H "Authorization: Bearer \$TOKEN" $API1/v1/flows/ticker/schedule
+  curl -s -H "Authorization: Bearer \$TOKEN" "$API1/v1/cron/preview?expr=30+2+*+*+*&tz=Europe/Berlin"
+  curl -s -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+       -d '{"name": "data_ready", "id": "load-1", "payload": {"table": "sales"}}' $API1/v1/events
   psql "$CONNINFO" -c 'SELECT id, flow, status FROM runs'
 Logs: $DEMO_DIR/node*/flowd.log
 EOF
