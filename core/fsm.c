@@ -648,9 +648,9 @@ static json_t *flow_record(const struct fsm_flow *fl)
 static json_t *flow_version_record(const struct fsm_flow *fl,
 				   const struct fsm_flow_version *v)
 {
-	return json_pack("{s:s, s:s, s:i, s:O, s:I}", "t", "flow_version",
+	return json_pack("{s:s, s:s, s:i, s:o, s:I}", "t", "flow_version",
 			 "flow", fl->name, "version", (int)v->version, "spec",
-			 v->spec->doc, "created_at", (json_int_t)v->created_ms);
+			 spec_doc(v->spec), "created_at", (json_int_t)v->created_ms);
 }
 
 static void run_rows(json_t *out, struct fsm_run *r);
@@ -748,6 +748,7 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 		f->result.err = err;
 		return;
 	}
+	spec_drop_doc(spec); /* every version is kept: keep its text only */
 	fl = map_get(&f->flows, name);
 	if (fl == NULL) {
 		fl = calloc(1, sizeof *fl);
@@ -760,7 +761,8 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 	f->result.flow = fl;
 	old = fl->current ? fl->versions[fl->current - 1].spec : NULL;
 	if (fl->n_versions > 0 &&
-	    json_equal(fl->versions[fl->n_versions - 1].spec->doc, spec->doc)) {
+	    strcmp(fl->versions[fl->n_versions - 1].spec->doc_text,
+		   spec->doc_text) == 0) {
 		was_current = fl->current != 0;
 
 		spec_free(spec);
@@ -1640,7 +1642,7 @@ json_t *fsm_flow_json(const struct fsm_flow *fl, bool with_spec)
 			      fsm_time_json(fl->updated_ms));
 
 	if (with_spec)
-		json_object_set(j, "spec", spec->doc);
+		json_object_set_new(j, "spec", spec_doc(spec));
 	return j;
 }
 
@@ -1650,11 +1652,11 @@ json_t *fsm_flow_versions_json(const struct fsm_flow *fl)
 
 	for (unsigned i = 0; i < fl->n_versions; i++)
 		json_array_append_new(
-			arr, json_pack("{s:i, s:o, s:O}", "version",
+			arr, json_pack("{s:i, s:o, s:o}", "version",
 				       (int)fl->versions[i].version,
 				       "created_at",
 				       fsm_time_json(fl->versions[i].created_ms),
-				       "spec", fl->versions[i].spec->doc));
+				       "spec", spec_doc(fl->versions[i].spec)));
 	return json_pack("{s:s, s:o}", "flow", fl->name, "versions", arr);
 }
 
@@ -1878,9 +1880,9 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 		json_t *vers = json_array();
 		for (unsigned k = 0; k < fl->n_versions; k++)
 			json_array_append_new(
-				vers, json_pack("{s:I, s:O}", "t",
+				vers, json_pack("{s:I, s:s}", "t",
 						(json_int_t)fl->versions[k].created_ms,
-						"spec", fl->versions[k].spec->doc));
+						"text", fl->versions[k].spec->doc_text));
 		json_array_append_new(
 			flows, json_pack("{s:s, s:i, s:I, s:I, s:o, s:o}", "name",
 					 fl->name, "current", (int)fl->current,
@@ -1982,9 +1984,16 @@ static int restore_flows(struct fsm *f, json_t *flows)
 		{
 			struct flowd_error err;
 			struct fsm_flow_version *v = &fl->versions[k];
-			if (spec_parse(json_object_get(jv, "spec"), &f->limits,
-				       &v->spec, &err) != 0)
+			const char *text = json_string_value(json_object_get(jv, "text"));
+			/* "text" since triggers; "spec", an object, before */
+			json_t *doc = text ? json_loads(text, 0, NULL)
+					   : json_incref(json_object_get(jv, "spec"));
+			int rc = spec_parse(doc, &f->limits, &v->spec, &err);
+
+			json_decref(doc);
+			if (rc != 0)
 				return -1;
+			spec_drop_doc(v->spec);
 			v->version = (unsigned)k + 1;
 			v->created_ms = json_integer_value(json_object_get(jv, "t"));
 			fl->n_versions++;

@@ -352,7 +352,21 @@ void spec_free(struct flow_spec *spec)
 	free(spec->steps);
 	triggers_free(spec);
 	json_decref(spec->doc);
+	free(spec->doc_text);
 	free(spec);
+}
+
+void spec_drop_doc(struct flow_spec *spec)
+{
+	json_decref(spec->doc);
+	spec->doc = NULL;
+}
+
+json_t *spec_doc(const struct flow_spec *spec)
+{
+	if (spec->doc != NULL)
+		return json_incref(spec->doc);
+	return json_loads(spec->doc_text, 0, NULL);
 }
 
 /* ----------------------------------------------------------- parameters */
@@ -1638,6 +1652,11 @@ int spec_parse(const json_t *doc, const struct flowd_limits *lim,
 	    resolve_deps(&c, json_object_get(doc, "steps"), spec) < 0 ||
 	    check_acyclic(&c, spec) < 0 || parse_triggers(&c, doc, spec) < 0)
 		goto fail_spec;
+	spec->doc_text = json_dumps(spec->doc, JSON_COMPACT | JSON_SORT_KEYS);
+	if (spec->doc_text == NULL) {
+		oom(err);
+		goto fail_spec;
+	}
 
 	*out = spec;
 	return 0;
