@@ -798,7 +798,7 @@ static int set_defaults(struct load *ld)
 	cfg->api_connection_timeout_s = 60;
 	cfg->kill_grace_ms = 5000;
 	cfg->late_after_ms = 2000;
-	cfg->fire_batch_max = 2000;
+	cfg->fire_batch_max = 250;
 	cfg->log_level = FLOWD_LOG_INFO;
 	flowd_limits_defaults(&cfg->limits);
 	if (!cfg->data_dir || !cfg->conninfo || !cfg->admin_tokens ||

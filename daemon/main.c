@@ -394,6 +394,14 @@ int main(int argc, char **argv)
 		peers[i].id = cfg.peers[i].id;
 		peers[i].address = cfg.peers[i].raft_address;
 	}
+	/* The snapshot threshold is staggered by node id (+1/8 of it per id,
+	 * modulo 8): nodes that apply the same entries would otherwise all
+	 * stop their loops for a snapshot at the same index, and a commit
+	 * needs two of them. The trailing log follows it (dqlite's rule:
+	 * trailing >= threshold). */
+	unsigned snapshot_threshold =
+		cfg.snapshot_threshold +
+		(unsigned)(cfg.node_id % 8) * (cfg.snapshot_threshold / 8);
 	struct consensus_config ccfg = {
 		.id = cfg.node_id,
 		.address = cfg.raft_address,
@@ -402,13 +410,10 @@ int main(int argc, char **argv)
 		.n_peers = cfg.n_peers,
 		.heartbeat_ms = cfg.heartbeat_ms,
 		.election_ms = cfg.election_ms,
-		/* Staggered by node id (+1/8 of it per id, modulo 8): nodes that
-		 * apply the same entries would otherwise all stop their loops
-		 * for a snapshot at the same index, and a commit needs two. */
-		.snapshot_threshold = cfg.snapshot_threshold +
-				      (unsigned)(cfg.node_id % 8) *
-					      (cfg.snapshot_threshold / 8),
-		.snapshot_trailing = cfg.snapshot_trailing,
+		.snapshot_threshold = snapshot_threshold,
+		.snapshot_trailing = cfg.snapshot_trailing > snapshot_threshold
+					     ? cfg.snapshot_trailing
+					     : snapshot_threshold,
 		.pre_vote = cfg.pre_vote,
 	};
 	struct consensus_fsm cfsm = {.arg = &d,

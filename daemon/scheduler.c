@@ -69,6 +69,7 @@ struct scheduler {
 	size_t n_heap, cap_heap;
 	struct sched_flow *dirty_head;
 	uv_timer_t timer;
+	unsigned proposals;     /* fire commands in flight */
 	bool closing;
 };
 
@@ -82,6 +83,11 @@ struct fire_ctx {
 };
 
 #define NO_POS SIZE_MAX
+/* Fire commands in flight at once. With fire_batch_max items each, this
+ * bounds the runs one apply pass creates, so that a burst of due ticks
+ * (10,000 in one second) cannot hold a loop past the election timeout:
+ * unpaced, 10,000 runs applied in one pass cost a leadership change. */
+#define PROPOSALS_MAX 2
 #define RETRY_MS 200
 #define MAX_SLEEP_MS 1000
 #define COUNT_CAP 1000000
@@ -404,6 +410,7 @@ static void fire_done_cb(void *arg, int status, uint64_t index, void *result)
 	struct scheduler *s = fc->s;
 	int64_t now = flowd_now_ms();
 
+	s->proposals--;
 	if (!s->closing) {
 		for (size_t i = 0; i < fc->n; i++) {
 			struct sched_flow *sf = map_get(&s->flows, fc->flows[i]);
@@ -434,11 +441,13 @@ static void propose_batch(struct scheduler *s, json_t *items,
 	char *buf;
 	size_t len;
 
+	s->proposals++;
 	if (fsm_cmd_fire(flowd_now_ms(), items,
 			 s->d->cfg->limits.max_buffered_runs, &buf, &len) != 0 ||
 	    consensus_propose(s->d->raft, buf, len,
 			      s->d->cfg->apply_timeout_ms, fire_done_cb,
 			      fc) != CONSENSUS_OK) {
+		s->proposals--;
 		/* fire_done_cb never runs: release the marks here */
 		for (size_t i = 0; i < fc->n; i++) {
 			struct sched_flow *sf = map_get(&s->flows, fc->flows[i]);
@@ -477,7 +486,8 @@ static void tick(struct scheduler *s)
 	refresh_dirty(s);
 	if (d->role != CONSENSUS_LEADER || d->stopping)
 		return;
-	while (s->n_heap > 0 && s->heap[0]->due_ms <= now_ms) {
+	while (s->n_heap > 0 && s->heap[0]->due_ms <= now_ms &&
+	       s->proposals < PROPOSALS_MAX) {
 		struct sched_entry *e = s->heap[0];
 
 		heap_remove(s, e);
@@ -532,7 +542,8 @@ static void rearm(struct scheduler *s)
 		return;
 	if (s->dirty_head != NULL) {
 		delay = 0;
-	} else if (s->d->role == CONSENSUS_LEADER && s->n_heap > 0) {
+	} else if (s->d->role == CONSENSUS_LEADER && s->n_heap > 0 &&
+		   s->proposals < PROPOSALS_MAX) {
 		delay = s->heap[0]->due_ms - flowd_now_ms();
 		if (delay < 0)
 			delay = 0;
