@@ -17,7 +17,7 @@ one private PostgreSQL) and measures:
             measurement: RSS per node before and after, and idle CPU per node
             over IDLE_S seconds
 
-Environment: REPEAT=3 ONE_S=30 BURST_FLOWS=1000 EVENTS=200 IDLE_FLOWS=10000
+Environment: FLOWD_ARGS (extra flowd arguments, e.g. --executor.step_nice=10) REPEAT=3 ONE_S=30 BURST_FLOWS=1000 EVENTS=200 IDLE_FLOWS=10000
 IDLE_S=10 PHASES=one,burst,events,idle BUILD=build FLOWD_BIN=$BUILD/flowd LOADGEN=$BUILD/loadgen; ports from
 API_PORT=8890 RAFT_PORT=8893 PG_PORT=8896 (busy ones are replaced).
 Prints a table; medians over REPEAT rounds. Standard library only.
@@ -136,7 +136,9 @@ class Cluster:
                         "max_body_bytes = 4m\n"
                         % (i + 1, self.raft[i], self.api[i], d, peers, pg_port, self.db, TOKEN))
             log = open(os.path.join(self.dir, "node%d.log" % (i + 1)), "ab")
-            self.procs.append(subprocess.Popen([FLOWD, "--config", conf], stdout=log,
+            self.procs.append(subprocess.Popen([FLOWD, "--config", conf] +
+                                               os.environ.get("FLOWD_ARGS", "").split(),
+                                               stdout=log,
                                                stderr=subprocess.STDOUT))
         self.leader_port()
 

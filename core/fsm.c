@@ -82,10 +82,6 @@ static json_t *jstr_or_null(const char *s)
 	return s != NULL ? json_string(s) : json_null();
 }
 
-static json_t *jms_or_null(int64_t ms)
-{
-	return ms != 0 ? json_integer(ms) : json_null();
-}
 
 json_t *fsm_time_json(int64_t ms)
 {
@@ -267,6 +263,8 @@ void fsm_close(struct fsm *f)
 	f->cap_dirty = 0;
 	json_decref(f->pending);
 	f->pending = NULL;
+	free(f->rows.p);
+	memset(&f->rows, 0, sizeof f->rows);
 	json_decref(f->result.body);
 	f->result.body = NULL;
 }
@@ -593,48 +591,6 @@ static void step_failed(struct apply_ctx *c, struct fsm_step *s,
  * Records (PostgreSQL row images)
  */
 
-static json_t *run_record(const struct fsm_run *r)
-{
-	return json_pack("{s:s, s:s, s:s, s:i, s:O, s:s, s:o, s:I, s:o, s:o, s:o, s:O?}",
-			 "t", "run", "id", r->id, "flow", r->flow->name,
-			 "version", (int)r->version, "parameters", r->params,
-			 "status", run_status_names[r->status],
-			 "idempotency_key", jstr_or_null(r->idempotency_key),
-			 "created_at", (json_int_t)r->created_ms, "started_at",
-			 jms_or_null(r->started_ms), "finished_at",
-			 jms_or_null(r->finished_ms), "reason",
-			 jstr_or_null(r->reason), "trigger", r->trigger);
-}
-
-static json_t *step_record(const struct fsm_run *r, const struct fsm_step *s)
-{
-	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:o, s:o}", "t", "step",
-			 "run_id", r->id, "step", r->spec->steps[s->index].name,
-			 "status", step_status_names[s->status], "attempts",
-			 (int)s->n_attempts, "started_at",
-			 jms_or_null(s->started_ms), "finished_at",
-			 jms_or_null(s->finished_ms));
-}
-
-static json_t *attempt_record(const struct fsm_run *r,
-			      const struct fsm_step *s,
-			      const struct fsm_attempt *a)
-{
-	return json_pack(
-		"{s:s, s:s, s:s, s:i, s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "t",
-		"attempt", "run_id", r->id, "step",
-		r->spec->steps[s->index].name, "attempt", (int)a->n, "node",
-		(json_int_t)a->node, "status", attempt_status_names[a->status],
-		"started_at", jms_or_null(a->started_ms), "finished_at",
-		jms_or_null(a->finished_ms), "exit_code",
-		a->status == FSM_ATTEMPT_RUNNING || a->exit_code < 0
-			? json_null()
-			: json_integer(a->exit_code),
-		"signal",
-		a->term_signal ? json_integer(a->term_signal) : json_null(),
-		"reason", jstr_or_null(a->reason));
-}
-
 static json_t *flow_record(const struct fsm_flow *fl)
 {
 	return json_pack("{s:s, s:s, s:o, s:b, s:I}", "t", "flow", "flow",
@@ -653,7 +609,210 @@ static json_t *flow_version_record(const struct fsm_flow *fl,
 			 spec_doc(v->spec), "created_at", (json_int_t)v->created_ms);
 }
 
-static void run_rows(json_t *out, struct fsm_run *r);
+static int tb_put(struct fsm_text *b, const char *s, size_t n)
+{
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		char *q;
+		while (b->n + n + 1 > cap)
+			cap *= 2;
+		q = realloc(b->p, cap);
+		if (q == NULL)
+			return -1;
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = '\0';
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Row images of runs, steps and attempts, written as JSON text. The same
+ * fields as the PostgreSQL record formats (storage.h); apply must not fail,
+ * so out of memory aborts.
+ */
+
+void fsm__rows_put(struct fsm_text *b, const char *s, size_t n)
+{
+	if (tb_put(b, s, n) != 0)
+		abort();
+}
+
+#define rows_put fsm__rows_put
+#define rows_str fsm__rows_str
+#define rows_int fsm__rows_int
+#define rows_ms fsm__rows_ms
+#define rows_json fsm__rows_json
+
+void fsm__rows_str(struct fsm_text *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	char *o;
+
+	if (s == NULL) {
+		ROWS_LIT(b, "null");
+		return;
+	}
+	/* room for the worst case: every byte as \u00XX, and the quotes */
+	if (b->cap - b->n < strlen(s) * 6 + 3) {
+		size_t need = b->n + strlen(s) * 6 + 3;
+		size_t cap = b->cap ? b->cap : 4096;
+		char *q;
+
+		while (cap < need)
+			cap *= 2;
+		if ((q = realloc(b->p, cap)) == NULL)
+			abort();
+		b->p = q;
+		b->cap = cap;
+	}
+	o = b->p + b->n;
+	*o++ = '"';
+	for (; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\') {
+			*o++ = '\\';
+			*o++ = (char)*p;
+		} else if (*p < 0x20) {
+			*o++ = '\\';
+			*o++ = 'u';
+			*o++ = '0';
+			*o++ = '0';
+			*o++ = hex[*p >> 4];
+			*o++ = hex[*p & 15];
+		} else {
+			*o++ = (char)*p;
+		}
+	}
+	*o++ = '"';
+	*o = '\0';
+	b->n = (size_t)(o - b->p);
+}
+
+void fsm__rows_int(struct fsm_text *b, int64_t v)
+{
+	char buf[24], *e = buf + sizeof buf, *p = e;
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--p = '-';
+	rows_put(b, p, (size_t)(e - p));
+}
+
+void fsm__rows_ms(struct fsm_text *b, int64_t ms)
+{
+	if (ms == 0)
+		ROWS_LIT(b, "null");
+	else
+		rows_int(b, ms);
+}
+
+void fsm__rows_json(struct fsm_text *b, const json_t *v)
+{
+	char *t;
+
+	if (v == NULL) {
+		ROWS_LIT(b, "null");
+		return;
+	}
+	t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (t == NULL)
+		abort();
+	rows_put(b, t, strlen(t));
+	free(t);
+}
+
+/* The rows of one run (the run, and its changed steps and attempts), with
+ * their dirty flags cleared. */
+static void run_rows(struct fsm *f, struct fsm_run *r)
+{
+	struct fsm_text *b = &f->rows;
+
+	ROWS_BEGIN(b, "{\"t\":\"run\",\"id\":");
+	rows_str(b, r->id);
+	ROWS_LIT(b, ",\"flow\":");
+	rows_str(b, r->flow->name);
+	ROWS_LIT(b, ",\"version\":");
+	rows_int(b, r->version);
+	ROWS_LIT(b, ",\"parameters\":");
+	rows_json(b, r->params);
+	ROWS_LIT(b, ",\"status\":");
+	rows_str(b, run_status_names[r->status]);
+	ROWS_LIT(b, ",\"idempotency_key\":");
+	rows_str(b, r->idempotency_key);
+	ROWS_LIT(b, ",\"created_at\":");
+	rows_int(b, r->created_ms);
+	ROWS_LIT(b, ",\"started_at\":");
+	rows_ms(b, r->started_ms);
+	ROWS_LIT(b, ",\"finished_at\":");
+	rows_ms(b, r->finished_ms);
+	ROWS_LIT(b, ",\"reason\":");
+	rows_str(b, r->reason);
+	ROWS_LIT(b, ",\"trigger\":");
+	rows_json(b, r->trigger);
+	ROWS_LIT(b, "}");
+	for (size_t k = 0; k < r->spec->n_steps; k++) {
+		struct fsm_step *s = &r->steps[k];
+		const char *name = r->spec->steps[s->index].name;
+
+		if (!s->dirty)
+			continue;
+		s->dirty = false;
+		ROWS_LIT(b, ",{\"t\":\"step\",\"run_id\":");
+		rows_str(b, r->id);
+		ROWS_LIT(b, ",\"step\":");
+		rows_str(b, name);
+		ROWS_LIT(b, ",\"status\":");
+		rows_str(b, step_status_names[s->status]);
+		ROWS_LIT(b, ",\"attempts\":");
+		rows_int(b, s->n_attempts);
+		ROWS_LIT(b, ",\"started_at\":");
+		rows_ms(b, s->started_ms);
+		ROWS_LIT(b, ",\"finished_at\":");
+		rows_ms(b, s->finished_ms);
+		ROWS_LIT(b, "}");
+		for (unsigned n = 0; n < s->n_attempts; n++) {
+			struct fsm_attempt *a = &s->attempts[n];
+
+			if (!a->dirty)
+				continue;
+			a->dirty = false;
+			ROWS_LIT(b, ",{\"t\":\"attempt\",\"run_id\":");
+			rows_str(b, r->id);
+			ROWS_LIT(b, ",\"step\":");
+			rows_str(b, name);
+			ROWS_LIT(b, ",\"attempt\":");
+			rows_int(b, a->n);
+			ROWS_LIT(b, ",\"node\":");
+			rows_int(b, (int64_t)a->node);
+			ROWS_LIT(b, ",\"status\":");
+			rows_str(b, attempt_status_names[a->status]);
+			ROWS_LIT(b, ",\"started_at\":");
+			rows_ms(b, a->started_ms);
+			ROWS_LIT(b, ",\"finished_at\":");
+			rows_ms(b, a->finished_ms);
+			ROWS_LIT(b, ",\"exit_code\":");
+			if (a->status == FSM_ATTEMPT_RUNNING || a->exit_code < 0)
+				ROWS_LIT(b, "null");
+			else
+				rows_int(b, a->exit_code);
+			ROWS_LIT(b, ",\"signal\":");
+			if (a->term_signal)
+				rows_int(b, a->term_signal);
+			else
+				ROWS_LIT(b, "null");
+			ROWS_LIT(b, ",\"reason\":");
+			rows_str(b, a->reason);
+			ROWS_LIT(b, "}");
+		}
+	}
+	r->dirty = false;
+}
 
 void fsm_mark_all_dirty(struct fsm *f)
 {
@@ -685,23 +844,37 @@ void fsm_mark_all_dirty(struct fsm *f)
 
 char *fsm_take_records(struct fsm *f, uint64_t *index)
 {
-	json_t *out = f->pending;
-	char *text;
+	struct fsm_text out = {0};
+	size_t n_pending = json_array_size(f->pending);
 
 	for (size_t i = 0; i < f->n_dirty; i++) {
 		if (f->dirty[i] != NULL) /* NULL: evicted, rows taken then */
-			run_rows(out, f->dirty[i]);
+			run_rows(f, f->dirty[i]);
 	}
 	f->n_dirty = 0;
 	f->pending_history = false;
-	if (json_array_size(out) == 0)
+	if (n_pending == 0 && f->rows.n == 0)
 		return NULL;
-	text = json_dumps(out, JSON_COMPACT);
-	if (text == NULL)
-		abort();
-	json_array_clear(out);
+	/* [pending records..., rows...] */
+	if (n_pending > 0) {
+		char *head = json_dumps(f->pending, JSON_COMPACT);
+
+		if (head == NULL)
+			abort();
+		rows_put(&out, head, strlen(head) - 1); /* without its ']' */
+		free(head);
+		json_array_clear(f->pending);
+		if (f->rows.n > 0)
+			ROWS_LIT(&out, ",");
+	} else {
+		ROWS_LIT(&out, "[");
+	}
+	if (f->rows.n > 0)
+		rows_put(&out, f->rows.p, f->rows.n);
+	ROWS_LIT(&out, "]");
+	f->rows.n = 0;
 	*index = f->applied_index;
-	return text;
+	return out.p;
 }
 
 /* ------------------------------------------------------------------------
@@ -1280,27 +1453,6 @@ static void apply_wake(struct apply_ctx *c)
 	place_ready(c);
 }
 
-/* The rows of one run, appended to `out`; dirty flags cleared. */
-static void run_rows(json_t *out, struct fsm_run *r)
-{
-	json_array_append_new(out, run_record(r));
-	for (size_t k = 0; k < r->spec->n_steps; k++) {
-		struct fsm_step *s = &r->steps[k];
-		if (!s->dirty)
-			continue;
-		s->dirty = false;
-		json_array_append_new(out, step_record(r, s));
-		for (unsigned n = 0; n < s->n_attempts; n++) {
-			struct fsm_attempt *a = &s->attempts[n];
-			if (!a->dirty)
-				continue;
-			a->dirty = false;
-			json_array_append_new(out, attempt_record(r, s, a));
-		}
-	}
-	r->dirty = false;
-}
-
 /* Drop a settled run from memory (PostgreSQL is its home from now on). Its
  * last rows go out first, and the next snapshot waits until PostgreSQL has
  * them (pending_history), since a restore could not rebuild them. */
@@ -1310,7 +1462,7 @@ static void evict(struct fsm *f, struct fsm_run *r)
 		for (size_t i = 0; i < f->n_dirty; i++)
 			if (f->dirty[i] == r)
 				f->dirty[i] = NULL;
-		run_rows(f->pending, r);
+		run_rows(f, r);
 	}
 	f->pending_history = true;
 	if (f->result.run == r) {
@@ -1366,6 +1518,51 @@ static void settle(struct apply_ctx *c)
 	}
 }
 
+/* Dispatch one command by its op. */
+static void apply_one(struct apply_ctx *c, json_t *cmd)
+{
+	struct fsm *f = c->f;
+	const char *op = json_string_value(json_object_get(cmd, "op"));
+	uint64_t index = c->index;
+
+	if (op == NULL)
+		op = "";
+	if (strcmp(op, "deploy") == 0)
+		apply_deploy(c, cmd);
+	else if (strcmp(op, "undeploy") == 0)
+		apply_undeploy(c, cmd);
+	else if (strcmp(op, "run_create") == 0)
+		apply_run_create(c, cmd);
+	else if (strcmp(op, "run_cancel") == 0)
+		apply_run_cancel(c, cmd);
+	else if (strcmp(op, "task_finish") == 0)
+		apply_task_finish(c, cmd);
+	else if (strcmp(op, "node_up") == 0)
+		apply_node_up(c, cmd);
+	else if (strcmp(op, "node_alive") == 0)
+		apply_node_liveness(c, cmd, true);
+	else if (strcmp(op, "node_down") == 0)
+		apply_node_liveness(c, cmd, false);
+	else if (strcmp(op, "node_remove") == 0)
+		apply_node_membership(c, cmd, false);
+	else if (strcmp(op, "node_admit") == 0)
+		apply_node_membership(c, cmd, true);
+	else if (strcmp(op, "wake") == 0)
+		apply_wake(c);
+	else if (strcmp(op, "fire") == 0)
+		fsm__apply_fire(c, cmd);
+	else if (strcmp(op, "event") == 0)
+		fsm__apply_event(c, cmd);
+	else if (strcmp(op, "pause") == 0)
+		fsm__apply_pause(c, cmd);
+	else if (strcmp(op, "nop") == 0)
+		f->result.status = 200;
+	else {
+		log_error("fsm: unknown op=%s index=%" PRIu64, op, index);
+		result_error(f, 400, "invalid_command", "op", "unknown op");
+	}
+}
+
 struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 			     size_t len)
 {
@@ -1389,44 +1586,30 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		json_decref(cmd);
 		return &f->result;
 	}
-	op = json_string_value(json_object_get(cmd, "op"));
 	c.ts = json_integer_value(json_object_get(cmd, "ts"));
 	c.records = f->pending;
-	if (op == NULL)
-		op = "";
-	if (strcmp(op, "deploy") == 0)
-		apply_deploy(&c, cmd);
-	else if (strcmp(op, "undeploy") == 0)
-		apply_undeploy(&c, cmd);
-	else if (strcmp(op, "run_create") == 0)
-		apply_run_create(&c, cmd);
-	else if (strcmp(op, "run_cancel") == 0)
-		apply_run_cancel(&c, cmd);
-	else if (strcmp(op, "task_finish") == 0)
-		apply_task_finish(&c, cmd);
-	else if (strcmp(op, "node_up") == 0)
-		apply_node_up(&c, cmd);
-	else if (strcmp(op, "node_alive") == 0)
-		apply_node_liveness(&c, cmd, true);
-	else if (strcmp(op, "node_down") == 0)
-		apply_node_liveness(&c, cmd, false);
-	else if (strcmp(op, "node_remove") == 0)
-		apply_node_membership(&c, cmd, false);
-	else if (strcmp(op, "node_admit") == 0)
-		apply_node_membership(&c, cmd, true);
-	else if (strcmp(op, "wake") == 0)
-		apply_wake(&c);
-	else if (strcmp(op, "fire") == 0)
-		fsm__apply_fire(&c, cmd);
-	else if (strcmp(op, "event") == 0)
-		fsm__apply_event(&c, cmd);
-	else if (strcmp(op, "pause") == 0)
-		fsm__apply_pause(&c, cmd);
-	else if (strcmp(op, "nop") == 0)
-		f->result.status = 200;
-	else {
-		log_error("fsm: unknown op=%s index=%" PRIu64, op, index);
-		result_error(f, 400, "invalid_command", "op", "unknown op");
+	op = json_string_value(json_object_get(cmd, "op"));
+	if (op != NULL && strcmp(op, "batch") == 0) {
+		/* Several commands in one entry, applied in order; the result
+		 * is the last one's. A batch inside a batch is refused. */
+		json_t *sub;
+		size_t i;
+
+		json_array_foreach(json_object_get(cmd, "cmds"), i, sub) {
+			const char *sop = json_string_value(json_object_get(sub, "op"));
+
+			json_decref(f->result.body);
+			memset(&f->result, 0, sizeof f->result);
+			if (sop != NULL && strcmp(sop, "batch") == 0) {
+				result_error(f, 400, "invalid_command", "op",
+					     "nested batch");
+				continue;
+			}
+			c.ts = json_integer_value(json_object_get(sub, "ts"));
+			apply_one(&c, sub);
+		}
+	} else {
+		apply_one(&c, cmd);
 	}
 	settle(&c);
 	free(c.touched);
@@ -1599,6 +1782,36 @@ int fsm_cmd_pause(int64_t ts, const char *flow, bool paused, char **out,
 		return -1;
 	}
 	return dump_cmd(cmd, out, len);
+}
+
+int fsm_cmd_batch(int64_t ts, const char *const *cmds, const size_t *lens,
+		  size_t n, char **out, size_t *len)
+{
+	struct fsm_text b = {0};
+	char head[64];
+	int w = snprintf(head, sizeof head,
+			 "{\"v\":%d,\"op\":\"batch\",\"ts\":%" PRId64
+			 ",\"cmds\":[", FSM_CMD_VERSION, ts);
+
+	if (tb_put(&b, head, (size_t)w) != 0)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		size_t l = lens[i];
+
+		while (l > 0 && cmds[i][l - 1] == '\0')
+			l--;
+		if ((i > 0 && tb_put(&b, ",", 1) != 0) ||
+		    tb_put(&b, cmds[i], l) != 0)
+			goto fail;
+	}
+	if (tb_put(&b, "]}", 2) != 0)
+		goto fail;
+	*out = b.p;
+	*len = b.n;
+	return 0;
+fail:
+	free(b.p);
+	return -1;
 }
 
 int fsm_cmd_nop(int64_t ts, char **out, size_t *len)
@@ -1811,35 +2024,10 @@ static int flow_name_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-/* A growable text buffer for the snapshot. */
-struct textbuf {
-	char *p;
-	size_t n, cap;
-};
-
-static int tb_put(struct textbuf *b, const char *s, size_t n)
-{
-	if (b->n + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *q;
-		while (b->n + n + 1 > cap)
-			cap *= 2;
-		q = realloc(b->p, cap);
-		if (q == NULL)
-			return -1;
-		b->p = q;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->n, s, n);
-	b->n += n;
-	b->p[b->n] = '\0';
-	return 0;
-}
-
 /* The snapshot text of one run, kept (run->snap_text) until the run
  * changes: every change goes through touch_run, which drops it. A snapshot
  * of a large state where little changed is then mostly memcpy. */
-static int put_run(struct textbuf *b, struct fsm_run *r)
+static int put_run(struct fsm_text *b, struct fsm_run *r)
 {
 	char *text;
 	int rv;
@@ -1862,7 +2050,7 @@ static int put_run(struct textbuf *b, struct fsm_run *r)
 int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 {
 	json_t *root = NULL, *flows = json_array(), *nodes = json_array();
-	struct textbuf b = {0};
+	struct fsm_text b = {0};
 	struct fsm_flow **sorted;
 	char *head = NULL;
 	size_t n = 0;
@@ -2188,6 +2376,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		f->n_dirty = 0;
 		f->pending_history = false;
 		json_array_clear(f->pending);
+		f->rows.n = 0;
 		f->flows = fresh.flows;
 		f->runs = fresh.runs;
 		f->idem = fresh.idem;

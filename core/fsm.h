@@ -241,6 +241,12 @@ struct fsm_result {
 	                             * event, fire, pause answers */
 };
 
+/* A growable text buffer. */
+struct fsm_text {
+	char *p;
+	size_t n, cap;
+};
+
 struct fsm {
 	struct map flows;           /* name -> struct fsm_flow* (owned) */
 	struct map runs;            /* id -> struct fsm_run* (owned) */
@@ -257,6 +263,9 @@ struct fsm {
 	struct fsm_result result;
 	/* Rows changed since the last fsm_take_records(). */
 	json_t *pending;            /* flow, flow_version and log row images */
+	struct fsm_text rows;       /* run, step and attempt row images, as
+	                             * comma-separated JSON text (the hot path:
+	                             * about 5x cheaper than jansson objects) */
 	bool pending_history;       /* `pending` holds rows a restore could not
 	                             * rebuild: task logs, evicted runs */
 	/* Retention: settled runs (finished, nothing running) in the order they
@@ -389,6 +398,13 @@ int fsm_cmd_pause(int64_t ts, const char *flow, bool paused, char **out,
  * cursor, counters and last fires. */
 json_t *fsm_schedule_json(const struct fsm_flow *fl);
 const char *fsm_fire_outcome_str(enum fsm_fire_outcome o);
+
+/* batch: several commands (their encoded texts, each a JSON object) in one
+ * entry, applied in order within that entry; the result is the last
+ * one's. Used for task_finish messages under load (one Raft entry and one
+ * request to the leader for many outcomes). Returns malloc'd text. */
+int fsm_cmd_batch(int64_t ts, const char *const *cmds, const size_t *lens,
+		  size_t n, char **out, size_t *len);
 
 /* wake: retry attempts whose due time is <= ts. */
 int fsm_cmd_wake(int64_t ts, char **out, size_t *len);

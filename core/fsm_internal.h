@@ -16,6 +16,23 @@ struct apply_ctx {
 };
 
 /* fsm.c */
+/* Row images written as JSON text into f->rows (apply aborts on OOM):
+ * raw text, a JSON string (or null), an integer, milliseconds (0 = null),
+ * any JSON value (NULL = null). Each row is separated from the previous
+ * one by a comma (ROWS_BEGIN). */
+void fsm__rows_put(struct fsm_text *b, const char *s, size_t n);
+void fsm__rows_str(struct fsm_text *b, const char *s);
+void fsm__rows_int(struct fsm_text *b, int64_t v);
+void fsm__rows_ms(struct fsm_text *b, int64_t ms);
+void fsm__rows_json(struct fsm_text *b, const json_t *v);
+#define ROWS_LIT(b, lit) fsm__rows_put((b), (lit), sizeof(lit) - 1)
+#define ROWS_BEGIN(b, lit)                                                    \
+	do {                                                                  \
+		if ((b)->n > 0)                                               \
+			ROWS_LIT((b), ",");                                   \
+		ROWS_LIT((b), lit);                                           \
+	} while (0)
+
 void fsm__result_error(struct fsm *f, int status, const char *code,
 		       const char *field, const char *msg);
 /* Start a run of the flow's current version. `params` (borrowed) are the

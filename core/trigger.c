@@ -76,6 +76,7 @@ static void fire_record(struct apply_ctx *c, struct fsm_flow *fl, int sched,
 	struct fsm_fire *r = &st->last[st->head];
 	const char *run_id = run ? run->id : NULL;
 	const char *reason = detail ? detail : reason_names[why];
+	struct fsm_text *b;
 
 	st->counts[outcome] += count;
 	memset(r, 0, sizeof *r);
@@ -88,15 +89,24 @@ static void fire_record(struct apply_ctx *c, struct fsm_flow *fl, int sched,
 	st->head = (st->head + 1) % FSM_FIRES_KEPT;
 	if (st->n_last < FSM_FIRES_KEPT)
 		st->n_last++;
-	json_array_append_new(
-		c->records,
-		json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:I, s:o, s:o}", "t",
-			  "fire", "flow", fl->name, "schedule", sched,
-			  "nominal", (json_int_t)nominal * 1000, "at",
-			  (json_int_t)c->ts, "outcome", outcome_names[outcome],
-			  "count", (json_int_t)count, "run_id",
-			  run_id ? json_string(run_id) : json_null(), "reason",
-			  reason ? json_string(reason) : json_null()));
+	b = &c->f->rows;
+	ROWS_BEGIN(b, "{\"t\":\"fire\",\"flow\":");
+	fsm__rows_str(b, fl->name);
+	ROWS_LIT(b, ",\"schedule\":");
+	fsm__rows_int(b, sched);
+	ROWS_LIT(b, ",\"nominal\":");
+	fsm__rows_int(b, nominal * 1000);
+	ROWS_LIT(b, ",\"at\":");
+	fsm__rows_int(b, c->ts);
+	ROWS_LIT(b, ",\"outcome\":");
+	fsm__rows_str(b, outcome_names[outcome]);
+	ROWS_LIT(b, ",\"count\":");
+	fsm__rows_int(b, (int64_t)count);
+	ROWS_LIT(b, ",\"run_id\":");
+	fsm__rows_str(b, run_id);
+	ROWS_LIT(b, ",\"reason\":");
+	fsm__rows_str(b, reason);
+	ROWS_LIT(b, "}");
 }
 
 /* ------------------------------------------------------------------------

@@ -118,6 +118,7 @@ static const struct key keys[] = {
 	 1, 3600, 0},
 
 	{"executor", "kill_grace_ms", K_UINT, CFG(kill_grace_ms), 0, 600000, 0},
+	{"executor", "step_nice", K_UINT, CFG(step_nice), 0, 19, 0},
 
 	{"scheduler", "late_after_ms", K_UINT, CFG(late_after_ms), 0, 3600000, 0},
 	{"scheduler", "fire_batch_max", K_UINT, CFG(fire_batch_max), 1, 100000, 0},
@@ -798,7 +799,7 @@ static int set_defaults(struct load *ld)
 	cfg->api_connection_timeout_s = 60;
 	cfg->kill_grace_ms = 5000;
 	cfg->late_after_ms = 2000;
-	cfg->fire_batch_max = 250;
+	cfg->fire_batch_max = 1000;
 	cfg->log_level = FLOWD_LOG_INFO;
 	flowd_limits_defaults(&cfg->limits);
 	if (!cfg->data_dir || !cfg->conninfo || !cfg->admin_tokens ||

@@ -56,6 +56,7 @@ struct flowd_config {
 	unsigned fire_batch_max;        /* ticks per fire command */
 	/* [executor] */
 	unsigned kill_grace_ms;
+	unsigned step_nice;             /* nice value of step processes */
 	/* [log] */
 	int log_level;                  /* enum flowd_log_level */
 	/* [limits] */

@@ -102,9 +102,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -190,6 +192,8 @@ struct task {
 struct executor {
 	uv_loop_t *loop;
 	unsigned kill_grace_ms;
+	_Atomic int step_nice;  /* wanted nice value of spawned steps */
+	int applied_nice;       /* spawner thread: its own, which children inherit */
 	executor_done_cb cb;
 	struct task *tasks;   /* running: started, callback not yet fired */
 	unsigned ntasks;
@@ -632,6 +636,13 @@ static void *spawner_main(void *arg)
 	struct task *t;
 
 	for (;;) {
+		int want = atomic_load(&e->step_nice);
+
+		/* Linux: nice is per thread, and a child inherits the nice of
+		 * the thread that spawned it. */
+		if (want != e->applied_nice &&
+		    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), want) == 0)
+			e->applied_nice = want;
 		pthread_mutex_lock(&e->lock);
 		while (e->queue_head == NULL && !e->stopping)
 			pthread_cond_wait(&e->cond, &e->lock);
@@ -1183,6 +1194,11 @@ static void stop_spawner(struct executor *e)
 	pthread_cond_signal(&e->cond);
 	pthread_mutex_unlock(&e->lock);
 	pthread_join(e->thread, NULL);
+}
+
+void executor_set_nice(struct executor *e, int nice)
+{
+	atomic_store(&e->step_nice, nice);
 }
 
 struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,

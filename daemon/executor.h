@@ -49,6 +49,10 @@ typedef void (*executor_done_cb)(struct executor *e, void *ctx,
 struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 			      executor_done_cb cb);
 
+/* The nice value (0..19) steps start with, from the next spawn on: the
+ * spawner thread takes it, and children inherit a thread's nice. */
+void executor_set_nice(struct executor *e, int nice);
+
 /* Start a task; `ctx` is handed back to the callback. Returns 0 (the callback
  * will fire exactly once, even if the spawn itself failed: reason
  * "spawn_failed") or -1 only on out-of-memory/duplicate key (then the callback

@@ -374,6 +374,8 @@ int main(int argc, char **argv)
 		goto err_loop;
 	}
 	d.exec = executor_new(d.loop, cfg.kill_grace_ms, tasks_exec_done);
+	if (d.exec != NULL)
+		executor_set_nice(d.exec, (int)cfg.step_nice);
 	if (d.exec == NULL) {
 		log_error("executor: cannot start");
 		goto err_loop;

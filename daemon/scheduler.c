@@ -87,7 +87,7 @@ struct fire_ctx {
  * bounds the runs one apply pass creates, so that a burst of due ticks
  * (10,000 in one second) cannot hold a loop past the election timeout:
  * unpaced, 10,000 runs applied in one pass cost a leadership change. */
-#define PROPOSALS_MAX 2
+#define PROPOSALS_MAX 4
 #define RETRY_MS 200
 #define MAX_SLEEP_MS 1000
 #define COUNT_CAP 1000000

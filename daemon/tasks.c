@@ -194,26 +194,49 @@ static int propose_anywhere(struct flowd *d, char *buf, size_t len,
 
 static void finish_send(struct flowd *d);
 
+/* Under load, outcomes queue up while earlier ones are in flight and then
+ * leave together: one `batch` command (one Raft entry, and on a follower
+ * one request to the leader) for up to FINISH_BATCH_MAX of them. */
+#define FINISH_BATCH_MAX 256
+#define FINISH_INFLIGHT_MAX 2
+
+/* Messages are linked through `next` in both the queue and a batch. */
+static void finish_requeue(struct flowd *d, struct finish_msg *head)
+{
+	while (head != NULL) {
+		struct finish_msg *m = head;
+
+		head = m->next;
+		m->next = NULL;
+		if (d->finish_tail != NULL)
+			d->finish_tail->next = m;
+		else
+			d->finish_head = m;
+		d->finish_tail = m;
+	}
+}
+
 static void finish_done_cb(struct flowd *d, void *arg, int status)
 {
-	struct finish_msg *m = arg;
+	struct finish_msg *batch = arg;
 
 	d->finish_inflight--;
 	if (status == CONSENSUS_OK) {
-		free(m->buf);
-		free(m);
+		while (batch != NULL) {
+			struct finish_msg *m = batch;
+
+			batch = m->next;
+			free(m->buf);
+			free(m);
+		}
+		finish_send(d);
 		return;
 	}
 	/* Not committed (or unknown): send again later. Applying it twice is
 	 * harmless (the attempt is then no longer RUNNING). */
 	log_debug("tasks: finish not committed status=%d, will resend",
 		  status);
-	m->next = NULL;
-	if (d->finish_tail != NULL)
-		d->finish_tail->next = m;
-	else
-		d->finish_head = m;
-	d->finish_tail = m;
+	finish_requeue(d, batch);
 	if (status == CONSENSUS_IO) {
 		log_error("tasks: raft disk error, exiting");
 		exit(70);
@@ -224,23 +247,46 @@ static void finish_done_cb(struct flowd *d, void *arg, int status)
 
 static void finish_send(struct flowd *d)
 {
-	while (d->finish_head != NULL && !d->stopping) {
-		struct finish_msg *m = d->finish_head;
-		char *copy = malloc(m->len);
+	while (d->finish_head != NULL && !d->stopping &&
+	       d->finish_inflight < FINISH_INFLIGHT_MAX) {
+		const char *texts[FINISH_BATCH_MAX];
+		size_t lens[FINISH_BATCH_MAX], n = 0;
+		struct finish_msg *batch = d->finish_head, *last = NULL, *m;
+		char *buf;
+		size_t len;
 		int rv;
 
-		if (copy == NULL)
+		for (m = batch; m != NULL && n < FINISH_BATCH_MAX; m = m->next) {
+			texts[n] = m->buf;
+			lens[n++] = m->len;
+			last = m;
+		}
+		if (n == 1) {
+			buf = malloc(batch->len);
+			if (buf != NULL)
+				memcpy(buf, batch->buf, batch->len);
+			len = batch->len;
+		} else if (fsm_cmd_batch(flowd_now_ms(), texts, lens, n, &buf,
+					 &len) != 0) {
+			buf = NULL;
+		}
+		if (buf == NULL)
 			return;
-		memcpy(copy, m->buf, m->len);
-		rv = propose_anywhere(d, copy, m->len, finish_done_cb, m);
+		d->finish_head = last->next;
+		if (d->finish_head == NULL)
+			d->finish_tail = NULL;
+		last->next = NULL;
+		rv = propose_anywhere(d, buf, len, finish_done_cb, batch);
 		if (rv != 0) {
+			/* back in front, in order */
+			last->next = d->finish_head;
+			d->finish_head = batch;
+			if (d->finish_tail == NULL)
+				d->finish_tail = last;
 			uv_timer_start(&d->finish_timer, tasks_finish_timer_cb,
 				       100, 0);
 			return;
 		}
-		d->finish_head = m->next;
-		if (d->finish_head == NULL)
-			d->finish_tail = NULL;
 		d->finish_inflight++;
 	}
 }

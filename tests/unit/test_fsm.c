@@ -1051,6 +1051,48 @@ static void trigger_state_survives_snapshot_and_restore(void **state)
 	fsm_close(&g);
 }
 
+static void a_batch_applies_its_commands_in_order(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r1, *r2;
+	struct fsm_finish f1 = {.step = "s", .attempt = 1, .node = 1,
+				.exit_code = 0, .reason = "exited", .out = "",
+				.err = ""};
+	struct fsm_finish f2 = f1;
+	char *t[3], *buf;
+	size_t l[3], len;
+
+	node_up(x, 1, 5, 8);
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	r1 = create(x, "one", NULL, NULL)->run;
+	r2 = create(x, "one", NULL, NULL)->run;
+	f1.run_id = r1->id;
+	f2.run_id = r2->id;
+	f2.exit_code = 3;
+	assert_int_equal(fsm_cmd_task_finish(3000, &f1, &t[0], &l[0]), 0);
+	assert_int_equal(fsm_cmd_task_finish(3000, &f2, &t[1], &l[1]), 0);
+	assert_int_equal(fsm_cmd_batch(3001, (const char *const *)t, l, 2, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(r1->status, FSM_RUN_SUCCEEDED);
+	assert_int_equal(r2->status, FSM_RUN_FAILED);
+	/* A batch inside a batch is refused, the rest still applies. */
+	assert_int_equal(fsm_cmd_batch(3001, (const char *const *)t, l, 2, &buf, &len), 0);
+	assert_int_equal(fsm_cmd_nop(4000, &t[2], &l[2]), 0);
+	{
+		const char *two[2] = {buf, t[2]};
+		size_t lens[2] = {len, l[2]};
+		char *outer;
+		size_t olen;
+
+		assert_int_equal(fsm_cmd_batch(4001, two, lens, 2, &outer, &olen), 0);
+		assert_int_equal(apply(x, outer, olen)->status, 200); /* the nop */
+	}
+	free(buf);
+	free(t[0]);
+	free(t[1]);
+	free(t[2]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1083,6 +1125,7 @@ int main(void)
 		T(on_finish_starts_downstream_once),
 		T(overlap_policies_decide_by_active_runs),
 		T(trigger_state_survives_snapshot_and_restore),
+		T(a_batch_applies_its_commands_in_order),
 	};
 	tz_set_loader(tzdata_load);
 	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
