@@ -753,9 +753,16 @@ static void run_rows(struct fsm *f, struct fsm_run *r)
 	rows_ms(b, r->finished_ms);
 	ROWS_LIT(b, ",\"reason\":");
 	rows_str(b, r->reason);
-	ROWS_LIT(b, ",\"trigger\":");
-	rows_json(b, r->trigger);
 	ROWS_LIT(b, "}");
+	if (r->trigger != NULL) {
+		/* its own record: batches without triggers stay on the plain
+		 * path in flowd_apply (docs/schema.md) */
+		ROWS_LIT(b, ",{\"t\":\"run_trigger\",\"id\":");
+		rows_str(b, r->id);
+		ROWS_LIT(b, ",\"trigger\":");
+		rows_json(b, r->trigger);
+		ROWS_LIT(b, "}");
+	}
 	for (size_t k = 0; k < r->spec->n_steps; k++) {
 		struct fsm_step *s = &r->steps[k];
 		const char *name = r->spec->steps[s->index].name;

@@ -236,9 +236,10 @@ static const char migration_1[] =
  * their paused flag; events and fires get tables. flowd_apply() keeps its
  * contract: the release-1 function, renamed flowd_apply_v1, still writes
  * every record type it knows (unknown keys such as a run's "trigger" are
- * ignored there), and the new flowd_apply() first hands it the batch
- * without the new record types, then writes those, and the trigger of every
- * run that has one, for the entries v1 has just written. */
+ * ignored there), and the new flowd_apply() hands it a batch without any
+ * of the new record types as it is (one jsonpath test, in C, decides), or
+ * else first the batch without them, then the new records of the entries
+ * v1 has just written: fire, event, flow_paused and run_trigger. */
 static const char migration_2[] =
 	"ALTER TABLE runs ADD COLUMN trigger jsonb;\n"
 	"ALTER TABLE flows ADD COLUMN paused boolean NOT NULL DEFAULT false;\n"
@@ -278,6 +279,11 @@ static const char migration_2[] =
 	"	rec jsonb;\n"
 	"	idx bigint;\n"
 	"BEGIN\n"
+	"	IF NOT jsonb_path_exists(batch, '$[*].records[*] ? (@.t == \"fire\" ||\n"
+	"			@.t == \"event\" || @.t == \"flow_paused\" ||\n"
+	"			@.t == \"run_trigger\")') THEN\n"
+	"		RETURN flowd_apply_v1(batch);\n"
+	"	END IF;\n"
 	"	SELECT applied_index INTO before FROM raft_meta WHERE id = 1\n"
 	"		FOR UPDATE;\n"
 	"	result := flowd_apply_v1((\n"
@@ -288,7 +294,7 @@ static const char migration_2[] =
 	"				FROM jsonb_array_elements(e.value->'records')\n"
 	"					WITH ORDINALITY AS r(value, n)\n"
 	"				WHERE r.value->>'t' NOT IN\n"
-	"					('event', 'fire', 'flow_paused')))\n"
+	"					('event', 'fire', 'flow_paused', 'run_trigger')))\n"
 	"			ORDER BY e.n), '[]'::jsonb)\n"
 	"		FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, n)));\n"
 	"	FOR entry IN SELECT e.value\n"
@@ -300,13 +306,12 @@ static const char migration_2[] =
 	"		FOR rec IN SELECT r.value\n"
 	"			FROM jsonb_array_elements(entry->'records')\n"
 	"				WITH ORDINALITY AS r(value, n)\n"
-	"			WHERE r.value->>'t' IN ('event', 'fire', 'flow_paused')\n"
-	"				OR (r.value->>'t' = 'run'\n"
-	"				    AND jsonb_typeof(r.value->'trigger') = 'object')\n"
+	"			WHERE r.value->>'t' IN\n"
+	"				('event', 'fire', 'flow_paused', 'run_trigger')\n"
 	"			ORDER BY r.n\n"
 	"		LOOP\n"
 	"			CASE rec->>'t'\n"
-	"			WHEN 'run' THEN\n"
+	"			WHEN 'run_trigger' THEN\n"
 	"				UPDATE runs SET trigger = rec->'trigger'\n"
 	"					WHERE id = rec->>'id';\n"
 	"			WHEN 'flow_paused' THEN\n"

@@ -210,3 +210,42 @@ def test_on_finish_chain_runs_once_per_upstream_run_across_a_failover(cluster):
     cs = leader.list_runs("flow=c")
     assert sorted(r["trigger"]["upstream_run"] for r in bs) == sorted(set(a_ids))
     assert sorted(r["trigger"]["upstream_run"] for r in cs) == sorted(r["id"] for r in bs)
+
+
+@pytest.mark.skipif(not os.path.exists(FAKETIME_LIB),
+                    reason="libfaketime is not installed (scripts/install-deps.sh)")
+def test_catchup_policies_after_a_minute_without_ticks(cluster, workdir):
+    """The clock jumps a minute: per schedule, none fires nothing, latest fires
+    one, all fires every tick inside its 10 s window; the rest are missed."""
+    offset_file = os.path.join(workdir, "faketime")
+    with open(offset_file, "w") as f:
+        f.write("+0\n")
+    c = cluster(1, start=False)
+    node = c.nodes[0]
+    node.env = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE": offset_file,
+                "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    c.start()
+    sched = [{"cron": "* * * * * *", "catchup": p, "catchup_window_s": 10}
+             for p in ("none", "latest", "all")]
+    node.deploy("cu", triggered(h.echo_flow(), schedules=sched))
+
+    def view():
+        return {s["schedule"]: s["counters"] for s in
+                node.get("/v1/flows/cu/schedule")[1]["schedules"]}
+
+    wait_for(lambda: all(v["fired"] >= 2 for v in view().values()), 20, "ticks on time")
+    before = view()
+    with open(offset_file, "w") as f:
+        f.write("+60\n")
+    wait_for(lambda: all(view()[i]["missed"] >= before[i]["missed"] + 45 for i in range(3)),
+             20, "the jump decided")
+    after = view()
+    fired = {i: after[i]["fired"] - before[i]["fired"] for i in range(3)}
+    # Ticks on time go on after the jump: allow a few beyond the catch-up.
+    assert fired[0] <= 3, fired
+    assert 1 <= fired[1] <= 4, fired
+    assert 10 <= fired[2] <= 13, fired
+    for i in range(3):
+        total = after[i]["fired"] + after[i]["missed"] - before[i]["fired"] - before[i]["missed"]
+        assert total >= 58, (i, before[i], after[i])
