@@ -643,13 +643,12 @@ json_t *scheduler_next_json(const struct fsm_flow *fl, unsigned i,
 {
 	const struct spec_schedule *sc =
 		&fl->versions[fl->current - 1].spec->schedules[i];
-	int64_t t = fl->sched[i].cursor > now_s ? fl->sched[i].cursor : now_s;
+	/* after the cursor, and not before now (a tick at now_s included) */
+	int64_t t = fl->sched[i].cursor > now_s - 1 ? fl->sched[i].cursor
+						    : now_s - 1;
 	int64_t next;
 	json_t *arr = json_array();
 
-	if (t > fl->sched[i].cursor && t > now_s - 1)
-		t = fl->sched[i].cursor > now_s - 1 ? fl->sched[i].cursor
-						    : now_s - 1;
 	for (unsigned k = 0; k < count &&
 			     cron_next(&sc->cron, sc->tz, sc->dst_missing,
 				       sc->dst_repeated, t, &next);
