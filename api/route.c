@@ -884,8 +884,7 @@ int api__cron_preview(api__query_get_cb query, void *arg, int64_t now_s,
 	for (unsigned long i = 0; i < n && cron_next(&c, z, m, r, t, &next); i++) {
 		char utc[40];
 
-		cron_time_local(next, NULL, utc);
-		memcpy(utc + 19, "Z", 2);
+		cron_time_utc(next, utc);
 		cron_time_local(next, z, local);
 		json_array_append_new(times, json_string(utc));
 		json_array_append_new(locals, json_string(local));

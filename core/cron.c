@@ -516,6 +516,17 @@ int cron_time_parse(const char *s, int64_t *out)
 	return 0;
 }
 
+void cron_time_utc(int64_t t, char buf[40])
+{
+	int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400), y;
+	int64_t sod = t - days * 86400;
+	unsigned m, d;
+
+	tz_civil_from_days(days, &y, &m, &d);
+	snprintf(buf, 40, "%04lld-%02u-%02uT%02d:%02d:%02dZ", (long long)y, m,
+		 d, (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60));
+}
+
 void cron_time_local(int64_t t, const struct tz *z, char buf[40])
 {
 	int32_t off = z ? tz_offset(z, t) : 0;

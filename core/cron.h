@@ -67,6 +67,9 @@ uint64_t cron_count(const struct cron *c, const struct tz *z,
  * are dropped) to seconds since the epoch. Returns 0, or -1 if malformed. */
 int cron_time_parse(const char *s, int64_t *out);
 
+/* t as UTC, "2027-03-28T01:00:00Z". */
+void cron_time_utc(int64_t t, char buf[40]);
+
 /* t as local time in z with its offset, "2027-03-28T03:00:00+02:00". */
 void cron_time_local(int64_t t, const struct tz *z, char buf[40]);
 

@@ -833,6 +833,9 @@ void fsm_mark_all_dirty(struct fsm *f)
 					f->pending,
 					flow_version_record(fl, &fl->versions[k]));
 			json_array_append_new(f->pending, flow_record(fl));
+			if (fl->paused)
+				json_array_append_new(f->pending,
+						      fsm__paused_record(fl));
 		}
 	}
 	for (size_t i = 0; i < f->n_runs; i++) {
@@ -923,7 +926,7 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 		result_error(f, 400, "invalid_value", "flow", "bad flow name");
 		return;
 	}
-	if (spec_parse(doc, &f->limits, &spec, &err) != 0) {
+	if (spec_parse_ex(doc, &f->limits, SPEC_PARSE_APPLY, &spec, &err) != 0) {
 		f->result.status = err.status ? err.status : 400;
 		f->result.err = err;
 		return;
@@ -1503,17 +1506,28 @@ static void settle(struct apply_ctx *c)
 {
 	struct fsm *f = c->f;
 
-	/* Triggers may start runs here; those join c->touched behind. */
-	for (size_t i = 0; i < c->n_touched; i++) {
-		struct fsm_run *r = c->touched[i];
-		if (run_terminal(r) && !r->end_seen) {
-			r->end_seen = true;
-			fsm__trig_ended(c, r);
+	bool changed = true;
+
+	/* Triggers may start runs here (they join c->touched behind) or end
+	 * runs already passed (overlap cancel_other / terminate_other), so
+	 * walk again until a pass changes nothing; each run ends and settles
+	 * once (end_seen, settled), so this stops. */
+	while (changed) {
+		changed = false;
+		for (size_t i = 0; i < c->n_touched; i++) {
+			struct fsm_run *r = c->touched[i];
+			if (run_terminal(r) && !r->end_seen) {
+				r->end_seen = true;
+				changed = true;
+				fsm__trig_ended(c, r);
+			}
+			if (r->settled || !run_terminal(r) ||
+			    r->active_attempts > 0)
+				continue;
+			settled_push(f, r);
+			changed = true;
+			fsm__trig_settled(c, r);
 		}
-		if (r->settled || !run_terminal(r) || r->active_attempts > 0)
-			continue;
-		settled_push(f, r);
-		fsm__trig_settled(c, r);
 	}
 	while (f->retain > 0 && f->n_settled > f->retain) {
 		struct fsm_run *r = f->settled_head;
@@ -2183,7 +2197,8 @@ static int restore_flows(struct fsm *f, json_t *flows)
 			/* "text" since triggers; "spec", an object, before */
 			json_t *doc = text ? json_loads(text, 0, NULL)
 					   : json_incref(json_object_get(jv, "spec"));
-			int rc = spec_parse(doc, &f->limits, &v->spec, &err);
+			int rc = spec_parse_ex(doc, &f->limits, SPEC_PARSE_APPLY,
+					       &v->spec, &err);
 
 			json_decref(doc);
 			if (rc != 0)

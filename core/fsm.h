@@ -139,9 +139,11 @@ struct fsm_schedule_state {
 
 /* A trigger waiting for room under max_active_runs (overlap buffer_*). */
 struct fsm_buffered {
-	json_t *params;             /* owned: resolved */
+	json_t *params;             /* owned: as given */
 	json_t *trigger;            /* owned */
-	int schedule;               /* counts go to this schedule, or -1 */
+	char *sched_key;            /* owned: the schedule it counts for (by
+	                             * identity: indexes move on redeploy), or
+	                             * NULL */
 	struct fsm_buffered *next;
 };
 
@@ -392,6 +394,11 @@ int fsm_cmd_event(int64_t ts, const char *name, const char *id,
 /* pause: stop (true) or resume (false) a flow's schedules. */
 int fsm_cmd_pause(int64_t ts, const char *flow, bool paused, char **out,
 		  size_t *len);
+
+/* The idempotency key of a backfilled tick: "backfill:" the schedule
+ * identity's hash ":" the tick, so repeating a backfill finds its runs even
+ * after a redeploy moved the schedule. */
+void fsm_backfill_key(const char *sched_key, int64_t nominal, char out[64]);
 
 /* The schedule view of GET /v1/flows/{flow}/schedule without the next
  * fire times (the caller adds them): paused, and per schedule the

@@ -59,6 +59,8 @@ void fsm__trig_settled(struct apply_ctx *c, struct fsm_run *r);
 void fsm__apply_fire(struct apply_ctx *c, json_t *cmd);
 void fsm__apply_event(struct apply_ctx *c, json_t *cmd);
 void fsm__apply_pause(struct apply_ctx *c, json_t *cmd);
+/* The flows.paused row of a flow (new reference). */
+json_t *fsm__paused_record(const struct fsm_flow *fl);
 /* Snapshot parts and their restore; clear frees. */
 json_t *fsm__trig_snap_flow(const struct fsm_flow *fl);
 int fsm__trig_restore_flow(struct fsm *f, struct fsm_flow *fl, json_t *j);

@@ -24,6 +24,8 @@
  */
 #include "core/spec.h"
 
+#include "core/log.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,6 +42,7 @@
 struct ctx {
 	const struct flowd_limits *lim;
 	struct flowd_error *err;
+	unsigned flags;             /* SPEC_PARSE_* */
 };
 
 static const char *const type_names[] = {
@@ -1133,7 +1136,11 @@ static int get_zone(struct ctx *c, const json_t *obj, const char *key,
 	if (v != NULL && get_string(c, v, field, name) < 0)
 		return -1;
 	*zone = tz_get(*name);
-	if (*zone == NULL)
+	if (*zone == NULL && (c->flags & SPEC_PARSE_APPLY) &&
+	    tz_name_valid(*name)) {
+		log_warn("spec: time zone %.64s is not in this node's tzdata; "
+			 "its schedules use UTC here", *name);
+	} else if (*zone == NULL)
 		return fail(c, 400, "invalid_value", field,
 			    "unknown time zone \"%.64s\" (an IANA name such "
 			    "as Europe/Berlin, from the system tzdata)", *name);
@@ -1206,6 +1213,27 @@ static int parse_schedule(struct ctx *c, const json_t *v, size_t i,
 	if (get_uint_default(c, v, "jitter_s", prefix, 0, c->lim->max_jitter_s,
 			     0, &sc->jitter_s, js) < 0)
 		return -1;
+	if (sc->jitter_s > 0 && !(c->flags & SPEC_PARSE_APPLY)) {
+		/* A fire delayed past the next tick would make that tick look
+		 * late. The shortest gap among 64 ticks from a fixed instant
+		 * (2001-01-01) stands for the schedule's period. */
+		int64_t t = 978307200, next, gap = INT64_MAX;
+
+		for (int k = 0; k < 64 && cron_next(&sc->cron, sc->tz,
+						     sc->dst_missing,
+						     sc->dst_repeated, t, &next);
+		     k++) {
+			if (k > 0 && next - t < gap)
+				gap = next - t;
+			t = next;
+		}
+		if ((int64_t)sc->jitter_s >= gap) {
+			path_key(field, prefix, "jitter_s");
+			return fail(c, 400, "invalid_value", field,
+				    "must be shorter than the time between two "
+				    "ticks (%lld s)", (long long)gap);
+		}
+	}
 	if (get_enum(c, v, "catchup", prefix, catchup_names,
 		     SPEC_CATCHUP_LATEST, &e, js) < 0)
 		return -1;
@@ -1452,6 +1480,9 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 	if (get_enum(c, v, "overlap", prefix, overlap_names, 0, &e, je) < 0)
 		return -1;
 	t->overlap = (enum spec_overlap)e;
+	t->key = json_dumps(je, JSON_COMPACT | JSON_SORT_KEYS);
+	if (t->key == NULL)
+		return oom(c->err);
 	return 0;
 }
 
@@ -1592,6 +1623,7 @@ static void triggers_free(struct flow_spec *spec)
 		}
 		free(t->events);
 		free(t->reset);
+		free(t->key);
 		json_decref(t->parameters);
 	}
 	free(spec->events);
@@ -1605,7 +1637,14 @@ static void triggers_free(struct flow_spec *spec)
 int spec_parse(const json_t *doc, const struct flowd_limits *lim,
 	       struct flow_spec **out, struct flowd_error *err)
 {
-	struct ctx c = { .lim = lim, .err = err };
+	return spec_parse_ex(doc, lim, 0, out, err);
+}
+
+int spec_parse_ex(const json_t *doc, const struct flowd_limits *lim,
+		  unsigned flags, struct flow_spec **out,
+		  struct flowd_error *err)
+{
+	struct ctx c = { .lim = lim, .err = err, .flags = flags };
 	struct flow_spec *spec;
 	const json_t *jdesc;
 	const char *desc = "";

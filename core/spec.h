@@ -60,7 +60,9 @@ struct spec_schedule {
 	char *expr;                 /* owned: as given */
 	struct cron cron;
 	char *timezone;             /* owned */
-	const struct tz *tz;        /* borrowed from the process-wide cache */
+	const struct tz *tz;        /* borrowed from the process-wide cache;
+	                             * NULL (UTC) only if this node lacks the
+	                             * zone (SPEC_PARSE_APPLY) */
 	enum cron_dst_missing dst_missing;
 	enum cron_dst_repeated dst_repeated;
 	unsigned jitter_s;
@@ -90,6 +92,8 @@ struct spec_event_trigger {
 	                             * NULL: payload keys fill same-named
 	                             * parameters */
 	enum spec_overlap overlap;
+	char *key;                  /* owned: its normalized JSON, its identity
+	                             * across redeploys */
 };
 
 enum spec_finish_status { SPEC_FINISH_SUCCEEDED, SPEC_FINISH_FAILED, SPEC_FINISH_ANY };
@@ -132,6 +136,15 @@ bool spec_flow_name_valid(const char *name);
  * "steps[2].depends_on[0]". */
 int spec_parse(const json_t *doc, const struct flowd_limits *lim,
 	       struct flow_spec **out, struct flowd_error *err);
+
+/* spec_parse for the state machine (SPEC_PARSE_APPLY): what depends on this
+ * node's files cannot refuse a committed spec, or nodes would diverge. A
+ * time zone this node does not have (checked at the API when deployed) is
+ * kept by name, with tz NULL (UTC here), and logged. */
+#define SPEC_PARSE_APPLY 0x1
+int spec_parse_ex(const json_t *doc, const struct flowd_limits *lim,
+		  unsigned flags, struct flow_spec **out,
+		  struct flowd_error *err);
 
 void spec_free(struct flow_spec *spec);
 

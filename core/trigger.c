@@ -89,6 +89,9 @@ static void fire_record(struct apply_ctx *c, struct fsm_flow *fl, int sched,
 	st->head = (st->head + 1) % FSM_FIRES_KEPT;
 	if (st->n_last < FSM_FIRES_KEPT)
 		st->n_last++;
+	/* A restore could not rebuild this row: the next snapshot waits until
+	 * PostgreSQL has it (as for task logs). */
+	c->f->pending_history = true;
 	b = &c->f->rows;
 	ROWS_BEGIN(b, "{\"t\":\"fire\",\"flow\":");
 	fsm__rows_str(b, fl->name);
@@ -139,15 +142,14 @@ static void end_active_runs(struct apply_ctx *c, struct fsm_flow *fl,
 }
 
 static void buffer_push(struct fsm_flow *fl, const json_t *params,
-			json_t *trigger, int sched)
+			json_t *trigger, const char *sched_key)
 {
 	struct fsm_buffered *b = calloc(1, sizeof *b);
 
-	if (b == NULL)
+	if (b == NULL || (sched_key && !(b->sched_key = strdup(sched_key))))
 		abort();
 	b->params = params ? json_deep_copy(params) : NULL;
 	b->trigger = trigger;
-	b->schedule = sched;
 	if (fl->buf_tail != NULL)
 		fl->buf_tail->next = b;
 	else
@@ -158,6 +160,7 @@ static void buffer_push(struct fsm_flow *fl, const json_t *params,
 
 static void buffered_free(struct fsm_buffered *b)
 {
+	free(b->sched_key);
 	json_decref(b->params);
 	json_decref(b->trigger);
 	free(b);
@@ -223,7 +226,8 @@ static void launch(struct apply_ctx *c, struct fsm_flow *fl,
 	out->outcome = FSM_FIRE_FIRED;
 	return;
 buffered:
-	buffer_push(fl, params, trigger, sched);
+	buffer_push(fl, params, trigger,
+		    sched >= 0 ? fl->sched[sched].key : NULL);
 	out->outcome = FSM_FIRE_BUFFERED;
 	snprintf(out->reason, sizeof out->reason,
 		 "overlap %s: waiting for room (%u active)",
@@ -249,6 +253,7 @@ void fsm__trig_settled(struct apply_ctx *c, struct fsm_run *r)
 		struct flowd_error err;
 		struct fsm_run *run = NULL;
 		unsigned limit = spec ? (spec->max_active_runs ? spec->max_active_runs : 1) : 0;
+		int sched = -1;
 
 		if (spec != NULL && fl->active >= limit)
 			break;
@@ -259,11 +264,16 @@ void fsm__trig_settled(struct apply_ctx *c, struct fsm_run *r)
 		if (spec != NULL)
 			run = fsm__run_start(c, fl, b->params, NULL,
 					     json_incref(b->trigger), &err);
-		if (b->schedule >= 0 && (unsigned)b->schedule < fl->n_sched) {
+		for (unsigned k = 0; b->sched_key != NULL && k < fl->n_sched; k++)
+			if (strcmp(fl->sched[k].key, b->sched_key) == 0) {
+				sched = (int)k;
+				break;
+			}
+		if (sched >= 0) {
 			json_t *nom = json_object_get(b->trigger, "nominal");
 			int64_t nominal = json_integer_value(nom);
 
-			fire_record(c, fl, b->schedule, nominal,
+			fire_record(c, fl, sched, nominal,
 				    run ? FSM_FIRE_FIRED : FSM_FIRE_DROPPED, 1,
 				    run,
 				    run ? FSM_WHY_FROM_BUFFER
@@ -323,10 +333,32 @@ void fsm__trig_deployed(struct apply_ctx *c, struct fsm_flow *fl,
 	free(taken);
 	fl->sched = next;
 	fl->n_sched = (unsigned)spec->n_schedules;
-	json_decref(fl->collect);
-	fl->collect = json_array();
-	for (size_t i = 0; i < spec->n_events; i++)
-		json_array_append_new(fl->collect, json_object());
+	/* All-of collections stay with triggers whose definition is the same
+	 * (a redeploy that changes a step keeps what was collected). */
+	{
+		json_t *collect = json_array();
+		bool *used = calloc((old ? old->n_events : 0) + 1, sizeof *used);
+
+		if (collect == NULL || used == NULL)
+			abort();
+		for (size_t i = 0; i < spec->n_events; i++) {
+			json_t *kept = NULL;
+
+			for (size_t j = 0; old != NULL && j < old->n_events; j++)
+				if (!used[j] && strcmp(old->events[j].key,
+						       spec->events[i].key) == 0 &&
+				    json_array_get(fl->collect, j) != NULL) {
+					used[j] = true;
+					kept = json_array_get(fl->collect, j);
+					break;
+				}
+			json_array_append_new(collect, kept ? json_incref(kept)
+							    : json_object());
+		}
+		free(used);
+		json_decref(fl->collect);
+		fl->collect = collect;
+	}
 	if (spec->n_events > 0 || spec->n_on_finish > 0 ||
 	    (old != NULL && (old->n_events > 0 || old->n_on_finish > 0)))
 		f->trigger_index_stale = true;
@@ -341,6 +373,17 @@ void fsm__trig_undeployed(struct apply_ctx *c, struct fsm_flow *fl)
 	f->trigger_index_stale = true;
 	if (f->hooks.schedules_changed != NULL)
 		f->hooks.schedules_changed(f->hooks.arg, fl);
+}
+
+void fsm_backfill_key(const char *sched_key, int64_t nominal, char out[64])
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = sched_key; *p; p++) {
+		h ^= (unsigned char)*p;
+		h *= 1099511628211ULL;
+	}
+	snprintf(out, 64, "backfill:%016" PRIx64 ":%" PRId64, h, nominal);
 }
 
 /* One item of a fire command. */
@@ -372,7 +415,7 @@ static void fire_item(struct apply_ctx *c, json_t *it, unsigned max_buffered)
 		struct flowd_error err;
 		struct fsm_run *r;
 
-		snprintf(ikey, sizeof ikey, "backfill:%d:%" PRId64, (int)i, nominal);
+		fsm_backfill_key(key, nominal, ikey);
 		if (fsm_idem_lookup(f, fl->name, ikey, &r) != NULL)
 			return; /* this tick was backfilled before */
 		trigger = json_pack("{s:s, s:i, s:o, s:I}", "type", "backfill",
@@ -444,11 +487,15 @@ void fsm__apply_pause(struct apply_ctx *c, json_t *cmd)
 	f->result.flow = fl;
 	f->result.body = json_pack("{s:s, s:b}", "flow", fl->name, "paused",
 				   fl->paused);
-	json_array_append_new(c->records,
-			      json_pack("{s:s, s:s, s:b}", "t", "flow_paused",
-					"flow", fl->name, "paused", fl->paused));
+	json_array_append_new(c->records, fsm__paused_record(fl));
 	if (f->hooks.schedules_changed != NULL)
 		f->hooks.schedules_changed(f->hooks.arg, fl);
+}
+
+json_t *fsm__paused_record(const struct fsm_flow *fl)
+{
+	return json_pack("{s:s, s:s, s:b}", "t", "flow_paused", "flow",
+			 fl->name, "paused", fl->paused);
 }
 
 json_t *fsm_schedule_json(const struct fsm_flow *fl)
@@ -858,6 +905,7 @@ void fsm__apply_event(struct apply_ctx *c, json_t *cmd)
 		json_pack("{s:s, s:s, s:s, s:O, s:I, s:O}", "t", "event", "id",
 			  id, "name", name, "payload", payload, "received_at",
 			  (json_int_t)c->ts, "runs", runs));
+	f->pending_history = true; /* the events row: see fire_record */
 	f->result.status = 201;
 	f->result.body = json_deep_copy(result);
 	json_object_set_new(f->result.body, "duplicate", json_false());
@@ -903,9 +951,9 @@ json_t *fsm__trig_snap_flow(const struct fsm_flow *fl)
 	}
 	for (const struct fsm_buffered *b = fl->buf_head; b; b = b->next)
 		json_array_append_new(
-			buf, json_pack("{s:O?, s:O, s:i}", "params", b->params,
-				       "trigger", b->trigger, "sched",
-				       b->schedule));
+			buf, json_pack("{s:O?, s:O, s:s?}", "params", b->params,
+				       "trigger", b->trigger, "sched_key",
+				       b->sched_key));
 	return json_pack("{s:b, s:o, s:O?, s:o}", "paused", fl->paused,
 			 "sched", sched, "collect", fl->collect, "buf", buf);
 }
@@ -959,7 +1007,7 @@ int fsm__trig_restore_flow(struct fsm *f, struct fsm_flow *fl, json_t *j)
 
 		buffer_push(fl, json_is_null(params) ? NULL : params,
 			    json_incref(json_object_get(jb, "trigger")),
-			    (int)json_integer_value(json_object_get(jb, "sched")));
+			    json_string_value(json_object_get(jb, "sched_key")));
 	}
 	f->trigger_index_stale = true;
 	return 0;

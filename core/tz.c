@@ -579,9 +579,14 @@ bool tz_name_valid(const char *name)
 	return n <= 64;
 }
 
+/* A name looked up and not found (or unparsable): remembered, so that
+ * requests naming made-up zones do not read the disk each time. */
+static struct tz missing_zone;
+
 const struct tz *tz_get(const char *name)
 {
-	struct tz *z = NULL;
+	struct tz *z, *made = NULL;
+	tz_loader load;
 	void *buf = NULL;
 	size_t len = 0;
 
@@ -595,14 +600,25 @@ const struct tz *tz_get(const char *name)
 		cache_ready = true;
 	}
 	z = map_get(&cache, name);
-	if (z == NULL && loader != NULL && loader(name, &buf, &len) == 0) {
-		z = tz_parse(name, buf, len);
+	load = loader;
+	pthread_mutex_unlock(&cache_lock);
+	if (z != NULL)
+		return z == &missing_zone ? NULL : z;
+	/* Read and parse outside the lock (other threads keep going). */
+	if (load != NULL && load(name, &buf, &len) == 0) {
+		made = tz_parse(name, buf, len);
 		free(buf);
-		if (z != NULL && map_put(&cache, z->name, z) != 0) {
-			tz_free(z);
+	}
+	pthread_mutex_lock(&cache_lock);
+	z = map_get(&cache, name); /* another thread may have been first */
+	if (z == NULL) {
+		z = made != NULL ? made : &missing_zone;
+		if (map_put(&cache, name, z) != 0)
 			z = NULL;
-		}
+		else if (z == made)
+			made = NULL; /* the cache owns it */
 	}
 	pthread_mutex_unlock(&cache_lock);
-	return z;
+	tz_free(made);
+	return z == &missing_zone ? NULL : z;
 }

@@ -90,7 +90,7 @@ struct fire_ctx {
 #define PROPOSALS_MAX 4
 #define RETRY_MS 200
 #define MAX_SLEEP_MS 1000
-#define COUNT_CAP 1000000
+#define COUNT_CAP 100000
 
 /* ------------------------------------------------------------------------
  * Heap
@@ -296,7 +296,50 @@ static void refresh_dirty(struct scheduler *s)
  * Deciding
  */
 
-/* The decision items for a due entry at wall-clock now (s). */
+/* The newest (at most `keep`) ticks in (lo, hi], ascending, into out[];
+ * returns how many. It scans back from hi in spans that grow 16-fold, so a
+ * dense schedule costs a few dozen steps and a sparse one a few spans;
+ * every scan is capped at COUNT_CAP steps. */
+static size_t newest_ticks(const struct spec_schedule *sc, int64_t lo,
+			   int64_t hi, size_t keep, int64_t *out)
+{
+	int64_t span = 64;
+
+	if (hi <= lo || keep == 0)
+		return 0;
+	for (;;) {
+		int64_t start = hi - span < lo ? lo : hi - span, t = start, next;
+		size_t n = 0, steps = 0;
+
+		while (steps < COUNT_CAP &&
+		       cron_next(&sc->cron, sc->tz, sc->dst_missing,
+				 sc->dst_repeated, t, &next) &&
+		       next <= hi) {
+			if (n == keep)
+				memmove(out, out + 1, (keep - 1) * sizeof *out);
+			else
+				n++;
+			out[n - 1] = next;
+			t = next;
+			steps++;
+		}
+		if (n == keep || start == lo || steps >= COUNT_CAP ||
+		    span > INT64_MAX / 16)
+			return n;
+		span *= 16;
+	}
+}
+
+/* Ticks in (from, to], exact up to COUNT_CAP (then at least that many). */
+static uint64_t ticks_between(const struct spec_schedule *sc, int64_t from,
+			      int64_t to)
+{
+	return cron_count(&sc->cron, sc->tz, sc->dst_missing, sc->dst_repeated,
+			  from, to, COUNT_CAP);
+}
+
+/* The decision items for a due entry at wall-clock now. Bounded work: a
+ * few scans of at most COUNT_CAP steps, whatever the outage. */
 static void decide(struct scheduler *s, struct sched_entry *e, int64_t now_ms,
 		   json_t *items)
 {
@@ -304,11 +347,10 @@ static void decide(struct scheduler *s, struct sched_entry *e, int64_t now_ms,
 	const struct spec_schedule *sc =
 		&fl->versions[fl->current - 1].spec->schedules[e->index];
 	const struct fsm_schedule_state *st = &fl->sched[e->index];
-	int64_t now = now_ms / 1000, cursor = st->cursor, t, next;
-	int64_t window_from, last = 0, *fired;
-	uint64_t n_window = 0, missed;
-	unsigned max_runs = s->d->cfg->limits.max_catchup_runs, n_fired = 0;
-	size_t k;
+	int64_t now = now_ms / 1000, cursor = st->cursor, window_from, lo;
+	unsigned max_runs = s->d->cfg->limits.max_catchup_runs;
+	size_t keep, n, k;
+	int64_t *fired;
 
 #define ITEM(prev_, nom_, missed_, fire_)                                     \
 	json_array_append_new(                                                \
@@ -324,71 +366,30 @@ static void decide(struct scheduler *s, struct sched_entry *e, int64_t now_ms,
 	}
 	/* Late: the catch-up policy decides among the ticks up to now. */
 	window_from = now - (int64_t)sc->catchup_window_s;
-	fired = calloc(max_runs + 1, sizeof *fired);
+	lo = cursor > window_from - 1 ? cursor : window_from - 1;
+	keep = sc->catchup == SPEC_CATCHUP_ALL ? (max_runs ? max_runs : 1) : 1;
+	fired = calloc(keep, sizeof *fired);
 	if (fired == NULL)
 		abort();
-	t = cursor > window_from - 1 ? cursor : window_from - 1;
-	/* The ticks inside the window, keeping the last max_runs of them. */
-	while (n_window < COUNT_CAP &&
-	       cron_next(&sc->cron, sc->tz, sc->dst_missing, sc->dst_repeated,
-			 t, &next) &&
-	       next <= now) {
-		if (max_runs > 0) {
-			if (n_fired == max_runs)
-				memmove(fired, fired + 1,
-					(max_runs - 1) * sizeof *fired);
-			else
-				n_fired++;
-			fired[n_fired - 1] = next;
-		}
-		last = next;
-		n_window++;
-		t = next;
-	}
-	if (last == 0) {
+	n = newest_ticks(sc, lo, now, keep, fired);
+	if (n == 0) {
 		/* Every late tick lies before the window: none fires. */
-		uint64_t n = 0;
+		int64_t last = e->nominal;
 
-		last = e->nominal;
-		t = cursor;
-		while (n < COUNT_CAP &&
-		       cron_next(&sc->cron, sc->tz, sc->dst_missing,
-				 sc->dst_repeated, t, &next) &&
-		       next <= now) {
-			last = t = next;
-			n++;
-		}
-		ITEM(cursor, last, n, false);
-		free(fired);
-		return;
-	}
-	switch (sc->catchup) {
-	case SPEC_CATCHUP_NONE:
-		missed = cron_count(&sc->cron, sc->tz, sc->dst_missing,
-				    sc->dst_repeated, cursor, last, COUNT_CAP);
-		ITEM(cursor, last, missed, false);
-		break;
-	case SPEC_CATCHUP_LATEST:
-		missed = cron_count(&sc->cron, sc->tz, sc->dst_missing,
-				    sc->dst_repeated, cursor, last - 1,
-				    COUNT_CAP);
-		ITEM(cursor, last, missed, true);
-		break;
-	case SPEC_CATCHUP_ALL:
-		if (n_fired == 0) {
-			missed = cron_count(&sc->cron, sc->tz, sc->dst_missing,
-					    sc->dst_repeated, cursor, last,
-					    COUNT_CAP);
-			ITEM(cursor, last, missed, false);
-			break;
-		}
-		missed = cron_count(&sc->cron, sc->tz, sc->dst_missing,
-				    sc->dst_repeated, cursor, fired[0] - 1,
-				    COUNT_CAP);
-		ITEM(cursor, fired[0], missed, true);
-		for (k = 1; k < n_fired; k++)
+		if (newest_ticks(sc, cursor, lo, 1, &last) == 0)
+			last = e->nominal;
+		ITEM(cursor, last, ticks_between(sc, cursor, last), false);
+	} else if (sc->catchup == SPEC_CATCHUP_NONE) {
+		ITEM(cursor, fired[n - 1], ticks_between(sc, cursor, fired[n - 1]),
+		     false);
+	} else if (sc->catchup == SPEC_CATCHUP_LATEST || max_runs == 0) {
+		ITEM(cursor, fired[n - 1],
+		     ticks_between(sc, cursor, fired[n - 1] - 1), true);
+	} else {
+		ITEM(cursor, fired[0], ticks_between(sc, cursor, fired[0] - 1),
+		     true);
+		for (k = 1; k < n; k++)
 			ITEM(fired[k - 1], fired[k], 0, true);
-		break;
 	}
 	free(fired);
 #undef ITEM
@@ -512,7 +513,7 @@ static void tick(struct scheduler *s)
 		if (fc->flows[fc->n] == NULL)
 			abort();
 		fc->n++;
-		if (fc->n == batch) {
+		if (fc->n == batch || json_array_size(items) >= batch) {
 			propose_batch(s, items, fc);
 			json_decref(items);
 			items = NULL;

@@ -528,7 +528,8 @@ static json_t *backfill_answer(struct api_request *req)
 		int64_t nominal = json_integer_value(json_object_get(it, "nominal"));
 		int sched = (int)json_integer_value(json_object_get(it, "schedule"));
 
-		snprintf(key, sizeof key, "backfill:%d:%" PRId64, sched, nominal);
+		fsm_backfill_key(json_string_value(json_object_get(it, "key")),
+				 nominal, key);
 		id = fsm_idem_lookup(&d->fsm, req->flow, key, &r);
 		json_array_append_new(
 			runs, json_pack("{s:i, s:o, s:o}", "schedule", sched,

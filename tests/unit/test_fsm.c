@@ -1093,6 +1093,68 @@ static void a_batch_applies_its_commands_in_order(void **state)
 	free(t[2]);
 }
 
+/* An on-finish trigger with cancel_other ends a run that the same entry
+ * touched earlier: it must still settle and let the new run start. */
+static void a_run_ended_late_in_an_entry_still_settles(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *a, *r, *newest;
+	struct fsm_finish fa = {.step = "s", .attempt = 1, .node = 1,
+				.exit_code = 0, .reason = "exited", .out = "",
+				.err = ""};
+	struct fsm_finish fr = fa;
+	char *t[2], *buf;
+	size_t l[2], len;
+
+	node_up(x, 1, 5, 8);
+	deploy(x, "a", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	deploy(x, "b",
+	       "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"],"
+	       "\"retries\":{\"max\":1,\"backoff_s\":60}}],"
+	       "\"max_active_runs\":1,\"triggers\":{\"on_finish\":"
+	       "[{\"flow\":\"a\",\"overlap\":\"cancel_other\"}]}}");
+	r = create(x, "b", NULL, NULL)->run;
+	a = create(x, "a", NULL, NULL)->run;
+	fr.run_id = r->id;
+	fr.exit_code = 1; /* fails: waits for its retry, not ended */
+	fa.run_id = a->id;
+	assert_int_equal(fsm_cmd_task_finish(3000, &fr, &t[0], &l[0]), 0);
+	assert_int_equal(fsm_cmd_task_finish(3000, &fa, &t[1], &l[1]), 0);
+	assert_int_equal(fsm_cmd_batch(3001, (const char *const *)t, l, 2, &buf, &len), 0);
+	apply(x, buf, len);
+	free(t[0]);
+	free(t[1]);
+	assert_int_equal(r->status, FSM_RUN_CANCELLED);
+	assert_true(r->settled);
+	newest = x->f.run_list[x->f.n_runs - 1];
+	assert_string_equal(newest->flow->name, "b");
+	assert_ptr_not_equal(newest, r);
+	assert_int_equal(fsm_flow_get(&x->f, "b")->n_buffered, 0);
+	assert_int_equal(fsm_flow_get(&x->f, "b")->active, 1);
+}
+
+static void all_of_collections_survive_a_redeploy_of_other_parts(void **state)
+{
+	struct fx *x = *state;
+	const char *v1 =
+		"{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}],"
+		"\"triggers\":{\"events\":[{\"all\":[{\"event\":\"l\"},"
+		"{\"event\":\"r\"}],\"window_s\":60}]}}";
+	const char *v2 =
+		"{\"steps\":[{\"name\":\"other\",\"command\":[\"y\"]}],"
+		"\"triggers\":{\"events\":[{\"all\":[{\"event\":\"l\"},"
+		"{\"event\":\"r\"}],\"window_s\":60}]}}";
+	struct fsm_result *res;
+
+	deploy(x, "both", v1);
+	event(x, "l", "1", NULL);
+	deploy(x, "both", v2);
+	res = event(x, "r", "2", NULL);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(
+				    json_object_get(res->body, "runs"), 0), "outcome")),
+			    "fired");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1126,6 +1188,8 @@ int main(void)
 		T(overlap_policies_decide_by_active_runs),
 		T(trigger_state_survives_snapshot_and_restore),
 		T(a_batch_applies_its_commands_in_order),
+		T(a_run_ended_late_in_an_entry_still_settles),
+		T(all_of_collections_survive_a_redeploy_of_other_parts),
 	};
 	tz_set_loader(tzdata_load);
 	return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);

@@ -824,6 +824,38 @@ static void trigger_rejections_name_the_field(void **state)
 		       &lim, 400, "invalid_value", "triggers.on_finish");
 }
 
+static void jitter_must_be_shorter_than_the_period(void **state)
+{
+	struct flowd_error err = parse_fail(
+		TRIG("{\"schedules\":[{\"cron\":\"* * * * *\",\"jitter_s\":60}]}"),
+		"invalid_value", "triggers.schedules[0].jitter_s");
+
+	assert_non_null(strstr(err.message, "60 s"));
+	spec_free(parse_ok(TRIG("{\"schedules\":[{\"cron\":\"* * * * *\","
+				"\"jitter_s\":59}]}")));
+	parse_fail(TRIG("{\"schedules\":[{\"cron\":\"@every 30s\",\"jitter_s\":30}]}"),
+		   "invalid_value", "triggers.schedules[0].jitter_s");
+}
+
+/* In the state machine a zone this node lacks cannot refuse a committed
+ * spec: it is kept by name, UTC here. */
+static void apply_mode_keeps_unknown_zones(void **state)
+{
+	struct flowd_limits lim;
+	struct flowd_error err;
+	struct flow_spec *spec = NULL;
+	json_t *doc = json_loads(TRIG("{\"schedules\":[{\"cron\":\"@daily\","
+				      "\"timezone\":\"Mars/Olympus\"}]}"), 0, NULL);
+
+	flowd_limits_defaults(&lim);
+	assert_int_equal(spec_parse(doc, &lim, &spec, &err), -1);
+	assert_int_equal(spec_parse_ex(doc, &lim, SPEC_PARSE_APPLY, &spec, &err), 0);
+	assert_null(spec->schedules[0].tz);
+	assert_string_equal(spec->schedules[0].timezone, "Mars/Olympus");
+	spec_free(spec);
+	json_decref(doc);
+}
+
 static void payload_paths(void **state)
 {
 	json_t *root = json_loads("{\"payload\":{\"a\":{\"b\":[1]},\"c\":null}}", 0, NULL);
@@ -870,6 +902,8 @@ int main(void)
 		cmocka_unit_test(triggers_parse_with_defaults),
 		cmocka_unit_test(trigger_rejections_name_the_field),
 		cmocka_unit_test(payload_paths),
+		cmocka_unit_test(jitter_must_be_shorter_than_the_period),
+		cmocka_unit_test(apply_mode_keeps_unknown_zones),
 	};
 
 	tz_set_loader(tzdata_load);
