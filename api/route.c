@@ -317,7 +317,8 @@ bad:
 	return NULL;
 }
 
-static int run_id_valid(const char *s)
+/* 1..max of [A-Za-z0-9_.:-]: run ids and event ids. */
+static int id_valid(const char *s, size_t max)
 {
 	size_t n = 0;
 
@@ -329,7 +330,12 @@ static int run_id_valid(const char *s)
 		      c == ':' || c == '-'))
 			return 0;
 	}
-	return n >= 1 && n <= RUN_ID_MAX;
+	return n >= 1 && n <= max;
+}
+
+static int run_id_valid(const char *s)
+{
+	return id_valid(s, RUN_ID_MAX);
 }
 
 /* A query value: absent or empty gives NULL and 0; a malformed escape -1. */
@@ -696,17 +702,7 @@ int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
 
 static int event_id_valid(const char *s)
 {
-	size_t n = 0;
-
-	for (; *s != '\0'; s++, n++) {
-		char c = *s;
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-		      c == ':' || c == '-'))
-			return 0;
-	}
-	return n >= 1 && n <= 128;
+	return id_valid(s, 128);
 }
 
 int api__event_body(const json_t *body, const struct flowd_limits *lim,
