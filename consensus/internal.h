@@ -13,6 +13,10 @@
 #define CONSENSUS__DRAIN_MAX_MS 10000
 /* Poll period of that wait. */
 #define CONSENSUS__DRAIN_POLL_MS 5
+/* How long close waits for the leadership transfer it started: the target
+ * raft picks may itself be going away (a whole cluster stopping one node
+ * after the other), and close must not wait on it forever. */
+#define CONSENSUS__TRANSFER_MAX_MS 3000
 
 /* Where consensus_close is. Moves forward only. */
 enum consensus__phase {

@@ -340,6 +340,9 @@ static void transfer_cb(struct raft_transfer *req)
 	raft_id id = 0;
 	const char *address = NULL;
 
+	if (c->phase != CONSENSUS__TRANSFERRING)
+		return; /* the deadline closed raft already */
+	uv_timer_stop(&c->close_timer);
 	raft_leader(&c->raft, &id, &address);
 	log_info("consensus: leadership transfer finished leader=%llu",
 		 (unsigned long long)id);
@@ -357,6 +360,17 @@ static int leader_writing(struct consensus *c)
 		return 1;
 	return raft_state(&c->raft) == RAFT_LEADER &&
 	       c->raft.last_stored < raft_last_index(&c->raft);
+}
+
+static void transfer_deadline_cb(uv_timer_t *timer)
+{
+	struct consensus *c = timer->data;
+
+	if (c->phase != CONSENSUS__TRANSFERRING)
+		return;
+	log_warn("consensus: leadership transfer not done after %d ms; "
+		 "closing anyway", CONSENSUS__TRANSFER_MAX_MS);
+	close_raft(c);
 }
 
 static void drain_poll_cb(uv_timer_t *timer)
@@ -383,6 +397,8 @@ static void drain_poll_cb(uv_timer_t *timer)
 		if (rv == 0) {
 			log_info("consensus: transferring leadership before "
 				 "close");
+			uv_timer_start(&c->close_timer, transfer_deadline_cb,
+				       CONSENSUS__TRANSFER_MAX_MS, 0);
 			return;
 		}
 		c->phase = CONSENSUS__DRAINING;

@@ -542,15 +542,19 @@ static void rearm(struct scheduler *s)
 	if (s->closing)
 		return;
 	if (s->dirty_head != NULL) {
-		delay = 0;
-	} else if (s->d->role == CONSENSUS_LEADER && s->n_heap > 0 &&
-		   s->proposals < PROPOSALS_MAX) {
+		delay = 1;
+	} else if (s->d->role == CONSENSUS_LEADER && !s->d->stopping &&
+		   s->n_heap > 0 && s->proposals < PROPOSALS_MAX) {
 		delay = s->heap[0]->due_ms - flowd_now_ms();
-		if (delay < 0)
-			delay = 0;
 		if (delay > MAX_SLEEP_MS)
 			delay = MAX_SLEEP_MS;
 	}
+	/* Never 0: this runs inside the timer's own callback, and libuv runs
+	 * a timer re-armed there with timeout 0 again in the same pass, with
+	 * the loop's time unchanged: a due entry that tick() could not take
+	 * (the node stopping) spun the loop forever at SIGTERM. */
+	if (delay < 1)
+		delay = 1;
 	uv_timer_start(&s->timer, timer_cb, (uint64_t)delay, 0);
 }
 
