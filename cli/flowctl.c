@@ -48,6 +48,18 @@ static void usage(FILE *f)
 	      "                         a step's stdout (to stdout), then its\n"
 	      "                         stderr (to stderr), raw\n"
 	      "  cancel RUN_ID          cancel a run\n"
+	      "  schedule FLOW          a flow's schedules: cursor, counters,\n"
+	      "                         last fires, next fire times\n"
+	      "  pause FLOW, unpause FLOW\n"
+	      "                         stop or resume a flow's schedules\n"
+	      "                         (paused ticks are recorded skipped)\n"
+	      "  backfill FLOW FROM TO [--schedule N]\n"
+	      "                         one run per tick in [FROM, TO] (RFC 3339)\n"
+	      "  event NAME [--id ID] [--payload JSON]\n"
+	      "                         post an event; same id = same answer\n"
+	      "  preview EXPR [--tz TZ] [--from T] [--count N]\n"
+	      "        [--dst-missing shift|skip] [--dst-repeated once|twice]\n"
+	      "                         next fire times of a cron expression\n"
 	      "  cluster                this node's view of the cluster\n"
 	      "  health                 GET /healthz (no token needed)\n"
 	      "  ready                  GET /readyz (no token needed)\n"
@@ -394,7 +406,15 @@ enum {
 	OPT_STATUS,
 	OPT_LIMIT,
 	OPT_CURSOR,
-	OPT_ATTEMPT
+	OPT_ATTEMPT,
+	OPT_TZ,
+	OPT_FROM,
+	OPT_COUNT,
+	OPT_DST_MISSING,
+	OPT_DST_REPEATED,
+	OPT_ID,
+	OPT_PAYLOAD,
+	OPT_SCHEDULE
 };
 
 static const struct option run_options[] = {
@@ -627,10 +647,15 @@ static int query_option(void *ctx, int opt, const char *arg)
 	    [OPT_LIMIT - OPT_FLOW] = "limit",
 	    [OPT_CURSOR - OPT_FLOW] = "cursor",
 	    [OPT_ATTEMPT - OPT_FLOW] = "attempt",
+	    [OPT_TZ - OPT_FLOW] = "tz",
+	    [OPT_FROM - OPT_FLOW] = "from",
+	    [OPT_COUNT - OPT_FLOW] = "count",
+	    [OPT_DST_MISSING - OPT_FLOW] = "dst_missing",
+	    [OPT_DST_REPEATED - OPT_FLOW] = "dst_repeated",
 	};
 	struct query *q = ctx;
 
-	if (opt < OPT_FLOW || opt > OPT_ATTEMPT)
+	if (opt < OPT_FLOW || opt > OPT_DST_REPEATED)
 		return usage_error("unknown option");
 	fprintf(q->f, "%c%s=", q->sep, names[opt - OPT_FLOW]);
 	put_escaped(q->f, arg);
@@ -647,6 +672,16 @@ static const struct option runs_options[] = {
     {NULL, 0, NULL, 0},
 };
 
+static const struct option preview_options[] = {
+    {"tz", required_argument, NULL, OPT_TZ},
+    {"from", required_argument, NULL, OPT_FROM},
+    {"count", required_argument, NULL, OPT_COUNT},
+    {"dst-missing", required_argument, NULL, OPT_DST_MISSING},
+    {"dst-repeated", required_argument, NULL, OPT_DST_REPEATED},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 static const struct option logs_options[] = {
     {"attempt", required_argument, NULL, OPT_ATTEMPT},
     {"help", no_argument, NULL, 'h'},
@@ -658,7 +693,7 @@ static const struct option logs_options[] = {
 static int query_path(int argc, char **argv, const struct option *options,
 		      const char *tmpl, int nargs, char **out)
 {
-	struct query q = {NULL, '?'};
+	struct query q = {NULL, strchr(tmpl, '?') ? '&' : '?'};
 	const char *pos[2] = {NULL, NULL};
 	char *prefix = NULL, *p = NULL;
 	size_t n = 0;
@@ -691,6 +726,114 @@ static int cmd_runs(struct cli_http *h, const struct command *cmd, int argc,
 	int rc = query_path(argc, argv, runs_options, "/v1/runs", 0, &path);
 
 	return rc != PARSED ? rc : call(h, "GET", path, NULL, 0);
+}
+
+static int cmd_preview(struct cli_http *h, const struct command *cmd,
+		       int argc, char **argv)
+{
+	char *path;
+	int rc = query_path(argc, argv, preview_options,
+			    "/v1/cron/preview?expr=%", 1, &path);
+
+	return rc != PARSED ? rc : call(h, "GET", path, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* event and backfill: a JSON body from arguments and options               */
+
+static const struct option event_options[] = {
+    {"id", required_argument, NULL, OPT_ID},
+    {"payload", required_argument, NULL, OPT_PAYLOAD},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static const struct option backfill_options[] = {
+    {"schedule", required_argument, NULL, OPT_SCHEDULE},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Options into the body object: --id, --payload JSON, --schedule N. */
+static int body_option(void *ctx, int opt, const char *arg)
+{
+	json_t *body = ctx, *v;
+	json_error_t jerr;
+	char *end;
+	long n;
+
+	switch (opt) {
+	case OPT_ID:
+		json_object_set_new(body, "id", json_string(arg));
+		return PARSED;
+	case OPT_PAYLOAD:
+		v = json_loads(arg, 0, &jerr);
+		if (v == NULL)
+			return usage_error("--payload: not JSON: %s", jerr.text);
+		json_object_set_new(body, "payload", v);
+		return PARSED;
+	case OPT_SCHEDULE:
+		n = strtol(arg, &end, 10);
+		if (*arg == '\0' || *end != '\0' || n < 0)
+			return usage_error("--schedule wants an index, not '%s'",
+					   arg);
+		json_object_set_new(body, "schedule", json_integer(n));
+		return PARSED;
+	}
+	return usage_error("unknown option");
+}
+
+static int post_body(struct cli_http *h, char *path, json_t *body)
+{
+	char *text = json_dumps(body, JSON_COMPACT);
+	int rc;
+
+	json_decref(body);
+	if (text == NULL) {
+		free(path);
+		return oom();
+	}
+	rc = call(h, "POST", path, text, strlen(text));
+	free(text);
+	return rc;
+}
+
+static int cmd_event(struct cli_http *h, const struct command *cmd, int argc,
+		     char **argv)
+{
+	const char *pos[1] = {NULL};
+	json_t *body = json_object();
+	int rc;
+
+	if (body == NULL)
+		return oom();
+	rc = parse_args(argc, argv, "", event_options, body_option, body, pos, 1);
+	if (rc != PARSED) {
+		json_decref(body);
+		return rc;
+	}
+	json_object_set_new(body, "name", json_string(pos[0]));
+	return post_body(h, strdup("/v1/events"), body);
+}
+
+static int cmd_backfill(struct cli_http *h, const struct command *cmd,
+			int argc, char **argv)
+{
+	const char *pos[3] = {NULL, NULL, NULL};
+	json_t *body = json_object();
+	int rc;
+
+	if (body == NULL)
+		return oom();
+	rc = parse_args(argc, argv, "", backfill_options, body_option, body,
+			pos, 3);
+	if (rc != PARSED) {
+		json_decref(body);
+		return rc;
+	}
+	json_object_set_new(body, "from", json_string(pos[1]));
+	json_object_set_new(body, "to", json_string(pos[2]));
+	return post_body(h, path_of("/v1/flows/%/backfill", pos[0]), body);
 }
 
 /* Write a JSON string's bytes (NULs included) to `f`. */
@@ -749,6 +892,12 @@ static const struct command commands[] = {
     {"get", cmd_simple, "GET", "/v1/runs/%", 1},
     {"logs", cmd_logs, NULL, NULL, 0},
     {"cancel", cmd_simple, "POST", "/v1/runs/%/cancel", 1},
+    {"schedule", cmd_simple, "GET", "/v1/flows/%/schedule", 1},
+    {"pause", cmd_simple, "POST", "/v1/flows/%/pause", 1},
+    {"unpause", cmd_simple, "POST", "/v1/flows/%/unpause", 1},
+    {"backfill", cmd_backfill, NULL, NULL, 0},
+    {"event", cmd_event, NULL, NULL, 0},
+    {"preview", cmd_preview, NULL, NULL, 0},
     {"cluster", cmd_simple, "GET", "/v1/cluster", 0},
     {"health", cmd_simple, "GET", "/healthz", 0},
     {"ready", cmd_simple, "GET", "/readyz", 0},

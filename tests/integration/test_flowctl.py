@@ -189,3 +189,29 @@ def test_bad_usage_exits_64_with_usage_on_stderr(args):
 def test_help_exits_0_with_usage_on_stdout():
     r = run_flowctl(["--help"])
     assert r.returncode == 0 and r.stdout.startswith("usage: flowctl") and r.stderr == ""
+
+
+def test_trigger_commands(node, workdir):
+    spec = flow_spec([step("s", "true")])
+    spec["triggers"] = {"schedules": [{"cron": "0 * * * *"}], "events": [{"event": "go"}]}
+    path = os.path.join(workdir, "t.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    ok_json(flowctl(node, "deploy", "t", path))
+    view = ok_json(flowctl(node, "schedule", "t"))
+    assert len(view["schedules"][0]["next_fire_times"]) == 10
+    assert ok_json(flowctl(node, "pause", "t"))["paused"] is True
+    assert ok_json(flowctl(node, "unpause", "t"))["paused"] is False
+    out = ok_json(flowctl(node, "backfill", "t", "2027-01-01T00:00:00Z",
+                          "2027-01-01T02:00:00Z", "--schedule", "0"))
+    assert out["ticks"] == 3
+    ev = ok_json(flowctl(node, "event", "go", "--id", "cli-1", "--payload", '{"a": 1}'))
+    assert ev["runs"][0]["flow"] == "t" and ev["duplicate"] is False
+    assert ok_json(flowctl(node, "event", "go", "--id", "cli-1"))["duplicate"] is True
+    pv = ok_json(flowctl(node, "preview", "30 2 * * *", "--tz", "Europe/Berlin",
+                         "--from", "2027-03-27T00:00:00Z", "--count", "2"))
+    assert pv["times"] == ["2027-03-27T01:30:00Z", "2027-03-28T01:00:00Z"]
+    r = flowctl(node, "event", "go", "--payload", "{not json")
+    assert r.returncode == 64
+    r = flowctl(node, "preview", "0 0 31 2 *")
+    assert r.returncode == 1 and "never matches" in r.stderr
