@@ -285,3 +285,17 @@ def test_max_active_runs_buffers_all_in_order(node):
     for r in runs:
         node.wait_run(r["id"])
     assert [r["trigger"]["event_ids"][0] for r in runs] == ["m%d" % i for i in range(6)]
+
+
+def test_allow_all_has_no_limit_unless_max_active_runs_says(node):
+    node.deploy("free", triggered(sleeper(30), events=[{"event": "a"}]))
+    capped = triggered(sleeper(0.3), events=[{"event": "b"}])
+    capped["max_active_runs"] = 1
+    node.deploy("capped", capped)
+    free = [node.post("/v1/events", {"name": "a"})[1]["runs"][0]["outcome"] for _ in range(3)]
+    assert free == ["fired"] * 3
+    outs = [node.post("/v1/events", {"name": "b"})[1]["runs"][0]["outcome"] for _ in range(3)]
+    assert outs == ["fired", "buffered", "buffered"]
+    wait_for(lambda: len(runs_of(node, "capped")) == 3, 20, "the buffered runs")
+    for r in runs_of(node, "free"):
+        node.post("/v1/runs/%s/cancel" % r["id"])
