@@ -645,6 +645,28 @@ int api__authorize(unsigned flags, enum api__role role, int open,
  * Bodies
  */
 
+/* 0 when every key of the object `body` is in the NULL-terminated `known`,
+ * else 400 "unknown_field" naming the first other key met. */
+static int only_known_keys(const json_t *body, const char *const *known,
+			   struct flowd_error *err)
+{
+	const char *key;
+	json_t *value;
+	size_t i;
+
+	json_object_foreach((json_t *)body, key, value)
+	{
+		(void)value;
+		for (i = 0; known[i] != NULL; i++)
+			if (strcmp(key, known[i]) == 0)
+				break;
+		if (known[i] == NULL)
+			return flowd_error_set(err, 400, "unknown_field", key,
+					       "unknown field");
+	}
+	return 0;
+}
+
 int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
 			 struct api_request *req, struct flowd_error *err)
 {
@@ -708,20 +730,16 @@ static int event_id_valid(const char *s)
 int api__event_body(const json_t *body, const struct flowd_limits *lim,
 		    struct api_request *req, struct flowd_error *err)
 {
+	static const char *const known[] = {"name", "id", "payload", NULL};
 	const json_t *name, *id, *payload;
-	const char *key;
-	json_t *value;
 	char *text;
 	size_t size;
 
 	if (!json_is_object(body))
 		return flowd_error_set(err, 400, "invalid_type", "",
 				       "the body must be a JSON object");
-	json_object_foreach((json_t *)body, key, value)
-		if (strcmp(key, "name") != 0 && strcmp(key, "id") != 0 &&
-		    strcmp(key, "payload") != 0)
-			return flowd_error_set(err, 400, "unknown_field", key,
-					       "unknown field");
+	if (only_known_keys(body, known, err) != 0)
+		return -1;
 	name = json_object_get(body, "name");
 	id = json_object_get(body, "id");
 	payload = json_object_get(body, "payload");
@@ -778,18 +796,14 @@ static int body_time(const json_t *body, const char *key, int64_t *out,
 int api__backfill_body(const json_t *body, struct api_request *req,
 		       struct flowd_error *err)
 {
+	static const char *const known[] = {"from", "to", "schedule", NULL};
 	const json_t *sched;
-	const char *key;
-	json_t *value;
 
 	if (!json_is_object(body))
 		return flowd_error_set(err, 400, "invalid_type", "",
 				       "the body must be a JSON object");
-	json_object_foreach((json_t *)body, key, value)
-		if (strcmp(key, "from") != 0 && strcmp(key, "to") != 0 &&
-		    strcmp(key, "schedule") != 0)
-			return flowd_error_set(err, 400, "unknown_field", key,
-					       "unknown field");
+	if (only_known_keys(body, known, err) != 0)
+		return -1;
 	if (body_time(body, "from", &req->bf_from, err) != 0 ||
 	    body_time(body, "to", &req->bf_to, err) != 0)
 		return -1;
@@ -944,28 +958,6 @@ static int member_address_value(const json_t *value, const char *field,
 				       "must be an IPv4 \"a.b.c.d:port\" with "
 				       "a port from 1 to 65535");
 	*out = json_string_value(value);
-	return 0;
-}
-
-/* 0 when every key of the object `body` is in the NULL-terminated `known`,
- * else 400 "unknown_field" naming the first other key met. */
-static int only_known_keys(const json_t *body, const char *const *known,
-			   struct flowd_error *err)
-{
-	const char *key;
-	json_t *value;
-	size_t i;
-
-	json_object_foreach((json_t *)body, key, value)
-	{
-		(void)value;
-		for (i = 0; known[i] != NULL; i++)
-			if (strcmp(key, known[i]) == 0)
-				break;
-		if (known[i] == NULL)
-			return flowd_error_set(err, 400, "unknown_field", key,
-					       "unknown field");
-	}
 	return 0;
 }
 

@@ -5,15 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t hash(const char *s)
+uint64_t map_fnv1a(const char *s, uint64_t h)
 {
-	uint64_t h = 1469598103934665603ULL;
-
 	for (; *s; s++) {
 		h ^= (unsigned char)*s;
 		h *= 1099511628211ULL;
 	}
 	return h;
+}
+
+static uint64_t hash(const char *s)
+{
+	return map_fnv1a(s, MAP_FNV_SEED);
 }
 
 void map_init(struct map *m)

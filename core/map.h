@@ -6,6 +6,7 @@
 #define FLOWD_CORE_MAP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct map_entry {
 	char *key;
@@ -18,6 +19,10 @@ struct map {
 	size_t n_buckets;
 	size_t size;
 };
+
+/* FNV-1a of the string s, continuing from h (start with MAP_FNV_SEED). */
+#define MAP_FNV_SEED 1469598103934665603ULL
+uint64_t map_fnv1a(const char *s, uint64_t h);
 
 void map_init(struct map *m);
 /* Free the entries (not the values). */

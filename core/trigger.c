@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "map.h"
 
 static const char *const outcome_names[] = {"fired", "skipped", "missed",
 					    "buffered", "dropped"};
@@ -377,12 +378,8 @@ void fsm__trig_undeployed(struct apply_ctx *c, struct fsm_flow *fl)
 
 void fsm_backfill_key(const char *sched_key, int64_t nominal, char out[64])
 {
-	uint64_t h = 1469598103934665603ULL;
+	uint64_t h = map_fnv1a(sched_key, MAP_FNV_SEED);
 
-	for (const char *p = sched_key; *p; p++) {
-		h ^= (unsigned char)*p;
-		h *= 1099511628211ULL;
-	}
 	snprintf(out, 64, "backfill:%016" PRIx64 ":%" PRId64, h, nominal);
 }
 

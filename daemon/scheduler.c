@@ -172,15 +172,6 @@ static void heap_remove(struct scheduler *s, struct sched_entry *e)
  * Entries
  */
 
-static uint64_t fnv(const char *s, uint64_t h)
-{
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
 static int64_t jitter_ms(const char *flow, unsigned i, int64_t nominal,
 			 unsigned jitter_s)
 {
@@ -189,7 +180,7 @@ static int64_t jitter_ms(const char *flow, unsigned i, int64_t nominal,
 	if (jitter_s == 0)
 		return 0;
 	snprintf(buf, sizeof buf, ":%u:%" PRId64, i, nominal);
-	return (int64_t)(fnv(buf, fnv(flow, 1469598103934665603ULL)) %
+	return (int64_t)(map_fnv1a(buf, map_fnv1a(flow, MAP_FNV_SEED)) %
 			 ((uint64_t)jitter_s * 1000 + 1));
 }
 
