@@ -178,7 +178,7 @@ static bool env_name_valid(const char *s, size_t max)
 	return true;
 }
 
-bool spec_flow_name_valid(const char *name)
+bool spec_flow_name_valid_committed(const char *name)
 {
 	size_t i;
 
@@ -191,6 +191,24 @@ bool spec_flow_name_valid(const char *name)
 			return false;
 	}
 	return true;
+}
+
+bool spec_flow_name_valid(const char *name)
+{
+	/* "." and ".." are path segments to every proxy that normalizes a
+	 * URL (RFC 3986 section 5.2.4), so /v1/flows/.. would not reach us
+	 * as written. */
+	return spec_flow_name_valid_committed(name) && strcmp(name, ".") != 0 &&
+	       strcmp(name, "..") != 0;
+}
+
+/* The rule for a name inside a spec: committed specs (SPEC_PARSE_APPLY) keep
+ * the rule they were accepted under, or a snapshot would not load. */
+static bool spec_name_ok(const struct ctx *c, const char *name)
+{
+	return (c->flags & SPEC_PARSE_APPLY)
+		   ? spec_flow_name_valid_committed(name)
+		   : spec_flow_name_valid(name);
 }
 
 /* Fails with "unknown_field" at the first key of `obj` not in `known`. */
@@ -209,7 +227,8 @@ static int check_keys(struct ctx *c, const json_t *obj,
 		if (known[i] == NULL) {
 			path_key(field, prefix, key);
 			return fail(c, 400, "unknown_field", field,
-				    "unknown field \"%.64s\"", key);
+				    "unknown field \"%.*s\"",
+				    flowd_error_quote_len(key, 64), key);
 		}
 	}
 	return 0;
@@ -343,6 +362,9 @@ void spec_free(struct flow_spec *spec)
 
 	if (spec == NULL)
 		return;
+	/* refs counts the holders beyond the first: 0 means we are the last */
+	if (__atomic_fetch_sub(&spec->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
 	free(spec->description);
 	for (i = 0; i < spec->n_params; i++) {
 		free(spec->params[i].name);
@@ -357,6 +379,12 @@ void spec_free(struct flow_spec *spec)
 	json_decref(spec->doc);
 	free(spec->doc_text);
 	free(spec);
+}
+
+struct flow_spec *spec_ref(struct flow_spec *spec)
+{
+	__atomic_fetch_add(&spec->refs, 1, __ATOMIC_RELAXED);
+	return spec;
 }
 
 void spec_drop_doc(struct flow_spec *spec)
@@ -649,7 +677,9 @@ static int parse_depends(struct ctx *c, const json_t *v, const char *prefix,
 			if (strcmp(dep, json_string_value(
 					     json_array_get(v, j))) == 0)
 				return fail(c, 400, "duplicate", field,
-					    "\"%.64s\" is listed twice", dep);
+					    "\"%.*s\" is listed twice",
+					    flowd_error_quote_len(dep, 64),
+					    dep);
 		if (append_new(jdeps, json_string(dep)) < 0)
 			return oom(c->err);
 	}
@@ -736,9 +766,10 @@ static int parse_step(struct ctx *c, const json_t *v, size_t idx,
 			    "a step needs a name");
 	if (get_string(c, jname, field, &name) < 0)
 		return -1;
-	if (!spec_flow_name_valid(name))
+	if (!spec_name_ok(c, name))
 		return fail(c, 400, "invalid_value", field,
-			    "step name must match [A-Za-z0-9_.-]{1,128}");
+			    "step name must match [A-Za-z0-9_.-]{1,128}, "
+			    "and not be . or ..");
 	for (j = 0; j < idx; j++)
 		if (strcmp(spec->steps[j].name, name) == 0)
 			return fail(c, 400, "duplicate", field,
@@ -876,7 +907,9 @@ static int resolve_deps(struct ctx *c, const json_t *jsteps,
 				path_fmt(field, "steps[%zu].depends_on[%zu]",
 					 i, j);
 				fail(c, 400, "unknown_dependency", field,
-				     "no step is named \"%.64s\"", key.name);
+				     "no step is named \"%.*s\"",
+				     flowd_error_quote_len(key.name, 64),
+				     key.name);
 				goto out;
 			}
 			spec->steps[i].deps[j] = (size_t)(*hit - spec->steps);
@@ -1142,8 +1175,9 @@ static int get_zone(struct ctx *c, const json_t *obj, const char *key,
 			 "its schedules use UTC here", *name);
 	} else if (*zone == NULL)
 		return fail(c, 400, "invalid_value", field,
-			    "unknown time zone \"%.64s\" (an IANA name such "
-			    "as Europe/Berlin, from the system tzdata)", *name);
+			    "unknown time zone \"%.*s\" (an IANA name such "
+			    "as Europe/Berlin, from the system tzdata)",
+			    flowd_error_quote_len(*name, 64), *name);
 	if (set_new(jout, key, json_string(*name)) < 0)
 		return oom(c->err);
 	return 0;
@@ -1163,11 +1197,12 @@ static int parse_schedule_params(struct ctx *c, const json_t *v,
 	if (!json_is_object(v))
 		return fail(c, 400, "invalid_type", field, "must be an object");
 	if (spec_params_resolve(spec, v, c->lim, &resolved, c->err) != 0) {
-		char inner[PATH_LEN];
+		char outer[PATH_LEN];
 
-		snprintf(inner, sizeof inner, "%s", c->err->field);
-		path_fmt(c->err->field, "%s.%s", prefix, inner);
-		return -1;
+		/* set again: the longer path is cut where UTF-8 allows */
+		path_fmt(outer, "%s.%s", prefix, c->err->field);
+		return flowd_error_set(c->err, c->err->status, c->err->code,
+				       outer, "%s", c->err->message);
 	}
 	json_decref(resolved);
 	sc->parameters = json_deep_copy(v);
@@ -1300,8 +1335,9 @@ static int parse_event_match(struct ctx *c, const json_t *obj,
 		    strstr(key, "..") != NULL || key[0] == '.') {
 			path_key(field, prefix, "filter");
 			return fail(c, 400, "invalid_value", field,
-				    "\"%.64s\" is not a payload path like "
-				    "table or source.region", key);
+				    "\"%.*s\" is not a payload path like "
+				    "table or source.region",
+				    flowd_error_quote_len(key, 64), key);
 		}
 	}
 	return 0;
@@ -1401,17 +1437,21 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 			if (!json_is_object(jm))
 				return fail(c, 400, "invalid_type", mprefix,
 					    "must be an object");
+			/* counted first, so spec_free() frees what a failed
+			 * match already holds (its name, its filter) */
+			t->n_events = k + 1;
 			if (check_keys(c, jm, event_match_keys, mprefix) < 0 ||
 			    parse_event_match(c, jm, mprefix, &t->events[k],
 					      jo) < 0)
 				return -1;
-			t->n_events = k + 1;
 			for (size_t j = 0; j < k; j++)
 				if (strcmp(t->events[j].name,
 					   t->events[k].name) == 0) {
 					path_key(field, mprefix, "event");
 					return fail(c, 400, "duplicate", field,
-						    "\"%.64s\" is listed twice",
+						    "\"%.*s\" is listed twice",
+						    flowd_error_quote_len(
+							t->events[k].name, 64),
 						    t->events[k].name);
 				}
 		}
@@ -1461,7 +1501,9 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 			if (p == spec->n_params)
 				return fail(c, 400, "unknown_field", mfield,
 					    "the flow has no parameter "
-					    "\"%.64s\"", key);
+					    "\"%.*s\"",
+					    flowd_error_quote_len(key, 64),
+					    key);
 			if (get_string(c, val, mfield, &str) < 0)
 				return -1;
 			if (!mapping_path_valid(str, t))
@@ -1510,9 +1552,10 @@ static int parse_on_finish(struct ctx *c, const json_t *v, size_t i,
 			    "names the upstream flow");
 	if (get_string(c, jflow, field, &name) < 0)
 		return -1;
-	if (!spec_flow_name_valid(name))
+	if (!spec_name_ok(c, name))
 		return fail(c, 400, "invalid_value", field,
-			    "a flow name must match [A-Za-z0-9_.-]{1,128}");
+			    "a flow name must match [A-Za-z0-9_.-]{1,128}, "
+			    "and not be . or ..");
 	if ((t->flow = strdup(name)) == NULL ||
 	    set_new(jo, "flow", json_string(name)) < 0)
 		return oom(c->err);
@@ -1743,7 +1786,8 @@ int spec_params_resolve(const struct flow_spec *spec, const json_t *given,
 			    sizeof *spec->params, cmp_param_name) == NULL) {
 			path_fmt(field, "parameters.%s", keys[i]);
 			fail(&c, 400, "unknown_field", field,
-			     "the flow has no parameter \"%.64s\"", keys[i]);
+			     "the flow has no parameter \"%.*s\"",
+			     flowd_error_quote_len(keys[i], 64), keys[i]);
 			goto fail_res;
 		}
 	}

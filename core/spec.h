@@ -122,12 +122,21 @@ struct flow_spec {
 	char *doc_text;             /* owned: doc as compact JSON with sorted
 	                             * keys, so two deploys are the same spec iff
 	                             * their texts are equal */
+	unsigned refs;              /* references beyond the first (spec_ref);
+	                             * atomic */
 };
 
-/* A flow name is [A-Za-z0-9_.-]{1,128}. A step and a parameter name use the
- * same rule; a parameter name must also fit an environment variable name
+/* A flow name is [A-Za-z0-9_.-]{1,128}, and not "." or ".." (which a proxy
+ * normalizing /v1/flows/.. would rewrite). A step name uses the same rule; a
+ * parameter name must fit an environment variable name
  * ([A-Za-z_][A-Za-z0-9_]*). */
 bool spec_flow_name_valid(const char *name);
+
+/* The rule before "." and ".." were refused, for names inside what is
+ * already committed: the state machine must not refuse a command or a
+ * snapshot an older version accepted, or replicas would diverge.
+ * spec_parse_ex(SPEC_PARSE_APPLY) checks step and on_finish names with it. */
+bool spec_flow_name_valid_committed(const char *name);
 
 /* Parse and validate `doc` (borrowed). On success returns 0 and a new spec in
  * *out (caller frees with spec_free). On failure returns -1, *out untouched,
@@ -146,7 +155,12 @@ int spec_parse_ex(const json_t *doc, const struct flowd_limits *lim,
 		  unsigned flags, struct flow_spec **out,
 		  struct flowd_error *err);
 
+/* Drop a reference: the last one frees the spec. A spec is immutable once
+ * parsed (spec_drop_doc aside), so holders on several threads may read it;
+ * the read view (core/view.c) holds references to the specs it shows. */
 void spec_free(struct flow_spec *spec);
+/* Take another reference (returns `spec`). */
+struct flow_spec *spec_ref(struct flow_spec *spec);
 
 /* Free the document tree of a spec that is kept long (the state machine
  * keeps every version): doc_text stays. A jansson tree costs about eight

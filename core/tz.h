@@ -28,9 +28,15 @@ void tz_set_loader(tz_loader load);
 bool tz_name_valid(const char *name);
 
 /* The zone called `name`, loaded once and kept for the life of the process
- * (thread safe); NULL if the name is invalid, unknown, or its data does not
- * parse. "UTC" always exists. */
+ * (thread safe; the pointer is borrowed and stays valid until exit); NULL if
+ * the name is invalid, unknown, or its data does not parse. "UTC" always
+ * exists. Only zones that exist are cached, at most TZ_CACHE_MAX (4096, far
+ * above the ~1,300 names of a full tzdata): an unknown name asks the loader
+ * again each time, and costs no memory. */
 const struct tz *tz_get(const char *name);
+
+/* How many zones the cache holds ("UTC" not counted); for tests. */
+size_t tz_cache_size(void);
 
 /* Parse TZif bytes into a new zone (tz_free frees it); NULL if malformed. */
 struct tz *tz_parse(const char *name, const void *buf, size_t len);

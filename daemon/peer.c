@@ -25,8 +25,10 @@
  *      links it into its private in-flight list. curl_multi_perform() moves
  *      the transfers; the write callback collects the body (at most
  *      MAX_BODY bytes), the header callback picks up Retry-After.
- *   3. On CURLMSG_DONE the worker reads CURLINFO_RESPONSE_CODE, cleans the
- *      easy handle up, appends the request to p->done and uv_async_send()s.
+ *   3. On CURLMSG_DONE the worker reads CURLINFO_RESPONSE_CODE (for a 4xx,
+ *      a refusal, it also reads the error out of the body, so that callers
+ *      can log why), cleans the easy handle up, appends the request to
+ *      p->done and uv_async_send()s.
  *   4. The async callback (loop) takes the whole done list (sends coalesce)
  *      and calls each cb once, then frees the request.
  *
@@ -74,6 +76,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <jansson.h>
 
 #include "core/log.h"
 
@@ -421,6 +424,30 @@ static void start(struct peer *p, struct preq *r)
 	inflight_link(p, r);
 }
 
+/* A refusal's reason: flowd's error body {"error": {"code",
+ * "message"}} as "code: message", else the start of the body on one line. */
+static void error_from_body(struct preq *r)
+{
+	json_t *doc = r->resp != NULL
+			      ? json_loadb(r->resp, r->resp_len, 0, NULL)
+			      : NULL;
+	json_t *e = json_object_get(doc, "error");
+	const char *code = json_string_value(json_object_get(e, "code"));
+	const char *msg = json_string_value(json_object_get(e, "message"));
+	size_t n = 0;
+
+	if (code != NULL && msg != NULL) {
+		snprintf(r->error, sizeof(r->error), "%s: %s", code, msg);
+	} else {
+		for (; n < r->resp_len && n < sizeof(r->error) - 1; n++)
+			r->error[n] = r->resp[n] == '\r' || r->resp[n] == '\n'
+					      ? ' '
+					      : r->resp[n];
+		r->error[n] = '\0';
+	}
+	json_decref(doc);
+}
+
 static void finish(struct peer *p, struct preq *r, CURLcode res)
 {
 	long code = 0;
@@ -429,6 +456,8 @@ static void finish(struct peer *p, struct preq *r, CURLcode res)
 		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
 		r->status = (int)code;
 		r->error[0] = '\0';
+		if (code >= 400 && code < 500)
+			error_from_body(r);
 	} else {
 		r->status = 0;
 		if (r->too_large)
@@ -548,7 +577,7 @@ static void async_cb(uv_async_t *h)
 			res.body = r->status != 0 && r->resp != NULL ? r->resp : "";
 			res.body_len = r->status != 0 ? r->resp_len : 0;
 			res.retry_after = r->retry_after;
-			res.error = r->status == 0 ? r->error : "";
+			res.error = r->error; /* "" unless status 0 or 4xx */
 			r->cb(r->arg, &res);
 			preq_free(r);
 		}

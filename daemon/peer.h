@@ -12,13 +12,17 @@ struct peer;
 
 /* The outcome of one request, borrowed for the duration of the callback.
  * status: the HTTP status, or 0 when no answer came (connect error,
- * timeout): then `error` says why. */
+ * timeout). `error` says why it failed, for the caller's log: with status
+ * 0, libcurl's text; with a 4xx (the peer refused the request), the
+ * answer's flowd error body as "code: message" ("too_large: body over
+ * 1048576 bytes"), or the start of the body on one line when it is not
+ * one; "" otherwise. */
 struct peer_result {
 	int status;
 	const char *body;         /* NUL-terminated, "" when none */
 	size_t body_len;
 	unsigned retry_after;     /* the Retry-After header in seconds, 0 if none */
-	const char *error;        /* "" unless status == 0 */
+	const char *error;        /* "" unless status is 0 or 4xx */
 };
 
 /* Called on the loop thread, exactly once per accepted request. */

@@ -11,6 +11,10 @@
  * committed right now (no leader, leadership lost, timeout) stays queued and
  * is re-sent, so an outcome is never dropped; applying it twice is harmless
  * because apply ignores a result for an attempt that is no longer running.
+ * A finish is never bigger than the leader takes (limits.max_body_bytes):
+ * batches are bounded by bytes, an outcome too large alone is cut, and one
+ * the leader refuses (4xx) goes again on its own, then without its logs,
+ * so that its attempt always ends ("Finishing" below).
  *
  * Leader duties: after winning, this node proposes node_up (its boot id and
  * capacity), which marks attempts of its previous life as lost; and it keeps
@@ -106,12 +110,23 @@ void tasks_flush_records(struct flowd *d)
  * POST /internal/v1/commands elsewhere
  */
 
-typedef void (*propose_cb)(struct flowd *d, void *arg, int status);
+/* A status beyond the CONSENSUS_* codes: the leader answered 4xx. The
+ * request itself was bad (over the leader's body limit, not JSON, a token
+ * the leader does not know), so sending it again as it is would only get
+ * the same answer; the callback gets that answer as `refusal` and decides
+ * what to send instead. */
+#define PROPOSAL_REFUSED (-1)
+
+/* status: a CONSENSUS_* code or PROPOSAL_REFUSED; refusal: the leader's
+ * answer (borrowed for the call) with PROPOSAL_REFUSED, else NULL. */
+typedef void (*propose_cb)(struct flowd *d, void *arg, int status,
+			   const struct peer_result *refusal);
 
 struct proposal {
 	struct flowd *d;
 	propose_cb cb;
 	void *arg;
+	size_t len;               /* of the command, for the log */
 };
 
 static void proposal_raft_cb(void *arg, int status, uint64_t index,
@@ -119,25 +134,42 @@ static void proposal_raft_cb(void *arg, int status, uint64_t index,
 {
 	struct proposal *p = arg;
 
-	p->cb(p->d, p->arg, status);
+	p->cb(p->d, p->arg, status, NULL);
 	free(p);
 }
 
+/* No answer (connection error, timeout) and 5xx (503: no leader there or
+ * not ready; 504: the commit took too long) may go another way later: "not
+ * leader", and the caller sends the same command again. A 4xx is the
+ * leader refusing this request: an error, and PROPOSAL_REFUSED. */
 static void proposal_peer_cb(void *arg, const struct peer_result *res)
 {
 	struct proposal *p = arg;
 
-	if (res->status != 200)
-		log_debug("tasks: forwarded command status=%d error=%s",
+	if (res->status == 200) {
+		p->cb(p->d, p->arg, CONSENSUS_OK, NULL);
+	} else if (res->status >= 400 && res->status < 500) {
+		log_error("tasks: the leader refused a command status=%d "
+			  "bytes=%zu error=\"%s\"",
+			  res->status, p->len, res->error);
+		p->cb(p->d, p->arg, PROPOSAL_REFUSED, res);
+	} else {
+		FLOWD_LOG(res->status == 0 || res->status == 503 ||
+				  res->status == 504
+			  ? FLOWD_LOG_DEBUG
+			  : FLOWD_LOG_WARN,
+			  "tasks: forwarded command not taken status=%d "
+			  "error=\"%s\"",
 			  res->status, res->error);
-	p->cb(p->d, p->arg,
-	      res->status == 200 ? CONSENSUS_OK : CONSENSUS_NOT_LEADER);
+		p->cb(p->d, p->arg, CONSENSUS_NOT_LEADER, NULL);
+	}
 	free(p);
 }
 
 /* Propose `buf` (malloc'd; always consumed) wherever the leader is. Returns
- * 0 when under way (cb fires once with a CONSENSUS_* status), or -1 when no
- * leader can take it now (cb never fires). */
+ * 0 when under way (cb fires once with a CONSENSUS_* status or
+ * PROPOSAL_REFUSED), or -1 when no leader can take it now (cb never
+ * fires). */
 static int propose_anywhere(struct flowd *d, char *buf, size_t len,
 			    propose_cb cb, void *arg)
 {
@@ -154,6 +186,7 @@ static int propose_anywhere(struct flowd *d, char *buf, size_t len,
 	p->d = d;
 	p->cb = cb;
 	p->arg = arg;
+	p->len = len;
 	if (d->role == CONSENSUS_LEADER) {
 		rv = consensus_propose(d->raft, buf, len,
 				       d->cfg->apply_timeout_ms,
@@ -190,15 +223,212 @@ static int propose_anywhere(struct flowd *d, char *buf, size_t len,
 
 /* ------------------------------------------------------------------------
  * Finishing: propose task_finish, keep it until it commits
+ *
+ * Every command sent must be one the leader can take. On a follower it is
+ * the body of a request to the leader, refused with 413 past the leader's
+ * limits.max_body_bytes (a setting all nodes share); on the leader it is a
+ * Raft entry, held in memory and written, replicated and applied whole. So
+ * one bound, finish_budget(), applies to both: a batch is bounded by bytes
+ * as well as by count, and an outcome over the budget on its own has its
+ * stdout and stderr cut (at a character, `truncated` set) until it fits.
+ * Output grows up to six-fold in JSON (a control byte is \u00XX), so 64 KiB
+ * of such bytes on each stream is already ~786 KB.
+ *
+ * Should the leader refuse one anyway (4xx: nodes configured differently,
+ * a bug), a refused batch is split and its outcomes sent one by one, and a
+ * single outcome refused is sent once more without its logs (stderr says
+ * why): the attempt must end, or its slot stays taken and its run stays
+ * `running`. One refused even so is logged and sent again every second.
+ * Anything else that did not commit (no answer, 5xx, no leader, timeout)
+ * is sent again as it is after 100 ms.
  */
 
 static void finish_send(struct flowd *d);
 
 /* Under load, outcomes queue up while earlier ones are in flight and then
  * leave together: one `batch` command (one Raft entry, and on a follower
- * one request to the leader) for up to FINISH_BATCH_MAX of them. */
+ * one request to the leader) for up to FINISH_BATCH_MAX of them, and at
+ * most finish_budget() bytes. */
 #define FINISH_BATCH_MAX 256
 #define FINISH_INFLIGHT_MAX 2
+/* What fsm_cmd_batch adds to the commands: its head and "]}" (under 128
+ * bytes), and a comma per command. */
+#define FINISH_BATCH_WRAP 128
+#define FINISH_RETRY_MS 100
+#define FINISH_REFUSED_RETRY_MS 1000
+
+/* One outcome until its task_finish commits. d->finish_head queues its
+ * `link` (struct finish_msg, daemon.h): only this file allocates queued
+ * messages, and always as the first member of an outcome. */
+struct outcome {
+	struct finish_msg link;   /* buf: the encoded task_finish */
+	struct fsm_finish fin;    /* owned copies; out and err NULL */
+	int64_t ts;
+	bool alone;               /* was in a refused batch: goes on its own */
+	bool bare;                /* encoded without its logs */
+};
+
+static struct outcome *outcome_of(struct finish_msg *m)
+{
+	return (struct outcome *)m;
+}
+
+static void outcome_free(struct outcome *o)
+{
+	free(o->link.buf);
+	free((char *)o->fin.run_id);
+	free((char *)o->fin.step);
+	free((char *)o->fin.reason);
+	free((char *)o->fin.detail);
+	free(o);
+}
+
+static void outcomes_free(struct finish_msg *head)
+{
+	while (head != NULL) {
+		struct finish_msg *m = head;
+
+		head = m->next;
+		outcome_free(outcome_of(m));
+	}
+}
+
+/* The largest command sent: the leader's body limit, less 1/16 of it. */
+static size_t finish_budget(const struct flowd *d)
+{
+	size_t max = d->cfg->limits.max_body_bytes;
+
+	return max - max / 16;
+}
+
+/* Bytes a character takes inside a JSON string as jansson writes it
+ * (json_dumps without JSON_ENSURE_ASCII): \" \\ \b \f \n \r \t take 2,
+ * other control bytes 6 (\u00XX), the rest 1 per byte, UTF-8 included. */
+static size_t json_byte_size(unsigned char c)
+{
+	switch (c) {
+	case '"': case '\\': case '\b': case '\f': case '\n': case '\r':
+	case '\t':
+		return 2;
+	default:
+		return c < 0x20 ? 6 : 1;
+	}
+}
+
+/* The length of the longest prefix of `s` (NUL-terminated UTF-8) that ends
+ * between two characters and takes at most `room` bytes inside a JSON
+ * string; *size gets the bytes it takes. */
+static size_t json_prefix(const char *s, size_t room, size_t *size)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, used = 0;
+
+	while (u[i] != '\0') {
+		size_t n = u[i] < 0xc0 ? 1 : u[i] < 0xe0 ? 2 : u[i] < 0xf0 ? 3 : 4;
+		size_t w;
+
+		for (size_t k = 1; k < n; k++)
+			if ((u[i + k] & 0xc0) != 0x80)
+				n = k; /* not UTF-8 after all: byte by byte */
+		w = n == 1 ? json_byte_size(u[i]) : n;
+		if (w > room - used)
+			break;
+		used += w;
+		i += n;
+	}
+	*size = used;
+	return i;
+}
+
+/* Encode o's task_finish with `out` and `err` (valid UTF-8), cut until the
+ * command takes at most `budget` bytes: room for the two is what the rest
+ * leaves; a stream that needs at most half of it keeps all it has and the
+ * other gets the rest, else each gets half. Should jansson disagree with
+ * json_prefix(), the room halves, and the last try keeps no output at all.
+ * Replaces o->link.buf on success. Returns 0, or -1 when it cannot be
+ * encoded (out of memory, text that is not UTF-8). */
+static int outcome_encode(struct outcome *o, const char *out, const char *err,
+			  size_t budget)
+{
+	struct fsm_finish f = o->fin;
+	size_t len, eo = 0, ee = 0, room = 0, so, se, skip;
+	char *buf = NULL, *co = NULL, *ce = NULL;
+	int rv;
+
+	f.out = out;
+	f.err = err;
+	if (fsm_cmd_task_finish(o->ts, &f, &buf, &len) != 0)
+		return -1;
+	if (len > budget) {
+		json_prefix(out, SIZE_MAX, &eo);
+		json_prefix(err, SIZE_MAX, &ee);
+		skip = len > eo + ee ? len - eo - ee : 0; /* the rest */
+		room = budget > skip ? budget - skip : 0;
+		f.truncated = true;
+	}
+	for (int tries = 0; len > budget && tries < 4; tries++) {
+		if (tries == 3)
+			room = 0;
+		if (eo <= room / 2)
+			so = eo, se = room - eo;
+		else if (ee <= room / 2)
+			se = ee, so = room - ee;
+		else
+			so = room / 2, se = room - room / 2;
+		co = strndup(out, json_prefix(out, so, &skip));
+		ce = strndup(err, json_prefix(err, se, &skip));
+		free(buf);
+		buf = NULL;
+		f.out = co;
+		f.err = ce;
+		rv = co != NULL && ce != NULL
+			     ? fsm_cmd_task_finish(o->ts, &f, &buf, &len)
+			     : -1;
+		if (rv == 0 && len <= budget)
+			log_info("tasks: outcome cut to fit run=%s step=%s "
+				 "attempt=%u stdout=%zu stderr=%zu bytes=%zu "
+				 "budget=%zu",
+				 f.run_id, f.step, f.attempt, strlen(co),
+				 strlen(ce), len, budget);
+		free(co);
+		free(ce);
+		if (rv != 0)
+			return -1;
+		room /= 2;
+	}
+	/* Over the budget even without output (a tiny max_body_bytes): sent
+	 * anyway; a refusal is then logged and it is sent again. */
+	if (len > budget)
+		log_warn("tasks: outcome over the budget without its logs "
+			 "run=%s step=%s attempt=%u bytes=%zu budget=%zu",
+			 f.run_id, f.step, f.attempt, len, budget);
+	free(o->link.buf);
+	o->link.buf = buf;
+	o->link.len = len;
+	return 0;
+}
+
+/* Encode o again without its logs: stdout empty, stderr saying why. */
+static int outcome_encode_bare(struct outcome *o, const char *why,
+			       size_t budget)
+{
+	char note[512];
+	char *text;
+	int rv;
+
+	snprintf(note, sizeof note,
+		 "[flowd: the logs of this attempt were dropped: %s]\n", why);
+	/* `why` may hold the leader's words, cut anywhere. */
+	text = flowd_utf8_sanitize(note, strlen(note));
+	if (text == NULL)
+		return -1;
+	o->fin.truncated = true;
+	rv = outcome_encode(o, "", text, budget);
+	free(text);
+	if (rv == 0)
+		o->bare = true;
+	return rv;
+}
 
 /* Messages are linked through `next` in both the queue and a batch. */
 static void finish_requeue(struct flowd *d, struct finish_msg *head)
@@ -216,20 +446,73 @@ static void finish_requeue(struct flowd *d, struct finish_msg *head)
 	}
 }
 
-static void finish_done_cb(struct flowd *d, void *arg, int status)
+/* Put first..last (linked) back in front of the queue, in order. */
+static void finish_unshift(struct flowd *d, struct finish_msg *first,
+			   struct finish_msg *last)
+{
+	last->next = d->finish_head;
+	d->finish_head = first;
+	if (d->finish_tail == NULL)
+		d->finish_tail = last;
+}
+
+/* The leader refused `batch` with a 4xx (see the DESIGN note above). */
+static void finish_refused(struct flowd *d, struct finish_msg *batch,
+			   const struct peer_result *res)
+{
+	struct outcome *o = outcome_of(batch);
+	struct finish_msg *last = batch;
+	size_t n = 1;
+	char why[400];
+
+	while (last->next != NULL) {
+		last = last->next;
+		n++;
+	}
+	if (n > 1) {
+		log_warn("tasks: the leader refused a batch of outcomes, "
+			 "sending them one by one outcomes=%zu", n);
+		for (struct finish_msg *m = batch; m != NULL; m = m->next)
+			outcome_of(m)->alone = true;
+		finish_unshift(d, batch, last);
+		finish_send(d);
+		return;
+	}
+	snprintf(why, sizeof why,
+		 "the leader refused this outcome with them (status %d: %s)",
+		 res->status, res->error);
+	if (!o->bare && outcome_encode_bare(o, why, finish_budget(d)) == 0) {
+		log_warn("tasks: sending an outcome without its logs run=%s "
+			 "step=%s attempt=%u bytes=%zu",
+			 o->fin.run_id, o->fin.step, o->fin.attempt,
+			 o->link.len);
+		o->alone = true;
+		finish_unshift(d, batch, batch);
+		finish_send(d);
+		return;
+	}
+	log_error("tasks: the leader refused an outcome without logs, will "
+		  "resend run=%s step=%s attempt=%u status=%d",
+		  o->fin.run_id, o->fin.step, o->fin.attempt, res->status);
+	finish_requeue(d, batch);
+	if (!d->stopping)
+		uv_timer_start(&d->finish_timer, tasks_finish_timer_cb,
+			       FINISH_REFUSED_RETRY_MS, 0);
+}
+
+static void finish_done_cb(struct flowd *d, void *arg, int status,
+			   const struct peer_result *refusal)
 {
 	struct finish_msg *batch = arg;
 
 	d->finish_inflight--;
 	if (status == CONSENSUS_OK) {
-		while (batch != NULL) {
-			struct finish_msg *m = batch;
-
-			batch = m->next;
-			free(m->buf);
-			free(m);
-		}
+		outcomes_free(batch);
 		finish_send(d);
+		return;
+	}
+	if (status == PROPOSAL_REFUSED) {
+		finish_refused(d, batch, refusal);
 		return;
 	}
 	/* Not committed (or unknown): send again later. Applying it twice is
@@ -242,24 +525,36 @@ static void finish_done_cb(struct flowd *d, void *arg, int status)
 		exit(70);
 	}
 	if (!d->stopping)
-		uv_timer_start(&d->finish_timer, tasks_finish_timer_cb, 100, 0);
+		uv_timer_start(&d->finish_timer, tasks_finish_timer_cb,
+			       FINISH_RETRY_MS, 0);
 }
 
 static void finish_send(struct flowd *d)
 {
+	size_t budget = finish_budget(d);
+
 	while (d->finish_head != NULL && !d->stopping &&
 	       d->finish_inflight < FINISH_INFLIGHT_MAX) {
 		const char *texts[FINISH_BATCH_MAX];
-		size_t lens[FINISH_BATCH_MAX], n = 0;
+		size_t lens[FINISH_BATCH_MAX], n = 0, size = FINISH_BATCH_WRAP;
 		struct finish_msg *batch = d->finish_head, *last = NULL, *m;
 		char *buf;
 		size_t len;
 		int rv;
 
+		/* The first message always goes (it fits by construction);
+		 * the next ones while the batch stays within the budget. One
+		 * refused in a batch before goes on its own. */
 		for (m = batch; m != NULL && n < FINISH_BATCH_MAX; m = m->next) {
+			if (n > 0 && (outcome_of(m)->alone ||
+				      size + m->len + 1 > budget))
+				break;
 			texts[n] = m->buf;
 			lens[n++] = m->len;
+			size += m->len + 1;
 			last = m;
+			if (outcome_of(m)->alone)
+				break;
 		}
 		if (n == 1) {
 			buf = malloc(batch->len);
@@ -278,13 +573,9 @@ static void finish_send(struct flowd *d)
 		last->next = NULL;
 		rv = propose_anywhere(d, buf, len, finish_done_cb, batch);
 		if (rv != 0) {
-			/* back in front, in order */
-			last->next = d->finish_head;
-			d->finish_head = batch;
-			if (d->finish_tail == NULL)
-				d->finish_tail = last;
+			finish_unshift(d, batch, last);
 			uv_timer_start(&d->finish_timer, tasks_finish_timer_cb,
-				       100, 0);
+				       FINISH_RETRY_MS, 0);
 			return;
 		}
 		d->finish_inflight++;
@@ -296,22 +587,43 @@ void tasks_finish_timer_cb(uv_timer_t *h)
 	finish_send(h->data);
 }
 
+static char *strdup_or_null(const char *s)
+{
+	return s != NULL ? strdup(s) : NULL;
+}
+
+/* Queue `fin` (borrowed) until it commits. Output that cannot be encoded
+ * is replaced by a note rather than losing the outcome. */
 static void finish_queue(struct flowd *d, const struct fsm_finish *fin)
 {
-	struct finish_msg *m = calloc(1, sizeof *m);
+	struct outcome *o = calloc(1, sizeof *o);
+	size_t budget = finish_budget(d);
 
-	if (m == NULL ||
-	    fsm_cmd_task_finish(flowd_now_ms(), fin, &m->buf, &m->len) != 0) {
-		log_error("tasks: cannot encode task_finish run=%s step=%s",
-			  fin->run_id, fin->step);
-		free(m);
+	if (o == NULL) {
+		log_error("tasks: out of memory run=%s step=%s", fin->run_id,
+			  fin->step);
 		return;
 	}
-	if (d->finish_tail != NULL)
-		d->finish_tail->next = m;
-	else
-		d->finish_head = m;
-	d->finish_tail = m;
+	o->fin = *fin;
+	o->fin.run_id = strdup_or_null(fin->run_id);
+	o->fin.step = strdup_or_null(fin->step);
+	o->fin.reason = strdup_or_null(fin->reason);
+	o->fin.detail = strdup_or_null(fin->detail);
+	o->fin.out = o->fin.err = NULL;
+	o->ts = flowd_now_ms();
+	if (o->fin.run_id == NULL || o->fin.step == NULL ||
+	    o->fin.reason == NULL ||
+	    (fin->detail != NULL && o->fin.detail == NULL) ||
+	    (outcome_encode(o, fin->out ? fin->out : "",
+			    fin->err ? fin->err : "", budget) != 0 &&
+	     outcome_encode_bare(o, "they could not be encoded", budget) !=
+		     0)) {
+		log_error("tasks: cannot encode task_finish run=%s step=%s",
+			  fin->run_id, fin->step);
+		outcome_free(o);
+		return;
+	}
+	finish_requeue(d, &o->link);
 	finish_send(d);
 }
 
@@ -574,7 +886,8 @@ void tasks_after_apply_cb(uv_idle_t *h)
  * Leadership
  */
 
-static void node_up_done_cb(struct flowd *d, void *arg, int status)
+static void node_up_done_cb(struct flowd *d, void *arg, int status,
+			    const struct peer_result *refusal)
 {
 	d->node_up_inflight = false;
 	if (status == CONSENSUS_OK) {
@@ -632,13 +945,8 @@ void tasks_clear(struct flowd *d)
 		free(op);
 	}
 	d->ops_tail = NULL;
-	while (d->finish_head != NULL) {
-		struct finish_msg *m = d->finish_head;
-		d->finish_head = m->next;
-		free(m->buf);
-		free(m);
-	}
-	d->finish_tail = NULL;
+	outcomes_free(d->finish_head);
+	d->finish_head = d->finish_tail = NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -703,7 +1011,8 @@ void tasks_hook_node_heard(void *arg, uint64_t node)
 	}
 }
 
-static void alive_done_cb(struct flowd *d, void *arg, int status)
+static void alive_done_cb(struct flowd *d, void *arg, int status,
+			  const struct peer_result *refusal)
 {
 }
 

@@ -2,8 +2,10 @@
  * rejection, DST in three zones under both policies, month ends, leap days
  * and Vixie's day-of-month / day-of-week rule. Zones come from the system
  * tzdata through the daemon's loader (the only I/O here). */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -313,6 +315,81 @@ static void test_zones(void **state)
 	assert_null(tz_parse("x", "", 0));
 }
 
+/* Every made-up name used to stay in the cache for good (40,000 unique
+ * ?tz= grew a node by 4.4 MB); only zones that exist are kept now. */
+static void test_unknown_zones_are_not_cached(void **state)
+{
+	char name[64];
+	const struct tz *paris = tz_get("Europe/Paris");
+	size_t before = tz_cache_size();
+	int i;
+
+	assert_non_null(paris);
+	for (i = 0; i < 2000; i++) {
+		snprintf(name, sizeof name, "Zz/unknown_%d", i);
+		assert_null(tz_get(name));
+	}
+	assert_null(tz_get("zone.tab")); /* a file, but not a zone */
+	assert_null(tz_get("Europe"));	 /* a directory */
+	assert_int_equal(tz_cache_size(), before);
+	/* still not found the second time, still not cached */
+	assert_null(tz_get("Zz/unknown_0"));
+	assert_int_equal(tz_cache_size(), before);
+	/* a zone is cached once and keeps its address */
+	assert_ptr_equal(tz_get("Europe/Paris"), paris);
+	assert_int_equal(tz_cache_size(), before);
+	assert_non_null(tz_get("Pacific/Chatham"));
+	assert_int_equal(tz_cache_size(), before + 1);
+	assert_non_null(tz_get("Pacific/Chatham"));
+	assert_int_equal(tz_cache_size(), before + 1);
+}
+
+/* tz_get from several threads (the API's and the loop): misses and first
+ * loads race on the same names, every thread sees the same zone. */
+struct lookup_arg {
+	int id;
+	const struct tz *seen;
+	bool ok;
+};
+
+static void *lookups(void *p)
+{
+	struct lookup_arg *a = p;
+	char name[64];
+
+	a->ok = true;
+	for (int i = 0; i < 300; i++) {
+		const struct tz *z = tz_get("Asia/Kathmandu");
+
+		snprintf(name, sizeof name, "Zz/t%d_%d", a->id, i % 50);
+		if (z == NULL || tz_get(name) != NULL ||
+		    (a->seen != NULL && a->seen != z))
+			a->ok = false;
+		a->seen = z;
+	}
+	return NULL;
+}
+
+static void test_zone_lookups_from_threads(void **state)
+{
+	struct lookup_arg args[4];
+	pthread_t th[4];
+	size_t before = tz_cache_size();
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		args[i] = (struct lookup_arg){.id = i};
+		assert_int_equal(
+		    pthread_create(&th[i], NULL, lookups, &args[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_true(args[i].ok);
+		assert_ptr_equal(args[i].seen, args[0].seen);
+	}
+	assert_int_equal(tz_cache_size(), before + 1);
+}
+
 static void test_bounded_search(void **state)
 {
 	struct cron c;
@@ -352,6 +429,8 @@ int main(void)
 		cmocka_unit_test(test_berlin),
 		cmocka_unit_test(test_lord_howe_half_hour),
 		cmocka_unit_test(test_zones),
+		cmocka_unit_test(test_unknown_zones_are_not_cached),
+		cmocka_unit_test(test_zone_lookups_from_threads),
 		cmocka_unit_test(test_bounded_search),
 	};
 

@@ -289,6 +289,45 @@ static void flow_name_rule(void **state)
 	assert_false(spec_flow_name_valid(name));
 }
 
+/* "." and ".." are path segments to a proxy that normalizes URLs: refused as
+ * flow names, step names and on_finish flows; names with dots that are not
+ * whole segments stay valid. */
+static void dot_names_are_refused(void **state)
+{
+	struct flowd_limits lim;
+	struct flowd_error err;
+	struct flow_spec *spec = NULL;
+	json_t *doc;
+
+	assert_false(spec_flow_name_valid("."));
+	assert_false(spec_flow_name_valid(".."));
+	assert_true(spec_flow_name_valid("..."));
+	assert_true(spec_flow_name_valid(".a"));
+	assert_true(spec_flow_name_valid("a..b"));
+	assert_true(spec_flow_name_valid("a."));
+	parse_fail("{\"steps\": [{\"name\": \".\", \"shell\": \"x\"}]}",
+		   "invalid_value", "steps[0].name");
+	parse_fail("{\"steps\": [{\"name\": \"..\", \"shell\": \"x\"}]}",
+		   "invalid_value", "steps[0].name");
+	parse_fail("{\"steps\": [{\"name\": \"a\", \"shell\": \"x\"}], "
+		   "\"triggers\": {\"on_finish\": [{\"flow\": \"..\"}]}}",
+		   "invalid_value", "triggers.on_finish[0].flow");
+
+	/* what an older version committed still applies (a snapshot, a log
+	 * entry): the state machine cannot refuse it */
+	assert_true(spec_flow_name_valid_committed("."));
+	assert_true(spec_flow_name_valid_committed(".."));
+	assert_false(spec_flow_name_valid_committed(""));
+	flowd_limits_defaults(&lim);
+	doc = load("{\"steps\": [{\"name\": \".\", \"shell\": \"x\"}], "
+		   "\"triggers\": {\"on_finish\": [{\"flow\": \"..\"}]}}");
+	assert_int_equal(
+	    spec_parse_ex(doc, &lim, SPEC_PARSE_APPLY, &spec, &err), 0);
+	assert_string_equal(spec->steps[0].name, ".");
+	spec_free(spec);
+	json_decref(doc);
+}
+
 /* ---------------------------------------------------------- rejections */
 
 static void top_level_not_object(void **state)
@@ -837,6 +876,76 @@ static void jitter_must_be_shorter_than_the_period(void **state)
 		   "invalid_value", "triggers.schedules[0].jitter_s");
 }
 
+/* Found by fuzzing: an all-of element whose filter is invalid had its name
+ * and filter allocated before it was counted, so spec_free() missed them
+ * (LeakSanitizer: make asan, or the build-asan line in the report). */
+static void all_of_with_a_bad_filter_frees_what_it_parsed(void **state)
+{
+	parse_fail("{\"steps\":[{\"name\":\"a\",\"shell\":\"true\"}],"
+		   "\"triggers\":{\"events\":[{\"all\":[{\"event\":\"e1\","
+		   "\"filter\":{\"~\":\"v\"}},{\"event\":\"e2\"}],"
+		   "\"window_s\":60}]}}",
+		   "invalid_value", "triggers.events[0].all[0].filter");
+	parse_fail("{\"steps\":[{\"name\":\"a\",\"shell\":\"true\"}],"
+		   "\"triggers\":{\"events\":[{\"all\":[{\"event\":\"e1\"},"
+		   "{\"event\":\"e2\",\"filter\":[]}],\"window_s\":60}]}}",
+		   "invalid_type", "triggers.events[0].all[1].filter");
+}
+
+static bool utf8_ok(const char *s)
+{
+	json_t *j = json_string(s);
+
+	json_decref(j);
+	return j != NULL;
+}
+
+/* A message that quotes input must stay valid UTF-8, or the API cannot
+ * encode it and answers 500: an unknown key of 63 'k' and an e-acute was
+ * cut by "%.64s" inside the e-acute. */
+static void messages_quoting_input_are_valid_utf8(void **state)
+{
+	char key[200], text[1024], field[300];
+	struct flowd_error err;
+
+	memset(key, 'k', 63);
+	strcpy(key + 63, "\xC3\xA9");
+	snprintf(text, sizeof text,
+		 "{\"steps\": [{\"name\": \"a\", \"shell\": \"x\"}], "
+		 "\"%s\": 1}",
+		 key);
+	err = parse_fail(text, "unknown_field", key);
+	assert_true(utf8_ok(err.message));
+	assert_non_null(strstr(err.message, "kkkkkkkk"));
+
+	/* a dependency, a parameter, a filter key: the same cut */
+	snprintf(text, sizeof text,
+		 "{\"steps\": [{\"name\": \"a\", \"shell\": \"x\", "
+		 "\"depends_on\": [\"%s\"]}]}",
+		 key);
+	err = parse_fail(text, "unknown_dependency", "steps[0].depends_on[0]");
+	assert_true(utf8_ok(err.message));
+	snprintf(text, sizeof text,
+		 TRIG("{\"events\":[{\"event\":\"x\",\"filter\":{\"%s\":1}}]}"),
+		 key);
+	err = parse_fail(text, "invalid_value", "triggers.events[0].filter");
+	assert_true(utf8_ok(err.message));
+
+	/* a schedule's parameter path is re-prefixed after the fact: the
+	 * longer path is cut to 191 bytes, here inside the e-acute */
+	memset(key, 'p', 157);
+	strcpy(key + 157, "\xC3\xA9");
+	snprintf(text, sizeof text,
+		 TRIG("{\"schedules\":[{\"cron\":\"@daily\","
+		      "\"parameters\":{\"%s\":1}}]}"),
+		 key);
+	snprintf(field, sizeof field, "triggers.schedules[0].parameters.%.157s",
+		 key);
+	err = parse_fail(text, "unknown_field", field);
+	assert_true(utf8_ok(err.field));
+	assert_true(utf8_ok(err.message));
+}
+
 /* In the state machine a zone this node lacks cannot refuse a committed
  * spec: it is kept by name, UTC here. */
 static void apply_mode_keeps_unknown_zones(void **state)
@@ -878,6 +987,7 @@ int main(void)
 		cmocka_unit_test(several_roots_and_joins_are_valid),
 		cmocka_unit_test(env_is_sorted_key_value),
 		cmocka_unit_test(flow_name_rule),
+		cmocka_unit_test(dot_names_are_refused),
 		cmocka_unit_test(top_level_not_object),
 		cmocka_unit_test(unknown_fields_everywhere),
 		cmocka_unit_test(missing_fields),
@@ -904,6 +1014,8 @@ int main(void)
 		cmocka_unit_test(payload_paths),
 		cmocka_unit_test(jitter_must_be_shorter_than_the_period),
 		cmocka_unit_test(apply_mode_keeps_unknown_zones),
+		cmocka_unit_test(all_of_with_a_bad_filter_frees_what_it_parsed),
+		cmocka_unit_test(messages_quoting_input_are_valid_utf8),
 	};
 
 	tz_set_loader(tzdata_load);
