@@ -61,7 +61,7 @@ struct api_request {
 	char *list_flow;       /* owned; RUN_LIST filter, may be NULL */
 	char *list_status;     /* owned; RUN_LIST filter, may be NULL (validated) */
 	unsigned limit;        /* RUN_LIST: 1..max_runs_page, default 50 */
-	char *cursor;          /* owned; RUN_LIST, may be NULL (opaque to the api) */
+	uint64_t cursor;       /* RUN_LIST: ?cursor= (a next_cursor), 0 = none */
 	int consistent;        /* ?consistent=true */
 	uint64_t member_id;    /* MEMBER_*, LEADER_TRANSFER */
 	char *member_raft;     /* owned; MEMBER_ADD: IPv4 "a.b.c.d:port" */
@@ -99,6 +99,18 @@ struct api_request {
 	char *pg_run_id;
 	uint64_t pg_list_before;
 	unsigned pg_list_limit;
+
+	/* Answers from the read view (core/view.h). Reads are answered by the
+	 * api from the newest published view without the backend, unless
+	 * ?consistent=true: then the backend makes sure the view holds every
+	 * entry committed before the request (a barrier on the leader) and
+	 * finishes it with from_view set. A write the backend finishes with
+	 * from_view set (after the view holding its entry was published) is
+	 * answered with `status` and the object the op names: RUN_CREATE,
+	 * RUN_CANCEL: the run `run_id` (the backend sets it); FLOW_PUT:
+	 * {"flow", "created"}; FLOW_DELETE: the flow without its spec. */
+	int from_view;
+	int created;           /* FLOW_PUT: a new version was made */
 
 	/* The response, filled by the backend. */
 	int status;
@@ -141,16 +153,21 @@ struct api_config {
 	unsigned threads;             /* MHD thread pool size (default 2) */
 	unsigned connection_limit;    /* default 1024 */
 	unsigned connection_timeout_s;/* idle connection timeout, default 60 */
+	int thread_nice;              /* nice value of the HTTP threads (Linux:
+	                               * per thread), 0 = unchanged */
 };
 
 struct api_server;
+struct view_store;
 
-/* Start listening. `reader` (borrowed, may be NULL) serves task logs.
- * Returns 0 or -1 with errmsg. */
+/* Start listening. `reader` (borrowed, may be NULL) serves task logs and
+ * history; `views` (borrowed) is the read view the daemon publishes, from
+ * which reads are answered on the HTTP threads. Returns 0 or -1 with
+ * errmsg. */
 int api_server_start(const struct api_config *cfg,
 		     const struct api_backend *backend,
-		     struct storage_reader *reader, struct api_server **out,
-		     char *errmsg, size_t errlen);
+		     struct storage_reader *reader, struct view_store *views,
+		     struct api_server **out, char *errmsg, size_t errlen);
 
 /* Stop accepting connections (graceful shutdown, step 1). */
 void api_server_quiesce(struct api_server *s);

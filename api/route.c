@@ -15,7 +15,7 @@
 #include "core/spec.h"
 
 #define RUN_ID_MAX 200
-#define CURSOR_MAX 200
+#define CURSOR_MAX 20 /* digits of 2^64 - 1 */
 #define SEGMENTS_MAX 6
 
 /* A placeholder segment in a route pattern. */
@@ -46,10 +46,10 @@ static const struct route_entry routes[] = {
 	 {{"GET", API__TARGET_HEALTHZ, 0, API__ROUTE_PUBLIC}}},
 	{{"readyz", NULL},
 	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_READYZ, API__ROUTE_PUBLIC}}},
+	 {{"GET", API__TARGET_SUBMIT, API_OP_READYZ, API__ROUTE_PUBLIC | API__ROUTE_VIEW}}},
 	{{"v1", "cluster", NULL},
 	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_CLUSTER, 0}}},
+	 {{"GET", API__TARGET_SUBMIT, API_OP_CLUSTER, API__ROUTE_VIEW}}},
 	{{"v1", "cluster", "members", NULL},
 	 "POST",
 	 {{"POST", API__TARGET_SUBMIT, API_OP_MEMBER_ADD,
@@ -64,20 +64,20 @@ static const struct route_entry routes[] = {
 	   API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT}}},
 	{{"v1", "flows", NULL},
 	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_LIST, 0}}},
+	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_LIST, API__ROUTE_VIEW}}},
 	{{"v1", "flows", SEG_FLOW, NULL},
 	 "GET, HEAD, PUT, DELETE",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_GET, 0},
+	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_GET, API__ROUTE_VIEW},
 	  {"PUT", API__TARGET_SUBMIT, API_OP_FLOW_PUT,
 	   API__ROUTE_WRITE | API__ROUTE_BODY},
 	  {"DELETE", API__TARGET_SUBMIT, API_OP_FLOW_DELETE,
 	   API__ROUTE_WRITE}}},
 	{{"v1", "flows", SEG_FLOW, "versions", NULL},
 	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_VERSIONS, 0}}},
+	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_VERSIONS, API__ROUTE_VIEW}}},
 	{{"v1", "flows", SEG_FLOW, "schedule", NULL},
 	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_SCHEDULE_GET, 0}}},
+	 {{"GET", API__TARGET_SUBMIT, API_OP_SCHEDULE_GET, API__ROUTE_VIEW}}},
 	{{"v1", "flows", SEG_FLOW, "pause", NULL},
 	 "POST",
 	 {{"POST", API__TARGET_SUBMIT, API_OP_FLOW_PAUSE, API__ROUTE_WRITE}}},
@@ -101,10 +101,10 @@ static const struct route_entry routes[] = {
 	   API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT}}},
 	{{"v1", "runs", NULL},
 	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_RUN_LIST, 0}}},
+	 {{"GET", API__TARGET_SUBMIT, API_OP_RUN_LIST, API__ROUTE_VIEW}}},
 	{{"v1", "runs", SEG_RUN, NULL},
 	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_RUN_GET, 0}}},
+	 {{"GET", API__TARGET_SUBMIT, API_OP_RUN_GET, API__ROUTE_VIEW}}},
 	{{"v1", "runs", SEG_RUN, "cancel", NULL},
 	 "POST",
 	 {{"POST", API__TARGET_SUBMIT, API_OP_RUN_CANCEL, API__ROUTE_WRITE}}},
@@ -372,6 +372,26 @@ static int parse_uint(const char *s, unsigned long min, unsigned long max,
 	return 0;
 }
 
+/* A run-list cursor: the decimal seq a next_cursor holds, 1..2^64-1,
+ * digits only (no sign, no spaces, no overflow). */
+static int parse_cursor(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (s[0] == '\0' || strlen(s) > CURSOR_MAX)
+		return -1;
+	for (const char *p = s; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v == 0)
+		return -1;
+	*out = (uint64_t)v;
+	return 0;
+}
+
 /* A member id in a path: decimal digits only (no sign, no spaces), value
  * 1..MEMBER_ID_MAX. */
 static int parse_member_id(const char *s, uint64_t *out)
@@ -430,7 +450,7 @@ static int validate_run_list(api__query_get_cb query, void *arg,
 			     const struct flowd_limits *lim,
 			     struct api_request *req, struct flowd_error *err)
 {
-	char *limit = NULL;
+	char *limit = NULL, *cursor = NULL;
 	unsigned long v;
 	size_t i;
 	int rc = -1;
@@ -469,16 +489,17 @@ static int validate_run_list(api__query_get_cb query, void *arg,
 		}
 		req->limit = (unsigned)v;
 	}
-	if (query_value(query, arg, "cursor", &req->cursor, err) != 0)
+	if (query_value(query, arg, "cursor", &cursor, err) != 0)
 		goto done;
-	if (req->cursor != NULL && strlen(req->cursor) > CURSOR_MAX) {
+	if (cursor != NULL && parse_cursor(cursor, &req->cursor) != 0) {
 		flowd_error_set(err, 400, "invalid_query", "cursor",
-				"longer than %d bytes", CURSOR_MAX);
+				"not a cursor from next_cursor");
 		goto done;
 	}
 	rc = 0;
 done:
 	free(limit);
+	free(cursor);
 	return rc;
 }
 
@@ -1058,7 +1079,6 @@ void api__request_clear(struct api_request *req)
 	free(req->idempotency_key);
 	free(req->list_flow);
 	free(req->list_status);
-	free(req->cursor);
 	free(req->member_raft);
 	free(req->member_api);
 	free(req->event_name);
@@ -1083,7 +1103,7 @@ void api__request_clear(struct api_request *req)
 	req->idempotency_key = NULL;
 	req->list_flow = NULL;
 	req->list_status = NULL;
-	req->cursor = NULL;
+	req->cursor = 0;
 	req->member_raft = NULL;
 	req->member_api = NULL;
 	req->pg_run_id = NULL;

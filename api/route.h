@@ -25,6 +25,9 @@ enum api__target {
 #define API__ROUTE_WRITE 0x2	/* needs an admin token */
 #define API__ROUTE_BODY 0x4	/* a JSON body is read and parsed */
 #define API__ROUTE_BODY_OPT 0x8 /* ... and may be empty (any content type) */
+#define API__ROUTE_VIEW 0x10	/* a read answered from the read view on the
+				 * HTTP thread (the backend only for
+				 * ?consistent=true) */
 
 /* The outcome of matching a method and a path. The strings are the raw
  * (still percent-encoded) path segments, owned; api__route_validate decodes

@@ -82,12 +82,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "api/route.h"
 #include "core/log.h"
+#include "core/fsm.h"
 #include "core/spec.h"
+#include "core/view.h"
 #include "storage/storage.h"
 
 #define DEFAULT_THREADS 2
@@ -126,12 +129,14 @@ struct api_server {
 	struct MHD_Daemon *daemon;
 	struct api_backend backend;
 	struct storage_reader *reader; /* borrowed */
+	struct view_store *views;      /* borrowed */
 	struct flowd_limits limits;
 	char **admin_tokens;  /* owned, NULL-terminated */
 	char **reader_tokens; /* owned, NULL-terminated */
 	int open;	      /* no token configured at all */
 	struct sockaddr_in addr;
 	MHD_socket quiesced_fd; /* returned by MHD_quiesce_daemon */
+	int thread_nice;
 	atomic_uint pending;
 };
 
@@ -665,6 +670,130 @@ static void request_history(struct request *r)
 		history_runs(r);
 }
 
+static void view_error(struct api_request *req, int status, const char *code,
+		       const char *field, const char *msg)
+{
+	struct flowd_error err;
+
+	flowd_error_set(&err, status, code, field, "%s", msg);
+	api_request_reply_error(req, &err);
+}
+
+/* Answer `text` (new; NULL = out of memory) with `status`. */
+static void view_reply(struct api_request *req, int status, char *text)
+{
+	free(req->resp_body);
+	req->resp_body = text;
+	req->status = status;
+	if (text == NULL)
+		view_error(req, 500, "internal", "", "out of memory");
+}
+
+/* Render the answer of req->op from the newest read view (see api.h,
+ * from_view). Runs that left memory are read from PostgreSQL, after the
+ * view is let go. */
+static void answer_from_view(struct request *r)
+{
+	struct api_request *req = &r->req;
+	struct view_guard g;
+	const struct view *v = view_acquire(r->server->views, &g);
+	int status = req->status >= 200 && req->status < 300 ? req->status : 200;
+	enum view_found found = VIEW_FOUND;
+	const char *why;
+	char *text = NULL;
+
+	if (v == NULL) {
+		view_error(req, 503, "unavailable", "", "out of memory");
+		return;
+	}
+	switch (req->op) {
+	case API_OP_RUN_GET:
+	case API_OP_RUN_CREATE:
+	case API_OP_RUN_CANCEL:
+		found = req->run_id != NULL
+				? view_run_text(v, req->run_id, &text)
+				: VIEW_NOT_FOUND;
+		if (found == VIEW_FOUND)
+			view_reply(req, status, text);
+		break;
+	case API_OP_RUN_LIST:
+		text = view_runs_page_text(
+			v, req->list_flow,
+			req->list_status ? fsm_run_status_parse(req->list_status)
+					 : -1,
+			req->limit ? req->limit : 50, req->cursor,
+			&req->pg_list_before, &req->pg_list_limit);
+		view_reply(req, 200, text);
+		break;
+	case API_OP_FLOW_LIST:
+		view_reply(req, 200, view_flows_text(v));
+		break;
+	case API_OP_FLOW_GET:
+	case API_OP_FLOW_DELETE:
+		text = view_flow_text(v, req->flow, req->op == API_OP_FLOW_GET,
+				      &found);
+		if (found == VIEW_FOUND)
+			view_reply(req, status, text);
+		break;
+	case API_OP_FLOW_PUT:
+		view_reply(req, status,
+			   view_flow_put_text(v, req->flow, req->created));
+		break;
+	case API_OP_FLOW_VERSIONS:
+		text = view_flow_versions_text(v, req->flow, &found);
+		if (found == VIEW_FOUND)
+			view_reply(req, 200, text);
+		break;
+	case API_OP_SCHEDULE_GET: {
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		text = view_schedule_text(v, req->flow, (int64_t)now.tv_sec, 10,
+					  &found);
+		if (found == VIEW_FOUND)
+			view_reply(req, 200, text);
+		break;
+	}
+	case API_OP_CLUSTER:
+		view_reply(req, 200, view_cluster_text(v));
+		break;
+	case API_OP_READYZ:
+		why = view_not_ready(v);
+		if (why == NULL) {
+			api_request_reply_json(req, 200,
+					       json_pack("{s:b}", "ready", 1));
+		} else {
+			req->retry_after = 1;
+			api_request_reply_json(req, 503,
+					       json_pack("{s:b, s:s}", "ready", 0,
+							 "reason", why));
+		}
+		break;
+	default:
+		view_error(req, 500, "internal", "", "not a read");
+		break;
+	}
+	view_release(&g);
+	if (found == VIEW_EVICTED) {
+		/* the run left memory: PostgreSQL has it */
+		req->pg_run_id = strdup(req->run_id);
+		req->status = status;
+		if (req->pg_run_id == NULL)
+			view_error(req, 500, "internal", "", "out of memory");
+		else
+			history_run(r);
+	} else if (found == VIEW_NOT_FOUND) {
+		bool run = req->op == API_OP_RUN_GET || req->op == API_OP_RUN_CREATE ||
+			   req->op == API_OP_RUN_CANCEL;
+
+		view_error(req, 404, "not_found", run ? "run" : "flow",
+			   run ? "no such run" : "no such flow");
+	} else if (req->pg_list_limit > 0) {
+		history_runs(r);
+	}
+	req->from_view = 0;
+}
+
 static enum MHD_Result submit(struct request *r)
 {
 	struct api_server *s = r->server;
@@ -712,6 +841,14 @@ static enum MHD_Result request_end(struct request *r)
 	case API__TARGET_SUBMIT:
 		break;
 	}
+	/* Reads from the view, unless they must see every entry committed
+	 * before them (the backend then passes a barrier first). */
+	if ((r->route.flags & API__ROUTE_VIEW) &&
+	    (!r->req.consistent || r->req.op == API_OP_READYZ ||
+	     r->req.op == API_OP_CLUSTER)) {
+		answer_from_view(r);
+		return answer(r);
+	}
 	if (request_capture(r, &err) != 0) {
 		fail(r, &err);
 		return answer(r);
@@ -758,7 +895,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
 		atomic_store_explicit(&r->state, STATE_RESUMED,
 				      memory_order_relaxed);
 		atomic_fetch_sub(&s->pending, 1);
-		request_history(r);
+		if (r->req.from_view)
+			answer_from_view(r);
+		else
+			request_history(r);
 		return answer(r);
 	default:
 		/* Called while the backend holds it: cannot happen while
@@ -806,6 +946,23 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 		break;
 	}
 	request_free(r);
+}
+
+/* A connection starts on a worker: the first one a worker sees lowers the
+ * worker's priority (Linux: nice is per thread), so that the loop thread,
+ * which runs Raft, comes first on a busy machine. */
+static void connection_cb(void *cls, struct MHD_Connection *conn,
+			  void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	static _Thread_local int niced;
+	struct api_server *s = cls;
+
+	if (toe != MHD_CONNECTION_NOTIFY_STARTED || niced || s->thread_nice == 0)
+		return;
+	niced = 1;
+	if (setpriority(PRIO_PROCESS, 0, s->thread_nice) != 0)
+		log_warn("api: setpriority: %s", strerror(errno));
 }
 
 /* Leave URLs escaped: route.c decodes each path segment and query value
@@ -877,8 +1034,8 @@ static char **tokens_copy(char **list, size_t *count)
 
 int api_server_start(const struct api_config *cfg,
 		     const struct api_backend *backend,
-		     struct storage_reader *reader, struct api_server **out,
-		     char *errmsg, size_t errlen)
+		     struct storage_reader *reader, struct view_store *views,
+		     struct api_server **out, char *errmsg, size_t errlen)
 {
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
@@ -914,6 +1071,8 @@ int api_server_start(const struct api_config *cfg,
 		flowd_limits_defaults(&s->limits);
 	s->backend = *backend;
 	s->reader = reader;
+	s->views = views;
+	s->thread_nice = cfg->thread_nice;
 
 	s->daemon = MHD_start_daemon(
 		flags, ntohs(s->addr.sin_port), NULL, NULL, access_cb, s,
@@ -922,6 +1081,7 @@ int api_server_start(const struct api_config *cfg,
 		threads > 1 ? threads : 0u, MHD_OPTION_CONNECTION_LIMIT, limit,
 		MHD_OPTION_CONNECTION_TIMEOUT, timeout,
 		MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+		MHD_OPTION_NOTIFY_CONNECTION, connection_cb, s,
 		MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, NULL,
 		MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, s, MHD_OPTION_END);
 	if (s->daemon == NULL) {

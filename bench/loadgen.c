@@ -78,6 +78,7 @@ struct thr {
 	int nidle;
 	int busy;
 	double rate; /* this thread's share, per second; 0 = closed loop */
+	unsigned turn; /* which of G.paths the next request asks for */
 	uint64_t slot;
 	uint64_t seq;
 	bool stopping;
@@ -94,6 +95,8 @@ static struct {
 	struct target targets[MAX_TARGETS];
 	int ntargets;
 	const char *path, *method, *body, *token, *print_ids;
+	const char *paths[8]; /* --path, then each --also-path: taken in turn */
+	int npaths;
 	int connections, threads;
 	double duration, rate, timeout;
 	uint64_t requests;
@@ -362,11 +365,13 @@ static void build_request(struct thr *t, struct conn *c)
 	}
 	size_t total = blen + klen;
 	bool has_body = body != NULL;
-	wreserve(c, 1024 + strlen(G.path) + total + (G.token ? strlen(G.token) : 0));
+	const char *path = G.npaths > 1 ? G.paths[t->turn++ % (unsigned)G.npaths]
+					: G.path;
+	wreserve(c, 1024 + strlen(path) + total + (G.token ? strlen(G.token) : 0));
 	int n = snprintf(c->wbuf, c->wcap,
 			 "%s %s HTTP/1.1\r\nHost: %s\r\n"
 			 "Connection: keep-alive\r\n%s%s%s",
-			 G.method, G.path, G.targets[c->target].host,
+			 G.method, path, G.targets[c->target].host,
 			 G.token ? "Authorization: Bearer " : "",
 			 G.token ? G.token : "", G.token ? "\r\n" : "");
 	if (has_body)
@@ -856,7 +861,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: loadgen --url http://HOST:PORT [--targets URL,URL,...]\n"
-		"         [--path /p] [--method M] [--body JSON] [--token T]\n"
+		"         [--path /p] [--also-path /q ...] [--method M]\n"
+		"         [--body JSON] [--token T]\n"
 		"         [--connections N] [--threads N] [--duration S]\n"
 		"         [--requests N] [--rate R] [--unique-key]\n"
 		"         [--print-ids FILE] [--timeout S]\n"
@@ -890,6 +896,7 @@ int main(int argc, char **argv)
 		{"url", required_argument, NULL, 'u'},
 		{"targets", required_argument, NULL, 'T'},
 		{"path", required_argument, NULL, 'p'},
+		{"also-path", required_argument, NULL, 'A'},
 		{"method", required_argument, NULL, 'm'},
 		{"body", required_argument, NULL, 'b'},
 		{"token", required_argument, NULL, 'k'},
@@ -916,6 +923,11 @@ int main(int argc, char **argv)
 		case 'u': url = optarg; break;
 		case 'T': targets = optarg; break;
 		case 'p': G.path = optarg; break;
+		case 'A':
+			if (G.npaths >= 7)
+				die("%s", "at most 7 --also-path");
+			G.paths[++G.npaths] = optarg;
+			break;
 		case 'm': G.method = optarg; break;
 		case 'b': G.body = optarg; break;
 		case 'k': G.token = *optarg ? optarg : NULL; break;
@@ -959,6 +971,8 @@ int main(int argc, char **argv)
 		usage();
 	if (!G.path)
 		G.path = "/";
+	G.paths[0] = G.path;
+	G.npaths++; /* requests take G.paths[0..npaths) in turn */
 	if (!G.method)
 		G.method = G.body || G.unique_key ? "POST" : "GET";
 	if (G.unique_key && !G.body)

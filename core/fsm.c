@@ -253,6 +253,10 @@ static void state_clear(struct fsm *f)
 	f->waiting = NULL;
 	f->next_seq = 1;
 	fsm__events_clear(f);
+	/* the view copies the whole new state */
+	f->n_view_seqs = 0;
+	f->n_view_flows = 0;
+	f->view_reset = true;
 }
 
 void fsm_close(struct fsm *f)
@@ -261,6 +265,11 @@ void fsm_close(struct fsm *f)
 	free(f->dirty);
 	f->dirty = NULL;
 	f->cap_dirty = 0;
+	free(f->view_seqs);
+	free(f->view_flows);
+	f->view_seqs = NULL;
+	f->view_flows = NULL;
+	f->cap_view_seqs = f->cap_view_flows = 0;
 	json_decref(f->pending);
 	f->pending = NULL;
 	free(f->rows.p);
@@ -293,9 +302,54 @@ int64_t fsm_next_due(struct fsm *f)
  * Apply context: records of the entry being applied
  */
 
+/* Grow an array of `size`-byte elements to hold one more (apply aborts on
+ * out of memory: it must not fail half-way). */
+static void *grow(void *arr, size_t *cap, size_t n, size_t size)
+{
+	size_t c = *cap;
+
+	if (n < c)
+		return arr;
+	c = c ? c * 2 : 64;
+	arr = realloc(arr, c * size);
+	if (arr == NULL)
+		abort();
+	*cap = c;
+	return arr;
+}
+
+static void view_seq_push(struct fsm *f, uint64_t seq)
+{
+	f->view_seqs = grow(f->view_seqs, &f->cap_view_seqs, f->n_view_seqs,
+			    sizeof *f->view_seqs);
+	f->view_seqs[f->n_view_seqs++] = seq;
+}
+
+void fsm__flow_touch(struct fsm *f, struct fsm_flow *fl)
+{
+	if (fl->view_dirty)
+		return;
+	fl->view_dirty = true;
+	f->view_flows = grow(f->view_flows, &f->cap_view_flows,
+			     f->n_view_flows, sizeof *f->view_flows);
+	f->view_flows[f->n_view_flows++] = fl;
+}
+
+void fsm_view_taken(struct fsm *f)
+{
+	f->n_view_seqs = 0;
+	f->n_view_flows = 0;
+	f->view_reset = false;
+}
+
 static void touch_run(struct apply_ctx *c, struct fsm_run *r)
 {
 	struct fsm *f = c->f;
+
+	if (!r->view_dirty) {
+		r->view_dirty = true;
+		view_seq_push(f, r->seq);
+	}
 
 	if (c->index != 0 && r->touched_at != c->index) {
 		r->touched_at = c->index;
@@ -833,9 +887,10 @@ void fsm_mark_all_dirty(struct fsm *f)
 					f->pending,
 					flow_version_record(fl, &fl->versions[k]));
 			json_array_append_new(f->pending, flow_record(fl));
-			if (fl->paused)
-				json_array_append_new(f->pending,
-						      fsm__paused_record(fl));
+			/* paused true or false: the flows upsert leaves the
+			 * column alone, so an unpause that PostgreSQL missed
+			 * must be written here too */
+			json_array_append_new(f->pending, fsm__paused_record(fl));
 		}
 	}
 	for (size_t i = 0; i < f->n_runs; i++) {
@@ -922,7 +977,7 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 	struct fsm_flow_version *v;
 	bool was_current;
 
-	if (name == NULL || !spec_flow_name_valid(name)) {
+	if (name == NULL || !spec_flow_name_valid_committed(name)) {
 		result_error(f, 400, "invalid_value", "flow", "bad flow name");
 		return;
 	}
@@ -955,6 +1010,7 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 		fl->current = fl->n_versions; /* re-deploy after undeploy */
 		fl->updated_ms = c->ts;
 		json_array_append_new(c->records, flow_record(fl));
+		fsm__flow_touch(f, fl);
 		fsm__trig_deployed(c, fl, was_current ? old : NULL, was_current);
 		return;
 	}
@@ -974,6 +1030,7 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 	f->result.created = true;
 	json_array_append_new(c->records, flow_version_record(fl, v));
 	json_array_append_new(c->records, flow_record(fl));
+	fsm__flow_touch(f, fl);
 	fsm__trig_deployed(c, fl, old, was_current);
 }
 
@@ -994,6 +1051,7 @@ static void apply_undeploy(struct apply_ctx *c, json_t *cmd)
 	fl->current = 0;
 	fl->updated_ms = c->ts;
 	json_array_append_new(c->records, flow_record(fl));
+	fsm__flow_touch(f, fl);
 	fsm__trig_undeployed(c, fl);
 }
 
@@ -1483,6 +1541,8 @@ static void evict(struct fsm *f, struct fsm_run *r)
 	}
 	map_del(&f->runs, r->id);
 	f->run_list[r->seq - 1] = NULL;
+	if (!r->view_dirty)
+		view_seq_push(f, r->seq); /* the view drops it */
 	run_free(r);
 }
 
@@ -1845,149 +1905,33 @@ int fsm_cmd_task_finish(int64_t ts, const struct fsm_finish *fin, char **out,
 {
 	json_t *c = cmd_new("task_finish", ts);
 
-	json_object_set_new(c, "run", json_string(fin->run_id));
-	json_object_set_new(c, "step", json_string(fin->step));
-	json_object_set_new(c, "attempt", json_integer(fin->attempt));
-	json_object_set_new(c, "node", json_integer((json_int_t)fin->node));
-	json_object_set_new(c, "exit_code", json_integer(fin->exit_code));
-	json_object_set_new(c, "signal", json_integer(fin->term_signal));
-	json_object_set_new(c, "reason", json_string(fin->reason));
-	if (fin->detail != NULL && fin->detail[0] != '\0')
-		json_object_set_new(c, "detail", json_string(fin->detail));
-	json_object_set_new(c, "stdout", json_string(fin->out ? fin->out : ""));
-	json_object_set_new(c, "stderr", json_string(fin->err ? fin->err : ""));
-	json_object_set_new(c, "truncated", json_boolean(fin->truncated));
+	/* A field that cannot be set (text that is not UTF-8, out of memory)
+	 * fails the command rather than leaving the field out: apply would
+	 * drop an outcome without its reason, and the applier a log without
+	 * its text. */
+	if (c == NULL ||
+	    json_object_set_new(c, "run", json_string(fin->run_id)) != 0 ||
+	    json_object_set_new(c, "step", json_string(fin->step)) != 0 ||
+	    json_object_set_new(c, "attempt", json_integer(fin->attempt)) != 0 ||
+	    json_object_set_new(c, "node",
+				json_integer((json_int_t)fin->node)) != 0 ||
+	    json_object_set_new(c, "exit_code",
+				json_integer(fin->exit_code)) != 0 ||
+	    json_object_set_new(c, "signal",
+				json_integer(fin->term_signal)) != 0 ||
+	    json_object_set_new(c, "reason", json_string(fin->reason)) != 0 ||
+	    (fin->detail != NULL && fin->detail[0] != '\0' &&
+	     json_object_set_new(c, "detail", json_string(fin->detail)) != 0) ||
+	    json_object_set_new(c, "stdout",
+				json_string(fin->out ? fin->out : "")) != 0 ||
+	    json_object_set_new(c, "stderr",
+				json_string(fin->err ? fin->err : "")) != 0 ||
+	    json_object_set_new(c, "truncated",
+				json_boolean(fin->truncated)) != 0) {
+		json_decref(c);
+		return -1;
+	}
 	return dump_cmd(c, out, len);
-}
-
-/* ------------------------------------------------------------------------
- * JSON views for the API
- */
-
-json_t *fsm_flow_json(const struct fsm_flow *fl, bool with_spec)
-{
-	unsigned v = fl->current ? fl->current : fl->n_versions;
-	const struct flow_spec *spec = fl->versions[v - 1].spec;
-	json_t *j = json_pack("{s:s, s:i, s:b, s:s, s:o, s:o}", "name",
-			      fl->name, "version", (int)v, "deployed",
-			      fl->current != 0, "description",
-			      spec->description, "created_at",
-			      fsm_time_json(fl->created_ms), "updated_at",
-			      fsm_time_json(fl->updated_ms));
-
-	if (with_spec)
-		json_object_set_new(j, "spec", spec_doc(spec));
-	return j;
-}
-
-json_t *fsm_flow_versions_json(const struct fsm_flow *fl)
-{
-	json_t *arr = json_array();
-
-	for (unsigned i = 0; i < fl->n_versions; i++)
-		json_array_append_new(
-			arr, json_pack("{s:i, s:o, s:o}", "version",
-				       (int)fl->versions[i].version,
-				       "created_at",
-				       fsm_time_json(fl->versions[i].created_ms),
-				       "spec", spec_doc(fl->versions[i].spec)));
-	return json_pack("{s:s, s:o}", "flow", fl->name, "versions", arr);
-}
-
-static json_t *attempt_json(const struct fsm_attempt *a)
-{
-	return json_pack(
-		"{s:i, s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "attempt",
-		(int)a->n, "node", (json_int_t)a->node, "status",
-		attempt_status_names[a->status], "started_at",
-		fsm_time_json(a->started_ms), "finished_at",
-		fsm_time_json(a->finished_ms), "exit_code",
-		a->status == FSM_ATTEMPT_RUNNING || a->exit_code < 0
-			? json_null()
-			: json_integer(a->exit_code),
-		"signal", a->term_signal ? json_integer(a->term_signal) : json_null(),
-		"reason", jstr_or_null(a->reason));
-}
-
-json_t *fsm_run_json(const struct fsm_run *r, bool with_steps)
-{
-	json_t *j = json_pack(
-		"{s:s, s:s, s:i, s:O, s:o, s:s, s:o, s:o, s:o, s:o, s:o}",
-		"id", r->id, "flow", r->flow->name, "version", (int)r->version,
-		"parameters", r->params, "idempotency_key",
-		jstr_or_null(r->idempotency_key), "status",
-		run_status_names[r->status], "reason", jstr_or_null(r->reason),
-		"created_at", fsm_time_json(r->created_ms), "started_at",
-		fsm_time_json(r->started_ms), "finished_at",
-		fsm_time_json(r->finished_ms), "trigger",
-		r->trigger ? json_incref(r->trigger)
-			   : json_pack("{s:s}", "type", "manual"));
-
-	if (with_steps) {
-		json_t *steps = json_array();
-		for (size_t i = 0; i < r->spec->n_steps; i++) {
-			const struct fsm_step *s = &r->steps[i];
-			const struct spec_step *ss = &r->spec->steps[i];
-			json_t *deps = json_array(), *atts = json_array();
-			for (size_t d = 0; d < ss->n_deps; d++)
-				json_array_append_new(
-					deps,
-					json_string(r->spec->steps[ss->deps[d]].name));
-			for (unsigned k = 0; k < s->n_attempts; k++)
-				json_array_append_new(
-					atts, attempt_json(&s->attempts[k]));
-			json_array_append_new(
-				steps,
-				json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}",
-					  "name", ss->name, "status",
-					  step_status_names[s->status],
-					  "depends_on", deps, "started_at",
-					  fsm_time_json(s->started_ms),
-					  "finished_at",
-					  fsm_time_json(s->finished_ms),
-					  "attempts", atts));
-		}
-		json_object_set_new(j, "steps", steps);
-	}
-	return j;
-}
-
-json_t *fsm_runs_page(struct fsm *f, const char *flow, int status,
-		      unsigned limit, uint64_t cursor, uint64_t *pg_before,
-		      unsigned *pg_limit)
-{
-	json_t *runs = json_array();
-	size_t i = (cursor != 0 && cursor <= f->n_runs) ? cursor - 1 : f->n_runs;
-	uint64_t last = 0;
-	unsigned n = 0;
-	json_t *next = json_null();
-
-	*pg_before = 0;
-	*pg_limit = 0;
-	while (i > 0 && n < limit) {
-		struct fsm_run *r = f->run_list[--i];
-		if (r == NULL) {
-			/* Evicted: from here down, PostgreSQL has the runs. */
-			*pg_before = i + 2;
-			*pg_limit = limit - n;
-			return json_pack("{s:o, s:o}", "runs", runs,
-					 "next_cursor", next);
-		}
-		if (flow != NULL && strcmp(r->flow->name, flow) != 0)
-			continue;
-		if (status >= 0 && (int)r->status != status)
-			continue;
-		json_array_append_new(runs, fsm_run_json(r, false));
-		last = r->seq;
-		n++;
-	}
-	if (n == limit && i > 0) {
-		char buf[32];
-		snprintf(buf, sizeof buf, "%" PRIu64, last);
-		json_decref(next);
-		next = json_string(buf);
-	}
-	return json_pack("{s:o, s:o}", "runs", runs, "next_cursor", next);
 }
 
 /* ------------------------------------------------------------------------

@@ -165,6 +165,8 @@ struct fsm_flow {
 	struct fsm_buffered *buf_head, *buf_tail;
 	unsigned n_buffered;
 	unsigned active;            /* runs not yet settled */
+	bool view_dirty;            /* in fsm.view_flows */
+	unsigned view_slot;         /* the read view's slot + 1 (core/view.c) */
 };
 
 struct fsm_run {
@@ -191,6 +193,7 @@ struct fsm_run {
 	json_t *trigger;            /* owned: what started it,
 	                             * {"type":"manual"|"schedule"|...} */
 	bool end_seen;              /* on-finish triggers have seen its end */
+	bool view_dirty;            /* its seq is in fsm.view_seqs */
 };
 
 /* A remembered event id (POST /v1/events de-duplication). */
@@ -288,6 +291,14 @@ struct fsm {
 	 * the same order. */
 	json_t *by_event, *by_upstream;
 	bool trigger_index_stale;
+	/* What the read view (core/view.c) has not yet taken: the runs (by
+	 * seq, evicted ones included) and flows changed since it last looked,
+	 * or, after a restore, everything (view_reset). */
+	uint64_t *view_seqs;
+	size_t n_view_seqs, cap_view_seqs;
+	struct fsm_flow **view_flows;
+	size_t n_view_flows, cap_view_flows;
+	bool view_reset;
 };
 
 void fsm_init(struct fsm *f, const struct fsm_hooks *hooks);
@@ -317,6 +328,9 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len);
 /* Replace the state with a snapshot. Returns 0, or -1 (state unchanged). */
 int fsm_restore(struct fsm *f, const void *buf, size_t len);
 
+/* The read view has taken what changed (core/view.c). */
+void fsm_view_taken(struct fsm *f);
+
 /* ---- Queries (the loop thread only) ---- */
 struct fsm_flow *fsm_flow_get(struct fsm *f, const char *name);
 struct fsm_run *fsm_run_get(struct fsm *f, const char *id);
@@ -328,18 +342,6 @@ int fsm_run_status_parse(const char *s); /* -1 if unknown */
 const char *fsm_step_status_str(enum fsm_step_status s);
 const char *fsm_attempt_status_str(enum fsm_attempt_status s);
 
-/* JSON views (new references) in the docs/api.md shapes. */
-json_t *fsm_flow_json(const struct fsm_flow *fl, bool with_spec);
-json_t *fsm_flow_versions_json(const struct fsm_flow *fl);
-json_t *fsm_run_json(const struct fsm_run *r, bool with_steps);
-/* A page of runs, newest first, filtered; `cursor` is the seq to start below
- * (0 = from the newest). Returns {"runs":[...],"next_cursor":s|null}. When
- * the walk reaches an evicted run, it stops there and sets *pg_limit (> 0)
- * and *pg_before: the rest of the page is the runs below *pg_before, read
- * from PostgreSQL. */
-json_t *fsm_runs_page(struct fsm *f, const char *flow, int status,
-		      unsigned limit, uint64_t cursor, uint64_t *pg_before,
-		      unsigned *pg_limit);
 /* The run id an idempotency key of `flow` maps to (NULL if none); *run is
  * the run when it is still in memory, else NULL. */
 const char *fsm_idem_lookup(struct fsm *f, const char *flow, const char *key,
@@ -400,10 +402,11 @@ int fsm_cmd_pause(int64_t ts, const char *flow, bool paused, char **out,
  * after a redeploy moved the schedule. */
 void fsm_backfill_key(const char *sched_key, int64_t nominal, char out[64]);
 
-/* The schedule view of GET /v1/flows/{flow}/schedule without the next
- * fire times (the caller adds them): paused, and per schedule the
- * cursor, counters and last fires. */
-json_t *fsm_schedule_json(const struct fsm_flow *fl);
+/* One schedule of GET /v1/flows/{flow}/schedule without its next fire
+ * times (the caller adds them): schedule i's expression and zone, its
+ * cursor, counters and last fires. Pure; any thread. */
+json_t *fsm_schedule_state_json(unsigned i, const struct spec_schedule *sc,
+				const struct fsm_schedule_state *st);
 const char *fsm_fire_outcome_str(enum fsm_fire_outcome o);
 
 /* batch: several commands (their encoded texts, each a JSON object) in one

@@ -33,6 +33,10 @@ void fsm__rows_json(struct fsm_text *b, const json_t *v);
 		ROWS_LIT((b), lit);                                           \
 	} while (0)
 
+/* A flow's view changed (deploy, pause, a schedule's state): the read view
+ * copies it again after this batch. */
+void fsm__flow_touch(struct fsm *f, struct fsm_flow *fl);
+
 void fsm__result_error(struct fsm *f, int status, const char *code,
 		       const char *field, const char *msg);
 /* Start a run of the flow's current version. `params` (borrowed) are the

@@ -79,6 +79,7 @@ static void fire_record(struct apply_ctx *c, struct fsm_flow *fl, int sched,
 	const char *reason = detail ? detail : reason_names[why];
 	struct fsm_text *b;
 
+	fsm__flow_touch(c->f, fl);
 	st->counts[outcome] += count;
 	memset(r, 0, sizeof *r);
 	r->nominal = nominal;
@@ -428,6 +429,7 @@ static void fire_item(struct apply_ctx *c, json_t *it, unsigned max_buffered)
 	if (prev != st->cursor || nominal <= st->cursor)
 		return; /* decided already: exactly once */
 	st->cursor = nominal;
+	fsm__flow_touch(f, fl);
 	if (missed > 0)
 		fire_record(c, fl, (int)i, nominal, FSM_FIRE_MISSED, missed, NULL,
 			    FSM_WHY_LATE, NULL);
@@ -480,6 +482,7 @@ void fsm__apply_pause(struct apply_ctx *c, json_t *cmd)
 	}
 	fl->paused = json_is_true(json_object_get(cmd, "paused"));
 	fl->updated_ms = c->ts;
+	fsm__flow_touch(f, fl);
 	f->result.status = 200;
 	f->result.flow = fl;
 	f->result.body = json_pack("{s:s, s:b}", "flow", fl->name, "paused",
@@ -495,49 +498,37 @@ json_t *fsm__paused_record(const struct fsm_flow *fl)
 			 fl->name, "paused", fl->paused);
 }
 
-json_t *fsm_schedule_json(const struct fsm_flow *fl)
+json_t *fsm_schedule_state_json(unsigned i, const struct spec_schedule *sc,
+				const struct fsm_schedule_state *st)
 {
-	const struct flow_spec *spec = current_spec(fl);
-	json_t *out = json_pack("{s:s, s:b, s:[]}", "flow", fl->name, "paused",
-				fl->paused, "schedules");
-	json_t *arr = json_object_get(out, "schedules");
+	json_t *last = json_array(), *counts = json_object();
 
-	for (unsigned i = 0; spec != NULL && i < fl->n_sched; i++) {
-		const struct fsm_schedule_state *st = &fl->sched[i];
-		const struct spec_schedule *sc = &spec->schedules[i];
-		json_t *last = json_array(), *counts = json_object();
+	for (unsigned k = 0; k < st->n_last; k++) {
+		unsigned at = (st->head + FSM_FIRES_KEPT - 1 - k) % FSM_FIRES_KEPT;
+		const struct fsm_fire *r = &st->last[at];
+		char id[32];
 
-		for (unsigned k = 0; k < st->n_last; k++) {
-			unsigned at = (st->head + FSM_FIRES_KEPT - 1 - k) %
-				      FSM_FIRES_KEPT;
-			const struct fsm_fire *r = &st->last[at];
-
-			char id[32];
-
-			snprintf(id, sizeof id, "r-%012" PRIu64, r->run_seq);
-			json_array_append_new(
-				last,
-				json_pack("{s:o, s:o, s:s, s:I, s:o, s:o}",
-					  "nominal_time", iso_time(r->nominal),
-					  "decided_at", fsm_time_json(r->at_ms),
-					  "outcome", outcome_names[r->outcome],
-					  "count", (json_int_t)r->count, "run_id",
-					  r->run_seq ? json_string(id) : json_null(),
-					  "reason",
-					  reason_names[r->reason]
-						  ? json_string(reason_names[r->reason])
-						  : json_null()));
-		}
-		for (int o = 0; o < FSM_FIRE_OUTCOMES; o++)
-			json_object_set_new(counts, outcome_names[o],
-					    json_integer((json_int_t)st->counts[o]));
+		snprintf(id, sizeof id, "r-%012" PRIu64, r->run_seq);
 		json_array_append_new(
-			arr, json_pack("{s:i, s:s, s:s, s:o, s:o, s:o}", "schedule",
-				       (int)i, "cron", sc->expr, "timezone",
-				       sc->timezone, "cursor", iso_time(st->cursor),
-				       "counters", counts, "last_fires", last));
+			last,
+			json_pack("{s:o, s:o, s:s, s:I, s:o, s:o}",
+				  "nominal_time", iso_time(r->nominal),
+				  "decided_at", fsm_time_json(r->at_ms),
+				  "outcome", outcome_names[r->outcome], "count",
+				  (json_int_t)r->count, "run_id",
+				  r->run_seq ? json_string(id) : json_null(),
+				  "reason",
+				  reason_names[r->reason]
+					  ? json_string(reason_names[r->reason])
+					  : json_null()));
 	}
-	return out;
+	for (int o = 0; o < FSM_FIRE_OUTCOMES; o++)
+		json_object_set_new(counts, outcome_names[o],
+				    json_integer((json_int_t)st->counts[o]));
+	return json_pack("{s:i, s:s, s:s, s:o, s:o, s:o}", "schedule", (int)i,
+			 "cron", sc->expr, "timezone", sc->timezone, "cursor",
+			 iso_time(st->cursor), "counters", counts, "last_fires",
+			 last);
 }
 
 /* ------------------------------------------------------------------------

@@ -57,6 +57,8 @@ struct flowd_config {
 	/* [executor] */
 	unsigned kill_grace_ms;
 	unsigned step_nice;             /* nice value of step processes */
+	unsigned background_nice;       /* [node]: nice value of every thread
+	                                 * but the loop (HTTP, applier) */
 	/* [log] */
 	int log_level;                  /* enum flowd_log_level */
 	/* [limits] */

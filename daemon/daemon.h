@@ -55,6 +55,8 @@ struct flowd {
 	struct api_request **inbox;
 	size_t inbox_n, inbox_cap;
 	uv_async_t inbox_async;
+	struct api_request **work;      /* taken from the inbox, loop only */
+	size_t work_head, work_n;
 
 	/* Deferred work after applies: start/stop attempts, re-arm timers. */
 	struct task_op *ops_head, *ops_tail;
@@ -91,6 +93,18 @@ struct flowd {
 	unsigned unregistered_ticks;    /* looks at the state that found this
 	                                 * node not registered as it is */
 
+	/* The read view (readview.c): published after each batch; requests
+	 * answered from it wait in `waiting` for the next publish. */
+	struct view_store *views;
+	struct api_request **waiting;
+	size_t n_waiting, cap_waiting;
+	uv_timer_t view_timer;
+	uint64_t members_sig;
+	bool members_sig_set;
+	uint64_t stats_ticks;
+	int64_t stats_ms;
+	bool stats_set;
+
 	uv_signal_t sigterm, sigint;
 	uv_timer_t watchdog;
 	bool stopping;
@@ -106,7 +120,19 @@ void service_inbox_cb(uv_async_t *h);
 void service_fail_all(struct flowd *d, int status, const char *code,
 		      const char *msg);
 
+/* readview.c */
+int readview_init(struct flowd *d);
+void readview_publish(struct flowd *d);
+/* Finish `req` from the view once the next version is published. */
+void readview_answer(struct flowd *d, struct api_request *req);
+/* Answer every waiting request now (shutdown). */
+void readview_flush(struct flowd *d);
+void readview_close(struct flowd *d);
+json_t *readview_members_json(struct flowd *d);
+
 /* scheduler.c */
+/* Ticks this node fired as leader (changes when the statistics do). */
+uint64_t scheduler_ticks_fired(struct flowd *d);
 int scheduler_new(struct flowd *d);
 void scheduler_close(struct flowd *d);
 void scheduler_hook_changed(void *arg, struct fsm_flow *fl);
@@ -116,10 +142,6 @@ void scheduler_hook_changed(void *arg, struct fsm_flow *fl);
 json_t *scheduler_stats_json(struct flowd *d);
 /* Recompute every schedule (after a restore, on becoming leader). */
 void scheduler_rebuild(struct flowd *d);
-/* The next `count` fire times of schedule i of fl after now_s (or after
- * its cursor if later). */
-json_t *scheduler_next_json(const struct fsm_flow *fl, unsigned i,
-			    int64_t now_s, unsigned count);
 
 /* tasks.c */
 void tasks_hook_placed(void *arg, struct fsm_run *run, struct fsm_step *step,

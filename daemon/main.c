@@ -34,6 +34,7 @@
 
 #include "core/log.h"
 #include "core/tz.h"
+#include "core/view.h"
 #include "daemon/daemon.h"
 #include "daemon/tzdata.h"
 
@@ -212,6 +213,7 @@ static void begin_shutdown(struct flowd *d, const char *why)
 	uv_timer_stop(&d->finish_timer);
 	uv_timer_stop(&d->leader_timer);
 	uv_timer_stop(&d->alive_timer);
+	uv_timer_stop(&d->view_timer);
 	uv_idle_stop(&d->after_apply);
 	service_fail_all(d, 503, "unavailable", "the node is shutting down");
 	executor_close(d->exec, exec_closed_cb, d);
@@ -325,7 +327,8 @@ int main(int argc, char **argv)
 		d.pg_index_known = true;
 	struct storage_applier_config acfg = {.conninfo = cfg.conninfo,
 					      .batch_max = cfg.db_batch_max,
-					      .retry_ms = 200};
+					      .retry_ms = 200,
+					      .thread_nice = (int)cfg.background_nice};
 	uv_async_init(d.loop, &d.db_async, tasks_db_progress_cb);
 	d.db_async.data = &d;
 	if (storage_applier_new(&acfg, db_progress_cb, &d, &d.applier, errmsg,
@@ -345,6 +348,10 @@ int main(int argc, char **argv)
 				  .node_heard = tasks_hook_node_heard,
 				  .schedules_changed = scheduler_hook_changed};
 	fsm_init(&d.fsm, &hooks);
+	if (readview_init(&d) != 0) {
+		log_error("readview: out of memory");
+		goto err_loop;
+	}
 	if (scheduler_new(&d) != 0) {
 		log_error("scheduler: out of memory");
 		goto err_loop;
@@ -437,10 +444,11 @@ int main(int argc, char **argv)
 		.threads = cfg.api_threads,
 		.connection_limit = cfg.api_connection_limit,
 		.connection_timeout_s = cfg.api_connection_timeout_s,
+		.thread_nice = (int)cfg.background_nice,
 	};
 	struct api_backend backend = {.arg = &d, .submit = service_submit_cb};
-	if (api_server_start(&apicfg, &backend, d.reader, &d.api, errmsg,
-			     sizeof errmsg) != 0) {
+	if (api_server_start(&apicfg, &backend, d.reader, d.views, &d.api,
+			     errmsg, sizeof errmsg) != 0) {
 		log_error("api: %s", errmsg);
 		begin_shutdown(&d, "api failed to start");
 		d.exit_code = 1;
@@ -467,6 +475,7 @@ int main(int argc, char **argv)
 	if (d.api != NULL)
 		api_server_stop(d.api);
 	d.api = NULL;
+	readview_close(&d);
 	tasks_flush_records(&d);
 	storage_applier_free(d.applier, 2000);
 	d.applier = NULL;
@@ -476,12 +485,14 @@ int main(int argc, char **argv)
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	tasks_clear(&d);
+	view_store_free(d.views);
 	fsm_close(&d.fsm);
 	rv = uv_loop_close(d.loop) == 0 ? d.exit_code : 1;
 	if (rv == 0)
 		log_info("stopped cleanly");
 	pthread_mutex_destroy(&d.inbox_lock);
 	free(d.inbox);
+	free(d.work);
 	config_free(&cfg);
 	return rv;
 
@@ -494,6 +505,7 @@ err_loop:
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	uv_loop_close(d.loop);
+	view_store_free(d.views);
 	fsm_close(&d.fsm);
 	storage_reader_free(d.reader);
 err_applier:

@@ -604,6 +604,11 @@ static int u32_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+uint64_t scheduler_ticks_fired(struct flowd *d)
+{
+	return d->sched != NULL ? d->sched->n_lag : 0;
+}
+
 json_t *scheduler_stats_json(struct flowd *d)
 {
 	struct scheduler *s = d->sched;
@@ -631,28 +636,6 @@ json_t *scheduler_stats_json(struct flowd *d)
 				      "max", (json_int_t)v[n - 1]));
 	free(v);
 	return out;
-}
-
-/* Next fire times of schedule i of fl, for GET .../schedule. */
-json_t *scheduler_next_json(const struct fsm_flow *fl, unsigned i,
-			    int64_t now_s, unsigned count)
-{
-	const struct spec_schedule *sc =
-		&fl->versions[fl->current - 1].spec->schedules[i];
-	/* after the cursor, and not before now (a tick at now_s included) */
-	int64_t t = fl->sched[i].cursor > now_s - 1 ? fl->sched[i].cursor
-						    : now_s - 1;
-	int64_t next;
-	json_t *arr = json_array();
-
-	for (unsigned k = 0; k < count &&
-			     cron_next(&sc->cron, sc->tz, sc->dst_missing,
-				       sc->dst_repeated, t, &next);
-	     k++) {
-		json_array_append_new(arr, fsm_time_json(next * 1000));
-		t = next;
-	}
-	return arr;
 }
 
 static void sched_closed_cb(uv_handle_t *h)

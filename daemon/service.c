@@ -29,7 +29,6 @@
 void service_submit_cb(void *arg, struct api_request *req)
 {
 	struct flowd *d = arg;
-	bool wake = false;
 
 	pthread_mutex_lock(&d->inbox_lock);
 	if (d->inbox_n == d->inbox_cap) {
@@ -48,12 +47,8 @@ void service_submit_cb(void *arg, struct api_request *req)
 		d->inbox_cap = cap;
 	}
 	d->inbox[d->inbox_n++] = req;
-	wake = d->inbox_n == 1;
 	pthread_mutex_unlock(&d->inbox_lock);
-	if (wake)
-		uv_async_send(&d->inbox_async);
-	else
-		uv_async_send(&d->inbox_async);
+	uv_async_send(&d->inbox_async); /* coalesced by libuv */
 }
 
 static void reply_error(struct api_request *req, int status, const char *code,
@@ -72,17 +67,21 @@ static void reply_json(struct api_request *req, int status, json_t *body)
 	api_request_finish(req);
 }
 
-/* Answer with a run that left memory: the api reads it from PostgreSQL. */
-static void reply_from_postgres(struct api_request *req, int status,
-				const char *run_id)
+/* Answer with the run `run_id` as the next published view shows it (or,
+ * if it left memory, as PostgreSQL has it). */
+static void answer_run(struct flowd *d, struct api_request *req, int status,
+		       const char *run_id)
 {
-	req->pg_run_id = strdup(run_id);
-	if (req->pg_run_id == NULL) {
-		reply_error(req, 500, "internal", NULL, "out of memory");
-		return;
+	if (req->run_id == NULL || strcmp(req->run_id, run_id) != 0) {
+		free(req->run_id);
+		req->run_id = strdup(run_id);
+		if (req->run_id == NULL) {
+			reply_error(req, 500, "internal", NULL, "out of memory");
+			return;
+		}
 	}
 	req->status = status;
-	api_request_finish(req);
+	readview_answer(d, req);
 }
 
 /* ------------------------------------------------------------------------
@@ -95,6 +94,7 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 			     void *result)
 {
 	struct api_request *req = arg;
+	struct flowd *d = req->backend_data;
 	struct fsm_result *res = result;
 
 	switch (status) {
@@ -130,13 +130,10 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 	}
 	switch (req->op) {
 	case API_OP_FLOW_PUT:
-		reply_json(req, res->status,
-			   json_pack("{s:o, s:b}", "flow",
-				     fsm_flow_json(res->flow, true), "created",
-				     res->created));
-		break;
 	case API_OP_FLOW_DELETE:
-		reply_json(req, 200, fsm_flow_json(res->flow, false));
+		req->created = res->created;
+		req->status = req->op == API_OP_FLOW_PUT ? res->status : 200;
+		readview_answer(d, req);
 		break;
 	case API_OP_EVENT_POST:
 	case API_OP_FLOW_PAUSE:
@@ -151,13 +148,12 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 		break;
 	case API_OP_RUN_CREATE:
 	case API_OP_RUN_CANCEL:
-		if (res->run != NULL) {
-			reply_json(req, res->status, fsm_run_json(res->run, true));
-		} else if (res->run_id != NULL) {
-			reply_from_postgres(req, res->status, res->run_id);
-		} else {
+		if (res->run != NULL)
+			answer_run(d, req, res->status, res->run->id);
+		else if (res->run_id != NULL)
+			answer_run(d, req, res->status, res->run_id);
+		else
 			reply_error(req, 500, "internal", NULL, "no run");
-		}
 		break;
 	default:
 		reply_json(req, res->status, json_object());
@@ -168,7 +164,10 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 static void propose(struct flowd *d, struct api_request *req, char *buf,
 		    size_t len)
 {
-	int rv = consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
+	int rv;
+
+	req->backend_data = d;
+	rv = consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
 				   proposal_done_cb, req);
 
 	if (rv == CONSENSUS_OK)
@@ -313,12 +312,8 @@ static void do_run_create(struct flowd *d, struct api_request *req)
 		struct fsm_run *r;
 		const char *id = fsm_idem_lookup(&d->fsm, req->flow,
 						 req->idempotency_key, &r);
-		if (r != NULL) {
-			reply_json(req, 200, fsm_run_json(r, true));
-			return;
-		}
 		if (id != NULL) {
-			reply_from_postgres(req, 200, id);
+			answer_run(d, req, 200, id);
 			return;
 		}
 	}
@@ -438,23 +433,6 @@ static void do_pause(struct flowd *d, struct api_request *req, bool paused)
 	propose(d, req, buf, len);
 }
 
-static void do_schedule_get(struct flowd *d, struct api_request *req)
-{
-	struct fsm_flow *fl = deployed_flow(d, req);
-	json_t *out, *scheds, *one;
-	size_t i;
-
-	if (fl == NULL)
-		return;
-	out = fsm_schedule_json(fl);
-	scheds = json_object_get(out, "schedules");
-	json_array_foreach(scheds, i, one)
-		json_object_set_new(one, "next_fire_times",
-				    scheduler_next_json(fl, (unsigned)i,
-							flowd_now_ms() / 1000, 10));
-	reply_json(req, 200, out);
-}
-
 static void do_backfill(struct flowd *d, struct api_request *req)
 {
 	struct fsm_flow *fl = deployed_flow(d, req);
@@ -540,94 +518,6 @@ static json_t *backfill_answer(struct api_request *req)
 			 (json_int_t)json_array_size(runs), "runs", runs);
 }
 
-static int flow_cmp(const void *a, const void *b)
-{
-	return strcmp((*(struct fsm_flow *const *)a)->name,
-		      (*(struct fsm_flow *const *)b)->name);
-}
-
-static void do_flow_list(struct flowd *d, struct api_request *req)
-{
-	struct map *m = &d->fsm.flows;
-	struct fsm_flow **v = malloc((m->size + 1) * sizeof *v);
-	json_t *arr = json_array();
-	size_t n = 0;
-
-	if (v == NULL) {
-		json_decref(arr);
-		reply_error(req, 500, "internal", NULL, "out of memory");
-		return;
-	}
-	for (size_t i = 0; i < m->n_buckets; i++)
-		for (struct map_entry *e = m->buckets[i]; e; e = e->next)
-			if (((struct fsm_flow *)e->value)->current != 0)
-				v[n++] = e->value;
-	qsort(v, n, sizeof *v, flow_cmp);
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(arr, fsm_flow_json(v[i], false));
-	free(v);
-	reply_json(req, 200, json_pack("{s:o}", "flows", arr));
-}
-
-static void do_run_list(struct flowd *d, struct api_request *req)
-{
-	int status = -1;
-	uint64_t cursor = 0;
-
-	if (req->list_status != NULL)
-		status = fsm_run_status_parse(req->list_status);
-	if (req->cursor != NULL) {
-		char *end;
-		unsigned long long c = strtoull(req->cursor, &end, 10);
-		if (*req->cursor == '\0' || *end != '\0' || c == 0) {
-			reply_error(req, 400, "invalid_query", "cursor",
-				    "not a cursor from next_cursor");
-			return;
-		}
-		cursor = c;
-	}
-	reply_json(req, 200,
-		   fsm_runs_page(&d->fsm, req->list_flow, status,
-				 req->limit ? req->limit : 50, cursor,
-				 &req->pg_list_before, &req->pg_list_limit));
-}
-
-/* The Raft configuration, with what the state machine knows of each node. */
-static json_t *members_json(struct flowd *d)
-{
-	struct consensus_member m[64];
-	unsigned n = consensus_members(d->raft, m, 64);
-	uint64_t leader = consensus_leader(d->raft);
-	json_t *arr = json_array();
-	static const char *roles[] = {"voter", "standby", "spare"};
-
-	if (n > 64)
-		n = 64;
-	for (unsigned i = 0; i < n; i++) {
-		const char *api = "";
-		json_t *live = json_null();
-		for (unsigned k = 0; k < d->fsm.n_nodes; k++) {
-			if (d->fsm.nodes[k].id != m[i].id)
-				continue;
-			api = d->fsm.nodes[k].api_address;
-			json_decref(live);
-			live = json_boolean(d->fsm.nodes[k].live);
-		}
-		for (unsigned k = 0; api[0] == '\0' && k < d->cfg->n_peers; k++)
-			if (d->cfg->peers[k].id == m[i].id)
-				api = d->cfg->peers[k].api_address;
-		json_array_append_new(
-			arr, json_pack("{s:I, s:s, s:s, s:s, s:b, s:o}", "id",
-				       (json_int_t)m[i].id, "raft_address",
-				       m[i].address, "api_address", api, "role",
-				       m[i].role >= 0 && m[i].role <= 2
-					       ? roles[m[i].role]
-					       : "unknown",
-				       "leader", m[i].id == leader, "live", live));
-	}
-	return arr;
-}
-
 static void ignore_done_cb(void *arg, int status, uint64_t index,
 			   void *result)
 {
@@ -660,7 +550,7 @@ static void member_done_cb(void *arg, int status, uint64_t index,
 					     (json_int_t)consensus_leader(d->raft)));
 		else
 			reply_json(req, 200, json_pack("{s:o}", "members",
-						       members_json(d)));
+						       readview_members_json(d)));
 		return;
 	case CONSENSUS_CANTCHANGE:
 		reply_error(req, 409, "membership_change_in_progress", NULL,
@@ -702,88 +592,6 @@ static void do_member_change(struct flowd *d, struct api_request *req)
 		member_done_cb(req, rv, 0, NULL);
 }
 
-static const char *role_name(enum consensus_role r)
-{
-	switch (r) {
-	case CONSENSUS_LEADER:
-		return "leader";
-	case CONSENSUS_FOLLOWER:
-		return "follower";
-	case CONSENSUS_CANDIDATE:
-		return "candidate";
-	default:
-		return "unavailable";
-	}
-}
-
-static void do_cluster(struct flowd *d, struct api_request *req)
-{
-	uint64_t leader = consensus_leader(d->raft);
-	uint64_t applied = consensus_applied_index(d->raft);
-	uint64_t db = d->applier ? storage_applier_durable(d->applier) : 0;
-	json_t *members = json_array(), *jl = json_null();
-
-	/* Entries that are not commands (barriers, configuration) have no
-	 * rows: once PostgreSQL holds the last command, it holds it all. */
-	if (db >= d->fsm.applied_index && db < applied)
-		db = applied;
-
-	for (unsigned i = 0; i < d->cfg->n_peers; i++) {
-		const struct config_peer *p = &d->cfg->peers[i];
-		if (p->id == leader) {
-			json_decref(jl);
-			jl = json_pack("{s:I, s:s}", "id", (json_int_t)p->id,
-				       "api_address", p->api_address);
-		}
-	}
-	for (unsigned i = 0; i < d->fsm.n_nodes; i++) {
-		if (d->fsm.nodes[i].id == leader &&
-		    d->fsm.nodes[i].api_address[0] != '\0') {
-			json_decref(jl);
-			jl = json_pack("{s:I, s:s}", "id", (json_int_t)leader,
-				       "api_address", d->fsm.nodes[i].api_address);
-		}
-	}
-	json_decref(members);
-	members = members_json(d);
-	reply_json(
-		req, 200,
-		json_pack("{s:I, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o}",
-			  "node_id", (json_int_t)d->cfg->node_id, "role",
-			  role_name(d->role), "leader", jl, "term",
-			  (json_int_t)consensus_term(d->raft), "commit_index",
-			  (json_int_t)consensus_commit_index(d->raft),
-			  "applied_index", (json_int_t)applied,
-			  "db_applied_index", (json_int_t)db,
-			  "db_backlog",
-			  (json_int_t)(d->applier ? storage_applier_backlog(d->applier) : 0),
-			  "db_connected",
-			  d->applier != NULL && storage_applier_connected(d->applier),
-			  "members", members, "scheduler", scheduler_stats_json(d)));
-}
-
-static void do_readyz(struct flowd *d, struct api_request *req)
-{
-	const char *why = NULL;
-
-	if (d->stopping)
-		why = "shutting down";
-	else if (consensus_leader(d->raft) == 0)
-		why = "no leader";
-	else if (consensus_applied_index(d->raft) <
-		 consensus_commit_index(d->raft))
-		why = "applying the log";
-	else if (!d->node_up_done)
-		why = "registering this node";
-	if (why != NULL) {
-		json_t *b = json_pack("{s:b, s:s}", "ready", 0, "reason", why);
-		req->retry_after = 1;
-		reply_json(req, 503, b);
-		return;
-	}
-	reply_json(req, 200, json_pack("{s:b}", "ready", 1));
-}
-
 static void internal_done_cb(void *arg, int status, uint64_t index,
 			     void *result)
 {
@@ -819,17 +627,40 @@ static void do_internal_command(struct flowd *d, struct api_request *req)
 			    "not the leader right now; retry");
 }
 
-static void handle(struct flowd *d, struct api_request *req)
+static void barrier_done_cb(void *arg, int status, uint64_t index,
+			    void *result)
 {
-	struct fsm_flow *fl;
-	struct fsm_run *r;
+	struct api_request *req = arg;
 
-	/* ?consistent=true: a read answered by the leader. */
-	if (req->consistent && d->role != CONSENSUS_LEADER &&
-	    req->op != API_OP_READYZ && req->op != API_OP_CLUSTER) {
+	if (status != CONSENSUS_OK) {
+		reply_error(req, 503, "unavailable", NULL,
+			    "leadership changed; retry");
+		return;
+	}
+	readview_answer(req->backend_data, req);
+}
+
+/* ?consistent=true: a read that sees every write acknowledged before it.
+ * The leader passes a barrier (every entry of earlier terms applied, and
+ * it still leads), then answers from the view published after it; a
+ * follower hands the read to the leader. */
+static void consistent_read(struct flowd *d, struct api_request *req)
+{
+	int rv;
+
+	if (d->role != CONSENSUS_LEADER) {
 		forward(d, req);
 		return;
 	}
+	req->backend_data = d;
+	rv = consensus_barrier(d->raft, barrier_done_cb, req);
+	if (rv != CONSENSUS_OK)
+		reply_error(req, 503, "unavailable", NULL,
+			    "not the leader right now; retry");
+}
+
+static void handle(struct flowd *d, struct api_request *req)
+{
 
 	switch (req->op) {
 	case API_OP_FLOW_PUT:
@@ -872,39 +703,12 @@ static void handle(struct flowd *d, struct api_request *req)
 			do_backfill(d, req);
 		break;
 	case API_OP_SCHEDULE_GET:
-		do_schedule_get(d, req);
-		break;
 	case API_OP_FLOW_LIST:
-		do_flow_list(d, req);
-		break;
 	case API_OP_FLOW_GET:
 	case API_OP_FLOW_VERSIONS:
-		fl = fsm_flow_get(&d->fsm, req->flow);
-		if (fl == NULL)
-			reply_error(req, 404, "not_found", "flow",
-				    "no such flow");
-		else if (req->op == API_OP_FLOW_GET)
-			reply_json(req, 200, fsm_flow_json(fl, true));
-		else
-			reply_json(req, 200, fsm_flow_versions_json(fl));
-		break;
 	case API_OP_RUN_GET:
-		r = fsm_run_get(&d->fsm, req->run_id);
-		if (r != NULL)
-			reply_json(req, 200, fsm_run_json(r, true));
-		else if (fsm_run_evicted(&d->fsm, req->run_id))
-			reply_from_postgres(req, 200, req->run_id);
-		else
-			reply_error(req, 404, "not_found", "run", "no such run");
-		break;
 	case API_OP_RUN_LIST:
-		do_run_list(d, req);
-		break;
-	case API_OP_READYZ:
-		do_readyz(d, req);
-		break;
-	case API_OP_CLUSTER:
-		do_cluster(d, req);
+		consistent_read(d, req);
 		break;
 	default:
 		reply_error(req, 404, "not_found", NULL, "no such route");
@@ -912,28 +716,31 @@ static void handle(struct flowd *d, struct api_request *req)
 	}
 }
 
+/* Requests taken from the inbox per loop iteration: the rest wait for the
+ * next one, so that Raft's I/O and timers run in between however fast
+ * requests arrive. */
+#define INBOX_PER_ITERATION 256
+
 void service_inbox_cb(uv_async_t *h)
 {
 	struct flowd *d = h->data;
+	size_t n = 0;
 
-	for (;;) {
-		struct api_request **batch;
-		size_t n;
-
+	if (d->work_head == d->work_n) {
+		/* take everything queued so far, in one swap */
+		free(d->work);
 		pthread_mutex_lock(&d->inbox_lock);
-		batch = d->inbox;
-		n = d->inbox_n;
+		d->work = d->inbox;
+		d->work_n = d->inbox_n;
 		d->inbox = NULL;
 		d->inbox_n = d->inbox_cap = 0;
 		pthread_mutex_unlock(&d->inbox_lock);
-		if (n == 0) {
-			free(batch);
-			return;
-		}
-		for (size_t i = 0; i < n; i++)
-			handle(d, batch[i]);
-		free(batch);
+		d->work_head = 0;
 	}
+	while (d->work_head < d->work_n && n++ < INBOX_PER_ITERATION)
+		handle(d, d->work[d->work_head++]);
+	if (d->work_head < d->work_n)
+		uv_async_send(&d->inbox_async); /* the rest next iteration */
 }
 
 void service_fail_all(struct flowd *d, int status, const char *code,
@@ -945,7 +752,10 @@ void service_fail_all(struct flowd *d, int status, const char *code,
 	d->inbox = NULL;
 	d->inbox_n = d->inbox_cap = 0;
 	pthread_mutex_unlock(&d->inbox_lock);
+	while (d->work_head < d->work_n)
+		reply_error(d->work[d->work_head++], status, code, NULL, msg);
 	for (size_t i = 0; i < n; i++)
 		reply_error(batch[i], status, code, NULL, msg);
 	free(batch);
+	readview_flush(d);
 }

@@ -863,8 +863,9 @@ void tasks_after_apply_cb(uv_idle_t *h)
 
 	uv_idle_stop(h);
 	/* Everything applied since the last pass reaches PostgreSQL as one
-	 * set of row images. */
+	 * set of row images, and the readers as one new view. */
 	tasks_flush_records(d);
+	readview_publish(d);
 	while (d->ops_head != NULL) {
 		struct task_op *op = d->ops_head;
 		d->ops_head = op->next;
@@ -966,6 +967,7 @@ void tasks_db_progress_cb(uv_async_t *h)
 	char *buf;
 	size_t len;
 
+	tasks_kick(d); /* the view shows PostgreSQL's progress */
 	if (!d->snapshot_wanted || d->stopping || d->applier == NULL ||
 	    d->role != CONSENSUS_LEADER ||
 	    storage_applier_durable(d->applier) < d->log_pushed_index)

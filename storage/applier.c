@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -66,6 +67,7 @@ struct storage_applier {
 	char *conninfo;
 	unsigned batch_max;
 	unsigned retry_ms;
+	int thread_nice;
 	storage_progress_cb cb;
 	void *cb_arg;
 
@@ -456,6 +458,11 @@ static void *writer_main(void *arg)
 	struct storage_applier *a = arg;
 	uint64_t suspect = 0, head;
 
+	/* Linux: nice is per thread (0 = this one): the loop comes first. */
+	if (a->thread_nice != 0 &&
+	    setpriority(PRIO_PROCESS, 0, a->thread_nice) != 0)
+		log_warn("storage: applier: setpriority: %s", strerror(errno));
+
 	for (;;) {
 		pthread_mutex_lock(&a->mu);
 		while (a->head == NULL && !a->stop)
@@ -518,6 +525,7 @@ int storage_applier_new(const struct storage_applier_config *cfg,
 		goto err_free;
 	a->batch_max = cfg->batch_max ? cfg->batch_max : BATCH_MAX_DEFAULT;
 	a->retry_ms = cfg->retry_ms ? cfg->retry_ms : RETRY_MS_DEFAULT;
+	a->thread_nice = cfg->thread_nice;
 	if (a->retry_ms > RETRY_MAX_MS)
 		a->retry_ms = RETRY_MAX_MS;
 	a->backoff_ms = a->retry_ms;

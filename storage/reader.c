@@ -243,7 +243,7 @@ out_release:
  *
  * PostgreSQL builds the whole JSON document in one statement and sends it as
  * one text value, which jansson parses: the shape is the in-memory one of
- * core/fsm.c (fsm_run_json), with the same field names and formats.
+ * core/view.c (run_json), with the same field names and formats.
  */
 
 /* A timestamptz as fsm_time_json() prints it: RFC 3339 UTC with

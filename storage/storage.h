@@ -56,6 +56,7 @@ struct storage_applier_config {
 	const char *conninfo;     /* copied */
 	unsigned batch_max;       /* entries per transaction (default 512) */
 	unsigned retry_ms;        /* first reconnect delay (default 200), doubles up to 5000 */
+	int thread_nice;          /* nice value of the writer thread, 0 = unchanged */
 };
 
 /* Start the writer thread. Returns 0 and *out, or -1 with errmsg. The thread

@@ -70,31 +70,33 @@ static void route_table_maps_each_path_to_its_op(void **state)
 		enum api_op op;
 		unsigned flags;
 	} cases[] = {
-		{"GET", "/v1/flows", API__TARGET_SUBMIT, API_OP_FLOW_LIST, 0},
+		{"GET", "/v1/flows", API__TARGET_SUBMIT, API_OP_FLOW_LIST, API__ROUTE_VIEW},
 		{"GET", "/v1/flows/etl", API__TARGET_SUBMIT, API_OP_FLOW_GET,
-		 0},
+		 API__ROUTE_VIEW},
 		{"PUT", "/v1/flows/etl", API__TARGET_SUBMIT, API_OP_FLOW_PUT,
 		 API__ROUTE_WRITE | API__ROUTE_BODY},
 		{"DELETE", "/v1/flows/etl", API__TARGET_SUBMIT,
 		 API_OP_FLOW_DELETE, API__ROUTE_WRITE},
 		{"GET", "/v1/flows/etl/versions", API__TARGET_SUBMIT,
-		 API_OP_FLOW_VERSIONS, 0},
+		 API_OP_FLOW_VERSIONS, API__ROUTE_VIEW},
 		{"POST", "/v1/flows/etl/runs", API__TARGET_SUBMIT,
 		 API_OP_RUN_CREATE,
 		 API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT},
-		{"GET", "/v1/runs", API__TARGET_SUBMIT, API_OP_RUN_LIST, 0},
+		{"GET", "/v1/runs", API__TARGET_SUBMIT, API_OP_RUN_LIST, API__ROUTE_VIEW},
 		{"POST", "/internal/v1/commands", API__TARGET_SUBMIT,
 		 API_OP_INTERNAL_COMMAND, API__ROUTE_WRITE | API__ROUTE_BODY},
-		{"GET", "/v1/runs/r-1", API__TARGET_SUBMIT, API_OP_RUN_GET, 0},
+		{"GET", "/v1/runs/r-1", API__TARGET_SUBMIT, API_OP_RUN_GET, API__ROUTE_VIEW},
 		{"POST", "/v1/runs/r-1/cancel", API__TARGET_SUBMIT,
 		 API_OP_RUN_CANCEL, API__ROUTE_WRITE},
 		{"GET", "/v1/runs/r-1/steps/extract/logs", API__TARGET_LOGS, 0,
 		 0},
 		{"GET", "/healthz", API__TARGET_HEALTHZ, 0, API__ROUTE_PUBLIC},
 		{"GET", "/readyz", API__TARGET_SUBMIT, API_OP_READYZ,
-		 API__ROUTE_PUBLIC},
-		{"GET", "/v1/cluster", API__TARGET_SUBMIT, API_OP_CLUSTER, 0},
-		{"HEAD", "/v1/cluster", API__TARGET_SUBMIT, API_OP_CLUSTER, 0},
+		 API__ROUTE_PUBLIC | API__ROUTE_VIEW},
+		{"GET", "/v1/cluster", API__TARGET_SUBMIT, API_OP_CLUSTER,
+		 API__ROUTE_VIEW},
+		{"HEAD", "/v1/cluster", API__TARGET_SUBMIT, API_OP_CLUSTER,
+		 API__ROUTE_VIEW},
 		{"POST", "/v1/cluster/members", API__TARGET_SUBMIT,
 		 API_OP_MEMBER_ADD, API__ROUTE_WRITE | API__ROUTE_BODY},
 		{"DELETE", "/v1/cluster/members/2", API__TARGET_SUBMIT,
@@ -305,7 +307,7 @@ static void query_run_list_defaults(void **state)
 	assert_int_equal(p.req.limit, 50);
 	assert_null(p.req.list_flow);
 	assert_null(p.req.list_status);
-	assert_null(p.req.cursor);
+	assert_int_equal(p.req.cursor, 0);
 	assert_int_equal(p.req.consistent, 0);
 	done(&p);
 }
@@ -313,7 +315,7 @@ static void query_run_list_defaults(void **state)
 static void query_run_list_accepts_valid_values(void **state)
 {
 	const char *q[] = {"flow",  "etl%2D2", "status",     "failed",
-			   "limit", "1000",    "cursor",     "abc%3D%3D",
+			   "limit", "1000",    "cursor",     "42",
 			   "other", "ignored", "consistent", "true",
 			   NULL};
 	struct parsed p;
@@ -322,7 +324,7 @@ static void query_run_list_accepts_valid_values(void **state)
 	assert_string_equal(p.req.list_flow, "etl-2");
 	assert_string_equal(p.req.list_status, "failed");
 	assert_int_equal(p.req.limit, 1000);
-	assert_string_equal(p.req.cursor, "abc==");
+	assert_int_equal(p.req.cursor, 42);
 	assert_int_equal(p.req.consistent, 1);
 	done(&p);
 }
@@ -358,21 +360,28 @@ static void query_run_list_rejects_bad_values(void **state)
 	}
 }
 
-static void query_cursor_is_bounded(void **state)
+/* A cursor is the decimal seq from next_cursor: digits only, 1..2^64-1. */
+static void query_cursor_is_a_decimal_seq(void **state)
 {
-	char cursor[202];
-	const char *q[] = {"cursor", cursor, NULL};
+	static const char *const bad[] = {
+		"-1",	 "%20%205", " 5",	 "5 ",	   "+5",      "0",
+		"0x10", "abc",	   "1e3", "18446744073709551616",
+		"18446744073709551617", "99999999999999999999999",
+	};
+	const char *ok[] = {"cursor", "18446744073709551615", NULL};
 	struct parsed p;
 
-	memset(cursor, 'c', 200);
-	cursor[200] = '\0';
-	assert_int_equal(parse(&p, "GET", "/v1/runs", q), 0);
+	assert_int_equal(parse(&p, "GET", "/v1/runs", ok), 0);
+	assert_true(p.req.cursor == UINT64_MAX);
 	done(&p);
-	cursor[200] = 'c';
-	cursor[201] = '\0';
-	assert_int_equal(parse(&p, "GET", "/v1/runs", q), 400);
-	assert_string_equal(p.err.field, "cursor");
-	done(&p);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		const char *q[] = {"cursor", bad[i], NULL};
+
+		assert_int_equal(parse(&p, "GET", "/v1/runs", q), 400);
+		assert_string_equal(p.err.code, "invalid_query");
+		assert_string_equal(p.err.field, "cursor");
+		done(&p);
+	}
 }
 
 static void query_consistent_on_reads(void **state)
@@ -1173,7 +1182,7 @@ int main(void)
 		cmocka_unit_test(query_run_list_defaults),
 		cmocka_unit_test(query_run_list_accepts_valid_values),
 		cmocka_unit_test(query_run_list_rejects_bad_values),
-		cmocka_unit_test(query_cursor_is_bounded),
+		cmocka_unit_test(query_cursor_is_a_decimal_seq),
 		cmocka_unit_test(query_consistent_on_reads),
 		cmocka_unit_test(query_logs_attempt),
 		cmocka_unit_test(limit_default_respects_small_page_ceiling),

@@ -10,6 +10,7 @@
 
 #include "core/fsm.h"
 #include "core/tz.h"
+#include "core/view.h"
 #include "daemon/tzdata.h"
 
 /* What the hooks saw. */
@@ -59,6 +60,7 @@ struct fx {
 	struct fsm f;
 	struct seen seen;
 	uint64_t index;
+	struct view_store *views;   /* the read view of f */
 };
 
 static int setup(void **state)
@@ -69,6 +71,8 @@ static int setup(void **state)
 			      .attempt_stop = on_stop};
 
 	fsm_init(&x->f, &h);
+	x->views = view_store_new();
+	assert_non_null(x->views);
 	*state = x;
 	return 0;
 }
@@ -77,9 +81,67 @@ static int teardown(void **state)
 {
 	struct fx *x = *state;
 
+	view_store_free(x->views);
 	fsm_close(&x->f);
 	free(x);
 	return 0;
+}
+
+/* Publish the read view of `f` into `vs` as the loop does after a batch. */
+static void publish(struct view_store *vs, struct fsm *f)
+{
+	static const struct view_cluster cl = {.role = "leader"};
+
+	view_store_update(vs, f);
+	view_store_publish(vs, &cl);
+}
+
+/* GET /v1/runs as the read view answers it (a new reference). */
+static json_t *page_of(struct view_store *vs, struct fsm *f, const char *flow,
+		       int status, unsigned limit, uint64_t cursor,
+		       uint64_t *before, unsigned *more)
+{
+	struct view_guard g;
+	const struct view *v;
+	char *text;
+	json_t *j;
+
+	publish(vs, f);
+	v = view_acquire(vs, &g);
+	text = view_runs_page_text(v, flow, status, limit, cursor, before, more);
+	view_release(&g);
+	assert_non_null(text);
+	j = json_loads(text, 0, NULL);
+	assert_non_null(j);
+	free(text);
+	return j;
+}
+
+static json_t *page(struct fx *x, const char *flow, int status,
+		    unsigned limit, uint64_t cursor, uint64_t *before,
+		    unsigned *more)
+{
+	return page_of(x->views, &x->f, flow, status, limit, cursor, before,
+		       more);
+}
+
+/* GET /v1/runs/{id} as the read view answers it, or NULL when not in it. */
+static json_t *run_view(struct fx *x, const char *id)
+{
+	struct view_guard g;
+	const struct view *v;
+	char *text = NULL;
+	json_t *j = NULL;
+
+	publish(x->views, &x->f);
+	v = view_acquire(x->views, &g);
+	if (view_run_text(v, id, &text) == VIEW_FOUND) {
+		j = json_loads(text, 0, NULL);
+		assert_non_null(j);
+	}
+	view_release(&g);
+	free(text);
+	return j;
 }
 
 static struct fsm_result *apply(struct fx *x, char *buf, size_t len)
@@ -527,7 +589,7 @@ static void runs_page_is_newest_first_with_cursor(void **state)
 	uint64_t before;
 	unsigned more;
 
-	p = fsm_runs_page(&x->f, NULL, -1, 2, 0, &before, &more);
+	p = page(x, NULL, -1, 2, 0, &before, &more);
 	assert_int_equal(more, 0);
 	runs = json_object_get(p, "runs");
 	assert_int_equal(json_array_size(runs), 2);
@@ -535,12 +597,12 @@ static void runs_page_is_newest_first_with_cursor(void **state)
 			    "r-000000000005");
 	cur = json_string_value(json_object_get(p, "next_cursor"));
 	assert_string_equal(cur, "4");
-	json_t *q = fsm_runs_page(&x->f, NULL, -1, 10, 4, &before, &more);
+	json_t *q = page(x, NULL, -1, 10, 4, &before, &more);
 	assert_int_equal(json_array_size(json_object_get(q, "runs")), 3);
 	assert_true(json_is_null(json_object_get(q, "next_cursor")));
 	json_decref(q);
 	json_decref(p);
-	p = fsm_runs_page(&x->f, "one", FSM_RUN_RUNNING, 10, 0, &before, &more);
+	p = page(x, "one", FSM_RUN_RUNNING, 10, 0, &before, &more);
 	assert_int_equal(json_array_size(json_object_get(p, "runs")), 0);
 	json_decref(p);
 }
@@ -640,7 +702,7 @@ static void settled_runs_beyond_retain_leave_memory_oldest_first(void **state)
 	assert_string_equal(r->run_id, ids[0]);
 
 	/* the page stops at the first evicted run and hands over */
-	p = fsm_runs_page(&x->f, NULL, -1, 10, 0, &before, &more);
+	p = page(x, NULL, -1, 10, 0, &before, &more);
 	assert_int_equal(json_array_size(json_object_get(p, "runs")), 3);
 	assert_int_equal(before, 3); /* runs with seq < 3 come from PostgreSQL */
 	assert_int_equal(more, 7);
@@ -658,6 +720,13 @@ static void settled_runs_beyond_retain_leave_memory_oldest_first(void **state)
 	struct fsm_run *run;
 	assert_string_equal(fsm_idem_lookup(&g, "one", "k1", &run), ids[1]);
 	assert_null(run);
+	/* the view of the restored state hands over at the same run */
+	struct view_store *gv = view_store_new();
+	p = page_of(gv, &g, NULL, -1, 10, 0, &before, &more);
+	assert_int_equal(json_array_size(json_object_get(p, "runs")), 3);
+	assert_int_equal(before, 3);
+	json_decref(p);
+	view_store_free(gv);
 	free(snap1);
 	free(snap2);
 	fsm_close(&g);
@@ -840,7 +909,7 @@ static void schedule_ticks_fire_once_by_the_cursor(void **state)
 	assert_int_equal(sched0(x, "tick")->cursor, 9);
 	assert_int_equal(sched0(x, "tick")->counts[FSM_FIRE_MISSED], 6);
 	/* The run carries its tick. */
-	json_t *j = fsm_run_json(x->f.run_list[x->f.n_runs - 1], false);
+	json_t *j = run_view(x, x->f.run_list[x->f.n_runs - 1]->id);
 	json_t *t = json_object_get(j, "trigger");
 	assert_string_equal(json_string_value(json_object_get(t, "type")), "schedule");
 	assert_string_equal(json_string_value(json_object_get(t, "nominal_time")),
@@ -870,6 +939,45 @@ static void pause_records_ticks_as_skipped(void **state)
 	assert_int_equal(x->f.n_runs, runs + 1);
 	assert_int_equal(fsm_cmd_pause(2500, "nope", true, &buf, &len), 0);
 	assert_int_equal(apply(x, buf, len)->status, 404);
+}
+
+/* The paused flag of every flow, paused or not, is among the rows written
+ * again after a restore: PostgreSQL may have missed the unpause (it lagged,
+ * a snapshot was taken, the node crashed), and the flows upsert leaves the
+ * column alone. */
+static void rows_after_a_restore_carry_every_paused_flag(void **state)
+{
+	struct fx *x = *state;
+	char *buf, *text;
+	size_t len, i;
+	uint64_t index;
+	json_t *rows, *row;
+	int seen = 0;
+
+	deploy(x, "tick", TICKING);
+	assert_int_equal(fsm_cmd_pause(1500, "tick", true, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(fsm_cmd_pause(2500, "tick", false, &buf, &len), 0);
+	apply(x, buf, len);
+	free(fsm_take_records(&x->f, &index)); /* PostgreSQL "missed" these */
+	fsm_mark_all_dirty(&x->f);
+	text = fsm_take_records(&x->f, &index);
+	assert_non_null(text);
+	rows = json_loads(text, 0, NULL);
+	assert_non_null(rows);
+	json_array_foreach(rows, i, row)
+	{
+		if (strcmp(json_string_value(json_object_get(row, "t")),
+			   "flow_paused") != 0)
+			continue;
+		assert_string_equal(json_string_value(json_object_get(row, "flow")),
+				    "tick");
+		assert_true(json_is_false(json_object_get(row, "paused")));
+		seen++;
+	}
+	assert_int_equal(seen, 1);
+	json_decref(rows);
+	free(text);
 }
 
 static void redeploy_keeps_the_cursor_of_an_unchanged_schedule(void **state)
@@ -1181,6 +1289,7 @@ int main(void)
 		T(node_down_loses_its_attempts_and_alive_brings_it_back),
 		T(a_removed_node_takes_no_work_until_admitted),
 		T(schedule_ticks_fire_once_by_the_cursor),
+		T(rows_after_a_restore_carry_every_paused_flag),
 		T(pause_records_ticks_as_skipped),
 		T(redeploy_keeps_the_cursor_of_an_unchanged_schedule),
 		T(events_are_deduplicated_by_id),
