@@ -661,6 +661,47 @@ error:
 	api_request_reply_error(req, &err);
 }
 
+/* The specs of old versions the state machine no longer keeps come from
+ * PostgreSQL's flow_versions: fill every "spec": null of the page. */
+static void history_versions(struct request *r)
+{
+	struct api_server *s = r->server;
+	struct api_request *req = &r->req;
+	struct flowd_error err;
+	json_t *page = NULL, *pg = NULL, *one, *row;
+	size_t i, k;
+
+	flowd_error_clear(&err);
+	if (s->reader == NULL) {
+		flowd_error_set(&err, 503, "unavailable", "",
+				"old versions need the PostgreSQL reader");
+		goto error;
+	}
+	page = json_loads(req->resp_body ? req->resp_body : "", 0, NULL);
+	if (page == NULL ||
+	    storage_reader_flow_versions(s->reader, req->flow, &pg, &err) != 0)
+		goto error;
+	json_array_foreach(json_object_get(page, "versions"), i, one)
+	{
+		if (!json_is_null(json_object_get(one, "spec")))
+			continue;
+		json_array_foreach(pg, k, row)
+			if (json_equal(json_object_get(row, "version"),
+				       json_object_get(one, "version")))
+				json_object_set(one, "spec",
+						json_object_get(row, "spec"));
+	}
+	json_decref(pg);
+	api_request_reply_json(req, 200, page);
+	return;
+error:
+	if (err.status == 0)
+		flowd_error_set(&err, 500, "internal", "", "out of memory");
+	json_decref(pg);
+	json_decref(page);
+	api_request_reply_error(req, &err);
+}
+
 /* The resumed call of a finished request, before its response is queued. */
 static void request_history(struct request *r)
 {
@@ -699,6 +740,7 @@ static void answer_from_view(struct request *r)
 	const struct view *v = view_acquire(r->server->views, &g);
 	int status = req->status >= 200 && req->status < 300 ? req->status : 200;
 	enum view_found found = VIEW_FOUND;
+	unsigned missing_specs = 0;
 	const char *why;
 	char *text = NULL;
 
@@ -740,7 +782,8 @@ static void answer_from_view(struct request *r)
 			   view_flow_put_text(v, req->flow, req->created));
 		break;
 	case API_OP_FLOW_VERSIONS:
-		text = view_flow_versions_text(v, req->flow, &found);
+		text = view_flow_versions_text(v, req->flow, &found,
+					       &missing_specs);
 		if (found == VIEW_FOUND)
 			view_reply(req, 200, text);
 		break;
@@ -790,6 +833,8 @@ static void answer_from_view(struct request *r)
 			   run ? "no such run" : "no such flow");
 	} else if (req->pg_list_limit > 0) {
 		history_runs(r);
+	} else if (missing_specs > 0) {
+		history_versions(r);
 	}
 	req->from_view = 0;
 }

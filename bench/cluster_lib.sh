@@ -4,9 +4,12 @@
 # loadgen, drain. Sourced after lib.sh; the sourcing script sets ROOT, B (its
 # work dir), PG_DIR, OUT, FLOWD_BIN, LOADGEN, PYTHON, HELPER, PG_SCRIPT,
 # READY_TIMEOUT, DRAIN_TIMEOUT, RAFT_HEARTBEAT_MS, RAFT_ELECTION_MS, and may
-# set NODE_ARGS (extra flowd arguments, an array) and MAX_PARALLEL_TASKS.
+# set NODE_ARGS (extra flowd arguments, an array), MAX_PARALLEL_TASKS and
+# NODES (3, or 1 for a single node).
 
 # --- cleanup -----------------------------------------------------------------
+NODES=${NODES:-3}
+NODE_IDS=$(seq "$NODES")
 declare -a PID=(- "" "" "")
 PG_STARTED=0
 CLEANED=0
@@ -28,13 +31,13 @@ cleanup() {
 	[ "$CLEANED" -eq 1 ] && return 0
 	CLEANED=1
 	local i
-	for i in 1 2 3; do
+	for i in $NODE_IDS; do
 		[ -n "${PID[$i]}" ] && kill -0 "${PID[$i]}" 2>/dev/null &&
 			say "stopping node $i (pid ${PID[$i]})"
 		# all three at once: the last ones must not wait on a lost quorum
 		kill -TERM "${PID[$i]}" 2>/dev/null || true
 	done
-	for i in 1 2 3; do stop_node "$i"; done
+	for i in $NODE_IDS; do stop_node "$i"; done
 	if [ "$PG_STARTED" -eq 1 ]; then
 		timeout 90 "$PG_SCRIPT" stop "$PG_DIR" || true
 	fi
@@ -51,7 +54,7 @@ start_node() { # n: start it (same config, same data dir), log appended
 }
 nodes_alive() {
 	local i
-	for i in 1 2 3; do
+	for i in $NODE_IDS; do
 		[ -n "${PID[$i]}" ] || continue
 		kill -0 "${PID[$i]}" 2>/dev/null && continue
 		tail -n 30 "$B/node$i.log" >&2 || true
@@ -106,7 +109,7 @@ rss_mb() { # n -> VmRSS of node n in MB
 }
 record_rss() { # prefix
 	local i
-	for i in 1 2 3; do record "$1_n$i" "$(rss_mb "$i")"; done
+	for i in $NODE_IDS; do record "$1_n$i" "$(rss_mb "$i")"; done
 }
 runs_body='{"parameters":{}}'
 
@@ -142,18 +145,20 @@ cluster_up() {
 	if [ -d "$PG_DIR/data" ]; then
 		timeout 90 "$PG_SCRIPT" stop "$PG_DIR" || true
 	fi
-	rm -rf "$PG_DIR" "$B/node1" "$B/node2" "$B/node3" "$OUT" "$B"/node*.conf \
+	rm -rf "$PG_DIR" "$B"/node[0-9] "$OUT" "$B"/node*.conf \
 		"$B"/node*.log "$B/results.txt"
-	mkdir -p "$B/node1" "$B/node2" "$B/node3" "$OUT"
+	mkdir -p "$OUT"
+	for i in $NODE_IDS; do mkdir -p "$B/node$i"; done
 
 	declare -ga APIP=(-) RAFTP=(-) URL=(-)
-	for i in 1 2 3; do
+	for i in $NODE_IDS; do
 		APIP[$i]=$(pick_port $((${API_PORT:-8790} + i - 1)))
 		RAFTP[$i]=$(pick_port $((${RAFT_PORT:-8793} + i - 1)))
 		URL[$i]=http://127.0.0.1:${APIP[$i]}
 	done
 	PG_PORT=$(pick_port "${PG_PORT:-8796}")
-	ALL="${URL[1]},${URL[2]},${URL[3]}"
+	ALL=$(for i in $NODE_IDS; do printf '%s,' "${URL[$i]}"; done)
+	ALL=${ALL%,}
 	TOKEN=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 	AUTH="Authorization: Bearer $TOKEN"
 
@@ -166,7 +171,7 @@ cluster_up() {
 	PG_STARTED=1
 	timeout 120 "$PG_SCRIPT" start "$PG_DIR" "$PG_PORT" || die "PostgreSQL did not start"
 
-	for i in 1 2 3; do
+	for i in $NODE_IDS; do
 		cat >"$B/node$i.conf" <<-CONF
 	[node]
 	id = $i
@@ -175,9 +180,7 @@ cluster_up() {
 	data_dir = $B/node$i
 
 	[peers]
-	1 = 127.0.0.1:${RAFTP[1]} 127.0.0.1:${APIP[1]}
-	2 = 127.0.0.1:${RAFTP[2]} 127.0.0.1:${APIP[2]}
-	3 = 127.0.0.1:${RAFTP[3]} 127.0.0.1:${APIP[3]}
+	$(for p in $NODE_IDS; do echo "$p = 127.0.0.1:${RAFTP[$p]} 127.0.0.1:${APIP[$p]}"; done)
 
 	[database]
 	conninfo = host=127.0.0.1 port=$PG_PORT dbname=flowd user=postgres connect_timeout=2
@@ -192,7 +195,7 @@ cluster_up() {
 		"$FLOWD_BIN" --config "$B/node$i.conf" "${RAFT_ARGS[@]}" --check >"$OUT/check$i.txt" 2>&1 ||
 			{ cat "$OUT/check$i.txt" >&2; die "flowd --check rejected node $i's config"; }
 	done
-	for i in 1 2 3; do start_node "$i"; done
+	for i in $NODE_IDS; do start_node "$i"; done
 	wait_healthy "start"
 	find_leader
 	say "cluster ready, leader node $LEADER"

@@ -77,7 +77,9 @@ def cmd_leader(a):
         if not v or v.get("role") != "leader":
             continue
         me = v.get("node_id")
-        if any(leader_id(w) == me for j, w in enumerate(views) if j != i):
+        # one node leads alone; with more, another must agree
+        if len(views) == 1 or any(leader_id(w) == me
+                                  for j, w in enumerate(views) if j != i):
             print(i + 1)
             return 0
     return 1

@@ -184,9 +184,10 @@ void fsm_init(struct fsm *f, const struct fsm_hooks *hooks)
 	memset(f, 0, sizeof *f);
 	map_init(&f->flows);
 	map_init(&f->runs);
-	map_init(&f->idem);
+	idem_init(&f->idem);
 	map_init(&f->events);
 	f->next_seq = 1;
+	f->run_lo = 1;
 	f->pending = json_array();
 	if (f->pending == NULL)
 		abort();
@@ -230,22 +231,20 @@ static void flow_free(struct fsm_flow *fl)
 /* Free everything but hooks and limits. */
 static void state_clear(struct fsm *f)
 {
-	for (size_t i = 0; i < f->n_runs; i++)
-		run_free(f->run_list[i]);
+	for (uint64_t seq = f->run_lo; seq <= f->n_runs; seq++)
+		run_free(fsm_run_at(f, seq));
 	free(f->run_list);
 	f->run_list = NULL;
 	f->n_runs = f->cap_runs = 0;
+	f->run_lo = 1;
 	for (size_t i = 0; i < f->flows.n_buckets; i++)
 		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next)
 			flow_free(e->value);
-	for (size_t i = 0; i < f->idem.n_buckets; i++)
-		for (struct map_entry *e = f->idem.buckets[i]; e; e = e->next)
-			free(e->value);
+	idem_close(&f->idem);
 	f->settled_head = f->settled_tail = NULL;
 	f->n_settled = 0;
 	map_close(&f->flows);
 	map_close(&f->runs);
-	map_close(&f->idem);
 	free(f->nodes);
 	f->nodes = NULL;
 	f->n_nodes = 0;
@@ -883,9 +882,10 @@ void fsm_mark_all_dirty(struct fsm *f)
 		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next) {
 			struct fsm_flow *fl = e->value;
 			for (unsigned k = 0; k < fl->n_versions; k++)
-				json_array_append_new(
-					f->pending,
-					flow_version_record(fl, &fl->versions[k]));
+				if (fl->versions[k].spec != NULL)
+					json_array_append_new(
+						f->pending,
+						flow_version_record(fl, &fl->versions[k]));
 			json_array_append_new(f->pending, flow_record(fl));
 			/* paused true or false: the flows upsert leaves the
 			 * column alone, so an unpause that PostgreSQL missed
@@ -893,8 +893,8 @@ void fsm_mark_all_dirty(struct fsm *f)
 			json_array_append_new(f->pending, fsm__paused_record(fl));
 		}
 	}
-	for (size_t i = 0; i < f->n_runs; i++) {
-		struct fsm_run *r = f->run_list[i];
+	for (uint64_t seq = f->run_lo; seq <= f->n_runs; seq++) {
+		struct fsm_run *r = fsm_run_at(f, seq);
 		if (r == NULL)
 			continue;
 		for (size_t k = 0; k < r->spec->n_steps; k++) {
@@ -965,6 +965,25 @@ bool fsm__run_terminal(const struct fsm_run *r)
 }
 
 
+/* Version k of fl keeps its spec in memory while it is the newest (what
+ * the next run and an unchanged redeploy use) or runs in memory use it;
+ * otherwise PostgreSQL's flow_versions serves it. The next snapshot waits
+ * until PostgreSQL has its row (a restore could not rebuild it). */
+static void version_maybe_drop(struct fsm *f, struct fsm_flow *fl, unsigned k)
+{
+	struct fsm_flow_version *v;
+
+	if (k == 0 || k >= fl->n_versions)
+		return;
+	v = &fl->versions[k - 1];
+	if (v->runs > 0 || v->spec == NULL)
+		return;
+	spec_free(v->spec);
+	v->spec = NULL;
+	f->pending_history = true;
+	fsm__flow_touch(f, fl);
+}
+
 static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 {
 	struct fsm *f = c->f;
@@ -1021,6 +1040,7 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 	fl->versions = v;
 	/* `old` pointed into the array just moved; the spec itself did not. */
 	v = &fl->versions[fl->n_versions++];
+	memset(v, 0, sizeof *v);
 	v->version = fl->n_versions;
 	v->created_ms = c->ts;
 	v->spec = spec;
@@ -1032,6 +1052,8 @@ static void apply_deploy(struct apply_ctx *c, json_t *cmd)
 	json_array_append_new(c->records, flow_record(fl));
 	fsm__flow_touch(f, fl);
 	fsm__trig_deployed(c, fl, old, was_current);
+	/* `old` is not needed any more: the previous newest may leave */
+	version_maybe_drop(f, fl, fl->n_versions - 1);
 }
 
 static void apply_undeploy(struct apply_ctx *c, json_t *cmd)
@@ -1055,26 +1077,21 @@ static void apply_undeploy(struct apply_ctx *c, json_t *cmd)
 	fsm__trig_undeployed(c, fl);
 }
 
-static char *idem_key(const char *flow, const char *key)
-{
-	size_t a = strlen(flow), b = strlen(key);
-	char *k = malloc(a + b + 2);
-
-	if (k == NULL)
-		abort();
-	memcpy(k, flow, a);
-	k[a] = '\n';
-	memcpy(k + a + 1, key, b + 1);
-	return k;
-}
-
-/* Put a run at its place, run_list[seq - 1] (evicted runs leave NULLs). */
+/* Put a run at its place in the window, run_list[seq - run_lo]. */
 static void run_list_add(struct fsm *f, struct fsm_run *r)
 {
-	if (r->seq > f->cap_runs) {
+	size_t at;
+
+	if (f->n_runs == 0 || f->run_list == NULL ||
+	    (f->run_lo > f->n_runs && r->seq > f->n_runs))
+		f->run_lo = r->seq; /* an empty window starts at this run */
+	if (r->seq < f->run_lo)
+		abort(); /* runs are made (and restored) in seq order */
+	at = r->seq - f->run_lo;
+	if (at >= f->cap_runs) {
 		size_t cap = f->cap_runs ? f->cap_runs : 256;
 		struct fsm_run **l;
-		while (cap < r->seq)
+		while (cap <= at)
 			cap *= 2;
 		l = realloc(f->run_list, cap * sizeof *l);
 		if (l == NULL)
@@ -1083,32 +1100,58 @@ static void run_list_add(struct fsm *f, struct fsm_run *r)
 		f->run_list = l;
 		f->cap_runs = cap;
 	}
-	f->run_list[r->seq - 1] = r;
+	f->run_list[at] = r;
 	if (r->seq > f->n_runs)
 		f->n_runs = r->seq;
 	if (map_put(&f->runs, r->id, r) != 0)
 		abort();
-	if (r->idempotency_key != NULL) {
-		char *k = idem_key(r->flow->name, r->idempotency_key);
-		char *id = strdup(r->id);
-		if (id == NULL)
-			abort();
-		free(map_get(&f->idem, k));
-		if (map_put(&f->idem, k, id) != 0)
-			abort();
-		free(k);
-	}
+}
+
+/* Runs left memory at the front of the window: move it up, copying the
+ * rest down only once the empty front is as long as what is left, so the
+ * window costs amortized O(1) per run and spans the oldest run in memory
+ * to the newest. */
+static void run_list_trim(struct fsm *f)
+{
+	size_t len = f->n_runs >= f->run_lo ? f->n_runs - f->run_lo + 1 : 0;
+	size_t empty = 0;
+
+	while (empty < len && f->run_list[empty] == NULL)
+		empty++;
+	if (empty == 0 || (empty < len && empty < 64) ||
+	    (empty < len && empty * 2 < len))
+		return;
+	memmove(f->run_list, f->run_list + empty,
+		(len - empty) * sizeof *f->run_list);
+	memset(f->run_list + (len - empty), 0, empty * sizeof *f->run_list);
+	f->run_lo += empty;
 }
 
 const char *fsm_idem_lookup(struct fsm *f, const char *flow, const char *key,
 			    struct fsm_run **run)
 {
-	char *k = idem_key(flow, key);
-	const char *id = map_get(&f->idem, k);
+	return fsm_idem_lookup_at(f, flow, key, 0, run);
+}
 
-	free(k);
-	*run = id ? map_get(&f->runs, id) : NULL;
-	return id;
+const char *fsm_idem_lookup_at(struct fsm *f, const char *flow,
+			       const char *key, int64_t now_ms,
+			       struct fsm_run **run)
+{
+	int64_t ts = 0;
+	uint64_t seq = idem_get(&f->idem, flow, key, &ts);
+
+	*run = NULL;
+	if (seq == 0 || (now_ms > 0 && f->idem_ttl_ms > 0 &&
+			 ts < now_ms - f->idem_ttl_ms))
+		return NULL;
+	snprintf(f->idem_id, sizeof f->idem_id, "r-%012" PRIu64, seq);
+	*run = fsm_run_at(f, seq);
+	return f->idem_id;
+}
+
+void fsm__idem_expire(struct apply_ctx *c)
+{
+	idem_expire(&c->f->idem, c->ts, c->f->idem_ttl_ms, c->f->idem_max);
 }
 
 bool fsm_run_evicted(struct fsm *f, const char *id)
@@ -1120,7 +1163,7 @@ bool fsm_run_evicted(struct fsm *f, const char *id)
 		return false;
 	seq = strtoull(id + 2, &end, 10);
 	return *end == '\0' && seq >= 1 && seq <= f->n_runs &&
-	       f->run_list[seq - 1] == NULL;
+	       fsm_run_at(f, seq) == NULL;
 }
 
 /* A new run object with its steps PENDING (not yet in any list). */
@@ -1138,6 +1181,7 @@ static struct fsm_run *run_new(struct fsm *f, struct fsm_flow *fl,
 	r->flow = fl;
 	r->version = version;
 	r->spec = fl->versions[version - 1].spec;
+	fl->versions[version - 1].runs++;
 	r->steps = calloc(r->spec->n_steps ? r->spec->n_steps : 1,
 			  sizeof *r->steps);
 	if (r->id == NULL || r->steps == NULL)
@@ -1168,6 +1212,15 @@ static void apply_run_create(struct apply_ctx *c, json_t *cmd)
 	if (json_is_integer(json_object_get(cmd, "retain")))
 		f->retain = (uint64_t)json_integer_value(
 			json_object_get(cmd, "retain"));
+	if (json_is_integer(json_object_get(cmd, "keys")))
+		f->idem_max = (uint64_t)json_integer_value(
+			json_object_get(cmd, "keys"));
+	if (json_is_integer(json_object_get(cmd, "key_ttl_s")))
+		f->idem_ttl_ms = json_integer_value(
+					 json_object_get(cmd, "key_ttl_s")) *
+				 1000;
+	/* keys past their retention are gone before this one is looked up */
+	fsm__idem_expire(c);
 	if (key != NULL) {
 		const char *id = fsm_idem_lookup(f, name, key, &r);
 		if (id != NULL) {
@@ -1216,6 +1269,10 @@ struct fsm_run *fsm__run_start(struct apply_ctx *c, struct fsm_flow *fl,
 	r->created_ms = c->ts;
 	fl->active++;
 	run_list_add(f, r);
+	if (key != NULL) {
+		idem_put(&f->idem, fl->name, key, r->seq, c->ts);
+		fsm__idem_expire(c); /* the count bound holds after each entry */
+	}
 	touch_run(c, r);
 	for (size_t i = 0; i < r->spec->n_steps; i++) {
 		touch_step(c, &r->steps[i]);
@@ -1354,8 +1411,8 @@ static void lose_attempts(struct apply_ctx *c, uint64_t id, uint64_t keep_boot,
 {
 	struct fsm *f = c->f;
 
-	for (size_t i = 0; i < f->n_runs; i++) {
-		struct fsm_run *r = f->run_list[i];
+	for (uint64_t seq = f->run_lo; seq <= f->n_runs; seq++) {
+		struct fsm_run *r = fsm_run_at(f, seq);
 		if (r == NULL || r->active_attempts == 0)
 			continue;
 		for (size_t k = 0; k < r->spec->n_steps; k++) {
@@ -1540,10 +1597,17 @@ static void evict(struct fsm *f, struct fsm_run *r)
 		f->result.run_id = f->result.evicted_id;
 	}
 	map_del(&f->runs, r->id);
-	f->run_list[r->seq - 1] = NULL;
+	f->run_list[r->seq - f->run_lo] = NULL;
 	if (!r->view_dirty)
 		view_seq_push(f, r->seq); /* the view drops it */
-	run_free(r);
+	{
+		struct fsm_flow *fl = r->flow;
+		unsigned version = r->version;
+
+		run_free(r); /* reads its spec: before the spec may go */
+		fl->versions[version - 1].runs--;
+		version_maybe_drop(f, fl, version);
+	}
 }
 
 /* Append to the settled FIFO. */
@@ -1597,6 +1661,7 @@ static void settle(struct apply_ctx *c)
 		f->n_settled--;
 		evict(f, r);
 	}
+	run_list_trim(f);
 }
 
 /* Dispatch one command by its op. */
@@ -1742,13 +1807,19 @@ int fsm_cmd_undeploy(int64_t ts, const char *flow, char **out, size_t *len)
 }
 
 int fsm_cmd_run_create(int64_t ts, const char *flow, const json_t *params,
-		       const char *idempotency_key, uint64_t retain,
-		       char **out, size_t *len)
+		       const char *idempotency_key,
+		       const struct fsm_retention *keep, char **out,
+		       size_t *len)
 {
 	json_t *c = cmd_new("run_create", ts);
 
-	if (retain > 0)
-		json_object_set_new(c, "retain", json_integer((json_int_t)retain));
+	if (keep != NULL && keep->runs > 0)
+		json_object_set_new(c, "retain", json_integer((json_int_t)keep->runs));
+	if (keep != NULL && keep->keys > 0)
+		json_object_set_new(c, "keys", json_integer((json_int_t)keep->keys));
+	if (keep != NULL && keep->key_ttl_s > 0)
+		json_object_set_new(c, "key_ttl_s",
+				    json_integer((json_int_t)keep->key_ttl_s));
 	json_object_set_new(c, "flow", json_string(flow));
 	if (params != NULL)
 		json_object_set(c, "parameters", (json_t *)params);
@@ -2031,11 +2102,15 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 	for (size_t i = 0; i < n; i++) {
 		struct fsm_flow *fl = sorted[i];
 		json_t *vers = json_array();
+		/* versions whose spec left memory: their time only */
 		for (unsigned k = 0; k < fl->n_versions; k++)
 			json_array_append_new(
-				vers, json_pack("{s:I, s:s}", "t",
+				vers, json_pack("{s:I, s:s*}", "t",
 						(json_int_t)fl->versions[k].created_ms,
-						"text", fl->versions[k].spec->doc_text));
+						"text",
+						fl->versions[k].spec
+							? fl->versions[k].spec->doc_text
+							: NULL));
 		json_array_append_new(
 			flows, json_pack("{s:s, s:i, s:I, s:I, s:o, s:o}", "name",
 					 fl->name, "current", (int)fl->current,
@@ -2053,21 +2128,26 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 					 f->nodes[i].live, "api",
 					 f->nodes[i].api_address, "removed",
 					 f->nodes[i].removed));
-	json_t *settled = json_array(), *idem = json_array();
+	json_t *settled = json_array(), *keys = json_array();
 	for (struct fsm_run *r = f->settled_head; r; r = r->settled_next)
 		json_array_append_new(settled, json_integer((json_int_t)r->seq));
-	/* Keys of runs still in memory come back with their runs. */
-	for (size_t i = 0; i < f->idem.n_buckets; i++)
-		for (struct map_entry *e = f->idem.buckets[i]; e; e = e->next)
-			if (map_get(&f->runs, e->value) == NULL)
-				json_array_append_new(
-					idem, json_pack("[s, s]", e->key,
-							(char *)e->value));
-	root = json_pack("{s:i, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "v", 1,
-			 "next_seq", (json_int_t)f->next_seq, "index",
+	/* Every key, oldest first: [flow "\n" key, seq, ms]. */
+	for (size_t i = 0; i < idem_count(&f->idem); i++) {
+		uint64_t seq;
+		int64_t ts;
+		const char *k = idem_at(&f->idem, i, &seq, &ts);
+
+		json_array_append_new(keys, json_pack("[s, I, I]", k,
+						      (json_int_t)seq,
+						      (json_int_t)ts));
+	}
+	root = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}",
+			 "v", 1, "next_seq", (json_int_t)f->next_seq, "index",
 			 (json_int_t)f->applied_index, "retain",
-			 (json_int_t)f->retain, "flows", flows, "nodes", nodes,
-			 "settled", settled, "idem", idem, "events",
+			 (json_int_t)f->retain, "keys_max",
+			 (json_int_t)f->idem_max, "key_ttl_ms",
+			 (json_int_t)f->idem_ttl_ms, "flows", flows, "nodes",
+			 nodes, "settled", settled, "keys", keys, "events",
 			 fsm__events_snap(f));
 	flows = nodes = NULL;
 	if (root == NULL || (head = json_dumps(root, JSON_COMPACT)) == NULL)
@@ -2088,11 +2168,12 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 	if (tb_put(&b, "],\"runs\":[", 10) != 0)
 		goto out;
 	bool first = true;
-	for (size_t i = 0; i < f->n_runs; i++) {
-		if (f->run_list[i] == NULL)
+	for (uint64_t seq = f->run_lo; seq <= f->n_runs; seq++) {
+		struct fsm_run *r = fsm_run_at(f, seq);
+
+		if (r == NULL)
 			continue;
-		if ((!first && tb_put(&b, ",", 1) != 0) ||
-		    put_run(&b, f->run_list[i]) != 0)
+		if ((!first && tb_put(&b, ",", 1) != 0) || put_run(&b, r) != 0)
 			goto out;
 		first = false;
 	}
@@ -2138,16 +2219,23 @@ static int restore_flows(struct fsm *f, json_t *flows)
 			struct flowd_error err;
 			struct fsm_flow_version *v = &fl->versions[k];
 			const char *text = json_string_value(json_object_get(jv, "text"));
-			/* "text" since triggers; "spec", an object, before */
+			/* "text" since triggers; "spec", an object, before;
+			 * neither once the spec left memory */
 			json_t *doc = text ? json_loads(text, 0, NULL)
 					   : json_incref(json_object_get(jv, "spec"));
-			int rc = spec_parse_ex(doc, &f->limits, SPEC_PARSE_APPLY,
-					       &v->spec, &err);
+			int rc = doc != NULL
+					 ? spec_parse_ex(doc, &f->limits,
+							 SPEC_PARSE_APPLY, &v->spec,
+							 &err)
+					 : 0;
 
 			json_decref(doc);
 			if (rc != 0)
 				return -1;
-			spec_drop_doc(v->spec);
+			if (v->spec != NULL)
+				spec_drop_doc(v->spec);
+			else if (k + 1 == json_array_size(vers))
+				return -1; /* the newest is always kept */
 			v->version = (unsigned)k + 1;
 			v->created_ms = json_integer_value(json_object_get(jv, "t"));
 			fl->n_versions++;
@@ -2170,7 +2258,8 @@ static int restore_run(struct fsm *f, json_t *jr)
 	size_t i, k;
 	json_t *js, *ja;
 
-	if (fl == NULL || id == NULL || version == 0 || version > fl->n_versions)
+	if (fl == NULL || id == NULL || version == 0 ||
+	    version > fl->n_versions || fl->versions[version - 1].spec == NULL)
 		return -1;
 	r = run_new(f, fl, version,
 		    (uint64_t)json_integer_value(json_object_get(jr, "seq")));
@@ -2235,6 +2324,94 @@ static int restore_run(struct fsm *f, json_t *jr)
 	return 0;
 }
 
+/* "keys": [[flow "\n" key, seq, ms], ...] oldest first. Snapshots from
+ * before the retention kept the keys of evicted runs in "idem" ([k, id])
+ * and those of runs in memory with their runs: both come back, in seq
+ * order, as made at the newest run's time (they then live one retention
+ * more). */
+static int key_put(struct fsm *f, const char *k, uint64_t seq, int64_t ts)
+{
+	const char *nl = k != NULL ? strchr(k, '\n') : NULL;
+	char flow[256];
+
+	if (nl == NULL || (size_t)(nl - k) >= sizeof flow || seq == 0)
+		return -1;
+	memcpy(flow, k, (size_t)(nl - k));
+	flow[nl - k] = '\0';
+	idem_put(&f->idem, flow, nl + 1, seq, ts);
+	return 0;
+}
+
+static int seq_cmp(const void *a, const void *b)
+{
+	uint64_t x = json_integer_value(json_array_get(*(json_t *const *)a, 1));
+	uint64_t y = json_integer_value(json_array_get(*(json_t *const *)b, 1));
+
+	return x < y ? -1 : x > y;
+}
+
+static int restore_keys(struct fsm *f, json_t *root)
+{
+	json_t *keys = json_object_get(root, "keys"), *j, *old;
+	json_t **v;
+	int64_t newest = 0;
+	size_t i, n = 0;
+	int rc = 0;
+
+	if (keys != NULL) {
+		json_array_foreach(keys, i, j)
+		{
+			if (key_put(f, json_string_value(json_array_get(j, 0)),
+				    (uint64_t)json_integer_value(json_array_get(j, 1)),
+				    json_integer_value(json_array_get(j, 2))) != 0)
+				return -1;
+		}
+		return 0;
+	}
+	old = json_array();
+	for (uint64_t seq = f->run_lo; seq <= f->n_runs; seq++) {
+		struct fsm_run *r = fsm_run_at(f, seq);
+
+		if (r == NULL)
+			continue;
+		if (r->created_ms > newest)
+			newest = r->created_ms;
+		if (r->idempotency_key != NULL) {
+			char *k = NULL;
+
+			if (asprintf(&k, "%s\n%s", r->flow->name,
+				     r->idempotency_key) < 0)
+				abort();
+			json_array_append_new(old, json_pack("[s, I]", k,
+							     (json_int_t)r->seq));
+			free(k);
+		}
+	}
+	json_array_foreach(json_object_get(root, "idem"), i, j)
+	{
+		const char *id = json_string_value(json_array_get(j, 1));
+
+		json_array_append_new(
+			old, json_pack("[O, I]", json_array_get(j, 0),
+				       (json_int_t)(id && strncmp(id, "r-", 2) == 0
+							    ? strtoull(id + 2, NULL, 10)
+							    : 0)));
+	}
+	v = malloc((json_array_size(old) + 1) * sizeof *v);
+	if (v == NULL)
+		abort();
+	json_array_foreach(old, i, j)
+		v[n++] = j;
+	qsort(v, n, sizeof *v, seq_cmp);
+	for (i = 0; i < n && rc == 0; i++)
+		rc = key_put(f, json_string_value(json_array_get(v[i], 0)),
+			     (uint64_t)json_integer_value(json_array_get(v[i], 1)),
+			     newest);
+	free(v);
+	json_decref(old);
+	return rc;
+}
+
 int fsm_restore(struct fsm *f, const void *buf, size_t len)
 {
 	json_error_t jerr;
@@ -2253,7 +2430,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	 * that a bad snapshot leaves the state unchanged. */
 	map_init(&f->flows);
 	map_init(&f->runs);
-	map_init(&f->idem);
+	idem_init(&f->idem);
 	map_init(&f->events);
 	f->events_head = f->events_tail = NULL;
 	f->n_events = 0;
@@ -2261,6 +2438,11 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	f->trigger_index_stale = true;
 	f->run_list = NULL;
 	f->n_runs = f->cap_runs = 0;
+	f->run_lo = 1;
+	f->view_seqs = NULL; /* the kept state's lists stay with it */
+	f->view_flows = NULL;
+	f->n_view_seqs = f->cap_view_seqs = 0;
+	f->n_view_flows = f->cap_view_flows = 0;
 	f->nodes = NULL;
 	f->n_nodes = 0;
 	f->ready_head = f->ready_tail = NULL;
@@ -2298,34 +2480,30 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	json_array_foreach(json_object_get(root, "settled"), i, j)
 	{
 		uint64_t seq = (uint64_t)json_integer_value(j);
-		if (seq == 0 || seq > f->n_runs || f->run_list[seq - 1] == NULL)
+		if (fsm_run_at(f, seq) == NULL)
 			goto fail;
-		settled_push(f, f->run_list[seq - 1]);
+		settled_push(f, fsm_run_at(f, seq));
 	}
-	for (size_t k = 0; k < f->n_runs; k++)
-		if (f->run_list[k] != NULL && !f->run_list[k]->settled)
-			f->run_list[k]->flow->active++;
+	for (uint64_t seq = f->run_lo; seq <= f->n_runs; seq++)
+		if (fsm_run_at(f, seq) != NULL && !fsm_run_at(f, seq)->settled)
+			fsm_run_at(f, seq)->flow->active++;
 	if (fsm__events_restore(f, json_object_get(root, "events")) != 0)
 		goto fail;
-	json_array_foreach(json_object_get(root, "idem"), i, j)
-	{
-		const char *k = json_string_value(json_array_get(j, 0));
-		const char *id = json_string_value(json_array_get(j, 1));
-		char *copy = id ? strdup(id) : NULL;
-		if (k == NULL || copy == NULL || map_put(&f->idem, k, copy) != 0) {
-			free(copy);
-			goto fail;
-		}
-	}
+	if (restore_keys(f, root) != 0)
+		goto fail;
+	for (size_t b = 0; b < f->flows.n_buckets; b++)
+		for (struct map_entry *e = f->flows.buckets[b]; e; e = e->next)
+			for (unsigned k = 1; k < ((struct fsm_flow *)e->value)->n_versions; k++)
+				version_maybe_drop(f, e->value, k);
 	f->retain = (uint64_t)json_integer_value(json_object_get(root, "retain"));
+	f->idem_max = (uint64_t)json_integer_value(json_object_get(root, "keys_max"));
+	f->idem_ttl_ms = json_integer_value(json_object_get(root, "key_ttl_ms"));
 	json_array_foreach(json_object_get(root, "ready"), i, j)
 	{
 		uint64_t seq = (uint64_t)json_integer_value(json_array_get(j, 0));
 		size_t idx = (size_t)json_integer_value(json_array_get(j, 1));
 		struct fsm_run *r;
-		if (seq == 0 || seq > f->n_runs)
-			goto fail;
-		r = f->run_list[seq - 1];
+		r = fsm_run_at(f, seq);
 		if (r == NULL || idx >= r->spec->n_steps)
 			goto fail;
 		ready_push(f, &r->steps[idx]);
@@ -2334,7 +2512,9 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	{
 		struct fsm fresh = *f;
 		*f = backup;
-		state_clear(f);
+		state_clear(f); /* the view copies the new state whole */
+		free(fresh.view_flows);
+		free(fresh.view_seqs);
 		/* Rows not yet taken describe the replaced state; their runs
 		 * are gone (callers take the records before restoring). */
 		for (size_t k = 0; k < f->n_dirty; k++)
@@ -2354,8 +2534,11 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		f->by_upstream = fresh.by_upstream;
 		f->trigger_index_stale = true;
 		f->run_list = fresh.run_list;
+		f->run_lo = fresh.run_lo;
 		f->n_runs = fresh.n_runs;
 		f->cap_runs = fresh.cap_runs;
+		f->idem_max = fresh.idem_max;
+		f->idem_ttl_ms = fresh.idem_ttl_ms;
 		f->nodes = fresh.nodes;
 		f->n_nodes = fresh.n_nodes;
 		f->ready_head = fresh.ready_head;
@@ -2373,6 +2556,8 @@ fail:
 	log_error("fsm: restore: inconsistent snapshot");
 	json_decref(root);
 	state_clear(f);
+	free(f->view_flows);
+	free(f->view_seqs);
 	{
 		struct fsm_hooks h = f->hooks;
 		*f = backup;

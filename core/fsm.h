@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "idem.h"
 #include "map.h"
 #include "spec.h"
 
@@ -88,7 +89,10 @@ struct fsm_step {
 struct fsm_flow_version {
 	unsigned version;
 	int64_t created_ms;
-	struct flow_spec *spec;     /* owned */
+	struct flow_spec *spec;     /* owned; NULL once neither the newest
+	                             * version nor used by a run in memory
+	                             * (PostgreSQL's flow_versions has it) */
+	unsigned runs;              /* runs in memory of this version */
 };
 
 /* ---- Triggers (core/trigger.c, docs/triggers.md) ---- */
@@ -255,9 +259,18 @@ struct fsm_text {
 struct fsm {
 	struct map flows;           /* name -> struct fsm_flow* (owned) */
 	struct map runs;            /* id -> struct fsm_run* (owned) */
-	struct map idem;            /* "flow\nkey" -> run id (owned string) */
-	struct fsm_run **run_list;  /* by seq (seq-1 = index), NULL once evicted */
-	size_t n_runs, cap_runs;
+	struct idem idem;           /* idempotency keys -> the run they made,
+	                             * kept idem_ttl_ms and idem_max at most
+	                             * (carried by run_create commands) */
+	int64_t idem_ttl_ms;
+	uint64_t idem_max;
+	char idem_id[32];           /* fsm_idem_lookup's answer */
+	/* Runs by seq: run_list[seq - run_lo] for run_lo <= seq <= n_runs, NULL
+	 * once evicted; the window's front moves up as the oldest runs leave
+	 * memory (fsm_run_at). */
+	struct fsm_run **run_list;
+	uint64_t run_lo;
+	size_t n_runs, cap_runs;    /* n_runs: the highest seq made */
 	uint64_t next_seq;
 	struct fsm_node *nodes;     /* owned array sorted by id */
 	unsigned n_nodes;
@@ -331,6 +344,15 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len);
 /* The read view has taken what changed (core/view.c). */
 void fsm_view_taken(struct fsm *f);
 
+/* The run with that seq while it is in memory, else NULL. */
+static inline struct fsm_run *fsm_run_at(const struct fsm *f, uint64_t seq)
+{
+	return seq >= f->run_lo && seq <= f->n_runs &&
+			       seq - f->run_lo < f->cap_runs
+		       ? f->run_list[seq - f->run_lo]
+		       : NULL;
+}
+
 /* ---- Queries (the loop thread only) ---- */
 struct fsm_flow *fsm_flow_get(struct fsm *f, const char *name);
 struct fsm_run *fsm_run_get(struct fsm *f, const char *id);
@@ -344,6 +366,12 @@ const char *fsm_attempt_status_str(enum fsm_attempt_status s);
 
 /* The run id an idempotency key of `flow` maps to (NULL if none); *run is
  * the run when it is still in memory, else NULL. */
+/* The same, as of `now_ms`: a key past the retention at that time is no
+ * longer there (the next run_create applied drops it). For a writer
+ * checking a key before it proposes. */
+const char *fsm_idem_lookup_at(struct fsm *f, const char *flow,
+			       const char *key, int64_t now_ms,
+			       struct fsm_run **run);
 const char *fsm_idem_lookup(struct fsm *f, const char *flow, const char *key,
 			    struct fsm_run **run);
 /* Was this run id created and since evicted from memory? */
@@ -355,9 +383,18 @@ int fsm_cmd_deploy(int64_t ts, const char *flow, const json_t *spec_doc,
 		   char **out, size_t *len);
 int fsm_cmd_undeploy(int64_t ts, const char *flow, char **out, size_t *len);
 /* run_create: params (borrowed, may be NULL) as given by the client. */
-/* retain: how many settled runs the state keeps in memory (0 = all). */
+/* What a run_create carries for the state's retention (limits.*): settled
+ * runs kept in memory (0 = all), idempotency keys kept at most, and for at
+ * least how long (0 = no bound). */
+struct fsm_retention {
+	uint64_t runs;
+	uint64_t keys;
+	uint64_t key_ttl_s;
+};
+/* keep: may be NULL (the state's retention is left as it is). */
 int fsm_cmd_run_create(int64_t ts, const char *flow, const json_t *params,
-		       const char *idempotency_key, uint64_t retain,
+		       const char *idempotency_key,
+		       const struct fsm_retention *keep,
 		       char **out, size_t *len);
 int fsm_cmd_run_cancel(int64_t ts, const char *run_id, char **out,
 		       size_t *len);

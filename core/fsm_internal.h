@@ -37,6 +37,9 @@ void fsm__rows_json(struct fsm_text *b, const json_t *v);
  * copies it again after this batch. */
 void fsm__flow_touch(struct fsm *f, struct fsm_flow *fl);
 
+/* Drop the idempotency keys past the state's retention, as of this entry. */
+void fsm__idem_expire(struct apply_ctx *c);
+
 void fsm__result_error(struct fsm *f, int status, const char *code,
 		       const char *field, const char *msg);
 /* Start a run of the flow's current version. `params` (borrowed) are the

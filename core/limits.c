@@ -21,6 +21,8 @@ void flowd_limits_defaults(struct flowd_limits *l)
 	l->max_idempotency_key_bytes = 256;
 	l->max_runs_page = 1000;
 	l->runs_in_memory = 10000;
+	l->idempotency_keys = 1000000;
+	l->idempotency_ttl_s = 86400;
 	l->max_triggers_per_flow = 64;
 	l->max_jitter_s = 3600;
 	l->max_catchup_window_s = 7 * 86400;

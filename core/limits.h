@@ -25,6 +25,8 @@ struct flowd_limits {
 	unsigned max_runs_page;        /* GET /v1/runs limit= ceiling */
 	unsigned runs_in_memory;       /* finished runs kept in memory; older
 	                                * ones are read from PostgreSQL */
+	unsigned idempotency_keys;     /* idempotency keys remembered at most */
+	unsigned idempotency_ttl_s;    /* ... and for at least this long */
 	unsigned max_triggers_per_flow;/* schedules + events + on_finish */
 	unsigned max_jitter_s;         /* a schedule's jitter_s */
 	unsigned max_catchup_window_s; /* a schedule's catchup_window_s */

@@ -132,8 +132,10 @@ static void end_active_runs(struct apply_ctx *c, struct fsm_flow *fl,
 	struct fsm *f = c->f;
 	unsigned seen = 0;
 
-	for (size_t i = f->n_runs; i > 0 && seen < fl->active; i--) {
-		struct fsm_run *r = f->run_list[i - 1];
+	for (uint64_t seq = f->n_runs; seq >= f->run_lo && seq > 0 &&
+				       seen < fl->active;
+	     seq--) {
+		struct fsm_run *r = fsm_run_at(f, seq);
 
 		if (r == NULL || r->flow != fl || r->settled)
 			continue;
@@ -414,6 +416,7 @@ static void fire_item(struct apply_ctx *c, json_t *it, unsigned max_buffered)
 		struct fsm_run *r;
 
 		fsm_backfill_key(key, nominal, ikey);
+		fsm__idem_expire(c);
 		if (fsm_idem_lookup(f, fl->name, ikey, &r) != NULL)
 			return; /* this tick was backfilled before */
 		trigger = json_pack("{s:s, s:i, s:o, s:I}", "type", "backfill",

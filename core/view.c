@@ -326,7 +326,9 @@ static struct vversions *versions_new(const struct fsm_flow *fl)
 	for (unsigned i = 0; i < fl->n_versions; i++) {
 		vv->v[i].version = fl->versions[i].version;
 		vv->v[i].created_ms = fl->versions[i].created_ms;
-		vv->v[i].spec = spec_ref(fl->versions[i].spec);
+		vv->v[i].spec = fl->versions[i].spec != NULL
+					? spec_ref(fl->versions[i].spec)
+					: NULL;
 	}
 	return vv;
 }
@@ -744,8 +746,7 @@ void view_store_free(struct view_store *s)
 
 static void take_run(struct view_store *s, struct fsm *f, uint64_t seq)
 {
-	struct fsm_run *r = seq >= 1 && seq <= f->n_runs ? f->run_list[seq - 1]
-							 : NULL;
+	struct fsm_run *r = fsm_run_at(f, seq);
 	struct vrun *prev = vec_get(&s->runs, seq - 1);
 	struct vrun_base *base = NULL;
 
@@ -784,9 +785,9 @@ void view_store_update(struct view_store *s, struct fsm *f)
 			for (struct map_entry *e = f->flows.buckets[b]; e;
 			     e = e->next)
 				((struct fsm_flow *)e->value)->view_slot = 0;
-		for (size_t i = 0; i < f->n_runs; i++)
-			if (f->run_list[i] != NULL)
-				take_run(s, f, i + 1);
+		for (uint64_t seq = f->run_lo; seq <= f->n_runs; seq++)
+			if (fsm_run_at(f, seq) != NULL)
+				take_run(s, f, seq);
 		for (size_t b = 0; b < f->flows.n_buckets; b++)
 			for (struct map_entry *e = f->flows.buckets[b]; e;
 			     e = e->next)
@@ -1261,23 +1262,28 @@ char *view_flow_put_text(const struct view *v, const char *name, bool created)
 }
 
 char *view_flow_versions_text(const struct view *v, const char *name,
-			      enum view_found *found)
+			      enum view_found *found, unsigned *missing)
 {
 	const struct vflow *fl = flow_named(v, name);
 	const struct vversions *vv;
 	json_t *arr;
 
 	*found = fl != NULL ? VIEW_FOUND : VIEW_NOT_FOUND;
+	*missing = 0;
 	if (fl == NULL)
 		return NULL;
 	vv = fl->versions;
 	arr = json_array();
-	for (unsigned i = 0; i < vv->n; i++)
+	for (unsigned i = 0; i < vv->n; i++) {
+		if (vv->v[i].spec == NULL)
+			(*missing)++;
 		json_array_append_new(
 			arr, json_pack("{s:i, s:o, s:o}", "version",
 				       (int)vv->v[i].version, "created_at",
 				       fsm_time_json(vv->v[i].created_ms), "spec",
-				       spec_doc(vv->v[i].spec)));
+				       vv->v[i].spec ? spec_doc(vv->v[i].spec)
+						     : json_null()));
+	}
 	return dump(json_pack("{s:s, s:o}", "flow", fl->name, "versions", arr));
 }
 

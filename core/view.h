@@ -114,9 +114,11 @@ char *view_flows_text(const struct view *v);
  * deployed; `deployed` tells). */
 char *view_flow_text(const struct view *v, const char *name, bool with_spec,
 		     enum view_found *found);
-/* GET /v1/flows/{flow}/versions. */
+/* GET /v1/flows/{flow}/versions. Versions whose spec left memory (neither
+ * the newest nor used by a run in memory) have "spec": null, counted in
+ * *missing: PostgreSQL has them. */
 char *view_flow_versions_text(const struct view *v, const char *name,
-			      enum view_found *found);
+			      enum view_found *found, unsigned *missing);
 /* GET /v1/flows/{flow}/schedule with the next `count` fire times after
  * now_s; VIEW_NOT_FOUND also for a flow that is not deployed. */
 char *view_schedule_text(const struct view *v, const char *name,

@@ -149,6 +149,8 @@ static const struct key keys[] = {
 	LIMIT_SZ(max_idempotency_key_bytes),
 	LIMIT_U(max_runs_page),
 	LIMIT_U(runs_in_memory),
+	LIMIT_U(idempotency_keys),
+	LIMIT_U(idempotency_ttl_s),
 	LIMIT_U(max_triggers_per_flow),
 	LIMIT_U(max_jitter_s),
 	LIMIT_U(max_catchup_window_s),

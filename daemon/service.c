@@ -310,8 +310,9 @@ static void do_run_create(struct flowd *d, struct api_request *req)
 	/* A known idempotency key answers without a proposal. */
 	if (req->idempotency_key != NULL) {
 		struct fsm_run *r;
-		const char *id = fsm_idem_lookup(&d->fsm, req->flow,
-						 req->idempotency_key, &r);
+		const char *id = fsm_idem_lookup_at(&d->fsm, req->flow,
+						    req->idempotency_key,
+						    flowd_now_ms(), &r);
 		if (id != NULL) {
 			answer_run(d, req, 200, id);
 			return;
@@ -329,10 +330,13 @@ static void do_run_create(struct flowd *d, struct api_request *req)
 		return;
 	}
 	json_decref(resolved);
+	struct fsm_retention keep = {
+		.runs = d->cfg->limits.runs_in_memory,
+		.keys = d->cfg->limits.idempotency_keys,
+		.key_ttl_s = d->cfg->limits.idempotency_ttl_s,
+	};
 	if (fsm_cmd_run_create(flowd_now_ms(), req->flow, req->params,
-			       req->idempotency_key,
-			       d->cfg->limits.runs_in_memory, &buf,
-			       &len) != 0) {
+			       req->idempotency_key, &keep, &buf, &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}

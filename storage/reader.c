@@ -295,6 +295,13 @@ static const char run_sql[] =
 	" '[]'::json))::text"
 	" FROM runs r WHERE r.id = $1";
 
+/* [{"version", "created_at", "spec"}] of a flow, oldest first. */
+static const char versions_sql[] =
+	"SELECT COALESCE(json_agg(json_build_object("
+	"  'version', v.version, 'created_at', " SQL_TS("v.created_at") ","
+	"  'spec', v.spec) ORDER BY v.version), '[]'::json)::text"
+	" FROM flow_versions v WHERE v.flow = $1";
+
 /* Summaries, newest first. Ids are "r-" and 12 zero-padded digits, so text
  * order is sequence order and the primary key serves ORDER BY ... LIMIT. */
 static const char runs_sql[] =
@@ -359,6 +366,25 @@ int storage_reader_run(struct storage_reader *r, const char *run_id,
 				       "no run %s", run_id);
 	}
 	*out = run;
+	return 0;
+}
+
+int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
+				 json_t **out, struct flowd_error *err)
+{
+	const char *params[1] = {flow};
+	json_t *versions = NULL;
+	int rc;
+
+	rc = query_json(r, versions_sql, 1, params, &versions, err);
+	if (rc < 0)
+		return -1;
+	if (rc > 0 || !json_is_array(versions)) {
+		json_decref(versions);
+		return flowd_error_set(err, 503, "storage_unavailable", "",
+				       "storage: versions query gave no list");
+	}
+	*out = versions;
 	return 0;
 }
 

@@ -116,6 +116,13 @@ int storage_reader_logs(struct storage_reader *r, const char *run_id,
 int storage_reader_run(struct storage_reader *r, const char *run_id,
 		       json_t **out, struct flowd_error *err);
 
+/* Every version of `flow` PostgreSQL holds, oldest first:
+ * [{"version", "created_at", "spec"}] (docs/api.md); a new array in *out.
+ * Returns 0 or -1 with err (503). The API fills in the specs of old
+ * versions the state machine no longer keeps in memory from it. */
+int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
+				 json_t **out, struct flowd_error *err);
+
 /* Run summaries (the run object without "steps"), newest first, whose
  * sequence number (the decimal in the id "r-%012llu") is below
  * `before_seq`, filtered by flow and status when not NULL, at most `limit`.

@@ -198,7 +198,7 @@ static struct fsm_result *create(struct fx *x, const char *flow,
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_run_create(2000, flow, p, key, 0, &buf, &len), 0);
+	assert_int_equal(fsm_cmd_run_create(2000, flow, p, key, NULL, &buf, &len), 0);
 	json_decref(p);
 	return apply(x, buf, len);
 }
@@ -621,7 +621,7 @@ static void records_coalesce_rows_changed_by_many_entries(void **state)
 	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
 	node_up(x, 1, 1, 4);
 	/* two entries applied, records taken once */
-	assert_int_equal(fsm_cmd_run_create(10, "one", NULL, NULL, 0, &buf, &len), 0);
+	assert_int_equal(fsm_cmd_run_create(10, "one", NULL, NULL, NULL, &buf, &len), 0);
 	r = fsm_apply(&x->f, ++x->index, buf, len)->run;
 	free(buf);
 	struct fsm_finish fin = {.run_id = r->id, .step = "s", .attempt = 1,
@@ -659,8 +659,9 @@ static struct fsm_result *create_retain(struct fx *x, const char *flow,
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, key, retain, &buf,
-					    &len), 0);
+	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, key,
+					    &(struct fsm_retention){.runs = retain},
+					    &buf, &len), 0);
 	return apply(x, buf, len);
 }
 
@@ -677,7 +678,7 @@ static void settled_runs_beyond_retain_leave_memory_oldest_first(void **state)
 	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
 	node_up(x, 1, 1, 8);
 	for (int i = 0; i < 5; i++) {
-		char key[8];
+		char key[16];
 		snprintf(key, sizeof key, "k%d", i);
 		strcpy(ids[i], create_retain(x, "one", key, 2)->run->id);
 	}
@@ -730,6 +731,126 @@ static void settled_runs_beyond_retain_leave_memory_oldest_first(void **state)
 	free(snap1);
 	free(snap2);
 	fsm_close(&g);
+}
+
+/* A keyed run_create at `ts` carrying a key retention. */
+static struct fsm_result *create_keyed(struct fx *x, const char *key,
+				       int64_t ts, uint64_t runs,
+				       uint64_t keys, uint64_t ttl_s)
+{
+	struct fsm_retention keep = {.runs = runs, .keys = keys,
+				     .key_ttl_s = ttl_s};
+	char *buf;
+	size_t len;
+
+	assert_int_equal(fsm_cmd_run_create(ts, "one", NULL, key, &keep, &buf,
+					    &len), 0);
+	return apply(x, buf, len);
+}
+
+/* Keys are kept for key_ttl_s and key_max at most (as of each command's
+ * time), oldest first; a retry past that makes a new run. Snapshots keep
+ * them with their times. */
+static void idempotency_keys_have_a_retention(void **state)
+{
+	struct fx *x = *state;
+	char first[32], *s1, *s2;
+	struct fsm_result *r;
+	struct fsm_run *run;
+	struct fsm g;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	node_up(x, 1, 1, 100);
+	r = create_keyed(x, "a", 10000, 0, 3, 60);
+	assert_int_equal(r->status, 201);
+	snprintf(first, sizeof first, "%s", r->run->id);
+	/* within the retention: the same run */
+	r = create_keyed(x, "a", 69000, 0, 3, 60);
+	assert_int_equal(r->status, 200);
+	assert_string_equal(r->run_id, first);
+	/* 61 s later the key is gone: a new run */
+	r = create_keyed(x, "a", 71000, 0, 3, 60);
+	assert_int_equal(r->status, 201);
+	assert_string_not_equal(r->run->id, first);
+	/* at most three keys: b, c, d push "a" out */
+	create_keyed(x, "b", 72000, 0, 3, 60);
+	create_keyed(x, "c", 73000, 0, 3, 60);
+	create_keyed(x, "d", 74000, 0, 3, 60);
+	assert_null(fsm_idem_lookup(&x->f, "one", "a", &run));
+	assert_non_null(fsm_idem_lookup(&x->f, "one", "b", &run));
+	assert_int_equal(idem_count(&x->f.idem), 3);
+	/* a snapshot keeps keys, times and the retention */
+	s1 = snap(&x->f);
+	fsm_init(&g, NULL);
+	assert_int_equal(fsm_restore(&g, s1, strlen(s1)), 0);
+	s2 = snap(&g);
+	assert_string_equal(s1, s2);
+	assert_int_equal(g.idem_max, 3);
+	assert_int_equal(g.idem_ttl_ms, 60000);
+	assert_non_null(fsm_idem_lookup(&g, "one", "d", &run));
+	free(s1);
+	free(s2);
+	fsm_close(&g);
+}
+
+/* Only the newest version's spec and those of runs still in memory stay;
+ * the others are read from PostgreSQL. */
+static void old_specs_leave_memory_when_no_run_uses_them(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_flow *fl;
+	char old_run[32], *s1, *s2;
+	struct fsm g;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"v1\"]}]}");
+	node_up(x, 1, 1, 100);
+	snprintf(old_run, sizeof old_run, "%s",
+		 create_retain(x, "one", NULL, 1)->run->id);
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"v2\"]}]}");
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"v3\"]}]}");
+	fl = fsm_flow_get(&x->f, "one");
+	assert_int_equal(fl->n_versions, 3);
+	assert_non_null(fl->versions[0].spec); /* its run still runs */
+	assert_null(fl->versions[1].spec);     /* nobody uses it */
+	assert_non_null(fl->versions[2].spec); /* the newest */
+	/* a snapshot without v2's spec restores, and v1 stays for its run */
+	s1 = snap(&x->f);
+	fsm_init(&g, NULL);
+	assert_int_equal(fsm_restore(&g, s1, strlen(s1)), 0);
+	s2 = snap(&g);
+	assert_string_equal(s1, s2);
+	assert_non_null(fsm_flow_get(&g, "one")->versions[0].spec);
+	assert_null(fsm_flow_get(&g, "one")->versions[1].spec);
+	free(s1);
+	free(s2);
+	fsm_close(&g);
+	/* the v1 run ends and leaves memory (retain 1, a newer one settles) */
+	finish(x, old_run, "s", 1, 1, 0, "exited", 3000);
+	finish(x, create_retain(x, "one", NULL, 1)->run->id, "s", 1, 1, 0,
+	       "exited", 3001);
+	assert_null(fsm_run_get(&x->f, old_run));
+	assert_null(fl->versions[0].spec);
+	assert_non_null(fl->versions[2].spec);
+}
+
+/* The run index spans the oldest run in memory to the newest, not every
+ * run ever made. */
+static void the_run_index_follows_the_runs_in_memory(void **state)
+{
+	struct fx *x = *state;
+
+	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
+	node_up(x, 1, 1, 100);
+	for (int i = 0; i < 5000; i++)
+		finish(x, create_retain(x, "one", NULL, 10)->run->id, "s", 1, 1,
+		       0, "exited", 3000 + i);
+	assert_int_equal(x->f.n_runs, 5000);
+	assert_true(x->f.run_lo > 4000);
+	assert_true(x->f.cap_runs <= 512);
+	assert_null(fsm_run_at(&x->f, 100));
+	assert_non_null(fsm_run_at(&x->f, 5000));
+	assert_true(fsm_run_evicted(&x->f, "r-000000000100"));
+	assert_false(fsm_run_evicted(&x->f, "r-000000005000"));
 }
 
 /* Snapshot text is cached per run until the run changes: a snapshot taken
@@ -909,7 +1030,7 @@ static void schedule_ticks_fire_once_by_the_cursor(void **state)
 	assert_int_equal(sched0(x, "tick")->cursor, 9);
 	assert_int_equal(sched0(x, "tick")->counts[FSM_FIRE_MISSED], 6);
 	/* The run carries its tick. */
-	json_t *j = run_view(x, x->f.run_list[x->f.n_runs - 1]->id);
+	json_t *j = run_view(x, fsm_run_at(&x->f, x->f.n_runs)->id);
 	json_t *t = json_object_get(j, "trigger");
 	assert_string_equal(json_string_value(json_object_get(t, "type")), "schedule");
 	assert_string_equal(json_string_value(json_object_get(t, "nominal_time")),
@@ -1021,7 +1142,7 @@ static void events_are_deduplicated_by_id(void **state)
 	assert_int_equal(json_array_size(first), 1);
 	assert_int_equal(x->f.n_runs, runs + 1);
 	assert_string_equal(json_string_value(json_object_get(
-		x->f.run_list[x->f.n_runs - 1]->params, "region")), "eu");
+		fsm_run_at(&x->f, x->f.n_runs)->params, "region")), "eu");
 	r = event(x, "go", "a", "{\"k\":1}");
 	assert_int_equal(r->status, 200);
 	assert_true(json_is_true(json_object_get(r->body, "duplicate")));
@@ -1047,18 +1168,18 @@ static void on_finish_starts_downstream_once(void **state)
 	       "\"triggers\":{\"on_finish\":[{\"flow\":\"up\"}]}}");
 	up = create(x, "up", NULL, NULL)->run;
 	finish(x, up->id, "s", 1, 1, 0, "exited", 3000);
-	down = x->f.run_list[x->f.n_runs - 1];
+	down = fsm_run_at(&x->f, x->f.n_runs);
 	assert_string_equal(down->flow->name, "down");
 	assert_string_equal(json_string_value(json_object_get(down->params,
 							      "upstream_run_id")),
 			    up->id);
 	/* A late duplicate result of the same attempt starts nothing. */
 	finish(x, up->id, "s", 1, 1, 0, "exited", 3001);
-	assert_string_equal(x->f.run_list[x->f.n_runs - 1]->id, down->id);
+	assert_string_equal(fsm_run_at(&x->f, x->f.n_runs)->id, down->id);
 	/* status "succeeded" (the default) ignores a failure. */
 	up = create(x, "up", NULL, NULL)->run;
 	finish(x, up->id, "s", 1, 1, 1, "exited", 3100);
-	assert_string_equal(x->f.run_list[x->f.n_runs - 1]->id, up->id);
+	assert_string_equal(fsm_run_at(&x->f, x->f.n_runs)->id, up->id);
 }
 
 static void overlap_policies_decide_by_active_runs(void **state)
@@ -1234,7 +1355,7 @@ static void a_run_ended_late_in_an_entry_still_settles(void **state)
 	free(t[1]);
 	assert_int_equal(r->status, FSM_RUN_CANCELLED);
 	assert_true(r->settled);
-	newest = x->f.run_list[x->f.n_runs - 1];
+	newest = fsm_run_at(&x->f, x->f.n_runs);
 	assert_string_equal(newest->flow->name, "b");
 	assert_ptr_not_equal(newest, r);
 	assert_int_equal(fsm_flow_get(&x->f, "b")->n_buffered, 0);
@@ -1290,6 +1411,9 @@ int main(void)
 		T(a_removed_node_takes_no_work_until_admitted),
 		T(schedule_ticks_fire_once_by_the_cursor),
 		T(rows_after_a_restore_carry_every_paused_flag),
+		T(idempotency_keys_have_a_retention),
+		T(old_specs_leave_memory_when_no_run_uses_them),
+		T(the_run_index_follows_the_runs_in_memory),
 		T(pause_records_ticks_as_skipped),
 		T(redeploy_keeps_the_cursor_of_an_unchanged_schedule),
 		T(events_are_deduplicated_by_id),
