@@ -1,22 +1,36 @@
-/* main.c - flowd's composition root: config, the loop, and every module
- * wired together; start-up and the ordered shutdown.
+/* main.c - flowd's composition root: config, the loop, every module
+ * created and wired together; start-up and the ordered shutdown.
  *
  * DESIGN
  *
+ * The modules of daemon/ each own their state and know only what they are
+ * handed; this file is the only one that knows them all (struct flowd below
+ * is private to it). It connects them with small callbacks: the state
+ * machine's hooks go to the runner (attempts to start or stop), liveness
+ * (a node heard) and the scheduler (schedules changed); consensus's state
+ * machine callbacks go to the pump; the pump's after-apply pass publishes
+ * the read view and runs the runner's queue; every module that proposes a
+ * command of its own does it through forward.c; and the role consensus
+ * reports is fanned out to every module that cares. The wall clock
+ * (CLOCK_REALTIME) is handed to the modules as a struct flowd_clock.
+ *
  * Start: read the config; migrate the PostgreSQL schema (best effort: a
  * database that is down at start does not stop the node, the applier catches
- * up when it returns); start the applier and reader; create the executor and
- * the Raft node on the loop (the first start bootstraps [peers]); start the
- * HTTP server; tell systemd READY=1. Leadership then drives node_up and the
- * retry timer (tasks.c).
+ * up when it returns); start the pump (and with it the applier) and the
+ * reader; create the modules that consensus may call while it starts (a
+ * restored snapshot reaches the pump and the scheduler); the executor;
+ * the Raft node on the loop (the first start bootstraps [peers]); the
+ * modules that need the Raft node; the HTTP server; tell systemd READY=1.
+ * Leadership then drives node_up and the leader's duties.
  *
  * Stop (SIGTERM/SIGINT), the order dependencies.md §5.7 asks for: the HTTP
- * server stops accepting; queued requests get 503; the executor kills its
- * process groups (their attempts are marked lost by the next node_up);
- * consensus_close waits for every in-flight proposal before raft_close
- * (raft 0.15 crashes otherwise); the in-flight requests have by then been
- * answered; the applier flushes what it can; the HTTP server stops; the loop
- * closes with no handle left.
+ * server stops accepting; every module stops starting work; queued requests
+ * get 503; the executor kills its process groups (their attempts are marked
+ * lost by the next node_up); consensus_close waits for every in-flight
+ * proposal before raft_close (raft 0.15 crashes otherwise); the in-flight
+ * requests have by then been answered; the peer closes; the applier flushes
+ * what it can; the HTTP server stops; each module closes its handles, and
+ * the loop closes with no handle left.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +38,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,20 +47,67 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/api.h"
+#include "consensus/consensus.h"
+#include "core/fsm.h"
 #include "core/log.h"
 #include "core/tz.h"
-#include "core/view.h"
-#include "daemon/daemon.h"
+#include "daemon/clock.h"
+#include "daemon/config.h"
+#include "daemon/executor.h"
+#include "daemon/forward.h"
+#include "daemon/liveness.h"
+#include "daemon/outcomes.h"
+#include "daemon/peer.h"
+#include "daemon/pump.h"
+#include "daemon/readview.h"
+#include "daemon/runner.h"
+#include "daemon/scheduler.h"
+#include "daemon/service.h"
 #include "daemon/tzdata.h"
+#include "storage/storage.h"
 
 #define FLOWD_VERSION "0.1.0"
 
-int64_t flowd_now_ms(void)
+/* Every module of the process; main's alone. */
+struct flowd {
+	struct flowd_config *cfg;
+	uv_loop_t *loop;
+	uint64_t boot;                  /* random, new at every start */
+
+	struct fsm fsm;
+	struct consensus *raft;
+	struct executor *exec;
+	struct storage_reader *reader;
+	struct api_server *api;
+	struct peer *peer;              /* requests to the leader's API */
+	struct pump *pump;              /* after apply; owns the applier */
+	struct scheduler *sched;        /* the leader's cron */
+	struct outcomes *outcomes;      /* task_finish until committed */
+	struct runner *runner;          /* placements -> processes */
+	struct liveness *live;          /* node_up, node_alive, node_down */
+	struct forward *fwd;            /* the way to the leader */
+	struct readview *rv;            /* the view readers answer from */
+	struct service *svc;            /* the API's backend */
+
+	enum consensus_role role;
+	uv_signal_t sigterm, sigint;
+	uv_timer_t watchdog;
+	bool stopping;
+	int exit_code;
+};
+
+static int64_t realtime_now_ms(void *arg)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t loop_now_ms(void *arg)
+{
+	return (int64_t)uv_now(arg);
 }
 
 static uint64_t random_boot(void)
@@ -59,10 +121,9 @@ static uint64_t random_boot(void)
 		close(fd);
 	}
 	if (v == 0)
-		v = (uint64_t)flowd_now_ms() ^ ((uint64_t)getpid() << 32);
+		v = (uint64_t)realtime_now_ms(NULL) ^ ((uint64_t)getpid() << 32);
 	return v & 0x7fffffffffffffffULL; /* fits a JSON integer */
 }
-
 static int mkdir_p(const char *path)
 {
 	char buf[1024];
@@ -90,74 +151,114 @@ static bool loopback(const char *addr)
 }
 
 /* ------------------------------------------------------------------------
- * Consensus <-> state machine glue
+ * Wiring: one module's callback into another
  */
+
+/* struct forward_proposer: every module's own commands. */
+static int propose_cb(void *arg, char *buf, size_t len, forward_done_cb cb,
+		      void *cb_arg)
+{
+	struct flowd *d = arg;
+
+	if (d->fwd == NULL) {
+		free(buf);
+		return -1;
+	}
+	return forward_command_send(d->fwd, buf, len, cb, cb_arg);
+}
+
+/* An after-apply pass is wanted (readview, runner). */
+static void kick_cb(void *arg)
+{
+	struct flowd *d = arg;
+
+	pump_kick(d->pump);
+}
+
+/* The pump's pass, once the rows are queued for PostgreSQL: readers see
+ * the batch, then this node's processes start and stop. */
+static void after_apply_cb(void *arg)
+{
+	struct flowd *d = arg;
+
+	readview_publish(d->rv);
+	runner_run_queued(d->runner);
+}
+
+static void hook_placed_cb(void *arg, struct fsm_run *run,
+			   struct fsm_step *step, struct fsm_attempt *a)
+{
+	struct flowd *d = arg;
+
+	runner_hook_placed(d->runner, run, step, a);
+}
+
+static void hook_stop_cb(void *arg, struct fsm_run *run, struct fsm_step *step,
+			 struct fsm_attempt *a)
+{
+	struct flowd *d = arg;
+
+	runner_hook_stop(d->runner, run, step, a);
+}
+
+static void hook_node_heard_cb(void *arg, uint64_t node)
+{
+	struct flowd *d = arg;
+
+	liveness_hook_node_heard(d->live, node);
+}
+
+static void hook_schedules_cb(void *arg, struct fsm_flow *fl)
+{
+	struct flowd *d = arg;
+
+	scheduler_hook_changed(d->sched, fl);
+}
 
 static int fsm_apply_cb(void *arg, uint64_t index, const void *buf, size_t len,
 			void **result)
 {
 	struct flowd *d = arg;
 
-	*result = fsm_apply(&d->fsm, index, buf, len);
-	tasks_kick(d); /* after this batch: rows to PostgreSQL, processes */
-	return 0;
+	return pump_apply(d->pump, index, buf, len, result);
 }
 
 static int fsm_snapshot_cb(void *arg, void **buf, size_t *len)
 {
 	struct flowd *d = arg;
-	char *text;
 
-	/* Rows not yet in PostgreSQL are either still queued in the applier
-	 * (this process lives on) or, after a crash, rewritten from the
-	 * restored state (fsm_restore_cb). Task logs are not part of the
-	 * state, so the snapshot (and the log compaction after it) waits until
-	 * PostgreSQL holds every log pushed so far. */
-	if (d->fsm.pending_history)
-		tasks_flush_records(d);
-	if (d->applier != NULL &&
-	    storage_applier_durable(d->applier) < d->log_pushed_index) {
-		d->snapshot_wanted = true;
-		return CONSENSUS_BUSY;
-	}
-	int64_t t0 = flowd_now_ms();
-	if (fsm_snapshot(&d->fsm, &text, len) != 0)
-		return CONSENSUS_NOMEM;
-	log_info("snapshot index=%" PRIu64 " bytes=%zu runs=%zu took_ms=%" PRId64,
-		 d->fsm.applied_index, *len, d->fsm.n_runs, flowd_now_ms() - t0);
-	*buf = text;
-	return CONSENSUS_OK;
-}
-
-/* The applier's thread: wake the loop (uv_async_send is thread-safe). */
-static void db_progress_cb(void *arg, uint64_t durable, int connected)
-{
-	struct flowd *d = arg;
-
-	uv_async_send(&d->db_async);
+	return pump_snapshot(d->pump, buf, len);
 }
 
 static int fsm_restore_cb(void *arg, const void *buf, size_t len)
 {
 	struct flowd *d = arg;
 
-	tasks_flush_records(d); /* rows of the state being replaced */
-	if (fsm_restore(&d->fsm, buf, len) != 0)
+	if (pump_restore(d->pump, buf, len) != 0)
 		return -1;
-	/* Entries up to the snapshot are not replayed. If PostgreSQL may not
-	 * hold all of them (it lagged when the snapshot was taken, or it was
-	 * unreachable at start), write the whole restored state again: every
-	 * row is a full image, so this is idempotent. */
-	if (!d->pg_index_known || d->pg_index < d->fsm.applied_index) {
-		log_info("storage: reconciling PostgreSQL from the snapshot "
-			 "snapshot_index=%" PRIu64 " db_applied_index=%s",
-			 d->fsm.applied_index,
-			 d->pg_index_known ? "behind" : "unknown");
-		fsm_mark_all_dirty(&d->fsm);
-		tasks_kick(d);
-	}
-	scheduler_rebuild(d);
+	scheduler_rebuild(d->sched);
 	return 0;
+}
+
+/* Consensus polls the role; each module that cares gets it. */
+static void role_cb(void *arg, enum consensus_role role, uint64_t leader)
+{
+	struct flowd *d = arg;
+
+	if (role != d->role)
+		log_info("raft role=%d leader=%" PRIu64, (int)role, leader);
+	d->role = role;
+	liveness_role_set(d->live, role);   /* a new leader: full timeouts */
+	scheduler_role_set(d->sched, role); /* a new leader: recompute */
+	forward_role_set(d->fwd, role);
+	service_role_set(d->svc, role);
+	readview_role_set(d->rv, role);
+	pump_role_set(d->pump, role);
+	if (role == CONSENSUS_LEADER) {
+		liveness_register(d->live);
+		outcomes_send(d->outcomes);
+	}
+	pump_kick(d->pump);
 }
 
 /* ------------------------------------------------------------------------
@@ -183,9 +284,13 @@ static void raft_closed_cb(void *arg)
 	struct flowd *d = arg;
 
 	d->raft = NULL;
+	forward_detach(d->fwd);
+	readview_detach(d->rv);
+	service_detach(d->svc);
 	/* Every proposal has completed, so every request has been answered
 	 * except those still queued or forwarded: answer them too. */
-	service_fail_all(d, 503, "unavailable", "the node is shutting down");
+	service_fail_all(d->svc, 503, "unavailable",
+			 "the node is shutting down");
 	if (d->peer != NULL)
 		peer_close(d->peer, peer_closed_cb, d);
 	else
@@ -209,13 +314,17 @@ static void begin_shutdown(struct flowd *d, const char *why)
 	sd_notify(0, "STOPPING=1");
 	if (d->api != NULL)
 		api_server_quiesce(d->api);
-	uv_timer_stop(&d->wake_timer);
-	uv_timer_stop(&d->finish_timer);
-	uv_timer_stop(&d->leader_timer);
-	uv_timer_stop(&d->alive_timer);
-	uv_timer_stop(&d->view_timer);
-	uv_idle_stop(&d->after_apply);
-	service_fail_all(d, 503, "unavailable", "the node is shutting down");
+	/* Every module stops starting work, and its timers. */
+	forward_stop(d->fwd);
+	service_stop(d->svc);
+	readview_stop(d->rv);
+	pump_stop(d->pump);
+	outcomes_stop(d->outcomes);
+	liveness_stop(d->live);
+	runner_stop(d->runner);
+	scheduler_stop(d->sched);
+	service_fail_all(d->svc, 503, "unavailable",
+			 "the node is shutting down");
 	executor_close(d->exec, exec_closed_cb, d);
 }
 
@@ -307,85 +416,96 @@ int main(int argc, char **argv)
 	d.cfg = &cfg;
 	d.boot = random_boot();
 	d.loop = uv_default_loop();
-	pthread_mutex_init(&d.inbox_lock, NULL);
+	struct flowd_clock wall = {.now_ms = realtime_now_ms};
+	struct flowd_clock loop_clock = {.now_ms = loop_now_ms, .arg = d.loop};
+	struct forward_proposer proposer = {.propose = propose_cb, .arg = &d};
+	struct fsm_hooks hooks = {.arg = &d,
+				  .attempt_placed = hook_placed_cb,
+				  .attempt_stop = hook_stop_cb,
+				  .node_heard = hook_node_heard_cb,
+				  .schedules_changed = hook_schedules_cb};
+	fsm_init(&d.fsm, &hooks);
+	uv_signal_init(d.loop, &d.sigterm);
+	d.sigterm.data = &d;
+	uv_signal_init(d.loop, &d.sigint);
+	d.sigint.data = &d;
+	uv_timer_init(d.loop, &d.watchdog);
 	log_info("starting flowd %s node=%" PRIu64 " raft=%s api=%s data_dir=%s",
 		 FLOWD_VERSION, cfg.node_id, cfg.raft_address, cfg.api_address,
 		 cfg.data_dir);
 
 	if (mkdir_p(cfg.data_dir) != 0) {
 		log_error("data_dir %s: %s", cfg.data_dir, strerror(errno));
-		goto err_cfg;
+		goto err_loop;
 	}
 
 	/* PostgreSQL: best effort at start. */
+	uint64_t pg_index = 0;
+	bool pg_index_known = false;
 	if (storage_migrate(cfg.conninfo, errmsg, sizeof errmsg) != 0)
 		log_warn("storage: migrate: %s (will retry when the applier "
 			 "connects)",
 			 errmsg);
-	else if (storage_applied_index(cfg.conninfo, &d.pg_index, errmsg,
+	else if (storage_applied_index(cfg.conninfo, &pg_index, errmsg,
 				       sizeof errmsg) == 0)
-		d.pg_index_known = true;
+		pg_index_known = true;
 	struct storage_applier_config acfg = {.conninfo = cfg.conninfo,
 					      .batch_max = cfg.db_batch_max,
 					      .retry_ms = 200,
 					      .thread_nice = (int)cfg.background_nice};
-	uv_async_init(d.loop, &d.db_async, tasks_db_progress_cb);
-	d.db_async.data = &d;
-	if (storage_applier_new(&acfg, db_progress_cb, &d, &d.applier, errmsg,
-				sizeof errmsg) != 0) {
+	struct pump_config pcfg = {.loop = d.loop,
+				   .fsm = &d.fsm,
+				   .applier = &acfg,
+				   .pg_index = pg_index,
+				   .pg_index_known = pg_index_known,
+				   .clock = wall,
+				   .proposer = proposer,
+				   .after_apply = after_apply_cb,
+				   .after_apply_arg = &d};
+	if (pump_new(&pcfg, &d.pump, errmsg, sizeof errmsg) != 0) {
 		log_error("storage: applier: %s", errmsg);
-		goto err_cfg;
+		goto err_loop;
 	}
 	if (storage_reader_new(cfg.conninfo, cfg.db_reader_pool, &d.reader,
 			       errmsg, sizeof errmsg) != 0) {
 		log_error("storage: reader: %s", errmsg);
-		goto err_applier;
+		goto err_pump;
 	}
 
-	struct fsm_hooks hooks = {.arg = &d,
-				  .attempt_placed = tasks_hook_placed,
-				  .attempt_stop = tasks_hook_stop,
-				  .node_heard = tasks_hook_node_heard,
-				  .schedules_changed = scheduler_hook_changed};
-	fsm_init(&d.fsm, &hooks);
-	if (readview_init(&d) != 0) {
-		log_error("readview: out of memory");
-		goto err_loop;
-	}
-	if (scheduler_new(&d) != 0) {
+	/* What consensus may reach while it starts (a restored snapshot). */
+	d.sched = scheduler_new(&(struct scheduler_config){
+		.loop = d.loop, .cfg = &cfg, .fsm = &d.fsm, .clock = wall,
+		.proposer = proposer});
+	if (d.sched == NULL) {
 		log_error("scheduler: out of memory");
-		goto err_loop;
+		goto err_modules;
 	}
-
-	uv_async_init(d.loop, &d.inbox_async, service_inbox_cb);
-	d.inbox_async.data = &d;
-	uv_idle_init(d.loop, &d.after_apply);
-	d.after_apply.data = &d;
-	uv_timer_init(d.loop, &d.wake_timer);
-	d.wake_timer.data = &d;
-	uv_timer_init(d.loop, &d.finish_timer);
-	d.finish_timer.data = &d;
-	uv_timer_init(d.loop, &d.leader_timer);
-	d.leader_timer.data = &d;
-	uv_signal_init(d.loop, &d.sigterm);
-	d.sigterm.data = &d;
-	uv_signal_init(d.loop, &d.sigint);
-	d.sigint.data = &d;
-	uv_timer_init(d.loop, &d.watchdog);
-	uv_timer_init(d.loop, &d.alive_timer);
-	d.alive_timer.data = &d;
-
 	d.peer = peer_new(d.loop, cfg.apply_timeout_ms + 1000);
 	if (d.peer == NULL) {
 		log_error("peer: cannot start");
-		goto err_loop;
+		goto err_modules;
 	}
-	d.exec = executor_new(d.loop, cfg.kill_grace_ms, tasks_exec_done);
-	if (d.exec != NULL)
-		executor_set_nice(d.exec, (int)cfg.step_nice);
+	d.outcomes = outcomes_new(&(struct outcomes_config){
+		.loop = d.loop, .cfg = &cfg, .clock = wall, .proposer = proposer});
+	if (d.outcomes == NULL) {
+		log_error("outcomes: out of memory");
+		goto err_modules;
+	}
+	d.exec = executor_new(d.loop, cfg.kill_grace_ms, runner_exec_done);
 	if (d.exec == NULL) {
 		log_error("executor: cannot start");
-		goto err_loop;
+		goto err_modules;
+	}
+	executor_set_nice(d.exec, (int)cfg.step_nice);
+	d.runner = runner_new(&(struct runner_config){
+		.cfg = &cfg, .boot = d.boot, .fsm = &d.fsm, .exec = d.exec,
+		.outcomes = d.outcomes, .kick = kick_cb, .kick_arg = &d});
+	d.live = liveness_new(&(struct liveness_config){
+		.loop = d.loop, .cfg = &cfg, .boot = d.boot, .fsm = &d.fsm,
+		.clock = wall, .mono = loop_clock, .proposer = proposer});
+	if (d.runner == NULL || d.live == NULL) {
+		log_error("out of memory");
+		goto err_exec;
 	}
 	/* Steps that outlived a flowd that was killed are stopped before this
 	 * node registers and takes new work (their attempts are then marked
@@ -429,11 +549,30 @@ int main(int argc, char **argv)
 				     .apply = fsm_apply_cb,
 				     .snapshot = fsm_snapshot_cb,
 				     .restore = fsm_restore_cb};
-	d.raft = consensus_new(d.loop, &ccfg, &cfsm, tasks_role_cb, &d, errmsg,
+	d.raft = consensus_new(d.loop, &ccfg, &cfsm, role_cb, &d, errmsg,
 			       sizeof errmsg);
 	if (d.raft == NULL) {
 		log_error("raft: %s", errmsg);
 		goto err_exec;
+	}
+
+	/* What needs the Raft node. The role callback reaches them only
+	 * once the loop runs. Out of memory this early is not worth an
+	 * ordered shutdown. */
+	d.fwd = forward_new(&(struct forward_config){
+		.cfg = &cfg, .raft = d.raft, .peer = d.peer, .fsm = &d.fsm});
+	d.rv = readview_new(&(struct readview_config){
+		.loop = d.loop, .cfg = &cfg, .fsm = &d.fsm, .raft = d.raft,
+		.applier = pump_applier(d.pump), .sched = d.sched,
+		.live = d.live, .kick = kick_cb, .kick_arg = &d});
+	d.svc = d.fwd == NULL || d.rv == NULL ? NULL
+		: service_new(&(struct service_config){
+			  .loop = d.loop, .cfg = &cfg, .fsm = &d.fsm,
+			  .raft = d.raft, .fwd = d.fwd, .rv = d.rv,
+			  .applier = pump_applier(d.pump), .clock = wall});
+	if (d.svc == NULL) {
+		log_error("out of memory");
+		exit(1);
 	}
 
 	struct api_config apicfg = {
@@ -446,20 +585,16 @@ int main(int argc, char **argv)
 		.connection_timeout_s = cfg.api_connection_timeout_s,
 		.thread_nice = (int)cfg.background_nice,
 	};
-	struct api_backend backend = {.arg = &d, .submit = service_submit_cb};
-	if (api_server_start(&apicfg, &backend, d.reader, d.views, &d.api,
-			     errmsg, sizeof errmsg) != 0) {
+	struct api_backend backend = {.arg = d.svc, .submit = service_submit_cb};
+	if (api_server_start(&apicfg, &backend, d.reader, readview_store(d.rv),
+			     &d.api, errmsg, sizeof errmsg) != 0) {
 		log_error("api: %s", errmsg);
 		begin_shutdown(&d, "api failed to start");
 		d.exit_code = 1;
 	} else {
 		uv_signal_start(&d.sigterm, signal_cb, SIGTERM);
 		uv_signal_start(&d.sigint, signal_cb, SIGINT);
-		uv_timer_start(&d.leader_timer, tasks_leader_timer_cb, 200, 200);
-		if (cfg.n_peers > 1)
-			uv_timer_start(&d.alive_timer, tasks_alive_timer_cb,
-				       cfg.node_heartbeat_ms,
-				       cfg.node_heartbeat_ms);
+		liveness_start(d.live);
 		if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
 			uv_timer_start(&d.watchdog, watchdog_cb, wd_usec / 2000,
 				       wd_usec / 2000);
@@ -475,42 +610,43 @@ int main(int argc, char **argv)
 	if (d.api != NULL)
 		api_server_stop(d.api);
 	d.api = NULL;
-	readview_close(&d);
-	tasks_flush_records(&d);
-	storage_applier_free(d.applier, 2000);
-	d.applier = NULL;
+	readview_close(d.rv);
+	pump_close(d.pump, 2000); /* the last rows, then the applier stops */
 	storage_reader_free(d.reader);
-	d.reader = NULL;
-	scheduler_close(&d);
+	scheduler_close(d.sched);
+	liveness_close(d.live);
+	outcomes_close(d.outcomes);
+	service_close(d.svc);
+	runner_free(d.runner);
+	forward_free(d.fwd);
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
-	tasks_clear(&d);
-	view_store_free(d.views);
 	fsm_close(&d.fsm);
 	rv = uv_loop_close(d.loop) == 0 ? d.exit_code : 1;
 	if (rv == 0)
 		log_info("stopped cleanly");
-	pthread_mutex_destroy(&d.inbox_lock);
-	free(d.inbox);
-	free(d.work);
 	config_free(&cfg);
 	return rv;
 
 err_exec:
 	executor_close(d.exec, NULL, NULL);
-err_loop:
+err_modules:
 	if (d.peer != NULL)
 		peer_close(d.peer, NULL, NULL);
-	scheduler_close(&d);
+	if (d.live != NULL)
+		liveness_close(d.live);
+	if (d.outcomes != NULL)
+		outcomes_close(d.outcomes);
+	scheduler_close(d.sched);
+	storage_reader_free(d.reader);
+err_pump:
+	pump_close(d.pump, 0);
+err_loop:
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	uv_loop_close(d.loop);
-	view_store_free(d.views);
+	runner_free(d.runner); /* after the executor's last callback */
 	fsm_close(&d.fsm);
-	storage_reader_free(d.reader);
-err_applier:
-	storage_applier_free(d.applier, 0);
-err_cfg:
 	config_free(&cfg);
 	return 1;
 }

@@ -3,7 +3,8 @@
  *
  * DESIGN
  *
- * After each batch of applies the pump (tasks.c) calls readview_publish():
+ * After each batch of applies the pump (pump.c, through main.c) calls
+ * readview_publish():
  * the runs and flows the batch changed are copied into the view, the
  * cluster's numbers (term, indexes, PostgreSQL's progress, readiness) are
  * taken, and the new version is published. The texts that change rarely
@@ -18,19 +19,47 @@
  * next publish, so that the view they are answered from holds their entry:
  * readview_answer() queues them and kicks the pump.
  *
+ * Once raft is closing (readview_detach) nothing is published any more:
+ * the last version stays, and waiting requests are answered from it.
+ *
  * Thread: the loop thread.
  */
+#include "daemon/readview.h"
+
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
-#include "core/view.h"
-#include "daemon/daemon.h"
+#include "core/map.h"
 
 #define REFRESH_MS 500
 #define STATS_MS 100
+
+struct readview {
+	const struct flowd_config *cfg;
+	struct fsm *fsm;
+	struct consensus *raft;
+	struct storage_applier *applier;
+	struct scheduler *sched;
+	const struct liveness *live;
+	void (*kick)(void *arg);
+	void *kick_arg;
+	enum consensus_role role;
+	bool stopping;
+
+	struct view_store *views;
+	struct api_request **waiting;   /* answered at the next publish */
+	size_t n_waiting, cap_waiting;
+	uv_timer_t timer;               /* publish every REFRESH_MS too */
+	uint64_t members_sig;
+	bool members_sig_set;
+	uint64_t stats_ticks;
+	int64_t stats_ms;
+	bool stats_set;
+};
 
 static const char *role_name(enum consensus_role r)
 {
@@ -47,11 +76,11 @@ static const char *role_name(enum consensus_role r)
 }
 
 /* The Raft configuration, with what the state machine knows of each node. */
-json_t *readview_members_json(struct flowd *d)
+json_t *readview_members_json(struct readview *rv)
 {
 	struct consensus_member m[64];
-	unsigned n = consensus_members(d->raft, m, 64);
-	uint64_t leader = consensus_leader(d->raft);
+	unsigned n = consensus_members(rv->raft, m, 64);
+	uint64_t leader = consensus_leader(rv->raft);
 	json_t *arr = json_array();
 	static const char *roles[] = {"voter", "standby", "spare"};
 
@@ -60,16 +89,16 @@ json_t *readview_members_json(struct flowd *d)
 	for (unsigned i = 0; i < n; i++) {
 		const char *api = "";
 		json_t *live = json_null();
-		for (unsigned k = 0; k < d->fsm.n_nodes; k++) {
-			if (d->fsm.nodes[k].id != m[i].id)
+		for (unsigned k = 0; k < rv->fsm->n_nodes; k++) {
+			if (rv->fsm->nodes[k].id != m[i].id)
 				continue;
-			api = d->fsm.nodes[k].api_address;
+			api = rv->fsm->nodes[k].api_address;
 			json_decref(live);
-			live = json_boolean(d->fsm.nodes[k].live);
+			live = json_boolean(rv->fsm->nodes[k].live);
 		}
-		for (unsigned k = 0; api[0] == '\0' && k < d->cfg->n_peers; k++)
-			if (d->cfg->peers[k].id == m[i].id)
-				api = d->cfg->peers[k].api_address;
+		for (unsigned k = 0; api[0] == '\0' && k < rv->cfg->n_peers; k++)
+			if (rv->cfg->peers[k].id == m[i].id)
+				api = rv->cfg->peers[k].api_address;
 		json_array_append_new(
 			arr, json_pack("{s:I, s:s, s:s, s:s, s:b, s:o}", "id",
 				       (json_int_t)m[i].id, "raft_address",
@@ -82,7 +111,7 @@ json_t *readview_members_json(struct flowd *d)
 	return arr;
 }
 
-static void set_json_text(struct flowd *d, enum view_text which, json_t *j)
+static void set_json_text(struct readview *rv, enum view_text which, json_t *j)
 {
 	char *t = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY)
 			    : NULL;
@@ -90,16 +119,16 @@ static void set_json_text(struct flowd *d, enum view_text which, json_t *j)
 	json_decref(j);
 	if (t == NULL)
 		log_error("readview: out of memory rendering a cluster text");
-	view_store_set_text(d->views, which, t);
+	view_store_set_text(rv->views, which, t);
 	free(t);
 }
 
 /* A signature of what the leader and members texts show. */
-static uint64_t members_signature(struct flowd *d)
+static uint64_t members_signature(struct readview *rv)
 {
 	struct consensus_member m[64];
-	unsigned n = consensus_members(d->raft, m, 64);
-	uint64_t h = MAP_FNV_SEED ^ consensus_leader(d->raft);
+	unsigned n = consensus_members(rv->raft, m, 64);
+	uint64_t h = MAP_FNV_SEED ^ consensus_leader(rv->raft);
 	char num[64];
 
 	if (n > 64)
@@ -109,116 +138,138 @@ static uint64_t members_signature(struct flowd *d)
 		h = map_fnv1a(num, h);
 		h = map_fnv1a(m[i].address, h);
 	}
-	for (unsigned k = 0; k < d->fsm.n_nodes; k++) {
-		snprintf(num, sizeof num, "%" PRIu64 "/%d/", d->fsm.nodes[k].id,
-			 (int)d->fsm.nodes[k].live);
+	for (unsigned k = 0; k < rv->fsm->n_nodes; k++) {
+		snprintf(num, sizeof num, "%" PRIu64 "/%d/", rv->fsm->nodes[k].id,
+			 (int)rv->fsm->nodes[k].live);
 		h = map_fnv1a(num, h);
-		h = map_fnv1a(d->fsm.nodes[k].api_address, h);
+		h = map_fnv1a(rv->fsm->nodes[k].api_address, h);
 	}
 	return h;
 }
 
-static json_t *leader_json(struct flowd *d)
+static json_t *leader_json(struct readview *rv)
 {
-	uint64_t leader = consensus_leader(d->raft);
+	uint64_t leader = consensus_leader(rv->raft);
 	const char *api = NULL;
 
-	for (unsigned i = 0; i < d->cfg->n_peers; i++)
-		if (d->cfg->peers[i].id == leader)
-			api = d->cfg->peers[i].api_address;
-	for (unsigned i = 0; i < d->fsm.n_nodes; i++)
-		if (d->fsm.nodes[i].id == leader &&
-		    d->fsm.nodes[i].api_address[0] != '\0')
-			api = d->fsm.nodes[i].api_address;
+	for (unsigned i = 0; i < rv->cfg->n_peers; i++)
+		if (rv->cfg->peers[i].id == leader)
+			api = rv->cfg->peers[i].api_address;
+	for (unsigned i = 0; i < rv->fsm->n_nodes; i++)
+		if (rv->fsm->nodes[i].id == leader &&
+		    rv->fsm->nodes[i].api_address[0] != '\0')
+			api = rv->fsm->nodes[i].api_address;
 	if (api == NULL)
 		return json_null();
 	return json_pack("{s:I, s:s}", "id", (json_int_t)leader, "api_address",
 			 api);
 }
 
-static const char *not_ready(struct flowd *d)
+static const char *not_ready(struct readview *rv)
 {
-	if (d->stopping)
+	if (rv->stopping)
 		return "shutting down";
-	if (consensus_leader(d->raft) == 0)
+	if (consensus_leader(rv->raft) == 0)
 		return "no leader";
-	if (consensus_applied_index(d->raft) < consensus_commit_index(d->raft))
+	if (consensus_applied_index(rv->raft) < consensus_commit_index(rv->raft))
 		return "applying the log";
-	if (!d->node_up_done)
+	if (!liveness_registered(rv->live))
 		return "registering this node";
 	return NULL;
 }
 
 static void refresh_cb(uv_timer_t *h)
 {
-	tasks_kick(h->data);
+	struct readview *rv = h->data;
+
+	rv->kick(rv->kick_arg);
 }
 
-int readview_init(struct flowd *d)
+struct readview *readview_new(const struct readview_config *c)
 {
-	d->views = view_store_new();
-	if (d->views == NULL)
-		return -1;
-	uv_timer_init(d->loop, &d->view_timer);
-	d->view_timer.data = d;
-	uv_timer_start(&d->view_timer, refresh_cb, REFRESH_MS, REFRESH_MS);
-	return 0;
+	struct readview *rv = calloc(1, sizeof *rv);
+
+	if (rv == NULL)
+		return NULL;
+	rv->views = view_store_new();
+	if (rv->views == NULL) {
+		free(rv);
+		return NULL;
+	}
+	rv->cfg = c->cfg;
+	rv->fsm = c->fsm;
+	rv->raft = c->raft;
+	rv->applier = c->applier;
+	rv->sched = c->sched;
+	rv->live = c->live;
+	rv->kick = c->kick;
+	rv->kick_arg = c->kick_arg;
+	uv_timer_init(c->loop, &rv->timer);
+	rv->timer.data = rv;
+	uv_timer_start(&rv->timer, refresh_cb, REFRESH_MS, REFRESH_MS);
+	return rv;
 }
 
-void readview_publish(struct flowd *d)
+struct view_store *readview_store(struct readview *rv)
+{
+	return rv->views;
+}
+
+void readview_publish(struct readview *rv)
 {
 	struct view_cluster cl = {0};
 	uint64_t applied, db, sig, ticks;
-	int64_t now = uv_now(d->loop);
+	int64_t now = uv_now(rv->timer.loop);
 
-	if (d->views == NULL || d->raft == NULL)
+	if (rv->raft == NULL)
 		return; /* closed: the last version stays */
-	view_store_update(d->views, &d->fsm);
-	sig = members_signature(d);
-	if (sig != d->members_sig || !d->members_sig_set) {
-		d->members_sig = sig;
-		d->members_sig_set = true;
-		set_json_text(d, VIEW_TEXT_LEADER, leader_json(d));
-		set_json_text(d, VIEW_TEXT_MEMBERS, readview_members_json(d));
+	view_store_update(rv->views, rv->fsm);
+	sig = members_signature(rv);
+	if (sig != rv->members_sig || !rv->members_sig_set) {
+		rv->members_sig = sig;
+		rv->members_sig_set = true;
+		set_json_text(rv, VIEW_TEXT_LEADER, leader_json(rv));
+		set_json_text(rv, VIEW_TEXT_MEMBERS, readview_members_json(rv));
 	}
-	ticks = scheduler_ticks_fired(d);
-	if (!d->stats_set ||
-	    (ticks != d->stats_ticks && now - d->stats_ms >= STATS_MS)) {
-		d->stats_set = true;
-		d->stats_ticks = ticks;
-		d->stats_ms = now;
-		set_json_text(d, VIEW_TEXT_SCHEDULER, scheduler_stats_json(d));
+	ticks = scheduler_ticks_fired(rv->sched);
+	if (!rv->stats_set ||
+	    (ticks != rv->stats_ticks && now - rv->stats_ms >= STATS_MS)) {
+		rv->stats_set = true;
+		rv->stats_ticks = ticks;
+		rv->stats_ms = now;
+		set_json_text(rv, VIEW_TEXT_SCHEDULER,
+			      scheduler_stats_json(rv->sched));
 	}
-	applied = consensus_applied_index(d->raft);
-	db = d->applier ? storage_applier_durable(d->applier) : 0;
+	applied = consensus_applied_index(rv->raft);
+	db = rv->applier ? storage_applier_durable(rv->applier) : 0;
 	/* Entries that are not commands (barriers, configuration) have no
 	 * rows: once PostgreSQL holds the last command, it holds it all. */
-	if (db >= d->fsm.applied_index && db < applied)
+	if (db >= rv->fsm->applied_index && db < applied)
 		db = applied;
-	cl.node_id = d->cfg->node_id;
-	cl.role = role_name(d->role);
-	cl.term = consensus_term(d->raft);
-	cl.commit_index = consensus_commit_index(d->raft);
+	cl.node_id = rv->cfg->node_id;
+	cl.role = role_name(rv->role);
+	cl.term = consensus_term(rv->raft);
+	cl.commit_index = consensus_commit_index(rv->raft);
 	cl.applied_index = applied;
 	cl.db_applied_index = db;
-	cl.db_backlog = d->applier ? storage_applier_backlog(d->applier) : 0;
+	cl.db_backlog = rv->applier ? storage_applier_backlog(rv->applier) : 0;
 	cl.db_connected =
-		d->applier != NULL && storage_applier_connected(d->applier);
-	cl.not_ready = not_ready(d);
-	view_store_publish(d->views, &cl);
+		rv->applier != NULL && storage_applier_connected(rv->applier);
+	cl.not_ready = not_ready(rv);
+	view_store_publish(rv->views, &cl);
 
 	/* Those waiting for this version. */
-	for (size_t i = 0; i < d->n_waiting; i++)
-		api_request_finish(d->waiting[i]);
-	d->n_waiting = 0;
+	for (size_t i = 0; i < rv->n_waiting; i++)
+		api_request_finish(rv->waiting[i]);
+	rv->n_waiting = 0;
 }
 
-void readview_answer(struct flowd *d, struct api_request *req)
+void readview_answer(struct readview *rv, struct api_request *req)
 {
-	if (d->n_waiting == d->cap_waiting) {
-		size_t cap = d->cap_waiting ? d->cap_waiting * 2 : 64;
+	if (rv->n_waiting == rv->cap_waiting) {
+		size_t cap = rv->cap_waiting ? rv->cap_waiting * 2 : 64;
 		struct api_request **w =
-			realloc(d->waiting, cap * sizeof *w);
+			realloc(rv->waiting, cap * sizeof *w);
 
 		if (w == NULL) {
 			struct flowd_error e;
@@ -229,30 +280,54 @@ void readview_answer(struct flowd *d, struct api_request *req)
 			api_request_finish(req);
 			return;
 		}
-		d->waiting = w;
-		d->cap_waiting = cap;
+		rv->waiting = w;
+		rv->cap_waiting = cap;
 	}
 	req->from_view = 1;
-	d->waiting[d->n_waiting++] = req;
-	tasks_kick(d);
+	rv->waiting[rv->n_waiting++] = req;
+	rv->kick(rv->kick_arg);
 }
 
-void readview_flush(struct flowd *d)
+void readview_flush(struct readview *rv)
 {
 	/* Whatever waits is answered from the newest version. */
-	if (d->n_waiting == 0)
+	if (rv->n_waiting == 0)
 		return;
-	if (d->raft != NULL)
-		readview_publish(d);
-	for (size_t i = 0; i < d->n_waiting; i++)
-		api_request_finish(d->waiting[i]);
-	d->n_waiting = 0;
+	if (rv->raft != NULL)
+		readview_publish(rv);
+	for (size_t i = 0; i < rv->n_waiting; i++)
+		api_request_finish(rv->waiting[i]);
+	rv->n_waiting = 0;
 }
 
-void readview_close(struct flowd *d)
+void readview_role_set(struct readview *rv, enum consensus_role role)
 {
-	uv_timer_stop(&d->view_timer);
-	free(d->waiting);
-	d->waiting = NULL;
-	d->cap_waiting = 0;
+	rv->role = role;
+}
+
+void readview_stop(struct readview *rv)
+{
+	rv->stopping = true;
+	uv_timer_stop(&rv->timer);
+}
+
+void readview_detach(struct readview *rv)
+{
+	rv->raft = NULL;
+}
+
+static void closed_cb(uv_handle_t *h)
+{
+	struct readview *rv = h->data;
+
+	view_store_free(rv->views);
+	free(rv);
+}
+
+void readview_close(struct readview *rv)
+{
+	free(rv->waiting);
+	rv->waiting = NULL;
+	rv->n_waiting = rv->cap_waiting = 0;
+	uv_close((uv_handle_t *)&rv->timer, closed_cb);
 }

@@ -21,19 +21,28 @@
  * cursors; a schedule with a proposal in flight is not proposed again
  * until that proposal completes.
  *
- * Time: due times are wall-clock (CLOCK_REALTIME) milliseconds, since ticks
- * are wall-clock instants; libuv timers only pace the checks.
+ * What a due schedule decides (on time, or late and through its catch-up
+ * policy) is pure and lives in core/schedule.c; this file keeps the heap,
+ * the timer and the proposals, which go through the injected proposer
+ * (forward.c: raft, on the leader).
+ *
+ * Time: due times are wall-clock milliseconds (the injected clock,
+ * CLOCK_REALTIME in main.c), since ticks are wall-clock instants; libuv
+ * timers only pace the checks.
  *
  * Thread: the loop thread.
  */
+#include "daemon/scheduler.h"
+
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "core/map.h"
-#include "daemon/daemon.h"
+#include "core/schedule.h"
 
 struct sched_flow;
 
@@ -59,7 +68,12 @@ struct sched_flow {
 #define LAG_SAMPLES 65536
 
 struct scheduler {
-	struct flowd *d;
+	const struct flowd_config *cfg;
+	struct fsm *fsm;
+	struct flowd_clock clock;
+	struct forward_proposer proposer;
+	enum consensus_role role;
+	bool stopping;
 	/* Fire lag of the ticks this node committed as leader: commit time
 	 * minus nominal time, the last LAG_SAMPLES of them (GET /v1/cluster). */
 	uint32_t lag[LAG_SAMPLES];
@@ -90,7 +104,6 @@ struct fire_ctx {
 #define PROPOSALS_MAX 4
 #define RETRY_MS 200
 #define MAX_SLEEP_MS 1000
-#define COUNT_CAP 100000
 
 /* ------------------------------------------------------------------------
  * Heap
@@ -172,18 +185,6 @@ static void heap_remove(struct scheduler *s, struct sched_entry *e)
  * Entries
  */
 
-static int64_t jitter_ms(const char *flow, unsigned i, int64_t nominal,
-			 unsigned jitter_s)
-{
-	char buf[48];
-
-	if (jitter_s == 0)
-		return 0;
-	snprintf(buf, sizeof buf, ":%u:%" PRId64, i, nominal);
-	return (int64_t)(map_fnv1a(buf, map_fnv1a(flow, MAP_FNV_SEED)) %
-			 ((uint64_t)jitter_s * 1000 + 1));
-}
-
 static void flow_entries_free(struct scheduler *s, struct sched_flow *sf)
 {
 	for (unsigned i = 0; i < sf->n; i++) {
@@ -199,7 +200,7 @@ static void flow_entries_free(struct scheduler *s, struct sched_flow *sf)
  * survive for schedules whose identity is unchanged. */
 static void flow_refresh(struct scheduler *s, struct sched_flow *sf)
 {
-	struct fsm_flow *fl = fsm_flow_get(&s->d->fsm, sf->name);
+	struct fsm_flow *fl = fsm_flow_get(s->fsm, sf->name);
 	const struct flow_spec *spec =
 		fl && fl->current ? fl->versions[fl->current - 1].spec : NULL;
 	struct sched_entry *old = sf->e;
@@ -233,12 +234,11 @@ static void flow_refresh(struct scheduler *s, struct sched_flow *sf)
 				e->inflight = old[k].inflight;
 				e->not_before_ms = old[k].not_before_ms;
 			}
-		if (!cron_next(&sc->cron, sc->tz, sc->dst_missing,
-			       sc->dst_repeated, st->cursor, &next))
+		if (!schedule_next(sc, st->cursor, &next))
 			continue; /* no more ticks */
 		e->nominal = next;
 		e->due_ms = next * 1000 +
-			    jitter_ms(sf->name, i, next, sc->jitter_s);
+			    schedule_jitter_ms(sf->name, i, next, sc->jitter_s);
 		if (e->due_ms < e->not_before_ms)
 			e->due_ms = e->not_before_ms;
 		heap_push(s, e);
@@ -287,103 +287,42 @@ static void refresh_dirty(struct scheduler *s)
  * Deciding
  */
 
-/* The newest (at most `keep`) ticks in (lo, hi], ascending, into out[];
- * returns how many. It scans back from hi in spans that grow 16-fold, so a
- * dense schedule costs a few dozen steps and a sparse one a few spans;
- * every scan is capped at COUNT_CAP steps. */
-static size_t newest_ticks(const struct spec_schedule *sc, int64_t lo,
-			   int64_t hi, size_t keep, int64_t *out)
+/* Append the decisions for a due entry at wall-clock now_ms to `items`
+ * (the items of a fire command, fsm_cmd_fire). Returns the tick that
+ * fires last, 0 when none does. */
+static int64_t decide(struct scheduler *s, struct sched_entry *e,
+		      int64_t now_ms, json_t *items)
 {
-	int64_t span = 64;
-
-	if (hi <= lo || keep == 0)
-		return 0;
-	for (;;) {
-		int64_t start = hi - span < lo ? lo : hi - span, t = start, next;
-		size_t n = 0, steps = 0;
-
-		while (steps < COUNT_CAP &&
-		       cron_next(&sc->cron, sc->tz, sc->dst_missing,
-				 sc->dst_repeated, t, &next) &&
-		       next <= hi) {
-			if (n == keep)
-				memmove(out, out + 1, (keep - 1) * sizeof *out);
-			else
-				n++;
-			out[n - 1] = next;
-			t = next;
-			steps++;
-		}
-		if (n == keep || start == lo || steps >= COUNT_CAP ||
-		    span > INT64_MAX / 16)
-			return n;
-		span *= 16;
-	}
-}
-
-/* Ticks in (from, to], exact up to COUNT_CAP (then at least that many). */
-static uint64_t ticks_between(const struct spec_schedule *sc, int64_t from,
-			      int64_t to)
-{
-	return cron_count(&sc->cron, sc->tz, sc->dst_missing, sc->dst_repeated,
-			  from, to, COUNT_CAP);
-}
-
-/* The decision items for a due entry at wall-clock now. Bounded work: a
- * few scans of at most COUNT_CAP steps, whatever the outage. */
-static void decide(struct scheduler *s, struct sched_entry *e, int64_t now_ms,
-		   json_t *items)
-{
-	struct fsm_flow *fl = fsm_flow_get(&s->d->fsm, e->sf->name);
+	struct fsm_flow *fl = fsm_flow_get(s->fsm, e->sf->name);
 	const struct spec_schedule *sc =
 		&fl->versions[fl->current - 1].spec->schedules[e->index];
 	const struct fsm_schedule_state *st = &fl->sched[e->index];
-	int64_t now = now_ms / 1000, cursor = st->cursor, window_from, lo;
-	unsigned max_runs = s->d->cfg->limits.max_catchup_runs;
-	size_t keep, n, k;
-	int64_t *fired;
+	struct schedule_policy pol = {
+		.late_after_ms = s->cfg->late_after_ms,
+		.max_catchup_runs = s->cfg->limits.max_catchup_runs,
+	};
+	struct schedule_tick *t = calloc(schedule_decide_max(sc, &pol), sizeof *t);
+	size_t n;
+	int64_t fired;
 
-#define ITEM(prev_, nom_, missed_, fire_)                                     \
-	json_array_append_new(                                                \
-		items, json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:b}", "flow", \
-				 e->sf->name, "schedule", (int)e->index,      \
-				 "key", st->key, "prev", (json_int_t)(prev_), \
-				 "nominal", (json_int_t)(nom_), "missed",     \
-				 (json_int_t)(missed_), "fire", (fire_)))
-
-	if (now_ms - e->due_ms <= (int64_t)s->d->cfg->late_after_ms) {
-		ITEM(cursor, e->nominal, 0, true); /* on time */
-		return;
-	}
-	/* Late: the catch-up policy decides among the ticks up to now. */
-	window_from = now - (int64_t)sc->catchup_window_s;
-	lo = cursor > window_from - 1 ? cursor : window_from - 1;
-	keep = sc->catchup == SPEC_CATCHUP_ALL ? (max_runs ? max_runs : 1) : 1;
-	fired = calloc(keep, sizeof *fired);
-	if (fired == NULL)
+	if (t == NULL)
 		abort();
-	n = newest_ticks(sc, lo, now, keep, fired);
-	if (n == 0) {
-		/* Every late tick lies before the window: none fires. */
-		int64_t last = e->nominal;
-
-		if (newest_ticks(sc, cursor, lo, 1, &last) == 0)
-			last = e->nominal;
-		ITEM(cursor, last, ticks_between(sc, cursor, last), false);
-	} else if (sc->catchup == SPEC_CATCHUP_NONE) {
-		ITEM(cursor, fired[n - 1], ticks_between(sc, cursor, fired[n - 1]),
-		     false);
-	} else if (sc->catchup == SPEC_CATCHUP_LATEST || max_runs == 0) {
-		ITEM(cursor, fired[n - 1],
-		     ticks_between(sc, cursor, fired[n - 1] - 1), true);
-	} else {
-		ITEM(cursor, fired[0], ticks_between(sc, cursor, fired[0] - 1),
-		     true);
-		for (k = 1; k < n; k++)
-			ITEM(fired[k - 1], fired[k], 0, true);
-	}
-	free(fired);
-#undef ITEM
+	n = schedule_decide(sc, st->cursor, e->nominal, e->due_ms, now_ms, &pol,
+			    t);
+	if (n == 0)
+		abort();
+	for (size_t k = 0; k < n; k++)
+		json_array_append_new(
+			items, json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:b}",
+					 "flow", e->sf->name, "schedule",
+					 (int)e->index, "key", st->key, "prev",
+					 (json_int_t)t[k].prev, "nominal",
+					 (json_int_t)t[k].nominal, "missed",
+					 (json_int_t)t[k].missed, "fire",
+					 t[k].fire));
+	fired = t[n - 1].fire ? t[n - 1].nominal : 0;
+	free(t);
+	return fired;
 }
 
 static void fire_ctx_free(struct fire_ctx *fc)
@@ -396,11 +335,12 @@ static void fire_ctx_free(struct fire_ctx *fc)
 	free(fc);
 }
 
-static void fire_done_cb(void *arg, int status, uint64_t index, void *result)
+static void fire_done_cb(void *arg, int status,
+			 const struct peer_result *refusal)
 {
 	struct fire_ctx *fc = arg;
 	struct scheduler *s = fc->s;
-	int64_t now = flowd_now_ms();
+	int64_t now = flowd_clock_now(&s->clock);
 
 	s->proposals--;
 	if (!s->closing) {
@@ -434,11 +374,10 @@ static void propose_batch(struct scheduler *s, json_t *items,
 	size_t len;
 
 	s->proposals++;
-	if (fsm_cmd_fire(flowd_now_ms(), items,
-			 s->d->cfg->limits.max_buffered_runs, &buf, &len) != 0 ||
-	    consensus_propose(s->d->raft, buf, len,
-			      s->d->cfg->apply_timeout_ms, fire_done_cb,
-			      fc) != CONSENSUS_OK) {
+	if (fsm_cmd_fire(flowd_clock_now(&s->clock), items,
+			 s->cfg->limits.max_buffered_runs, &buf, &len) != 0 ||
+	    s->proposer.propose(s->proposer.arg, buf, len, fire_done_cb,
+				fc) != 0) {
 		s->proposals--;
 		/* fire_done_cb never runs: release the marks here */
 		for (size_t i = 0; i < fc->n; i++) {
@@ -447,7 +386,7 @@ static void propose_batch(struct scheduler *s, json_t *items,
 			if (sf != NULL && fc->index[i] < sf->n) {
 				sf->e[fc->index[i]].inflight = false;
 				sf->e[fc->index[i]].not_before_ms =
-					flowd_now_ms() + RETRY_MS;
+					flowd_clock_now(&s->clock) + RETRY_MS;
 				mark_dirty(s, sf);
 			}
 		}
@@ -469,14 +408,13 @@ static struct fire_ctx *fire_ctx_new(struct scheduler *s, size_t cap)
 
 static void tick(struct scheduler *s)
 {
-	struct flowd *d = s->d;
-	unsigned batch = d->cfg->fire_batch_max;
-	int64_t now_ms = flowd_now_ms();
+	unsigned batch = s->cfg->fire_batch_max;
+	int64_t now_ms = flowd_clock_now(&s->clock);
 	json_t *items = NULL;
 	struct fire_ctx *fc = NULL;
 
 	refresh_dirty(s);
-	if (d->role != CONSENSUS_LEADER || d->stopping)
+	if (s->role != CONSENSUS_LEADER || s->stopping)
 		return;
 	while (s->n_heap > 0 && s->heap[0]->due_ms <= now_ms &&
 	       s->proposals < PROPOSALS_MAX) {
@@ -489,16 +427,8 @@ static void tick(struct scheduler *s)
 			items = json_array();
 			fc = fire_ctx_new(s, batch);
 		}
-		decide(s, e, now_ms, items);
+		fc->nominal[fc->n] = decide(s, e, now_ms, items);
 		e->inflight = true;
-		{
-			json_t *last = json_array_get(items, json_array_size(items) - 1);
-
-			fc->nominal[fc->n] =
-				json_is_true(json_object_get(last, "fire"))
-					? json_integer_value(json_object_get(last, "nominal"))
-					: 0;
-		}
 		fc->flows[fc->n] = strdup(e->sf->name);
 		fc->index[fc->n] = e->index;
 		if (fc->flows[fc->n] == NULL)
@@ -534,9 +464,9 @@ static void rearm(struct scheduler *s)
 		return;
 	if (s->dirty_head != NULL) {
 		delay = 1;
-	} else if (s->d->role == CONSENSUS_LEADER && !s->d->stopping &&
+	} else if (s->role == CONSENSUS_LEADER && !s->stopping &&
 		   s->n_heap > 0 && s->proposals < PROPOSALS_MAX) {
-		delay = s->heap[0]->due_ms - flowd_now_ms();
+		delay = s->heap[0]->due_ms - flowd_clock_now(&s->clock);
 		if (delay > MAX_SLEEP_MS)
 			delay = MAX_SLEEP_MS;
 	}
@@ -553,27 +483,26 @@ static void rearm(struct scheduler *s)
  * Life cycle and hooks
  */
 
-int scheduler_new(struct flowd *d)
+struct scheduler *scheduler_new(const struct scheduler_config *c)
 {
 	struct scheduler *s = calloc(1, sizeof *s);
 
 	if (s == NULL)
-		return -1;
-	s->d = d;
+		return NULL;
+	s->cfg = c->cfg;
+	s->fsm = c->fsm;
+	s->clock = c->clock;
+	s->proposer = c->proposer;
 	map_init(&s->flows);
-	uv_timer_init(d->loop, &s->timer);
+	uv_timer_init(c->loop, &s->timer);
 	s->timer.data = s;
-	d->sched = s;
 	rearm(s);
-	return 0;
+	return s;
 }
 
-void scheduler_hook_changed(void *arg, struct fsm_flow *fl)
+void scheduler_hook_changed(struct scheduler *s, struct fsm_flow *fl)
 {
-	struct flowd *d = arg;
-	struct scheduler *s = d->sched;
-
-	if (s == NULL || s->closing)
+	if (s->closing)
 		return;
 	mark_dirty(s, flow_get(s, fl->name));
 	if (!uv_is_active((uv_handle_t *)&s->timer) ||
@@ -581,20 +510,32 @@ void scheduler_hook_changed(void *arg, struct fsm_flow *fl)
 		uv_timer_start(&s->timer, timer_cb, 0, 0);
 }
 
-void scheduler_rebuild(struct flowd *d)
+void scheduler_rebuild(struct scheduler *s)
 {
-	struct scheduler *s = d->sched;
-
 	if (s == NULL || s->closing)
 		return;
-	for (size_t b = 0; b < d->fsm.flows.n_buckets; b++)
-		for (struct map_entry *e = d->fsm.flows.buckets[b]; e; e = e->next)
+	for (size_t b = 0; b < s->fsm->flows.n_buckets; b++)
+		for (struct map_entry *e = s->fsm->flows.buckets[b]; e; e = e->next)
 			mark_dirty(s, flow_get(s, e->key));
 	/* Entries of flows the state no longer has (after a restore). */
 	for (size_t b = 0; b < s->flows.n_buckets; b++)
 		for (struct map_entry *e = s->flows.buckets[b]; e; e = e->next)
 			mark_dirty(s, e->value);
 	uv_timer_start(&s->timer, timer_cb, 0, 0);
+}
+
+void scheduler_role_set(struct scheduler *s, enum consensus_role role)
+{
+	bool won = role == CONSENSUS_LEADER && s->role != CONSENSUS_LEADER;
+
+	s->role = role;
+	if (won)
+		scheduler_rebuild(s);
+}
+
+void scheduler_stop(struct scheduler *s)
+{
+	s->stopping = true;
 }
 
 static int u32_cmp(const void *a, const void *b)
@@ -604,14 +545,13 @@ static int u32_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-uint64_t scheduler_ticks_fired(struct flowd *d)
+uint64_t scheduler_ticks_fired(const struct scheduler *s)
 {
-	return d->sched != NULL ? d->sched->n_lag : 0;
+	return s != NULL ? s->n_lag : 0;
 }
 
-json_t *scheduler_stats_json(struct flowd *d)
+json_t *scheduler_stats_json(const struct scheduler *s)
 {
-	struct scheduler *s = d->sched;
 	size_t n;
 	uint32_t *v;
 	json_t *out;
@@ -655,13 +595,10 @@ static void sched_closed_cb(uv_handle_t *h)
 	free(s);
 }
 
-void scheduler_close(struct flowd *d)
+void scheduler_close(struct scheduler *s)
 {
-	struct scheduler *s = d->sched;
-
 	if (s == NULL)
 		return;
-	d->sched = NULL;
 	s->closing = true;
 	uv_close((uv_handle_t *)&s->timer, sched_closed_cb);
 }

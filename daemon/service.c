@@ -1,22 +1,31 @@
-/* service.c - answers API requests on the loop thread: reads from the state
- * machine, writes as proposals through consensus.
+/* service.c - the API's backend on the loop thread: writes as proposals
+ * through consensus, consistent reads, membership changes, and the internal
+ * commands other nodes send their leader.
  *
  * DESIGN
  *
  * An HTTP thread calls service_submit_cb(), which queues the request and
- * wakes the loop (uv_async_send coalesces wake-ups, so the callback drains
- * the whole queue). Reads are answered at once from the in-memory state.
- * A write is checked against the state first (unknown flow, bad parameters,
- * a finished run: answered without touching the log, so a bad request
- * changes nothing), then encoded and proposed; the answer is built in the
- * commit callback from the state as it was right after that entry applied.
- * No leader, a closing node or a PostgreSQL backlog past the limit answer
- * 503 with Retry-After; a proposal past raft.apply_timeout_ms answers 504
- * (its outcome is unknown: a retry with the same idempotency key is safe).
+ * wakes the loop (uv_async_send coalesces wake-ups); the loop takes at most
+ * 256 of them per iteration, so Raft's I/O and timers run in between. Plain
+ * reads never come here: the api answers them from the read view. A write
+ * is checked against the state first (unknown flow, bad parameters, a
+ * finished run: answered without touching the log, so a bad request
+ * changes nothing), then encoded and proposed; the answer comes from the
+ * view published after its entry applied (readview.c). A consistent read
+ * passes a barrier first. No leader, a closing node or a PostgreSQL backlog
+ * past the limit answer 503 with Retry-After; a proposal past
+ * raft.apply_timeout_ms answers 504 (its outcome is unknown: a retry with
+ * the same idempotency key is safe). A follower hands writes and consistent
+ * reads, unchanged, to the leader (forward.c), the road its own commands
+ * take too.
  *
  * Thread: service_submit_cb on HTTP threads; everything else on the loop.
  */
+#include "daemon/service.h"
+
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,18 +33,37 @@
 #include <sys/random.h>
 
 #include "core/log.h"
-#include "daemon/daemon.h"
+
+struct service {
+	const struct flowd_config *cfg;
+	struct fsm *fsm;
+	struct consensus *raft;
+	struct forward *fwd;
+	struct readview *rv;
+	struct storage_applier *applier;
+	struct flowd_clock clock;
+	enum consensus_role role;
+	bool stopping;
+
+	/* HTTP threads -> loop: requests to answer. */
+	pthread_mutex_t inbox_lock;
+	struct api_request **inbox;
+	size_t inbox_n, inbox_cap;
+	uv_async_t inbox_async;
+	struct api_request **work;      /* taken from the inbox, loop only */
+	size_t work_head, work_n;
+};
 
 void service_submit_cb(void *arg, struct api_request *req)
 {
-	struct flowd *d = arg;
+	struct service *s = arg;
 
-	pthread_mutex_lock(&d->inbox_lock);
-	if (d->inbox_n == d->inbox_cap) {
-		size_t cap = d->inbox_cap ? d->inbox_cap * 2 : 64;
-		struct api_request **q = realloc(d->inbox, cap * sizeof *q);
+	pthread_mutex_lock(&s->inbox_lock);
+	if (s->inbox_n == s->inbox_cap) {
+		size_t cap = s->inbox_cap ? s->inbox_cap * 2 : 64;
+		struct api_request **q = realloc(s->inbox, cap * sizeof *q);
 		if (q == NULL) {
-			pthread_mutex_unlock(&d->inbox_lock);
+			pthread_mutex_unlock(&s->inbox_lock);
 			struct flowd_error e;
 			flowd_error_set(&e, 503, "unavailable", NULL,
 					"out of memory");
@@ -43,12 +71,18 @@ void service_submit_cb(void *arg, struct api_request *req)
 			api_request_finish(req);
 			return;
 		}
-		d->inbox = q;
-		d->inbox_cap = cap;
+		s->inbox = q;
+		s->inbox_cap = cap;
 	}
-	d->inbox[d->inbox_n++] = req;
-	pthread_mutex_unlock(&d->inbox_lock);
-	uv_async_send(&d->inbox_async); /* coalesced by libuv */
+	s->inbox[s->inbox_n++] = req;
+	pthread_mutex_unlock(&s->inbox_lock);
+	uv_async_send(&s->inbox_async); /* coalesced by libuv */
+}
+
+/* The commands' ts. */
+static int64_t now_ms(const struct service *s)
+{
+	return flowd_clock_now(&s->clock);
 }
 
 static void reply_error(struct api_request *req, int status, const char *code,
@@ -69,7 +103,7 @@ static void reply_json(struct api_request *req, int status, json_t *body)
 
 /* Answer with the run `run_id` as the next published view shows it (or,
  * if it left memory, as PostgreSQL has it). */
-static void answer_run(struct flowd *d, struct api_request *req, int status,
+static void answer_run(struct service *s, struct api_request *req, int status,
 		       const char *run_id)
 {
 	if (req->run_id == NULL || strcmp(req->run_id, run_id) != 0) {
@@ -81,7 +115,7 @@ static void answer_run(struct flowd *d, struct api_request *req, int status,
 		}
 	}
 	req->status = status;
-	readview_answer(d, req);
+	readview_answer(s->rv, req);
 }
 
 /* ------------------------------------------------------------------------
@@ -94,7 +128,7 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 			     void *result)
 {
 	struct api_request *req = arg;
-	struct flowd *d = req->backend_data;
+	struct service *s = req->backend_data;
 	struct fsm_result *res = result;
 
 	switch (status) {
@@ -133,7 +167,7 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 	case API_OP_FLOW_DELETE:
 		req->created = res->created;
 		req->status = req->op == API_OP_FLOW_PUT ? res->status : 200;
-		readview_answer(d, req);
+		readview_answer(s->rv, req);
 		break;
 	case API_OP_EVENT_POST:
 	case API_OP_FLOW_PAUSE:
@@ -149,9 +183,9 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 	case API_OP_RUN_CREATE:
 	case API_OP_RUN_CANCEL:
 		if (res->run != NULL)
-			answer_run(d, req, res->status, res->run->id);
+			answer_run(s, req, res->status, res->run->id);
 		else if (res->run_id != NULL)
-			answer_run(d, req, res->status, res->run_id);
+			answer_run(s, req, res->status, res->run_id);
 		else
 			reply_error(req, 500, "internal", NULL, "no run");
 		break;
@@ -161,13 +195,13 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 	}
 }
 
-static void propose(struct flowd *d, struct api_request *req, char *buf,
+static void propose(struct service *s, struct api_request *req, char *buf,
 		    size_t len)
 {
 	int rv;
 
-	req->backend_data = d;
-	rv = consensus_propose(d->raft, buf, len, d->cfg->apply_timeout_ms,
+	req->backend_data = s;
+	rv = consensus_propose(s->raft, buf, len, s->cfg->apply_timeout_ms,
 				   proposal_done_cb, req);
 
 	if (rv == CONSENSUS_OK)
@@ -180,84 +214,21 @@ static void propose(struct flowd *d, struct api_request *req, char *buf,
 			    "the node cannot accept writes now");
 }
 
-/* ------------------------------------------------------------------------
- * Forwarding to the leader
- */
-
-const char *service_leader_api(struct flowd *d)
-{
-	uint64_t leader = consensus_leader(d->raft);
-
-	if (leader == 0 || leader == d->cfg->node_id)
-		return NULL;
-	/* Nodes announce their API address when they register (node_up), so
-	 * members added after the start are found too. */
-	for (unsigned i = 0; i < d->fsm.n_nodes; i++)
-		if (d->fsm.nodes[i].id == leader &&
-		    d->fsm.nodes[i].api_address[0] != '\0')
-			return d->fsm.nodes[i].api_address;
-	for (unsigned i = 0; i < d->cfg->n_peers; i++)
-		if (d->cfg->peers[i].id == leader)
-			return d->cfg->peers[i].api_address;
-	return NULL;
-}
-
-static void forward_done_cb(void *arg, const struct peer_result *res)
-{
-	struct api_request *req = arg;
-
-	if (res->status == 0) {
-		reply_error(req, 503, "unavailable", NULL,
-			    "the leader could not be reached; retry");
-		return;
-	}
-	req->retry_after = res->retry_after;
-	api_request_reply_text(req, res->status, res->body, res->body_len);
-	api_request_finish(req);
-}
-
-/* A follower hands the request, unchanged, to the leader and relays the
- * answer; the client never needs to know who leads. A request that was
- * already forwarded is not forwarded again (no loops while an election
- * settles). */
-static void forward(struct flowd *d, struct api_request *req)
-{
-	const char *leader = service_leader_api(d);
-	struct peer_request pr = {0};
-
-	if (req->forwarded || leader == NULL || d->peer == NULL) {
-		reply_error(req, 503, "unavailable", NULL,
-			    "no leader is known right now; retry");
-		return;
-	}
-	pr.address = leader;
-	pr.method = req->method;
-	pr.target = req->target;
-	pr.authorization = req->authorization;
-	pr.content_type = req->content_type;
-	pr.body = req->raw_body;
-	pr.body_len = req->raw_body_len;
-	pr.forwarded = 1;
-	if (peer_send(d->peer, &pr, forward_done_cb, req) != 0)
-		reply_error(req, 503, "unavailable", NULL,
-			    "the node is shutting down");
-}
-
 /* A write is accepted only by a leader that is ready and not overloaded;
  * a follower forwards it. */
-static bool write_admissible(struct flowd *d, struct api_request *req)
+static bool write_admissible(struct service *s, struct api_request *req)
 {
-	if (d->stopping) {
+	if (s->stopping) {
 		reply_error(req, 503, "unavailable", NULL,
 			    "the node is shutting down");
 		return false;
 	}
-	if (d->role != CONSENSUS_LEADER) {
-		forward(d, req);
+	if (s->role != CONSENSUS_LEADER) {
+		forward_request_send(s->fwd, req);
 		return false;
 	}
-	if (d->applier != NULL &&
-	    storage_applier_backlog(d->applier) > d->cfg->db_max_backlog) {
+	if (s->applier != NULL &&
+	    storage_applier_backlog(s->applier) > s->cfg->db_max_backlog) {
 		reply_error(req, 503, "unavailable", NULL,
 			    "PostgreSQL is behind by more than "
 			    "database.max_backlog entries");
@@ -266,38 +237,38 @@ static bool write_admissible(struct flowd *d, struct api_request *req)
 	return true;
 }
 
-static void do_flow_put(struct flowd *d, struct api_request *req)
+static void do_flow_put(struct service *s, struct api_request *req)
 {
 	char *buf;
 	size_t len;
 
-	if (fsm_cmd_deploy(flowd_now_ms(), req->flow, req->spec->doc, &buf,
+	if (fsm_cmd_deploy(now_ms(s), req->flow, req->spec->doc, &buf,
 			   &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(d, req, buf, len);
+	propose(s, req, buf, len);
 }
 
-static void do_flow_delete(struct flowd *d, struct api_request *req)
+static void do_flow_delete(struct service *s, struct api_request *req)
 {
 	char *buf;
 	size_t len;
 
-	if (fsm_flow_get(&d->fsm, req->flow) == NULL) {
+	if (fsm_flow_get(s->fsm, req->flow) == NULL) {
 		reply_error(req, 404, "not_found", "flow", "no such flow");
 		return;
 	}
-	if (fsm_cmd_undeploy(flowd_now_ms(), req->flow, &buf, &len) != 0) {
+	if (fsm_cmd_undeploy(now_ms(s), req->flow, &buf, &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(d, req, buf, len);
+	propose(s, req, buf, len);
 }
 
-static void do_run_create(struct flowd *d, struct api_request *req)
+static void do_run_create(struct service *s, struct api_request *req)
 {
-	struct fsm_flow *fl = fsm_flow_get(&d->fsm, req->flow);
+	struct fsm_flow *fl = fsm_flow_get(s->fsm, req->flow);
 	struct flowd_error err;
 	json_t *resolved = NULL;
 	char *buf;
@@ -310,11 +281,11 @@ static void do_run_create(struct flowd *d, struct api_request *req)
 	/* A known idempotency key answers without a proposal. */
 	if (req->idempotency_key != NULL) {
 		struct fsm_run *r;
-		const char *id = fsm_idem_lookup_at(&d->fsm, req->flow,
+		const char *id = fsm_idem_lookup_at(s->fsm, req->flow,
 						    req->idempotency_key,
-						    flowd_now_ms(), &r);
+						    now_ms(s), &r);
 		if (id != NULL) {
-			answer_run(d, req, 200, id);
+			answer_run(s, req, 200, id);
 			return;
 		}
 	}
@@ -324,32 +295,32 @@ static void do_run_create(struct flowd *d, struct api_request *req)
 		return;
 	}
 	if (spec_params_resolve(fl->versions[fl->current - 1].spec, req->params,
-				&d->cfg->limits, &resolved, &err) != 0) {
+				&s->cfg->limits, &resolved, &err) != 0) {
 		api_request_reply_error(req, &err);
 		api_request_finish(req);
 		return;
 	}
 	json_decref(resolved);
 	struct fsm_retention keep = {
-		.runs = d->cfg->limits.runs_in_memory,
-		.keys = d->cfg->limits.idempotency_keys,
-		.key_ttl_s = d->cfg->limits.idempotency_ttl_s,
+		.runs = s->cfg->limits.runs_in_memory,
+		.keys = s->cfg->limits.idempotency_keys,
+		.key_ttl_s = s->cfg->limits.idempotency_ttl_s,
 	};
-	if (fsm_cmd_run_create(flowd_now_ms(), req->flow, req->params,
+	if (fsm_cmd_run_create(now_ms(s), req->flow, req->params,
 			       req->idempotency_key, &keep, &buf, &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(d, req, buf, len);
+	propose(s, req, buf, len);
 }
 
-static void do_run_cancel(struct flowd *d, struct api_request *req)
+static void do_run_cancel(struct service *s, struct api_request *req)
 {
-	struct fsm_run *r = fsm_run_get(&d->fsm, req->run_id);
+	struct fsm_run *r = fsm_run_get(s->fsm, req->run_id);
 	char *buf;
 	size_t len;
 
-	if (r == NULL && fsm_run_evicted(&d->fsm, req->run_id)) {
+	if (r == NULL && fsm_run_evicted(s->fsm, req->run_id)) {
 		reply_error(req, 409, "run_finished", "run",
 			    "the run has already finished");
 		return;
@@ -363,11 +334,11 @@ static void do_run_cancel(struct flowd *d, struct api_request *req)
 			    "the run has already finished");
 		return;
 	}
-	if (fsm_cmd_run_cancel(flowd_now_ms(), req->run_id, &buf, &len) != 0) {
+	if (fsm_cmd_run_cancel(now_ms(s), req->run_id, &buf, &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(d, req, buf, len);
+	propose(s, req, buf, len);
 }
 
 /* ------------------------------------------------------------------------
@@ -378,9 +349,9 @@ static void do_run_cancel(struct flowd *d, struct api_request *req)
  * Triggers
  */
 
-static struct fsm_flow *deployed_flow(struct flowd *d, struct api_request *req)
+static struct fsm_flow *deployed_flow(struct service *s, struct api_request *req)
 {
-	struct fsm_flow *fl = fsm_flow_get(&d->fsm, req->flow);
+	struct fsm_flow *fl = fsm_flow_get(s->fsm, req->flow);
 
 	if (fl == NULL || fl->current == 0) {
 		reply_error(req, 404, "not_found", "flow", "no such flow");
@@ -389,9 +360,9 @@ static struct fsm_flow *deployed_flow(struct flowd *d, struct api_request *req)
 	return fl;
 }
 
-static void do_event_post(struct flowd *d, struct api_request *req)
+static void do_event_post(struct service *s, struct api_request *req)
 {
-	const struct flowd_limits *lim = &d->cfg->limits;
+	const struct flowd_limits *lim = &s->cfg->limits;
 	char id[40];
 	char *buf;
 	size_t len;
@@ -413,35 +384,35 @@ static void do_event_post(struct flowd *d, struct api_request *req)
 			return;
 		}
 	}
-	if (fsm_cmd_event(flowd_now_ms(), req->event_name, req->event_id,
+	if (fsm_cmd_event(now_ms(s), req->event_name, req->event_id,
 			  req->payload, lim->event_dedupe_s,
 			  lim->events_in_memory, lim->max_buffered_runs, &buf,
 			  &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(d, req, buf, len);
+	propose(s, req, buf, len);
 }
 
-static void do_pause(struct flowd *d, struct api_request *req, bool paused)
+static void do_pause(struct service *s, struct api_request *req, bool paused)
 {
 	char *buf;
 	size_t len;
 
-	if (deployed_flow(d, req) == NULL)
+	if (deployed_flow(s, req) == NULL)
 		return;
-	if (fsm_cmd_pause(flowd_now_ms(), req->flow, paused, &buf, &len) != 0) {
+	if (fsm_cmd_pause(now_ms(s), req->flow, paused, &buf, &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(d, req, buf, len);
+	propose(s, req, buf, len);
 }
 
-static void do_backfill(struct flowd *d, struct api_request *req)
+static void do_backfill(struct service *s, struct api_request *req)
 {
-	struct fsm_flow *fl = deployed_flow(d, req);
+	struct fsm_flow *fl = deployed_flow(s, req);
 	const struct flow_spec *spec;
-	unsigned max = d->cfg->limits.max_backfill_runs;
+	unsigned max = s->cfg->limits.max_backfill_runs;
 	json_t *items;
 	size_t n = 0;
 	char *buf;
@@ -487,19 +458,19 @@ static void do_backfill(struct flowd *d, struct api_request *req)
 		}
 	}
 	req->bf_items = items; /* read back by backfill_answer */
-	req->backend_data = d;
-	if (fsm_cmd_fire(flowd_now_ms(), items, d->cfg->limits.max_buffered_runs,
+	req->backend_data = s;
+	if (fsm_cmd_fire(now_ms(s), items, s->cfg->limits.max_buffered_runs,
 			 &buf, &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(d, req, buf, len);
+	propose(s, req, buf, len);
 }
 
 /* After the backfill's entry applied: which run each tick has. */
 static json_t *backfill_answer(struct api_request *req)
 {
-	struct flowd *d = req->backend_data;
+	struct service *s = req->backend_data;
 	json_t *it, *runs = json_array();
 	size_t i;
 
@@ -512,7 +483,7 @@ static json_t *backfill_answer(struct api_request *req)
 
 		fsm_backfill_key(json_string_value(json_object_get(it, "key")),
 				 nominal, key);
-		id = fsm_idem_lookup(&d->fsm, req->flow, key, &r);
+		id = fsm_idem_lookup(s->fsm, req->flow, key, &r);
 		json_array_append_new(
 			runs, json_pack("{s:i, s:o, s:o}", "schedule", sched,
 					"nominal_time", fsm_time_json(nominal * 1000),
@@ -531,7 +502,7 @@ static void member_done_cb(void *arg, int status, uint64_t index,
 			   void *result)
 {
 	struct api_request *req = arg;
-	struct flowd *d = req->backend_data;
+	struct service *s = req->backend_data;
 
 	if (status == CONSENSUS_OK && (req->op == API_OP_MEMBER_REMOVE ||
 				       req->op == API_OP_MEMBER_ADD)) {
@@ -539,11 +510,11 @@ static void member_done_cb(void *arg, int status, uint64_t index,
 		 * elsewhere); an added one may register again. */
 		char *buf;
 		size_t len;
-		if (fsm_cmd_node_remove(flowd_now_ms(), req->member_id,
+		if (fsm_cmd_node_remove(now_ms(s), req->member_id,
 					req->op == API_OP_MEMBER_ADD, &buf,
 					&len) == 0)
-			consensus_propose(d->raft, buf, len,
-					  d->cfg->apply_timeout_ms,
+			consensus_propose(s->raft, buf, len,
+					  s->cfg->apply_timeout_ms,
 					  ignore_done_cb, NULL);
 	}
 	switch (status) {
@@ -551,10 +522,11 @@ static void member_done_cb(void *arg, int status, uint64_t index,
 		if (req->op == API_OP_LEADER_TRANSFER)
 			reply_json(req, 200,
 				   json_pack("{s:I}", "leader",
-					     (json_int_t)consensus_leader(d->raft)));
+					     (json_int_t)consensus_leader(s->raft)));
 		else
-			reply_json(req, 200, json_pack("{s:o}", "members",
-						       readview_members_json(d)));
+			reply_json(req, 200,
+				   json_pack("{s:o}", "members",
+					     readview_members_json(s->rv)));
 		return;
 	case CONSENSUS_CANTCHANGE:
 		reply_error(req, 409, "membership_change_in_progress", NULL,
@@ -567,7 +539,7 @@ static void member_done_cb(void *arg, int status, uint64_t index,
 		return;
 	case CONSENSUS_ERROR:
 		reply_error(req, 400, "invalid_value", "id",
-			    consensus_errmsg(d->raft));
+			    consensus_errmsg(s->raft));
 		return;
 	default:
 		reply_error(req, 503, "unavailable", NULL,
@@ -576,21 +548,21 @@ static void member_done_cb(void *arg, int status, uint64_t index,
 	}
 }
 
-static void do_member_change(struct flowd *d, struct api_request *req)
+static void do_member_change(struct service *s, struct api_request *req)
 {
 	int rv;
 
-	req->backend_data = d;
+	req->backend_data = s;
 	if (req->op == API_OP_MEMBER_ADD)
-		rv = consensus_member_add(d->raft, req->member_id,
+		rv = consensus_member_add(s->raft, req->member_id,
 					  req->member_raft, 60000,
 					  member_done_cb, req);
 	else if (req->op == API_OP_MEMBER_REMOVE)
-		rv = consensus_member_remove(d->raft, req->member_id,
-					     d->cfg->apply_timeout_ms,
+		rv = consensus_member_remove(s->raft, req->member_id,
+					     s->cfg->apply_timeout_ms,
 					     member_done_cb, req);
 	else
-		rv = consensus_transfer(d->raft, req->member_id,
+		rv = consensus_transfer(s->raft, req->member_id,
 					member_done_cb, req);
 	if (rv != CONSENSUS_OK)
 		member_done_cb(req, rv, 0, NULL);
@@ -614,7 +586,7 @@ static void internal_done_cb(void *arg, int status, uint64_t index,
 
 /* POST /internal/v1/commands: a node proposes a command (its registration,
  * a task's outcome) through the leader. */
-static void do_internal_command(struct flowd *d, struct api_request *req)
+static void do_internal_command(struct service *s, struct api_request *req)
 {
 	char *buf = malloc(req->raw_body_len + 1);
 	int rv;
@@ -624,8 +596,8 @@ static void do_internal_command(struct flowd *d, struct api_request *req)
 		return;
 	}
 	memcpy(buf, req->raw_body, req->raw_body_len);
-	rv = consensus_propose(d->raft, buf, req->raw_body_len,
-			       d->cfg->apply_timeout_ms, internal_done_cb, req);
+	rv = consensus_propose(s->raft, buf, req->raw_body_len,
+			       s->cfg->apply_timeout_ms, internal_done_cb, req);
 	if (rv != CONSENSUS_OK)
 		reply_error(req, 503, "unavailable", NULL,
 			    "not the leader right now; retry");
@@ -641,70 +613,77 @@ static void barrier_done_cb(void *arg, int status, uint64_t index,
 			    "leadership changed; retry");
 		return;
 	}
-	readview_answer(req->backend_data, req);
+	struct service *s = req->backend_data;
+
+	readview_answer(s->rv, req);
 }
 
 /* ?consistent=true: a read that sees every write acknowledged before it.
  * The leader passes a barrier (every entry of earlier terms applied, and
  * it still leads), then answers from the view published after it; a
  * follower hands the read to the leader. */
-static void consistent_read(struct flowd *d, struct api_request *req)
+static void consistent_read(struct service *s, struct api_request *req)
 {
 	int rv;
 
-	if (d->role != CONSENSUS_LEADER) {
-		forward(d, req);
+	if (s->role != CONSENSUS_LEADER) {
+		forward_request_send(s->fwd, req);
 		return;
 	}
-	req->backend_data = d;
-	rv = consensus_barrier(d->raft, barrier_done_cb, req);
+	if (s->raft == NULL) {
+		reply_error(req, 503, "unavailable", NULL,
+			    "the node is shutting down");
+		return;
+	}
+	req->backend_data = s;
+	rv = consensus_barrier(s->raft, barrier_done_cb, req);
 	if (rv != CONSENSUS_OK)
 		reply_error(req, 503, "unavailable", NULL,
 			    "not the leader right now; retry");
 }
 
-static void handle(struct flowd *d, struct api_request *req)
+static void handle(struct service *s, struct api_request *req)
 {
 
 	switch (req->op) {
 	case API_OP_FLOW_PUT:
-		if (write_admissible(d, req))
-			do_flow_put(d, req);
+		if (write_admissible(s, req))
+			do_flow_put(s, req);
 		break;
 	case API_OP_FLOW_DELETE:
-		if (write_admissible(d, req))
-			do_flow_delete(d, req);
+		if (write_admissible(s, req))
+			do_flow_delete(s, req);
 		break;
 	case API_OP_RUN_CREATE:
-		if (write_admissible(d, req))
-			do_run_create(d, req);
+		if (write_admissible(s, req))
+			do_run_create(s, req);
 		break;
 	case API_OP_RUN_CANCEL:
-		if (write_admissible(d, req))
-			do_run_cancel(d, req);
+		if (write_admissible(s, req))
+			do_run_cancel(s, req);
 		break;
 	case API_OP_INTERNAL_COMMAND:
-		if (write_admissible(d, req))
-			do_internal_command(d, req);
+		if (write_admissible(s, req))
+			do_internal_command(s, req);
 		break;
 	case API_OP_MEMBER_ADD:
 	case API_OP_MEMBER_REMOVE:
 	case API_OP_LEADER_TRANSFER:
-		if (write_admissible(d, req))
-			do_member_change(d, req);
+		if (write_admissible(s, req))
+			do_member_change(s, req);
 		break;
 	case API_OP_EVENT_POST:
-		if (write_admissible(d, req))
-			do_event_post(d, req);
+		if (write_admissible(s, req))
+			do_event_post(s, req);
 		break;
 	case API_OP_FLOW_PAUSE:
 	case API_OP_FLOW_UNPAUSE:
-		if (write_admissible(d, req))
-			do_pause(d, req, req->op == API_OP_FLOW_PAUSE);
+		if (write_admissible(s, req))
+			do_pause(s, req, req->op == API_OP_FLOW_PAUSE);
 		break;
 	case API_OP_BACKFILL:
-		if (write_admissible(d, req))
-			do_backfill(d, req);
+		if (write_admissible(s, req))
+			do_backfill(s, req);
 		break;
 	case API_OP_SCHEDULE_GET:
 	case API_OP_FLOW_LIST:
@@ -712,7 +691,7 @@ static void handle(struct flowd *d, struct api_request *req)
 	case API_OP_FLOW_VERSIONS:
 	case API_OP_RUN_GET:
 	case API_OP_RUN_LIST:
-		consistent_read(d, req);
+		consistent_read(s, req);
 		break;
 	default:
 		reply_error(req, 404, "not_found", NULL, "no such route");
@@ -725,41 +704,94 @@ static void handle(struct flowd *d, struct api_request *req)
  * requests arrive. */
 #define INBOX_PER_ITERATION 256
 
-void service_inbox_cb(uv_async_t *h)
+static void inbox_cb(uv_async_t *h)
 {
-	struct flowd *d = h->data;
+	struct service *s = h->data;
 	size_t n = 0;
 
-	if (d->work_head == d->work_n) {
+	if (s->work_head == s->work_n) {
 		/* take everything queued so far, in one swap */
-		free(d->work);
-		pthread_mutex_lock(&d->inbox_lock);
-		d->work = d->inbox;
-		d->work_n = d->inbox_n;
-		d->inbox = NULL;
-		d->inbox_n = d->inbox_cap = 0;
-		pthread_mutex_unlock(&d->inbox_lock);
-		d->work_head = 0;
+		free(s->work);
+		pthread_mutex_lock(&s->inbox_lock);
+		s->work = s->inbox;
+		s->work_n = s->inbox_n;
+		s->inbox = NULL;
+		s->inbox_n = s->inbox_cap = 0;
+		pthread_mutex_unlock(&s->inbox_lock);
+		s->work_head = 0;
 	}
-	while (d->work_head < d->work_n && n++ < INBOX_PER_ITERATION)
-		handle(d, d->work[d->work_head++]);
-	if (d->work_head < d->work_n)
-		uv_async_send(&d->inbox_async); /* the rest next iteration */
+	while (s->work_head < s->work_n && n++ < INBOX_PER_ITERATION)
+		handle(s, s->work[s->work_head++]);
+	if (s->work_head < s->work_n)
+		uv_async_send(&s->inbox_async); /* the rest next iteration */
 }
 
-void service_fail_all(struct flowd *d, int status, const char *code,
+void service_fail_all(struct service *s, int status, const char *code,
 		      const char *msg)
 {
-	pthread_mutex_lock(&d->inbox_lock);
-	struct api_request **batch = d->inbox;
-	size_t n = d->inbox_n;
-	d->inbox = NULL;
-	d->inbox_n = d->inbox_cap = 0;
-	pthread_mutex_unlock(&d->inbox_lock);
-	while (d->work_head < d->work_n)
-		reply_error(d->work[d->work_head++], status, code, NULL, msg);
+	pthread_mutex_lock(&s->inbox_lock);
+	struct api_request **batch = s->inbox;
+	size_t n = s->inbox_n;
+	s->inbox = NULL;
+	s->inbox_n = s->inbox_cap = 0;
+	pthread_mutex_unlock(&s->inbox_lock);
+	while (s->work_head < s->work_n)
+		reply_error(s->work[s->work_head++], status, code, NULL, msg);
 	for (size_t i = 0; i < n; i++)
 		reply_error(batch[i], status, code, NULL, msg);
 	free(batch);
-	readview_flush(d);
+	readview_flush(s->rv);
+}
+
+/* ------------------------------------------------------------------------
+ * Life cycle
+ */
+
+struct service *service_new(const struct service_config *c)
+{
+	struct service *s = calloc(1, sizeof *s);
+
+	if (s == NULL)
+		return NULL;
+	s->cfg = c->cfg;
+	s->fsm = c->fsm;
+	s->raft = c->raft;
+	s->fwd = c->fwd;
+	s->rv = c->rv;
+	s->applier = c->applier;
+	s->clock = c->clock;
+	pthread_mutex_init(&s->inbox_lock, NULL);
+	uv_async_init(c->loop, &s->inbox_async, inbox_cb);
+	s->inbox_async.data = s;
+	return s;
+}
+
+void service_role_set(struct service *s, enum consensus_role role)
+{
+	s->role = role;
+}
+
+void service_stop(struct service *s)
+{
+	s->stopping = true;
+}
+
+void service_detach(struct service *s)
+{
+	s->raft = NULL;
+}
+
+static void closed_cb(uv_handle_t *h)
+{
+	struct service *s = h->data;
+
+	pthread_mutex_destroy(&s->inbox_lock);
+	free(s->inbox);
+	free(s->work);
+	free(s);
+}
+
+void service_close(struct service *s)
+{
+	uv_close((uv_handle_t *)&s->inbox_async, closed_cb);
 }
