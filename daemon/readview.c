@@ -264,7 +264,8 @@ void readview_publish(struct readview *rv)
 	rv->n_waiting = 0;
 }
 
-void readview_answer(struct readview *rv, struct api_request *req)
+static void wait_publish(struct readview *rv, struct api_request *req,
+			 int from_view)
 {
 	if (rv->n_waiting == rv->cap_waiting) {
 		size_t cap = rv->cap_waiting ? rv->cap_waiting * 2 : 64;
@@ -283,9 +284,19 @@ void readview_answer(struct readview *rv, struct api_request *req)
 		rv->waiting = w;
 		rv->cap_waiting = cap;
 	}
-	req->from_view = 1;
+	req->from_view = from_view;
 	rv->waiting[rv->n_waiting++] = req;
 	rv->kick(rv->kick_arg);
+}
+
+void readview_answer(struct readview *rv, struct api_request *req)
+{
+	wait_publish(rv, req, 1);
+}
+
+void readview_finish(struct readview *rv, struct api_request *req)
+{
+	wait_publish(rv, req, 0);
 }
 
 void readview_flush(struct readview *rv)

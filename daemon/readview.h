@@ -46,6 +46,9 @@ void readview_publish(struct readview *rv);
 /* Finish `req` (borrowed until then) from the view once the next version
  * is published. */
 void readview_answer(struct readview *rv, struct api_request *req);
+/* Finish `req` (its answer already filled) once the next version is
+ * published: a client that reads after the answer sees what it changed. */
+void readview_finish(struct readview *rv, struct api_request *req);
 
 /* Answer every waiting request now (shutdown). */
 void readview_flush(struct readview *rv);

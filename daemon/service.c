@@ -172,13 +172,17 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 	case API_OP_EVENT_POST:
 	case API_OP_FLOW_PAUSE:
 	case API_OP_FLOW_UNPAUSE:
-		if (res->body == NULL)
+		/* answered once the view holds the runs it made */
+		if (res->body == NULL) {
 			reply_error(req, 500, "internal", NULL, "no result");
-		else
-			reply_json(req, res->status, json_incref(res->body));
+			break;
+		}
+		api_request_reply_json(req, res->status, json_incref(res->body));
+		readview_finish(s->rv, req);
 		break;
 	case API_OP_BACKFILL:
-		reply_json(req, 200, backfill_answer(req));
+		api_request_reply_json(req, 200, backfill_answer(req));
+		readview_finish(s->rv, req);
 		break;
 	case API_OP_RUN_CREATE:
 	case API_OP_RUN_CANCEL:
@@ -190,7 +194,8 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 			reply_error(req, 500, "internal", NULL, "no run");
 		break;
 	default:
-		reply_json(req, res->status, json_object());
+		api_request_reply_json(req, res->status, json_object());
+		readview_finish(s->rv, req);
 		break;
 	}
 }

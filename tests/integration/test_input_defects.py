@@ -123,3 +123,19 @@ def test_log_lines_start_with_an_rfc3339_time_outside_journald(node):
     assert lines, node.log_text()
     bad = [l for l in lines if not STAMP.match(l)]
     assert not bad, bad[:5]
+
+
+@pytest.mark.parametrize("cursor", ["-1", "%20%205", "18446744073709551617",
+                                    "18446744073709551616", "0", "5x", "+5"])
+def test_run_list_cursors_that_are_not_a_next_cursor_are_refused(node, cursor):
+    error_of(node.get("/v1/runs?cursor=" + cursor), 400, "invalid_query", "cursor")
+
+
+def test_a_next_cursor_is_accepted(node):
+    node.deploy("cursed", echo_flow())
+    for _ in range(3):
+        node.start_run("cursed")
+    status, page = node.get("/v1/runs?flow=cursed&limit=2")
+    assert status == 200 and page["next_cursor"], page
+    status, rest = node.get("/v1/runs?flow=cursed&limit=2&cursor=" + page["next_cursor"])
+    assert status == 200 and len(rest["runs"]) == 1, rest
