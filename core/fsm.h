@@ -95,7 +95,7 @@ struct fsm_flow_version {
 	unsigned runs;              /* runs in memory of this version */
 };
 
-/* ---- Triggers (core/trigger.c, docs/triggers.md) ---- */
+/* ---- Triggers (core/trigger_*.c, docs/triggers.md) ---- */
 
 enum fsm_fire_outcome {
 	FSM_FIRE_FIRED,     /* a run was started */

@@ -1,0 +1,125 @@
+/* fsm_changes.c - the entry being applied: its result, and the marks of what
+ * it changed, which the row images, the read view, snapshots and settling
+ * read.
+ *
+ * DESIGN
+ *
+ * Every change of a run, a step or an attempt goes through fsm__run_touch
+ * (fsm__step_touch), and every change of what the read view shows of a flow
+ * through fsm__flow_touch. A touch records the change once for each reader:
+ * - f->dirty: the runs whose rows the next fsm_take_records() writes
+ *   (fsm_rows.c);
+ * - f->view_seqs, f->view_flows: what the read view (core/view.c) copies
+ *   again after this batch, until fsm_view_taken();
+ * - run->snap_text: the run's cached snapshot text is dropped
+ *   (fsm_snapshot.c);
+ * - c->touched: the runs this entry touched, in the order it touched them,
+ *   which settle() (fsm.c) walks once the entry's commands are applied.
+ * Each list grows in apply order, so it is the same on every node.
+ *
+ * Failure modes: out of memory aborts, since apply must not stop half-way
+ * through an entry (the replicas would diverge).
+ *
+ * Thread: the loop thread only.
+ */
+#include "fsm_changes.h"
+
+#include <stdlib.h>
+
+void fsm__result_error(struct fsm *f, int status, const char *code,
+		       const char *field, const char *msg)
+{
+	f->result.status = status;
+	flowd_error_set(&f->result.err, status, code, field, "%s", msg);
+}
+
+/* Grow an array of `size`-byte elements to hold one more (apply aborts on
+ * out of memory: it must not fail half-way). */
+static void *grow(void *arr, size_t *cap, size_t n, size_t size)
+{
+	size_t c = *cap;
+
+	if (n < c)
+		return arr;
+	c = c ? c * 2 : 64;
+	arr = realloc(arr, c * size);
+	if (arr == NULL)
+		abort();
+	*cap = c;
+	return arr;
+}
+
+static void view_seq_push(struct fsm *f, uint64_t seq)
+{
+	f->view_seqs = grow(f->view_seqs, &f->cap_view_seqs, f->n_view_seqs,
+			    sizeof *f->view_seqs);
+	f->view_seqs[f->n_view_seqs++] = seq;
+}
+
+void fsm__flow_touch(struct fsm *f, struct fsm_flow *fl)
+{
+	if (fl->view_dirty)
+		return;
+	fl->view_dirty = true;
+	f->view_flows = grow(f->view_flows, &f->cap_view_flows,
+			     f->n_view_flows, sizeof *f->view_flows);
+	f->view_flows[f->n_view_flows++] = fl;
+}
+
+void fsm__view_drop(struct fsm *f, struct fsm_run *r)
+{
+	if (!r->view_dirty)
+		view_seq_push(f, r->seq); /* the view drops it */
+}
+
+void fsm_view_taken(struct fsm *f)
+{
+	f->n_view_seqs = 0;
+	f->n_view_flows = 0;
+	f->view_reset = false;
+}
+
+void fsm__run_touch(struct apply_ctx *c, struct fsm_run *r)
+{
+	struct fsm *f = c->f;
+
+	if (!r->view_dirty) {
+		r->view_dirty = true;
+		view_seq_push(f, r->seq);
+	}
+
+	if (c->index != 0 && r->touched_at != c->index) {
+		r->touched_at = c->index;
+		if (c->n_touched == c->cap_touched) {
+			size_t cap = c->cap_touched ? c->cap_touched * 2 : 16;
+			struct fsm_run **t =
+				realloc(c->touched, cap * sizeof *t);
+			if (t == NULL)
+				abort();
+			c->touched = t;
+			c->cap_touched = cap;
+		}
+		c->touched[c->n_touched++] = r;
+	}
+
+	free(r->snap_text);
+	r->snap_text = NULL;
+	if (r->dirty)
+		return;
+	r->dirty = true;
+	if (f->n_dirty == f->cap_dirty) {
+		size_t cap = f->cap_dirty ? f->cap_dirty * 2 : 64;
+		struct fsm_run **d = realloc(f->dirty, cap * sizeof *d);
+		if (d == NULL)
+			abort(); /* apply must not fail half-way */
+		f->dirty = d;
+		f->cap_dirty = cap;
+	}
+	f->dirty[f->n_dirty++] = r;
+}
+
+void fsm__step_touch(struct apply_ctx *c, struct fsm_step *s)
+{
+	s->dirty = true;
+	fsm__run_touch(c, s->run);
+}
