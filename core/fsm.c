@@ -78,14 +78,8 @@ static void evict(struct fsm *f, struct fsm_run *r)
 	map_del(&f->runs, r->id);
 	f->run_list[r->seq - f->run_lo] = NULL;
 	fsm__view_drop(f, r);
-	{
-		struct fsm_flow *fl = r->flow;
-		unsigned version = r->version;
-
-		fsm__run_free(r); /* reads its spec: before the spec may go */
-		fl->versions[version - 1].runs--;
-		fsm__version_maybe_drop(f, fl, version);
-	}
+	r->flow->versions[r->version - 1].runs--;
+	fsm__run_free(r);
 }
 
 /* Runs that this entry left finished with nothing running join the settled

@@ -52,8 +52,11 @@ void fsm__flow_free(struct fsm_flow *fl)
 
 /* Version k of fl keeps its spec in memory while it is the newest (what
  * the next run and an unchanged redeploy use) or runs in memory use it;
- * otherwise PostgreSQL's flow_versions serves it. The next snapshot waits
- * until PostgreSQL has its row (a restore could not rebuild it). */
+ * otherwise PostgreSQL's flow_versions serves it. Called only when a
+ * snapshot is taken, which is only once PostgreSQL holds every history row
+ * pushed so far (a deploy marks its version row as such: pending_history),
+ * so a spec never leaves memory before PostgreSQL has it: a reader that
+ * finds it missing in memory finds it there. */
 void fsm__version_maybe_drop(struct fsm *f, struct fsm_flow *fl, unsigned k)
 {
 	struct fsm_flow_version *v;
@@ -65,7 +68,6 @@ void fsm__version_maybe_drop(struct fsm *f, struct fsm_flow *fl, unsigned k)
 		return;
 	spec_free(v->spec);
 	v->spec = NULL;
-	f->pending_history = true;
 	fsm__flow_touch(f, fl);
 }
 
@@ -155,10 +157,11 @@ void fsm__apply_deploy(struct apply_ctx *c, json_t *cmd)
 	f->result.created = true;
 	json_array_append_new(c->records, fsm__record_flow_version(fl, v));
 	json_array_append_new(c->records, fsm__record_flow(fl));
+	/* a restore could not rebuild the version row once the spec left
+	 * memory: the next snapshot waits until PostgreSQL has it */
+	f->pending_history = true;
 	fsm__flow_touch(f, fl);
 	triggers_deployed(c, fl, old, was_current);
-	/* `old` is not needed any more: the previous newest may leave */
-	fsm__version_maybe_drop(f, fl, fl->n_versions - 1);
 }
 
 void fsm__apply_undeploy(struct apply_ctx *c, json_t *cmd)

@@ -2,7 +2,7 @@
  *
  * DESIGN
  *
- * The state machine places attempts (core/fsm.c). When an entry placing an
+ * The state machine places attempts (core/fsm_runs.c). When an entry placing an
  * attempt on this node is applied, and the attempt carries this process's
  * boot id, runner_hook_placed() queues a start (runner_hook_stop() a stop)
  * and asks for an after-apply pass; the pass (pump.c, through main.c) calls

@@ -42,25 +42,31 @@ def test_beyond_the_key_count_the_oldest_key_leaves(cluster):
 
 
 def test_old_versions_come_from_postgresql_with_their_specs(cluster):
-    node = cluster(1)[0]
+    # a snapshot every 16 entries: old specs leave memory at a snapshot
+    node = cluster(1, overrides={"raft.snapshot_threshold": "16",
+                                 "raft.snapshot_trailing": "16"})[0]
     specs = []
     for i in range(3):
         spec = {"description": "version %d" % (i + 1),
                 "steps": [{"name": "s", "command": ["echo", str(i)]}]}
         node.deploy("versioned", spec)
         specs.append(spec)
+    node.deploy("other", NOOP)
 
-    def all_versions():
-        status, body = node.get("/v1/flows/versioned/versions")
-        assert status == 200, (status, body)
-        vs = body["versions"]
-        # version 2's spec left memory (no run uses it): PostgreSQL has it
-        # once the applier wrote its row
-        return vs if all(v["spec"] is not None for v in vs) else None
+    def snapshotted():
+        # entries until a snapshot was taken after the deploys
+        node.start_run("other")
+        return "snapshot index=" in node.log_text() or None
 
-    vs = wait_for(all_versions, 15, "every version's spec")
+    wait_for(snapshotted, 30, "a snapshot")
+    status, body = node.get("/v1/flows/versioned/versions")
+    assert status == 200, body
+    vs = body["versions"]
     assert [v["version"] for v in vs] == [1, 2, 3]
+    # versions 1 and 2 left memory at the snapshot: their specs are
+    # PostgreSQL's, and PostgreSQL had them before they left
     for v, spec in zip(vs, specs):
+        assert v["spec"] is not None, vs
         assert v["spec"]["description"] == spec["description"]
         assert v["spec"]["steps"][0]["command"] == spec["steps"][0]["command"]
     # the flow itself shows the newest
