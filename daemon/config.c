@@ -119,6 +119,7 @@ static const struct key keys[] = {
 
 	{"executor", "kill_grace_ms", K_UINT, CFG(kill_grace_ms), 0, 600000, 0},
 	{"executor", "step_nice", K_UINT, CFG(step_nice), 0, 19, 0},
+	{"executor", "step_cpu_weight", K_UINT, CFG(step_cpu_weight), 0, 10000, 0},
 	{"node", "background_nice", K_UINT, CFG(background_nice), 0, 19, 0},
 
 	{"scheduler", "late_after_ms", K_UINT, CFG(late_after_ms), 0, 3600000, 0},
