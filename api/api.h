@@ -153,8 +153,8 @@ struct api_config {
 	unsigned threads;             /* MHD thread pool size (default 2) */
 	unsigned connection_limit;    /* default 1024 */
 	unsigned connection_timeout_s;/* idle connection timeout, default 60 */
-	int thread_nice;              /* nice value of the HTTP threads (Linux:
-	                               * per thread), 0 = unchanged */
+	int thread_nice;              /* the HTTP threads are made this much
+	                               * nicer than the loop (Linux: per thread) */
 };
 
 struct api_server;

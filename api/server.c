@@ -82,7 +82,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -90,6 +89,7 @@
 #include "core/log.h"
 #include "core/fsm.h"
 #include "core/spec.h"
+#include "core/thread.h"
 #include "core/view.h"
 #include "storage/storage.h"
 
@@ -1003,10 +1003,10 @@ static void connection_cb(void *cls, struct MHD_Connection *conn,
 	static _Thread_local int niced;
 	struct api_server *s = cls;
 
-	if (toe != MHD_CONNECTION_NOTIFY_STARTED || niced || s->thread_nice == 0)
+	if (toe != MHD_CONNECTION_NOTIFY_STARTED || niced)
 		return;
 	niced = 1;
-	if (setpriority(PRIO_PROCESS, 0, s->thread_nice) != 0)
+	if (flowd_thread_nicer(s->thread_nice) != 0)
 		log_warn("api: setpriority: %s", strerror(errno));
 }
 

@@ -4,8 +4,9 @@
 # loadgen, drain. Sourced after lib.sh; the sourcing script sets ROOT, B (its
 # work dir), PG_DIR, OUT, FLOWD_BIN, LOADGEN, PYTHON, HELPER, PG_SCRIPT,
 # READY_TIMEOUT, DRAIN_TIMEOUT, RAFT_HEARTBEAT_MS, RAFT_ELECTION_MS, and may
-# set NODE_ARGS (extra flowd arguments, an array), MAX_PARALLEL_TASKS and
-# NODES (3, or 1 for a single node).
+# set NODE_ARGS (extra flowd arguments, an array), MAX_PARALLEL_TASKS,
+# NODES (3, or 1 for a single node) and FLOWD_NICE (the nice value the nodes
+# start with, as systemd's Nice= gives them; root may give a negative one).
 
 # --- cleanup -----------------------------------------------------------------
 NODES=${NODES:-3}
@@ -47,7 +48,8 @@ trap 'exit 130' INT TERM
 
 start_node() { # n: start it (same config, same data dir), log appended
 	echo "=== start $(date -u +%FT%T.%3NZ)" >>"$B/node$1.log"
-	"$FLOWD_BIN" --config "$B/node$1.conf" "${RAFT_ARGS[@]}" "${NODE_ARGS[@]}" \
+	nice -n "${FLOWD_NICE:-0}" \
+		"$FLOWD_BIN" --config "$B/node$1.conf" "${RAFT_ARGS[@]}" "${NODE_ARGS[@]}" \
 		>>"$B/node$1.log" 2>&1 &
 	PID[$1]=$!
 	say "node $1 pid ${PID[$1]} on ${URL[$1]} (log $B/node$1.log)"
@@ -177,7 +179,7 @@ cluster_up() {
 	id = $i
 	raft_address = 127.0.0.1:${RAFTP[$i]}
 	api_address = 127.0.0.1:${APIP[$i]}
-	data_dir = $B/node$i
+	data_dir = ${DATA_ROOT:-$B}/node$i
 
 	[peers]
 	$(for p in $NODE_IDS; do echo "$p = 127.0.0.1:${RAFTP[$p]} 127.0.0.1:${APIP[$p]}"; done)

@@ -68,12 +68,21 @@ fi
 
 cluster_up
 
-# The run the pollers ask for: one that exists on every node.
-code=$(curl -s -m 10 -o "$OUT/seed.json" -w '%{http_code}' -X POST -H "$AUTH" \
-	-H 'Content-Type: application/json' -d '{}' "${URL[$LEADER]}/v1/flows/noop/runs")
-[ "$code" = 201 ] || die "seeding a run answered '$code'"
-RUN_ID=$(sed -n 's/.*"id":"\(r-[0-9]*\)".*/\1/p' "$OUT/seed.json" | head -n 1)
-[ -n "$RUN_ID" ] || die "no run id in $(cat "$OUT/seed.json")"
+# The run the pollers ask for: a recent one, made before each phase with
+# readers (a dashboard polls the runs it shows; an old run that left memory
+# is read from PostgreSQL instead, and is not what this measures).
+RUN_ID=
+seed_run() {
+	local code
+	code=$(curl -s -m 10 -o "$OUT/seed.json" -w '%{http_code}' -X POST -H "$AUTH" \
+		-H 'Content-Type: application/json' -d '{}' "${URL[$LEADER]}/v1/flows/noop/runs")
+	[ "$code" = 201 ] || die "seeding a run answered '$code'"
+	RUN_ID=$(sed -n 's/.*"id":"\(r-[0-9]*\)".*/\1/p' "$OUT/seed.json" | head -n 1)
+	[ -n "$RUN_ID" ] || die "no run id in $(cat "$OUT/seed.json")"
+	READS=(--targets "$ALL" --path "/v1/runs/$RUN_ID" --also-path "/v1/runs?limit=20"
+		--connections "$CONNS" --threads "$THREADS" --duration "$DURATION")
+}
+seed_run
 drain
 
 # The term of every node (the largest) and who they say leads.
@@ -85,8 +94,6 @@ terms() {
 		echo "${t:-0}"
 	done | sort -g | tail -n 1
 }
-READS=(--targets "$ALL" --path "/v1/runs/$RUN_ID" --also-path "/v1/runs?limit=20"
-	--connections "$CONNS" --threads "$THREADS" --duration "$DURATION")
 WRITES=(--targets "$ALL" --path /v1/flows/noop/runs --body '{"parameters":{}}'
 	--rate "$RATE" --connections "$WRITE_CONNS" --threads 1 --duration "$DURATION")
 
@@ -101,6 +108,8 @@ record_phase() { # prefix loadgen-json
 
 for r in $(seq "$REPEAT"); do
 	say "--- round $r/$REPEAT"
+	find_leader
+	seed_run
 	t0=$(terms)
 	lg "r$r-reads" "${READS[@]}"
 	record_phase ra "$LG"
@@ -115,6 +124,8 @@ for r in $(seq "$REPEAT"); do
 	record wa_terms $((t1 - t0))
 	drain
 
+	find_leader
+	seed_run
 	t0=$(terms)
 	# both at once: the writer in the background, the readers here
 	( lg_run "r$r-together-writes" "${WRITES[@]}"; echo "$LG" >"$OUT/r$r-tw.json" ) &

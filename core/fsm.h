@@ -93,6 +93,8 @@ struct fsm_flow_version {
 	                             * version nor used by a run in memory
 	                             * (PostgreSQL's flow_versions has it) */
 	unsigned runs;              /* runs in memory of this version */
+	uint64_t index;             /* the entry that deployed it (after a
+	                             * restore: the snapshot's) */
 };
 
 /* ---- Triggers (core/trigger_*.c, docs/triggers.md) ---- */
@@ -340,6 +342,12 @@ void fsm_mark_all_dirty(struct fsm *f);
 int fsm_snapshot(struct fsm *f, char **buf, size_t *len);
 /* Replace the state with a snapshot. Returns 0, or -1 (state unchanged). */
 int fsm_restore(struct fsm *f, const void *buf, size_t len);
+
+/* Old flow versions' specs that no run in memory uses leave memory once
+ * PostgreSQL holds their rows (`db_index`: the entries it holds): GET
+ * .../versions reads them there. The newest version's spec always stays.
+ * Memory only: nothing apply decides depends on it. */
+void fsm_release_specs(struct fsm *f, uint64_t db_index);
 
 /* The read view has taken what changed (core/view.c). */
 void fsm_view_taken(struct fsm *f);

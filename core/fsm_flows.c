@@ -52,11 +52,9 @@ void fsm__flow_free(struct fsm_flow *fl)
 
 /* Version k of fl keeps its spec in memory while it is the newest (what
  * the next run and an unchanged redeploy use) or runs in memory use it;
- * otherwise PostgreSQL's flow_versions serves it. Called only when a
- * snapshot is taken, which is only once PostgreSQL holds every history row
- * pushed so far (a deploy marks its version row as such: pending_history),
- * so a spec never leaves memory before PostgreSQL has it: a reader that
- * finds it missing in memory finds it there. */
+ * otherwise PostgreSQL's flow_versions serves it. Called by
+ * fsm_release_specs() only for versions PostgreSQL holds, so a reader that
+ * finds a spec missing in memory finds it there. */
 void fsm__version_maybe_drop(struct fsm *f, struct fsm_flow *fl, unsigned k)
 {
 	struct fsm_flow_version *v;
@@ -150,6 +148,7 @@ void fsm__apply_deploy(struct apply_ctx *c, json_t *cmd)
 	memset(v, 0, sizeof *v);
 	v->version = fl->n_versions;
 	v->created_ms = c->ts;
+	v->index = c->index;
 	v->spec = spec;
 	fl->current = v->version;
 	fl->updated_ms = c->ts;
@@ -157,9 +156,6 @@ void fsm__apply_deploy(struct apply_ctx *c, json_t *cmd)
 	f->result.created = true;
 	json_array_append_new(c->records, fsm__record_flow_version(fl, v));
 	json_array_append_new(c->records, fsm__record_flow(fl));
-	/* a restore could not rebuild the version row once the spec left
-	 * memory: the next snapshot waits until PostgreSQL has it */
-	f->pending_history = true;
 	fsm__flow_touch(f, fl);
 	triggers_deployed(c, fl, old, was_current);
 }
@@ -185,4 +181,16 @@ void fsm__apply_undeploy(struct apply_ctx *c, json_t *cmd)
 	fsm__trig_index_stale(f);
 	if (f->hooks.schedules_changed != NULL)
 		f->hooks.schedules_changed(f->hooks.arg, fl);
+}
+
+void fsm_release_specs(struct fsm *f, uint64_t db_index)
+{
+	for (size_t b = 0; b < f->flows.n_buckets; b++)
+		for (struct map_entry *e = f->flows.buckets[b]; e; e = e->next) {
+			struct fsm_flow *fl = e->value;
+
+			for (unsigned k = 1; k < fl->n_versions; k++)
+				if (fl->versions[k - 1].index <= db_index)
+					fsm__version_maybe_drop(f, fl, k);
+		}
 }

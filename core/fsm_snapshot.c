@@ -186,14 +186,6 @@ int fsm_snapshot(struct fsm *f, char **buf, size_t *len)
 	sorted = malloc((f->flows.size + 1) * sizeof *sorted);
 	if (sorted == NULL)
 		goto out;
-	/* A snapshot is taken once PostgreSQL holds every history row pushed
-	 * (flow versions included): old specs no run uses leave memory now,
-	 * and this snapshot and the next restore go without them. */
-	for (size_t i = 0; i < f->flows.n_buckets; i++)
-		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next)
-			for (unsigned k = 1;
-			     k < ((struct fsm_flow *)e->value)->n_versions; k++)
-				fsm__version_maybe_drop(f, e->value, k);
 	for (size_t i = 0; i < f->flows.n_buckets; i++)
 		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next)
 			sorted[n++] = e->value;
@@ -413,6 +405,7 @@ static int restore_flows(struct fsm *f, json_t *flows)
 				return -1; /* the newest is always kept */
 			v->version = (unsigned)k + 1;
 			v->created_ms = json_integer_value(json_object_get(jv, "t"));
+			v->index = f->applied_index;
 			fl->n_versions++;
 		}
 		if (fl->current > fl->n_versions ||

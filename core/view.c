@@ -934,6 +934,11 @@ void view_release(struct view_guard *g)
 	g->rec = NULL;
 }
 
+const struct view_cluster *view_cluster_of(const struct view *v)
+{
+	return &v->cl;
+}
+
 uint64_t view_applied_index(const struct view *v)
 {
 	return v->applied_index;

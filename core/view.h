@@ -38,6 +38,10 @@ struct view_cluster {
 	uint64_t db_applied_index, db_backlog;
 	bool db_connected;
 	const char *not_ready;      /* static reason for GET /readyz, or NULL */
+	char leader_api[64];        /* the leader's API address when another
+	                             * node leads, else "" (a follower hands
+	                             * writes to it from its HTTP threads) */
+	bool stopping;              /* the node is shutting down */
 };
 
 /* JSON texts the daemon renders when they change (rarely), kept as they are
@@ -82,6 +86,9 @@ struct view_guard {
 /* The newest published view, held until view_release(g). */
 const struct view *view_acquire(struct view_store *s, struct view_guard *g);
 void view_release(struct view_guard *g);
+
+/* The cluster's numbers of the view (borrowed, valid with the view). */
+const struct view_cluster *view_cluster_of(const struct view *v);
 
 /* The applied index the view was built at. */
 uint64_t view_applied_index(const struct view *v);

@@ -9,7 +9,7 @@
  * prepares a spawn job; one spawner thread owned by the executor calls
  * posix_spawn() (glibc: clone(CLONE_VM|CLONE_VFORK), no page-table copy, and
  * an exec failure comes back as its return value) and hands {pid, pidfd,
- * errno} back through a uv_async_t.
+ * errno} back through an eventfd the loop polls (daemon/wake.h).
  *
  * Happy path.
  *   1. executor_start() (loop) copies the task, builds argv (or /bin/sh -c)
@@ -24,7 +24,7 @@
  *      on /dev/null, the pipe write ends dup2'ed onto 1 and 2 and a chdir to
  *      workdir. It then closes the write ends itself (the parent must not keep
  *      them, or EOF never comes), opens a pidfd for the child, appends the
- *      result to the done list and uv_async_send()s; the loop drains the whole
+ *      result to the done list and wake_send()s; the loop drains the whole
  *      list per wakeup, so sends coalesce.
  *   3. On the loop: started_ms is taken, the read ends go into uv_pipe_open()
  *      and uv_read_start() (each stream keeps at most max_log_bytes; the rest
@@ -95,6 +95,7 @@
  */
 
 #include "daemon/executor.h"
+#include "daemon/wake.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -114,6 +115,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/thread.h"
 
 #define DRAIN_AFTER_EXIT_MS 500
 #define READ_BUF_SIZE 65536
@@ -209,7 +211,7 @@ struct executor {
 	void *close_arg;
 	uv_timer_t close_handle;   /* never started; closed last, so done(arg)
 	                            * always runs from the loop */
-	uv_async_t async;          /* spawner -> loop: results are ready;
+	struct wake wake;          /* spawner -> loop: results are ready;
 	                            * referenced only while nspawner > 0 */
 	uv_signal_t sigchld;       /* fallback when there is no pidfd */
 
@@ -640,9 +642,9 @@ static void *spawner_main(void *arg)
 		int want = atomic_load(&e->step_nice);
 
 		/* Linux: nice is per thread, and a child inherits the nice of
-		 * the thread that spawned it. */
-		if (want != e->applied_nice &&
-		    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), want) == 0)
+		 * the thread that spawned it (never above the process's own:
+		 * systemd's Nice= may start flowd below 0). */
+		if (want != e->applied_nice && flowd_thread_nice(want) == 0)
 			e->applied_nice = want;
 		pthread_mutex_lock(&e->lock);
 		while (e->queue_head == NULL && !e->stopping)
@@ -684,7 +686,7 @@ static void *spawner_main(void *arg)
 			e->done_head = t;
 		e->done_tail = t;
 		pthread_mutex_unlock(&e->lock);
-		uv_async_send(&e->async);
+		wake_send(&e->wake);
 	}
 }
 
@@ -713,7 +715,7 @@ static void maybe_free_executor(struct executor *e)
 	if (!e->closing || e->freeing || e->nlive > 0)
 		return;
 	e->freeing = true;
-	/* The async handle was closed by executor_close(); close_handle goes
+	/* The wake handle was closed by executor_close(); close_handle goes
 	 * last, so done(arg) runs after every other close callback. */
 	uv_close((uv_handle_t *)&e->sigchld, executor_handle_closed_cb);
 	uv_close((uv_handle_t *)&e->close_handle, executor_handle_closed_cb);
@@ -1044,17 +1046,17 @@ static void watch_exit(struct task *t, int pidfd)
 	}
 }
 
-/* The async handle keeps the loop alive only while a job is out. */
+/* The wake handle keeps the loop alive only while a job is out. */
 static void spawner_hold(struct executor *e)
 {
 	if (e->nspawner++ == 0)
-		uv_ref((uv_handle_t *)&e->async);
+		uv_ref((uv_handle_t *)&e->wake.poll);
 }
 
 static void spawner_release(struct executor *e)
 {
 	if (--e->nspawner == 0)
-		uv_unref((uv_handle_t *)&e->async);
+		uv_unref((uv_handle_t *)&e->wake.poll);
 }
 
 /* The spawner is done with t (loop thread, result taken under the lock).
@@ -1120,9 +1122,9 @@ static void take_results(struct executor *e)
 	}
 }
 
-static void async_cb(uv_async_t *async)
+static void wake_results_cb(struct wake *w)
 {
-	take_results(async->data);
+	take_results(w->poll.data);
 }
 
 /* Remove t from the spawner queue if it is still waiting there (loop
@@ -1231,6 +1233,7 @@ struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 	e->kill_grace_ms = kill_grace_ms;
 	e->cb = cb;
 	e->pid_fd = -1;
+	e->applied_nice = -100; /* the spawner applies step_nice at its start */
 	atomic_init(&e->cgroup_fd, -1);
 	e->use_pidfd = probe_pidfd();
 	if (pthread_mutex_init(&e->lock, NULL) != 0)
@@ -1255,11 +1258,11 @@ struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 		e->sigchld.data = e;
 		e->ehandles++;
 	}
-	rc_async = uv_async_init(loop, &e->async, async_cb);
+	rc_async = wake_init(loop, &e->wake, wake_results_cb);
 	if (rc_async == 0) {
-		e->async.data = e;
+		e->wake.poll.data = e;
 		e->ehandles++;
-		uv_unref((uv_handle_t *)&e->async);
+		uv_unref((uv_handle_t *)&e->wake.poll);
 	}
 	if (rc_sig == 0 && rc_async == 0)
 		return e;
@@ -1273,7 +1276,7 @@ struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 	if (rc_sig == 0)
 		uv_close((uv_handle_t *)&e->sigchld, executor_handle_closed_cb);
 	if (rc_async == 0)
-		uv_close((uv_handle_t *)&e->async, executor_handle_closed_cb);
+		wake_close(&e->wake, executor_handle_closed_cb);
 	uv_close((uv_handle_t *)&e->close_handle, executor_handle_closed_cb);
 	return NULL;
 
@@ -1454,7 +1457,7 @@ void executor_close(struct executor *e, void (*done)(void *arg), void *arg)
 	 * is the last one (take_result SIGKILLs it, since we are closing). */
 	stop_spawner(e);
 	take_results(e);
-	uv_close((uv_handle_t *)&e->async, executor_handle_closed_cb);
+	wake_close(&e->wake, executor_handle_closed_cb);
 
 	for (struct task *t = e->tasks; t != NULL; t = t->next) {
 		if (t->spawn_failed || t->dropped || t->exited ||

@@ -222,6 +222,26 @@ static void request_done_cb(void *arg, const struct peer_result *res)
 	api_request_finish(req);
 }
 
+int forward_request_any(struct forward *f, struct api_request *req,
+			const char *leader_api)
+{
+	struct peer_request pr = {
+		.address = leader_api,
+		.method = req->method,
+		.target = req->target,
+		.authorization = req->authorization,
+		.content_type = req->content_type,
+		.body = req->raw_body,
+		.body_len = req->raw_body_len,
+		.forwarded = 1,
+	};
+
+	if (req->forwarded || f->peer == NULL)
+		return -1;
+	/* request_done_cb only answers the request: any thread may run it */
+	return peer_send_any(f->peer, &pr, request_done_cb, req);
+}
+
 void forward_request_send(struct forward *f, struct api_request *req)
 {
 	struct peer_request pr = {

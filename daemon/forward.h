@@ -80,4 +80,12 @@ int forward_command_send(struct forward *f, char *buf, size_t len,
  * while an election settles): it gets 503. Always finishes `req`. */
 void forward_request_send(struct forward *f, struct api_request *req);
 
+/* The same from an HTTP thread, to the leader at `leader_api` (the read
+ * view's; a follower then relays a client's write without its loop: two
+ * loop wake-ups fewer on the way there and back). The answer is relayed
+ * from the peer's worker thread. Returns 0 when under way, or -1 when it
+ * could not be sent (the caller hands the request to the loop instead). */
+int forward_request_any(struct forward *f, struct api_request *req,
+			const char *leader_api);
+
 #endif

@@ -10,7 +10,7 @@
  * blocks in curl_multi_poll() is simpler and keeps DNS, connect and TLS-free
  * HTTP/1.1 I/O off the loop entirely. The multi handle keeps a connection
  * cache, so consecutive requests to the same peer reuse a keep-alive
- * connection (at most MAX_HOST_CONNS per peer; more wait inside libcurl).
+ * connection (at most PEER_MAX_HOST_CONNS per peer; more wait inside libcurl).
  *
  * Happy path.
  *   1. peer_send() (loop) copies the request into a struct preq (URL
@@ -28,8 +28,8 @@
  *   3. On CURLMSG_DONE the worker reads CURLINFO_RESPONSE_CODE (for a 4xx,
  *      a refusal, it also reads the error out of the body, so that callers
  *      can log why), cleans the easy handle up, appends the request to
- *      p->done and uv_async_send()s.
- *   4. The async callback (loop) takes the whole done list (sends coalesce)
+ *      p->done and wakes the loop (wake.h).
+ *   4. The wake callback (loop) takes the whole done list (wakes coalesce)
  *      and calls each cb once, then frees the request.
  *
  * Failure modes.
@@ -37,7 +37,7 @@
  *     `error` is libcurl's error buffer (e.g. "Failed to connect to ...",
  *     "Operation timed out after 300 milliseconds ..."). timeout_ms counts
  *     from the moment the worker adds the transfer, so time spent waiting for
- *     one of the MAX_HOST_CONNS connections is included.
+ *     one of the PEER_MAX_HOST_CONNS connections is included.
  *   - Response body over MAX_BODY: the transfer is aborted and completes with
  *     status 0, error "response body too large" (a truncated JSON body would
  *     be worse than none).
@@ -47,9 +47,9 @@
  *     out of memory, and then cb never fires.
  *   - peer_close(): p->closing is set under p->mu and the worker woken. It
  *     fails everything still incoming or in flight with status 0,
- *     "shutting down", marks itself exited and sends the async; the async
+ *     "shutting down", marks itself exited and wakes the loop; the wake
  *     callback delivers those completions first, then joins the thread,
- *     frees the multi handle and closes the async handle. `done` runs from
+ *     frees the multi handle and closes the wake handle. `done` runs from
  *     the close callback, and the peer is freed after it.
  *
  * Threads. peer_new/peer_send/peer_close and every callback: the loop
@@ -65,6 +65,7 @@
  * in the process, and the OS reclaims it at exit.
  */
 #include "daemon/peer.h"
+#include "daemon/wake.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -81,7 +82,6 @@
 #include "core/log.h"
 
 #define MAX_BODY (16u * 1024 * 1024)
-#define MAX_HOST_CONNS 8L
 #define POLL_MS 1000
 
 struct preq {
@@ -96,6 +96,7 @@ struct preq {
 	struct curl_slist *headers;
 	peer_done_cb cb;
 	void *arg;
+	int on_worker;            /* cb runs on the worker thread */
 
 	CURL *easy;               /* worker only */
 	char *resp;               /* NUL-terminated when non-NULL */
@@ -111,7 +112,7 @@ struct preq {
 struct peer {
 	uv_loop_t *loop;
 	unsigned timeout_ms;
-	uv_async_t async;
+	struct wake wake;
 	pthread_t thread;
 	CURLM *multi;
 
@@ -224,9 +225,28 @@ err_free:
 
 /* ---- worker thread ----------------------------------------------------- */
 
-/* Any thread (worker, or loop for a request rejected in peer_send). */
+/* Hand the outcome to the caller's callback, and free the request. */
+static void deliver(struct preq *r)
+{
+	struct peer_result res;
+
+	res.status = r->status;
+	/* No answer, no body: never a partial one. */
+	res.body = r->status != 0 && r->resp != NULL ? r->resp : "";
+	res.body_len = r->status != 0 ? r->resp_len : 0;
+	res.retry_after = r->retry_after;
+	res.error = r->error; /* "" unless status 0 or 4xx */
+	r->cb(r->arg, &res);
+	preq_free(r);
+}
+
+/* Any thread (worker, or the sender for a request rejected in peer_send). */
 static void complete(struct peer *p, struct preq *r)
 {
+	if (r->on_worker) {
+		deliver(r); /* peer_send_any: the callback is thread-safe */
+		return;
+	}
 	pthread_mutex_lock(&p->mu);
 	r->next = NULL;
 	if (p->done_tail != NULL)
@@ -235,7 +255,7 @@ static void complete(struct peer *p, struct preq *r)
 		p->done_head = r;
 	p->done_tail = r;
 	pthread_mutex_unlock(&p->mu);
-	uv_async_send(&p->async);
+	wake_send(&p->wake);
 }
 
 static void fail(struct peer *p, struct preq *r, const char *why)
@@ -537,7 +557,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	p->exited = 1;
 	pthread_mutex_unlock(&p->mu);
-	uv_async_send(&p->async);
+	wake_send(&p->wake);
 	return NULL;
 }
 
@@ -553,12 +573,11 @@ static void peer_free_cb(uv_handle_t *h)
 	free(p);
 }
 
-static void async_cb(uv_async_t *h)
+static void done_wake_cb(struct wake *w)
 {
-	struct peer *p = h->data;
+	struct peer *p = w->poll.data;
 	struct preq *list;
 	struct preq *r;
-	struct peer_result res;
 	int exited;
 
 	for (;;) {
@@ -572,14 +591,7 @@ static void async_cb(uv_async_t *h)
 		while (list != NULL) {
 			r = list;
 			list = r->next;
-			res.status = r->status;
-			/* No answer, no body: never a partial one. */
-			res.body = r->status != 0 && r->resp != NULL ? r->resp : "";
-			res.body_len = r->status != 0 ? r->resp_len : 0;
-			res.retry_after = r->retry_after;
-			res.error = r->error; /* "" unless status 0 or 4xx */
-			r->cb(r->arg, &res);
-			preq_free(r);
+			deliver(r);
 		}
 	}
 	/* `exited` was read together with an empty done list: the worker has
@@ -590,7 +602,7 @@ static void async_cb(uv_async_t *h)
 	pthread_join(p->thread, NULL);
 	curl_multi_cleanup(p->multi);
 	p->multi = NULL;
-	uv_close((uv_handle_t *)&p->async, peer_free_cb);
+	wake_close(&p->wake, peer_free_cb);
 }
 
 struct peer *peer_new(uv_loop_t *loop, unsigned timeout_ms)
@@ -618,10 +630,10 @@ struct peer *peer_new(uv_loop_t *loop, unsigned timeout_ms)
 	if (p->multi == NULL)
 		goto err_mutex;
 	curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-			  MAX_HOST_CONNS);
-	if (uv_async_init(loop, &p->async, async_cb) != 0)
+			  PEER_MAX_HOST_CONNS);
+	if (wake_init(loop, &p->wake, done_wake_cb) != 0)
 		goto err_multi;
-	p->async.data = p;
+	p->wake.poll.data = p;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -630,8 +642,8 @@ struct peer *peer_new(uv_loop_t *loop, unsigned timeout_ms)
 	if (rc != 0) {
 		log_error("peer: pthread_create: %s", strerror(rc));
 		curl_multi_cleanup(p->multi);
-		/* The async handle is live: free p from its close callback. */
-		uv_close((uv_handle_t *)&p->async, peer_free_cb);
+		/* The wake handle is live: free p from its close callback. */
+		wake_close(&p->wake, peer_free_cb);
 		return NULL;
 	}
 	return p;
@@ -645,20 +657,19 @@ err_free:
 	return NULL;
 }
 
-int peer_send(struct peer *p, const struct peer_request *req, peer_done_cb cb,
-	      void *arg)
+static int send_request(struct peer *p, const struct peer_request *req,
+			peer_done_cb cb, void *arg, int on_worker)
 {
 	struct preq *r;
 
 	assert(req->address != NULL && req->method != NULL &&
 	       req->target != NULL && cb != NULL);
-	if (p->closing)
-		return -1;
 	r = preq_new(req);
 	if (r == NULL)
 		return -1;
 	r->cb = cb;
 	r->arg = arg;
+	r->on_worker = on_worker;
 	if (has_crlf(req->address) || has_crlf(req->method) ||
 	    has_crlf(req->target) || has_crlf(req->authorization) ||
 	    has_crlf(req->content_type) || req->target[0] != '/') {
@@ -668,15 +679,34 @@ int peer_send(struct peer *p, const struct peer_request *req, peer_done_cb cb,
 	}
 
 	pthread_mutex_lock(&p->mu);
+	if (p->closing) {
+		/* closing began since the look above (another thread) */
+		pthread_mutex_unlock(&p->mu);
+		preq_free(r);
+		return -1;
+	}
 	r->next = NULL;
 	if (p->in_tail != NULL)
 		p->in_tail->next = r;
 	else
 		p->in_head = r;
 	p->in_tail = r;
-	pthread_mutex_unlock(&p->mu);
+	/* under the lock: the multi handle outlives every send taken */
 	curl_multi_wakeup(p->multi);
+	pthread_mutex_unlock(&p->mu);
 	return 0;
+}
+
+int peer_send(struct peer *p, const struct peer_request *req, peer_done_cb cb,
+	      void *arg)
+{
+	return send_request(p, req, cb, arg, 0);
+}
+
+int peer_send_any(struct peer *p, const struct peer_request *req,
+		  peer_done_cb cb, void *arg)
+{
+	return send_request(p, req, cb, arg, 1);
 }
 
 void peer_close(struct peer *p, void (*done)(void *arg), void *arg)

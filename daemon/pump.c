@@ -31,9 +31,10 @@
  * tried again after 100 ms.
  *
  * Threads: the loop thread; the applier's progress callback runs on its
- * writer thread and only wakes the loop (uv_async_send).
+ * writer thread and only wakes the loop (wake.h).
  */
 #include "daemon/pump.h"
+#include "daemon/wake.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -62,7 +63,7 @@ struct pump {
 	bool pg_index_known;
 
 	uv_idle_t idle;            /* the after-apply pass */
-	uv_async_t db_async;       /* applier thread -> loop: it advanced */
+	struct wake db_wake;       /* applier thread -> loop: it advanced */
 	uv_timer_t wake_timer;     /* leader: retries that come due */
 	int64_t wake_armed_for;
 	int open_handles;
@@ -179,9 +180,9 @@ static void nop_done_cb(void *arg, int status,
 /* The applier advanced (its thread woke us). A snapshot that was postponed
  * until PostgreSQL held every task log can be taken now: raft looks at the
  * snapshot threshold only after applying an entry, so give it one. */
-static void db_async_cb(uv_async_t *h)
+static void db_wake_cb(struct wake *w)
 {
-	struct pump *p = h->data;
+	struct pump *p = w->poll.data;
 	char *buf;
 	size_t len;
 
@@ -196,12 +197,12 @@ static void db_async_cb(uv_async_t *h)
 		p->snapshot_wanted = false;
 }
 
-/* The applier's thread: wake the loop (uv_async_send is thread-safe). */
+/* The applier's thread: wake the loop. */
 static void db_progress_cb(void *arg, uint64_t durable, int connected)
 {
 	struct pump *p = arg;
 
-	uv_async_send(&p->db_async);
+	wake_send(&p->db_wake);
 }
 
 int pump_apply(struct pump *p, uint64_t index, const void *buf, size_t len,
@@ -229,6 +230,10 @@ int pump_snapshot(struct pump *p, void **buf, size_t *len)
 		p->snapshot_wanted = true;
 		return CONSENSUS_BUSY;
 	}
+	/* old specs PostgreSQL holds leave memory with this snapshot */
+	fsm_release_specs(p->fsm, p->applier != NULL
+					  ? storage_applier_durable(p->applier)
+					  : UINT64_MAX);
 	t0 = flowd_clock_now(&p->clock);
 	if (fsm_snapshot(p->fsm, &text, len) != 0)
 		return CONSENSUS_NOMEM;
@@ -274,7 +279,7 @@ static void closed_cb(uv_handle_t *h)
 static void close_handles(struct pump *p)
 {
 	uv_close((uv_handle_t *)&p->idle, closed_cb);
-	uv_close((uv_handle_t *)&p->db_async, closed_cb);
+	wake_close(&p->db_wake, closed_cb);
 	uv_close((uv_handle_t *)&p->wake_timer, closed_cb);
 }
 
@@ -299,8 +304,9 @@ int pump_new(const struct pump_config *c, struct pump **out, char *errmsg,
 	uv_timer_init(c->loop, &p->wake_timer);
 	p->wake_timer.data = p;
 	/* Before the applier's thread starts: it may report at once. */
-	uv_async_init(c->loop, &p->db_async, db_async_cb);
-	p->db_async.data = p;
+	if (wake_init(c->loop, &p->db_wake, db_wake_cb) != 0)
+		abort(); /* an eventfd at start: out of file descriptors */
+	p->db_wake.poll.data = p;
 	p->open_handles = 3;
 	if (storage_applier_new(c->applier, db_progress_cb, p, &p->applier,
 				errmsg, errlen) != 0) {
@@ -319,6 +325,11 @@ struct storage_applier *pump_applier(struct pump *p)
 void pump_role_set(struct pump *p, enum consensus_role role)
 {
 	p->role = role;
+	/* The leader's applier writes PostgreSQL; the others follow it
+	 * (storage/applier.c, "Standby"). */
+	if (p->applier != NULL)
+		storage_applier_set_standby(p->applier,
+					    role != CONSENSUS_LEADER);
 }
 
 void pump_stop(struct pump *p)

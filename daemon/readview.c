@@ -147,9 +147,10 @@ static uint64_t members_signature(struct readview *rv)
 	return h;
 }
 
-static json_t *leader_json(struct readview *rv)
+/* The leader's API address: from its registration (members added after the
+ * start), else from [peers]; NULL when unknown. */
+static const char *leader_api(struct readview *rv, uint64_t leader)
 {
-	uint64_t leader = consensus_leader(rv->raft);
 	const char *api = NULL;
 
 	for (unsigned i = 0; i < rv->cfg->n_peers; i++)
@@ -159,6 +160,14 @@ static json_t *leader_json(struct readview *rv)
 		if (rv->fsm->nodes[i].id == leader &&
 		    rv->fsm->nodes[i].api_address[0] != '\0')
 			api = rv->fsm->nodes[i].api_address;
+	return api;
+}
+
+static json_t *leader_json(struct readview *rv)
+{
+	uint64_t leader = consensus_leader(rv->raft);
+	const char *api = leader_api(rv, leader);
+
 	if (api == NULL)
 		return json_null();
 	return json_pack("{s:I, s:s}", "id", (json_int_t)leader, "api_address",
@@ -256,6 +265,13 @@ void readview_publish(struct readview *rv)
 	cl.db_connected =
 		rv->applier != NULL && storage_applier_connected(rv->applier);
 	cl.not_ready = not_ready(rv);
+	cl.stopping = rv->stopping;
+	if (rv->role != CONSENSUS_LEADER) {
+		const char *api = leader_api(rv, consensus_leader(rv->raft));
+
+		if (api != NULL && consensus_leader(rv->raft) != rv->cfg->node_id)
+			snprintf(cl.leader_api, sizeof cl.leader_api, "%s", api);
+	}
 	view_store_publish(rv->views, &cl);
 
 	/* Those waiting for this version. */

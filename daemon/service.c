@@ -5,7 +5,7 @@
  * DESIGN
  *
  * An HTTP thread calls service_submit_cb(), which queues the request and
- * wakes the loop (uv_async_send coalesces wake-ups); the loop takes at most
+ * wakes the loop (wake.h; wake-ups coalesce); the loop takes at most
  * 256 of them per iteration, so Raft's I/O and timers run in between. Plain
  * reads never come here: the api answers them from the read view. A write
  * is checked against the state first (unknown flow, bad parameters, a
@@ -22,6 +22,7 @@
  * Thread: service_submit_cb on HTTP threads; everything else on the loop.
  */
 #include "daemon/service.h"
+#include "daemon/wake.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -33,6 +34,7 @@
 #include <sys/random.h>
 
 #include "core/log.h"
+#include "core/view.h"
 
 struct service {
 	const struct flowd_config *cfg;
@@ -49,15 +51,38 @@ struct service {
 	pthread_mutex_t inbox_lock;
 	struct api_request **inbox;
 	size_t inbox_n, inbox_cap;
-	uv_async_t inbox_async;
+	struct wake inbox_wake;
 	struct api_request **work;      /* taken from the inbox, loop only */
 	size_t work_head, work_n;
 };
+
+/* A follower hands a client's request to the leader right from the HTTP
+ * thread when its newest view names one (everything a follower is asked
+ * here goes to the leader: writes and consistent reads); otherwise the loop
+ * decides (no leader known: 503). */
+static bool forward_now(struct service *s, struct api_request *req)
+{
+	struct view_guard g;
+	const struct view *v;
+	char leader[64] = "";
+
+	if (req->forwarded)
+		return false;
+	v = view_acquire(readview_store(s->rv), &g);
+	if (v == NULL)
+		return false;
+	if (!view_cluster_of(v)->stopping)
+		snprintf(leader, sizeof leader, "%s", view_cluster_of(v)->leader_api);
+	view_release(&g);
+	return leader[0] != '\0' && forward_request_any(s->fwd, req, leader) == 0;
+}
 
 void service_submit_cb(void *arg, struct api_request *req)
 {
 	struct service *s = arg;
 
+	if (forward_now(s, req))
+		return;
 	pthread_mutex_lock(&s->inbox_lock);
 	if (s->inbox_n == s->inbox_cap) {
 		size_t cap = s->inbox_cap ? s->inbox_cap * 2 : 64;
@@ -76,7 +101,7 @@ void service_submit_cb(void *arg, struct api_request *req)
 	}
 	s->inbox[s->inbox_n++] = req;
 	pthread_mutex_unlock(&s->inbox_lock);
-	uv_async_send(&s->inbox_async); /* coalesced by libuv */
+	wake_send(&s->inbox_wake); /* coalesced */
 }
 
 /* The commands' ts. */
@@ -709,9 +734,9 @@ static void handle(struct service *s, struct api_request *req)
  * requests arrive. */
 #define INBOX_PER_ITERATION 256
 
-static void inbox_cb(uv_async_t *h)
+static void inbox_cb(struct wake *w)
 {
-	struct service *s = h->data;
+	struct service *s = w->poll.data;
 	size_t n = 0;
 
 	if (s->work_head == s->work_n) {
@@ -728,7 +753,7 @@ static void inbox_cb(uv_async_t *h)
 	while (s->work_head < s->work_n && n++ < INBOX_PER_ITERATION)
 		handle(s, s->work[s->work_head++]);
 	if (s->work_head < s->work_n)
-		uv_async_send(&s->inbox_async); /* the rest next iteration */
+		wake_send(&s->inbox_wake); /* the rest next iteration */
 }
 
 void service_fail_all(struct service *s, int status, const char *code,
@@ -766,8 +791,11 @@ struct service *service_new(const struct service_config *c)
 	s->applier = c->applier;
 	s->clock = c->clock;
 	pthread_mutex_init(&s->inbox_lock, NULL);
-	uv_async_init(c->loop, &s->inbox_async, inbox_cb);
-	s->inbox_async.data = s;
+	if (wake_init(c->loop, &s->inbox_wake, inbox_cb) != 0) {
+		free(s);
+		return NULL;
+	}
+	s->inbox_wake.poll.data = s;
 	return s;
 }
 
@@ -798,5 +826,5 @@ static void closed_cb(uv_handle_t *h)
 
 void service_close(struct service *s)
 {
-	uv_close((uv_handle_t *)&s->inbox_async, closed_cb);
+	wake_close(&s->inbox_wake, closed_cb);
 }

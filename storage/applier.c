@@ -31,6 +31,17 @@
  * - JSON text cannot carry NUL into jsonb: `\u0000` escapes are stripped
  *   while the batch is built.
  *
+ * Standby. Every node of a cluster has the same entries to write and one
+ * database to write them to; when all three write, PostgreSQL does the work
+ * three times (a third of the machine under load, measured). So only the
+ * leader's applier writes (storage_applier_set_standby(a, 0)); the others
+ * keep their entries queued and, every STANDBY_POLL_MS, read
+ * raft_meta.applied_index and drop what PostgreSQL already holds (their
+ * durable index is then PostgreSQL's). An entry queued longer than
+ * STANDBY_WRITE_MS (no leader writing: an election, a leader cut off from
+ * PostgreSQL) is written by the standby itself, as any applier would: the
+ * index guard makes the writes of two nodes harmless.
+ *
  * Shutdown. storage_applier_free() sets `stop` and a drain deadline. The
  * writer keeps flushing until the FIFO is empty or the deadline passed; a
  * statement still running at the deadline is cancelled (PQcancel). Entries
@@ -45,20 +56,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #include "core/log.h"
+#include "core/thread.h"
 #include "storage/migrations.h"
 
 #define BATCH_MAX_DEFAULT 512
 #define RETRY_MS_DEFAULT 200
 #define RETRY_MAX_MS 5000
 #define BATCH_BYTES (16u << 20)
+#define STANDBY_POLL_MS 100
+#define STANDBY_WRITE_MS 2000
 
 struct entry {
 	struct entry *next;
 	uint64_t index;
+	struct timespec at;       /* when it was queued (CLOCK_MONOTONIC) */
 	char *records; /* JSON array text, owned */
 	size_t len;
 };
@@ -86,6 +100,7 @@ struct storage_applier {
 
 	_Atomic uint64_t durable;
 	_Atomic int connected_pub;  /* `connected`, readable from any thread */
+	_Atomic int standby;        /* another node writes: only follow it */
 
 	/* Writer thread only. */
 	PGconn *conn;
@@ -453,14 +468,62 @@ static int write_batch(struct storage_applier *a, unsigned max,
 	return 0;
 }
 
+/* Standby: wait up to STANDBY_POLL_MS (a stop ends the wait), then drop
+ * what PostgreSQL holds already. Returns 0 when the leader's applier is
+ * keeping up, or -1 when the oldest entry has waited STANDBY_WRITE_MS or
+ * more (or we are stopping): then this applier writes. */
+static int standby_follow(struct storage_applier *a)
+{
+	struct timespec until, now, oldest;
+	PGresult *res;
+	uint64_t applied;
+
+	ts_now(&until);
+	ts_add_ms(&until, STANDBY_POLL_MS);
+	pthread_mutex_lock(&a->mu);
+	while (!a->stop && atomic_load(&a->standby) &&
+	       pthread_cond_timedwait(&a->wake, &a->mu, &until) != ETIMEDOUT)
+		; /* pushes wake us too: keep waiting */
+	if (a->stop || !atomic_load(&a->standby) || a->head == NULL) {
+		pthread_mutex_unlock(&a->mu);
+		return a->head == NULL ? 0 : -1;
+	}
+	pthread_mutex_unlock(&a->mu);
+	res = PQexec(a->conn, "SELECT applied_index FROM raft_meta WHERE id = 1");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		if (storage__conn_lost(a->conn, res)) {
+			outage(a, res ? PQresultErrorMessage(res)
+				      : PQerrorMessage(a->conn));
+			disconnect(a);
+		}
+		PQclear(res);
+		return 0; /* the next round reconnects */
+	}
+	applied = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	pthread_mutex_lock(&a->mu);
+	drop_through(a, applied);
+	oldest = a->head != NULL ? a->head->at : (struct timespec){0};
+	pthread_mutex_unlock(&a->mu);
+	if (applied > atomic_load(&a->durable)) {
+		store_durable(a, applied);
+		if (a->cb != NULL)
+			a->cb(a->cb_arg, applied, 1);
+	}
+	if (oldest.tv_sec == 0 && oldest.tv_nsec == 0)
+		return 0;
+	ts_now(&now);
+	ts_add_ms(&oldest, STANDBY_WRITE_MS);
+	return ts_before(&now, &oldest) ? 0 : -1;
+}
+
 static void *writer_main(void *arg)
 {
 	struct storage_applier *a = arg;
 	uint64_t suspect = 0, head;
 
 	/* Linux: nice is per thread (0 = this one): the loop comes first. */
-	if (a->thread_nice != 0 &&
-	    setpriority(PRIO_PROCESS, 0, a->thread_nice) != 0)
+	if (flowd_thread_nicer(a->thread_nice) != 0)
 		log_warn("storage: applier: setpriority: %s", strerror(errno));
 
 	for (;;) {
@@ -478,6 +541,8 @@ static void *writer_main(void *arg)
 			backoff(a);
 			continue;
 		}
+		if (atomic_load(&a->standby) && standby_follow(a) == 0)
+			continue;
 		/* Past an error that is not an outage, go one entry at a time
 		 * through the failed batch so that the log names the culprit
 		 * and the good entries before it get written. */
@@ -569,6 +634,14 @@ err_oom:
 	return -1;
 }
 
+void storage_applier_set_standby(struct storage_applier *a, int standby)
+{
+	atomic_store(&a->standby, standby != 0);
+	pthread_mutex_lock(&a->mu);
+	pthread_cond_signal(&a->wake); /* a new leader writes at once */
+	pthread_mutex_unlock(&a->mu);
+}
+
 void storage_applier_push(struct storage_applier *a, uint64_t index,
 			  char *records_json)
 {
@@ -587,6 +660,7 @@ void storage_applier_push(struct storage_applier *a, uint64_t index,
 	}
 	e->next = NULL;
 	e->index = index;
+	ts_now(&e->at);
 	e->records = records_json;
 	e->len = records_json ? strlen(records_json) : 0;
 

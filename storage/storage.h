@@ -56,7 +56,7 @@ struct storage_applier_config {
 	const char *conninfo;     /* copied */
 	unsigned batch_max;       /* entries per transaction (default 512) */
 	unsigned retry_ms;        /* first reconnect delay (default 200), doubles up to 5000 */
-	int thread_nice;          /* nice value of the writer thread, 0 = unchanged */
+	int thread_nice;          /* the writer thread is made this much nicer */
 };
 
 /* Start the writer thread. Returns 0 and *out, or -1 with errmsg. The thread
@@ -66,6 +66,11 @@ int storage_applier_new(const struct storage_applier_config *cfg,
 			storage_progress_cb cb, void *arg,
 			struct storage_applier **out, char *errmsg,
 			size_t errlen);
+
+/* Another node (the leader) writes these entries: only drop what PostgreSQL
+ * holds already (read every 100 ms), and write only entries queued for 2 s
+ * or more. 0: write them (the default). Any thread. */
+void storage_applier_set_standby(struct storage_applier *a, int standby);
 
 /* Queue the records of entry `index` (records_json: a JSON array text,
  * malloc'd; ownership transfers). Called on the loop thread, in index order;
