@@ -4,17 +4,21 @@
 # in (bench/README.md, "mixed.sh").
 #
 # Each round measures three phases of DURATION seconds:
-#   reads alone     CONNS connections over the three nodes, closed loop,
-#                   taking GET /v1/runs/{id} and GET /v1/runs?limit=20 in turn
+#   reads alone     CONNS connections over the three nodes, closed loop (as
+#                   fast as they can), taking GET /v1/runs/{id} and
+#                   GET /v1/runs?limit=20 in turn
 #   writes alone    POST /v1/flows/noop/runs (one /usr/bin/true step), open
 #                   loop at RATE runs/s over the three nodes
-#   together        both at once
+#   together        both at once, the readers at READ_RATE (the target:
+#                   30,000/s) unless READ_RATE=0
 # and, for each phase, the leadership changes (the term before and after, on
 # every node). The table shows medians over REPEAT rounds, each "together"
 # figure next to its "alone" figure, and their ratio.
 #
 # Environment:
 #   REPEAT=3 DURATION=30 CONNS=64 THREADS=2 RATE=1000 WRITE_CONNS=64
+#   READ_RATE=30000   the readers' rate while the writer runs (open loop, the
+#                     target); 0: as fast as they can (closed loop), as alone
 #   SKIP_BUILD=0 DRAIN_TIMEOUT=120 READY_TIMEOUT=60
 #   NODE_ARGS="..."   extra flowd arguments for every node (e.g.
 #                     "--limits.max_parallel_tasks=1" or "--executor.step_nice=10")
@@ -29,6 +33,7 @@ DURATION=${DURATION:-30}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 RATE=${RATE:-1000}
+READ_RATE=${READ_RATE:-30000}
 WRITE_CONNS=${WRITE_CONNS:-64}
 SKIP_BUILD=${SKIP_BUILD:-0}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
@@ -81,6 +86,8 @@ seed_run() {
 	[ -n "$RUN_ID" ] || die "no run id in $(cat "$OUT/seed.json")"
 	READS=(--targets "$ALL" --path "/v1/runs/$RUN_ID" --also-path "/v1/runs?limit=20"
 		--connections "$CONNS" --threads "$THREADS" --duration "$DURATION")
+	READS_TOGETHER=("${READS[@]}")
+	[ "$READ_RATE" = 0 ] || READS_TOGETHER+=(--rate "$READ_RATE")
 }
 seed_run
 drain
@@ -130,7 +137,7 @@ for r in $(seq "$REPEAT"); do
 	# both at once: the writer in the background, the readers here
 	( lg_run "r$r-together-writes" "${WRITES[@]}"; echo "$LG" >"$OUT/r$r-tw.json" ) &
 	wpid=$!
-	lg "r$r-together-reads" "${READS[@]}"
+	lg "r$r-together-reads" "${READS_TOGETHER[@]}"
 	record_phase rt "$LG"
 	wait "$wpid" || true
 	record_phase wt "$(cat "$OUT/r$r-tw.json" 2>/dev/null || echo '{}')"
@@ -160,7 +167,7 @@ sum_errs() { echo $(( ${ERRS[$1]:-0} )); }
 {
 	echo
 	echo "flowd mixed load: three nodes on 127.0.0.1, $REPEAT round(s) of ${DURATION}s phases, $(nproc) CPUs, $(date -u +%FT%TZ)"
-	echo "readers: $CONNS connections (GET /v1/runs/{id}, GET /v1/runs?limit=20); writer: $RATE runs/s open loop; ${NODE_ARGS[*]:-default settings}"
+	echo "readers: $CONNS connections (GET /v1/runs/{id}, GET /v1/runs?limit=20), alone closed loop, together $([ "$READ_RATE" = 0 ] && echo "closed loop" || echo "at $READ_RATE/s"); writer: $RATE runs/s open loop; nice ${FLOWD_NICE:-0}; ${NODE_ARGS[*]:-default settings}"
 	printf '%-34s %12s %12s %8s   %s\n' metric alone together ratio "target (together)"
 	line "reads/s" ra_rps rt_rps "≥30,000/s"
 	line "reads p50 (ms)" ra_p50 rt_p50 ""
@@ -172,8 +179,10 @@ sum_errs() { echo $(( ${ERRS[$1]:-0} )); }
 	printf '%-34s %12s %12s %8s   %s\n' "non-2xx and failed requests, all rounds" \
 		"$(( $(sum_errs ra_rps) + $(sum_errs wa_rps) ))" \
 		"$(( $(sum_errs rt_rps) + $(sum_errs wt_rps) ))" "" "0"
-	printf '%-34s %12s %12s %8s   %s\n' "writes not sent in time (unsent)" \
-		"$(med wa_unsent)" "$(med wt_unsent)" "" "0"
+	printf '%-34s %12s %12s %8s   %s\n' "requests not sent in time (unsent)" \
+		"$(med wa_unsent)" "$(med wt_unsent)" "" "writes"
+	printf '%-34s %12s %12s %8s   %s\n' "" \
+		"$(med ra_unsent)" "$(med rt_unsent)" "" "reads"
 	printf '%-34s %12s %12s %8s   %s\n' "leadership changes, all rounds" \
 		"$(( $(printf '%s+' ${VALS[ra_terms]} ${VALS[wa_terms]}) 0 ))" \
 		"$(( $(printf '%s+' ${VALS[t_terms]}) 0 ))" "" "0"

@@ -119,7 +119,6 @@ static const struct key keys[] = {
 
 	{"executor", "kill_grace_ms", K_UINT, CFG(kill_grace_ms), 0, 600000, 0},
 	{"executor", "step_nice", K_UINT, CFG(step_nice), 0, 19, 0},
-	{"executor", "step_cpu_weight", K_UINT, CFG(step_cpu_weight), 0, 10000, 0},
 	{"node", "background_nice", K_UINT, CFG(background_nice), 0, 19, 0},
 
 	{"scheduler", "late_after_ms", K_UINT, CFG(late_after_ms), 0, 3600000, 0},
@@ -799,6 +798,7 @@ static int set_defaults(struct load *ld)
 	cfg->pre_vote = 1;
 	cfg->apply_timeout_ms = 5000;
 	cfg->api_threads = 2;
+	cfg->step_nice = 10; /* docs/benchmarks.md, "Mixed load" */
 	cfg->api_connection_limit = 1024;
 	cfg->api_connection_timeout_s = 60;
 	cfg->kill_grace_ms = 5000;

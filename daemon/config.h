@@ -57,8 +57,6 @@ struct flowd_config {
 	/* [executor] */
 	unsigned kill_grace_ms;
 	unsigned step_nice;             /* nice value of step processes */
-	unsigned step_cpu_weight;       /* cgroup v2 cpu.weight of the steps'
-	                                 * group, 0 = no cgroup (daemon/cpu.c) */
 	unsigned background_nice;       /* [node]: nice value of every thread
 	                                 * but the loop (HTTP, applier) */
 	/* [log] */

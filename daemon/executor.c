@@ -196,7 +196,6 @@ struct executor {
 	unsigned kill_grace_ms;
 	_Atomic int step_nice;  /* wanted nice value of spawned steps */
 	int applied_nice;       /* spawner thread: its own, which children inherit */
-	_Atomic int cgroup_fd;  /* steps' cgroup.procs, or -1 (daemon/cpu.c) */
 	executor_done_cb cb;
 	struct task *tasks;   /* running: started, callback not yet fired */
 	unsigned ntasks;
@@ -662,16 +661,6 @@ static void *spawner_main(void *arg)
 		pthread_mutex_unlock(&e->lock);
 
 		spawn_job(t);
-		if (t->spawn_err == 0 && atomic_load(&e->cgroup_fd) >= 0) {
-			/* into the steps' cgroup (lower cpu.weight) */
-			char pid[24];
-			int n = snprintf(pid, sizeof pid, "%d", (int)t->res_pid);
-
-			if (write(atomic_load(&e->cgroup_fd), pid, (size_t)n) != n)
-				log_debug("executor: moving pid %d to the steps' "
-					  "cgroup: %s",
-					  (int)t->res_pid, strerror(errno));
-		}
 		/* The child has its own copies now (or never started). */
 		close_fd(&t->out_wfd);
 		close_fd(&t->err_wfd);
@@ -1214,11 +1203,6 @@ void executor_set_nice(struct executor *e, int nice)
 	atomic_store(&e->step_nice, nice);
 }
 
-void executor_set_cgroup(struct executor *e, int procs_fd)
-{
-	atomic_store(&e->cgroup_fd, procs_fd);
-}
-
 struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 			      executor_done_cb cb)
 {
@@ -1234,7 +1218,6 @@ struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 	e->cb = cb;
 	e->pid_fd = -1;
 	e->applied_nice = -100; /* the spawner applies step_nice at its start */
-	atomic_init(&e->cgroup_fd, -1);
 	e->use_pidfd = probe_pidfd();
 	if (pthread_mutex_init(&e->lock, NULL) != 0)
 		goto fail_mutex;

@@ -53,10 +53,6 @@ struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
  * spawner thread takes it, and children inherit a thread's nice. */
 void executor_set_nice(struct executor *e, int nice);
 
-/* Write each spawned step's pid to `procs_fd` (a cgroup.procs opened by
- * cpu_cgroup_setup; borrowed, -1 = none), from the next spawn on. */
-void executor_set_cgroup(struct executor *e, int procs_fd);
-
 /* Start a task; `ctx` is handed back to the callback. Returns 0 (the callback
  * will fire exactly once, even if the spawn itself failed: reason
  * "spawn_failed") or -1 only on out-of-memory/duplicate key (then the callback

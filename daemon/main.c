@@ -54,7 +54,6 @@
 #include "core/tz.h"
 #include "daemon/clock.h"
 #include "daemon/config.h"
-#include "daemon/cpu.h"
 #include "daemon/executor.h"
 #include "daemon/forward.h"
 #include "daemon/liveness.h"
@@ -79,7 +78,6 @@ struct flowd {
 	struct fsm fsm;
 	struct consensus *raft;
 	struct executor *exec;
-	int steps_cgroup;               /* steps/cgroup.procs, or -1 (cpu.c) */
 	struct storage_reader *reader;
 	struct api_server *api;
 	struct peer *peer;              /* requests to the leader's API */
@@ -363,7 +361,6 @@ int main(int argc, char **argv)
 	uint64_t wd_usec = 0;
 
 	memset(&d, 0, sizeof d);
-	d.steps_cgroup = -1;
 	memset(&cfg, 0, sizeof cfg);
 	if (rest == NULL)
 		return 1;
@@ -500,19 +497,6 @@ int main(int argc, char **argv)
 		goto err_modules;
 	}
 	executor_set_nice(d.exec, (int)cfg.step_nice);
-	if (cfg.step_cpu_weight > 0) {
-		char why[512];
-
-		d.steps_cgroup = cpu_cgroup_setup(cfg.step_cpu_weight, why,
-						  sizeof why);
-		if (d.steps_cgroup >= 0)
-			log_info("executor: steps run in %s", why);
-		else
-			log_warn("executor: step_cpu_weight: %s; steps keep "
-				 "nice %u only",
-				 why, cfg.step_nice);
-		executor_set_cgroup(d.exec, d.steps_cgroup);
-	}
 	d.runner = runner_new(&(struct runner_config){
 		.cfg = &cfg, .boot = d.boot, .fsm = &d.fsm, .exec = d.exec,
 		.outcomes = d.outcomes, .kick = kick_cb, .kick_arg = &d});
@@ -638,8 +622,6 @@ int main(int argc, char **argv)
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	fsm_close(&d.fsm);
-	if (d.steps_cgroup >= 0)
-		close(d.steps_cgroup);
 	rv = uv_loop_close(d.loop) == 0 ? d.exit_code : 1;
 	if (rv == 0)
 		log_info("stopped cleanly");
