@@ -22,6 +22,8 @@ enum {
 	CONSENSUS_TIMEOUT = 7,         /* the caller's deadline passed */
 	CONSENSUS_ERROR = 8,           /* anything else (errmsg says) */
 	CONSENSUS_CANTCHANGE = 9,      /* another membership change pending */
+	CONSENSUS_PENDING = 10,        /* snapshot cb: the bytes come from
+	                                * snapshot_collect, off the loop */
 };
 
 enum consensus_role {
@@ -43,10 +45,20 @@ struct consensus_fsm {
 	int (*apply)(void *arg, uint64_t index, const void *buf, size_t len,
 		     void **result);
 	/* Serialize the state: *buf malloc'd (ownership passes to consensus),
-	 * or return CONSENSUS_BUSY to postpone the snapshot. */
+	 * or return CONSENSUS_BUSY to postpone the snapshot. With
+	 * snapshot_collect set it may instead return CONSENSUS_PENDING with
+	 * *buf an opaque job: the loop goes on, and the bytes are collected
+	 * on a worker thread. */
 	int (*snapshot)(void *arg, void **buf, size_t *len);
 	/* Replace the state with a snapshot (`buf` borrowed). Returns 0 or -1. */
 	int (*restore)(void *arg, const void *buf, size_t len);
+	/* Optional. On a worker thread, for a job snapshot() left pending:
+	 * produce the snapshot's bytes (*buf malloc'd, ownership passes).
+	 * Returns 0 or -1 (the snapshot is skipped and tried again later). */
+	int (*snapshot_collect)(void *arg, void *job, void **buf, size_t *len);
+	/* Optional, with snapshot_collect: on the loop, once raft is done with
+	 * a pending snapshot (written, failed or skipped): free the job. */
+	void (*snapshot_done)(void *arg, void *job);
 };
 
 struct consensus_peer {

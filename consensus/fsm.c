@@ -23,7 +23,15 @@
  *   an empty snapshot file has blocked startup before (LXD #7101).
  * - restore fails: RAFT_CORRUPT; raft keeps ownership of the buffer, and
  *   raft_start (or the InstallSnapshot) fails.
- * Thread: all of it runs on the loop thread, inside raft's callbacks. */
+ * - An asynchronous snapshot (the user gave snapshot_collect): FSM version
+ *   3. snapshot() on the loop takes the user's pending job, snapshot_async
+ *   runs the user's collect on a libuv worker thread and hands raft the
+ *   bytes, snapshot_finalize on the loop lets the user free the job. raft
+ *   0.15's raft_uv says io->version 1, and raft_init refuses a v3 FSM with
+ *   it though raft_uv has async_work (dependencies.md §0.4, fixed upstream
+ *   in 0.17.1): node.c sets io.version to 2 for it.
+ * Thread: the loop thread, inside raft's callbacks; snapshot_async on a
+ * libuv worker thread (it touches only the job and its own buffers). */
 #include "consensus/internal.h"
 
 #include <stdlib.h>
@@ -61,7 +69,15 @@ static int snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[],
 	size_t len = 0;
 	int rv;
 
+	c->snapshot_job = NULL;
 	rv = c->fsm.snapshot(c->fsm.arg, &data, &len);
+	if (rv == CONSENSUS_PENDING && c->fsm.snapshot_collect != NULL) {
+		/* the bytes come from snapshot_async (a worker thread) */
+		c->snapshot_job = data;
+		*bufs = NULL;
+		*n_bufs = 0;
+		return 0;
+	}
 	if (rv == CONSENSUS_BUSY) {
 		free(data);
 		log_debug("consensus: snapshot postponed by fsm");
@@ -102,11 +118,53 @@ fail:
 	return RAFT_BUSY;
 }
 
-/* Runs after every successful snapshot(), written or not (raft.h, v2). */
+/* FSM version 3, on a libuv worker thread after a snapshot() that left a
+ * job pending: the user collects the bytes. A failure leaves no buffer,
+ * and raft skips this snapshot (tried again after later applies). */
+static int snapshot_async(struct raft_fsm *rfsm, struct raft_buffer *bufs[],
+			  unsigned *n_bufs)
+{
+	struct consensus *c = rfsm->data;
+	struct raft_buffer *out;
+	void *data = NULL;
+	size_t len = 0;
+
+	if (c->snapshot_job == NULL)
+		return 0; /* a synchronous snapshot: the bytes are there */
+	if (c->fsm.snapshot_collect(c->fsm.arg, c->snapshot_job, &data,
+				    &len) != 0 ||
+	    data == NULL || len == 0)
+		goto fail;
+	out = raft_malloc(sizeof *out);
+	if (out == NULL)
+		goto fail;
+	out->base = raft_malloc(len);
+	if (out->base == NULL) {
+		raft_free(out);
+		goto fail;
+	}
+	memcpy(out->base, data, len);
+	out->len = len;
+	free(data);
+	*bufs = out;
+	*n_bufs = 1;
+	return 0;
+fail:
+	free(data);
+	return RAFT_NOMEM;
+}
+
+/* Runs after every successful snapshot(), written or not (raft.h, v2;
+ * v3: on the loop after snapshot_async, whatever it returned). */
 static int snapshot_finalize(struct raft_fsm *rfsm, struct raft_buffer *bufs[],
 			     unsigned *n_bufs)
 {
-	(void)rfsm;
+	struct consensus *c = rfsm->data;
+
+	if (c->snapshot_job != NULL) {
+		c->fsm.snapshot_done(c->fsm.arg, c->snapshot_job);
+		c->snapshot_job = NULL;
+	}
 	if (*bufs != NULL) {
 		for (unsigned i = 0; i < *n_bufs; i++)
 			raft_free((*bufs)[i].base);
@@ -148,4 +206,10 @@ void consensus__fsm_init(struct consensus *c)
 	c->raft_fsm.restore = restore;
 	c->raft_fsm.snapshot_finalize = snapshot_finalize;
 	c->raft_fsm.snapshot_async = NULL;
+	if (c->fsm.snapshot_collect != NULL && c->fsm.snapshot_done != NULL) {
+		/* v3: snapshot() on the loop, snapshot_async on a worker,
+		 * snapshot_finalize back on the loop (raft.h) */
+		c->raft_fsm.version = 3;
+		c->raft_fsm.snapshot_async = snapshot_async;
+	}
 }

@@ -60,6 +60,7 @@ struct consensus {
 
 	/* Snapshot bookkeeping (fsm.c). */
 	int snapshot_failing;           /* user snapshot failed; logged once */
+	void *snapshot_job;             /* the user's pending snapshot, or NULL */
 	uint64_t last_apply_index;
 
 	char errmsg[RAFT_ERRMSG_BUF_SIZE];

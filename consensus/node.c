@@ -471,6 +471,8 @@ struct consensus *consensus_new(uv_loop_t *loop,
 		goto err_transport;
 	}
 	consensus__fsm_init(c);
+	if (c->raft_fsm.version == 3)
+		c->io.version = 2; /* it has async_work: fsm.c, DESIGN */
 	rv = raft_init(&c->raft, &c->io, &c->raft_fsm, cfg->id, cfg->address);
 	if (rv != 0) {
 		/* No raft_close here: see DESIGN above. */

@@ -108,6 +108,7 @@ static const struct key keys[] = {
 	{"raft", "snapshot_trailing", K_UINT, CFG(snapshot_trailing), 16,
 	 UINT_MAX, 0},
 	{"raft", "pre_vote", K_BOOL, CFG(pre_vote), 0, 0, 0},
+	{"raft", "snapshot_fork", K_BOOL, CFG(snapshot_fork), 0, 0, 0},
 	{"raft", "apply_timeout_ms", K_UINT, CFG(apply_timeout_ms), 100,
 	 600000, 0},
 
@@ -796,6 +797,7 @@ static int set_defaults(struct load *ld)
 	cfg->snapshot_threshold = 16384;
 	cfg->snapshot_trailing = 16384;
 	cfg->pre_vote = 1;
+	cfg->snapshot_fork = 1;
 	cfg->apply_timeout_ms = 5000;
 	cfg->api_threads = 2;
 	cfg->step_nice = 10; /* docs/benchmarks.md, "Mixed load" */

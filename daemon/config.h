@@ -42,6 +42,7 @@ struct flowd_config {
 	unsigned snapshot_threshold;
 	unsigned snapshot_trailing;
 	int pre_vote;
+	int snapshot_fork;              /* serialize snapshots in a child */
 	unsigned apply_timeout_ms;      /* a proposal's deadline (504 past it) */
 	/* [api] */
 	unsigned api_threads;

@@ -230,6 +230,13 @@ static int fsm_snapshot_cb(void *arg, void **buf, size_t *len)
 	return pump_snapshot(d->pump, buf, len);
 }
 
+static void fsm_snapshot_done_cb(void *arg, void *job)
+{
+	struct flowd *d = arg;
+
+	pump_snapshot_done(d->pump, job);
+}
+
 static int fsm_restore_cb(void *arg, const void *buf, size_t len)
 {
 	struct flowd *d = arg;
@@ -461,7 +468,8 @@ int main(int argc, char **argv)
 				   .clock = wall,
 				   .proposer = proposer,
 				   .after_apply = after_apply_cb,
-				   .after_apply_arg = &d};
+				   .after_apply_arg = &d,
+				   .fork_snapshots = cfg.snapshot_fork};
 	if (pump_new(&pcfg, &d.pump, errmsg, sizeof errmsg) != 0) {
 		log_error("storage: applier: %s", errmsg);
 		goto err_loop;
@@ -548,6 +556,8 @@ int main(int argc, char **argv)
 	struct consensus_fsm cfsm = {.arg = &d,
 				     .apply = fsm_apply_cb,
 				     .snapshot = fsm_snapshot_cb,
+				     .snapshot_collect = pump_snapshot_collect,
+				     .snapshot_done = fsm_snapshot_done_cb,
 				     .restore = fsm_restore_cb};
 	d.raft = consensus_new(d.loop, &ccfg, &cfsm, role_cb, &d, errmsg,
 			       sizeof errmsg);

@@ -30,6 +30,7 @@ struct pump_config {
 	 * main.c publishes the read view and runs the runner's queue. */
 	void (*after_apply)(void *arg);
 	void *after_apply_arg;
+	bool fork_snapshots;               /* raft.snapshot_fork */
 };
 
 struct pump;
@@ -53,6 +54,12 @@ void pump_kick(struct pump *p);
 int pump_apply(struct pump *p, uint64_t index, const void *buf, size_t len,
 	       void **result);
 int pump_snapshot(struct pump *p, void **buf, size_t *len);
+/* With fork_snapshots, pump_snapshot() forks a child that serializes the
+ * state and returns CONSENSUS_PENDING with *buf its job:
+ * pump_snapshot_collect reads the bytes on a worker thread (any `arg`),
+ * pump_snapshot_done reaps the child and frees the job on the loop. */
+int pump_snapshot_collect(void *arg, void *job, void **buf, size_t *len);
+void pump_snapshot_done(struct pump *p, void *job);
 int pump_restore(struct pump *p, const void *buf, size_t len);
 
 /* The role as consensus last reported it (only the leader proposes wake and

@@ -36,7 +36,12 @@ struct fake_fsm {
 	int out_of_order;
 	int snapshots;
 	int restores;
+	int collected;         /* asynchronous snapshots: collected off the loop */
+	int done;              /* ... and their jobs freed on the loop */
 };
+
+/* Nodes started while set take their snapshots asynchronously (FSM v3). */
+static int async_snapshots;
 
 static int fake_apply(void *arg, uint64_t index, const void *buf, size_t len,
 		      void **result)
@@ -66,6 +71,37 @@ static int fake_snapshot(void *arg, void **buf, size_t *len)
 	*len = 2 * sizeof *v;
 	f->snapshots++;
 	return 0;
+}
+
+/* The asynchronous variant: the loop only hands over a job holding the
+ * two numbers; a worker thread serializes them. */
+static int fake_snapshot_pending(void *arg, void **buf, size_t *len)
+{
+	int rv = fake_snapshot(arg, buf, len);
+
+	return rv == 0 ? CONSENSUS_PENDING : rv;
+}
+
+static int fake_collect(void *arg, void *job, void **buf, size_t *len)
+{
+	struct fake_fsm *f = arg;
+	uint64_t *v = malloc(2 * sizeof *v);
+
+	if (v == NULL)
+		return -1;
+	memcpy(v, job, 2 * sizeof *v);
+	*buf = v;
+	*len = 2 * sizeof *v;
+	__atomic_fetch_add(&f->collected, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void fake_snapshot_done(void *arg, void *job)
+{
+	struct fake_fsm *f = arg;
+
+	free(job);
+	f->done++;
 }
 
 static int fake_restore(void *arg, const void *buf, size_t len)
@@ -276,8 +312,15 @@ static void node_start(struct cluster *cl, int i)
 {
 	struct node *nd = &cl->nodes[i];
 	struct consensus_config cfg = node_config(cl, i);
-	struct consensus_fsm fsm = {&nd->fsm, fake_apply, fake_snapshot,
-				    fake_restore};
+	struct consensus_fsm fsm = {
+		.arg = &nd->fsm,
+		.apply = fake_apply,
+		.snapshot = async_snapshots ? fake_snapshot_pending
+					    : fake_snapshot,
+		.restore = fake_restore,
+		.snapshot_collect = async_snapshots ? fake_collect : NULL,
+		.snapshot_done = async_snapshots ? fake_snapshot_done : NULL,
+	};
 	char err[256] = "";
 
 	memset(&nd->fsm, 0, sizeof nd->fsm);
@@ -427,6 +470,11 @@ static int is_leader0(void *arg)
 
 /* One node: leader, 100 commands, snapshots, close with 50 in flight, restart
  * on the same directory and reach the same count. */
+static int snapshot_done0(void *arg)
+{
+	return ((struct cluster *)arg)->nodes[0].fsm.done >= 1;
+}
+
 static void single_node_proposes_snapshots_closes_and_restarts(void **state)
 {
 	struct cluster cl;
@@ -462,6 +510,13 @@ static void single_node_proposes_snapshots_closes_and_restarts(void **state)
 	assert_int_equal(cl.nodes[0].fsm.count, 100);
 	assert_int_equal(cl.nodes[0].fsm.out_of_order, 0);
 	assert_true(cl.nodes[0].fsm.snapshots >= 1);
+	if (async_snapshots) {
+		/* collected off the loop, and the job freed back on it */
+		assert_true(run_until(&cl.loop, snapshot_done0, &cl, 5000));
+		assert_true(__atomic_load_n(&cl.nodes[0].fsm.collected,
+					    __ATOMIC_RELAXED) >=
+			    cl.nodes[0].fsm.done);
+	}
 	assert_int_equal(consensus_inflight(cl.nodes[0].c), 0);
 	assert_true(consensus_commit_index(cl.nodes[0].c) >= prev);
 	assert_true(consensus_last_index(cl.nodes[0].c) >= prev);
@@ -511,6 +566,16 @@ static void single_node_proposes_snapshots_closes_and_restarts(void **state)
 	cluster_teardown(&cl);
 }
 
+/* The same with snapshots collected on a worker thread (FSM v3, which
+ * raft 0.15's raft_uv takes once its io.version says 2): the snapshots are
+ * written, restored after a restart, and every job is freed. */
+static void single_node_async_snapshots_close_and_restart(void **state)
+{
+	async_snapshots = 1;
+	single_node_proposes_snapshots_closes_and_restarts(state);
+	async_snapshots = 0;
+}
+
 /* A closing node refuses proposals and barriers; close with nothing in
  * flight finishes and leaves the loop closable. */
 static void closing_node_refuses_proposals(void **state)
@@ -541,8 +606,10 @@ static void bad_config_fails_cleanly(void **state)
 {
 	struct cluster cl;
 	struct consensus_config cfg;
-	struct consensus_fsm fsm = {&cl.nodes[0].fsm, fake_apply,
-				    fake_snapshot, fake_restore};
+	struct consensus_fsm fsm = {.arg = &cl.nodes[0].fsm,
+				    .apply = fake_apply,
+				    .snapshot = fake_snapshot,
+				    .restore = fake_restore};
 	struct consensus_peer peer;
 	struct sockaddr_in sa;
 	char err[256];
@@ -913,6 +980,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(
 			single_node_proposes_snapshots_closes_and_restarts),
+		cmocka_unit_test(
+			single_node_async_snapshots_close_and_restart),
 		cmocka_unit_test(closing_node_refuses_proposals),
 		cmocka_unit_test(bad_config_fails_cleanly),
 		cmocka_unit_test(three_nodes_elect_one_leader),
