@@ -801,6 +801,7 @@ static int set_defaults(struct load *ld)
 	cfg->apply_timeout_ms = 5000;
 	cfg->api_threads = 2;
 	cfg->step_nice = 10; /* docs/benchmarks.md, "Mixed load" */
+	cfg->background_nice = 10;
 	cfg->api_connection_limit = 1024;
 	cfg->api_connection_timeout_s = 60;
 	cfg->kill_grace_ms = 5000;
