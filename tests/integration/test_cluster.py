@@ -85,6 +85,34 @@ def test_leader_kill9_loses_no_acknowledged_run_and_the_cluster_goes_on(cluster)
         assert by_key.get(key) == [run_id], (key, by_key.get(key))
 
 
+def test_postgres_gets_every_row_from_the_leader_and_after_it_dies(cluster):
+    # Only the leader's applier writes PostgreSQL; the followers follow its
+    # progress (storage/applier.c, standby). Every node still reports
+    # PostgreSQL caught up, and after the leader dies with runs just
+    # acknowledged, the new leader writes what the old one had not.
+    c = cluster(3)
+    leader = c.leader()
+    leader.deploy("fast", echo_flow("x"))
+    acked = [c.nodes[i % 3].start_run("fast")["id"] for i in range(30)]
+    for n in c.nodes:
+        n.wait_db_caught_up(timeout=30)
+    for i in range(30):
+        acked.append(c.nodes[i % 3].start_run("fast")["id"])
+    assert leader.kill9() == -9
+    survivors = [n for n in c.nodes if n is not leader]
+    new_leader = wait_for(lambda: next((n for n in survivors
+                                        if n.cluster_info().get("role") == "leader"), None),
+                          30, "a new leader", ignore=(OSError,))
+    for run_id in acked:
+        new_leader.wait_run(run_id, timeout=60)
+    for n in survivors:
+        n.wait_db_caught_up(timeout=60)
+    in_db = {r[0]: r[1] for r in c.db.psql("SELECT id, status FROM runs")}
+    for run_id in acked:
+        assert run_id in in_db, run_id
+        assert in_db[run_id] == new_leader.run(run_id)["status"], run_id
+
+
 def test_a_dead_follower_is_marked_down_and_its_attempt_runs_elsewhere(cluster, workdir):
     c = cluster(3, overrides={"cluster.node_heartbeat_ms": "200",
                               "cluster.node_timeout_ms": "1500"})
