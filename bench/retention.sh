@@ -6,7 +6,10 @@
 # limits.idempotency_ttl_s; this shows what that costs at RUNS.
 #
 # Environment:
-#   RUNS=1000000 CONNS=64 THREADS=2 SKIP_BUILD=0 DRAIN_TIMEOUT=1800
+#   RUNS=1000000 RATE=1000 CONNS=64 THREADS=2 SKIP_BUILD=0 DRAIN_TIMEOUT=1800
+#   RATE: runs per second offered (open loop): what one node executes with
+#   its steps, so that the queue of runs waiting for a slot stays short and
+#   what is measured is the retention, not a backlog (0: as fast as it can)
 #   NODE_ARGS="..."  extra flowd arguments (e.g. --limits.idempotency_keys=100000)
 #   BUILD=build  FLOWD_BIN=$BUILD/flowd  LOADGEN=$BUILD/loadgen
 #   API_PORT=8810 RAFT_PORT=8811 PG_PORT=8812
@@ -15,6 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 RUNS=${RUNS:-1000000}
+RATE=${RATE:-1000}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -57,9 +61,11 @@ snapshot_bytes() { # the newest snapshot file of node 1 (0 if none)
 	[ -n "$f" ] && stat -c %s "$f" || echo 0
 }
 t0=$SECONDS
+RATE_ARGS=()
+[ "$RATE" = 0 ] || RATE_ARGS=(--rate "$RATE")
 lg load --url "${URL[1]}" --path /v1/flows/noop/runs --body '{"parameters":{}}' \
 	--unique-key --requests "$RUNS" --connections "$CONNS" --threads "$THREADS" \
-	--duration 86400 --timeout 60
+	--duration 86400 --timeout 60 "${RATE_ARGS[@]}"
 accepted=$(field "$LG" ok)
 drain
 took=$((SECONDS - t0))
@@ -73,7 +79,7 @@ snap=$(snapshot_bytes)
 c=$(curl -s -m 5 -H "$AUTH" "${URL[1]}/v1/cluster")
 {
 	echo
-	echo "flowd retention: one node, $RUNS keyed runs ($accepted accepted, $CONNS connections, $took s with their steps), $(date -u +%FT%TZ)"
+	echo "flowd retention: one node, $RUNS keyed runs ($accepted accepted at ${RATE}/s offered, $CONNS connections, $took s with their steps), $(date -u +%FT%TZ)"
 	echo "settings: ${NODE_ARGS[*]:-defaults (runs_in_memory 10000, idempotency_keys 1000000, idempotency_ttl_s 86400)}"
 	printf '%-44s %12s   %s\n' metric value target
 	printf '%-44s %12s   %s\n' "VmRSS before (MB)" "$rss0" ""
