@@ -1,13 +1,16 @@
 /* api.h - the REST API v1 server: libmicrohttpd threads that route, authorize,
- * read and parse requests, answer every error in one JSON shape, and hand
- * each valid request to a backend (the daemon) that answers it later from the
- * loop thread. Never touches Raft internals or SQL text.
+ * read and check requests by a route table the daemon hands in, answer every
+ * error in one JSON shape, answer reads on the HTTP threads and hand writes
+ * to a backend (the daemon) that answers them later from the loop thread.
+ * Never touches Raft internals or SQL text.
  *
  * Threads: MHD runs an internal thread pool. A request is routed and checked
- * there; then backend->submit() is called on that HTTP thread and the
- * connection is suspended; the backend later (from any thread, normally the
- * loop) fills the response with api_request_reply*() and calls
- * api_request_finish(), which resumes the connection. */
+ * there by its row (struct api_route); a read is then answered there by the
+ * row's read handler; anything else goes to backend->submit() on that HTTP
+ * thread with the connection suspended; the backend later (from any thread,
+ * normally the loop) fills the response with api_request_reply*() and calls
+ * api_request_finish(), which resumes the connection. api/README.md has
+ * "How to add an endpoint". */
 #ifndef FLOWD_API_H
 #define FLOWD_API_H
 
@@ -18,63 +21,172 @@
 #include "core/error.h"
 #include "core/limits.h"
 
+struct api_request;
 struct storage_reader;
+struct view;
+struct view_store;
 
-enum api_op {
-	API_OP_FLOW_PUT,       /* PUT /v1/flows/{flow}: flow, body (spec doc), spec parsed */
-	API_OP_FLOW_LIST,      /* GET /v1/flows */
-	API_OP_FLOW_GET,       /* GET /v1/flows/{flow} */
-	API_OP_FLOW_VERSIONS,  /* GET /v1/flows/{flow}/versions */
-	API_OP_FLOW_DELETE,    /* DELETE /v1/flows/{flow} */
-	API_OP_RUN_CREATE,     /* POST /v1/flows/{flow}/runs: flow, params, idempotency_key */
-	API_OP_RUN_LIST,       /* GET /v1/runs: list_flow, list_status, limit, cursor */
-	API_OP_RUN_GET,        /* GET /v1/runs/{id}: run_id */
-	API_OP_RUN_CANCEL,     /* POST /v1/runs/{id}/cancel: run_id */
-	API_OP_READYZ,         /* GET /readyz */
-	API_OP_CLUSTER,        /* GET /v1/cluster */
-	API_OP_INTERNAL_COMMAND, /* POST /internal/v1/commands: raw_body is a
-	                          * state-machine command to propose (admin) */
-	API_OP_MEMBER_ADD,     /* POST /v1/cluster/members {"id", "raft_address",
-	                        * "api_address"}: member_id, member_raft, member_api */
-	API_OP_MEMBER_REMOVE,  /* DELETE /v1/cluster/members/{id}: member_id */
-	API_OP_LEADER_TRANSFER,/* POST /v1/cluster/leader/transfer {"id"?}:
-	                        * member_id (0 = let raft pick) */
-	API_OP_EVENT_POST,     /* POST /v1/events {"name","id"?,"payload"?}:
-	                        * event_name, event_id (may be NULL), payload */
-	API_OP_SCHEDULE_GET,   /* GET /v1/flows/{flow}/schedule */
-	API_OP_FLOW_PAUSE,     /* POST /v1/flows/{flow}/pause */
-	API_OP_FLOW_UNPAUSE,   /* POST /v1/flows/{flow}/unpause */
-	API_OP_BACKFILL,       /* POST /v1/flows/{flow}/backfill {"from","to",
-	                        * "schedule"?}: bf_from, bf_to, bf_schedule */
+/* ------------------------------------------------------------------------
+ * The route table
+ */
+
+/* Who may call a route: the least role a bearer token must have. With no
+ * token configured at all every request is allowed. */
+enum api_role {
+	API_ROLE_PUBLIC = 0, /* anyone, no token needed */
+	API_ROLE_READER = 1, /* a reader or an admin token (else 401) */
+	API_ROLE_ADMIN = 2,  /* an admin token (401 without one, 403 for a
+	                      * reader token) */
 };
 
+/* What a route does with a request body. */
+enum api_body {
+	API_BODY_NONE = 0, /* any body is read and discarded */
+	API_BODY_JSON,     /* required: Content-Type application/json (415),
+	                    * JSON (400 invalid_json), then the row's `fields`
+	                    * or `parse`; kept in req->body */
+	API_BODY_JSON_OPT, /* the same, but an empty body (any Content-Type)
+	                    * is allowed: req->body NULL */
+	API_BODY_RAW,      /* required: application/json, a non-empty JSON
+	                    * object (400 missing_field "body" / invalid_json);
+	                    * only checked: the backend uses req->raw_body */
+};
+
+/* Row flags. */
+#define API_ROUTE_VIEW 0x1       /* the read handler gets the newest
+                                  * published read view (core/view.h) */
+#define API_ROUTE_CONSISTENT 0x2 /* ?consistent=true sends the read to the
+                                  * backend, which answers it with the read
+                                  * handler once the view holds every entry
+                                  * committed before the request */
+
+/* JSON types of a body field. */
+enum api_json {
+	API_JSON_ANY = 0, /* any value: the check decides */
+	API_JSON_OBJECT,
+	API_JSON_ARRAY,
+	API_JSON_STRING,
+	API_JSON_INTEGER,
+	API_JSON_NUMBER,
+	API_JSON_BOOLEAN,
+};
+
+/* Field flags. */
+#define API_FIELD_REQUIRED 0x1      /* absent (or null) is 400 missing_field */
+#define API_FIELD_NULL_IS_VALUE 0x2 /* null is a value handed to the type
+                                     * check and `check`, not "absent" */
+
+/* Check one body field's value (borrowed; never NULL, and not null unless
+ * API_FIELD_NULL_IS_VALUE), of the field's type already. `body` is the
+ * whole object (for checks against another field, which is checked
+ * already when it comes earlier in the schema). Returns 0, or -1 with err
+ * (400 invalid_value naming `field`, or what else fits: 413 too_large). */
+typedef int (*api_check_fn)(const char *field, const json_t *value,
+			    const json_t *body, const struct flowd_limits *lim,
+			    struct flowd_error *err);
+
+/* One field of an object body. A schema is an array of them ended by a
+ * field whose name is NULL. The checker answers the first failure in this
+ * order: the body is not an object (400 invalid_type, field ""); a key no
+ * field names (400 unknown_field, in the body's key order); then field by
+ * field in the schema's order: missing (400 missing_field, message
+ * `missing` or "required"), of another type (400 invalid_type, "must be a
+ * string" ...), `check`. null counts as absent unless
+ * API_FIELD_NULL_IS_VALUE. */
+struct api_field {
+	const char *name;
+	enum api_json type;  /* API_JSON_ANY (0) when left out */
+	unsigned flags;      /* API_FIELD_* */
+	api_check_fn check;  /* may be NULL */
+	const char *missing; /* the 400 missing_field message (NULL:
+	                      * "required") */
+};
+
+/* A read handler (a row's `read`, or req->render): runs on an HTTP thread
+ * and fills the answer of `req` with api_request_reply_*() (never
+ * api_request_finish). `arg` is api_backend.read_arg. `v` is the newest
+ * published read view, held by the api for the call (NULL for a row
+ * without API_ROUTE_VIEW); nothing of it may be kept. req->status holds the
+ * success status to answer with: 200, or what a submit handler set before
+ * the render. History the view no longer holds is asked for with the pg_*
+ * fields of the request; the api reads it after the view is let go. */
+typedef void (*api_read_fn)(void *arg, const struct view *v,
+			    struct api_request *req);
+
+/* A submit handler (a row's `submit`): called by the backend on its own
+ * thread (daemon/service.c: the loop, after its admission checks) with the
+ * backend's arg. Must lead to exactly one api_request_finish(). */
+typedef void (*api_submit_fn)(void *arg, struct api_request *req);
+
+/* A row's query hook: runs on an HTTP thread with the headers, before the
+ * body is read. Checks the route's query (api_request_query) and may fill
+ * the request's shared query fields. Returns 0, or -1 with err (400
+ * invalid_query naming the parameter). */
+typedef int (*api_query_fn)(struct api_request *req,
+			    const struct flowd_limits *lim,
+			    struct flowd_error *err);
+
+/* A row's whole-body parse hook, instead of `fields`: checks *body (never
+ * NULL) and may replace it (the old reference is then released by the
+ * hook). Returns 0, or -1 with err. */
+typedef int (*api_parse_fn)(json_t **body, const struct flowd_limits *lim,
+			    struct flowd_error *err);
+
+/* One endpoint: a method on a path. The table is an array of rows ended by
+ * a row whose method is NULL (static, borrowed by the api for the server's
+ * life). Rows on the same path make its Allow header (405), in table order
+ * ("GET" allows "GET, HEAD"). The first row whose path matches names the
+ * path; templates must not overlap. */
+struct api_route {
+	const char *method;  /* "GET" (also HEAD), "PUT", "POST", "DELETE" */
+	const char *path;    /* a template: literal segments and the
+	                      * placeholders {flow} (400 invalid_value field
+	                      * "flow"), {id} (a run id: 404), {step} (404),
+	                      * {member} (a decimal 1..2^63-1: 400
+	                      * invalid_value field "id") */
+	enum api_role role;
+	enum api_body body;
+	unsigned flags;                /* API_ROUTE_* */
+	const struct api_field *fields;/* the object body's schema, or NULL */
+	api_parse_fn parse;            /* or a whole-body hook, or NULL */
+	api_query_fn query;            /* may be NULL (no query) */
+	api_read_fn read;              /* a read: answered on the HTTP thread */
+	api_submit_fn submit;          /* or a write: handed to the backend */
+	const char *name;              /* for logs: "run_create" */
+};
+
+/* ------------------------------------------------------------------------
+ * Requests
+ */
+
 /* One request, owned by the api module. Fields are valid until
- * api_request_finish(). */
+ * api_request_finish(). Every pointer field is freed with the request. */
 struct api_request {
-	enum api_op op;
-	char *flow;            /* owned; FLOW_*, RUN_CREATE */
-	char *run_id;          /* owned; RUN_GET, RUN_CANCEL */
-	json_t *body;          /* owned; FLOW_PUT: the spec document */
-	struct flow_spec *spec;/* owned; FLOW_PUT: parsed and validated by the api */
-	json_t *params;        /* owned; RUN_CREATE: the "parameters" object (may be NULL) */
-	char *idempotency_key; /* owned; RUN_CREATE, may be NULL */
-	char *list_flow;       /* owned; RUN_LIST filter, may be NULL */
-	char *list_status;     /* owned; RUN_LIST filter, may be NULL (validated) */
-	unsigned limit;        /* RUN_LIST: 1..max_runs_page, default 50 */
-	uint64_t cursor;       /* RUN_LIST: ?cursor= (a next_cursor), 0 = none */
-	int consistent;        /* ?consistent=true */
-	uint64_t member_id;    /* MEMBER_*, LEADER_TRANSFER */
-	char *member_raft;     /* owned; MEMBER_ADD: IPv4 "a.b.c.d:port" */
-	char *member_api;      /* owned; MEMBER_ADD: IPv4 "a.b.c.d:port" */
-	char *event_name;      /* owned; EVENT_POST */
-	char *event_id;        /* owned; EVENT_POST, may be NULL */
-	json_t *payload;       /* owned; EVENT_POST, may be NULL */
-	int64_t bf_from, bf_to;/* BACKFILL: seconds since the epoch */
-	int bf_schedule;       /* BACKFILL: a schedule index, -1 = all */
-	json_t *bf_items;      /* owned; BACKFILL: set by the backend */
+	const struct api_route *route; /* the row matched (borrowed) */
+
+	/* Path parameters, decoded and checked by placeholder; NULL (0) when
+	 * the path has none. */
+	char *flow;            /* {flow} */
+	char *run_id;          /* {id}; a submit handler may replace it
+	                        * (malloc'd) with the run its answer names */
+	char *step;            /* {step} */
+	uint64_t member_id;    /* {member} */
+
+	/* The body, checked by the row's schema (or made by its parse hook);
+	 * NULL when empty or the row takes none. Read it with
+	 * api_request_field(). */
+	json_t *body;
+
+	/* The run-list query (api_query_run_list). */
+	char *list_flow;       /* ?flow=, may be NULL */
+	char *list_status;     /* ?status=, may be NULL (validated) */
+	unsigned limit;        /* ?limit=: 1..max_runs_page, default 50 */
+	uint64_t cursor;       /* ?cursor= (a next_cursor), 0 = none */
+	int consistent;        /* ?consistent=true (reads) */
 
 	/* The request as it arrived, so that a follower can forward it to the
-	 * leader unchanged (all owned, NUL-terminated; NULL when absent). */
+	 * leader unchanged (all NUL-terminated; NULL when absent). Set only on
+	 * requests handed to the backend. */
 	char *method;          /* "GET", "PUT", "POST", "DELETE" */
 	char *target;          /* path and query as received, e.g. "/v1/runs?limit=5" */
 	char *raw_body;        /* the body bytes ("" when empty) */
@@ -83,45 +195,78 @@ struct api_request {
 	char *content_type;    /* the Content-Type header value */
 	int forwarded;         /* the request carried "X-Flowd-Forwarded: 1" */
 
-	/* History the backend no longer holds in memory is read from
-	 * PostgreSQL by the api, on the HTTP thread, after the backend
-	 * finished the request:
-	 * - pg_run_id (malloc'd by the backend, freed by the api): answer
+	/* History the read view no longer holds, read from PostgreSQL by the
+	 * api on the HTTP thread after a read handler (or the backend)
+	 * answered:
+	 * - pg_run_id (malloc'd by the handler, freed by the api): answer
 	 *   `status` (200 or 201) with that run as storage_reader_run() reads
 	 *   it (404 if PostgreSQL does not have it, 503 if unreachable);
 	 *   resp_body is ignored.
-	 * - pg_list_limit > 0 (RUN_LIST): resp_body is a page
-	 *   {"runs": [...], "next_cursor": ...} built from memory; append up
-	 *   to pg_list_limit runs with a sequence number below pg_list_before
-	 *   (same list_flow / list_status filters) from storage_reader_runs(),
-	 *   and set next_cursor to the last run's sequence number when the
-	 *   page is full (`limit` runs), else null. */
+	 * - pg_list_limit > 0: resp_body is a page {"runs": [...],
+	 *   "next_cursor": ...} built from memory; append up to pg_list_limit
+	 *   runs with a sequence number below pg_list_before (same list_flow
+	 *   / list_status filters) from storage_reader_runs(), and set
+	 *   next_cursor to the last run's sequence number when the page is
+	 *   full (`limit` runs), else null.
+	 * - pg_flow_versions: resp_body is {"versions": [...]} of `flow`;
+	 *   fill each "spec": null from storage_reader_flow_versions(). */
 	char *pg_run_id;
 	uint64_t pg_list_before;
 	unsigned pg_list_limit;
+	int pg_flow_versions;
 
-	/* Answers from the read view (core/view.h). Reads are answered by the
-	 * api from the newest published view without the backend, unless
-	 * ?consistent=true: then the backend makes sure the view holds every
-	 * entry committed before the request (a barrier on the leader) and
-	 * finishes it with from_view set. A write the backend finishes with
-	 * from_view set (after the view holding its entry was published) is
-	 * answered with `status` and the object the op names: RUN_CREATE,
-	 * RUN_CANCEL: the run `run_id` (the backend sets it); FLOW_PUT:
-	 * {"flow", "created"}; FLOW_DELETE: the flow without its spec. */
-	int from_view;
-	int created;           /* FLOW_PUT: a new version was made */
+	/* Set by the backend before it finishes a request whose answer is
+	 * rendered from the read view (a write's answer, a consistent read):
+	 * the api then calls it on the HTTP thread with the newest view, which
+	 * the backend made sure holds the request's entry. */
+	api_read_fn render;
 
-	/* The response, filled by the backend. */
+	/* The response. */
 	int status;
 	char *resp_body;       /* owned, JSON text */
 	unsigned retry_after;  /* seconds, 0 = no Retry-After header */
 	void *backend_data;    /* for the backend's use */
-	void *priv;            /* the api module's own state */
+
+	/* The api module's own state. */
+	const char *(*query_get)(void *arg, const char *key);
+	void *query_arg;
+	void *priv;
 };
+
+/* The body field `name` of `req` (borrowed, valid with the request), NULL
+ * when there is no body or the field is absent or null. */
+const json_t *api_request_field(const struct api_request *req,
+				const char *name);
+
+/* The query parameter `key`, percent-decoded, in *out (malloc'd, the caller
+ * frees it), NULL when absent or empty. Returns 0, or -1 with 400
+ * invalid_query naming `key` (a malformed escape). HTTP threads only: read
+ * handlers and query hooks. */
+int api_request_query(const struct api_request *req, const char *key,
+		      char **out, struct flowd_error *err);
+
+/* The run-list query hook (GET /v1/runs): ?flow= (a flow name), ?status=
+ * (queued, running, succeeded, failed, cancelled), ?limit= (1 ..
+ * max_runs_page), ?cursor= (a next_cursor: digits only, 1..2^64-1) into
+ * list_flow, list_status, limit, cursor; 400 invalid_query naming the
+ * first bad one. */
+int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
+		       struct flowd_error *err);
+
+/* An unsigned decimal in [min, max] (borrowed): digits only, no sign or
+ * space. Returns 0 with *out, or -1. */
+int api_uint_parse(const char *s, unsigned long min, unsigned long max,
+		   unsigned long *out);
+
+/* 1 when `s` is 1..max of [A-Za-z0-9_.:-] (run ids, event ids). */
+int api_id_valid(const char *s, size_t max);
 
 /* Fill the response with `status` and `body` (stolen: decref'd by the api). */
 void api_request_reply_json(struct api_request *req, int status, json_t *body);
+
+/* Fill the response with `status` and a JSON text (malloc'd; stolen). NULL
+ * (out of memory) answers 500. */
+void api_request_reply_take(struct api_request *req, int status, char *text);
 
 /* Fill the response with the error body
  * {"error":{"code","message","field"}} (field omitted when empty); 503 gets
@@ -138,15 +283,22 @@ void api_request_reply_text(struct api_request *req, int status,
  * thread; never touch `req` afterwards. */
 void api_request_finish(struct api_request *req);
 
+/* ------------------------------------------------------------------------
+ * The server
+ */
+
 struct api_backend {
 	void *arg;
-	/* Called on an HTTP thread for each valid request. Must lead to exactly
-	 * one api_request_finish(). */
+	/* Called on an HTTP thread for each write (a row with `submit`) and
+	 * each consistent read. Must lead to exactly one
+	 * api_request_finish(). */
 	void (*submit)(void *arg, struct api_request *req);
+	void *read_arg;       /* handed to every read handler */
 };
 
 struct api_config {
 	const char *address;          /* "a.b.c.d:port", copied */
+	const struct api_route *routes; /* borrowed (static): the table */
 	char **admin_tokens;          /* NULL-terminated, copied; may be empty */
 	char **reader_tokens;         /* NULL-terminated, copied; may be empty */
 	const struct flowd_limits *limits; /* copied */
@@ -158,12 +310,12 @@ struct api_config {
 };
 
 struct api_server;
-struct view_store;
 
-/* Start listening. `reader` (borrowed, may be NULL) serves task logs and
- * history; `views` (borrowed) is the read view the daemon publishes, from
- * which reads are answered on the HTTP threads. Returns 0 or -1 with
- * errmsg. */
+/* Start listening. The route table is checked first (a row with neither or
+ * both of read and submit, an unknown placeholder: -1 naming the row).
+ * `reader` (borrowed, may be NULL) serves history; `views` (borrowed) is
+ * the read view the daemon publishes, which read handlers are given.
+ * Returns 0 or -1 with errmsg. */
 int api_server_start(const struct api_config *cfg,
 		     const struct api_backend *backend,
 		     struct storage_reader *reader, struct view_store *views,

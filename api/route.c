@@ -1,125 +1,34 @@
-/* route.c - the route table, path and query validation, bearer-token
- * authorization and the request-body checks; pure (docs/api.md). */
+/* route.c - the api's pure machinery: matching against the daemon's route
+ * table, path and query validation by the row, bearer-token authorization
+ * by role, and the body schema checker (docs/api.md, api/README.md). */
 #include "api/route.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "core/addr.h"
-#include "core/cron.h"
 #include "core/spec.h"
 
 #define RUN_ID_MAX 200
 #define CURSOR_MAX 20 /* digits of 2^64 - 1 */
 #define SEGMENTS_MAX 6
 
-/* A placeholder segment in a route pattern. */
-#define SEG_FLOW "{flow}"
-#define SEG_RUN "{id}"
-#define SEG_STEP "{step}"
-#define SEG_MEMBER "{member}"
-
 /* Member ids are raft ids, carried in JSON integers: 1..2^63-1. */
 #define MEMBER_ID_MAX ((uint64_t)INT64_MAX)
-
-struct method_entry {
-	const char *method;
-	enum api__target target;
-	enum api_op op;
-	unsigned flags;
-};
-
-struct route_entry {
-	const char *segs[SEGMENTS_MAX + 1]; /* NULL-terminated */
-	const char *allow;
-	struct method_entry methods[3]; /* method NULL ends the list */
-};
-
-static const struct route_entry routes[] = {
-	{{"healthz", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_HEALTHZ, 0, API__ROUTE_PUBLIC}}},
-	{{"readyz", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_READYZ, API__ROUTE_PUBLIC | API__ROUTE_VIEW}}},
-	{{"v1", "cluster", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_CLUSTER, API__ROUTE_VIEW}}},
-	{{"v1", "cluster", "members", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_MEMBER_ADD,
-	   API__ROUTE_WRITE | API__ROUTE_BODY}}},
-	{{"v1", "cluster", "members", SEG_MEMBER, NULL},
-	 "DELETE",
-	 {{"DELETE", API__TARGET_SUBMIT, API_OP_MEMBER_REMOVE,
-	   API__ROUTE_WRITE}}},
-	{{"v1", "cluster", "leader", "transfer", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_LEADER_TRANSFER,
-	   API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT}}},
-	{{"v1", "flows", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_LIST, API__ROUTE_VIEW}}},
-	{{"v1", "flows", SEG_FLOW, NULL},
-	 "GET, HEAD, PUT, DELETE",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_GET, API__ROUTE_VIEW},
-	  {"PUT", API__TARGET_SUBMIT, API_OP_FLOW_PUT,
-	   API__ROUTE_WRITE | API__ROUTE_BODY},
-	  {"DELETE", API__TARGET_SUBMIT, API_OP_FLOW_DELETE,
-	   API__ROUTE_WRITE}}},
-	{{"v1", "flows", SEG_FLOW, "versions", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_FLOW_VERSIONS, API__ROUTE_VIEW}}},
-	{{"v1", "flows", SEG_FLOW, "schedule", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_SCHEDULE_GET, API__ROUTE_VIEW}}},
-	{{"v1", "flows", SEG_FLOW, "pause", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_FLOW_PAUSE, API__ROUTE_WRITE}}},
-	{{"v1", "flows", SEG_FLOW, "unpause", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_FLOW_UNPAUSE, API__ROUTE_WRITE}}},
-	{{"v1", "flows", SEG_FLOW, "backfill", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_BACKFILL,
-	   API__ROUTE_WRITE | API__ROUTE_BODY}}},
-	{{"v1", "events", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_EVENT_POST,
-	   API__ROUTE_WRITE | API__ROUTE_BODY}}},
-	{{"v1", "cron", "preview", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_CRON, 0, 0}}},
-	{{"v1", "flows", SEG_FLOW, "runs", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_RUN_CREATE,
-	   API__ROUTE_WRITE | API__ROUTE_BODY | API__ROUTE_BODY_OPT}}},
-	{{"v1", "runs", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_RUN_LIST, API__ROUTE_VIEW}}},
-	{{"v1", "runs", SEG_RUN, NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_SUBMIT, API_OP_RUN_GET, API__ROUTE_VIEW}}},
-	{{"v1", "runs", SEG_RUN, "cancel", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_RUN_CANCEL, API__ROUTE_WRITE}}},
-	{{"v1", "runs", SEG_RUN, "steps", SEG_STEP, "logs", NULL},
-	 "GET, HEAD",
-	 {{"GET", API__TARGET_LOGS, 0, 0}}},
-	{{"internal", "v1", "commands", NULL},
-	 "POST",
-	 {{"POST", API__TARGET_SUBMIT, API_OP_INTERNAL_COMMAND,
-	   API__ROUTE_WRITE | API__ROUTE_BODY}}},
-};
 
 static const char *const run_statuses[] = {
 	"queued", "running", "succeeded", "failed", "cancelled", NULL,
 };
+
+/* The placeholders a path template may hold. */
+enum placeholder { PH_NONE = -1, PH_FLOW, PH_RUN, PH_STEP, PH_MEMBER };
+
+static const char *const placeholders[] = {"{flow}", "{id}", "{step}",
+					   "{member}"};
 
 void api__route_close(struct api__route *r)
 {
@@ -127,146 +36,213 @@ void api__route_close(struct api__route *r)
 	free(r->raw_run);
 	free(r->raw_step);
 	free(r->raw_member);
-	free(r->step);
 	memset(r, 0, sizeof *r);
 }
 
 /* ------------------------------------------------------------------------
- * Matching
+ * Path templates
  */
+
+/* The next segment of a template or path at *p ("/seg..."): its start and
+ * length, *p moved past it. Returns 0, or -1 at the end or for an empty
+ * segment. */
+static int next_segment(const char **p, const char **seg, size_t *len)
+{
+	const char *s = *p;
+
+	if (*s != '/')
+		return -1;
+	*seg = ++s;
+	while (*s != '\0' && *s != '/')
+		s++;
+	*len = (size_t)(s - *seg);
+	*p = s;
+	return *len > 0 ? 0 : -1;
+}
+
+static enum placeholder placeholder_of(const char *seg, size_t len)
+{
+	for (size_t i = 0; i < sizeof placeholders / sizeof placeholders[0];
+	     i++)
+		if (strlen(placeholders[i]) == len &&
+		    memcmp(placeholders[i], seg, len) == 0)
+			return (enum placeholder)i;
+	return PH_NONE;
+}
 
 /* Split "/a/b/c" into at most SEGMENTS_MAX (pointer, length) pairs. Returns
  * the count, or -1 for a path that cannot match any route (no leading '/',
  * an empty segment, a trailing '/', too many segments). */
 static int split_path(const char *path, const char **seg, size_t *len)
 {
-	int n = 0;
 	const char *p = path;
+	int n = 0;
 
 	if (p == NULL || *p != '/')
 		return -1;
-	while (*p == '/') {
-		const char *start = ++p;
-
-		while (*p != '\0' && *p != '/')
-			p++;
-		if (p == start || n == SEGMENTS_MAX)
+	while (*p != '\0') {
+		if (n == SEGMENTS_MAX ||
+		    next_segment(&p, &seg[n], &len[n]) != 0)
 			return -1;
-		seg[n] = start;
-		len[n] = (size_t)(p - start);
 		n++;
 	}
 	return n;
 }
 
-static int is_placeholder(const char *pattern) { return pattern[0] == '{'; }
-
-static int segments_match(const struct route_entry *e, int n, const char **seg,
+/* 1 when the template `tpl` matches the n segments: literal segments
+ * byte for byte, a placeholder any segment. */
+static int template_match(const char *tpl, int n, const char **seg,
 			  const size_t *len)
 {
-	int i;
+	const char *t;
+	size_t tlen;
 
-	for (i = 0; i < n; i++) {
-		const char *want = e->segs[i];
-
-		if (want == NULL)
+	for (int i = 0; i < n; i++) {
+		if (next_segment(&tpl, &t, &tlen) != 0)
 			return 0;
-		if (is_placeholder(want))
+		if (t[0] == '{')
 			continue;
-		if (strlen(want) != len[i] || memcmp(want, seg[i], len[i]) != 0)
+		if (tlen != len[i] || memcmp(t, seg[i], tlen) != 0)
 			return 0;
 	}
-	return e->segs[n] == NULL;
+	return *tpl == '\0';
 }
 
-static char *dup_segment(const char *s, size_t len)
+/* What is wrong with a row, or NULL. */
+static const char *row_problem(const struct api_route *row)
 {
-	char *out = malloc(len + 1);
+	const char *p = row->path ? row->path : "", *seg;
+	int takes_json = row->body == API_BODY_JSON ||
+			 row->body == API_BODY_JSON_OPT;
+	size_t len;
+	int n = 0;
 
-	if (out == NULL)
-		return NULL;
-	memcpy(out, s, len);
-	out[len] = '\0';
-	return out;
+	while (*p != '\0') {
+		if (next_segment(&p, &seg, &len) != 0)
+			return "a path template is /segment/...";
+		if (++n > SEGMENTS_MAX)
+			return "more than six path segments";
+		if (seg[0] == '{' && placeholder_of(seg, len) == PH_NONE)
+			return "an unknown placeholder";
+	}
+	if (n == 0)
+		return "no path";
+	if ((row->read == NULL) == (row->submit == NULL))
+		return "exactly one of read and submit is needed";
+	if (row->fields != NULL && row->parse != NULL)
+		return "fields and parse exclude each other";
+	if ((row->fields != NULL || row->parse != NULL) && !takes_json)
+		return "fields and parse need a JSON body";
+	if ((row->flags & API_ROUTE_CONSISTENT) &&
+	    (row->read == NULL || !(row->flags & API_ROUTE_VIEW)))
+		return "consistent reads are reads on the view";
+	if (row->name == NULL)
+		return "no name";
+	return NULL;
 }
 
-/* Copy the placeholder segments of a matched route into `r`. */
-static int take_segments(const struct route_entry *e, int n, const char **seg,
-			 const size_t *len, struct api__route *r,
-			 struct flowd_error *err)
+int api__routes_check(const struct api_route *table, char *errmsg,
+		      size_t errlen)
 {
-	int i;
+	for (const struct api_route *row = table; row->method != NULL; row++) {
+		const char *why = row_problem(row);
 
-	for (i = 0; i < n; i++) {
-		char **slot = NULL;
-
-		if (strcmp(e->segs[i], SEG_FLOW) == 0)
-			slot = &r->raw_flow;
-		else if (strcmp(e->segs[i], SEG_RUN) == 0)
-			slot = &r->raw_run;
-		else if (strcmp(e->segs[i], SEG_STEP) == 0)
-			slot = &r->raw_step;
-		else if (strcmp(e->segs[i], SEG_MEMBER) == 0)
-			slot = &r->raw_member;
-		if (slot == NULL)
-			continue;
-		*slot = dup_segment(seg[i], len[i]);
-		if (*slot == NULL)
-			return flowd_error_set(err, 500, "internal", "",
-					       "out of memory");
+		if (why != NULL) {
+			snprintf(errmsg, errlen, "api: route %s %s: %s",
+				 row->method, row->path ? row->path : "(null)",
+				 why);
+			return -1;
+		}
 	}
 	return 0;
 }
 
-int api__route_match(const char *method, const char *path, struct api__route *r,
+/* ------------------------------------------------------------------------
+ * Matching
+ */
+
+/* Append ", "-separated `m` to the Allow value. */
+static void allow_add(char *allow, size_t size, const char *m)
+{
+	size_t n = strlen(allow);
+
+	snprintf(allow + n, size - n, "%s%s", n > 0 ? ", " : "", m);
+}
+
+/* Copy the placeholder segments of a matched route into `r`. */
+static int take_segments(const char *tpl, int n, const char **seg,
+			 const size_t *len, struct api__route *r,
+			 struct flowd_error *err)
+{
+	char **slots[] = {&r->raw_flow, &r->raw_run, &r->raw_step,
+			  &r->raw_member};
+	const char *t = "";
+	size_t tlen = 0;
+
+	for (int i = 0; i < n; i++) {
+		enum placeholder ph;
+		char *copy;
+
+		next_segment(&tpl, &t, &tlen);
+		ph = placeholder_of(t, tlen);
+		if (ph == PH_NONE)
+			continue;
+		copy = malloc(len[i] + 1);
+		if (copy == NULL)
+			return flowd_error_set(err, 500, "internal", "",
+					       "out of memory");
+		memcpy(copy, seg[i], len[i]);
+		copy[len[i]] = '\0';
+		*slots[ph] = copy;
+	}
+	return 0;
+}
+
+int api__route_match(const struct api_route *table, const char *method,
+		     const char *path, struct api__route *r,
 		     struct flowd_error *err)
 {
 	const char *seg[SEGMENTS_MAX];
 	size_t len[SEGMENTS_MAX];
-	const struct route_entry *e = NULL;
-	const struct method_entry *m = NULL;
+	const struct api_route *named = NULL, *row, *m = NULL;
 	const char *asked = method;
-	size_t i;
 	int n;
 
 	memset(r, 0, sizeof *r);
 	n = split_path(path, seg, len);
-	if (n < 0)
-		goto not_found;
-	for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-		if (segments_match(&routes[i], n, seg, len)) {
-			e = &routes[i];
+	for (row = table; n >= 0 && row->method != NULL; row++) {
+		if (template_match(row->path, n, seg, len)) {
+			named = row;
 			break;
 		}
 	}
-	if (e == NULL)
-		goto not_found;
-	r->allow = e->allow;
+	if (named == NULL)
+		return flowd_error_set(err, 404, "not_found", "",
+				       "no such route");
 
 	if (method != NULL && strcmp(method, "HEAD") == 0)
 		method = "GET";
-	for (i = 0; method != NULL && i < 3 && e->methods[i].method; i++) {
-		if (strcmp(e->methods[i].method, method) == 0) {
-			m = &e->methods[i];
-			break;
-		}
+	for (row = table; row->method != NULL; row++) {
+		if (strcmp(row->path, named->path) != 0)
+			continue;
+		allow_add(r->allow, sizeof r->allow, row->method);
+		if (strcmp(row->method, "GET") == 0)
+			allow_add(r->allow, sizeof r->allow, "HEAD");
+		if (m == NULL && method != NULL &&
+		    strcmp(row->method, method) == 0)
+			m = row;
 	}
 	if (m == NULL)
 		return flowd_error_set(
 			err, 405, "method_not_allowed", "",
 			"method %s not allowed here (allowed: %s)",
-			asked ? asked : "?", e->allow);
-	r->target = m->target;
-	r->op = m->op;
-	r->flags = m->flags;
-	if (take_segments(e, n, seg, len, r, err) != 0) {
+			asked ? asked : "?", r->allow);
+	r->row = m;
+	if (take_segments(m->path, n, seg, len, r, err) != 0) {
 		api__route_close(r);
 		return -1;
 	}
 	return 0;
-
-not_found:
-	return flowd_error_set(err, 404, "not_found", "", "no such route");
 }
 
 /* ------------------------------------------------------------------------
@@ -317,8 +293,7 @@ bad:
 	return NULL;
 }
 
-/* 1..max of [A-Za-z0-9_.:-]: run ids and event ids. */
-static int id_valid(const char *s, size_t max)
+int api_id_valid(const char *s, size_t max)
 {
 	size_t n = 0;
 
@@ -333,19 +308,13 @@ static int id_valid(const char *s, size_t max)
 	return n >= 1 && n <= max;
 }
 
-static int run_id_valid(const char *s)
-{
-	return id_valid(s, RUN_ID_MAX);
-}
-
-/* A query value: absent or empty gives NULL and 0; a malformed escape -1. */
-static int query_value(api__query_get_cb query, void *arg, const char *key,
-		       char **out, struct flowd_error *err)
+int api_request_query(const struct api_request *req, const char *key,
+		      char **out, struct flowd_error *err)
 {
 	const char *raw;
 
 	*out = NULL;
-	raw = query ? query(arg, key) : NULL;
+	raw = req->query_get ? req->query_get(req->query_arg, key) : NULL;
 	if (raw == NULL || raw[0] == '\0')
 		return 0;
 	*out = api__percent_decode(raw, strlen(raw));
@@ -355,9 +324,8 @@ static int query_value(api__query_get_cb query, void *arg, const char *key,
 	return 0;
 }
 
-/* An unsigned decimal in [min, max]; no sign, no spaces. */
-static int parse_uint(const char *s, unsigned long min, unsigned long max,
-		      unsigned long *out)
+int api_uint_parse(const char *s, unsigned long min, unsigned long max,
+		   unsigned long *out)
 {
 	unsigned long v;
 	char *end;
@@ -372,45 +340,33 @@ static int parse_uint(const char *s, unsigned long min, unsigned long max,
 	return 0;
 }
 
-/* A run-list cursor: the decimal seq a next_cursor holds, 1..2^64-1,
- * digits only (no sign, no spaces, no overflow). */
-static int parse_cursor(const char *s, uint64_t *out)
+/* Decimal digits only (no sign, no spaces, no overflow), value in
+ * [min, max]. */
+static int parse_digits(const char *s, uint64_t min, uint64_t max,
+			uint64_t *out)
 {
 	unsigned long long v;
 	char *end;
 
-	if (s[0] == '\0' || strlen(s) > CURSOR_MAX)
+	if (s[0] == '\0')
 		return -1;
 	for (const char *p = s; *p != '\0'; p++)
 		if (*p < '0' || *p > '9')
 			return -1;
 	errno = 0;
 	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v == 0)
+	if (errno != 0 || *end != '\0' || v < min || v > max)
 		return -1;
 	*out = (uint64_t)v;
 	return 0;
 }
 
-/* A member id in a path: decimal digits only (no sign, no spaces), value
- * 1..MEMBER_ID_MAX. */
-static int parse_member_id(const char *s, uint64_t *out)
+/* A run-list cursor: the decimal seq a next_cursor holds, 1..2^64-1. */
+static int parse_cursor(const char *s, uint64_t *out)
 {
-	unsigned long long v;
-	const char *p;
-	char *end;
-
-	if (s[0] == '\0')
+	if (strlen(s) > CURSOR_MAX)
 		return -1;
-	for (p = s; *p != '\0'; p++)
-		if (*p < '0' || *p > '9')
-			return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < 1 || v > MEMBER_ID_MAX)
-		return -1;
-	*out = (uint64_t)v;
-	return 0;
+	return parse_digits(s, 1, UINT64_MAX, out);
 }
 
 static int validate_member(struct api__route *r, struct api_request *req,
@@ -419,7 +375,8 @@ static int validate_member(struct api__route *r, struct api_request *req,
 	char *id = api__percent_decode(r->raw_member, strlen(r->raw_member));
 	int rc = 0;
 
-	if (id == NULL || parse_member_id(id, &req->member_id) != 0)
+	if (id == NULL ||
+	    parse_digits(id, 1, MEMBER_ID_MAX, &req->member_id) != 0)
 		rc = flowd_error_set(err, 400, "invalid_value", "id",
 				     "member id must be an integer from 1 to "
 				     "%llu",
@@ -446,23 +403,22 @@ static int validate_consistent(api__query_get_cb query, void *arg,
 			       "must be true or false");
 }
 
-static int validate_run_list(api__query_get_cb query, void *arg,
-			     const struct flowd_limits *lim,
-			     struct api_request *req, struct flowd_error *err)
+int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
+		       struct flowd_error *err)
 {
 	char *limit = NULL, *cursor = NULL;
 	unsigned long v;
 	size_t i;
 	int rc = -1;
 
-	if (query_value(query, arg, "flow", &req->list_flow, err) != 0)
+	if (api_request_query(req, "flow", &req->list_flow, err) != 0)
 		goto done;
 	if (req->list_flow != NULL && !spec_flow_name_valid(req->list_flow)) {
 		flowd_error_set(err, 400, "invalid_query", "flow",
 				"not a valid flow name");
 		goto done;
 	}
-	if (query_value(query, arg, "status", &req->list_status, err) != 0)
+	if (api_request_query(req, "status", &req->list_status, err) != 0)
 		goto done;
 	if (req->list_status != NULL) {
 		for (i = 0; run_statuses[i] != NULL; i++)
@@ -478,10 +434,10 @@ static int validate_run_list(api__query_get_cb query, void *arg,
 	req->limit = 50;
 	if (lim->max_runs_page > 0 && req->limit > lim->max_runs_page)
 		req->limit = lim->max_runs_page;
-	if (query_value(query, arg, "limit", &limit, err) != 0)
+	if (api_request_query(req, "limit", &limit, err) != 0)
 		goto done;
 	if (limit != NULL) {
-		if (parse_uint(limit, 1, lim->max_runs_page, &v) != 0) {
+		if (api_uint_parse(limit, 1, lim->max_runs_page, &v) != 0) {
 			flowd_error_set(err, 400, "invalid_query", "limit",
 					"must be an integer from 1 to %u",
 					lim->max_runs_page);
@@ -489,7 +445,7 @@ static int validate_run_list(api__query_get_cb query, void *arg,
 		}
 		req->limit = (unsigned)v;
 	}
-	if (query_value(query, arg, "cursor", &cursor, err) != 0)
+	if (api_request_query(req, "cursor", &cursor, err) != 0)
 		goto done;
 	if (cursor != NULL && parse_cursor(cursor, &req->cursor) != 0) {
 		flowd_error_set(err, 400, "invalid_query", "cursor",
@@ -503,65 +459,46 @@ done:
 	return rc;
 }
 
-static int validate_attempt(api__query_get_cb query, void *arg,
-			    struct api__route *r, struct flowd_error *err)
+/* Decode a raw path segment (NULL: none) into *out; 0, or -1 when it does
+ * not decode or `valid` refuses it. */
+static int path_param(const char *raw, int (*valid)(const char *), char **out)
 {
-	char *s = NULL;
-	unsigned long v;
-	int rc = -1;
-
-	r->attempt = 0;
-	if (query_value(query, arg, "attempt", &s, err) != 0)
-		return -1;
-	if (s == NULL)
+	if (raw == NULL)
 		return 0;
-	if (parse_uint(s, 1, INT_MAX, &v) != 0) {
-		flowd_error_set(err, 400, "invalid_query", "attempt",
-				"must be a positive integer");
-		goto done;
-	}
-	r->attempt = (int)v;
-	rc = 0;
-done:
-	free(s);
-	return rc;
+	*out = api__percent_decode(raw, strlen(raw));
+	return *out != NULL && valid(*out) ? 0 : -1;
 }
+
+static int run_id_valid(const char *s) { return api_id_valid(s, RUN_ID_MAX); }
+
+static int flow_name_valid(const char *s) { return spec_flow_name_valid(s); }
 
 int api__route_validate(struct api__route *r, api__query_get_cb query,
 			void *query_arg, const struct flowd_limits *lim,
 			struct api_request *req, struct flowd_error *err)
 {
-	req->op = r->op;
-	if (r->raw_flow != NULL) {
-		req->flow =
-			api__percent_decode(r->raw_flow, strlen(r->raw_flow));
-		if (req->flow == NULL || !spec_flow_name_valid(req->flow))
-			return flowd_error_set(
-				err, 400, "invalid_value", "flow",
-				"flow name must match [A-Za-z0-9_.-]{1,128}");
-	}
-	if (r->raw_run != NULL) {
-		req->run_id =
-			api__percent_decode(r->raw_run, strlen(r->raw_run));
-		if (req->run_id == NULL || !run_id_valid(req->run_id))
-			return flowd_error_set(err, 404, "not_found", "",
-					       "no such run");
-	}
-	if (r->raw_step != NULL) {
-		r->step = api__percent_decode(r->raw_step, strlen(r->raw_step));
-		if (r->step == NULL || !spec_flow_name_valid(r->step))
-			return flowd_error_set(err, 404, "not_found", "",
-					       "no such step");
-	}
+	const struct api_route *row = r->row;
+
+	req->route = row;
+	req->query_get = query;
+	req->query_arg = query_arg;
+	if (path_param(r->raw_flow, flow_name_valid, &req->flow) != 0)
+		return flowd_error_set(
+			err, 400, "invalid_value", "flow",
+			"flow name must match [A-Za-z0-9_.-]{1,128}");
+	if (path_param(r->raw_run, run_id_valid, &req->run_id) != 0)
+		return flowd_error_set(err, 404, "not_found", "",
+				       "no such run");
+	if (path_param(r->raw_step, flow_name_valid, &req->step) != 0)
+		return flowd_error_set(err, 404, "not_found", "",
+				       "no such step");
 	if (r->raw_member != NULL && validate_member(r, req, err) != 0)
 		return -1;
-	if (!(r->flags & API__ROUTE_WRITE) &&
+	if (row->read != NULL &&
 	    validate_consistent(query, query_arg, req, err) != 0)
 		return -1;
-	if (r->target == API__TARGET_SUBMIT && r->op == API_OP_RUN_LIST)
-		return validate_run_list(query, query_arg, lim, req, err);
-	if (r->target == API__TARGET_LOGS)
-		return validate_attempt(query, query_arg, r, err);
+	if (row->query != NULL)
+		return row->query(req, lim, err);
 	return 0;
 }
 
@@ -614,7 +551,7 @@ static unsigned token_in(const unsigned char *given, size_t glen,
 	return found;
 }
 
-enum api__role api__auth_role(const char *authorization, char *const *admin,
+enum api_role api__auth_role(const char *authorization, char *const *admin,
 			      char *const *reader)
 {
 	static const char scheme[] = "Bearer";
@@ -623,427 +560,133 @@ enum api__role api__auth_role(const char *authorization, char *const *admin,
 	unsigned is_admin, is_reader;
 
 	if (p == NULL)
-		return API__ROLE_NONE;
+		return API_ROLE_PUBLIC;
 	while (*p == ' ' || *p == '\t')
 		p++;
 	if (strncasecmp(p, scheme, sizeof scheme - 1) != 0)
-		return API__ROLE_NONE;
+		return API_ROLE_PUBLIC;
 	p += sizeof scheme - 1;
 	if (*p != ' ' && *p != '\t')
-		return API__ROLE_NONE;
+		return API_ROLE_PUBLIC;
 	while (*p == ' ' || *p == '\t')
 		p++;
 	glen = strlen(p);
 	while (glen > 0 && (p[glen - 1] == ' ' || p[glen - 1] == '\t'))
 		glen--;
 	if (glen == 0)
-		return API__ROLE_NONE;
+		return API_ROLE_PUBLIC;
 	/* Both lists are always scanned in full. */
 	is_admin = token_in((const unsigned char *)p, glen, admin);
 	is_reader = token_in((const unsigned char *)p, glen, reader);
 	if (is_admin)
-		return API__ROLE_ADMIN;
+		return API_ROLE_ADMIN;
 	if (is_reader)
-		return API__ROLE_READER;
-	return API__ROLE_NONE;
+		return API_ROLE_READER;
+	return API_ROLE_PUBLIC;
 }
 
-int api__authorize(unsigned flags, enum api__role role, int open,
+int api__authorize(enum api_role need, enum api_role have, int open,
 		   struct flowd_error *err)
 {
-	if (open || (flags & API__ROUTE_PUBLIC))
+	if (open || have >= need)
 		return 0;
-	if (role == API__ROLE_NONE)
+	if (have == API_ROLE_PUBLIC)
 		return flowd_error_set(err, 401, "unauthorized", "",
 				       "a valid bearer token is required");
-	if ((flags & API__ROUTE_WRITE) && role != API__ROLE_ADMIN)
-		return flowd_error_set(err, 403, "forbidden", "",
-				       "this request needs an admin token");
-	return 0;
+	return flowd_error_set(err, 403, "forbidden", "",
+			       "this request needs an admin token");
 }
 
 /* ------------------------------------------------------------------------
  * Bodies
  */
 
-/* 0 when every key of the object `body` is in the NULL-terminated `known`,
- * else 400 "unknown_field" naming the first other key met. */
-static int only_known_keys(const json_t *body, const char *const *known,
-			   struct flowd_error *err)
-{
-	const char *key;
-	json_t *value;
-	size_t i;
+static const char *const type_wanted[] = {
+	[API_JSON_ANY] = "anything",	   [API_JSON_OBJECT] = "an object",
+	[API_JSON_ARRAY] = "an array",	   [API_JSON_STRING] = "a string",
+	[API_JSON_INTEGER] = "an integer", [API_JSON_NUMBER] = "a number",
+	[API_JSON_BOOLEAN] = "a boolean",
+};
 
-	json_object_foreach((json_t *)body, key, value)
-	{
-		(void)value;
-		for (i = 0; known[i] != NULL; i++)
-			if (strcmp(key, known[i]) == 0)
-				break;
-		if (known[i] == NULL)
-			return flowd_error_set(err, 400, "unknown_field", key,
-					       "unknown field");
+static int type_is(enum api_json type, const json_t *v)
+{
+	switch (type) {
+	case API_JSON_ANY:
+		return 1;
+	case API_JSON_OBJECT:
+		return json_is_object(v);
+	case API_JSON_ARRAY:
+		return json_is_array(v);
+	case API_JSON_STRING:
+		return json_is_string(v);
+	case API_JSON_INTEGER:
+		return json_is_integer(v);
+	case API_JSON_NUMBER:
+		return json_is_number(v);
+	case API_JSON_BOOLEAN:
+		return json_is_boolean(v);
 	}
 	return 0;
 }
 
-int api__run_create_body(const json_t *body, const struct flowd_limits *lim,
-			 struct api_request *req, struct flowd_error *err)
+int api__body_check(const struct api_route *row, const json_t *body,
+		    const struct flowd_limits *lim, struct flowd_error *err)
 {
+	const struct api_field *f;
 	const char *key;
 	json_t *value;
-	json_t *params = NULL;
-	const char *idem = NULL;
 
-	if (body == NULL)
+	if (body == NULL && row->body == API_BODY_JSON_OPT)
+		return 0;
+	if (row->fields == NULL)
 		return 0;
 	if (!json_is_object(body))
 		return flowd_error_set(err, 400, "invalid_type", "",
 				       "the body must be a JSON object");
 	json_object_foreach((json_t *)body, key, value)
 	{
-		if (strcmp(key, "parameters") == 0) {
-			if (json_is_null(value))
-				continue;
-			if (!json_is_object(value))
-				return flowd_error_set(err, 400, "invalid_type",
-						       "parameters",
-						       "must be an object");
-			params = value;
-		} else if (strcmp(key, "idempotency_key") == 0) {
-			if (json_is_null(value))
-				continue;
-			if (!json_is_string(value))
-				return flowd_error_set(err, 400, "invalid_type",
-						       "idempotency_key",
-						       "must be a string");
-			idem = json_string_value(value);
-			if (json_string_length(value) == 0 ||
-			    json_string_length(value) >
-				    lim->max_idempotency_key_bytes)
-				return flowd_error_set(
-					err, 400, "invalid_value",
-					"idempotency_key",
-					"must be 1 to %zu bytes",
-					lim->max_idempotency_key_bytes);
-		} else {
+		for (f = row->fields; f->name != NULL; f++)
+			if (strcmp(key, f->name) == 0)
+				break;
+		if (f->name == NULL)
 			return flowd_error_set(err, 400, "unknown_field", key,
 					       "unknown field");
+	}
+	for (f = row->fields; f->name != NULL; f++) {
+		value = json_object_get(body, f->name);
+		if (value != NULL && json_is_null(value) &&
+		    !(f->flags & API_FIELD_NULL_IS_VALUE))
+			value = NULL;
+		if (value == NULL) {
+			if (f->flags & API_FIELD_REQUIRED)
+				return flowd_error_set(
+					err, 400, "missing_field", f->name,
+					"%s", f->missing ? f->missing
+							 : "required");
+			continue;
 		}
-	}
-	if (idem != NULL) {
-		req->idempotency_key = strdup(idem);
-		if (req->idempotency_key == NULL)
-			return flowd_error_set(err, 500, "internal", "",
-					       "out of memory");
-	}
-	if (params != NULL)
-		req->params = json_incref(params);
-	return 0;
-}
-
-static int event_id_valid(const char *s)
-{
-	return id_valid(s, 128);
-}
-
-int api__event_body(const json_t *body, const struct flowd_limits *lim,
-		    struct api_request *req, struct flowd_error *err)
-{
-	static const char *const known[] = {"name", "id", "payload", NULL};
-	const json_t *name, *id, *payload;
-	char *text;
-	size_t size;
-
-	if (!json_is_object(body))
-		return flowd_error_set(err, 400, "invalid_type", "",
-				       "the body must be a JSON object");
-	if (only_known_keys(body, known, err) != 0)
-		return -1;
-	name = json_object_get(body, "name");
-	id = json_object_get(body, "id");
-	payload = json_object_get(body, "payload");
-	if (name == NULL)
-		return flowd_error_set(err, 400, "missing_field", "name",
-				       "an event has a name");
-	if (!json_is_string(name) ||
-	    !spec_event_name_valid(json_string_value(name)))
-		return flowd_error_set(err, 400, "invalid_value", "name",
-				       "must match [A-Za-z0-9_-]{1,128}");
-	if (id != NULL && !json_is_null(id) &&
-	    (!json_is_string(id) || !event_id_valid(json_string_value(id))))
-		return flowd_error_set(err, 400, "invalid_value", "id",
-				       "must be 1 to 128 of [A-Za-z0-9_.:-]");
-	if (payload != NULL && !json_is_null(payload)) {
-		if (!json_is_object(payload))
+		if (!type_is(f->type, value))
 			return flowd_error_set(err, 400, "invalid_type",
-					       "payload", "must be an object");
-		text = json_dumps(payload, JSON_COMPACT);
-		size = text ? strlen(text) : 0;
-		free(text);
-		if (size > lim->max_event_bytes)
-			return flowd_error_set(err, 413, "too_large", "payload",
-					       "payload of %zu bytes is over "
-					       "the limit of %zu",
-					       size, lim->max_event_bytes);
-		req->payload = json_incref((json_t *)payload);
-	}
-	req->event_name = strdup(json_string_value(name));
-	if (id != NULL && json_is_string(id))
-		req->event_id = strdup(json_string_value(id));
-	if (req->event_name == NULL ||
-	    (id != NULL && json_is_string(id) && req->event_id == NULL))
-		return flowd_error_set(err, 500, "internal", "",
-				       "out of memory");
-	return 0;
-}
-
-static int body_time(const json_t *body, const char *key, int64_t *out,
-		     struct flowd_error *err)
-{
-	const json_t *v = json_object_get(body, key);
-
-	if (v == NULL)
-		return flowd_error_set(err, 400, "missing_field", key,
-				       "a time is required");
-	if (!json_is_string(v) || cron_time_parse(json_string_value(v), out) != 0)
-		return flowd_error_set(err, 400, "invalid_value", key,
-				       "must be an RFC 3339 time such as "
-				       "2027-03-14T07:00:00Z");
-	return 0;
-}
-
-int api__backfill_body(const json_t *body, struct api_request *req,
-		       struct flowd_error *err)
-{
-	static const char *const known[] = {"from", "to", "schedule", NULL};
-	const json_t *sched;
-
-	if (!json_is_object(body))
-		return flowd_error_set(err, 400, "invalid_type", "",
-				       "the body must be a JSON object");
-	if (only_known_keys(body, known, err) != 0)
-		return -1;
-	if (body_time(body, "from", &req->bf_from, err) != 0 ||
-	    body_time(body, "to", &req->bf_to, err) != 0)
-		return -1;
-	if (req->bf_to < req->bf_from)
-		return flowd_error_set(err, 400, "invalid_value", "to",
-				       "must not be before from");
-	req->bf_schedule = -1;
-	sched = json_object_get(body, "schedule");
-	if (sched != NULL && !json_is_null(sched)) {
-		if (!json_is_integer(sched) || json_integer_value(sched) < 0 ||
-		    json_integer_value(sched) > 1000000)
-			return flowd_error_set(err, 400, "invalid_value",
-					       "schedule",
-					       "must be a schedule index");
-		req->bf_schedule = (int)json_integer_value(sched);
+					       f->name, "must be %s",
+					       type_wanted[f->type]);
+		if (f->check != NULL &&
+		    f->check(f->name, value, body, lim, err) != 0)
+			return -1;
 	}
 	return 0;
 }
 
-int api__cron_preview(api__query_get_cb query, void *arg, int64_t now_s,
-		      json_t **out, struct flowd_error *err)
+const json_t *api_request_field(const struct api_request *req,
+				const char *name)
 {
-	char *expr = NULL, *zone = NULL, *from = NULL, *count = NULL;
-	char *missing = NULL, *repeated = NULL, why[200], local[40];
-	enum cron_dst_missing m = CRON_DST_SHIFT;
-	enum cron_dst_repeated r = CRON_DST_ONCE;
-	const struct tz *z;
-	struct cron c;
-	unsigned long n = 10;
-	int64_t t = now_s, next;
-	json_t *times, *locals;
-	int rc = -1;
+	const json_t *v = json_object_get(req->body, name);
 
-	if (query_value(query, arg, "expr", &expr, err) != 0 ||
-	    query_value(query, arg, "tz", &zone, err) != 0 ||
-	    query_value(query, arg, "from", &from, err) != 0 ||
-	    query_value(query, arg, "count", &count, err) != 0 ||
-	    query_value(query, arg, "dst_missing", &missing, err) != 0 ||
-	    query_value(query, arg, "dst_repeated", &repeated, err) != 0)
-		goto done;
-	if (expr == NULL) {
-		flowd_error_set(err, 400, "invalid_query", "expr",
-				"the cron expression to preview is required");
-		goto done;
-	}
-	if (cron_parse(expr, &c, why, sizeof why) != 0) {
-		flowd_error_set(err, 400, "invalid_query", "expr", "%s", why);
-		goto done;
-	}
-	z = tz_get(zone ? zone : "UTC");
-	if (z == NULL) {
-		flowd_error_set(err, 400, "invalid_query", "tz",
-				"unknown time zone (an IANA name such as "
-				"Europe/Berlin)");
-		goto done;
-	}
-	if (from != NULL && cron_time_parse(from, &t) != 0) {
-		flowd_error_set(err, 400, "invalid_query", "from",
-				"must be an RFC 3339 time such as "
-				"2027-03-14T07:00:00Z");
-		goto done;
-	}
-	if (count != NULL && parse_uint(count, 1, 100, &n) != 0) {
-		flowd_error_set(err, 400, "invalid_query", "count",
-				"must be an integer from 1 to 100");
-		goto done;
-	}
-	if (missing != NULL) {
-		if (strcmp(missing, "skip") == 0)
-			m = CRON_DST_SKIP;
-		else if (strcmp(missing, "shift") != 0) {
-			flowd_error_set(err, 400, "invalid_query", "dst_missing",
-					"must be shift or skip");
-			goto done;
-		}
-	}
-	if (repeated != NULL) {
-		if (strcmp(repeated, "twice") == 0)
-			r = CRON_DST_TWICE;
-		else if (strcmp(repeated, "once") != 0) {
-			flowd_error_set(err, 400, "invalid_query",
-					"dst_repeated", "must be once or twice");
-			goto done;
-		}
-	}
-	times = json_array();
-	locals = json_array();
-	for (unsigned long i = 0; i < n && cron_next(&c, z, m, r, t, &next); i++) {
-		char utc[40];
-
-		cron_time_utc(next, utc);
-		cron_time_local(next, z, local);
-		json_array_append_new(times, json_string(utc));
-		json_array_append_new(locals, json_string(local));
-		t = next;
-	}
-	*out = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "expr", expr,
-			 "timezone", tz_name(z), "dst_missing",
-			 m == CRON_DST_SKIP ? "skip" : "shift", "dst_repeated",
-			 r == CRON_DST_TWICE ? "twice" : "once", "times", times,
-			 "local_times", locals);
-	rc = *out != NULL ? 0 : flowd_error_set(err, 500, "internal", "",
-						 "out of memory");
-done:
-	free(expr);
-	free(zone);
-	free(from);
-	free(count);
-	free(missing);
-	free(repeated);
-	return rc;
+	return v != NULL && !json_is_null(v) ? v : NULL;
 }
 
 int api__ipv4_address_parse(const char *s, struct sockaddr_in *out)
 {
 	return flowd_ipv4_address_parse(s, out);
-}
-
-/* The value of "id" in a membership body: an integer 1..2^63-1. `value` is
- * not NULL and not null. */
-static int member_id_value(const json_t *value, uint64_t *out,
-			   struct flowd_error *err)
-{
-	json_int_t v;
-
-	if (!json_is_integer(value))
-		return flowd_error_set(err, 400, "invalid_type", "id",
-				       "must be an integer");
-	v = json_integer_value(value);
-	if (v < 1)
-		return flowd_error_set(err, 400, "invalid_value", "id",
-				       "must be an integer from 1 to %llu",
-				       (unsigned long long)MEMBER_ID_MAX);
-	*out = (uint64_t)v;
-	return 0;
-}
-
-/* The value of a member address field: a string api__ipv4_address_parse
- * accepts. NULL or null is a missing field. */
-static int member_address_value(const json_t *value, const char *field,
-				const char **out, struct flowd_error *err)
-{
-	if (value == NULL || json_is_null(value))
-		return flowd_error_set(err, 400, "missing_field", field,
-				       "required");
-	if (!json_is_string(value))
-		return flowd_error_set(err, 400, "invalid_type", field,
-				       "must be a string");
-	if (strlen(json_string_value(value)) != json_string_length(value) ||
-	    api__ipv4_address_parse(json_string_value(value), NULL) != 0)
-		return flowd_error_set(err, 400, "invalid_value", field,
-				       "must be an IPv4 \"a.b.c.d:port\" with "
-				       "a port from 1 to 65535");
-	*out = json_string_value(value);
-	return 0;
-}
-
-int api__member_add_body(const json_t *body, struct api_request *req,
-			 struct flowd_error *err)
-{
-	static const char *const known[] = {"id", "raft_address", "api_address",
-					    NULL};
-	const char *raft = NULL, *api = NULL;
-	char *raft_copy = NULL, *api_copy = NULL;
-	const json_t *id;
-	uint64_t member_id = 0;
-
-	if (!json_is_object(body))
-		return flowd_error_set(err, 400, "invalid_type", "",
-				       "the body must be a JSON object");
-	if (only_known_keys(body, known, err) != 0)
-		return -1;
-	id = json_object_get(body, "id");
-	if (id == NULL || json_is_null(id))
-		return flowd_error_set(err, 400, "missing_field", "id",
-				       "required");
-	if (member_id_value(id, &member_id, err) != 0 ||
-	    member_address_value(json_object_get(body, "raft_address"),
-				 "raft_address", &raft, err) != 0 ||
-	    member_address_value(json_object_get(body, "api_address"),
-				 "api_address", &api, err) != 0)
-		return -1;
-	raft_copy = strdup(raft);
-	api_copy = strdup(api);
-	if (raft_copy == NULL || api_copy == NULL) {
-		free(raft_copy);
-		free(api_copy);
-		return flowd_error_set(err, 500, "internal", "",
-				       "out of memory");
-	}
-	free(req->member_raft);
-	free(req->member_api);
-	req->member_id = member_id;
-	req->member_raft = raft_copy;
-	req->member_api = api_copy;
-	return 0;
-}
-
-int api__leader_transfer_body(const json_t *body, struct api_request *req,
-			      struct flowd_error *err)
-{
-	static const char *const known[] = {"id", NULL};
-	const json_t *id;
-	uint64_t member_id = 0;
-
-	if (body == NULL)
-		goto done;
-	if (!json_is_object(body))
-		return flowd_error_set(err, 400, "invalid_type", "",
-				       "the body must be a JSON object");
-	if (only_known_keys(body, known, err) != 0)
-		return -1;
-	id = json_object_get(body, "id");
-	if (id != NULL && !json_is_null(id) &&
-	    member_id_value(id, &member_id, err) != 0)
-		return -1;
-done:
-	req->member_id = member_id;
-	return 0;
 }
 
 int api__command_body(const char *raw, size_t len, struct flowd_error *err)
@@ -1072,22 +715,10 @@ void api__request_clear(struct api_request *req)
 {
 	free(req->flow);
 	free(req->run_id);
+	free(req->step);
 	json_decref(req->body);
-	if (req->spec != NULL)
-		spec_free(req->spec);
-	json_decref(req->params);
-	free(req->idempotency_key);
 	free(req->list_flow);
 	free(req->list_status);
-	free(req->member_raft);
-	free(req->member_api);
-	free(req->event_name);
-	free(req->event_id);
-	json_decref(req->payload);
-	json_decref(req->bf_items);
-	req->event_name = req->event_id = NULL;
-	req->payload = NULL;
-	req->bf_items = NULL;
 	free(req->pg_run_id);
 	free(req->resp_body);
 	free(req->method);
@@ -1097,15 +728,11 @@ void api__request_clear(struct api_request *req)
 	free(req->content_type);
 	req->flow = NULL;
 	req->run_id = NULL;
+	req->step = NULL;
 	req->body = NULL;
-	req->spec = NULL;
-	req->params = NULL;
-	req->idempotency_key = NULL;
 	req->list_flow = NULL;
 	req->list_status = NULL;
 	req->cursor = 0;
-	req->member_raft = NULL;
-	req->member_api = NULL;
 	req->pg_run_id = NULL;
 	req->resp_body = NULL;
 	req->method = NULL;

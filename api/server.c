@@ -16,15 +16,18 @@
  *      and keep the raw request target ("/path?query" exactly as sent,
  *      before MHD splits and unescapes it) as req.target; the pointer
  *      returned becomes *con_cls.
- *   1. first call (headers only): route (404/405), authorize
- *      (401/403), validate path and query (400/404), reject an announced
+ *   1. first call (headers only): match the route table the daemon handed
+ *      in (404/405), authorize by the row's role (401/403), validate the
+ *      path and query by the row (400/404), reject an announced
  *      Content-Length over max_body_bytes (413) or a wrong Content-Type on a
- *      route whose body is required (415). Any of these is answered at once.
+ *      row whose body is required (415). Any of these is answered at once.
  *   2. body calls: append to a buffer bounded by max_body_bytes; past it the
  *      rest is discarded and a 413 is remembered (MHD forbids queueing a
  *      response while body data is still arriving).
- *   3. final call (*upload_data_size == 0): parse and check the body, then
- *      either answer directly (healthz, task logs, any error) or submit:
+ *   3. final call (*upload_data_size == 0): parse and check the body by the
+ *      row (its schema or parse hook), then either answer on this thread
+ *      (a read: the row's read handler, given the newest read view when the
+ *      row asks for it; any error) or submit (a write; a consistent read):
  *      copy the request as it arrived (method, raw body, Authorization,
  *      Content-Type, X-Flowd-Forwarded) into req so that a follower can
  *      forward it unchanged, state = SUBMITTED, MHD_suspend_connection(),
@@ -33,11 +36,13 @@
  *   4. api_request_finish() (any thread): state = FINISHED (release), then
  *      MHD_resume_connection().
  *   5. MHD calls the handler again on the worker: it sees FINISHED (acquire),
- *      sets RESUMED, pending--, and queues the backend's status and body. When the backend asked for
- *      history it no longer holds (pg_run_id, pg_list_limit), the worker
- *      first reads it from PostgreSQL through the reader (blocking, a few
- *      seconds at most when PostgreSQL is down) and rewrites the response:
- *      this must not happen in finish(), which may run on the loop thread.
+ *      sets RESUMED, pending--, renders the answer with req->render from
+ *      the newest view when the backend set it, and queues the status and
+ *      body. When a read handler asked for history the view no longer
+ *      holds (pg_run_id, pg_list_limit, pg_flow_versions), the worker first
+ *      reads it from PostgreSQL through the reader (blocking, a few seconds
+ *      at most when PostgreSQL is down) and rewrites the response: this
+ *      must not happen in finish(), which may run on the loop thread.
  *   6. NOTIFY_COMPLETED frees the request (also after errors, client
  *      disconnects, and requests MHD itself rejected after step 0 without
  *      ever calling the handler). With keep-alive, the next request on the
@@ -73,12 +78,12 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
-#include <time.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +92,6 @@
 
 #include "api/route.h"
 #include "core/log.h"
-#include "core/fsm.h"
-#include "core/spec.h"
 #include "core/thread.h"
 #include "core/view.h"
 #include "storage/storage.h"
@@ -128,6 +131,7 @@ struct request {
 struct api_server {
 	struct MHD_Daemon *daemon;
 	struct api_backend backend;
+	const struct api_route *routes; /* borrowed */
 	struct storage_reader *reader; /* borrowed */
 	struct view_store *views;      /* borrowed */
 	struct flowd_limits limits;
@@ -161,6 +165,19 @@ void api_request_reply_json(struct api_request *req, int status, json_t *body)
 	}
 	req->status = status;
 	req->resp_body = text;
+}
+
+void api_request_reply_take(struct api_request *req, int status, char *text)
+{
+	struct flowd_error err;
+
+	free(req->resp_body);
+	req->resp_body = text;
+	req->status = status;
+	if (text == NULL) {
+		flowd_error_set(&err, 500, "internal", "", "out of memory");
+		api_request_reply_error(req, &err);
+	}
 }
 
 void api_request_reply_error(struct api_request *req,
@@ -249,8 +266,8 @@ static enum MHD_Result answer(struct request *r)
 		if (resp != NULL)
 			req->resp_body = NULL; /* MHD frees it now */
 	} else {
-		log_error("api: no response from the backend op=%d status=%d",
-			  (int)req->op, status);
+		log_error("api: no response route=%s status=%d",
+			  req->route ? req->route->name : "-", status);
 		status = 500;
 		resp = MHD_create_response_from_buffer(
 			sizeof internal_error_body - 1,
@@ -261,7 +278,7 @@ static enum MHD_Result answer(struct request *r)
 	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 				    "application/json") != MHD_YES)
 		goto destroy;
-	if (status == 405 && r->route.allow != NULL &&
+	if (status == 405 && r->route.allow[0] != '\0' &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
 				    r->route.allow) != MHD_YES)
 		goto destroy;
@@ -377,16 +394,19 @@ oom:
 static int request_begin(struct request *r, struct flowd_error *err)
 {
 	struct api_server *s = r->server;
+	const struct api_route *row;
 	const char *cl;
-	enum api__role role;
+	enum api_role role;
 
-	if (api__route_match(r->method, r->url, &r->route, err) != 0)
+	if (api__route_match(s->routes, r->method, r->url, &r->route, err) !=
+	    0)
 		return -1;
-	role = s->open ? API__ROLE_NONE
+	row = r->route.row;
+	role = s->open ? API_ROLE_PUBLIC
 		       : api__auth_role(
 				 header(r, MHD_HTTP_HEADER_AUTHORIZATION),
 				 s->admin_tokens, s->reader_tokens);
-	if (api__authorize(r->route.flags, role, s->open, err) != 0)
+	if (api__authorize(row->role, role, s->open, err) != 0)
 		return -1;
 	if (api__route_validate(&r->route, query_get, r->conn, &s->limits,
 				&r->req, err) != 0)
@@ -403,11 +423,10 @@ static int request_begin(struct request *r, struct flowd_error *err)
 					       "body over %zu bytes",
 					       s->limits.max_body_bytes);
 		if (errno == 0 && end != cl && n > 0 &&
-		    (r->route.flags & API__ROUTE_BODY))
+		    row->body != API_BODY_NONE)
 			r->body_cap = (size_t)n; /* first allocation size */
 	}
-	if ((r->route.flags & API__ROUTE_BODY) &&
-	    !(r->route.flags & API__ROUTE_BODY_OPT) &&
+	if ((row->body == API_BODY_JSON || row->body == API_BODY_RAW) &&
 	    !api__content_type_is_json(header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
 		return flowd_error_set(err, 415, "unsupported_media_type", "",
 				       "the body must be application/json");
@@ -421,7 +440,8 @@ static int request_append(struct request *r, const char *data, size_t len)
 	size_t max = r->server->limits.max_body_bytes;
 	struct flowd_error err;
 
-	if (r->failed || !(r->route.flags & API__ROUTE_BODY))
+	if (r->failed || r->route.row == NULL ||
+	    r->route.row->body == API_BODY_NONE)
 		return 0;
 	if (len > max - r->body_len) {
 		free(r->body);
@@ -457,7 +477,7 @@ static int body_parse(struct request *r, json_t **out, struct flowd_error *err)
 	json_error_t jerr;
 
 	*out = NULL;
-	if (r->body_len == 0 && (r->route.flags & API__ROUTE_BODY_OPT))
+	if (r->body_len == 0 && r->route.row->body == API_BODY_JSON_OPT)
 		return 0;
 	if (!api__content_type_is_json(header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
 		return flowd_error_set(err, 415, "unsupported_media_type", "",
@@ -472,15 +492,15 @@ static int body_parse(struct request *r, json_t **out, struct flowd_error *err)
 	return 0;
 }
 
-/* Check the body against the op and attach it to the request. */
+/* Check the body by the row and attach it to the request. */
 static int body_attach(struct request *r, struct flowd_error *err)
 {
-	struct api_request *req = &r->req;
+	const struct api_route *row = r->route.row;
 	json_t *doc = NULL;
-	int rc = -1;
+	int rc;
 
-	if (req->op == API_OP_INTERNAL_COMMAND) {
-		/* Only checked; the backend proposes req->raw_body. */
+	if (row->body == API_BODY_RAW) {
+		/* Only checked; the backend uses req->raw_body. */
 		if (!api__content_type_is_json(
 			    header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
 			return flowd_error_set(
@@ -490,63 +510,16 @@ static int body_attach(struct request *r, struct flowd_error *err)
 	}
 	if (body_parse(r, &doc, err) != 0)
 		return -1;
-	switch (req->op) {
-	case API_OP_FLOW_PUT:
-		if (spec_parse(doc, &r->server->limits, &req->spec, err) != 0)
-			goto done;
-		req->body = doc;
-		doc = NULL;
-		break;
-	case API_OP_RUN_CREATE:
-		if (api__run_create_body(doc, &r->server->limits, req, err) !=
-		    0)
-			goto done;
-		break;
-	case API_OP_MEMBER_ADD:
-		if (api__member_add_body(doc, req, err) != 0)
-			goto done;
-		break;
-	case API_OP_LEADER_TRANSFER:
-		if (api__leader_transfer_body(doc, req, err) != 0)
-			goto done;
-		break;
-	case API_OP_EVENT_POST:
-		if (api__event_body(doc, &r->server->limits, req, err) != 0)
-			goto done;
-		break;
-	case API_OP_BACKFILL:
-		if (api__backfill_body(doc, req, err) != 0)
-			goto done;
-		break;
-	default:
-		break;
+	if (row->parse != NULL && doc != NULL)
+		rc = row->parse(&doc, &r->server->limits, err);
+	else
+		rc = api__body_check(row, doc, &r->server->limits, err);
+	if (rc != 0) {
+		json_decref(doc);
+		return -1;
 	}
-	rc = 0;
-done:
-	json_decref(doc);
-	return rc;
-}
-
-static enum MHD_Result answer_logs(struct request *r)
-{
-	struct api_server *s = r->server;
-	struct flowd_error err;
-	json_t *out = NULL;
-
-	flowd_error_clear(&err);
-	if (s->reader == NULL) {
-		flowd_error_set(&err, 503, "unavailable", "",
-				"task logs need the PostgreSQL reader");
-		goto error;
-	}
-	if (storage_reader_logs(s->reader, r->req.run_id, r->route.step,
-				r->route.attempt, &out, &err) != 0)
-		goto error;
-	api_request_reply_json(&r->req, 200, out);
-	return answer(r);
-error:
-	api_request_reply_error(&r->req, &err);
-	return answer(r);
+	r->req.body = doc;
+	return 0;
 }
 
 /* pg_run_id: the run is answered from PostgreSQL with the backend's status
@@ -671,6 +644,7 @@ static void history_versions(struct request *r)
 	json_t *page = NULL, *pg = NULL, *one, *row;
 	size_t i, k;
 
+	req->pg_flow_versions = 0;
 	flowd_error_clear(&err);
 	if (s->reader == NULL) {
 		flowd_error_set(&err, 503, "unavailable", "",
@@ -702,141 +676,44 @@ error:
 	api_request_reply_error(req, &err);
 }
 
-/* The resumed call of a finished request, before its response is queued. */
+/* After a read handler or the backend answered, before the response is
+ * queued: the history it asked for. */
 static void request_history(struct request *r)
 {
 	if (r->req.pg_run_id != NULL)
 		history_run(r);
 	else if (r->req.pg_list_limit > 0)
 		history_runs(r);
+	else if (r->req.pg_flow_versions)
+		history_versions(r);
 }
 
-static void view_error(struct api_request *req, int status, const char *code,
-		       const char *field, const char *msg)
+/* Answer with `fn` (a row's read handler, or req->render) on this HTTP
+ * thread: with the newest read view when `with_view`, let go before the
+ * history it asked for is read from PostgreSQL. */
+static void answer_read(struct request *r, api_read_fn fn, bool with_view)
 {
+	struct api_server *s = r->server;
+	struct api_request *req = &r->req;
+	const struct view *v = NULL;
+	struct view_guard g;
 	struct flowd_error err;
 
-	flowd_error_set(&err, status, code, field, "%s", msg);
-	api_request_reply_error(req, &err);
-}
-
-/* Answer `text` (new; NULL = out of memory) with `status`. */
-static void view_reply(struct api_request *req, int status, char *text)
-{
-	free(req->resp_body);
-	req->resp_body = text;
-	req->status = status;
-	if (text == NULL)
-		view_error(req, 500, "internal", "", "out of memory");
-}
-
-/* Render the answer of req->op from the newest read view (see api.h,
- * from_view). Runs that left memory are read from PostgreSQL, after the
- * view is let go. */
-static void answer_from_view(struct request *r)
-{
-	struct api_request *req = &r->req;
-	struct view_guard g;
-	const struct view *v = view_acquire(r->server->views, &g);
-	int status = req->status >= 200 && req->status < 300 ? req->status : 200;
-	enum view_found found = VIEW_FOUND;
-	unsigned missing_specs = 0;
-	const char *why;
-	char *text = NULL;
-
-	if (v == NULL) {
-		view_error(req, 503, "unavailable", "", "out of memory");
-		return;
-	}
-	switch (req->op) {
-	case API_OP_RUN_GET:
-	case API_OP_RUN_CREATE:
-	case API_OP_RUN_CANCEL:
-		found = req->run_id != NULL
-				? view_run_text(v, req->run_id, &text)
-				: VIEW_NOT_FOUND;
-		if (found == VIEW_FOUND)
-			view_reply(req, status, text);
-		break;
-	case API_OP_RUN_LIST:
-		text = view_runs_page_text(
-			v, req->list_flow,
-			req->list_status ? fsm_run_status_parse(req->list_status)
-					 : -1,
-			req->limit ? req->limit : 50, req->cursor,
-			&req->pg_list_before, &req->pg_list_limit);
-		view_reply(req, 200, text);
-		break;
-	case API_OP_FLOW_LIST:
-		view_reply(req, 200, view_flows_text(v));
-		break;
-	case API_OP_FLOW_GET:
-	case API_OP_FLOW_DELETE:
-		text = view_flow_text(v, req->flow, req->op == API_OP_FLOW_GET,
-				      &found);
-		if (found == VIEW_FOUND)
-			view_reply(req, status, text);
-		break;
-	case API_OP_FLOW_PUT:
-		view_reply(req, status,
-			   view_flow_put_text(v, req->flow, req->created));
-		break;
-	case API_OP_FLOW_VERSIONS:
-		text = view_flow_versions_text(v, req->flow, &found,
-					       &missing_specs);
-		if (found == VIEW_FOUND)
-			view_reply(req, 200, text);
-		break;
-	case API_OP_SCHEDULE_GET: {
-		struct timespec now;
-
-		clock_gettime(CLOCK_REALTIME, &now);
-		text = view_schedule_text(v, req->flow, (int64_t)now.tv_sec, 10,
-					  &found);
-		if (found == VIEW_FOUND)
-			view_reply(req, 200, text);
-		break;
-	}
-	case API_OP_CLUSTER:
-		view_reply(req, 200, view_cluster_text(v));
-		break;
-	case API_OP_READYZ:
-		why = view_not_ready(v);
-		if (why == NULL) {
-			api_request_reply_json(req, 200,
-					       json_pack("{s:b}", "ready", 1));
-		} else {
-			req->retry_after = 1;
-			api_request_reply_json(req, 503,
-					       json_pack("{s:b, s:s}", "ready", 0,
-							 "reason", why));
+	if (req->status < 200 || req->status >= 300)
+		req->status = 200;
+	if (with_view) {
+		v = view_acquire(s->views, &g);
+		if (v == NULL) {
+			flowd_error_set(&err, 503, "unavailable", "",
+					"out of memory");
+			api_request_reply_error(req, &err);
+			return;
 		}
-		break;
-	default:
-		view_error(req, 500, "internal", "", "not a read");
-		break;
 	}
-	view_release(&g);
-	if (found == VIEW_EVICTED) {
-		/* the run left memory: PostgreSQL has it */
-		req->pg_run_id = strdup(req->run_id);
-		req->status = status;
-		if (req->pg_run_id == NULL)
-			view_error(req, 500, "internal", "", "out of memory");
-		else
-			history_run(r);
-	} else if (found == VIEW_NOT_FOUND) {
-		bool run = req->op == API_OP_RUN_GET || req->op == API_OP_RUN_CREATE ||
-			   req->op == API_OP_RUN_CANCEL;
-
-		view_error(req, 404, "not_found", run ? "run" : "flow",
-			   run ? "no such run" : "no such flow");
-	} else if (req->pg_list_limit > 0) {
-		history_runs(r);
-	} else if (missing_specs > 0) {
-		history_versions(r);
-	}
-	req->from_view = 0;
+	fn(s->backend.read_arg, v, req);
+	if (v != NULL)
+		view_release(&g);
+	request_history(r);
 }
 
 static enum MHD_Result submit(struct request *r)
@@ -854,44 +731,21 @@ static enum MHD_Result submit(struct request *r)
 /* The final call for a request still being read: decide and answer. */
 static enum MHD_Result request_end(struct request *r)
 {
+	const struct api_route *row = r->route.row;
 	struct flowd_error err;
 
 	flowd_error_clear(&err);
 	if (r->failed)
 		return answer(r);
-	if ((r->route.flags & API__ROUTE_BODY) && body_attach(r, &err) != 0) {
+	if (row->body != API_BODY_NONE && body_attach(r, &err) != 0) {
 		fail(r, &err);
 		return answer(r);
 	}
-	switch (r->route.target) {
-	case API__TARGET_HEALTHZ:
-		api_request_reply_json(&r->req, 200,
-				       json_pack("{s:s}", "status", "ok"));
-		return answer(r);
-	case API__TARGET_LOGS:
-		return answer_logs(r);
-	case API__TARGET_CRON: {
-		json_t *out = NULL;
-		struct timespec now;
-
-		clock_gettime(CLOCK_REALTIME, &now);
-		if (api__cron_preview(query_get, r->conn, (int64_t)now.tv_sec,
-				      &out, &err) != 0) {
-			fail(r, &err);
-			return answer(r);
-		}
-		api_request_reply_json(&r->req, 200, out);
-		return answer(r);
-	}
-	case API__TARGET_SUBMIT:
-		break;
-	}
-	/* Reads from the view, unless they must see every entry committed
-	 * before them (the backend then passes a barrier first). */
-	if ((r->route.flags & API__ROUTE_VIEW) &&
-	    (!r->req.consistent || r->req.op == API_OP_READYZ ||
-	     r->req.op == API_OP_CLUSTER)) {
-		answer_from_view(r);
+	/* Reads are answered here, unless they must see every entry
+	 * committed before them (the backend then passes a barrier first). */
+	if (row->read != NULL &&
+	    !(r->req.consistent && (row->flags & API_ROUTE_CONSISTENT))) {
+		answer_read(r, row->read, row->flags & API_ROUTE_VIEW);
 		return answer(r);
 	}
 	if (request_capture(r, &err) != 0) {
@@ -940,8 +794,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
 		atomic_store_explicit(&r->state, STATE_RESUMED,
 				      memory_order_relaxed);
 		atomic_fetch_sub(&s->pending, 1);
-		if (r->req.from_view)
-			answer_from_view(r);
+		if (r->req.render != NULL)
+			answer_read(r, r->req.render, true);
 		else
 			request_history(r);
 		return answer(r);
@@ -1101,7 +955,8 @@ int api_server_start(const struct api_config *cfg,
 	}
 	s->quiesced_fd = MHD_INVALID_SOCKET;
 	atomic_init(&s->pending, 0);
-	if (parse_address(cfg->address, &s->addr, errmsg, errlen) != 0)
+	if (parse_address(cfg->address, &s->addr, errmsg, errlen) != 0 ||
+	    api__routes_check(cfg->routes, errmsg, errlen) != 0)
 		goto err_free;
 	s->admin_tokens = tokens_copy(cfg->admin_tokens, &n_admin);
 	s->reader_tokens = tokens_copy(cfg->reader_tokens, &n_reader);
@@ -1115,6 +970,7 @@ int api_server_start(const struct api_config *cfg,
 	else
 		flowd_limits_defaults(&s->limits);
 	s->backend = *backend;
+	s->routes = cfg->routes;
 	s->reader = reader;
 	s->views = views;
 	s->thread_nice = cfg->thread_nice;

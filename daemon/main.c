@@ -60,7 +60,9 @@
 #include "daemon/outcomes.h"
 #include "daemon/peer.h"
 #include "daemon/pump.h"
+#include "daemon/reads.h"
 #include "daemon/readview.h"
+#include "daemon/routes.h"
 #include "daemon/runner.h"
 #include "daemon/scheduler.h"
 #include "daemon/service.h"
@@ -89,6 +91,7 @@ struct flowd {
 	struct forward *fwd;            /* the way to the leader */
 	struct readview *rv;            /* the view readers answer from */
 	struct service *svc;            /* the API's backend */
+	struct reads reads;             /* what the API's read handlers use */
 
 	enum consensus_role role;
 	uv_signal_t sigterm, sigint;
@@ -587,6 +590,7 @@ int main(int argc, char **argv)
 
 	struct api_config apicfg = {
 		.address = cfg.api_address,
+		.routes = routes_table,
 		.admin_tokens = cfg.admin_tokens,
 		.reader_tokens = cfg.reader_tokens,
 		.limits = &cfg.limits,
@@ -595,7 +599,12 @@ int main(int argc, char **argv)
 		.connection_timeout_s = cfg.api_connection_timeout_s,
 		.thread_nice = (int)cfg.background_nice,
 	};
-	struct api_backend backend = {.arg = d.svc, .submit = service_submit_cb};
+	d.reads = (struct reads){.reader = d.reader,
+				 .views = readview_store(d.rv),
+				 .clock = wall};
+	struct api_backend backend = {.arg = d.svc,
+				      .submit = service_submit_cb,
+				      .read_arg = &d.reads};
 	if (api_server_start(&apicfg, &backend, d.reader, readview_store(d.rv),
 			     &d.api, errmsg, sizeof errmsg) != 0) {
 		log_error("api: %s", errmsg);

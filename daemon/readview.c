@@ -14,10 +14,12 @@
  * publishes every REFRESH_MS too, so that numbers that move without an
  * entry (PostgreSQL catching up, a stale statistic) are seen.
  *
- * Requests answered from the view after a change of state (a write's
- * answer, a consistent read after its barrier) wait in `waiting` until the
- * next publish, so that the view they are answered from holds their entry:
- * readview_answer() queues them and kicks the pump.
+ * Requests answered after a change of state (a write's answer, a
+ * consistent read after its barrier) wait in `waiting` until the next
+ * publish, so that a client reading after the answer sees what it changed
+ * and an answer rendered from the view (req->render, by the api on the HTTP
+ * thread) holds its entry: readview_finish() queues them and kicks the
+ * pump.
  *
  * Once raft is closing (readview_detach) nothing is published any more:
  * the last version stays, and waiting requests are answered from it.
@@ -280,8 +282,7 @@ void readview_publish(struct readview *rv)
 	rv->n_waiting = 0;
 }
 
-static void wait_publish(struct readview *rv, struct api_request *req,
-			 int from_view)
+void readview_finish(struct readview *rv, struct api_request *req)
 {
 	if (rv->n_waiting == rv->cap_waiting) {
 		size_t cap = rv->cap_waiting ? rv->cap_waiting * 2 : 64;
@@ -293,6 +294,7 @@ static void wait_publish(struct readview *rv, struct api_request *req,
 
 			flowd_error_set(&e, 503, "unavailable", NULL,
 					"out of memory");
+			req->render = NULL; /* this answer, not a render */
 			api_request_reply_error(req, &e);
 			api_request_finish(req);
 			return;
@@ -300,19 +302,8 @@ static void wait_publish(struct readview *rv, struct api_request *req,
 		rv->waiting = w;
 		rv->cap_waiting = cap;
 	}
-	req->from_view = from_view;
 	rv->waiting[rv->n_waiting++] = req;
 	rv->kick(rv->kick_arg);
-}
-
-void readview_answer(struct readview *rv, struct api_request *req)
-{
-	wait_publish(rv, req, 1);
-}
-
-void readview_finish(struct readview *rv, struct api_request *req)
-{
-	wait_publish(rv, req, 0);
 }
 
 void readview_flush(struct readview *rv)

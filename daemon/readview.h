@@ -43,11 +43,10 @@ struct view_store *readview_store(struct readview *rv);
  * the cluster's numbers; then finish the requests that waited for it. */
 void readview_publish(struct readview *rv);
 
-/* Finish `req` (borrowed until then) from the view once the next version
- * is published. */
-void readview_answer(struct readview *rv, struct api_request *req);
-/* Finish `req` (its answer already filled) once the next version is
- * published: a client that reads after the answer sees what it changed. */
+/* Finish `req` (borrowed until then) once the next version is published:
+ * a client that reads after the answer sees what it changed. Its answer is
+ * either filled already, or rendered by the api from that version with
+ * req->render (set by the caller). */
 void readview_finish(struct readview *rv, struct api_request *req);
 
 /* Answer every waiting request now (shutdown). */

@@ -8,11 +8,15 @@
  * wakes the loop (wake.h; wake-ups coalesce); the loop takes at most
  * 256 of them per iteration, so Raft's I/O and timers run in between. Plain
  * reads never come here: the api answers them from the read view. A write
- * is checked against the state first (unknown flow, bad parameters, a
- * finished run: answered without touching the log, so a bad request
- * changes nothing), then encoded and proposed; the answer comes from the
- * view published after its entry applied (readview.c). A consistent read
- * passes a barrier first. No leader, a closing node or a PostgreSQL backlog
+ * runs its route's submit handler (the row in routes.c names it; handle()
+ * calls it once the write is admissible), which checks it against the
+ * state first (unknown flow, bad parameters, a finished run: answered
+ * without touching the log, so a bad request changes nothing), then
+ * encodes and proposes it, naming how its answer is made once the entry
+ * applied (applied_fn): rendered by a read handler (reads.c) from the view
+ * published after it, or the state machine's own answer, finished after
+ * that publish too (readview.c). A consistent read passes a barrier first
+ * and is answered by its row's read handler the same way. No leader, a closing node or a PostgreSQL backlog
  * past the limit answer 503 with Retry-After; a proposal past
  * raft.apply_timeout_ms answers 504 (its outcome is unknown: a retry with
  * the same idempotency key is safe). A follower hands writes and consistent
@@ -22,6 +26,7 @@
  * Thread: service_submit_cb on HTTP threads; everything else on the loop.
  */
 #include "daemon/service.h"
+#include "daemon/reads.h"
 #include "daemon/wake.h"
 
 #include <inttypes.h>
@@ -33,6 +38,7 @@
 
 #include <sys/random.h>
 
+#include "core/cron.h"
 #include "core/log.h"
 #include "core/view.h"
 
@@ -126,6 +132,17 @@ static void reply_json(struct api_request *req, int status, json_t *body)
 	api_request_finish(req);
 }
 
+/* Finish `req` once the next view is published: the api then renders its
+ * answer, with `status`, by `render` from that view, which holds every
+ * entry applied before. */
+static void answer_view(struct service *s, struct api_request *req, int status,
+			api_read_fn render)
+{
+	req->status = status;
+	req->render = render;
+	readview_finish(s->rv, req);
+}
+
 /* Answer with the run `run_id` as the next published view shows it (or,
  * if it left memory, as PostgreSQL has it). */
 static void answer_run(struct service *s, struct api_request *req, int status,
@@ -139,36 +156,54 @@ static void answer_run(struct service *s, struct api_request *req, int status,
 			return;
 		}
 	}
-	req->status = status;
-	readview_answer(s->rv, req);
+	answer_view(s, req, status, reads_run_get);
 }
 
 /* ------------------------------------------------------------------------
- * Writes
+ * Writes: checked against the state, then proposed; each submit handler
+ * names how its answer is made once the entry applied.
  */
 
-static json_t *backfill_answer(struct api_request *req);
+/* What a write answers once its entry applied (res->status < 400), on the
+ * loop; `data` (borrowed) is what the handler handed to propose(). */
+typedef void (*applied_fn)(struct service *s, struct api_request *req,
+			   const struct fsm_result *res, json_t *data);
+
+/* A client's write from propose() to its callback. */
+struct proposal {
+	struct service *s;
+	struct api_request *req;
+	applied_fn applied;
+	json_t *data; /* owned, may be NULL */
+};
 
 static void proposal_done_cb(void *arg, int status, uint64_t index,
 			     void *result)
 {
-	struct api_request *req = arg;
-	struct service *s = req->backend_data;
+	struct proposal *p = arg;
+	struct api_request *req = p->req;
 	struct fsm_result *res = result;
 
 	switch (status) {
 	case CONSENSUS_OK:
+		if (res == NULL)
+			reply_error(req, 500, "internal", NULL, "no result");
+		else if (res->status >= 400) {
+			api_request_reply_error(req, &res->err);
+			api_request_finish(req);
+		} else
+			p->applied(p->s, req, res, p->data);
 		break;
 	case CONSENSUS_TIMEOUT:
 		reply_error(req, 504, "timeout", NULL,
 			    "the change was not committed in time; its outcome "
 			    "is unknown: retry with the same idempotency key");
-		return;
+		break;
 	case CONSENSUS_LEADERSHIP_LOST:
 		reply_error(req, 503, "unavailable", NULL,
 			    "leadership was lost; the outcome is unknown: retry "
 			    "with the same idempotency key");
-		return;
+		break;
 	case CONSENSUS_IO:
 		reply_error(req, 503, "unavailable", NULL, "raft disk error");
 		log_error("service: raft disk error, exiting");
@@ -176,66 +211,34 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 	default:
 		reply_error(req, 503, "unavailable", NULL,
 			    "the node is shutting down");
-		return;
-	}
-	if (res == NULL) {
-		reply_error(req, 500, "internal", NULL, "no result");
-		return;
-	}
-	if (res->status >= 400) {
-		api_request_reply_error(req, &res->err);
-		api_request_finish(req);
-		return;
-	}
-	switch (req->op) {
-	case API_OP_FLOW_PUT:
-	case API_OP_FLOW_DELETE:
-		req->created = res->created;
-		req->status = req->op == API_OP_FLOW_PUT ? res->status : 200;
-		readview_answer(s->rv, req);
-		break;
-	case API_OP_EVENT_POST:
-	case API_OP_FLOW_PAUSE:
-	case API_OP_FLOW_UNPAUSE:
-		/* answered once the view holds the runs it made */
-		if (res->body == NULL) {
-			reply_error(req, 500, "internal", NULL, "no result");
-			break;
-		}
-		api_request_reply_json(req, res->status, json_incref(res->body));
-		readview_finish(s->rv, req);
-		break;
-	case API_OP_BACKFILL:
-		api_request_reply_json(req, 200, backfill_answer(req));
-		readview_finish(s->rv, req);
-		break;
-	case API_OP_RUN_CREATE:
-	case API_OP_RUN_CANCEL:
-		if (res->run != NULL)
-			answer_run(s, req, res->status, res->run->id);
-		else if (res->run_id != NULL)
-			answer_run(s, req, res->status, res->run_id);
-		else
-			reply_error(req, 500, "internal", NULL, "no run");
-		break;
-	default:
-		api_request_reply_json(req, res->status, json_object());
-		readview_finish(s->rv, req);
 		break;
 	}
+	json_decref(p->data);
+	free(p);
 }
 
+/* Propose `buf` (malloc'd; always consumed), and `data` (stolen) for
+ * `applied`. */
 static void propose(struct service *s, struct api_request *req, char *buf,
-		    size_t len)
+		    size_t len, applied_fn applied, json_t *data)
 {
+	struct proposal *p = malloc(sizeof *p);
 	int rv;
 
-	req->backend_data = s;
+	if (p == NULL) {
+		free(buf);
+		json_decref(data);
+		reply_error(req, 500, "internal", NULL, "out of memory");
+		return;
+	}
+	*p = (struct proposal){
+		.s = s, .req = req, .applied = applied, .data = data};
 	rv = consensus_propose(s->raft, buf, len, s->cfg->apply_timeout_ms,
-				   proposal_done_cb, req);
-
+			       proposal_done_cb, p);
 	if (rv == CONSENSUS_OK)
 		return;
+	json_decref(data);
+	free(p);
 	if (rv == CONSENSUS_NOT_LEADER)
 		reply_error(req, 503, "unavailable", NULL,
 			    "no leader right now; retry");
@@ -267,21 +270,62 @@ static bool write_admissible(struct service *s, struct api_request *req)
 	return true;
 }
 
-static void do_flow_put(struct service *s, struct api_request *req)
+/* The stock answers of applied writes. */
+
+/* The run the entry made or cancelled. */
+static void run_applied(struct service *s, struct api_request *req,
+			const struct fsm_result *res, json_t *data)
 {
+	if (res->run != NULL)
+		answer_run(s, req, res->status, res->run->id);
+	else if (res->run_id != NULL)
+		answer_run(s, req, res->status, res->run_id);
+	else
+		reply_error(req, 500, "internal", NULL, "no run");
+}
+
+/* The state machine's own answer (events, pause), finished once the view
+ * holds the runs it made. */
+static void body_applied(struct service *s, struct api_request *req,
+			 const struct fsm_result *res, json_t *data)
+{
+	if (res->body == NULL) {
+		reply_error(req, 500, "internal", NULL, "no result");
+		return;
+	}
+	api_request_reply_json(req, res->status, json_incref(res->body));
+	readview_finish(s->rv, req);
+}
+
+static void flow_put_applied(struct service *s, struct api_request *req,
+			     const struct fsm_result *res, json_t *data)
+{
+	answer_view(s, req, res->status, reads_flow_put);
+}
+
+static void flow_delete_applied(struct service *s, struct api_request *req,
+				const struct fsm_result *res, json_t *data)
+{
+	answer_view(s, req, 200, reads_flow_undeployed);
+}
+
+void service_flow_put(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
 	char *buf;
 	size_t len;
 
-	if (fsm_cmd_deploy(now_ms(s), req->flow, req->spec->doc, &buf,
-			   &len) != 0) {
+	/* req->body: the normalized spec (routes.c, parse_flow_spec) */
+	if (fsm_cmd_deploy(now_ms(s), req->flow, req->body, &buf, &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(s, req, buf, len);
+	propose(s, req, buf, len, flow_put_applied, NULL);
 }
 
-static void do_flow_delete(struct service *s, struct api_request *req)
+void service_flow_delete(void *arg, struct api_request *req)
 {
+	struct service *s = arg;
 	char *buf;
 	size_t len;
 
@@ -293,12 +337,16 @@ static void do_flow_delete(struct service *s, struct api_request *req)
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(s, req, buf, len);
+	propose(s, req, buf, len, flow_delete_applied, NULL);
 }
 
-static void do_run_create(struct service *s, struct api_request *req)
+void service_run_create(void *arg, struct api_request *req)
 {
+	struct service *s = arg;
 	struct fsm_flow *fl = fsm_flow_get(s->fsm, req->flow);
+	const json_t *params = api_request_field(req, "parameters");
+	const char *key =
+		json_string_value(api_request_field(req, "idempotency_key"));
 	struct flowd_error err;
 	json_t *resolved = NULL;
 	char *buf;
@@ -309,10 +357,9 @@ static void do_run_create(struct service *s, struct api_request *req)
 		return;
 	}
 	/* A known idempotency key answers without a proposal. */
-	if (req->idempotency_key != NULL) {
+	if (key != NULL) {
 		struct fsm_run *r;
-		const char *id = fsm_idem_lookup_at(s->fsm, req->flow,
-						    req->idempotency_key,
+		const char *id = fsm_idem_lookup_at(s->fsm, req->flow, key,
 						    now_ms(s), &r);
 		if (id != NULL) {
 			answer_run(s, req, 200, id);
@@ -324,7 +371,7 @@ static void do_run_create(struct service *s, struct api_request *req)
 			    "the flow is not deployed");
 		return;
 	}
-	if (spec_params_resolve(fl->versions[fl->current - 1].spec, req->params,
+	if (spec_params_resolve(fl->versions[fl->current - 1].spec, params,
 				&s->cfg->limits, &resolved, &err) != 0) {
 		api_request_reply_error(req, &err);
 		api_request_finish(req);
@@ -336,16 +383,17 @@ static void do_run_create(struct service *s, struct api_request *req)
 		.keys = s->cfg->limits.idempotency_keys,
 		.key_ttl_s = s->cfg->limits.idempotency_ttl_s,
 	};
-	if (fsm_cmd_run_create(now_ms(s), req->flow, req->params,
-			       req->idempotency_key, &keep, &buf, &len) != 0) {
+	if (fsm_cmd_run_create(now_ms(s), req->flow, params, key, &keep, &buf,
+			       &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(s, req, buf, len);
+	propose(s, req, buf, len, run_applied, NULL);
 }
 
-static void do_run_cancel(struct service *s, struct api_request *req)
+void service_run_cancel(void *arg, struct api_request *req)
 {
+	struct service *s = arg;
 	struct fsm_run *r = fsm_run_get(s->fsm, req->run_id);
 	char *buf;
 	size_t len;
@@ -368,12 +416,8 @@ static void do_run_cancel(struct service *s, struct api_request *req)
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(s, req, buf, len);
+	propose(s, req, buf, len, run_applied, NULL);
 }
-
-/* ------------------------------------------------------------------------
- * Reads
- */
 
 /* ------------------------------------------------------------------------
  * Triggers
@@ -390,14 +434,16 @@ static struct fsm_flow *deployed_flow(struct service *s, struct api_request *req
 	return fl;
 }
 
-static void do_event_post(struct service *s, struct api_request *req)
+void service_event_post(void *arg, struct api_request *req)
 {
+	struct service *s = arg;
 	const struct flowd_limits *lim = &s->cfg->limits;
-	char id[40];
+	const char *id = json_string_value(api_request_field(req, "id"));
+	char made[40];
 	char *buf;
 	size_t len;
 
-	if (req->event_id == NULL) {
+	if (id == NULL) {
 		/* No id from the client: this event is new by definition. */
 		uint64_t a = 0, b = 0;
 
@@ -407,24 +453,22 @@ static void do_event_post(struct service *s, struct api_request *req)
 				    "no randomness for an event id");
 			return;
 		}
-		snprintf(id, sizeof id, "e-%016" PRIx64 "%016" PRIx64, a, b);
-		req->event_id = strdup(id);
-		if (req->event_id == NULL) {
-			reply_error(req, 500, "internal", NULL, "out of memory");
-			return;
-		}
+		snprintf(made, sizeof made, "e-%016" PRIx64 "%016" PRIx64, a,
+			 b);
+		id = made;
 	}
-	if (fsm_cmd_event(now_ms(s), req->event_name, req->event_id,
-			  req->payload, lim->event_dedupe_s,
+	if (fsm_cmd_event(now_ms(s),
+			  json_string_value(api_request_field(req, "name")), id,
+			  api_request_field(req, "payload"), lim->event_dedupe_s,
 			  lim->events_in_memory, lim->max_buffered_runs, &buf,
 			  &len) != 0) {
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(s, req, buf, len);
+	propose(s, req, buf, len, body_applied, NULL);
 }
 
-static void do_pause(struct service *s, struct api_request *req, bool paused)
+static void pause_set(struct service *s, struct api_request *req, bool paused)
 {
 	char *buf;
 	size_t len;
@@ -435,14 +479,57 @@ static void do_pause(struct service *s, struct api_request *req, bool paused)
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(s, req, buf, len);
+	propose(s, req, buf, len, body_applied, NULL);
 }
 
-static void do_backfill(struct service *s, struct api_request *req)
+void service_flow_pause(void *arg, struct api_request *req)
 {
+	pause_set(arg, req, true);
+}
+
+void service_flow_unpause(void *arg, struct api_request *req)
+{
+	pause_set(arg, req, false);
+}
+
+/* After the backfill's entry applied: which run each tick (`items`) has. */
+static void backfill_applied(struct service *s, struct api_request *req,
+			     const struct fsm_result *res, json_t *items)
+{
+	json_t *it, *runs = json_array();
+	size_t i;
+
+	json_array_foreach(items, i, it) {
+		char key[64];
+		struct fsm_run *r;
+		const char *id;
+		int64_t nominal = json_integer_value(json_object_get(it, "nominal"));
+		int sched = (int)json_integer_value(json_object_get(it, "schedule"));
+
+		fsm_backfill_key(json_string_value(json_object_get(it, "key")),
+				 nominal, key);
+		id = fsm_idem_lookup(s->fsm, req->flow, key, &r);
+		json_array_append_new(
+			runs, json_pack("{s:i, s:o, s:o}", "schedule", sched,
+					"nominal_time", fsm_time_json(nominal * 1000),
+					"run_id", id ? json_string(id) : json_null()));
+	}
+	api_request_reply_json(
+		req, 200,
+		json_pack("{s:s, s:I, s:o}", "flow", req->flow, "ticks",
+			  (json_int_t)json_array_size(runs), "runs", runs));
+	readview_finish(s->rv, req);
+}
+
+void service_backfill(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
 	struct fsm_flow *fl = deployed_flow(s, req);
+	const json_t *sched_field = api_request_field(req, "schedule");
+	int sched = sched_field ? (int)json_integer_value(sched_field) : -1;
 	const struct flow_spec *spec;
 	unsigned max = s->cfg->limits.max_backfill_runs;
+	int64_t from = 0, to = 0;
 	json_t *items;
 	size_t n = 0;
 	char *buf;
@@ -450,8 +537,11 @@ static void do_backfill(struct service *s, struct api_request *req)
 
 	if (fl == NULL)
 		return;
+	/* checked by the route's schema (routes.c) */
+	cron_time_parse(json_string_value(api_request_field(req, "from")), &from);
+	cron_time_parse(json_string_value(api_request_field(req, "to")), &to);
 	spec = fl->versions[fl->current - 1].spec;
-	if (req->bf_schedule >= 0 && (size_t)req->bf_schedule >= spec->n_schedules) {
+	if (sched >= 0 && (size_t)sched >= spec->n_schedules) {
 		reply_error(req, 400, "invalid_value", "schedule",
 			    "the flow has no such schedule");
 		return;
@@ -464,13 +554,13 @@ static void do_backfill(struct service *s, struct api_request *req)
 	items = json_array();
 	for (size_t i = 0; i < spec->n_schedules; i++) {
 		const struct spec_schedule *sc = &spec->schedules[i];
-		int64_t t = req->bf_from - 1, next;
+		int64_t t = from - 1, next;
 
-		if (req->bf_schedule >= 0 && (size_t)req->bf_schedule != i)
+		if (sched >= 0 && (size_t)sched != i)
 			continue;
 		while (cron_next(&sc->cron, sc->tz, sc->dst_missing,
 				 sc->dst_repeated, t, &next) &&
-		       next <= req->bf_to) {
+		       next <= to) {
 			if (++n > max) {
 				json_decref(items);
 				reply_error(req, 400, "invalid_value", "to",
@@ -487,77 +577,41 @@ static void do_backfill(struct service *s, struct api_request *req)
 			t = next;
 		}
 	}
-	req->bf_items = items; /* read back by backfill_answer */
-	req->backend_data = s;
 	if (fsm_cmd_fire(now_ms(s), items, s->cfg->limits.max_buffered_runs,
 			 &buf, &len) != 0) {
+		json_decref(items);
 		reply_error(req, 500, "internal", NULL, "cannot encode");
 		return;
 	}
-	propose(s, req, buf, len);
+	propose(s, req, buf, len, backfill_applied, items);
 }
 
-/* After the backfill's entry applied: which run each tick has. */
-static json_t *backfill_answer(struct api_request *req)
-{
-	struct service *s = req->backend_data;
-	json_t *it, *runs = json_array();
-	size_t i;
-
-	json_array_foreach(req->bf_items, i, it) {
-		char key[64];
-		struct fsm_run *r;
-		const char *id;
-		int64_t nominal = json_integer_value(json_object_get(it, "nominal"));
-		int sched = (int)json_integer_value(json_object_get(it, "schedule"));
-
-		fsm_backfill_key(json_string_value(json_object_get(it, "key")),
-				 nominal, key);
-		id = fsm_idem_lookup(s->fsm, req->flow, key, &r);
-		json_array_append_new(
-			runs, json_pack("{s:i, s:o, s:o}", "schedule", sched,
-					"nominal_time", fsm_time_json(nominal * 1000),
-					"run_id", id ? json_string(id) : json_null()));
-	}
-	return json_pack("{s:s, s:I, s:o}", "flow", req->flow, "ticks",
-			 (json_int_t)json_array_size(runs), "runs", runs);
-}
+/* ------------------------------------------------------------------------
+ * Membership: raft configuration changes, not commands
+ */
 
 static void ignore_done_cb(void *arg, int status, uint64_t index,
 			   void *result)
 {
 }
 
-static void member_done_cb(void *arg, int status, uint64_t index,
-			   void *result)
+/* A removed node takes no more work (what it ran is retried elsewhere);
+ * an added one may register again. */
+static void node_admit(struct service *s, uint64_t id, bool admit)
 {
-	struct api_request *req = arg;
-	struct service *s = req->backend_data;
+	char *buf;
+	size_t len;
 
-	if (status == CONSENSUS_OK && (req->op == API_OP_MEMBER_REMOVE ||
-				       req->op == API_OP_MEMBER_ADD)) {
-		/* A removed node takes no more work (what it ran is retried
-		 * elsewhere); an added one may register again. */
-		char *buf;
-		size_t len;
-		if (fsm_cmd_node_remove(now_ms(s), req->member_id,
-					req->op == API_OP_MEMBER_ADD, &buf,
-					&len) == 0)
-			consensus_propose(s->raft, buf, len,
-					  s->cfg->apply_timeout_ms,
-					  ignore_done_cb, NULL);
-	}
+	if (fsm_cmd_node_remove(now_ms(s), id, admit, &buf, &len) == 0)
+		consensus_propose(s->raft, buf, len, s->cfg->apply_timeout_ms,
+				  ignore_done_cb, NULL);
+}
+
+/* Answer a membership change that did not complete. */
+static void member_failed(struct service *s, struct api_request *req,
+			  int status)
+{
 	switch (status) {
-	case CONSENSUS_OK:
-		if (req->op == API_OP_LEADER_TRANSFER)
-			reply_json(req, 200,
-				   json_pack("{s:I}", "leader",
-					     (json_int_t)consensus_leader(s->raft)));
-		else
-			reply_json(req, 200,
-				   json_pack("{s:o}", "members",
-					     readview_members_json(s->rv)));
-		return;
 	case CONSENSUS_CANTCHANGE:
 		reply_error(req, 409, "membership_change_in_progress", NULL,
 			    "another membership change is in progress; retry");
@@ -578,25 +632,100 @@ static void member_done_cb(void *arg, int status, uint64_t index,
 	}
 }
 
-static void do_member_change(struct service *s, struct api_request *req)
+/* A member added or removed: the members once the change completed. */
+static void member_changed(struct api_request *req, int status, uint64_t id,
+			   bool added)
 {
+	struct service *s = req->backend_data;
+
+	if (status != CONSENSUS_OK) {
+		member_failed(s, req, status);
+		return;
+	}
+	node_admit(s, id, added);
+	reply_json(req, 200,
+		   json_pack("{s:o}", "members", readview_members_json(s->rv)));
+}
+
+static void member_added_cb(void *arg, int status, uint64_t index,
+			    void *result)
+{
+	struct api_request *req = arg;
+
+	member_changed(req, status,
+		       (uint64_t)json_integer_value(api_request_field(req, "id")),
+		       true);
+}
+
+static void member_removed_cb(void *arg, int status, uint64_t index,
+			      void *result)
+{
+	struct api_request *req = arg;
+
+	member_changed(req, status, req->member_id, false);
+}
+
+static void transfer_done_cb(void *arg, int status, uint64_t index,
+			     void *result)
+{
+	struct api_request *req = arg;
+	struct service *s = req->backend_data;
+
+	if (status != CONSENSUS_OK) {
+		member_failed(s, req, status);
+		return;
+	}
+	reply_json(req, 200,
+		   json_pack("{s:I}", "leader",
+			     (json_int_t)consensus_leader(s->raft)));
+}
+
+void service_member_add(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
 	int rv;
 
 	req->backend_data = s;
-	if (req->op == API_OP_MEMBER_ADD)
-		rv = consensus_member_add(s->raft, req->member_id,
-					  req->member_raft, 60000,
-					  member_done_cb, req);
-	else if (req->op == API_OP_MEMBER_REMOVE)
-		rv = consensus_member_remove(s->raft, req->member_id,
-					     s->cfg->apply_timeout_ms,
-					     member_done_cb, req);
-	else
-		rv = consensus_transfer(s->raft, req->member_id,
-					member_done_cb, req);
+	rv = consensus_member_add(
+		s->raft,
+		(uint64_t)json_integer_value(api_request_field(req, "id")),
+		json_string_value(api_request_field(req, "raft_address")),
+		60000, member_added_cb, req);
 	if (rv != CONSENSUS_OK)
-		member_done_cb(req, rv, 0, NULL);
+		member_added_cb(req, rv, 0, NULL);
 }
+
+void service_member_remove(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
+	int rv;
+
+	req->backend_data = s;
+	rv = consensus_member_remove(s->raft, req->member_id,
+				     s->cfg->apply_timeout_ms,
+				     member_removed_cb, req);
+	if (rv != CONSENSUS_OK)
+		member_removed_cb(req, rv, 0, NULL);
+}
+
+void service_leader_transfer(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
+	const json_t *id = api_request_field(req, "id");
+	int rv;
+
+	req->backend_data = s;
+	rv = consensus_transfer(s->raft,
+				id ? (uint64_t)json_integer_value(id) : 0,
+				transfer_done_cb, req);
+	if (rv != CONSENSUS_OK)
+		transfer_done_cb(req, rv, 0, NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * POST /internal/v1/commands: a node proposes a command (its registration,
+ * a task's outcome) through the leader.
+ */
 
 static void internal_done_cb(void *arg, int status, uint64_t index,
 			     void *result)
@@ -614,10 +743,9 @@ static void internal_done_cb(void *arg, int status, uint64_t index,
 			     "result", res ? res->status : 0));
 }
 
-/* POST /internal/v1/commands: a node proposes a command (its registration,
- * a task's outcome) through the leader. */
-static void do_internal_command(struct service *s, struct api_request *req)
+void service_internal_command(void *arg, struct api_request *req)
 {
+	struct service *s = arg;
 	char *buf = malloc(req->raw_body_len + 1);
 	int rv;
 
@@ -633,25 +761,28 @@ static void do_internal_command(struct service *s, struct api_request *req)
 			    "not the leader right now; retry");
 }
 
+/* ------------------------------------------------------------------------
+ * Consistent reads and the dispatch
+ */
+
 static void barrier_done_cb(void *arg, int status, uint64_t index,
 			    void *result)
 {
 	struct api_request *req = arg;
+	struct service *s = req->backend_data;
 
 	if (status != CONSENSUS_OK) {
 		reply_error(req, 503, "unavailable", NULL,
 			    "leadership changed; retry");
 		return;
 	}
-	struct service *s = req->backend_data;
-
-	readview_answer(s->rv, req);
+	answer_view(s, req, 200, req->route->read);
 }
 
 /* ?consistent=true: a read that sees every write acknowledged before it.
  * The leader passes a barrier (every entry of earlier terms applied, and
- * it still leads), then answers from the view published after it; a
- * follower hands the read to the leader. */
+ * it still leads), then answers with the row's read handler from the view
+ * published after it; a follower hands the read to the leader. */
 static void consistent_read(struct service *s, struct api_request *req)
 {
 	int rv;
@@ -672,61 +803,14 @@ static void consistent_read(struct service *s, struct api_request *req)
 			    "not the leader right now; retry");
 }
 
+/* A row with a submit handler is a write; the api hands over only those
+ * and consistent reads. */
 static void handle(struct service *s, struct api_request *req)
 {
-
-	switch (req->op) {
-	case API_OP_FLOW_PUT:
-		if (write_admissible(s, req))
-			do_flow_put(s, req);
-		break;
-	case API_OP_FLOW_DELETE:
-		if (write_admissible(s, req))
-			do_flow_delete(s, req);
-		break;
-	case API_OP_RUN_CREATE:
-		if (write_admissible(s, req))
-			do_run_create(s, req);
-		break;
-	case API_OP_RUN_CANCEL:
-		if (write_admissible(s, req))
-			do_run_cancel(s, req);
-		break;
-	case API_OP_INTERNAL_COMMAND:
-		if (write_admissible(s, req))
-			do_internal_command(s, req);
-		break;
-	case API_OP_MEMBER_ADD:
-	case API_OP_MEMBER_REMOVE:
-	case API_OP_LEADER_TRANSFER:
-		if (write_admissible(s, req))
-			do_member_change(s, req);
-		break;
-	case API_OP_EVENT_POST:
-		if (write_admissible(s, req))
-			do_event_post(s, req);
-		break;
-	case API_OP_FLOW_PAUSE:
-	case API_OP_FLOW_UNPAUSE:
-		if (write_admissible(s, req))
-			do_pause(s, req, req->op == API_OP_FLOW_PAUSE);
-		break;
-	case API_OP_BACKFILL:
-		if (write_admissible(s, req))
-			do_backfill(s, req);
-		break;
-	case API_OP_SCHEDULE_GET:
-	case API_OP_FLOW_LIST:
-	case API_OP_FLOW_GET:
-	case API_OP_FLOW_VERSIONS:
-	case API_OP_RUN_GET:
-	case API_OP_RUN_LIST:
+	if (req->route->submit == NULL)
 		consistent_read(s, req);
-		break;
-	default:
-		reply_error(req, 404, "not_found", NULL, "no such route");
-		break;
-	}
+	else if (write_admissible(s, req))
+		req->route->submit(s, req);
 }
 
 /* Requests taken from the inbox per loop iteration: the rest wait for the

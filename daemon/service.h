@@ -31,9 +31,27 @@ struct service;
 /* Returns NULL when out of memory. */
 struct service *service_new(const struct service_config *c);
 
-/* api_backend.submit (arg: the service): queue `req` for the loop. Any
- * thread. */
+/* api_backend.submit (arg: the service): queue `req` for the loop, where
+ * its row's submit handler runs (a write) or, for a consistent read, a
+ * barrier and then its row's read handler. Any thread. */
 void service_submit_cb(void *arg, struct api_request *req);
+
+/* The submit handlers of the route table (api_submit_fn, arg: the
+ * service; daemon/routes.c). Loop thread, called by the service itself
+ * once a write is admissible (this node leads, is not stopping, and
+ * PostgreSQL is not too far behind); each finishes `req` once. */
+void service_flow_put(void *arg, struct api_request *req);
+void service_flow_delete(void *arg, struct api_request *req);
+void service_run_create(void *arg, struct api_request *req);
+void service_run_cancel(void *arg, struct api_request *req);
+void service_event_post(void *arg, struct api_request *req);
+void service_flow_pause(void *arg, struct api_request *req);
+void service_flow_unpause(void *arg, struct api_request *req);
+void service_backfill(void *arg, struct api_request *req);
+void service_member_add(void *arg, struct api_request *req);
+void service_member_remove(void *arg, struct api_request *req);
+void service_leader_transfer(void *arg, struct api_request *req);
+void service_internal_command(void *arg, struct api_request *req);
 
 /* The role as consensus last reported it: the leader proposes, others
  * forward. */

@@ -2,6 +2,7 @@
 timeouts, cancellation, idempotency keys, logs, and listing runs."""
 
 import os
+import subprocess
 
 import flowd_harness as h
 from flowd_harness import (READER_TOKEN, diamond_flow, echo_flow, failing_flow, flow_spec,
@@ -45,14 +46,55 @@ def test_diamond_flow_with_parameters_succeeds_and_each_step_sees_them(node, wor
         assert steps[name]["started_at"] >= steps["a"]["finished_at"]
         assert steps["d"]["started_at"] >= steps[name]["finished_at"]
 
-    status, logs = node.get("/v1/runs/%s/steps/b/logs" % run_id, token=READER_TOKEN)
-    assert status == 200, logs
+    # a log reaches PostgreSQL a moment after the run reads as finished
+    logs = wait_logs(node, "/v1/runs/%s/steps/b/logs" % run_id, token=READER_TOKEN)
     assert (logs["run_id"], logs["step"], logs["attempt"]) == (run_id, "b", 1)
     assert logs["stdout"] == "step b region=eu-west\n"
     assert logs["stderr"] == "" and logs["truncated"] is False
 
-    status, logs = node.get("/v1/runs/%s/steps/d/logs?attempt=1" % run_id)
-    assert status == 200 and logs["stdout"] == "step d region=eu-west\n", logs
+    logs = wait_logs(node, "/v1/runs/%s/steps/d/logs?attempt=1" % run_id)
+    assert logs["stdout"] == "step d region=eu-west\n", logs
+
+
+def wait_logs(node, path, **kw):
+    """GET a step's log, polling while the answer is 503 not_stored_yet."""
+    def got():
+        status, body = node.get(path, **kw)
+        if status == 503 and body.get("error", {}).get("code") == "not_stored_yet":
+            return None
+        assert status == 200, (status, body)
+        return body
+    return wait_for(got, h.scaled(30), "the log of " + path)
+
+
+def test_a_log_postgresql_does_not_hold_yet_is_503_not_stored_yet_then_200(node, db):
+    """The run reads as succeeded from the view before the PostgreSQL writer
+    stores its log: the log is then 503 with Retry-After (it is coming), not
+    404 (there is none). A lock on task_logs holds the writer back."""
+    node.deploy("hello", echo_flow())
+    node.wait_db_caught_up()
+    locker = subprocess.Popen(
+        [os.path.join(h.PG_BIN, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db.conninfo],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        locker.stdin.write("BEGIN; LOCK TABLE task_logs IN EXCLUSIVE MODE; SELECT 'locked';\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "locked"
+        run_id = node.start_run("hello")["id"]
+        assert node.wait_run(run_id)["status"] == "succeeded"
+        r = node.get("/v1/runs/%s/steps/only/logs" % run_id)
+        assert r.status == 503, r
+        assert r.json["error"]["code"] == "not_stored_yet", r.json
+        assert r.header("Retry-After") == "1"
+        # a step or an attempt the run does not have is still 404
+        assert node.get("/v1/runs/%s/steps/nope/logs" % run_id).status == 404
+        assert node.get("/v1/runs/%s/steps/only/logs?attempt=2" % run_id).status == 404
+    finally:
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(timeout=30)
+    logs = wait_logs(node, "/v1/runs/%s/steps/only/logs" % run_id)
+    assert logs["stdout"] == "hello\n", logs
 
 
 def test_logs_of_unknown_step_or_attempt_are_404_and_a_bad_attempt_is_400(node):

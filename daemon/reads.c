@@ -1,0 +1,385 @@
+/* reads.c - the API's read handlers: answers rendered on the HTTP threads
+ * from the read view, task logs from PostgreSQL, cron previews from the
+ * query; and the renders of write answers (docs/api.md).
+ *
+ * Each handler is called by the api (api/server.c) on an HTTP thread with
+ * the newest published view held for the call (rows with API_ROUTE_VIEW,
+ * and every render), and fills the answer; history the view no longer
+ * holds (a run that left memory, older runs of a page, the specs of old
+ * versions) is asked for with the request's pg_* fields and read by the api
+ * after the view is let go. No state of its own; no loop time. */
+#include "daemon/reads.h"
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cron.h"
+#include "core/fsm.h"
+#include "core/tz.h"
+
+static void reply_error(struct api_request *req, int status, const char *code,
+			const char *field, const char *msg)
+{
+	struct flowd_error e;
+
+	flowd_error_set(&e, status, code, field, "%s", msg);
+	api_request_reply_error(req, &e);
+}
+
+static int64_t now_s(const struct reads *rd)
+{
+	return flowd_clock_now(&rd->clock) / 1000;
+}
+
+/* ------------------------------------------------------------------------
+ * The node
+ */
+
+void reads_healthz(void *arg, const struct view *v, struct api_request *req)
+{
+	api_request_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void reads_readyz(void *arg, const struct view *v, struct api_request *req)
+{
+	const char *why = view_not_ready(v);
+
+	if (why == NULL) {
+		api_request_reply_json(req, 200,
+				       json_pack("{s:b}", "ready", 1));
+		return;
+	}
+	req->retry_after = 1;
+	api_request_reply_json(
+		req, 503, json_pack("{s:b, s:s}", "ready", 0, "reason", why));
+}
+
+void reads_cluster(void *arg, const struct view *v, struct api_request *req)
+{
+	api_request_reply_take(req, 200, view_cluster_text(v));
+}
+
+/* ------------------------------------------------------------------------
+ * Flows
+ */
+
+void reads_flow_list(void *arg, const struct view *v, struct api_request *req)
+{
+	api_request_reply_take(req, 200, view_flows_text(v));
+}
+
+static void flow_answer(const struct view *v, struct api_request *req,
+			bool with_spec)
+{
+	enum view_found found;
+	char *text = view_flow_text(v, req->flow, with_spec, &found);
+
+	if (found == VIEW_FOUND) {
+		api_request_reply_take(req, req->status, text);
+		return;
+	}
+	free(text);
+	reply_error(req, 404, "not_found", "flow", "no such flow");
+}
+
+void reads_flow_get(void *arg, const struct view *v, struct api_request *req)
+{
+	flow_answer(v, req, true);
+}
+
+/* DELETE /v1/flows/{flow}: the flow without its spec. */
+void reads_flow_undeployed(void *arg, const struct view *v,
+			   struct api_request *req)
+{
+	flow_answer(v, req, false);
+}
+
+/* PUT /v1/flows/{flow}: {"flow", "created"}; 201 means a new version. */
+void reads_flow_put(void *arg, const struct view *v, struct api_request *req)
+{
+	api_request_reply_take(
+		req, req->status,
+		view_flow_put_text(v, req->flow, req->status == 201));
+}
+
+void reads_flow_versions(void *arg, const struct view *v,
+			 struct api_request *req)
+{
+	enum view_found found;
+	unsigned missing = 0;
+	char *text = view_flow_versions_text(v, req->flow, &found, &missing);
+
+	if (found != VIEW_FOUND) {
+		free(text);
+		reply_error(req, 404, "not_found", "flow", "no such flow");
+		return;
+	}
+	api_request_reply_take(req, 200, text);
+	req->pg_flow_versions = missing > 0; /* old specs from PostgreSQL */
+}
+
+void reads_schedule(void *arg, const struct view *v, struct api_request *req)
+{
+	enum view_found found;
+	char *text = view_schedule_text(v, req->flow, now_s(arg), 10, &found);
+
+	if (found != VIEW_FOUND) {
+		free(text);
+		reply_error(req, 404, "not_found", "flow", "no such flow");
+		return;
+	}
+	api_request_reply_take(req, 200, text);
+}
+
+/* ------------------------------------------------------------------------
+ * Runs
+ */
+
+void reads_run_list(void *arg, const struct view *v, struct api_request *req)
+{
+	int status = req->list_status ? fsm_run_status_parse(req->list_status)
+				       : -1;
+
+	/* A page reaching a run that left memory asks the api for the rest
+	 * (pg_list_before, pg_list_limit). */
+	api_request_reply_take(
+		req, 200,
+		view_runs_page_text(v, req->list_flow, status,
+				    req->limit ? req->limit : 50, req->cursor,
+				    &req->pg_list_before, &req->pg_list_limit));
+}
+
+void reads_run_get(void *arg, const struct view *v, struct api_request *req)
+{
+	char *text = NULL;
+	enum view_found found = req->run_id != NULL
+					? view_run_text(v, req->run_id, &text)
+					: VIEW_NOT_FOUND;
+
+	switch (found) {
+	case VIEW_FOUND:
+		api_request_reply_take(req, req->status, text);
+		break;
+	case VIEW_EVICTED:
+		/* the run left memory: PostgreSQL has it */
+		req->pg_run_id = strdup(req->run_id);
+		if (req->pg_run_id == NULL)
+			reply_error(req, 500, "internal", "", "out of memory");
+		break;
+	case VIEW_NOT_FOUND:
+		reply_error(req, 404, "not_found", "run", "no such run");
+		break;
+	}
+}
+
+int reads_logs_attempt(const struct api_request *req, int *attempt,
+		       struct flowd_error *err)
+{
+	char *s = NULL;
+	unsigned long v;
+	int rc = 0;
+
+	*attempt = 0;
+	if (api_request_query(req, "attempt", &s, err) != 0)
+		return -1;
+	if (s != NULL && api_uint_parse(s, 1, INT_MAX, &v) != 0)
+		rc = flowd_error_set(err, 400, "invalid_query", "attempt",
+				     "must be a positive integer");
+	else if (s != NULL)
+		*attempt = (int)v;
+	free(s);
+	return rc;
+}
+
+int reads_logs_query(struct api_request *req, const struct flowd_limits *lim,
+		     struct flowd_error *err)
+{
+	int attempt;
+
+	return reads_logs_attempt(req, &attempt, err);
+}
+
+/* Whether a log PostgreSQL does not hold is one still on its way: the view
+ * has the run, its step has that attempt (0: the latest) and it has ended,
+ * and PostgreSQL is behind the view. Then the answer is 503 with
+ * Retry-After (the run reads as finished a moment before its log is
+ * stored), not a 404 that says there is none. */
+static bool log_not_stored_yet(const struct reads *rd, const char *run_id,
+			       const char *step, int attempt)
+{
+	struct view_guard g;
+	const struct view *v;
+	json_t *run = NULL, *steps, *s, *atts, *a;
+	char *text = NULL;
+	bool pending = false;
+	size_t i;
+
+	if (rd->views == NULL)
+		return false;
+	v = view_acquire(rd->views, &g);
+	if (view_cluster_of(v)->db_applied_index < view_applied_index(v) &&
+	    view_run_text(v, run_id, &text) == VIEW_FOUND && text != NULL)
+		run = json_loads(text, 0, NULL);
+	view_release(&g);
+	free(text);
+	steps = json_object_get(run, "steps");
+	json_array_foreach(steps, i, s) {
+		if (!json_is_string(json_object_get(s, "name")) ||
+		    strcmp(json_string_value(json_object_get(s, "name")),
+			   step) != 0)
+			continue;
+		atts = json_object_get(s, "attempts");
+		a = json_array_get(atts, attempt == 0 ? json_array_size(atts) - 1
+						       : (size_t)attempt - 1);
+		pending = json_is_string(json_object_get(a, "finished_at"));
+		break;
+	}
+	json_decref(run);
+	return pending;
+}
+
+void reads_logs(void *arg, const struct view *v, struct api_request *req)
+{
+	struct reads *rd = arg;
+	struct flowd_error err;
+	json_t *out = NULL;
+	int attempt;
+
+	flowd_error_clear(&err);
+	if (reads_logs_attempt(req, &attempt, &err) != 0) /* checked already */
+		goto error;
+	if (rd->reader == NULL) {
+		flowd_error_set(&err, 503, "unavailable", "",
+				"task logs need the PostgreSQL reader");
+		goto error;
+	}
+	if (storage_reader_logs(rd->reader, req->run_id, req->step, attempt,
+				&out, &err) != 0) {
+		if (err.status == 404 &&
+		    log_not_stored_yet(rd, req->run_id, req->step, attempt))
+			flowd_error_set(&err, 503, "not_stored_yet", "",
+					"the attempt has ended but PostgreSQL "
+					"does not hold its log yet: retry");
+		goto error;
+	}
+	api_request_reply_json(req, 200, out);
+	return;
+error:
+	api_request_reply_error(req, &err);
+}
+
+/* ------------------------------------------------------------------------
+ * GET /v1/cron/preview?expr=&tz=&from=&count=&dst_missing=&dst_repeated=:
+ * the next `count` (default 10, at most 100) fire times of expr after
+ * `from` (RFC 3339, default now), or a 400 naming the query parameter.
+ */
+
+static int cron_preview(const struct api_request *req, int64_t now,
+			json_t **out, struct flowd_error *err)
+{
+	char *expr = NULL, *zone = NULL, *from = NULL, *count = NULL;
+	char *missing = NULL, *repeated = NULL, why[200], local[40];
+	enum cron_dst_missing m = CRON_DST_SHIFT;
+	enum cron_dst_repeated r = CRON_DST_ONCE;
+	const struct tz *z;
+	struct cron c;
+	unsigned long n = 10;
+	int64_t t = now, next;
+	json_t *times, *locals;
+	int rc = -1;
+
+	if (api_request_query(req, "expr", &expr, err) != 0 ||
+	    api_request_query(req, "tz", &zone, err) != 0 ||
+	    api_request_query(req, "from", &from, err) != 0 ||
+	    api_request_query(req, "count", &count, err) != 0 ||
+	    api_request_query(req, "dst_missing", &missing, err) != 0 ||
+	    api_request_query(req, "dst_repeated", &repeated, err) != 0)
+		goto done;
+	if (expr == NULL) {
+		flowd_error_set(err, 400, "invalid_query", "expr",
+				"the cron expression to preview is required");
+		goto done;
+	}
+	if (cron_parse(expr, &c, why, sizeof why) != 0) {
+		flowd_error_set(err, 400, "invalid_query", "expr", "%s", why);
+		goto done;
+	}
+	z = tz_get(zone ? zone : "UTC");
+	if (z == NULL) {
+		flowd_error_set(err, 400, "invalid_query", "tz",
+				"unknown time zone (an IANA name such as "
+				"Europe/Berlin)");
+		goto done;
+	}
+	if (from != NULL && cron_time_parse(from, &t) != 0) {
+		flowd_error_set(err, 400, "invalid_query", "from",
+				"must be an RFC 3339 time such as "
+				"2027-03-14T07:00:00Z");
+		goto done;
+	}
+	if (count != NULL && api_uint_parse(count, 1, 100, &n) != 0) {
+		flowd_error_set(err, 400, "invalid_query", "count",
+				"must be an integer from 1 to 100");
+		goto done;
+	}
+	if (missing != NULL) {
+		if (strcmp(missing, "skip") == 0)
+			m = CRON_DST_SKIP;
+		else if (strcmp(missing, "shift") != 0) {
+			flowd_error_set(err, 400, "invalid_query", "dst_missing",
+					"must be shift or skip");
+			goto done;
+		}
+	}
+	if (repeated != NULL) {
+		if (strcmp(repeated, "twice") == 0)
+			r = CRON_DST_TWICE;
+		else if (strcmp(repeated, "once") != 0) {
+			flowd_error_set(err, 400, "invalid_query",
+					"dst_repeated", "must be once or twice");
+			goto done;
+		}
+	}
+	times = json_array();
+	locals = json_array();
+	for (unsigned long i = 0; i < n && cron_next(&c, z, m, r, t, &next);
+	     i++) {
+		char utc[40];
+
+		cron_time_utc(next, utc);
+		cron_time_local(next, z, local);
+		json_array_append_new(times, json_string(utc));
+		json_array_append_new(locals, json_string(local));
+		t = next;
+	}
+	*out = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "expr", expr,
+			 "timezone", tz_name(z), "dst_missing",
+			 m == CRON_DST_SKIP ? "skip" : "shift", "dst_repeated",
+			 r == CRON_DST_TWICE ? "twice" : "once", "times", times,
+			 "local_times", locals);
+	rc = *out != NULL ? 0 : flowd_error_set(err, 500, "internal", "",
+						 "out of memory");
+done:
+	free(expr);
+	free(zone);
+	free(from);
+	free(count);
+	free(missing);
+	free(repeated);
+	return rc;
+}
+
+void reads_cron_preview(void *arg, const struct view *v,
+			struct api_request *req)
+{
+	struct flowd_error err;
+	json_t *out = NULL;
+
+	flowd_error_clear(&err);
+	if (cron_preview(req, now_s(arg), &out, &err) != 0)
+		api_request_reply_error(req, &err);
+	else
+		api_request_reply_json(req, 200, out);
+}

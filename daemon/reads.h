@@ -1,0 +1,53 @@
+/* reads.h - the API's read handlers (api_read_fn, api.h): each answers one
+ * read on an HTTP thread, from the read view (core/view.h), PostgreSQL or
+ * the query alone; and the renders of write answers that the service hands
+ * the api as req->render. daemon/routes.c names them in the route table.
+ * HTTP threads only; nothing here touches the loop's state. */
+#ifndef FLOWD_DAEMON_READS_H
+#define FLOWD_DAEMON_READS_H
+
+#include "api/api.h"
+#include "core/view.h"
+#include "daemon/clock.h"
+#include "storage/storage.h"
+
+/* What the read handlers are given (api_backend.read_arg): filled by
+ * main.c, borrowed by the handlers for the api server's life. */
+struct reads {
+	struct storage_reader *reader; /* borrowed, may be NULL: task logs */
+	struct view_store *views;      /* borrowed, may be NULL: whether a
+	                                * log PostgreSQL lacks is still to come */
+	struct flowd_clock clock;      /* the wall clock: schedules, previews */
+};
+
+/* Rows of the route table (`v` is NULL for rows without API_ROUTE_VIEW). */
+void reads_healthz(void *arg, const struct view *v, struct api_request *req);
+void reads_readyz(void *arg, const struct view *v, struct api_request *req);
+void reads_cluster(void *arg, const struct view *v, struct api_request *req);
+void reads_flow_list(void *arg, const struct view *v, struct api_request *req);
+void reads_flow_get(void *arg, const struct view *v, struct api_request *req);
+void reads_flow_versions(void *arg, const struct view *v,
+			 struct api_request *req);
+void reads_schedule(void *arg, const struct view *v, struct api_request *req);
+void reads_run_list(void *arg, const struct view *v, struct api_request *req);
+void reads_run_get(void *arg, const struct view *v, struct api_request *req);
+void reads_logs(void *arg, const struct view *v, struct api_request *req);
+void reads_cron_preview(void *arg, const struct view *v,
+			struct api_request *req);
+
+/* The logs row's query hook: ?attempt= is 1..INT_MAX (400 invalid_query
+ * field "attempt"). */
+int reads_logs_query(struct api_request *req, const struct flowd_limits *lim,
+		     struct flowd_error *err);
+/* ?attempt= of a logs request in *attempt, 0 (the last one) when absent;
+ * 0, or -1 with the 400 above. */
+int reads_logs_attempt(const struct api_request *req, int *attempt,
+		       struct flowd_error *err);
+
+/* Renders of write answers (req->render). reads_run_get renders a run
+ * created or cancelled (req->run_id) too. */
+void reads_flow_put(void *arg, const struct view *v, struct api_request *req);
+void reads_flow_undeployed(void *arg, const struct view *v,
+			   struct api_request *req);
+
+#endif

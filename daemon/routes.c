@@ -1,0 +1,288 @@
+/* routes.c - flowd's REST API as one table (docs/api.md): each row names a
+ * method and a path, who may call it, the shape of its body, and the
+ * handler that answers it: a read handler (daemon/reads.c, on the HTTP
+ * thread) or a submit handler (daemon/service.c, on the loop). The body
+ * schemas and their field checks are here too, next to their rows; the
+ * api (api/route.c) applies them in the order api.h gives. Pure data and
+ * pure checks: no state, any thread. */
+#include "daemon/routes.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/addr.h"
+#include "core/cron.h"
+#include "core/spec.h"
+#include "daemon/reads.h"
+#include "daemon/service.h"
+
+/* ------------------------------------------------------------------------
+ * Field checks (api_check_fn)
+ */
+
+/* A member id: a JSON integer 1..2^63-1 (larger ones do not parse). */
+static int check_member_id(const char *field, const json_t *v,
+			   const json_t *body, const struct flowd_limits *lim,
+			   struct flowd_error *err)
+{
+	if (json_integer_value(v) < 1)
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must be an integer from 1 to %llu",
+				       (unsigned long long)INT64_MAX);
+	return 0;
+}
+
+/* An IPv4 "a.b.c.d:port" in its one spelling (core/addr.h), so that
+ * addresses compare as strings. */
+static int check_ipv4_address(const char *field, const json_t *v,
+			      const json_t *body, const struct flowd_limits *lim,
+			      struct flowd_error *err)
+{
+	if (strlen(json_string_value(v)) != json_string_length(v) ||
+	    flowd_ipv4_address_parse(json_string_value(v), NULL) != 0)
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must be an IPv4 \"a.b.c.d:port\" with "
+				       "a port from 1 to 65535");
+	return 0;
+}
+
+static int check_idempotency_key(const char *field, const json_t *v,
+				 const json_t *body,
+				 const struct flowd_limits *lim,
+				 struct flowd_error *err)
+{
+	if (json_string_length(v) == 0 ||
+	    json_string_length(v) > lim->max_idempotency_key_bytes)
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must be 1 to %zu bytes",
+				       lim->max_idempotency_key_bytes);
+	return 0;
+}
+
+static int check_event_name(const char *field, const json_t *v,
+			    const json_t *body, const struct flowd_limits *lim,
+			    struct flowd_error *err)
+{
+	if (!json_is_string(v) || !spec_event_name_valid(json_string_value(v)))
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must match [A-Za-z0-9_-]{1,128}");
+	return 0;
+}
+
+static int check_event_id(const char *field, const json_t *v,
+			  const json_t *body, const struct flowd_limits *lim,
+			  struct flowd_error *err)
+{
+	if (!json_is_string(v) || !api_id_valid(json_string_value(v), 128))
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must be 1 to 128 of [A-Za-z0-9_.:-]");
+	return 0;
+}
+
+/* An event's payload: at most limits.max_event_bytes as compact JSON. */
+static int check_payload_size(const char *field, const json_t *v,
+			      const json_t *body, const struct flowd_limits *lim,
+			      struct flowd_error *err)
+{
+	char *text = json_dumps(v, JSON_COMPACT);
+	size_t size = text ? strlen(text) : 0;
+
+	free(text);
+	if (size > lim->max_event_bytes)
+		return flowd_error_set(err, 413, "too_large", field,
+				       "payload of %zu bytes is over the limit "
+				       "of %zu",
+				       size, lim->max_event_bytes);
+	return 0;
+}
+
+static int check_time(const char *field, const json_t *v, const json_t *body,
+		      const struct flowd_limits *lim, struct flowd_error *err)
+{
+	int64_t t;
+
+	if (!json_is_string(v) || cron_time_parse(json_string_value(v), &t) != 0)
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must be an RFC 3339 time such as "
+				       "2027-03-14T07:00:00Z");
+	return 0;
+}
+
+/* Backfill's "to": a time, not before "from" (checked already). */
+static int check_time_to(const char *field, const json_t *v,
+			 const json_t *body, const struct flowd_limits *lim,
+			 struct flowd_error *err)
+{
+	int64_t from, to;
+
+	if (check_time(field, v, body, lim, err) != 0)
+		return -1;
+	cron_time_parse(json_string_value(json_object_get(body, "from")),
+			&from);
+	cron_time_parse(json_string_value(v), &to);
+	if (to < from)
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must not be before from");
+	return 0;
+}
+
+static int check_schedule_index(const char *field, const json_t *v,
+				const json_t *body,
+				const struct flowd_limits *lim,
+				struct flowd_error *err)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    json_integer_value(v) > 1000000)
+		return flowd_error_set(err, 400, "invalid_value", field,
+				       "must be a schedule index");
+	return 0;
+}
+
+/* PUT /v1/flows/{flow}: the body is a flow spec, checked by core/spec.c
+ * (every 400 with its field path, 413 over max_spec_bytes); the request
+ * keeps the normalized document (defaults filled in). */
+static int parse_flow_spec(json_t **body, const struct flowd_limits *lim,
+			   struct flowd_error *err)
+{
+	struct flow_spec *spec;
+
+	if (spec_parse(*body, lim, &spec, err) != 0)
+		return -1;
+	json_decref(*body);
+	*body = json_incref(spec->doc);
+	spec_free(spec);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Body schemas (struct api_field)
+ */
+
+static const struct api_field run_create_body[] = {
+	{.name = "parameters", .type = API_JSON_OBJECT},
+	{.name = "idempotency_key", .type = API_JSON_STRING,
+	 .check = check_idempotency_key},
+	{.name = NULL},
+};
+
+static const struct api_field event_body[] = {
+	{.name = "name", .flags = API_FIELD_REQUIRED | API_FIELD_NULL_IS_VALUE,
+	 .check = check_event_name, .missing = "an event has a name"},
+	{.name = "id", .check = check_event_id},
+	{.name = "payload", .type = API_JSON_OBJECT,
+	 .check = check_payload_size},
+	{.name = NULL},
+};
+
+static const struct api_field backfill_body[] = {
+	{.name = "from", .flags = API_FIELD_REQUIRED | API_FIELD_NULL_IS_VALUE,
+	 .check = check_time, .missing = "a time is required"},
+	{.name = "to", .flags = API_FIELD_REQUIRED | API_FIELD_NULL_IS_VALUE,
+	 .check = check_time_to, .missing = "a time is required"},
+	{.name = "schedule", .check = check_schedule_index},
+	{.name = NULL},
+};
+
+static const struct api_field member_add_body[] = {
+	{.name = "id", .type = API_JSON_INTEGER, .flags = API_FIELD_REQUIRED,
+	 .check = check_member_id},
+	{.name = "raft_address", .type = API_JSON_STRING,
+	 .flags = API_FIELD_REQUIRED, .check = check_ipv4_address},
+	{.name = "api_address", .type = API_JSON_STRING,
+	 .flags = API_FIELD_REQUIRED, .check = check_ipv4_address},
+	{.name = NULL},
+};
+
+static const struct api_field leader_transfer_body[] = {
+	{.name = "id", .type = API_JSON_INTEGER, .check = check_member_id},
+	{.name = NULL},
+};
+
+/* ------------------------------------------------------------------------
+ * The table. Rows on one path give its Allow header in this order.
+ */
+
+#define VIEW_READ (API_ROUTE_VIEW | API_ROUTE_CONSISTENT)
+
+const struct api_route routes_table[] = {
+	/* The node */
+	{.method = "GET", .path = "/healthz", .role = API_ROLE_PUBLIC,
+	 .read = reads_healthz, .name = "healthz"},
+	{.method = "GET", .path = "/readyz", .role = API_ROLE_PUBLIC,
+	 .flags = API_ROUTE_VIEW, .read = reads_readyz, .name = "readyz"},
+
+	/* The cluster */
+	{.method = "GET", .path = "/v1/cluster", .role = API_ROLE_READER,
+	 .flags = API_ROUTE_VIEW, .read = reads_cluster, .name = "cluster"},
+	{.method = "POST", .path = "/v1/cluster/members",
+	 .role = API_ROLE_ADMIN, .body = API_BODY_JSON,
+	 .fields = member_add_body, .submit = service_member_add,
+	 .name = "member_add"},
+	{.method = "DELETE", .path = "/v1/cluster/members/{member}",
+	 .role = API_ROLE_ADMIN, .submit = service_member_remove,
+	 .name = "member_remove"},
+	{.method = "POST", .path = "/v1/cluster/leader/transfer",
+	 .role = API_ROLE_ADMIN, .body = API_BODY_JSON_OPT,
+	 .fields = leader_transfer_body, .submit = service_leader_transfer,
+	 .name = "leader_transfer"},
+
+	/* Flows */
+	{.method = "GET", .path = "/v1/flows", .role = API_ROLE_READER,
+	 .flags = VIEW_READ, .read = reads_flow_list, .name = "flow_list"},
+	{.method = "GET", .path = "/v1/flows/{flow}", .role = API_ROLE_READER,
+	 .flags = VIEW_READ, .read = reads_flow_get, .name = "flow_get"},
+	{.method = "PUT", .path = "/v1/flows/{flow}", .role = API_ROLE_ADMIN,
+	 .body = API_BODY_JSON, .parse = parse_flow_spec,
+	 .submit = service_flow_put, .name = "flow_put"},
+	{.method = "DELETE", .path = "/v1/flows/{flow}",
+	 .role = API_ROLE_ADMIN, .submit = service_flow_delete,
+	 .name = "flow_delete"},
+	{.method = "GET", .path = "/v1/flows/{flow}/versions",
+	 .role = API_ROLE_READER, .flags = VIEW_READ,
+	 .read = reads_flow_versions, .name = "flow_versions"},
+
+	/* Triggers (docs/triggers.md) */
+	{.method = "GET", .path = "/v1/flows/{flow}/schedule",
+	 .role = API_ROLE_READER, .flags = VIEW_READ, .read = reads_schedule,
+	 .name = "schedule_get"},
+	{.method = "POST", .path = "/v1/flows/{flow}/pause",
+	 .role = API_ROLE_ADMIN, .submit = service_flow_pause,
+	 .name = "flow_pause"},
+	{.method = "POST", .path = "/v1/flows/{flow}/unpause",
+	 .role = API_ROLE_ADMIN, .submit = service_flow_unpause,
+	 .name = "flow_unpause"},
+	{.method = "POST", .path = "/v1/flows/{flow}/backfill",
+	 .role = API_ROLE_ADMIN, .body = API_BODY_JSON,
+	 .fields = backfill_body, .submit = service_backfill,
+	 .name = "backfill"},
+	{.method = "POST", .path = "/v1/events", .role = API_ROLE_ADMIN,
+	 .body = API_BODY_JSON, .fields = event_body,
+	 .submit = service_event_post, .name = "event_post"},
+	{.method = "GET", .path = "/v1/cron/preview", .role = API_ROLE_READER,
+	 .read = reads_cron_preview, .name = "cron_preview"},
+
+	/* Runs */
+	{.method = "POST", .path = "/v1/flows/{flow}/runs",
+	 .role = API_ROLE_ADMIN, .body = API_BODY_JSON_OPT,
+	 .fields = run_create_body, .submit = service_run_create,
+	 .name = "run_create"},
+	{.method = "GET", .path = "/v1/runs", .role = API_ROLE_READER,
+	 .flags = VIEW_READ, .query = api_query_run_list,
+	 .read = reads_run_list, .name = "run_list"},
+	{.method = "GET", .path = "/v1/runs/{id}", .role = API_ROLE_READER,
+	 .flags = VIEW_READ, .read = reads_run_get, .name = "run_get"},
+	{.method = "POST", .path = "/v1/runs/{id}/cancel",
+	 .role = API_ROLE_ADMIN, .submit = service_run_cancel,
+	 .name = "run_cancel"},
+	{.method = "GET", .path = "/v1/runs/{id}/steps/{step}/logs",
+	 .role = API_ROLE_READER, .query = reads_logs_query,
+	 .read = reads_logs, .name = "logs"},
+
+	/* Between nodes: a node's own commands, proposed through the leader */
+	{.method = "POST", .path = "/internal/v1/commands",
+	 .role = API_ROLE_ADMIN, .body = API_BODY_RAW,
+	 .submit = service_internal_command, .name = "internal_command"},
+
+	{.method = NULL},
+};
