@@ -268,9 +268,17 @@ void api_request_reply_json(struct api_request *req, int status, json_t *body);
  * (out of memory) answers 500. */
 void api_request_reply_take(struct api_request *req, int status, char *text);
 
+/* The HTTP status of a kind of failure: the one place flowd's domain errors
+ * (core/error.h) become HTTP. INVALID 400, UNAUTHORIZED 401, FORBIDDEN 403,
+ * NOT_FOUND 404, METHOD 405, CONFLICT 409, TOO_LARGE 413, MEDIA_TYPE 415,
+ * UNAVAILABLE 503, TIMEOUT 504; INTERNAL (and FLOWD_OK, which is no failure
+ * to answer with) 500. */
+int api_http_status(enum flowd_errc errc);
+
 /* Fill the response with the error body
- * {"error":{"code","message","field"}} (field omitted when empty); 503 gets
- * Retry-After: 1 unless retry_after was set. */
+ * {"error":{"code","message","field"}} (field omitted when empty) and the
+ * status api_http_status(err->errc); 503 gets Retry-After: 1 unless
+ * retry_after was set. */
 void api_request_reply_error(struct api_request *req,
 			     const struct flowd_error *err);
 

@@ -189,8 +189,8 @@ static int take_segments(const char *tpl, int n, const char **seg,
 			continue;
 		copy = malloc(len[i] + 1);
 		if (copy == NULL)
-			return flowd_error_set(err, 500, "internal", "",
-					       "out of memory");
+			return flowd_error_set(err, FLOWD_E_INTERNAL,
+					       "internal", "", "out of memory");
 		memcpy(copy, seg[i], len[i]);
 		copy[len[i]] = '\0';
 		*slots[ph] = copy;
@@ -217,7 +217,7 @@ int api__route_match(const struct api_route *table, const char *method,
 		}
 	}
 	if (named == NULL)
-		return flowd_error_set(err, 404, "not_found", "",
+		return flowd_error_set(err, FLOWD_E_NOT_FOUND, "not_found", "",
 				       "no such route");
 
 	if (method != NULL && strcmp(method, "HEAD") == 0)
@@ -234,9 +234,9 @@ int api__route_match(const struct api_route *table, const char *method,
 	}
 	if (m == NULL)
 		return flowd_error_set(
-			err, 405, "method_not_allowed", "",
-			"method %s not allowed here (allowed: %s)",
-			asked ? asked : "?", r->allow);
+		    err, FLOWD_E_METHOD, "method_not_allowed", "",
+		    "method %s not allowed here (allowed: %s)",
+		    asked ? asked : "?", r->allow);
 	r->row = m;
 	if (take_segments(m->path, n, seg, len, r, err) != 0) {
 		api__route_close(r);
@@ -293,6 +293,36 @@ bad:
 	return NULL;
 }
 
+int api_http_status(enum flowd_errc errc)
+{
+	switch (errc) {
+	case FLOWD_E_INVALID:
+		return 400;
+	case FLOWD_E_UNAUTHORIZED:
+		return 401;
+	case FLOWD_E_FORBIDDEN:
+		return 403;
+	case FLOWD_E_NOT_FOUND:
+		return 404;
+	case FLOWD_E_METHOD:
+		return 405;
+	case FLOWD_E_CONFLICT:
+		return 409;
+	case FLOWD_E_TOO_LARGE:
+		return 413;
+	case FLOWD_E_MEDIA_TYPE:
+		return 415;
+	case FLOWD_E_UNAVAILABLE:
+		return 503;
+	case FLOWD_E_TIMEOUT:
+		return 504;
+	case FLOWD_OK:
+	case FLOWD_E_INTERNAL:
+		break;
+	}
+	return 500;
+}
+
 int api_id_valid(const char *s, size_t max)
 {
 	size_t n = 0;
@@ -319,8 +349,8 @@ int api_request_query(const struct api_request *req, const char *key,
 		return 0;
 	*out = api__percent_decode(raw, strlen(raw));
 	if (*out == NULL)
-		return flowd_error_set(err, 400, "invalid_query", key,
-				       "malformed percent-encoding");
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+				       key, "malformed percent-encoding");
 	return 0;
 }
 
@@ -377,10 +407,11 @@ static int validate_member(struct api__route *r, struct api_request *req,
 
 	if (id == NULL ||
 	    parse_digits(id, 1, MEMBER_ID_MAX, &req->member_id) != 0)
-		rc = flowd_error_set(err, 400, "invalid_value", "id",
-				     "member id must be an integer from 1 to "
-				     "%llu",
-				     (unsigned long long)MEMBER_ID_MAX);
+		rc =
+		    flowd_error_set(err, FLOWD_E_INVALID, "invalid_value", "id",
+				    "member id must be an integer from 1 to "
+				    "%llu",
+				    (unsigned long long)MEMBER_ID_MAX);
 	free(id);
 	return rc;
 }
@@ -399,8 +430,8 @@ static int validate_consistent(api__query_get_cb query, void *arg,
 	}
 	if (strcmp(raw, "false") == 0)
 		return 0;
-	return flowd_error_set(err, 400, "invalid_query", "consistent",
-			       "must be true or false");
+	return flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+			       "consistent", "must be true or false");
 }
 
 int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
@@ -414,7 +445,7 @@ int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
 	if (api_request_query(req, "flow", &req->list_flow, err) != 0)
 		goto done;
 	if (req->list_flow != NULL && !spec_flow_name_valid(req->list_flow)) {
-		flowd_error_set(err, 400, "invalid_query", "flow",
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "flow",
 				"not a valid flow name");
 		goto done;
 	}
@@ -425,7 +456,8 @@ int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
 			if (strcmp(req->list_status, run_statuses[i]) == 0)
 				break;
 		if (run_statuses[i] == NULL) {
-			flowd_error_set(err, 400, "invalid_query", "status",
+			flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+					"status",
 					"must be one of queued, running, "
 					"succeeded, failed, cancelled");
 			goto done;
@@ -438,7 +470,8 @@ int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
 		goto done;
 	if (limit != NULL) {
 		if (api_uint_parse(limit, 1, lim->max_runs_page, &v) != 0) {
-			flowd_error_set(err, 400, "invalid_query", "limit",
+			flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+					"limit",
 					"must be an integer from 1 to %u",
 					lim->max_runs_page);
 			goto done;
@@ -448,7 +481,7 @@ int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
 	if (api_request_query(req, "cursor", &cursor, err) != 0)
 		goto done;
 	if (cursor != NULL && parse_cursor(cursor, &req->cursor) != 0) {
-		flowd_error_set(err, 400, "invalid_query", "cursor",
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "cursor",
 				"not a cursor from next_cursor");
 		goto done;
 	}
@@ -484,13 +517,13 @@ int api__route_validate(struct api__route *r, api__query_get_cb query,
 	req->query_arg = query_arg;
 	if (path_param(r->raw_flow, flow_name_valid, &req->flow) != 0)
 		return flowd_error_set(
-			err, 400, "invalid_value", "flow",
-			"flow name must match [A-Za-z0-9_.-]{1,128}");
+		    err, FLOWD_E_INVALID, "invalid_value", "flow",
+		    "flow name must match [A-Za-z0-9_.-]{1,128}");
 	if (path_param(r->raw_run, run_id_valid, &req->run_id) != 0)
-		return flowd_error_set(err, 404, "not_found", "",
+		return flowd_error_set(err, FLOWD_E_NOT_FOUND, "not_found", "",
 				       "no such run");
 	if (path_param(r->raw_step, flow_name_valid, &req->step) != 0)
-		return flowd_error_set(err, 404, "not_found", "",
+		return flowd_error_set(err, FLOWD_E_NOT_FOUND, "not_found", "",
 				       "no such step");
 	if (r->raw_member != NULL && validate_member(r, req, err) != 0)
 		return -1;
@@ -591,9 +624,10 @@ int api__authorize(enum api_role need, enum api_role have, int open,
 	if (open || have >= need)
 		return 0;
 	if (have == API_ROLE_PUBLIC)
-		return flowd_error_set(err, 401, "unauthorized", "",
+		return flowd_error_set(err, FLOWD_E_UNAUTHORIZED,
+				       "unauthorized", "",
 				       "a valid bearer token is required");
-	return flowd_error_set(err, 403, "forbidden", "",
+	return flowd_error_set(err, FLOWD_E_FORBIDDEN, "forbidden", "",
 			       "this request needs an admin token");
 }
 
@@ -641,7 +675,7 @@ int api__body_check(const struct api_route *row, const json_t *body,
 	if (row->fields == NULL)
 		return 0;
 	if (!json_is_object(body))
-		return flowd_error_set(err, 400, "invalid_type", "",
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_type", "",
 				       "the body must be a JSON object");
 	json_object_foreach((json_t *)body, key, value)
 	{
@@ -649,7 +683,8 @@ int api__body_check(const struct api_route *row, const json_t *body,
 			if (strcmp(key, f->name) == 0)
 				break;
 		if (f->name == NULL)
-			return flowd_error_set(err, 400, "unknown_field", key,
+			return flowd_error_set(err, FLOWD_E_INVALID,
+					       "unknown_field", key,
 					       "unknown field");
 	}
 	for (f = row->fields; f->name != NULL; f++) {
@@ -660,15 +695,15 @@ int api__body_check(const struct api_route *row, const json_t *body,
 		if (value == NULL) {
 			if (f->flags & API_FIELD_REQUIRED)
 				return flowd_error_set(
-					err, 400, "missing_field", f->name,
-					"%s", f->missing ? f->missing
-							 : "required");
+				    err, FLOWD_E_INVALID, "missing_field",
+				    f->name, "%s",
+				    f->missing ? f->missing : "required");
 			continue;
 		}
 		if (!type_is(f->type, value))
-			return flowd_error_set(err, 400, "invalid_type",
-					       f->name, "must be %s",
-					       type_wanted[f->type]);
+			return flowd_error_set(
+			    err, FLOWD_E_INVALID, "invalid_type", f->name,
+			    "must be %s", type_wanted[f->type]);
 		if (f->check != NULL &&
 		    f->check(f->name, value, body, lim, err) != 0)
 			return -1;
@@ -696,17 +731,17 @@ int api__command_body(const char *raw, size_t len, struct flowd_error *err)
 	int is_object;
 
 	if (raw == NULL || len == 0)
-		return flowd_error_set(err, 400, "missing_field", "body",
-				       "the command body is empty");
+		return flowd_error_set(err, FLOWD_E_INVALID, "missing_field",
+				       "body", "the command body is empty");
 	doc = json_loadb(raw, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (doc == NULL)
-		return flowd_error_set(err, 400, "invalid_json", "",
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_json", "",
 				       "invalid JSON at line %d, column %d: %s",
 				       jerr.line, jerr.column, jerr.text);
 	is_object = json_is_object(doc);
 	json_decref(doc);
 	if (!is_object)
-		return flowd_error_set(err, 400, "invalid_json", "",
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_json", "",
 				       "the command must be a JSON object");
 	return 0;
 }

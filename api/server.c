@@ -175,7 +175,8 @@ void api_request_reply_take(struct api_request *req, int status, char *text)
 	req->resp_body = text;
 	req->status = status;
 	if (text == NULL) {
-		flowd_error_set(&err, 500, "internal", "", "out of memory");
+		flowd_error_set(&err, FLOWD_E_INTERNAL, "internal", "",
+				"out of memory");
 		api_request_reply_error(req, &err);
 	}
 }
@@ -185,7 +186,7 @@ void api_request_reply_error(struct api_request *req,
 {
 	json_t *inner = json_object();
 	json_t *outer = json_object();
-	int status = err->status >= 400 ? err->status : 500;
+	int status = api_http_status(err->errc);
 
 	if (inner == NULL || outer == NULL)
 		goto oom;
@@ -387,7 +388,8 @@ static int request_capture(struct request *r, struct flowd_error *err)
 
 oom:
 	/* What was copied is freed with the request. */
-	return flowd_error_set(err, 500, "internal", "", "out of memory");
+	return flowd_error_set(err, FLOWD_E_INTERNAL, "internal", "",
+			       "out of memory");
 }
 
 /* The headers-only call: everything that can be decided before the body. */
@@ -419,16 +421,17 @@ static int request_begin(struct request *r, struct flowd_error *err)
 		errno = 0;
 		n = strtoull(cl, &end, 10);
 		if (errno == 0 && end != cl && n > s->limits.max_body_bytes)
-			return flowd_error_set(err, 413, "too_large", "",
-					       "body over %zu bytes",
-					       s->limits.max_body_bytes);
+			return flowd_error_set(
+			    err, FLOWD_E_TOO_LARGE, "too_large", "",
+			    "body over %zu bytes", s->limits.max_body_bytes);
 		if (errno == 0 && end != cl && n > 0 &&
 		    row->body != API_BODY_NONE)
 			r->body_cap = (size_t)n; /* first allocation size */
 	}
 	if ((row->body == API_BODY_JSON || row->body == API_BODY_RAW) &&
 	    !api__content_type_is_json(header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
-		return flowd_error_set(err, 415, "unsupported_media_type", "",
+		return flowd_error_set(err, FLOWD_E_MEDIA_TYPE,
+				       "unsupported_media_type", "",
 				       "the body must be application/json");
 	return 0;
 }
@@ -447,7 +450,7 @@ static int request_append(struct request *r, const char *data, size_t len)
 		free(r->body);
 		r->body = NULL;
 		r->body_len = 0;
-		flowd_error_set(&err, 413, "too_large", "",
+		flowd_error_set(&err, FLOWD_E_TOO_LARGE, "too_large", "",
 				"body over %zu bytes", max);
 		fail(r, &err);
 		return 0;
@@ -480,13 +483,14 @@ static int body_parse(struct request *r, json_t **out, struct flowd_error *err)
 	if (r->body_len == 0 && r->route.row->body == API_BODY_JSON_OPT)
 		return 0;
 	if (!api__content_type_is_json(header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
-		return flowd_error_set(err, 415, "unsupported_media_type", "",
+		return flowd_error_set(err, FLOWD_E_MEDIA_TYPE,
+				       "unsupported_media_type", "",
 				       "the body must be application/json");
 	/* The raw bytes are kept: they become req->raw_body on submit. */
 	*out = json_loadb(r->body ? r->body : "", r->body_len,
 			  JSON_REJECT_DUPLICATES, &jerr);
 	if (*out == NULL)
-		return flowd_error_set(err, 400, "invalid_json", "",
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_json", "",
 				       "invalid JSON at line %d, column %d: %s",
 				       jerr.line, jerr.column, jerr.text);
 	return 0;
@@ -504,8 +508,8 @@ static int body_attach(struct request *r, struct flowd_error *err)
 		if (!api__content_type_is_json(
 			    header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
 			return flowd_error_set(
-				err, 415, "unsupported_media_type", "",
-				"the body must be application/json");
+			    err, FLOWD_E_MEDIA_TYPE, "unsupported_media_type",
+			    "", "the body must be application/json");
 		return api__command_body(r->body, r->body_len, err);
 	}
 	if (body_parse(r, &doc, err) != 0)
@@ -535,7 +539,7 @@ static void history_run(struct request *r)
 
 	flowd_error_clear(&err);
 	if (s->reader == NULL) {
-		flowd_error_set(&err, 503, "unavailable", "",
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
 				"run history needs the PostgreSQL reader");
 		goto error;
 	}
@@ -584,7 +588,7 @@ static void history_runs(struct request *r)
 		return; /* the backend answered an error: keep it */
 	flowd_error_clear(&err);
 	if (s->reader == NULL) {
-		flowd_error_set(&err, 503, "unavailable", "",
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
 				"run history needs the PostgreSQL reader");
 		goto error;
 	}
@@ -593,7 +597,7 @@ static void history_runs(struct request *r)
 	runs = json_object_get(page, "runs");
 	if (!json_is_array(runs)) {
 		log_error("api: the backend's run page is not {\"runs\": [...]}");
-		flowd_error_set(&err, 500, "internal", "",
+		flowd_error_set(&err, FLOWD_E_INTERNAL, "internal", "",
 				"the run page could not be built");
 		goto error;
 	}
@@ -606,7 +610,7 @@ static void history_runs(struct request *r)
 					want, &more, &err) != 0)
 			goto error;
 		if (json_array_extend(runs, more) != 0) {
-			flowd_error_set(&err, 500, "internal", "",
+			flowd_error_set(&err, FLOWD_E_INTERNAL, "internal", "",
 					"out of memory");
 			goto error;
 		}
@@ -622,7 +626,8 @@ static void history_runs(struct request *r)
 	}
 	if (json_object_set_new(page, "next_cursor",
 				next != NULL ? next : json_null()) != 0) {
-		flowd_error_set(&err, 500, "internal", "", "out of memory");
+		flowd_error_set(&err, FLOWD_E_INTERNAL, "internal", "",
+				"out of memory");
 		goto error;
 	}
 	api_request_reply_json(req, req->status, page);
@@ -647,7 +652,7 @@ static void history_versions(struct request *r)
 	req->pg_flow_versions = 0;
 	flowd_error_clear(&err);
 	if (s->reader == NULL) {
-		flowd_error_set(&err, 503, "unavailable", "",
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
 				"old versions need the PostgreSQL reader");
 		goto error;
 	}
@@ -669,8 +674,9 @@ static void history_versions(struct request *r)
 	api_request_reply_json(req, 200, page);
 	return;
 error:
-	if (err.status == 0)
-		flowd_error_set(&err, 500, "internal", "", "out of memory");
+	if (err.errc == FLOWD_OK)
+		flowd_error_set(&err, FLOWD_E_INTERNAL, "internal", "",
+				"out of memory");
 	json_decref(pg);
 	json_decref(page);
 	api_request_reply_error(req, &err);
@@ -704,8 +710,8 @@ static void answer_read(struct request *r, api_read_fn fn, bool with_view)
 	if (with_view) {
 		v = view_acquire(s->views, &g);
 		if (v == NULL) {
-			flowd_error_set(&err, 503, "unavailable", "",
-					"out of memory");
+			flowd_error_set(&err, FLOWD_E_UNAVAILABLE,
+					"unavailable", "", "out of memory");
 			api_request_reply_error(req, &err);
 			return;
 		}

@@ -68,8 +68,8 @@ static void copy_utf8(char *dst, size_t size, const char *src)
 	dst[out] = '\0';
 }
 
-int flowd_error_set(struct flowd_error *e, int status, const char *code,
-		    const char *field, const char *fmt, ...)
+int flowd_error_set(struct flowd_error *e, enum flowd_errc errc,
+		    const char *code, const char *field, const char *fmt, ...)
 {
 	char msg[FORMAT_ROOM], cbuf[sizeof e->code], fbuf[sizeof e->field];
 	va_list ap;
@@ -83,7 +83,7 @@ int flowd_error_set(struct flowd_error *e, int status, const char *code,
 	va_end(ap);
 	copy_utf8(cbuf, sizeof cbuf, code ? code : "error");
 	copy_utf8(fbuf, sizeof fbuf, field ? field : "");
-	e->status = status;
+	e->errc = errc;
 	memcpy(e->code, cbuf, sizeof cbuf);
 	memcpy(e->field, fbuf, sizeof fbuf);
 	copy_utf8(e->message, sizeof e->message, msg);

@@ -26,8 +26,9 @@
  * order decides anything (lists that order work are FIFOs or sorted).
  *
  * Failure modes. A malformed command (not JSON, another version, an unknown
- * op, a batch inside a batch) is logged and ignored (result 400); business
- * errors are results too. Apply never fails half-way: out of memory aborts.
+ * op, a batch inside a batch) is logged and ignored (result FLOWD_E_INVALID);
+ * business errors are results too. Apply never fails half-way: out of memory
+ * aborts.
  *
  * Side effects leave through two doors only: the PostgreSQL row images the
  * daemon takes after a batch (fsm_take_records, fsm_rows.c), and fsm_hooks
@@ -158,10 +159,11 @@ static void apply_one(struct apply_ctx *c, json_t *cmd)
 	else if (strcmp(op, "pause") == 0)
 		fsm__apply_pause(c, cmd);
 	else if (strcmp(op, "nop") == 0)
-		f->result.status = 200;
+		; /* nothing to do: FLOWD_OK */
 	else {
 		log_error("fsm: unknown op=%s index=%" PRIu64, op, index);
-		fsm__result_error(f, 400, "invalid_command", "op", "unknown op");
+		fsm__result_error(f, FLOWD_E_INVALID, "invalid_command", "op",
+				  "unknown op");
 	}
 }
 
@@ -184,7 +186,7 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 				   FSM_CMD_VERSION) {
 		log_error("fsm: ignoring malformed command index=%" PRIu64,
 			  index);
-		fsm__result_error(f, 400, "invalid_command", "",
+		fsm__result_error(f, FLOWD_E_INVALID, "invalid_command", "",
 				  "malformed command");
 		json_decref(cmd);
 		return &f->result;
@@ -204,8 +206,9 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 			json_decref(f->result.body);
 			memset(&f->result, 0, sizeof f->result);
 			if (sop != NULL && strcmp(sop, "batch") == 0) {
-				fsm__result_error(f, 400, "invalid_command",
-						  "op", "nested batch");
+				fsm__result_error(f, FLOWD_E_INVALID,
+						  "invalid_command", "op",
+						  "nested batch");
 				continue;
 			}
 			c.ts = json_integer_value(json_object_get(sub, "ts"));

@@ -240,14 +240,17 @@ struct fsm_hooks {
 
 /* The outcome of one applied command, valid until the next apply. */
 struct fsm_result {
-	int status;                 /* HTTP-like: 200, 201, 400, 404, 409 */
-	struct flowd_error err;     /* when status >= 400 */
+	struct flowd_error err;	    /* err.errc FLOWD_OK: the command did what
+				     * it asked (then `created` says whether it
+				     * made something new: a run, a flow
+				     * version, an event); else why not */
 	struct fsm_run *run;        /* run_create, run_cancel; NULL when the run
 	                             * is no longer in memory (then run_id) */
 	const char *run_id;         /* run_create with a known key, or evicted */
 	char evicted_id[32];
 	struct fsm_flow *flow;      /* deploy, undeploy */
-	bool created;
+	bool created;		    /* a new run, flow version or event (not a
+				     * known idempotency key or event id) */
 	json_t *body;               /* owned by the fsm until the next apply:
 	                             * event, fire, pause answers */
 };
@@ -320,7 +323,7 @@ void fsm_init(struct fsm *f, const struct fsm_hooks *hooks);
 void fsm_close(struct fsm *f);
 
 /* Apply one command (`buf` borrowed) committed at `index`. Always succeeds;
- * a malformed command is logged and ignored (result status 400). Returns a
+ * a malformed command is logged and ignored (result FLOWD_E_INVALID). Returns a
  * pointer to f->result. */
 struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 			     size_t len);

@@ -26,11 +26,10 @@
 
 #include <stdlib.h>
 
-void fsm__result_error(struct fsm *f, int status, const char *code,
+void fsm__result_error(struct fsm *f, enum flowd_errc errc, const char *code,
 		       const char *field, const char *msg)
 {
-	f->result.status = status;
-	flowd_error_set(&f->result.err, status, code, field, "%s", msg);
+	flowd_error_set(&f->result.err, errc, code, field, "%s", msg);
 }
 
 /* Grow an array of `size`-byte elements to hold one more (apply aborts on

@@ -17,7 +17,7 @@ struct apply_ctx {
 };
 
 /* The entry's result is a business error (f->result). */
-void fsm__result_error(struct fsm *f, int status, const char *code,
+void fsm__result_error(struct fsm *f, enum flowd_errc errc, const char *code,
 		       const char *field, const char *msg);
 
 /* A run, or a step of it, changed: its rows go out with the next

@@ -17,9 +17,9 @@
  * memory use it; otherwise PostgreSQL's flow_versions serves it, and the
  * next snapshot waits until PostgreSQL has that row (pending_history).
  *
- * Failure modes: a bad flow name or spec is a result (400) and changes
- * nothing; a spec the API accepted is never refused here for this node's
- * files or limits (SPEC_PARSE_APPLY, permissive limits).
+ * Failure modes: a bad flow name or spec is a result (FLOWD_E_INVALID) and
+ * changes nothing; a spec the API accepted is never refused here for this
+ * node's files or limits (SPEC_PARSE_APPLY, permissive limits).
  *
  * Thread: the loop thread only.
  */
@@ -102,12 +102,15 @@ void fsm__apply_deploy(struct apply_ctx *c, json_t *cmd)
 	bool was_current;
 
 	if (name == NULL || !spec_flow_name_valid_committed(name)) {
-		fsm__result_error(f, 400, "invalid_value", "flow", "bad flow name");
+		fsm__result_error(f, FLOWD_E_INVALID, "invalid_value", "flow",
+				  "bad flow name");
 		return;
 	}
-	if (spec_parse_ex(doc, &f->limits, SPEC_PARSE_APPLY, &spec, &err) != 0) {
-		f->result.status = err.status ? err.status : 400;
+	if (spec_parse_ex(doc, &f->limits, SPEC_PARSE_APPLY, &spec, &err) !=
+	    0) {
 		f->result.err = err;
+		if (err.errc == FLOWD_OK) /* not expected */
+			f->result.err.errc = FLOWD_E_INVALID;
 		return;
 	}
 	spec_drop_doc(spec); /* every version is kept: keep its text only */
@@ -128,7 +131,6 @@ void fsm__apply_deploy(struct apply_ctx *c, json_t *cmd)
 		was_current = fl->current != 0;
 
 		spec_free(spec);
-		f->result.status = 200;
 		if (fl->current == fl->n_versions)
 			return; /* unchanged: a no-op */
 		fl->current = fl->n_versions; /* re-deploy after undeploy */
@@ -152,7 +154,6 @@ void fsm__apply_deploy(struct apply_ctx *c, json_t *cmd)
 	v->spec = spec;
 	fl->current = v->version;
 	fl->updated_ms = c->ts;
-	f->result.status = 201;
 	f->result.created = true;
 	json_array_append_new(c->records, fsm__record_flow_version(fl, v));
 	json_array_append_new(c->records, fsm__record_flow(fl));
@@ -167,11 +168,11 @@ void fsm__apply_undeploy(struct apply_ctx *c, json_t *cmd)
 	struct fsm_flow *fl = name ? map_get(&f->flows, name) : NULL;
 
 	if (fl == NULL) {
-		fsm__result_error(f, 404, "not_found", "flow", "no such flow");
+		fsm__result_error(f, FLOWD_E_NOT_FOUND, "not_found", "flow",
+				  "no such flow");
 		return;
 	}
 	f->result.flow = fl;
-	f->result.status = 200;
 	if (fl->current == 0)
 		return;
 	fl->current = 0;

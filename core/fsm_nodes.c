@@ -66,7 +66,6 @@ void fsm__apply_node_liveness(struct apply_ctx *c, json_t *cmd, bool alive)
 	uint64_t boot = (uint64_t)json_integer_value(json_object_get(cmd, "boot"));
 	struct fsm_node *n = fsm__node_find(f, id);
 
-	f->result.status = 200;
 	if (alive && f->hooks.node_heard != NULL)
 		f->hooks.node_heard(f->hooks.arg, id);
 	if (n == NULL || n->boot != boot || n->live == alive ||
@@ -88,7 +87,6 @@ void fsm__apply_node_membership(struct apply_ctx *c, json_t *cmd,
 	uint64_t id = (uint64_t)json_integer_value(json_object_get(cmd, "node"));
 	struct fsm_node *n = fsm__node_find(f, id);
 
-	f->result.status = 200;
 	if (n == NULL)
 		return;
 	n->removed = !admit;
@@ -115,10 +113,9 @@ void fsm__apply_node_up(struct apply_ctx *c, json_t *cmd)
 	const char *api = json_string_value(json_object_get(cmd, "api"));
 	struct fsm_node *n = fsm__node_find(f, id);
 
-	f->result.status = 200;
 	if (n != NULL && n->removed) {
 		/* Removed from the cluster: it takes no work until re-added. */
-		fsm__result_error(f, 409, "node_removed", "node",
+		fsm__result_error(f, FLOWD_E_CONFLICT, "node_removed", "node",
 				  "the node was removed from the cluster");
 		return;
 	}

@@ -21,8 +21,8 @@
  * (lost, or from another node) is ignored: this is the fencing that makes a
  * late result harmless. A failed or lost attempt is retried under the
  * step's policy (backoff doubling up to max_backoff_s), else the step fails
- * and the run with it. Parameters that do not resolve are a result (400),
- * not a failure.
+ * and the run with it. Parameters that do not resolve are a result
+ * (FLOWD_E_INVALID), not a failure.
  *
  * Thread: the loop thread only.
  */
@@ -559,7 +559,8 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd)
 	struct fsm_run *r;
 
 	if (fl == NULL) {
-		fsm__result_error(f, 404, "not_found", "flow", "no such flow");
+		fsm__result_error(f, FLOWD_E_NOT_FOUND, "not_found", "flow",
+				  "no such flow");
 		return;
 	}
 	if (json_is_integer(json_object_get(cmd, "retain")))
@@ -577,26 +578,25 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd)
 	if (key != NULL) {
 		const char *id = fsm_idem_lookup(f, name, key, &r);
 		if (id != NULL) {
-			f->result.status = 200;
 			f->result.run = r; /* NULL once evicted */
 			f->result.run_id = id;
 			return;
 		}
 	}
 	if (fl->current == 0) {
-		fsm__result_error(f, 409, "flow_undeployed", "flow",
-				  "the flow is not deployed");
+		fsm__result_error(f, FLOWD_E_CONFLICT, "flow_undeployed",
+				  "flow", "the flow is not deployed");
 		return;
 	}
 	if (json_is_null(params))
 		params = NULL;
 	r = fsm__run_start(c, fl, params, key, NULL, &err);
 	if (r == NULL) {
-		f->result.status = err.status ? err.status : 400;
 		f->result.err = err;
+		if (err.errc == FLOWD_OK) /* not expected */
+			f->result.err.errc = FLOWD_E_INVALID;
 		return;
 	}
-	f->result.status = 201;
 	f->result.created = true;
 	f->result.run = r;
 }
@@ -608,17 +608,17 @@ void fsm__apply_run_cancel(struct apply_ctx *c, json_t *cmd)
 	struct fsm_run *r = id ? map_get(&f->runs, id) : NULL;
 
 	if (r == NULL) {
-		fsm__result_error(f, 404, "not_found", "run", "no such run");
+		fsm__result_error(f, FLOWD_E_NOT_FOUND, "not_found", "run",
+				  "no such run");
 		return;
 	}
 	f->result.run = r;
 	if (fsm__run_terminal(r)) {
-		fsm__result_error(f, 409, "run_finished", "run",
+		fsm__result_error(f, FLOWD_E_CONFLICT, "run_finished", "run",
 				  "the run has already finished");
 		return;
 	}
 	fsm__run_end(c, r, FSM_RUN_CANCELLED, "cancelled by request");
-	f->result.status = 200;
 }
 
 static struct fsm_step *step_by_name(struct fsm_run *r, const char *name)
@@ -646,12 +646,11 @@ void fsm__apply_task_finish(struct apply_ctx *c, json_t *cmd)
 	char why[300];
 
 	if (s == NULL || n == 0 || n > s->n_attempts || reason == NULL) {
-		fsm__result_error(f, 404, "not_found", "attempt",
+		fsm__result_error(f, FLOWD_E_NOT_FOUND, "not_found", "attempt",
 				  "no such attempt");
 		return;
 	}
 	a = &s->attempts[n - 1];
-	f->result.status = 200;
 	f->result.run = r;
 	if (a->node != node || a->status != FSM_ATTEMPT_RUNNING) {
 		/* Fencing: a late or foreign result changes nothing. */
@@ -717,7 +716,6 @@ void fsm__apply_wake(struct apply_ctx *c)
 	struct fsm_step **due = NULL;
 	size_t n = 0, cap = 0;
 
-	f->result.status = 200;
 	for (struct fsm_step **p = &f->waiting; *p != NULL;) {
 		struct fsm_step *s = *p;
 		if (s->due_ms > c->ts) {

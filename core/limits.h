@@ -6,7 +6,8 @@
 #include <stddef.h>
 
 struct flowd_limits {
-	size_t max_body_bytes;         /* HTTP request body (413 past it) */
+	size_t
+	    max_body_bytes; /* HTTP request body (FLOWD_E_TOO_LARGE past it) */
 	size_t max_spec_bytes;         /* a flow spec, compact JSON */
 	unsigned max_steps_per_flow;
 	unsigned max_params_per_flow;

@@ -19,8 +19,8 @@
  * of two docs tells whether two deploys mean the same spec.
  *
  * Nothing here does I/O or reads a clock; every failure is a flowd_error with
- * status 400 (413 for an oversize spec, 500 for out of memory) and the JSON
- * path of the offending field.
+ * FLOWD_E_INVALID (FLOWD_E_TOO_LARGE for an oversize spec, FLOWD_E_INTERNAL
+ * for out of memory) and the JSON path of the offending field.
  */
 #include "core/spec.h"
 
@@ -69,11 +69,12 @@ static const char *const retries_keys[] = {
 
 /* ---------------------------------------------------------------- helpers */
 
-static int fail(struct ctx *c, int status, const char *code, const char *field,
-		const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int fail(struct ctx *c, enum flowd_errc errc, const char *code,
+		const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
-static int fail(struct ctx *c, int status, const char *code, const char *field,
-		const char *fmt, ...)
+static int fail(struct ctx *c, enum flowd_errc errc, const char *code,
+		const char *field, const char *fmt, ...)
 {
 	char msg[sizeof c->err->message];
 	va_list ap;
@@ -81,12 +82,13 @@ static int fail(struct ctx *c, int status, const char *code, const char *field,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	return flowd_error_set(c->err, status, code, field, "%s", msg);
+	return flowd_error_set(c->err, errc, code, field, "%s", msg);
 }
 
 static int oom(struct flowd_error *err)
 {
-	return flowd_error_set(err, 500, "internal", "", "out of memory");
+	return flowd_error_set(err, FLOWD_E_INTERNAL, "internal", "",
+			       "out of memory");
 }
 
 /* Format a field path into a PATH_LEN buffer; a path that does not fit is
@@ -226,7 +228,7 @@ static int check_keys(struct ctx *c, const json_t *obj,
 				break;
 		if (known[i] == NULL) {
 			path_key(field, prefix, key);
-			return fail(c, 400, "unknown_field", field,
+			return fail(c, FLOWD_E_INVALID, "unknown_field", field,
 				    "unknown field \"%.*s\"",
 				    flowd_error_quote_len(key, 64), key);
 		}
@@ -240,14 +242,15 @@ static int get_string(struct ctx *c, const json_t *v, const char *field,
 	size_t len;
 
 	if (!json_is_string(v))
-		return fail(c, 400, "invalid_type", field, "must be a string");
+		return fail(c, FLOWD_E_INVALID, "invalid_type", field,
+			    "must be a string");
 	len = json_string_length(v);
 	if (len > c->lim->max_string_bytes)
-		return fail(c, 400, "too_long", field,
-			    "string of %zu bytes is over the limit of %zu",
-			    len, c->lim->max_string_bytes);
+		return fail(c, FLOWD_E_INVALID, "too_long", field,
+			    "string of %zu bytes is over the limit of %zu", len,
+			    c->lim->max_string_bytes);
 	if (strlen(json_string_value(v)) != len)
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "must not contain a NUL character");
 	*out = json_string_value(v);
 	return 0;
@@ -259,11 +262,11 @@ static int get_uint(struct ctx *c, const json_t *v, const char *field,
 	json_int_t n;
 
 	if (!json_is_integer(v))
-		return fail(c, 400, "invalid_type", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 			    "must be an integer");
 	n = json_integer_value(v);
 	if (n < (json_int_t)lo || n > (json_int_t)hi)
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "must be between %u and %u", lo, hi);
 	*out = (unsigned)n;
 	return 0;
@@ -280,7 +283,7 @@ static int check_nested_strings(struct ctx *c, const json_t *v,
 	switch (json_typeof(v)) {
 	case JSON_STRING:
 		if (json_string_length(v) > c->lim->max_string_bytes)
-			return fail(c, 400, "too_long", field,
+			return fail(c, FLOWD_E_INVALID, "too_long", field,
 				    "a string is over the limit of %zu bytes",
 				    c->lim->max_string_bytes);
 		return 0;
@@ -292,7 +295,8 @@ static int check_nested_strings(struct ctx *c, const json_t *v,
 	case JSON_OBJECT:
 		json_object_foreach((json_t *)v, key, item) {
 			if (strlen(key) > c->lim->max_string_bytes)
-				return fail(c, 400, "too_long", field,
+				return fail(c, FLOWD_E_INVALID, "too_long",
+					    field,
 					    "a key is over the limit of "
 					    "%zu bytes",
 					    c->lim->max_string_bytes);
@@ -413,15 +417,15 @@ static int parse_param(struct ctx *c, const char *name, const json_t *v,
 
 	path_fmt(prefix, "parameters.%s", name);
 	if (strlen(name) > c->lim->max_string_bytes)
-		return fail(c, 400, "too_long", prefix,
+		return fail(c, FLOWD_E_INVALID, "too_long", prefix,
 			    "parameter name is over the limit of %zu bytes",
 			    c->lim->max_string_bytes);
 	if (!env_name_valid(name, NAME_MAX_BYTES))
-		return fail(c, 400, "invalid_value", prefix,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", prefix,
 			    "parameter name must match "
 			    "[A-Za-z_][A-Za-z0-9_]{0,127}");
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", prefix,
+		return fail(c, FLOWD_E_INVALID, "invalid_type", prefix,
 			    "must be an object");
 	if (check_keys(c, v, param_keys, prefix) < 0)
 		return -1;
@@ -429,7 +433,7 @@ static int parse_param(struct ctx *c, const char *name, const json_t *v,
 	path_key(field, prefix, "type");
 	jt = json_object_get(v, "type");
 	if (jt == NULL)
-		return fail(c, 400, "missing_field", field,
+		return fail(c, FLOWD_E_INVALID, "missing_field", field,
 			    "a parameter needs a type");
 	if (get_string(c, jt, field, &tname) < 0)
 		return -1;
@@ -437,7 +441,7 @@ static int parse_param(struct ctx *c, const char *name, const json_t *v,
 		if (strcmp(tname, type_names[t]) == 0)
 			break;
 	if (t == sizeof type_names / sizeof type_names[0])
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "must be one of string, int, float, bool, json");
 	p->type = (enum spec_param_type)t;
 
@@ -445,7 +449,7 @@ static int parse_param(struct ctx *c, const char *name, const json_t *v,
 	if (jreq != NULL) {
 		path_key(field, prefix, "required");
 		if (!json_is_boolean(jreq))
-			return fail(c, 400, "invalid_type", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 				    "must be true or false");
 		p->required = json_is_true(jreq);
 	}
@@ -454,16 +458,16 @@ static int parse_param(struct ctx *c, const char *name, const json_t *v,
 	if (jdef != NULL) {
 		path_key(field, prefix, "default");
 		if (p->required)
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "a required parameter cannot have a "
 				    "default");
 		if (!value_has_type(p->type, jdef))
-			return fail(c, 400, "invalid_type", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 				    "default must be of type %s", tname);
 		if (check_nested_strings(c, jdef, field) < 0)
 			return -1;
 		if (compact_size(jdef) > c->lim->max_param_bytes)
-			return fail(c, 400, "too_long", field,
+			return fail(c, FLOWD_E_INVALID, "too_long", field,
 				    "default is over the limit of %zu bytes",
 				    c->lim->max_param_bytes);
 	}
@@ -506,10 +510,10 @@ static int parse_params(struct ctx *c, const json_t *v, struct flow_spec *spec,
 	if (v == NULL)
 		return 0;
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", "parameters",
+		return fail(c, FLOWD_E_INVALID, "invalid_type", "parameters",
 			    "must be an object");
 	if (json_object_size(v) > c->lim->max_params_per_flow)
-		return fail(c, 400, "invalid_value", "parameters",
+		return fail(c, FLOWD_E_INVALID, "invalid_value", "parameters",
 			    "at most %u parameters",
 			    c->lim->max_params_per_flow);
 	keys = sorted_keys(v, &n);
@@ -545,14 +549,14 @@ static int parse_command(struct ctx *c, const json_t *v, const char *prefix,
 
 	path_key(field, prefix, "command");
 	if (!json_is_array(v))
-		return fail(c, 400, "invalid_type", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 			    "must be an array of strings");
 	n = json_array_size(v);
 	if (n == 0)
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "must not be empty");
 	if (n > c->lim->max_argv)
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "at most %u elements", c->lim->max_argv);
 	s->argv = calloc(n + 1, sizeof *s->argv);
 	jcmd = json_array();
@@ -563,7 +567,7 @@ static int parse_command(struct ctx *c, const json_t *v, const char *prefix,
 		if (get_string(c, item, field, &arg) < 0)
 			return -1;
 		if (i == 0 && arg[0] == '\0')
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "the program must not be empty");
 		s->argv[i] = strdup(arg);
 		if (s->argv[i] == NULL ||
@@ -602,11 +606,11 @@ static int parse_env(struct ctx *c, const json_t *v, const char *prefix,
 	}
 	path_key(field, prefix, "env");
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 			    "must be an object of strings");
 	n = json_object_size(v);
 	if (n > c->lim->max_env_per_step)
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "at most %u variables", c->lim->max_env_per_step);
 	s->env = calloc(n + 1, sizeof *s->env);
 	if (s->env == NULL)
@@ -615,15 +619,15 @@ static int parse_env(struct ctx *c, const json_t *v, const char *prefix,
 		path_fmt(field, "%s.env.%s", prefix, key);
 		klen = strlen(key);
 		if (klen > c->lim->max_string_bytes)
-			return fail(c, 400, "too_long", field,
+			return fail(c, FLOWD_E_INVALID, "too_long", field,
 				    "name is over the limit of %zu bytes",
 				    c->lim->max_string_bytes);
 		if (!env_name_valid(key, 0))
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "name must match [A-Za-z_][A-Za-z0-9_]*");
 		if (strncmp(key, ENV_RESERVED_PREFIX,
 			    strlen(ENV_RESERVED_PREFIX)) == 0)
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "names starting with " ENV_RESERVED_PREFIX
 				    " are reserved");
 		if (get_string(c, item, field, &val) < 0)
@@ -655,11 +659,11 @@ static int parse_depends(struct ctx *c, const json_t *v, const char *prefix,
 	if (v != NULL) {
 		path_key(field, prefix, "depends_on");
 		if (!json_is_array(v))
-			return fail(c, 400, "invalid_type", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 				    "must be an array of step names");
 		n = json_array_size(v);
 		if (n > c->lim->max_deps_per_step)
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "at most %u dependencies",
 				    c->lim->max_deps_per_step);
 	}
@@ -676,8 +680,8 @@ static int parse_depends(struct ctx *c, const json_t *v, const char *prefix,
 		for (j = 0; j < i; j++)
 			if (strcmp(dep, json_string_value(
 					     json_array_get(v, j))) == 0)
-				return fail(c, 400, "duplicate", field,
-					    "\"%.*s\" is listed twice",
+				return fail(c, FLOWD_E_INVALID, "duplicate",
+					    field, "\"%.*s\" is listed twice",
 					    flowd_error_quote_len(dep, 64),
 					    dep);
 		if (append_new(jdeps, json_string(dep)) < 0)
@@ -701,7 +705,7 @@ static int parse_retries(struct ctx *c, const json_t *v, const char *prefix,
 	if (v != NULL) {
 		path_key(rprefix, prefix, "retries");
 		if (!json_is_object(v))
-			return fail(c, 400, "invalid_type", rprefix,
+			return fail(c, FLOWD_E_INVALID, "invalid_type", rprefix,
 				    "must be an object");
 		if (check_keys(c, v, retries_keys, rprefix) < 0)
 			return -1;
@@ -724,10 +728,10 @@ static int parse_retries(struct ctx *c, const json_t *v, const char *prefix,
 		if (s->max_backoff_s < s->backoff_s) {
 			path_key(field, rprefix,
 				 jmb != NULL ? "max_backoff_s" : "backoff_s");
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "max_backoff_s (%u) must not be below "
-				    "backoff_s (%u)", s->max_backoff_s,
-				    s->backoff_s);
+				    "backoff_s (%u)",
+				    s->max_backoff_s, s->backoff_s);
 		}
 	}
 	jr = json_object();
@@ -751,7 +755,7 @@ static int parse_step(struct ctx *c, const json_t *v, size_t idx,
 
 	path_fmt(prefix, "steps[%zu]", idx);
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", prefix,
+		return fail(c, FLOWD_E_INVALID, "invalid_type", prefix,
 			    "a step must be an object");
 	if (check_keys(c, v, step_keys, prefix) < 0)
 		return -1;
@@ -762,19 +766,20 @@ static int parse_step(struct ctx *c, const json_t *v, size_t idx,
 	path_key(field, prefix, "name");
 	jname = json_object_get(v, "name");
 	if (jname == NULL)
-		return fail(c, 400, "missing_field", field,
+		return fail(c, FLOWD_E_INVALID, "missing_field", field,
 			    "a step needs a name");
 	if (get_string(c, jname, field, &name) < 0)
 		return -1;
 	if (!spec_name_ok(c, name))
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "step name must match [A-Za-z0-9_.-]{1,128}, "
 			    "and not be . or ..");
 	for (j = 0; j < idx; j++)
 		if (strcmp(spec->steps[j].name, name) == 0)
-			return fail(c, 400, "duplicate", field,
+			return fail(c, FLOWD_E_INVALID, "duplicate", field,
 				    "step name \"%s\" is already used by "
-				    "steps[%zu]", name, j);
+				    "steps[%zu]",
+				    name, j);
 	s->name = strdup(name);
 	if (s->name == NULL || set_new(jstep, "name", json_string(name)) < 0)
 		return oom(c->err);
@@ -783,12 +788,12 @@ static int parse_step(struct ctx *c, const json_t *v, size_t idx,
 	jsh = json_object_get(v, "shell");
 	if (jcmd != NULL && jsh != NULL) {
 		path_key(field, prefix, "shell");
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "a step has either command or shell, not both");
 	}
 	if (jcmd == NULL && jsh == NULL) {
 		path_key(field, prefix, "command");
-		return fail(c, 400, "missing_field", field,
+		return fail(c, FLOWD_E_INVALID, "missing_field", field,
 			    "a step needs command or shell");
 	}
 	if (jcmd != NULL) {
@@ -799,7 +804,7 @@ static int parse_step(struct ctx *c, const json_t *v, size_t idx,
 		if (get_string(c, jsh, field, &str) < 0)
 			return -1;
 		if (str[0] == '\0')
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "must not be empty");
 		s->shell = strdup(str);
 		if (s->shell == NULL ||
@@ -829,7 +834,7 @@ static int parse_step(struct ctx *c, const json_t *v, size_t idx,
 		if (get_string(c, jwd, field, &str) < 0)
 			return -1;
 		if (str[0] != '/')
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "must be an absolute path");
 		s->workdir = strdup(str);
 		if (s->workdir == NULL ||
@@ -845,17 +850,17 @@ static int parse_steps(struct ctx *c, const json_t *v, struct flow_spec *spec,
 	size_t n, i;
 
 	if (v == NULL)
-		return fail(c, 400, "missing_field", "steps",
+		return fail(c, FLOWD_E_INVALID, "missing_field", "steps",
 			    "a flow needs steps");
 	if (!json_is_array(v))
-		return fail(c, 400, "invalid_type", "steps",
+		return fail(c, FLOWD_E_INVALID, "invalid_type", "steps",
 			    "must be an array of steps");
 	n = json_array_size(v);
 	if (n == 0)
-		return fail(c, 400, "invalid_value", "steps",
+		return fail(c, FLOWD_E_INVALID, "invalid_value", "steps",
 			    "a flow needs at least one step");
 	if (n > c->lim->max_steps_per_flow)
-		return fail(c, 400, "invalid_value", "steps",
+		return fail(c, FLOWD_E_INVALID, "invalid_value", "steps",
 			    "at most %u steps", c->lim->max_steps_per_flow);
 	spec->steps = calloc(n, sizeof *spec->steps);
 	if (spec->steps == NULL)
@@ -906,8 +911,8 @@ static int resolve_deps(struct ctx *c, const json_t *jsteps,
 			if (hit == NULL) {
 				path_fmt(field, "steps[%zu].depends_on[%zu]",
 					 i, j);
-				fail(c, 400, "unknown_dependency", field,
-				     "no step is named \"%.*s\"",
+				fail(c, FLOWD_E_INVALID, "unknown_dependency",
+				     field, "no step is named \"%.*s\"",
 				     flowd_error_quote_len(key.name, 64),
 				     key.name);
 				goto out;
@@ -964,7 +969,7 @@ static int report_cycle(struct ctx *c, const struct flow_spec *spec,
 					spec->steps[u].name);
 	}
 	path_fmt(field, "steps[%zu].depends_on", path[low]);
-	fail(c, 400, "cycle", field, "%s", msg);
+	fail(c, FLOWD_E_INVALID, "cycle", field, "%s", msg);
 out:
 	free(pos);
 	free(path);
@@ -1116,7 +1121,7 @@ static int get_enum(struct ctx *c, const json_t *obj, const char *key,
 				strcat(list, i ? ", " : "");
 				strcat(list, names[i]);
 			}
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "must be one of %s", list);
 		}
 		*out = i;
@@ -1148,12 +1153,13 @@ static int get_cron(struct ctx *c, const json_t *v, const char *field,
 	char why[200];
 
 	if (v == NULL)
-		return fail(c, 400, "missing_field", field,
+		return fail(c, FLOWD_E_INVALID, "missing_field", field,
 			    "a cron expression is required");
 	if (get_string(c, v, field, text) < 0)
 		return -1;
 	if (cron_parse(*text, cron, why, sizeof why) != 0)
-		return fail(c, 400, "invalid_value", field, "%s", why);
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field, "%s",
+			    why);
 	return 0;
 }
 
@@ -1174,7 +1180,7 @@ static int get_zone(struct ctx *c, const json_t *obj, const char *key,
 		log_warn("spec: time zone %.64s is not in this node's tzdata; "
 			 "its schedules use UTC here", *name);
 	} else if (*zone == NULL)
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "unknown time zone \"%.*s\" (an IANA name such "
 			    "as Europe/Berlin, from the system tzdata)",
 			    flowd_error_quote_len(*name, 64), *name);
@@ -1195,13 +1201,14 @@ static int parse_schedule_params(struct ctx *c, const json_t *v,
 		return 0;
 	path_key(field, prefix, "parameters");
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", field, "must be an object");
+		return fail(c, FLOWD_E_INVALID, "invalid_type", field,
+			    "must be an object");
 	if (spec_params_resolve(spec, v, c->lim, &resolved, c->err) != 0) {
 		char outer[PATH_LEN];
 
 		/* set again: the longer path is cut where UTF-8 allows */
 		path_fmt(outer, "%s.%s", prefix, c->err->field);
-		return flowd_error_set(c->err, c->err->status, c->err->code,
+		return flowd_error_set(c->err, c->err->errc, c->err->code,
 				       outer, "%s", c->err->message);
 	}
 	json_decref(resolved);
@@ -1225,7 +1232,8 @@ static int parse_schedule(struct ctx *c, const json_t *v, size_t i,
 		return oom(c->err);
 	path_fmt(prefix, "triggers.schedules[%zu]", i);
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", prefix, "must be an object");
+		return fail(c, FLOWD_E_INVALID, "invalid_type", prefix,
+			    "must be an object");
 	if (check_keys(c, v, schedule_keys, prefix) < 0)
 		return -1;
 	path_key(field, prefix, "cron");
@@ -1264,9 +1272,10 @@ static int parse_schedule(struct ctx *c, const json_t *v, size_t i,
 		}
 		if ((int64_t)sc->jitter_s >= gap) {
 			path_key(field, prefix, "jitter_s");
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "must be shorter than the time between two "
-				    "ticks (%lld s)", (long long)gap);
+				    "ticks (%lld s)",
+				    (long long)gap);
 		}
 	}
 	if (get_enum(c, v, "catchup", prefix, catchup_names,
@@ -1306,19 +1315,19 @@ static int parse_event_match(struct ctx *c, const json_t *obj,
 
 	path_key(field, prefix, "event");
 	if (jname == NULL)
-		return fail(c, 400, "missing_field", field,
+		return fail(c, FLOWD_E_INVALID, "missing_field", field,
 			    "an event trigger names its event");
 	if (get_string(c, jname, field, &name) < 0)
 		return -1;
 	if (!spec_event_name_valid(name))
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "an event name must match [A-Za-z0-9_-]{1,128}");
 	m->name = strdup(name);
 	if (m->name == NULL || set_new(jout, "event", json_string(name)) < 0)
 		return oom(c->err);
 	path_key(field, prefix, "filter");
 	if (jfilter != NULL && !json_is_object(jfilter))
-		return fail(c, 400, "invalid_type", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 			    "must be an object of payload path -> value");
 	if (jfilter != NULL && check_nested_strings(c, jfilter, field) < 0)
 		return -1;
@@ -1334,7 +1343,7 @@ static int parse_event_match(struct ctx *c, const json_t *obj,
 		if (*key == '\0' || *p != '\0' || key[strlen(key) - 1] == '.' ||
 		    strstr(key, "..") != NULL || key[0] == '.') {
 			path_key(field, prefix, "filter");
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "\"%.*s\" is not a payload path like "
 				    "table or source.region",
 				    flowd_error_quote_len(key, 64), key);
@@ -1387,7 +1396,8 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 		return oom(c->err);
 	path_fmt(prefix, "triggers.events[%zu]", i);
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", prefix, "must be an object");
+		return fail(c, FLOWD_E_INVALID, "invalid_type", prefix,
+			    "must be an object");
 	if (check_keys(c, v, event_keys, prefix) < 0)
 		return -1;
 	jall = json_object_get(v, "all");
@@ -1397,9 +1407,11 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 		for (k = 0; only[k] != NULL; k++) {
 			if (json_object_get(v, only[k]) != NULL) {
 				path_key(field, prefix, only[k]);
-				return fail(c, 400, "invalid_value", field,
+				return fail(c, FLOWD_E_INVALID, "invalid_value",
+					    field,
 					    "only an \"all\" trigger (several "
-					    "events) has %s", only[k]);
+					    "events) has %s",
+					    only[k]);
 			}
 		}
 		t->events = calloc(1, sizeof *t->events);
@@ -1412,15 +1424,15 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 		path_key(field, prefix, "all");
 		if (json_object_get(v, "event") != NULL ||
 		    json_object_get(v, "filter") != NULL)
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "use either event (one) or all (several), "
 				    "not both");
 		if (!json_is_array(jall))
-			return fail(c, 400, "invalid_type", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 				    "must be an array of {event, filter}");
 		n = json_array_size(jall);
 		if (n < 2 || n > 16)
-			return fail(c, 400, "invalid_value", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 				    "an all-of trigger has 2 to 16 events");
 		t->events = calloc(n, sizeof *t->events);
 		jlist = json_array();
@@ -1435,8 +1447,8 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 			if (jo == NULL || append_new(jlist, jo) < 0)
 				return oom(c->err);
 			if (!json_is_object(jm))
-				return fail(c, 400, "invalid_type", mprefix,
-					    "must be an object");
+				return fail(c, FLOWD_E_INVALID, "invalid_type",
+					    mprefix, "must be an object");
 			/* counted first, so spec_free() frees what a failed
 			 * match already holds (its name, its filter) */
 			t->n_events = k + 1;
@@ -1448,7 +1460,8 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 				if (strcmp(t->events[j].name,
 					   t->events[k].name) == 0) {
 					path_key(field, mprefix, "event");
-					return fail(c, 400, "duplicate", field,
+					return fail(c, FLOWD_E_INVALID,
+						    "duplicate", field,
 						    "\"%.*s\" is listed twice",
 						    flowd_error_quote_len(
 							t->events[k].name, 64),
@@ -1458,7 +1471,7 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 		jreset = json_object_get(v, "reset");
 		if (json_object_get(v, "window_s") == NULL && jreset == NULL) {
 			path_key(field, prefix, "window_s");
-			return fail(c, 400, "missing_field", field,
+			return fail(c, FLOWD_E_INVALID, "missing_field", field,
 				    "an all-of trigger needs window_s or "
 				    "reset (what closes its collection)");
 		}
@@ -1488,7 +1501,7 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 
 		path_key(field, prefix, "parameters");
 		if (!json_is_object(jmap))
-			return fail(c, 400, "invalid_type", field,
+			return fail(c, FLOWD_E_INVALID, "invalid_type", field,
 				    "must be an object of parameter -> "
 				    "payload path");
 		json_object_foreach((json_t *)jmap, key, val) {
@@ -1499,17 +1512,17 @@ static int parse_event_trigger(struct ctx *c, const json_t *v, size_t i,
 				if (strcmp(spec->params[p].name, key) == 0)
 					break;
 			if (p == spec->n_params)
-				return fail(c, 400, "unknown_field", mfield,
-					    "the flow has no parameter "
-					    "\"%.*s\"",
-					    flowd_error_quote_len(key, 64),
-					    key);
+				return fail(
+				    c, FLOWD_E_INVALID, "unknown_field", mfield,
+				    "the flow has no parameter "
+				    "\"%.*s\"",
+				    flowd_error_quote_len(key, 64), key);
 			if (get_string(c, val, mfield, &str) < 0)
 				return -1;
 			if (!mapping_path_valid(str, t))
-				return fail(c, 400, "invalid_value", mfield,
-					    t->n_events > 1
-						    ? "must be a path like "
+				return fail(
+				    c, FLOWD_E_INVALID, "invalid_value", mfield,
+				    t->n_events > 1 ? "must be a path like "
 						      "<event>.payload.key"
 						    : "must be a path like "
 						      "payload.key");
@@ -1542,18 +1555,19 @@ static int parse_on_finish(struct ctx *c, const json_t *v, size_t i,
 		return oom(c->err);
 	path_fmt(prefix, "triggers.on_finish[%zu]", i);
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", prefix, "must be an object");
+		return fail(c, FLOWD_E_INVALID, "invalid_type", prefix,
+			    "must be an object");
 	if (check_keys(c, v, finish_keys, prefix) < 0)
 		return -1;
 	path_key(field, prefix, "flow");
 	jflow = json_object_get(v, "flow");
 	if (jflow == NULL)
-		return fail(c, 400, "missing_field", field,
+		return fail(c, FLOWD_E_INVALID, "missing_field", field,
 			    "names the upstream flow");
 	if (get_string(c, jflow, field, &name) < 0)
 		return -1;
 	if (!spec_name_ok(c, name))
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "a flow name must match [A-Za-z0-9_.-]{1,128}, "
 			    "and not be . or ..");
 	if ((t->flow = strdup(name)) == NULL ||
@@ -1587,10 +1601,11 @@ static int parse_trigger_list(struct ctx *c, const json_t *triggers,
 		return 0;
 	path_fmt(field, "triggers.%s", key);
 	if (!json_is_array(v))
-		return fail(c, 400, "invalid_type", field, "must be an array");
+		return fail(c, FLOWD_E_INVALID, "invalid_type", field,
+			    "must be an array");
 	count = json_array_size(v);
 	if (count > *room)
-		return fail(c, 400, "invalid_value", field,
+		return fail(c, FLOWD_E_INVALID, "invalid_value", field,
 			    "at most %u triggers per flow",
 			    c->lim->max_triggers_per_flow);
 	*room -= (unsigned)count;
@@ -1625,7 +1640,7 @@ static int parse_triggers(struct ctx *c, const json_t *doc,
 	if (v == NULL)
 		return 0;
 	if (!json_is_object(v))
-		return fail(c, 400, "invalid_type", "triggers",
+		return fail(c, FLOWD_E_INVALID, "invalid_type", "triggers",
 			    "must be an object");
 	if (check_keys(c, v, trigger_keys, "triggers") < 0)
 		return -1;
@@ -1695,13 +1710,13 @@ int spec_parse_ex(const json_t *doc, const struct flowd_limits *lim,
 	size_t size;
 
 	if (!json_is_object(doc))
-		return fail(&c, 400, "invalid_type", "",
+		return fail(&c, FLOWD_E_INVALID, "invalid_type", "",
 			    "a flow spec must be a JSON object");
 	size = compact_size(doc);
 	if (size > lim->max_spec_bytes)
-		return fail(&c, 413, "too_large", "",
-			    "spec of %zu bytes is over the limit of %zu",
-			    size, lim->max_spec_bytes);
+		return fail(&c, FLOWD_E_TOO_LARGE, "too_large", "",
+			    "spec of %zu bytes is over the limit of %zu", size,
+			    lim->max_spec_bytes);
 	if (check_keys(&c, doc, top_keys, "") < 0)
 		return -1;
 
@@ -1768,7 +1783,7 @@ int spec_params_resolve(const struct flow_spec *spec, const json_t *given,
 	size_t n = 0, i;
 
 	if (given != NULL && !json_is_object(given))
-		return fail(&c, 400, "invalid_type", "parameters",
+		return fail(&c, FLOWD_E_INVALID, "invalid_type", "parameters",
 			    "must be an object");
 	res = json_object();
 	if (res == NULL)
@@ -1785,7 +1800,7 @@ int spec_params_resolve(const struct flow_spec *spec, const json_t *given,
 		    bsearch(keys[i], spec->params, spec->n_params,
 			    sizeof *spec->params, cmp_param_name) == NULL) {
 			path_fmt(field, "parameters.%s", keys[i]);
-			fail(&c, 400, "unknown_field", field,
+			fail(&c, FLOWD_E_INVALID, "unknown_field", field,
 			     "the flow has no parameter \"%.*s\"",
 			     flowd_error_quote_len(keys[i], 64), keys[i]);
 			goto fail_res;
@@ -1797,12 +1812,12 @@ int spec_params_resolve(const struct flow_spec *spec, const json_t *given,
 		v = given != NULL ? json_object_get(given, p->name) : NULL;
 		if (v != NULL) {
 			if (!value_has_type(p->type, v)) {
-				fail(&c, 400, "invalid_type", field,
+				fail(&c, FLOWD_E_INVALID, "invalid_type", field,
 				     "must be of type %s", type_names[p->type]);
 				goto fail_res;
 			}
 			if (compact_size(v) > lim->max_param_bytes) {
-				fail(&c, 400, "too_long", field,
+				fail(&c, FLOWD_E_INVALID, "too_long", field,
 				     "value is over the limit of %zu bytes",
 				     lim->max_param_bytes);
 				goto fail_res;
@@ -1811,7 +1826,7 @@ int spec_params_resolve(const struct flow_spec *spec, const json_t *given,
 		} else if (p->default_value != NULL) {
 			nv = json_deep_copy(p->default_value);
 		} else if (p->required) {
-			fail(&c, 400, "missing_field", field,
+			fail(&c, FLOWD_E_INVALID, "missing_field", field,
 			     "parameter \"%s\" is required", p->name);
 			goto fail_res;
 		} else {

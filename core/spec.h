@@ -140,8 +140,8 @@ bool spec_flow_name_valid_committed(const char *name);
 
 /* Parse and validate `doc` (borrowed). On success returns 0 and a new spec in
  * *out (caller frees with spec_free). On failure returns -1, *out untouched,
- * and fills `err` with status 400 (or 413 for a spec over max_spec_bytes), a
- * code and the JSON path of the first offending field, e.g.
+ * and fills `err` with FLOWD_E_INVALID (FLOWD_E_TOO_LARGE for a spec over
+ * max_spec_bytes), a code and the JSON path of the first offending field, e.g.
  * "steps[2].depends_on[0]". */
 int spec_parse(const json_t *doc, const struct flowd_limits *lim,
 	       struct flow_spec **out, struct flowd_error *err);
@@ -183,10 +183,10 @@ json_t *spec_path_get(json_t *root, const char *path);
 
 /* Resolve the parameters a run was started with. `given` (borrowed) is a JSON
  * object or NULL. Unknown names, wrong types and missing required parameters
- * fail with 400 and field "parameters.<name>". On success *out is a new object
- * holding every declared parameter that has a value (given or default), with
- * ints as integers, floats as reals (an integer given for a float is
- * converted), bools, strings, and any JSON for type json. */
+ * fail with FLOWD_E_INVALID and field "parameters.<name>". On success *out is a
+ * new object holding every declared parameter that has a value (given or
+ * default), with ints as integers, floats as reals (an integer given for a
+ * float is converted), bools, strings, and any JSON for type json. */
 int spec_params_resolve(const struct flow_spec *spec, const json_t *given,
 			const struct flowd_limits *lim, json_t **out,
 			struct flowd_error *err);

@@ -18,9 +18,9 @@
  * then starts collecting anew. A redeploy keeps what a trigger collected
  * when the trigger's definition is unchanged.
  *
- * Failure modes: an event without name or id is a result (400); parameters
- * that do not resolve drop that trigger's run with the reason (in the
- * answer), the others still start. Each accepted event is written to
+ * Failure modes: an event without name or id is a result (FLOWD_E_INVALID);
+ * parameters that do not resolve drop that trigger's run with the reason (in
+ * the answer), the others still start. Each accepted event is written to
  * PostgreSQL (table events) with what it started; a restore could not
  * rebuild that row, so the next snapshot waits until PostgreSQL has it.
  *
@@ -223,13 +223,13 @@ void fsm__apply_event(struct apply_ctx *c, json_t *cmd)
 	size_t n;
 
 	if (name == NULL || id == NULL) {
-		fsm__result_error(f, 400, "invalid_command", "", "bad event");
+		fsm__result_error(f, FLOWD_E_INVALID, "invalid_command", "",
+				  "bad event");
 		return;
 	}
 	event_forget_old(f, c->ts, (int64_t)dedupe_s * 1000, keep ? keep : 1);
 	seen = map_get(&f->events, id);
 	if (seen != NULL) {
-		f->result.status = 200;
 		f->result.body = json_deep_copy(seen->result);
 		json_object_set_new(f->result.body, "duplicate", json_true());
 		return;
@@ -322,7 +322,7 @@ void fsm__apply_event(struct apply_ctx *c, json_t *cmd)
 			      fsm__record_event(id, name, payload, c->ts, runs));
 	f->pending_history = true; /* the events row: a restore could not
 				    * rebuild it */
-	f->result.status = 201;
+	f->result.created = true;
 	f->result.body = json_deep_copy(result);
 	json_object_set_new(f->result.body, "duplicate", json_false());
 	json_decref(result);

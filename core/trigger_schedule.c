@@ -266,9 +266,7 @@ void fsm__apply_fire(struct apply_ctx *c, json_t *cmd)
 		(unsigned)json_integer_value(json_object_get(cmd, "max_buffered"));
 	size_t i;
 
-	json_array_foreach(items, i, it)
-		fire_item(c, it, max_buffered);
-	c->f->result.status = 200;
+	json_array_foreach(items, i, it) fire_item(c, it, max_buffered);
 }
 
 void fsm__apply_pause(struct apply_ctx *c, json_t *cmd)
@@ -278,13 +276,13 @@ void fsm__apply_pause(struct apply_ctx *c, json_t *cmd)
 	struct fsm_flow *fl = name ? map_get(&f->flows, name) : NULL;
 
 	if (fl == NULL || fl->current == 0) {
-		fsm__result_error(f, 404, "not_found", "flow", "no such flow");
+		fsm__result_error(f, FLOWD_E_NOT_FOUND, "not_found", "flow",
+				  "no such flow");
 		return;
 	}
 	fl->paused = json_is_true(json_object_get(cmd, "paused"));
 	fl->updated_ms = c->ts;
 	fsm__flow_touch(f, fl);
-	f->result.status = 200;
 	f->result.flow = fl;
 	f->result.body = json_pack("{s:s, s:b}", "flow", fl->name, "paused",
 				   fl->paused);

@@ -40,7 +40,7 @@
  *
  * Failure modes. Out of memory on the loop aborts (as apply does: a view
  * that silently missed a change would answer wrongly for ever); a reader
- * that runs out of memory gets NULL and answers 500/503. After a restore the
+ * that runs out of memory gets NULL and answers an error. After a restore the
  * whole state is copied into fresh vectors and a fresh name table.
  *
  * Threads: view_store_* on the loop thread; view_acquire, view_release and

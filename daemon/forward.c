@@ -204,7 +204,8 @@ static void reply_unavailable(struct api_request *req, const char *msg)
 {
 	struct flowd_error e;
 
-	flowd_error_set(&e, 503, "unavailable", NULL, "%s", msg);
+	flowd_error_set(&e, FLOWD_E_UNAVAILABLE, "unavailable", NULL, "%s",
+			msg);
 	api_request_reply_error(req, &e);
 	api_request_finish(req);
 }

@@ -299,7 +299,7 @@ static void raft_closed_cb(void *arg)
 	service_detach(d->svc);
 	/* Every proposal has completed, so every request has been answered
 	 * except those still queued or forwarded: answer them too. */
-	service_fail_all(d->svc, 503, "unavailable",
+	service_fail_all(d->svc, FLOWD_E_UNAVAILABLE, "unavailable",
 			 "the node is shutting down");
 	if (d->peer != NULL)
 		peer_close(d->peer, peer_closed_cb, d);
@@ -333,7 +333,7 @@ static void begin_shutdown(struct flowd *d, const char *why)
 	liveness_stop(d->live);
 	runner_stop(d->runner);
 	scheduler_stop(d->sched);
-	service_fail_all(d->svc, 503, "unavailable",
+	service_fail_all(d->svc, FLOWD_E_UNAVAILABLE, "unavailable",
 			 "the node is shutting down");
 	executor_close(d->exec, exec_closed_cb, d);
 }

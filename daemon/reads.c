@@ -19,12 +19,12 @@
 #include "core/fsm.h"
 #include "core/tz.h"
 
-static void reply_error(struct api_request *req, int status, const char *code,
-			const char *field, const char *msg)
+static void reply_error(struct api_request *req, enum flowd_errc errc,
+			const char *code, const char *field, const char *msg)
 {
 	struct flowd_error e;
 
-	flowd_error_set(&e, status, code, field, "%s", msg);
+	flowd_error_set(&e, errc, code, field, "%s", msg);
 	api_request_reply_error(req, &e);
 }
 
@@ -81,7 +81,8 @@ static void flow_answer(const struct view *v, struct api_request *req,
 		return;
 	}
 	free(text);
-	reply_error(req, 404, "not_found", "flow", "no such flow");
+	reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "flow",
+		    "no such flow");
 }
 
 void reads_flow_get(void *arg, const struct view *v, struct api_request *req)
@@ -113,7 +114,8 @@ void reads_flow_versions(void *arg, const struct view *v,
 
 	if (found != VIEW_FOUND) {
 		free(text);
-		reply_error(req, 404, "not_found", "flow", "no such flow");
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "flow",
+			    "no such flow");
 		return;
 	}
 	api_request_reply_take(req, 200, text);
@@ -127,7 +129,8 @@ void reads_schedule(void *arg, const struct view *v, struct api_request *req)
 
 	if (found != VIEW_FOUND) {
 		free(text);
-		reply_error(req, 404, "not_found", "flow", "no such flow");
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "flow",
+			    "no such flow");
 		return;
 	}
 	api_request_reply_take(req, 200, text);
@@ -166,10 +169,12 @@ void reads_run_get(void *arg, const struct view *v, struct api_request *req)
 		/* the run left memory: PostgreSQL has it */
 		req->pg_run_id = strdup(req->run_id);
 		if (req->pg_run_id == NULL)
-			reply_error(req, 500, "internal", "", "out of memory");
+			reply_error(req, FLOWD_E_INTERNAL, "internal", "",
+				    "out of memory");
 		break;
 	case VIEW_NOT_FOUND:
-		reply_error(req, 404, "not_found", "run", "no such run");
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "run",
+			    "no such run");
 		break;
 	}
 }
@@ -185,8 +190,8 @@ int reads_logs_attempt(const struct api_request *req, int *attempt,
 	if (api_request_query(req, "attempt", &s, err) != 0)
 		return -1;
 	if (s != NULL && api_uint_parse(s, 1, INT_MAX, &v) != 0)
-		rc = flowd_error_set(err, 400, "invalid_query", "attempt",
-				     "must be a positive integer");
+		rc = flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+				     "attempt", "must be a positive integer");
 	else if (s != NULL)
 		*attempt = (int)v;
 	free(s);
@@ -251,15 +256,16 @@ void reads_logs(void *arg, const struct view *v, struct api_request *req)
 	if (reads_logs_attempt(req, &attempt, &err) != 0) /* checked already */
 		goto error;
 	if (rd->reader == NULL) {
-		flowd_error_set(&err, 503, "unavailable", "",
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
 				"task logs need the PostgreSQL reader");
 		goto error;
 	}
 	if (storage_reader_logs(rd->reader, req->run_id, req->step, attempt,
 				&out, &err) != 0) {
-		if (err.status == 404 &&
+		if (err.errc == FLOWD_E_NOT_FOUND &&
 		    log_not_stored_yet(rd, req->run_id, req->step, attempt))
-			flowd_error_set(&err, 503, "not_stored_yet", "",
+			flowd_error_set(&err, FLOWD_E_UNAVAILABLE,
+					"not_stored_yet", "",
 					"the attempt has ended but PostgreSQL "
 					"does not hold its log yet: retry");
 		goto error;
@@ -298,29 +304,30 @@ static int cron_preview(const struct api_request *req, int64_t now,
 	    api_request_query(req, "dst_repeated", &repeated, err) != 0)
 		goto done;
 	if (expr == NULL) {
-		flowd_error_set(err, 400, "invalid_query", "expr",
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "expr",
 				"the cron expression to preview is required");
 		goto done;
 	}
 	if (cron_parse(expr, &c, why, sizeof why) != 0) {
-		flowd_error_set(err, 400, "invalid_query", "expr", "%s", why);
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "expr",
+				"%s", why);
 		goto done;
 	}
 	z = tz_get(zone ? zone : "UTC");
 	if (z == NULL) {
-		flowd_error_set(err, 400, "invalid_query", "tz",
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "tz",
 				"unknown time zone (an IANA name such as "
 				"Europe/Berlin)");
 		goto done;
 	}
 	if (from != NULL && cron_time_parse(from, &t) != 0) {
-		flowd_error_set(err, 400, "invalid_query", "from",
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "from",
 				"must be an RFC 3339 time such as "
 				"2027-03-14T07:00:00Z");
 		goto done;
 	}
 	if (count != NULL && api_uint_parse(count, 1, 100, &n) != 0) {
-		flowd_error_set(err, 400, "invalid_query", "count",
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "count",
 				"must be an integer from 1 to 100");
 		goto done;
 	}
@@ -328,8 +335,8 @@ static int cron_preview(const struct api_request *req, int64_t now,
 		if (strcmp(missing, "skip") == 0)
 			m = CRON_DST_SKIP;
 		else if (strcmp(missing, "shift") != 0) {
-			flowd_error_set(err, 400, "invalid_query", "dst_missing",
-					"must be shift or skip");
+			flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+					"dst_missing", "must be shift or skip");
 			goto done;
 		}
 	}
@@ -337,8 +344,9 @@ static int cron_preview(const struct api_request *req, int64_t now,
 		if (strcmp(repeated, "twice") == 0)
 			r = CRON_DST_TWICE;
 		else if (strcmp(repeated, "once") != 0) {
-			flowd_error_set(err, 400, "invalid_query",
-					"dst_repeated", "must be once or twice");
+			flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+					"dst_repeated",
+					"must be once or twice");
 			goto done;
 		}
 	}
@@ -359,8 +367,9 @@ static int cron_preview(const struct api_request *req, int64_t now,
 			 m == CRON_DST_SKIP ? "skip" : "shift", "dst_repeated",
 			 r == CRON_DST_TWICE ? "twice" : "once", "times", times,
 			 "local_times", locals);
-	rc = *out != NULL ? 0 : flowd_error_set(err, 500, "internal", "",
-						 "out of memory");
+	rc = *out != NULL ? 0
+			  : flowd_error_set(err, FLOWD_E_INTERNAL, "internal",
+					    "", "out of memory");
 done:
 	free(expr);
 	free(zone);

@@ -292,8 +292,8 @@ void readview_finish(struct readview *rv, struct api_request *req)
 		if (w == NULL) {
 			struct flowd_error e;
 
-			flowd_error_set(&e, 503, "unavailable", NULL,
-					"out of memory");
+			flowd_error_set(&e, FLOWD_E_UNAVAILABLE, "unavailable",
+					NULL, "out of memory");
 			req->render = NULL; /* this answer, not a render */
 			api_request_reply_error(req, &e);
 			api_request_finish(req);

@@ -27,7 +27,8 @@ static int check_member_id(const char *field, const json_t *v,
 			   struct flowd_error *err)
 {
 	if (json_integer_value(v) < 1)
-		return flowd_error_set(err, 400, "invalid_value", field,
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field,
 				       "must be an integer from 1 to %llu",
 				       (unsigned long long)INT64_MAX);
 	return 0;
@@ -41,7 +42,8 @@ static int check_ipv4_address(const char *field, const json_t *v,
 {
 	if (strlen(json_string_value(v)) != json_string_length(v) ||
 	    flowd_ipv4_address_parse(json_string_value(v), NULL) != 0)
-		return flowd_error_set(err, 400, "invalid_value", field,
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field,
 				       "must be an IPv4 \"a.b.c.d:port\" with "
 				       "a port from 1 to 65535");
 	return 0;
@@ -54,8 +56,8 @@ static int check_idempotency_key(const char *field, const json_t *v,
 {
 	if (json_string_length(v) == 0 ||
 	    json_string_length(v) > lim->max_idempotency_key_bytes)
-		return flowd_error_set(err, 400, "invalid_value", field,
-				       "must be 1 to %zu bytes",
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field, "must be 1 to %zu bytes",
 				       lim->max_idempotency_key_bytes);
 	return 0;
 }
@@ -65,7 +67,8 @@ static int check_event_name(const char *field, const json_t *v,
 			    struct flowd_error *err)
 {
 	if (!json_is_string(v) || !spec_event_name_valid(json_string_value(v)))
-		return flowd_error_set(err, 400, "invalid_value", field,
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field,
 				       "must match [A-Za-z0-9_-]{1,128}");
 	return 0;
 }
@@ -75,7 +78,8 @@ static int check_event_id(const char *field, const json_t *v,
 			  struct flowd_error *err)
 {
 	if (!json_is_string(v) || !api_id_valid(json_string_value(v), 128))
-		return flowd_error_set(err, 400, "invalid_value", field,
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field,
 				       "must be 1 to 128 of [A-Za-z0-9_.:-]");
 	return 0;
 }
@@ -90,7 +94,8 @@ static int check_payload_size(const char *field, const json_t *v,
 
 	free(text);
 	if (size > lim->max_event_bytes)
-		return flowd_error_set(err, 413, "too_large", field,
+		return flowd_error_set(err, FLOWD_E_TOO_LARGE, "too_large",
+				       field,
 				       "payload of %zu bytes is over the limit "
 				       "of %zu",
 				       size, lim->max_event_bytes);
@@ -103,7 +108,8 @@ static int check_time(const char *field, const json_t *v, const json_t *body,
 	int64_t t;
 
 	if (!json_is_string(v) || cron_time_parse(json_string_value(v), &t) != 0)
-		return flowd_error_set(err, 400, "invalid_value", field,
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field,
 				       "must be an RFC 3339 time such as "
 				       "2027-03-14T07:00:00Z");
 	return 0;
@@ -122,8 +128,8 @@ static int check_time_to(const char *field, const json_t *v,
 			&from);
 	cron_time_parse(json_string_value(v), &to);
 	if (to < from)
-		return flowd_error_set(err, 400, "invalid_value", field,
-				       "must not be before from");
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field, "must not be before from");
 	return 0;
 }
 
@@ -134,8 +140,8 @@ static int check_schedule_index(const char *field, const json_t *v,
 {
 	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 	    json_integer_value(v) > 1000000)
-		return flowd_error_set(err, 400, "invalid_value", field,
-				       "must be a schedule index");
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field, "must be a schedule index");
 	return 0;
 }
 

@@ -96,8 +96,8 @@ void service_submit_cb(void *arg, struct api_request *req)
 		if (q == NULL) {
 			pthread_mutex_unlock(&s->inbox_lock);
 			struct flowd_error e;
-			flowd_error_set(&e, 503, "unavailable", NULL,
-					"out of memory");
+			flowd_error_set(&e, FLOWD_E_UNAVAILABLE, "unavailable",
+					NULL, "out of memory");
 			api_request_reply_error(req, &e);
 			api_request_finish(req);
 			return;
@@ -116,12 +116,12 @@ static int64_t now_ms(const struct service *s)
 	return flowd_clock_now(&s->clock);
 }
 
-static void reply_error(struct api_request *req, int status, const char *code,
-			const char *field, const char *msg)
+static void reply_error(struct api_request *req, enum flowd_errc errc,
+			const char *code, const char *field, const char *msg)
 {
 	struct flowd_error e;
 
-	flowd_error_set(&e, status, code, field, "%s", msg);
+	flowd_error_set(&e, errc, code, field, "%s", msg);
 	api_request_reply_error(req, &e);
 	api_request_finish(req);
 }
@@ -152,7 +152,8 @@ static void answer_run(struct service *s, struct api_request *req, int status,
 		free(req->run_id);
 		req->run_id = strdup(run_id);
 		if (req->run_id == NULL) {
-			reply_error(req, 500, "internal", NULL, "out of memory");
+			reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+				    "out of memory");
 			return;
 		}
 	}
@@ -164,10 +165,17 @@ static void answer_run(struct service *s, struct api_request *req, int status,
  * names how its answer is made once the entry applied.
  */
 
-/* What a write answers once its entry applied (res->status < 400), on the
+/* What a write answers once its entry applied without an error, on the
  * loop; `data` (borrowed) is what the handler handed to propose(). */
 typedef void (*applied_fn)(struct service *s, struct api_request *req,
 			   const struct fsm_result *res, json_t *data);
+
+/* The HTTP status of a write that applied: 201 when it made something new
+ * (a run, a flow version, an event), else 200. */
+static int applied_status(const struct fsm_result *res)
+{
+	return res->created ? 201 : 200;
+}
 
 /* A client's write from propose() to its callback. */
 struct proposal {
@@ -187,29 +195,32 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 	switch (status) {
 	case CONSENSUS_OK:
 		if (res == NULL)
-			reply_error(req, 500, "internal", NULL, "no result");
-		else if (res->status >= 400) {
+			reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+				    "no result");
+		else if (res->err.errc != FLOWD_OK) {
 			api_request_reply_error(req, &res->err);
 			api_request_finish(req);
 		} else
 			p->applied(p->s, req, res, p->data);
 		break;
 	case CONSENSUS_TIMEOUT:
-		reply_error(req, 504, "timeout", NULL,
+		reply_error(req, FLOWD_E_TIMEOUT, "timeout", NULL,
 			    "the change was not committed in time; its outcome "
 			    "is unknown: retry with the same idempotency key");
 		break;
 	case CONSENSUS_LEADERSHIP_LOST:
-		reply_error(req, 503, "unavailable", NULL,
-			    "leadership was lost; the outcome is unknown: retry "
-			    "with the same idempotency key");
+		reply_error(
+		    req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
+		    "leadership was lost; the outcome is unknown: retry "
+		    "with the same idempotency key");
 		break;
 	case CONSENSUS_IO:
-		reply_error(req, 503, "unavailable", NULL, "raft disk error");
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
+			    "raft disk error");
 		log_error("service: raft disk error, exiting");
 		exit(70);
 	default:
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "the node is shutting down");
 		break;
 	}
@@ -228,7 +239,8 @@ static void propose(struct service *s, struct api_request *req, char *buf,
 	if (p == NULL) {
 		free(buf);
 		json_decref(data);
-		reply_error(req, 500, "internal", NULL, "out of memory");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "out of memory");
 		return;
 	}
 	*p = (struct proposal){
@@ -240,10 +252,10 @@ static void propose(struct service *s, struct api_request *req, char *buf,
 	json_decref(data);
 	free(p);
 	if (rv == CONSENSUS_NOT_LEADER)
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "no leader right now; retry");
 	else
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "the node cannot accept writes now");
 }
 
@@ -252,7 +264,7 @@ static void propose(struct service *s, struct api_request *req, char *buf,
 static bool write_admissible(struct service *s, struct api_request *req)
 {
 	if (s->stopping) {
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "the node is shutting down");
 		return false;
 	}
@@ -262,7 +274,7 @@ static bool write_admissible(struct service *s, struct api_request *req)
 	}
 	if (s->applier != NULL &&
 	    storage_applier_backlog(s->applier) > s->cfg->db_max_backlog) {
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "PostgreSQL is behind by more than "
 			    "database.max_backlog entries");
 		return false;
@@ -277,11 +289,11 @@ static void run_applied(struct service *s, struct api_request *req,
 			const struct fsm_result *res, json_t *data)
 {
 	if (res->run != NULL)
-		answer_run(s, req, res->status, res->run->id);
+		answer_run(s, req, applied_status(res), res->run->id);
 	else if (res->run_id != NULL)
-		answer_run(s, req, res->status, res->run_id);
+		answer_run(s, req, applied_status(res), res->run_id);
 	else
-		reply_error(req, 500, "internal", NULL, "no run");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL, "no run");
 }
 
 /* The state machine's own answer (events, pause), finished once the view
@@ -290,17 +302,19 @@ static void body_applied(struct service *s, struct api_request *req,
 			 const struct fsm_result *res, json_t *data)
 {
 	if (res->body == NULL) {
-		reply_error(req, 500, "internal", NULL, "no result");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "no result");
 		return;
 	}
-	api_request_reply_json(req, res->status, json_incref(res->body));
+	api_request_reply_json(req, applied_status(res),
+			       json_incref(res->body));
 	readview_finish(s->rv, req);
 }
 
 static void flow_put_applied(struct service *s, struct api_request *req,
 			     const struct fsm_result *res, json_t *data)
 {
-	answer_view(s, req, res->status, reads_flow_put);
+	answer_view(s, req, applied_status(res), reads_flow_put);
 }
 
 static void flow_delete_applied(struct service *s, struct api_request *req,
@@ -317,7 +331,8 @@ void service_flow_put(void *arg, struct api_request *req)
 
 	/* req->body: the normalized spec (routes.c, parse_flow_spec) */
 	if (fsm_cmd_deploy(now_ms(s), req->flow, req->body, &buf, &len) != 0) {
-		reply_error(req, 500, "internal", NULL, "cannot encode");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "cannot encode");
 		return;
 	}
 	propose(s, req, buf, len, flow_put_applied, NULL);
@@ -330,11 +345,13 @@ void service_flow_delete(void *arg, struct api_request *req)
 	size_t len;
 
 	if (fsm_flow_get(s->fsm, req->flow) == NULL) {
-		reply_error(req, 404, "not_found", "flow", "no such flow");
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "flow",
+			    "no such flow");
 		return;
 	}
 	if (fsm_cmd_undeploy(now_ms(s), req->flow, &buf, &len) != 0) {
-		reply_error(req, 500, "internal", NULL, "cannot encode");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "cannot encode");
 		return;
 	}
 	propose(s, req, buf, len, flow_delete_applied, NULL);
@@ -353,7 +370,8 @@ void service_run_create(void *arg, struct api_request *req)
 	size_t len;
 
 	if (fl == NULL) {
-		reply_error(req, 404, "not_found", "flow", "no such flow");
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "flow",
+			    "no such flow");
 		return;
 	}
 	/* A known idempotency key answers without a proposal. */
@@ -367,7 +385,7 @@ void service_run_create(void *arg, struct api_request *req)
 		}
 	}
 	if (fl->current == 0) {
-		reply_error(req, 409, "flow_undeployed", "flow",
+		reply_error(req, FLOWD_E_CONFLICT, "flow_undeployed", "flow",
 			    "the flow is not deployed");
 		return;
 	}
@@ -385,7 +403,8 @@ void service_run_create(void *arg, struct api_request *req)
 	};
 	if (fsm_cmd_run_create(now_ms(s), req->flow, params, key, &keep, &buf,
 			       &len) != 0) {
-		reply_error(req, 500, "internal", NULL, "cannot encode");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "cannot encode");
 		return;
 	}
 	propose(s, req, buf, len, run_applied, NULL);
@@ -399,21 +418,23 @@ void service_run_cancel(void *arg, struct api_request *req)
 	size_t len;
 
 	if (r == NULL && fsm_run_evicted(s->fsm, req->run_id)) {
-		reply_error(req, 409, "run_finished", "run",
+		reply_error(req, FLOWD_E_CONFLICT, "run_finished", "run",
 			    "the run has already finished");
 		return;
 	}
 	if (r == NULL) {
-		reply_error(req, 404, "not_found", "run", "no such run");
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "run",
+			    "no such run");
 		return;
 	}
 	if (r->status >= FSM_RUN_SUCCEEDED) {
-		reply_error(req, 409, "run_finished", "run",
+		reply_error(req, FLOWD_E_CONFLICT, "run_finished", "run",
 			    "the run has already finished");
 		return;
 	}
 	if (fsm_cmd_run_cancel(now_ms(s), req->run_id, &buf, &len) != 0) {
-		reply_error(req, 500, "internal", NULL, "cannot encode");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "cannot encode");
 		return;
 	}
 	propose(s, req, buf, len, run_applied, NULL);
@@ -428,7 +449,8 @@ static struct fsm_flow *deployed_flow(struct service *s, struct api_request *req
 	struct fsm_flow *fl = fsm_flow_get(s->fsm, req->flow);
 
 	if (fl == NULL || fl->current == 0) {
-		reply_error(req, 404, "not_found", "flow", "no such flow");
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "flow",
+			    "no such flow");
 		return NULL;
 	}
 	return fl;
@@ -449,8 +471,8 @@ void service_event_post(void *arg, struct api_request *req)
 
 		if (getrandom(&a, sizeof a, 0) != sizeof a ||
 		    getrandom(&b, sizeof b, 0) != sizeof b) {
-			reply_error(req, 503, "unavailable", NULL,
-				    "no randomness for an event id");
+			reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable",
+				    NULL, "no randomness for an event id");
 			return;
 		}
 		snprintf(made, sizeof made, "e-%016" PRIx64 "%016" PRIx64, a,
@@ -462,7 +484,8 @@ void service_event_post(void *arg, struct api_request *req)
 			  api_request_field(req, "payload"), lim->event_dedupe_s,
 			  lim->events_in_memory, lim->max_buffered_runs, &buf,
 			  &len) != 0) {
-		reply_error(req, 500, "internal", NULL, "cannot encode");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "cannot encode");
 		return;
 	}
 	propose(s, req, buf, len, body_applied, NULL);
@@ -476,7 +499,8 @@ static void pause_set(struct service *s, struct api_request *req, bool paused)
 	if (deployed_flow(s, req) == NULL)
 		return;
 	if (fsm_cmd_pause(now_ms(s), req->flow, paused, &buf, &len) != 0) {
-		reply_error(req, 500, "internal", NULL, "cannot encode");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "cannot encode");
 		return;
 	}
 	propose(s, req, buf, len, body_applied, NULL);
@@ -542,12 +566,12 @@ void service_backfill(void *arg, struct api_request *req)
 	cron_time_parse(json_string_value(api_request_field(req, "to")), &to);
 	spec = fl->versions[fl->current - 1].spec;
 	if (sched >= 0 && (size_t)sched >= spec->n_schedules) {
-		reply_error(req, 400, "invalid_value", "schedule",
+		reply_error(req, FLOWD_E_INVALID, "invalid_value", "schedule",
 			    "the flow has no such schedule");
 		return;
 	}
 	if (spec->n_schedules == 0) {
-		reply_error(req, 400, "invalid_value", "flow",
+		reply_error(req, FLOWD_E_INVALID, "invalid_value", "flow",
 			    "the flow has no schedules");
 		return;
 	}
@@ -563,7 +587,8 @@ void service_backfill(void *arg, struct api_request *req)
 		       next <= to) {
 			if (++n > max) {
 				json_decref(items);
-				reply_error(req, 400, "invalid_value", "to",
+				reply_error(req, FLOWD_E_INVALID,
+					    "invalid_value", "to",
 					    "the range holds more ticks than "
 					    "limits.max_backfill_runs allows");
 				return;
@@ -580,7 +605,8 @@ void service_backfill(void *arg, struct api_request *req)
 	if (fsm_cmd_fire(now_ms(s), items, s->cfg->limits.max_buffered_runs,
 			 &buf, &len) != 0) {
 		json_decref(items);
-		reply_error(req, 500, "internal", NULL, "cannot encode");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "cannot encode");
 		return;
 	}
 	propose(s, req, buf, len, backfill_applied, items);
@@ -613,21 +639,23 @@ static void member_failed(struct service *s, struct api_request *req,
 {
 	switch (status) {
 	case CONSENSUS_CANTCHANGE:
-		reply_error(req, 409, "membership_change_in_progress", NULL,
+		reply_error(req, FLOWD_E_CONFLICT,
+			    "membership_change_in_progress", NULL,
 			    "another membership change is in progress; retry");
 		return;
 	case CONSENSUS_TIMEOUT:
-		reply_error(req, 504, "timeout", NULL,
+		reply_error(req, FLOWD_E_TIMEOUT, "timeout", NULL,
 			    "the change did not complete in time; it may still "
 			    "complete: check GET /v1/cluster");
 		return;
 	case CONSENSUS_ERROR:
-		reply_error(req, 400, "invalid_value", "id",
+		reply_error(req, FLOWD_E_INVALID, "invalid_value", "id",
 			    consensus_errmsg(s->raft));
 		return;
 	default:
-		reply_error(req, 503, "unavailable", NULL,
-			    "not the leader right now, or shutting down; retry");
+		reply_error(
+		    req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
+		    "not the leader right now, or shutting down; retry");
 		return;
 	}
 }
@@ -734,13 +762,16 @@ static void internal_done_cb(void *arg, int status, uint64_t index,
 	struct fsm_result *res = result;
 
 	if (status != CONSENSUS_OK) {
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "the command was not committed; retry");
 		return;
 	}
 	reply_json(req, 200,
-		   json_pack("{s:I, s:i}", "index", (json_int_t)index,
-			     "result", res ? res->status : 0));
+		   json_pack("{s:I, s:i}", "index", (json_int_t)index, "result",
+			     res == NULL ? 0
+			     : res->err.errc != FLOWD_OK
+				 ? api_http_status(res->err.errc)
+				 : applied_status(res)));
 }
 
 void service_internal_command(void *arg, struct api_request *req)
@@ -750,14 +781,15 @@ void service_internal_command(void *arg, struct api_request *req)
 	int rv;
 
 	if (buf == NULL) {
-		reply_error(req, 500, "internal", NULL, "out of memory");
+		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
+			    "out of memory");
 		return;
 	}
 	memcpy(buf, req->raw_body, req->raw_body_len);
 	rv = consensus_propose(s->raft, buf, req->raw_body_len,
 			       s->cfg->apply_timeout_ms, internal_done_cb, req);
 	if (rv != CONSENSUS_OK)
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "not the leader right now; retry");
 }
 
@@ -772,7 +804,7 @@ static void barrier_done_cb(void *arg, int status, uint64_t index,
 	struct service *s = req->backend_data;
 
 	if (status != CONSENSUS_OK) {
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "leadership changed; retry");
 		return;
 	}
@@ -792,14 +824,14 @@ static void consistent_read(struct service *s, struct api_request *req)
 		return;
 	}
 	if (s->raft == NULL) {
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "the node is shutting down");
 		return;
 	}
 	req->backend_data = s;
 	rv = consensus_barrier(s->raft, barrier_done_cb, req);
 	if (rv != CONSENSUS_OK)
-		reply_error(req, 503, "unavailable", NULL,
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", NULL,
 			    "not the leader right now; retry");
 }
 
@@ -840,7 +872,7 @@ static void inbox_cb(struct wake *w)
 		wake_send(&s->inbox_wake); /* the rest next iteration */
 }
 
-void service_fail_all(struct service *s, int status, const char *code,
+void service_fail_all(struct service *s, enum flowd_errc errc, const char *code,
 		      const char *msg)
 {
 	pthread_mutex_lock(&s->inbox_lock);
@@ -850,9 +882,9 @@ void service_fail_all(struct service *s, int status, const char *code,
 	s->inbox_n = s->inbox_cap = 0;
 	pthread_mutex_unlock(&s->inbox_lock);
 	while (s->work_head < s->work_n)
-		reply_error(s->work[s->work_head++], status, code, NULL, msg);
+		reply_error(s->work[s->work_head++], errc, code, NULL, msg);
 	for (size_t i = 0; i < n; i++)
-		reply_error(batch[i], status, code, NULL, msg);
+		reply_error(batch[i], errc, code, NULL, msg);
 	free(batch);
 	readview_flush(s->rv);
 }

@@ -64,8 +64,8 @@ void service_stop(struct service *s);
 void service_detach(struct service *s);
 
 /* Answer every queued request, and those waiting for the view, with
- * `status` (shutdown). */
-void service_fail_all(struct service *s, int status, const char *code,
+ * `errc` (shutdown). */
+void service_fail_all(struct service *s, enum flowd_errc errc, const char *code,
 		      const char *msg);
 
 /* Close the inbox's handle; the memory goes in its close callback (run the

@@ -52,5 +52,14 @@ for file in core/*.c core/*.h consensus/*.[ch] storage/*.[ch] api/*.[ch] \
 		fi
 	done
 done
+# core/ and storage/ say what went wrong in the domain's words (enum
+# flowd_errc); only the api turns that into an HTTP status (api/README.md,
+# "Errors").
+hits=$(grep -nE '(flowd_error_set|fsm__result_error|fail)\([^,]*, *[1-5][0-9][0-9]\b' \
+	core/*.c storage/*.c 2>/dev/null)
+if [ -n "$hits" ]; then
+	echo "check-deps: core/ and storage/ must give an enum flowd_errc, not an HTTP status:"
+	echo "$hits"; rc=1
+fi
 [ $rc -eq 0 ] && echo "check-deps: ok"
 exit $rc

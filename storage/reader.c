@@ -15,9 +15,10 @@
  *
  * Failure modes. A statement that fails because the link is gone is retried
  * once on a fresh session (PQreset); if that fails too, or the connect
- * fails, the caller gets 503 "storage_unavailable" with libpq's message, and
- * the slot keeps the broken PGconn, which the next borrower resets again.
- * Any other SQL error is also a 503: the caller cannot fix it.
+ * fails, the caller gets FLOWD_E_UNAVAILABLE "storage_unavailable" with libpq's
+ * message, and the slot keeps the broken PGconn, which the next borrower resets
+ * again. Any other SQL error is also FLOWD_E_UNAVAILABLE: the caller cannot fix
+ * it.
  */
 #include "storage/storage.h"
 
@@ -133,8 +134,8 @@ static void release(struct storage_reader *r, struct slot *s)
 }
 
 /* Run one statement on a borrowed slot: a new PGresult with `want` status,
- * or NULL with err set (503). Opens the connection if needed and retries
- * once on a fresh session when the link was lost. */
+ * or NULL with err set (FLOWD_E_UNAVAILABLE). Opens the connection if needed
+ * and retries once on a fresh session when the link was lost. */
 static PGresult *query(struct storage_reader *r, struct slot *s,
 		       const char *sql, int nparams,
 		       const char *const *params, struct flowd_error *err)
@@ -147,7 +148,8 @@ static PGresult *query(struct storage_reader *r, struct slot *s,
 	if (s->conn == NULL) {
 		s->conn = storage__connect(r->conninfo, "flowd-reader");
 		if (s->conn == NULL) {
-			flowd_error_set(err, 503, "storage_unavailable", "",
+			flowd_error_set(err, FLOWD_E_UNAVAILABLE,
+					"storage_unavailable", "",
 					"storage: connect: out of memory");
 			return NULL;
 		}
@@ -176,16 +178,16 @@ static PGresult *query(struct storage_reader *r, struct slot *s,
 		  state ? state : "none",
 		  storage__oneline(PQresultErrorMessage(res), line,
 				   sizeof line));
-	flowd_error_set(err, 503, "storage_unavailable", "",
+	flowd_error_set(err, FLOWD_E_UNAVAILABLE, "storage_unavailable", "",
 			"storage: query: %s", line);
 	PQclear(res);
 	return NULL;
 
 err_connect:
-	flowd_error_set(err, 503, "storage_unavailable", "",
-			"storage: connect: %s",
-			storage__oneline(PQerrorMessage(s->conn), line,
-					 sizeof line));
+	flowd_error_set(
+	    err, FLOWD_E_UNAVAILABLE, "storage_unavailable", "",
+	    "storage: connect: %s",
+	    storage__oneline(PQerrorMessage(s->conn), line, sizeof line));
 	return NULL;
 }
 
@@ -211,7 +213,7 @@ int storage_reader_logs(struct storage_reader *r, const char *run_id,
 	if (res == NULL)
 		goto out_release;
 	if (PQntuples(res) == 0) {
-		flowd_error_set(err, 404, "not_found", "",
+		flowd_error_set(err, FLOWD_E_NOT_FOUND, "not_found", "",
 				"no log for run %s step %s%s", run_id, step,
 				attempt ? " at that attempt" : " yet");
 		goto out_clear;
@@ -225,8 +227,8 @@ int storage_reader_logs(struct storage_reader *r, const char *run_id,
 			(size_t)PQgetlength(res, 0, 1), "truncated",
 			PQgetvalue(res, 0, 2)[0] == 't');
 	if (obj == NULL) {
-		flowd_error_set(err, 503, "storage_unavailable", "",
-				"storage: log row could not be encoded");
+		flowd_error_set(err, FLOWD_E_UNAVAILABLE, "storage_unavailable",
+				"", "storage: log row could not be encoded");
 		goto out_clear;
 	}
 	*out = obj;
@@ -314,7 +316,7 @@ static const char runs_sql[] =
 	"  ORDER BY r.id DESC LIMIT $4::bigint) x";
 
 /* Run a statement whose answer is one JSON text in row 0, column 0: 0 and a
- * new *out; 1 when there is no row; -1 with err (503). */
+ * new *out; 1 when there is no row; -1 with err (FLOWD_E_UNAVAILABLE). */
 static int query_json(struct storage_reader *r, const char *sql, int nparams,
 		      const char *const *params, json_t **out,
 		      struct flowd_error *err)
@@ -337,8 +339,8 @@ static int query_json(struct storage_reader *r, const char *sql, int nparams,
 	if (*out == NULL) {
 		log_error("storage: reader: bad json from postgres error=\"%s\"",
 			  jerr.text);
-		flowd_error_set(err, 503, "storage_unavailable", "",
-				"storage: run could not be decoded: %s",
+		flowd_error_set(err, FLOWD_E_UNAVAILABLE, "storage_unavailable",
+				"", "storage: run could not be decoded: %s",
 				jerr.text);
 		goto out_clear;
 	}
@@ -362,7 +364,7 @@ int storage_reader_run(struct storage_reader *r, const char *run_id,
 		return -1;
 	if (rc > 0 || !json_is_object(run)) {
 		json_decref(run);
-		return flowd_error_set(err, 404, "not_found", "",
+		return flowd_error_set(err, FLOWD_E_NOT_FOUND, "not_found", "",
 				       "no run %s", run_id);
 	}
 	*out = run;
@@ -381,7 +383,8 @@ int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
 		return -1;
 	if (rc > 0 || !json_is_array(versions)) {
 		json_decref(versions);
-		return flowd_error_set(err, 503, "storage_unavailable", "",
+		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
+				       "storage_unavailable", "",
 				       "storage: versions query gave no list");
 	}
 	*out = versions;
@@ -416,12 +419,14 @@ int storage_reader_runs(struct storage_reader *r, const char *flow,
 		return -1;
 	if (rc > 0 || !json_is_array(runs)) {
 		json_decref(runs);
-		return flowd_error_set(err, 503, "storage_unavailable", "",
+		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
+				       "storage_unavailable", "",
 				       "storage: runs query gave no list");
 	}
 done:
 	if (runs == NULL)
-		return flowd_error_set(err, 503, "storage_unavailable", "",
+		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
+				       "storage_unavailable", "",
 				       "storage: out of memory");
 	*out = runs;
 	return 0;

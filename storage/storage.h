@@ -106,9 +106,9 @@ void storage_reader_free(struct storage_reader *r);
 
 /* The captured output of one attempt: on success *out is a new object
  * {"run_id","step","attempt","stdout","stderr","truncated"}; attempt 0 means
- * the latest attempt that has a log. Returns 0; or -1
- * with err 404 (code "not_found": no such log row) or 503 (code
- * "storage_unavailable"). */
+ * the latest attempt that has a log. Returns 0; or -1 with err
+ * FLOWD_E_NOT_FOUND (code "not_found": no such log row) or
+ * FLOWD_E_UNAVAILABLE (code "storage_unavailable"). */
 int storage_reader_logs(struct storage_reader *r, const char *run_id,
 			const char *step, int attempt, json_t **out,
 			struct flowd_error *err);
@@ -117,21 +117,24 @@ int storage_reader_logs(struct storage_reader *r, const char *run_id,
  * steps, attempts and flow_versions tables: steps in the spec's order with
  * their depends_on, attempts in order, times as RFC 3339 UTC with
  * milliseconds, "trigger": {"type": "manual"}. On success *out is a new
- * object. Returns 0; or -1 with err 404 ("not_found") or 503. */
+ * object. Returns 0; or -1 with err FLOWD_E_NOT_FOUND ("not_found") or
+ * FLOWD_E_UNAVAILABLE. */
 int storage_reader_run(struct storage_reader *r, const char *run_id,
 		       json_t **out, struct flowd_error *err);
 
 /* Every version of `flow` PostgreSQL holds, oldest first:
  * [{"version", "created_at", "spec"}] (docs/api.md); a new array in *out.
- * Returns 0 or -1 with err (503). The API fills in the specs of old
- * versions the state machine no longer keeps in memory from it. */
+ * Returns 0 or -1 with err (FLOWD_E_UNAVAILABLE). The API fills in the
+ * specs of old versions the state machine no longer keeps in memory from
+ * it. */
 int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
 				 json_t **out, struct flowd_error *err);
 
 /* Run summaries (the run object without "steps"), newest first, whose
  * sequence number (the decimal in the id "r-%012llu") is below
  * `before_seq`, filtered by flow and status when not NULL, at most `limit`.
- * On success *out is a new array. Returns 0 or -1 with err (503). */
+ * On success *out is a new array. Returns 0 or -1 with err
+ * (FLOWD_E_UNAVAILABLE). */
 int storage_reader_runs(struct storage_reader *r, const char *flow,
 			const char *status, uint64_t before_seq,
 			unsigned limit, json_t **out, struct flowd_error *err);

@@ -50,10 +50,10 @@ static int parse(struct parsed *p, const char *method, const char *path,
 	flowd_limits_defaults(&p->lim);
 	if (api__route_match(routes_table, method, path, &p->route, &p->err) !=
 	    0)
-		return p->err.status;
+		return api_http_status(p->err.errc);
 	if (api__route_validate(&p->route, lookup, (void *)query, &p->lim,
 				&p->req, &p->err) != 0)
-		return p->err.status;
+		return api_http_status(p->err.errc);
 	return 0;
 }
 
@@ -596,7 +596,7 @@ static void authorize_by_route_and_role(void **state)
 		api__authorize(API_ROLE_PUBLIC, API_ROLE_PUBLIC, 0, &err), 0);
 	assert_int_equal(
 		api__authorize(API_ROLE_READER, API_ROLE_PUBLIC, 0, &err), -1);
-	assert_int_equal(err.status, 401);
+	assert_int_equal(api_http_status(err.errc), 401);
 	assert_string_equal(err.code, "unauthorized");
 	assert_int_equal(
 		api__authorize(API_ROLE_READER, API_ROLE_READER, 0, &err), 0);
@@ -604,11 +604,11 @@ static void authorize_by_route_and_role(void **state)
 		api__authorize(API_ROLE_READER, API_ROLE_ADMIN, 0, &err), 0);
 	assert_int_equal(
 		api__authorize(API_ROLE_ADMIN, API_ROLE_READER, 0, &err), -1);
-	assert_int_equal(err.status, 403);
+	assert_int_equal(api_http_status(err.errc), 403);
 	assert_string_equal(err.code, "forbidden");
 	assert_int_equal(
 		api__authorize(API_ROLE_ADMIN, API_ROLE_PUBLIC, 0, &err), -1);
-	assert_int_equal(err.status, 401);
+	assert_int_equal(api_http_status(err.errc), 401);
 	assert_int_equal(
 		api__authorize(API_ROLE_ADMIN, API_ROLE_ADMIN, 0, &err), 0);
 }
@@ -661,8 +661,8 @@ static int check_not_before(const char *field, const json_t *v,
 {
 	if (json_integer_value(v) <
 	    json_integer_value(json_object_get(body, "a")))
-		return flowd_error_set(err, 400, "invalid_value", field,
-				       "below a");
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field, "below a");
 	return 0;
 }
 
@@ -713,7 +713,7 @@ static void body_schema_checks_in_order(void **state)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		if (body_check(&row, bad[i].text, &lim, &req, &err) != -1)
 			fail_msg("accepted %s", bad[i].text);
-		assert_int_equal(err.status, 400);
+		assert_int_equal(api_http_status(err.errc), 400);
 		assert_string_equal(err.code, bad[i].code);
 		assert_string_equal(err.field, bad[i].field);
 		if (bad[i].message != NULL)
@@ -817,7 +817,7 @@ static void run_body_rejects_bad_shapes(void **state)
 		struct flowd_error err;
 
 		assert_int_equal(run_body(cases[i].text, &req, &err), -1);
-		assert_int_equal(err.status, 400);
+		assert_int_equal(api_http_status(err.errc), 400);
 		assert_string_equal(err.code, cases[i].code);
 		assert_string_equal(err.field, cases[i].field);
 		assert_null(PARAMS(&req));
@@ -850,9 +850,9 @@ static void route_internal_command_is_an_admin_json_write(void **state)
 	f = p.route.row->role;
 	assert_int_equal(api__authorize(f, API_ROLE_ADMIN, 0, &err), 0);
 	assert_int_equal(api__authorize(f, API_ROLE_READER, 0, &err), -1);
-	assert_int_equal(err.status, 403);
+	assert_int_equal(api_http_status(err.errc), 403);
 	assert_int_equal(api__authorize(f, API_ROLE_PUBLIC, 0, &err), -1);
-	assert_int_equal(err.status, 401);
+	assert_int_equal(api_http_status(err.errc), 401);
 	assert_int_equal(api__authorize(f, API_ROLE_PUBLIC, 1, &err), 0);
 	done(&p);
 
@@ -920,7 +920,7 @@ static void command_body_must_be_a_json_object(void **state)
 	assert_int_equal(api__command_body("{}garbage", 2, &err), 0);
 
 	assert_int_equal(api__command_body(NULL, 0, &err), -1);
-	assert_int_equal(err.status, 400);
+	assert_int_equal(api_http_status(err.errc), 400);
 	assert_string_equal(err.code, "missing_field");
 	assert_string_equal(err.field, "body");
 
@@ -929,7 +929,7 @@ static void command_body_must_be_a_json_object(void **state)
 		assert_int_equal(api__command_body(bad[i].text,
 						   strlen(bad[i].text), &err),
 				 -1);
-		assert_int_equal(err.status, 400);
+		assert_int_equal(api_http_status(err.errc), 400);
 		assert_string_equal(err.code, bad[i].code);
 		assert_string_equal(err.field, bad[i].field);
 	}
@@ -1022,10 +1022,10 @@ static void route_membership_paths_are_admin_writes(void **state)
 				 0);
 		assert_int_equal(api__authorize(f, API_ROLE_READER, 0, &err),
 				 -1);
-		assert_int_equal(err.status, 403);
+		assert_int_equal(api_http_status(err.errc), 403);
 		assert_int_equal(api__authorize(f, API_ROLE_PUBLIC, 0, &err),
 				 -1);
-		assert_int_equal(err.status, 401);
+		assert_int_equal(api_http_status(err.errc), 401);
 		done(&p);
 	}
 
@@ -1302,7 +1302,7 @@ static void member_add_body_rejects_bad_shapes(void **state)
 		if (member_body(MEMBER_ADD, cases[i].text, &req,
 				&err) != -1)
 			fail_msg("accepted %s", cases[i].text);
-		assert_int_equal(err.status, 400);
+		assert_int_equal(api_http_status(err.errc), 400);
 		assert_string_equal(err.code, cases[i].code);
 		assert_string_equal(err.field, cases[i].field);
 		/* nothing is kept on failure */
@@ -1356,7 +1356,7 @@ static void leader_transfer_body_takes_an_optional_id(void **state)
 		if (member_body(LEADER_TRANSFER, bad[i].text, &req,
 				&err) != -1)
 			fail_msg("accepted %s", bad[i].text);
-		assert_int_equal(err.status, 400);
+		assert_int_equal(api_http_status(err.errc), 400);
 		assert_string_equal(err.code, bad[i].code);
 		assert_string_equal(err.field, bad[i].field);
 		api__request_clear(&req);
@@ -1427,7 +1427,7 @@ static void event_and_backfill_bodies(void **state)
 		if (body_check(row_of("POST", bad[i].path), bad[i].text, &lim,
 			       &req, &err) != -1)
 			fail_msg("accepted %s", bad[i].text);
-		assert_int_equal(err.status, bad[i].status);
+		assert_int_equal(api_http_status(err.errc), bad[i].status);
 		assert_string_equal(err.code, bad[i].code);
 		assert_string_equal(err.field, bad[i].field);
 		api__request_clear(&req);
@@ -1455,7 +1455,7 @@ static void route_allow_lists_the_rows_of_a_path(void **state)
 	struct flowd_error err;
 
 	assert_int_equal(api__route_match(table, "PUT", "/a/x", &r, &err), -1);
-	assert_int_equal(err.status, 405);
+	assert_int_equal(api_http_status(err.errc), 405);
 	assert_string_equal(r.allow, "DELETE, GET, HEAD");
 	api__route_close(&r);
 	assert_int_equal(api__route_match(table, "HEAD", "/a/x", &r, &err), 0);
@@ -1463,8 +1463,29 @@ static void route_allow_lists_the_rows_of_a_path(void **state)
 	assert_string_equal(r.raw_flow, "x");
 	api__route_close(&r);
 	assert_int_equal(api__route_match(table, "GET", "/c", &r, &err), -1);
-	assert_int_equal(err.status, 404);
+	assert_int_equal(api_http_status(err.errc), 404);
 	api__route_close(&r);
+}
+
+/* The one place a domain error becomes HTTP: every kind has its status,
+ * and "no error" is never answered as a success. */
+static void http_status_of_every_error_kind(void **state)
+{
+	static const struct {
+		enum flowd_errc errc;
+		int status;
+	} map[] = {
+		{FLOWD_E_INVALID, 400},      {FLOWD_E_UNAUTHORIZED, 401},
+		{FLOWD_E_FORBIDDEN, 403},    {FLOWD_E_NOT_FOUND, 404},
+		{FLOWD_E_METHOD, 405},       {FLOWD_E_CONFLICT, 409},
+		{FLOWD_E_TOO_LARGE, 413},    {FLOWD_E_MEDIA_TYPE, 415},
+		{FLOWD_E_INTERNAL, 500},     {FLOWD_E_UNAVAILABLE, 503},
+		{FLOWD_E_TIMEOUT, 504},      {FLOWD_OK, 500},
+	};
+
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		assert_int_equal(api_http_status(map[i].errc), map[i].status);
+	assert_int_equal(api_http_status((enum flowd_errc)99), 500);
 }
 
 /* The path parameters and the body are freed by the one free path (LSan
@@ -1533,6 +1554,7 @@ int main(void)
 		cmocka_unit_test(member_add_body_rejects_bad_shapes),
 		cmocka_unit_test(leader_transfer_body_takes_an_optional_id),
 		cmocka_unit_test(event_and_backfill_bodies),
+		cmocka_unit_test(http_status_of_every_error_kind),
 		cmocka_unit_test(request_clear_frees_path_parameters_and_body),
 	};
 

@@ -47,9 +47,9 @@ static void error_set_replaces_invalid_bytes(void **state)
 	struct flowd_error e;
 
 	/* GET /v1/cron/preview?expr=%FF%FE+*+*+*+*: cron quotes the field */
-	flowd_error_set(&e, 400, "invalid_query", "expr",
+	flowd_error_set(&e, FLOWD_E_INVALID, "invalid_query", "expr",
 			"field 1 (minute): \"%s\" is not a number", "\xFF\xFE");
-	assert_int_equal(e.status, 400);
+	assert_int_equal(e.errc, FLOWD_E_INVALID);
 	assert_string_equal(e.code, "invalid_query");
 	assert_string_equal(e.field, "expr");
 	assert_string_equal(e.message,
@@ -59,8 +59,8 @@ static void error_set_replaces_invalid_bytes(void **state)
 
 	/* overlong NUL, a surrogate, past U+10FFFF, a lone continuation byte,
 	 * a sequence cut by the end of the string: each byte is one U+FFFD */
-	flowd_error_set(&e, 400, "c", "f\xC0\x80", "%s|%s|%s|%s|%s", "\xC0\x80",
-			"\xED\xA0\x80", "\xF4\x90\x80\x80", "\x80",
+	flowd_error_set(&e, FLOWD_E_INVALID, "c", "f\xC0\x80", "%s|%s|%s|%s|%s",
+			"\xC0\x80", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\x80",
 			"a\xE2\x82");
 	assert_error_encodes(&e);
 	assert_string_equal(e.field, "f\xEF\xBF\xBD\xEF\xBF\xBD");
@@ -68,7 +68,7 @@ static void error_set_replaces_invalid_bytes(void **state)
 
 	/* well-formed text of every length is kept as it is */
 	flowd_error_set(
-	    &e, 400, "c", "k\xC3\xA9", "%s",
+	    &e, FLOWD_E_INVALID, "c", "k\xC3\xA9", "%s",
 	    "\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xF4\x8F\xBF\xBF");
 	assert_string_equal(e.field, "k\xC3\xA9");
 	assert_string_equal(
@@ -76,10 +76,11 @@ static void error_set_replaces_invalid_bytes(void **state)
 	    "\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xF4\x8F\xBF\xBF");
 
 	/* code too, and NULL e is allowed */
-	flowd_error_set(&e, 400, "bad\xFF", NULL, "x");
+	flowd_error_set(&e, FLOWD_E_INVALID, "bad\xFF", NULL, "x");
 	assert_string_equal(e.code, "bad\xEF\xBF\xBD");
 	assert_string_equal(e.field, "");
-	assert_int_equal(flowd_error_set(NULL, 400, "c", "f", "x"), -1);
+	assert_int_equal(flowd_error_set(NULL, FLOWD_E_INVALID, "c", "f", "x"),
+			 -1);
 }
 
 static void error_set_cuts_between_characters(void **state)
@@ -91,12 +92,12 @@ static void error_set_cuts_between_characters(void **state)
 	 * holds 255 bytes, so the character does not fit, not even half */
 	memset(text, 'a', 254);
 	strcpy(text + 254, "\xC3\xA9tail");
-	flowd_error_set(&e, 400, "c", "", "%s", text);
+	flowd_error_set(&e, FLOWD_E_INVALID, "c", "", "%s", text);
 	assert_error_encodes(&e);
 	assert_int_equal(strlen(e.message), 254);
 
 	/* one byte less in front: the character fits, what follows does not */
-	flowd_error_set(&e, 400, "c", "", "%s", text + 1);
+	flowd_error_set(&e, FLOWD_E_INVALID, "c", "", "%s", text + 1);
 	assert_error_encodes(&e);
 	assert_int_equal(strlen(e.message), 255);
 	assert_memory_equal(e.message + 253, "\xC3\xA9", 2);
@@ -104,14 +105,14 @@ static void error_set_cuts_between_characters(void **state)
 	/* a 4-byte character across the end of the field buffer (191 bytes) */
 	memset(text, 'f', 189);
 	strcpy(text + 189, "\xF0\x9F\x98\x80");
-	flowd_error_set(&e, 400, "c", text, "x");
+	flowd_error_set(&e, FLOWD_E_INVALID, "c", text, "x");
 	assert_error_encodes(&e);
 	assert_int_equal(strlen(e.field), 189);
 
 	/* the same in code (47 bytes) */
 	memset(text, 'c', 46);
 	strcpy(text + 46, "\xE2\x82\xAC");
-	flowd_error_set(&e, 400, text, "", "x");
+	flowd_error_set(&e, FLOWD_E_INVALID, text, "", "x");
 	assert_error_encodes(&e);
 	assert_int_equal(strlen(e.code), 46);
 
@@ -119,7 +120,7 @@ static void error_set_cuts_between_characters(void **state)
 	for (size_t i = 0; i + 2 < sizeof text; i += 2)
 		memcpy(text + i, "\xC3\xA9", 2);
 	text[sizeof text - 2] = '\0';
-	flowd_error_set(&e, 400, "c", "", "%s", text);
+	flowd_error_set(&e, FLOWD_E_INVALID, "c", "", "%s", text);
 	assert_error_encodes(&e);
 	assert_int_equal(strlen(e.message), 254);
 }
@@ -129,11 +130,11 @@ static void error_set_may_reuse_its_own_fields(void **state)
 	struct flowd_error e;
 	char outer[sizeof e.field + 32];
 
-	flowd_error_set(&e, 400, "unknown_field", "parameters.x",
+	flowd_error_set(&e, FLOWD_E_INVALID, "unknown_field", "parameters.x",
 			"the flow has no parameter \"x\"");
 	snprintf(outer, sizeof outer, "triggers.schedules[0].%s", e.field);
-	flowd_error_set(&e, e.status, e.code, outer, "%s", e.message);
-	assert_int_equal(e.status, 400);
+	flowd_error_set(&e, e.errc, e.code, outer, "%s", e.message);
+	assert_int_equal(e.errc, FLOWD_E_INVALID);
 	assert_string_equal(e.code, "unknown_field");
 	assert_string_equal(e.field, "triggers.schedules[0].parameters.x");
 	assert_string_equal(e.message, "the flow has no parameter \"x\"");

@@ -144,6 +144,16 @@ static json_t *run_view(struct fx *x, const char *id)
 	return j;
 }
 
+/* A result as the tests read it: the error's kind, else OK or CREATED. */
+enum { OK = 100, CREATED = 101 };
+
+static int outcome(const struct fsm_result *r)
+{
+	if (r->err.errc != FLOWD_OK)
+		return (int)r->err.errc;
+	return r->created ? CREATED : OK;
+}
+
 static struct fsm_result *apply(struct fx *x, char *buf, size_t len)
 {
 	struct fsm_result *r = fsm_apply(&x->f, ++x->index, buf, len);
@@ -234,14 +244,14 @@ static void deploy_is_versioned_and_idempotent(void **state)
 	struct fsm_result *r;
 
 	r = deploy(x, "etl", DIAMOND);
-	assert_int_equal(r->status, 201);
+	assert_int_equal(outcome(r), CREATED);
 	assert_int_equal(r->flow->current, 1);
 	r = deploy(x, "etl", DIAMOND);
-	assert_int_equal(r->status, 200);
+	assert_int_equal(outcome(r), OK);
 	assert_false(r->created);
 	assert_int_equal(r->flow->n_versions, 1);
 	r = deploy(x, "etl", "{\"steps\":[{\"name\":\"a\",\"command\":[\"x\"]}]}");
-	assert_int_equal(r->status, 201);
+	assert_int_equal(outcome(r), CREATED);
 	assert_int_equal(r->flow->current, 2);
 }
 
@@ -253,12 +263,11 @@ static void undeployed_flow_refuses_runs_but_keeps_history(void **state)
 
 	deploy(x, "etl", DIAMOND);
 	assert_int_equal(fsm_cmd_undeploy(1500, "etl", &buf, &len), 0);
-	assert_int_equal(apply(x, buf, len)->status, 200);
+	assert_int_equal(outcome(apply(x, buf, len)), OK);
 	assert_int_equal(fsm_flow_get(&x->f, "etl")->current, 0);
 	assert_int_equal(fsm_flow_get(&x->f, "etl")->n_versions, 1);
-	assert_int_equal(create(x, "etl", "{\"region\":\"eu\"}", NULL)->status,
-			 409);
-	assert_int_equal(create(x, "nope", NULL, NULL)->status, 404);
+	assert_int_equal(outcome(create(x, "etl", "{\"region\":\"eu\"}", NULL)), FLOWD_E_CONFLICT);
+	assert_int_equal(outcome(create(x, "nope", NULL, NULL)), FLOWD_E_NOT_FOUND);
 }
 
 static void diamond_runs_to_success(void **state)
@@ -270,7 +279,7 @@ static void diamond_runs_to_success(void **state)
 	deploy(x, "etl", DIAMOND);
 	node_up(x, 1, 77, 8);
 	res = create(x, "etl", "{\"region\":\"eu\"}", NULL);
-	assert_int_equal(res->status, 201);
+	assert_int_equal(outcome(res), CREATED);
 	r = res->run;
 	assert_int_equal(r->status, FSM_RUN_RUNNING);
 	assert_int_equal(step(r, "a")->status, FSM_STEP_RUNNING);
@@ -368,7 +377,7 @@ static void stale_and_foreign_results_are_ignored(void **state)
 	assert_int_equal(step(r, "a")->status, FSM_STEP_SUCCEEDED);
 	assert_int_equal(x->seen.placed, placed);
 	/* an attempt that does not exist */
-	assert_int_equal(finish(x, r->id, "a", 9, 1, 0, "exited", 1)->status, 404);
+	assert_int_equal(outcome(finish(x, r->id, "a", 9, 1, 0, "exited", 1)), FLOWD_E_NOT_FOUND);
 }
 
 static void node_restart_marks_attempts_lost_and_retries(void **state)
@@ -407,12 +416,12 @@ static void cancel_stops_running_and_cancels_the_rest(void **state)
 	node_up(x, 1, 1, 8);
 	r = create(x, "etl", "{\"region\":\"eu\"}", NULL)->run;
 	assert_int_equal(fsm_cmd_run_cancel(2500, r->id, &buf, &len), 0);
-	assert_int_equal(apply(x, buf, len)->status, 200);
+	assert_int_equal(outcome(apply(x, buf, len)), OK);
 	assert_int_equal(r->status, FSM_RUN_CANCELLED);
 	assert_int_equal(x->seen.stopped, 1);
 	assert_int_equal(step(r, "b")->status, FSM_STEP_CANCELLED);
 	assert_int_equal(fsm_cmd_run_cancel(2600, r->id, &buf, &len), 0);
-	assert_int_equal(apply(x, buf, len)->status, 409);
+	assert_int_equal(outcome(apply(x, buf, len)), FLOWD_E_CONFLICT);
 	finish(x, r->id, "a", 1, 1, -1, "stopped", 2700);
 	assert_int_equal(step(r, "a")->attempts[0].status, FSM_ATTEMPT_CANCELLED);
 	assert_int_equal(r->status, FSM_RUN_CANCELLED);
@@ -426,15 +435,15 @@ static void idempotency_key_returns_the_same_run(void **state)
 
 	deploy(x, "etl", DIAMOND);
 	a = create(x, "etl", "{\"region\":\"eu\"}", "k1");
-	assert_int_equal(a->status, 201);
+	assert_int_equal(outcome(a), CREATED);
 	strcpy(id, a->run->id);
 	b = create(x, "etl", "{\"region\":\"us\"}", "k1");
-	assert_int_equal(b->status, 200);
+	assert_int_equal(outcome(b), OK);
 	assert_string_equal(b->run->id, id);
 	assert_int_equal(x->f.n_runs, 1);
 	/* the same key on another flow is another run */
 	deploy(x, "other", DIAMOND);
-	assert_int_equal(create(x, "other", "{\"region\":\"eu\"}", "k1")->status, 201);
+	assert_int_equal(outcome(create(x, "other", "{\"region\":\"eu\"}", "k1")), CREATED);
 }
 
 static void bad_parameters_are_a_result_not_a_failure(void **state)
@@ -444,14 +453,14 @@ static void bad_parameters_are_a_result_not_a_failure(void **state)
 
 	deploy(x, "etl", DIAMOND);
 	r = create(x, "etl", "{}", NULL);
-	assert_int_equal(r->status, 400);
+	assert_int_equal(outcome(r), FLOWD_E_INVALID);
 	assert_string_equal(r->err.field, "parameters.region");
 	r = create(x, "etl", "{\"region\":\"eu\",\"zzz\":1}", NULL);
-	assert_int_equal(r->status, 400);
+	assert_int_equal(outcome(r), FLOWD_E_INVALID);
 	assert_int_equal(x->f.n_runs, 0);
 	/* garbage is ignored */
 	char *junk = strdup("{not json");
-	assert_int_equal(apply(x, junk, strlen(junk))->status, 400);
+	assert_int_equal(outcome(apply(x, junk, strlen(junk))), FLOWD_E_INVALID);
 }
 
 static void capacity_queues_ready_steps_in_order(void **state)
@@ -698,7 +707,7 @@ static void settled_runs_beyond_retain_leave_memory_oldest_first(void **state)
 
 	/* an idempotency key of an evicted run still names it */
 	struct fsm_result *r = create_retain(x, "one", "k0", 2);
-	assert_int_equal(r->status, 200);
+	assert_int_equal(outcome(r), OK);
 	assert_null(r->run);
 	assert_string_equal(r->run_id, ids[0]);
 
@@ -762,15 +771,15 @@ static void idempotency_keys_have_a_retention(void **state)
 	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
 	node_up(x, 1, 1, 100);
 	r = create_keyed(x, "a", 10000, 0, 3, 60);
-	assert_int_equal(r->status, 201);
+	assert_int_equal(outcome(r), CREATED);
 	snprintf(first, sizeof first, "%s", r->run->id);
 	/* within the retention: the same run */
 	r = create_keyed(x, "a", 69000, 0, 3, 60);
-	assert_int_equal(r->status, 200);
+	assert_int_equal(outcome(r), OK);
 	assert_string_equal(r->run_id, first);
 	/* 61 s later the key is gone: a new run */
 	r = create_keyed(x, "a", 71000, 0, 3, 60);
-	assert_int_equal(r->status, 201);
+	assert_int_equal(outcome(r), CREATED);
 	assert_string_not_equal(r->run->id, first);
 	/* at most three keys: b, c, d push "a" out */
 	create_keyed(x, "b", 72000, 0, 3, 60);
@@ -945,14 +954,14 @@ static void a_removed_node_takes_no_work_until_admitted(void **state)
 	assert_int_equal(fsm_cmd_node_alive(5100, 1, 11, &buf, &len), 0);
 	apply(x, buf, len);
 	assert_false(x->f.nodes[0].live);
-	assert_int_equal(node_up(x, 1, 12, 4)->status, 409);
+	assert_int_equal(outcome(node_up(x, 1, 12, 4)), FLOWD_E_CONFLICT);
 	assert_false(x->f.nodes[0].live);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(create(x, "one", NULL, NULL)->run->steps[0].attempts[0].node, 2);
 	/* admitted again, it registers and takes work */
 	assert_int_equal(fsm_cmd_node_remove(6000, 1, true, &buf, &len), 0);
 	apply(x, buf, len);
-	assert_int_equal(node_up(x, 1, 13, 4)->status, 200);
+	assert_int_equal(outcome(node_up(x, 1, 13, 4)), OK);
 	assert_true(x->f.nodes[0].live);
 	assert_int_equal(create(x, "one", NULL, NULL)->run->steps[0].attempts[0].node, 1);
 }
@@ -1054,7 +1063,7 @@ static void pause_records_ticks_as_skipped(void **state)
 	deploy(x, "tick", TICKING);
 	key = sched0(x, "tick")->key;
 	assert_int_equal(fsm_cmd_pause(1500, "tick", true, &buf, &len), 0);
-	assert_int_equal(apply(x, buf, len)->status, 200);
+	assert_int_equal(outcome(apply(x, buf, len)), OK);
 	runs = x->f.n_runs;
 	fire(x, "tick", key, 1, 2, 0, true);
 	assert_int_equal(x->f.n_runs, runs);
@@ -1065,7 +1074,7 @@ static void pause_records_ticks_as_skipped(void **state)
 	fire(x, "tick", key, 2, 3, 0, true);
 	assert_int_equal(x->f.n_runs, runs + 1);
 	assert_int_equal(fsm_cmd_pause(2500, "nope", true, &buf, &len), 0);
-	assert_int_equal(apply(x, buf, len)->status, 404);
+	assert_int_equal(outcome(apply(x, buf, len)), FLOWD_E_NOT_FOUND);
 }
 
 /* The paused flag of every flow, paused or not, is among the rows written
@@ -1143,14 +1152,14 @@ static void events_are_deduplicated_by_id(void **state)
 	       "\"filter\":{\"k\":1}}]}}");
 	runs = x->f.n_runs;
 	r = event(x, "go", "a", "{\"k\":1,\"region\":\"eu\",\"x\":2}");
-	assert_int_equal(r->status, 201);
+	assert_int_equal(outcome(r), CREATED);
 	first = json_deep_copy(json_object_get(r->body, "runs"));
 	assert_int_equal(json_array_size(first), 1);
 	assert_int_equal(x->f.n_runs, runs + 1);
 	assert_string_equal(json_string_value(json_object_get(
 		fsm_run_at(&x->f, x->f.n_runs)->params, "region")), "eu");
 	r = event(x, "go", "a", "{\"k\":1}");
-	assert_int_equal(r->status, 200);
+	assert_int_equal(outcome(r), OK);
 	assert_true(json_is_true(json_object_get(r->body, "duplicate")));
 	assert_true(json_equal(json_object_get(r->body, "runs"), first));
 	assert_int_equal(x->f.n_runs, runs + 1);
@@ -1273,7 +1282,7 @@ static void trigger_state_survives_snapshot_and_restore(void **state)
 					       10, &buf, &len), 0);
 		r = fsm_apply(&g, 1000, buf, len);
 		free(buf);
-		assert_int_equal(r->status, 200);
+		assert_int_equal(outcome(r), OK);
 		assert_int_equal(fsm_cmd_event(5000, "r", "4", NULL, 3600, 100,
 					       10, &buf, &len), 0);
 		r = fsm_apply(&g, 1001, buf, len);
@@ -1320,7 +1329,7 @@ static void a_batch_applies_its_commands_in_order(void **state)
 		size_t olen;
 
 		assert_int_equal(fsm_cmd_batch(4001, two, lens, 2, &outer, &olen), 0);
-		assert_int_equal(apply(x, outer, olen)->status, 200); /* the nop */
+		assert_int_equal(outcome(apply(x, outer, olen)), OK); /* the nop */
 	}
 	free(buf);
 	free(t[0]);

@@ -52,7 +52,7 @@ static struct flow_spec *parse_ok_lim(const char *text,
 	rc = spec_parse(doc, lim, &spec, &err);
 	json_decref(doc);
 	if (rc != 0)
-		fail_msg("parse failed: %d %s %s: %s", err.status, err.code,
+		fail_msg("parse failed: %d %s %s: %s", (int)err.errc, err.code,
 			 err.field, err.message);
 	assert_non_null(spec);
 	return spec;
@@ -66,11 +66,11 @@ static struct flow_spec *parse_ok(const char *text)
 	return parse_ok_lim(text, &lim);
 }
 
-/* Parse `text`, which must fail, and check status, code and field. Returns
+/* Parse `text`, which must fail, and check errc, code and field. Returns
  * the error so a test can look at the message. */
 static struct flowd_error parse_fail_lim(const char *text,
 					 const struct flowd_limits *lim,
-					 int status, const char *code,
+					 enum flowd_errc errc, const char *code,
 					 const char *field)
 {
 	struct flowd_error err;
@@ -85,7 +85,7 @@ static struct flowd_error parse_fail_lim(const char *text,
 		spec_free(spec);
 	assert_int_equal(rc, -1);
 	assert_null(spec);
-	assert_int_equal(err.status, status);
+	assert_int_equal(err.errc, errc);
 	assert_string_equal(err.code, code);
 	assert_string_equal(err.field, field);
 	assert_true(err.message[0] != '\0');
@@ -98,7 +98,7 @@ static struct flowd_error parse_fail(const char *text, const char *code,
 	struct flowd_limits lim;
 
 	flowd_limits_defaults(&lim);
-	return parse_fail_lim(text, &lim, 400, code, field);
+	return parse_fail_lim(text, &lim, FLOWD_E_INVALID, code, field);
 }
 
 /* One-step spec with `extra` spliced into the step object. */
@@ -529,7 +529,7 @@ static void long_chain_and_long_ring(void **state)
 					i ? ", " : "", i, i ? i - 1 : n - 1);
 	snprintf(text + off, cap - off, "]}");
 	flowd_limits_defaults(&lim);
-	err = parse_fail_lim(text, &lim, 400, "cycle", "steps[0].depends_on");
+	err = parse_fail_lim(text, &lim, FLOWD_E_INVALID, "cycle", "steps[0].depends_on");
 	assert_non_null(strstr(err.message, "step_0 -> step_255"));
 
 	/* break the ring: step_0 depends on nothing */
@@ -550,15 +550,15 @@ static void strings_over_limit_are_too_long(void **state)
 	flowd_limits_defaults(&lim);
 	lim.max_string_bytes = 8;
 	parse_fail_lim("{\"description\": \"123456789\", \"steps\": []}", &lim,
-		       400, "too_long", "description");
+		       FLOWD_E_INVALID, "too_long", "description");
 	parse_fail_lim("{\"parameters\": {\"p\": {\"type\": \"json\", "
 		       "\"default\": {\"k\": [\"123456789\"]}}}, "
 		       "\"steps\": []}",
-		       &lim, 400, "too_long", "parameters.p.default");
+		       &lim, FLOWD_E_INVALID, "too_long", "parameters.p.default");
 	step_spec(buf, sizeof buf, ", \"env\": {\"K\": \"123456789\"}");
-	parse_fail_lim(buf, &lim, 400, "too_long", "steps[0].env.K");
+	parse_fail_lim(buf, &lim, FLOWD_E_INVALID, "too_long", "steps[0].env.K");
 	parse_fail_lim("{\"steps\": [{\"name\": \"a\", \"command\": "
-		       "[\"echo\", \"123456789\"]}]}", &lim, 400, "too_long",
+		       "[\"echo\", \"123456789\"]}]}", &lim, FLOWD_E_INVALID, "too_long",
 		       "steps[0].command[1]");
 }
 
@@ -574,7 +574,7 @@ static void too_many_steps(void **state)
 	spec = parse_ok_lim(two, &lim);
 	spec_free(spec);
 	lim.max_steps_per_flow = 1;
-	parse_fail_lim(two, &lim, 400, "invalid_value", "steps");
+	parse_fail_lim(two, &lim, FLOWD_E_INVALID, "invalid_value", "steps");
 }
 
 static void other_count_limits(void **state)
@@ -589,14 +589,14 @@ static void other_count_limits(void **state)
 	lim.max_deps_per_step = 1;
 	parse_fail_lim("{\"parameters\": {\"a\": {\"type\": \"int\"}, "
 		       "\"b\": {\"type\": \"int\"}}, \"steps\": []}", &lim,
-		       400, "invalid_value", "parameters");
+		       FLOWD_E_INVALID, "invalid_value", "parameters");
 	step_spec(buf, sizeof buf, ", \"env\": {\"A\": \"1\", \"B\": \"2\"}");
-	parse_fail_lim(buf, &lim, 400, "invalid_value", "steps[0].env");
+	parse_fail_lim(buf, &lim, FLOWD_E_INVALID, "invalid_value", "steps[0].env");
 	parse_fail_lim("{\"steps\": [{\"name\": \"a\", \"command\": "
-		       "[\"a\", \"b\", \"c\"]}]}", &lim, 400, "invalid_value",
+		       "[\"a\", \"b\", \"c\"]}]}", &lim, FLOWD_E_INVALID, "invalid_value",
 		       "steps[0].command");
 	parse_fail_lim("{\"steps\": [{\"name\": \"a\", \"shell\": \"x\", "
-		       "\"depends_on\": [\"b\", \"c\"]}]}", &lim, 400,
+		       "\"depends_on\": [\"b\", \"c\"]}]}", &lim, FLOWD_E_INVALID,
 		       "invalid_value", "steps[0].depends_on");
 }
 
@@ -614,7 +614,7 @@ static void oversize_spec_is_413(void **state)
 	spec = parse_ok_lim(text, &lim);
 	spec_free(spec);
 	lim.max_spec_bytes = size - 1;
-	parse_fail_lim(text, &lim, 413, "too_large", "");
+	parse_fail_lim(text, &lim, FLOWD_E_TOO_LARGE, "too_large", "");
 }
 
 static void first_error_in_document_order_wins(void **state)
@@ -676,7 +676,7 @@ static void resolve_fail_lim(const struct flow_spec *spec, const char *given,
 	json_decref(out);
 	assert_int_equal(rc, -1);
 	assert_null(out);
-	assert_int_equal(err.status, 400);
+	assert_int_equal(err.errc, FLOWD_E_INVALID);
 	assert_string_equal(err.code, code);
 	assert_string_equal(err.field, field);
 }
@@ -860,7 +860,7 @@ static void trigger_rejections_name_the_field(void **state)
 	lim.max_triggers_per_flow = 2;
 	parse_fail_lim(TRIG("{\"schedules\":[{\"cron\":\"@daily\"}],"
 			    "\"on_finish\":[{\"flow\":\"a\"},{\"flow\":\"b\"}]}"),
-		       &lim, 400, "invalid_value", "triggers.on_finish");
+		       &lim, FLOWD_E_INVALID, "invalid_value", "triggers.on_finish");
 }
 
 static void jitter_must_be_shorter_than_the_period(void **state)

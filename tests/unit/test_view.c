@@ -70,7 +70,7 @@ static void deploy(struct fx *x, const char *flow)
 
 	assert_int_equal(fsm_cmd_deploy(1000, flow, doc, &buf, &len), 0);
 	json_decref(doc);
-	assert_int_equal(apply(x, buf, len)->status / 100, 2);
+	assert_int_equal(apply(x, buf, len)->err.errc, FLOWD_OK);
 }
 
 static void node_up(struct fx *x, unsigned cap)
