@@ -22,6 +22,8 @@
 #   SKIP_BUILD=0 DRAIN_TIMEOUT=120 READY_TIMEOUT=60
 #   NODE_ARGS="..."   extra flowd arguments for every node (e.g.
 #                     "--limits.max_parallel_tasks=1" or "--executor.step_nice=10")
+#   FLOWD_NICE=-10    the nodes' nice value, as the systemd unit's Nice=-10
+#                     gives them (0 when not root)
 #   BUILD=build  FLOWD_BIN=$BUILD/flowd  LOADGEN=$BUILD/loadgen  PYTHON=/usr/bin/python3
 #   API_PORT=8800 RAFT_PORT=8803 PG_PORT=8806
 set -euo pipefail
@@ -29,6 +31,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 REPEAT=${REPEAT:-3}
+if [ "$(id -u)" = 0 ]; then FLOWD_NICE=${FLOWD_NICE:--10}; else FLOWD_NICE=${FLOWD_NICE:-0}; fi
 DURATION=${DURATION:-30}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
