@@ -223,7 +223,9 @@ struct api_request {
 
 	/* The response. */
 	int status;
-	char *resp_body;       /* owned, JSON text */
+	char *resp_body;       /* owned, JSON text (or resp_type's) */
+	const char *resp_type; /* static Content-Type of resp_body on success
+	                        * (2xx); NULL: application/json */
 	unsigned retry_after;  /* seconds, 0 = no Retry-After header */
 	void *backend_data;    /* for the backend's use */
 
@@ -315,9 +317,14 @@ struct api_config {
 	unsigned connection_timeout_s;/* idle connection timeout, default 60 */
 	int thread_nice;              /* the HTTP threads are made this much
 	                               * nicer than the loop (Linux: per thread) */
+	struct metrics *metrics;      /* borrowed, may be NULL: the server
+	                               * counts requests by route and status
+	                               * and their latency in it
+	                               * (flowd_http_*) */
 };
 
 struct api_server;
+struct metrics;
 
 /* Start listening. The route table is checked first (a row with neither or
  * both of read and submit, an unknown placeholder: -1 naming the row).

@@ -88,10 +88,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/route.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/thread.h"
 #include "core/view.h"
 #include "storage/storage.h"
@@ -100,6 +102,14 @@
 #define DEFAULT_CONNECTION_LIMIT 1024
 #define DEFAULT_CONNECTION_TIMEOUT_S 60
 #define BODY_INITIAL_CAP 4096
+
+static const char *const known_methods[] = {
+	"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", NULL};
+
+/* Latency buckets (seconds): 0.5 ms to 10 s. */
+static const double http_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+				      0.025,  0.05,  0.1,    0.25,  0.5,
+				      1,      2.5,   5,      10};
 
 static const char internal_error_body[] =
 	"{\"error\":{\"code\":\"internal\",\"message\":\"no response\"}}";
@@ -126,6 +136,7 @@ struct request {
 			    * to req.raw_body on submit */
 	size_t body_len;
 	size_t body_cap;
+	struct timespec t0; /* when the request line arrived */
 };
 
 struct api_server {
@@ -133,6 +144,7 @@ struct api_server {
 	struct api_backend backend;
 	const struct api_route *routes; /* borrowed */
 	struct storage_reader *reader; /* borrowed */
+	struct metrics_family *http_requests, *http_seconds; /* or NULL */
 	struct view_store *views;      /* borrowed */
 	struct flowd_limits limits;
 	char **admin_tokens;  /* owned, NULL-terminated */
@@ -248,6 +260,33 @@ static void fail(struct request *r, const struct flowd_error *err)
 	r->failed = 1;
 }
 
+/* flowd_http_requests_total and flowd_http_request_duration_seconds: by
+ * the route's template (a path no row matches is "unmatched"), so the
+ * label sets are bounded by the route table. */
+static void count_request(struct request *r, int status)
+{
+	struct api_server *s = r->server;
+	const struct api_route *row = r->route.row;
+	const char *method = row != NULL ? row->method : "other";
+	const char *route = row != NULL ? row->path : "unmatched";
+	char code[8];
+	struct timespec t1;
+
+	if (s->http_requests == NULL)
+		return;
+	if (row == NULL && r->method != NULL)
+		for (const char *const *m = known_methods; *m != NULL; m++)
+			if (strcmp(r->method, *m) == 0)
+				method = *m;
+	snprintf(code, sizeof code, "%d", status);
+	const char *v[] = {method, route, code};
+	metrics_inc(metrics_series(s->http_requests, v), 1);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	metrics_observe(metrics_series2(s->http_seconds, method, route),
+			(double)(t1.tv_sec - r->t0.tv_sec) +
+				(double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9);
+}
+
 /* Queue the response held in r->req. Called on the worker, only when MHD
  * allows it (first call or *upload_data_size == 0). */
 static enum MHD_Result answer(struct request *r)
@@ -277,7 +316,10 @@ static enum MHD_Result answer(struct request *r)
 	if (resp == NULL)
 		goto done;
 	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-				    "application/json") != MHD_YES)
+				    status >= 200 && status < 300 &&
+						    req->resp_type != NULL
+					    ? req->resp_type
+					    : "application/json") != MHD_YES)
 		goto destroy;
 	if (status == 405 && r->route.allow[0] != '\0' &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
@@ -301,6 +343,7 @@ destroy:
 done:
 	log_debug("api: answered method=%s path=%s status=%d",
 		  or_dash(r->method), or_dash(r->url), status);
+	count_request(r, status);
 	return ret;
 }
 
@@ -326,6 +369,7 @@ static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 	r->req.priv = r;
 	r->server = cls;
 	r->conn = conn;
+	clock_gettime(CLOCK_MONOTONIC, &r->t0);
 	atomic_init(&r->state, STATE_READING);
 	return r;
 }
@@ -980,6 +1024,24 @@ int api_server_start(const struct api_config *cfg,
 	s->reader = reader;
 	s->views = views;
 	s->thread_nice = cfg->thread_nice;
+	if (cfg->metrics != NULL) {
+		const char *l3[] = {"method", "route", "code", NULL};
+		const char *l2[] = {"method", "route", NULL};
+		s->http_requests = metrics_family_new(
+			cfg->metrics, "flowd_http_requests_total",
+			"HTTP requests answered, by route template and status.",
+			METRICS_COUNTER, l3, NULL, 0, 4096);
+		s->http_seconds = metrics_family_new(
+			cfg->metrics, "flowd_http_request_duration_seconds",
+			"Time from the request line to the answer queued, by "
+			"route template.",
+			METRICS_HISTOGRAM, l2, http_buckets,
+			sizeof http_buckets / sizeof http_buckets[0], 1024);
+		if (s->http_requests == NULL || s->http_seconds == NULL) {
+			snprintf(errmsg, errlen, "api: out of memory");
+			goto err_tokens;
+		}
+	}
 
 	s->daemon = MHD_start_daemon(
 		flags, ntohs(s->addr.sin_port), NULL, NULL, access_cb, s,

@@ -77,6 +77,10 @@ struct consensus_config {
 	unsigned snapshot_threshold;
 	unsigned snapshot_trailing;
 	int pre_vote;
+	/* Called on the loop when a proposal completes (committed and
+	 * applied, or failed), with the seconds it took; may be NULL. */
+	void (*proposed)(void *arg, double seconds);
+	void *proposed_arg;
 };
 
 struct consensus;

@@ -55,6 +55,8 @@ struct consensus {
 	unsigned handles_open;          /* own uv handles not yet closed */
 
 	/* Requests. */
+	void (*proposed)(void *arg, double seconds);
+	void *proposed_arg;
 	unsigned inflight;              /* raft_apply/raft_barrier pending */
 	unsigned live_requests;         /* request structs not yet freed */
 

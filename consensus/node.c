@@ -236,6 +236,8 @@ static void apply_settings(struct consensus *c,
 	if (cfg->snapshot_trailing != 0)
 		raft_set_snapshot_trailing(&c->raft, cfg->snapshot_trailing);
 	raft_set_pre_vote(&c->raft, cfg->pre_vote != 0);
+	c->proposed = cfg->proposed;
+	c->proposed_arg = cfg->proposed_arg;
 }
 
 /* ---------------------------------------------------------------- roles */

@@ -39,6 +39,7 @@ struct request {
 	} raft;                    /* raft.apply.data == this */
 	struct consensus__pending p;
 	const char *what;          /* "propose" or "barrier", for logs */
+	uint64_t t0;               /* uv_hrtime() when proposed */
 };
 
 static int map_status(struct consensus *c, int status, const char *what)
@@ -77,6 +78,9 @@ static void request_done(struct request *req, int status, void *result)
 
 	c->inflight--;
 	code = map_status(c, status, req->what);
+	if (c->proposed != NULL && req->what[0] == 'p')
+		c->proposed(c->proposed_arg,
+			    (double)(uv_hrtime() - req->t0) / 1e9);
 	if (!consensus__pending_report(&req->p, code,
 				       (uint64_t)req->raft.apply.index,
 				       code == CONSENSUS_OK ? result : NULL))
@@ -106,6 +110,7 @@ static struct request *request_new(struct consensus *c, consensus_done_cb cb,
 	consensus__pending_init(&req->p, c, cb, arg, req);
 	req->what = what;
 	req->raft.apply.data = req;
+	req->t0 = uv_hrtime();
 	return req;
 }
 

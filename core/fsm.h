@@ -221,6 +221,35 @@ struct fsm_node {
 	char api_address[64];       /* where its REST API listens ("" if unknown) */
 };
 
+/* What happened in an entry, for counters (metrics): reported once per
+ * event by the node applying it (every node applies every entry). */
+enum fsm_count_kind {
+	FSM_COUNT_RUN_CREATED,      /* run */
+	FSM_COUNT_RUN_ENDED,        /* run: status, created_ms, finished_ms */
+	FSM_COUNT_ATTEMPT_ENDED,    /* run, step, attempt: its final status
+				     * (a timeout: FAILED with reason
+				     * "timeout") */
+	FSM_COUNT_RETRY,            /* run, step: a failed attempt is retried */
+	FSM_COUNT_TICK,             /* flow, schedule, outcome, n, nominal_s,
+				     * ts_ms: a schedule's tick decided */
+	FSM_COUNT_EVENT,            /* event, duplicate: an event posted */
+};
+
+struct fsm_count {
+	enum fsm_count_kind kind;
+	const struct fsm_run *run;
+	const struct fsm_step *step;
+	const struct fsm_attempt *attempt;
+	const struct fsm_flow *flow;
+	int schedule;               /* index in the flow's current spec */
+	enum fsm_fire_outcome outcome;
+	uint64_t n;                 /* ticks: how many (missed come in bulk) */
+	int64_t nominal_s;          /* ticks: the tick's nominal time */
+	int64_t ts_ms;              /* the entry's time */
+	const char *event;          /* events: its name */
+	bool duplicate;             /* events: an id seen before */
+};
+
 /* Reports upward, called inside apply on the loop thread; must not block. */
 struct fsm_hooks {
 	void *arg;
@@ -236,6 +265,8 @@ struct fsm_hooks {
 	/* A flow's schedules changed (deployed, undeployed, paused, a tick
 	 * decided): the leader's scheduler looks again. */
 	void (*schedules_changed)(void *arg, struct fsm_flow *fl);
+	/* Something countable happened (may be NULL). */
+	void (*count)(void *arg, const struct fsm_count *c);
 };
 
 /* The outcome of one applied command, valid until the next apply. */
@@ -275,11 +306,14 @@ struct fsm {
 	 * memory (fsm_run_at). */
 	struct fsm_run **run_list;
 	uint64_t run_lo;
+	size_t run_empty;           /* run_list[0..run_empty) are known NULL
+	                             * (fsm__run_list_trim resumes there) */
 	size_t n_runs, cap_runs;    /* n_runs: the highest seq made */
 	uint64_t next_seq;
 	struct fsm_node *nodes;     /* owned array sorted by id */
 	unsigned n_nodes;
 	struct fsm_step *ready_head, *ready_tail; /* READY steps, FIFO */
+	size_t n_ready;             /* how many */
 	struct fsm_step *waiting;   /* RETRY_WAIT steps (unordered) */
 	uint64_t applied_index;
 	struct fsm_hooks hooks;

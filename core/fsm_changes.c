@@ -78,6 +78,14 @@ void fsm_view_taken(struct fsm *f)
 	f->view_reset = false;
 }
 
+void fsm__count(struct apply_ctx *c, struct fsm_count *what)
+{
+	if (c->f->hooks.count == NULL)
+		return;
+	what->ts_ms = c->ts;
+	c->f->hooks.count(c->f->hooks.arg, what);
+}
+
 void fsm__run_touch(struct apply_ctx *c, struct fsm_run *r)
 {
 	struct fsm *f = c->f;

@@ -30,6 +30,10 @@ void fsm__step_touch(struct apply_ctx *c, struct fsm_step *s);
  * copies it again after this batch. */
 void fsm__flow_touch(struct fsm *f, struct fsm_flow *fl);
 
+/* Report something countable (f->hooks.count, if set); `what` is filled
+ * with the entry's time. */
+void fsm__count(struct apply_ctx *c, struct fsm_count *what);
+
 /* A run left memory: the read view drops it. */
 void fsm__view_drop(struct fsm *f, struct fsm_run *r);
 

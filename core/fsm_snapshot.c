@@ -607,6 +607,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	f->run_list = NULL;
 	f->n_runs = f->cap_runs = 0;
 	f->run_lo = 1;
+	f->run_empty = 0;
 	f->view_seqs = NULL; /* the kept state's lists stay with it */
 	f->view_flows = NULL;
 	f->n_view_seqs = f->cap_view_seqs = 0;
@@ -614,6 +615,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 	f->nodes = NULL;
 	f->n_nodes = 0;
 	f->ready_head = f->ready_tail = NULL;
+	f->n_ready = 0;
 	f->waiting = NULL;
 	f->settled_head = f->settled_tail = NULL;
 	f->n_settled = 0;
@@ -699,6 +701,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		f->trigger_index_stale = true;
 		f->run_list = fresh.run_list;
 		f->run_lo = fresh.run_lo;
+		f->run_empty = fresh.run_empty;
 		f->n_runs = fresh.n_runs;
 		f->cap_runs = fresh.cap_runs;
 		f->idem_max = fresh.idem_max;
@@ -707,6 +710,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len)
 		f->n_nodes = fresh.n_nodes;
 		f->ready_head = fresh.ready_head;
 		f->ready_tail = fresh.ready_tail;
+		f->n_ready = fresh.n_ready;
 		f->waiting = fresh.waiting;
 		f->settled_head = fresh.settled_head;
 		f->settled_tail = fresh.settled_tail;

@@ -52,6 +52,7 @@ void fsm__state_clear(struct fsm *f)
 	f->run_list = NULL;
 	f->n_runs = f->cap_runs = 0;
 	f->run_lo = 1;
+	f->run_empty = 0;
 	for (size_t i = 0; i < f->flows.n_buckets; i++)
 		for (struct map_entry *e = f->flows.buckets[i]; e; e = e->next)
 			fsm__flow_free(e->value);
@@ -64,6 +65,7 @@ void fsm__state_clear(struct fsm *f)
 	f->nodes = NULL;
 	f->n_nodes = 0;
 	f->ready_head = f->ready_tail = NULL;
+	f->n_ready = 0;
 	f->waiting = NULL;
 	f->next_seq = 1;
 	fsm__events_clear(f);

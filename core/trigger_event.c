@@ -229,6 +229,9 @@ void fsm__apply_event(struct apply_ctx *c, json_t *cmd)
 	}
 	event_forget_old(f, c->ts, (int64_t)dedupe_s * 1000, keep ? keep : 1);
 	seen = map_get(&f->events, id);
+	fsm__count(c, &(struct fsm_count){.kind = FSM_COUNT_EVENT,
+					  .event = name,
+					  .duplicate = seen != NULL});
 	if (seen != NULL) {
 		f->result.body = json_deep_copy(seen->result);
 		json_object_set_new(f->result.body, "duplicate", json_true());

@@ -86,6 +86,10 @@ static void fire_record(struct apply_ctx *c, struct fsm_flow *fl, int sched,
 	/* A restore could not rebuild this row: the next snapshot waits until
 	 * PostgreSQL has it (as for task logs). */
 	c->f->pending_history = true;
+	fsm__count(c, &(struct fsm_count){.kind = FSM_COUNT_TICK,
+					  .flow = fl, .schedule = sched,
+					  .outcome = outcome, .n = count,
+					  .nominal_s = nominal, .run = run});
 	fsm__rows_fire(c->f, fl, sched, nominal, c->ts, outcome, count, run_id,
 		       reason);
 }

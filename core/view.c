@@ -1336,6 +1336,46 @@ char *view_schedule_text(const struct view *v, const char *name,
 			      fl->paused, "schedules", arr));
 }
 
+size_t view_schedules_each(const struct view *v, int64_t now_s, size_t max,
+			   void (*cb)(void *arg,
+				      const struct view_schedule_info *in),
+			   void *arg)
+{
+	size_t done = 0, left = 0;
+
+	for (size_t i = 0; i < v->n_flows; i++) {
+		const struct vflow *fl =
+			item_at(v->flow_chunks, 0, v->n_flow_chunks, i);
+		if (fl == NULL || fl->current == 0)
+			continue;
+		const struct flow_spec *spec = vflow_spec(fl);
+		for (unsigned k = 0; k < fl->n_sched && k < spec->n_schedules;
+		     k++) {
+			if (done == max) {
+				left++;
+				continue;
+			}
+			const struct spec_schedule *sc = &spec->schedules[k];
+			int64_t c = fl->sched[k].cursor;
+			int64_t t = c > now_s - 1 ? c : now_s - 1, next = 0;
+			if (!cron_next(&sc->cron, sc->tz, sc->dst_missing,
+				       sc->dst_repeated, t, &next))
+				next = 0;
+			struct view_schedule_info in = {
+				.flow = fl->name,
+				.index = k,
+				.expr = sc->expr,
+				.paused = fl->paused,
+				.counts = fl->sched[k].counts,
+				.next_s = next,
+			};
+			cb(arg, &in);
+			done++;
+		}
+	}
+	return left;
+}
+
 static const char *text_or(const struct view *v, enum view_text which,
 			   const char *dflt)
 {
@@ -1355,9 +1395,10 @@ char *view_cluster_text(const struct view *v)
 	snprintf(num, sizeof num,
 		 ",\"term\":%" PRIu64 ",\"commit_index\":%" PRIu64
 		 ",\"applied_index\":%" PRIu64 ",\"db_applied_index\":%" PRIu64
-		 ",\"db_backlog\":%" PRIu64 ",\"db_connected\":%s,\"members\":",
+		 ",\"db_backlog\":%" PRIu64 ",\"db_backlog_ms\":%" PRId64
+		 ",\"db_connected\":%s,\"members\":",
 		 cl->term, cl->commit_index, cl->applied_index,
-		 cl->db_applied_index, cl->db_backlog,
+		 cl->db_applied_index, cl->db_backlog, cl->db_backlog_ms,
 		 cl->db_connected ? "true" : "false");
 	buf_str(&b, num);
 	buf_str(&b, text_or(v, VIEW_TEXT_MEMBERS, "[]"));

@@ -36,6 +36,8 @@ struct view_cluster {
 	const char *role;           /* static: "leader", "follower", ... */
 	uint64_t term, commit_index, applied_index;
 	uint64_t db_applied_index, db_backlog;
+	int64_t db_backlog_ms;      /* how long the oldest entry PostgreSQL
+	                             * lacks has been applied here */
 	bool db_connected;
 	const char *not_ready;      /* static reason for GET /readyz, or NULL */
 	char leader_api[64];        /* the leader's API address when another
@@ -132,6 +134,26 @@ char *view_schedule_text(const struct view *v, const char *name,
 			 int64_t now_s, unsigned count, enum view_found *found);
 /* PUT /v1/flows/{flow}: {"flow": <flow with spec>, "created": b}. */
 char *view_flow_put_text(const struct view *v, const char *name, bool created);
+
+/* One schedule of a deployed flow, for metrics (borrowed, valid during
+ * the callback). */
+struct view_schedule_info {
+	const char *flow;
+	unsigned index;             /* in the flow's current spec */
+	const char *expr;
+	bool paused;                /* the flow is paused */
+	const uint64_t *counts;     /* ticks by enum fsm_fire_outcome
+	                             * (FSM_FIRE_OUTCOMES of them) */
+	int64_t next_s;             /* the next fire time, 0 when none */
+};
+
+/* Call cb for each schedule of each deployed flow (flows in the order they
+ * were first deployed), at most `max` of them. Returns how many were left
+ * out. */
+size_t view_schedules_each(const struct view *v, int64_t now_s, size_t max,
+			   void (*cb)(void *arg,
+				      const struct view_schedule_info *in),
+			   void *arg);
 
 /* GET /v1/cluster. */
 char *view_cluster_text(const struct view *v);

@@ -58,6 +58,7 @@ enum kind {
 	K_BOOL,    /* int 0/1 */
 	K_STRING,  /* char *, owned, non-empty */
 	K_ADDRESS, /* char[64], IPv4 "a.b.c.d:port" */
+	K_ADDRESS_OPT, /* the same, or "" (unset) */
 	K_LEVEL,   /* int, enum flowd_log_level */
 	K_TOKENS,  /* char **, owned, NULL-terminated */
 };
@@ -89,6 +90,8 @@ static const struct key keys[] = {
 	 MARK_RAFT_ADDRESS},
 	{"node", "api_address", K_ADDRESS, CFG(api_address), 0, 0,
 	 MARK_API_ADDRESS},
+	{"node", "metrics_address", K_ADDRESS_OPT, CFG(metrics_address), 0, 0,
+	 0},
 	{"node", "data_dir", K_STRING, CFG(data_dir), 0, 0, 0},
 	{"node", "join", K_BOOL, CFG(join), 0, 0, 0},
 
@@ -131,6 +134,9 @@ static const struct key keys[] = {
 	 600000, 0},
 
 	{"log", "level", K_LEVEL, CFG(log_level), 0, 0, 0},
+
+	{"metrics", "max_series", K_UINT, CFG(metrics_max_series), 1, 1000000,
+	 0},
 
 	LIMIT_SZ(max_body_bytes),
 	LIMIT_SZ(max_spec_bytes),
@@ -441,6 +447,12 @@ static int set_key(struct load *ld, const struct key *k, const char *value)
 		free(*(char **)field);
 		*(char **)field = copy;
 		break;
+	case K_ADDRESS_OPT:
+		if (value[0] == '\0') {
+			((char *)field)[0] = '\0';
+			break;
+		}
+		/* fall through */
 	case K_ADDRESS:
 		if (check_address(value) < 0)
 			return fail(ld, "%s: \"%s\" is not an IPv4 address:port",
@@ -767,6 +779,11 @@ static int check_whole(struct load *ld)
 		return fail(ld, "limits.max_spec_bytes: %zu is above limits.max_body_bytes (%zu)",
 			    cfg->limits.max_spec_bytes,
 			    cfg->limits.max_body_bytes);
+	if (cfg->metrics_address[0] != '\0' &&
+	    (strcmp(cfg->metrics_address, cfg->api_address) == 0 ||
+	     strcmp(cfg->metrics_address, cfg->raft_address) == 0))
+		return fail(ld, "node.metrics_address: %s is node.api_address or node.raft_address",
+			    cfg->metrics_address);
 	/* docs/api.md: no token at all is allowed only on a loopback API. */
 	if (!cfg->admin_tokens[0] && !cfg->reader_tokens[0] &&
 	    !is_loopback(cfg->api_address))
@@ -802,6 +819,7 @@ static int set_defaults(struct load *ld)
 	cfg->api_threads = 2;
 	cfg->step_nice = 10; /* docs/benchmarks.md, "Mixed load" */
 	cfg->background_nice = 10;
+	cfg->metrics_max_series = 10000;
 	cfg->api_connection_limit = 1024;
 	cfg->api_connection_timeout_s = 60;
 	cfg->kill_grace_ms = 5000;

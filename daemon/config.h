@@ -21,6 +21,8 @@ struct flowd_config {
 	uint64_t node_id;
 	char raft_address[64];
 	char api_address[64];
+	char metrics_address[64];       /* "" or where GET /metrics is served
+	                                 * without a token */
 	char *data_dir;                 /* owned */
 	int join;                       /* joins an existing cluster: [peers]
 	                                 * list it, not this node; no bootstrap */
@@ -60,6 +62,8 @@ struct flowd_config {
 	unsigned step_nice;             /* nice value of step processes */
 	unsigned background_nice;       /* [node]: nice value of every thread
 	                                 * but the loop (HTTP, applier) */
+	/* [metrics] */
+	unsigned metrics_max_series;    /* label sets per metric family */
 	/* [log] */
 	int log_level;                  /* enum flowd_log_level */
 	/* [limits] */

@@ -57,6 +57,7 @@
 #include "daemon/executor.h"
 #include "daemon/forward.h"
 #include "daemon/liveness.h"
+#include "daemon/metrics.h"
 #include "daemon/outcomes.h"
 #include "daemon/peer.h"
 #include "daemon/pump.h"
@@ -82,6 +83,8 @@ struct flowd {
 	struct executor *exec;
 	struct storage_reader *reader;
 	struct api_server *api;
+	struct api_server *metrics_api; /* node.metrics_address, or NULL */
+	struct node_metrics *metrics;   /* GET /metrics */
 	struct peer *peer;              /* requests to the leader's API */
 	struct pump *pump;              /* after apply; owns the applier */
 	struct scheduler *sched;        /* the leader's cron */
@@ -186,6 +189,21 @@ static void after_apply_cb(void *arg)
 
 	readview_publish(d->rv);
 	runner_run_queued(d->runner);
+	node_metrics_loop(d->metrics, &d->fsm);
+}
+
+static void hook_count_cb(void *arg, const struct fsm_count *c)
+{
+	struct flowd *d = arg;
+
+	node_metrics_count(d->metrics, c);
+}
+
+static void proposed_cb(void *arg, double seconds)
+{
+	struct flowd *d = arg;
+
+	node_metrics_proposal(d->metrics, seconds);
 }
 
 static void hook_placed_cb(void *arg, struct fsm_run *run,
@@ -258,6 +276,7 @@ static void role_cb(void *arg, enum consensus_role role, uint64_t leader)
 	if (role != d->role)
 		log_info("raft role=%d leader=%" PRIu64, (int)role, leader);
 	d->role = role;
+	node_metrics_leader(d->metrics, leader);
 	liveness_role_set(d->live, role);   /* a new leader: full timeouts */
 	scheduler_role_set(d->sched, role); /* a new leader: recompute */
 	forward_role_set(d->fwd, role);
@@ -324,6 +343,8 @@ static void begin_shutdown(struct flowd *d, const char *why)
 	sd_notify(0, "STOPPING=1");
 	if (d->api != NULL)
 		api_server_quiesce(d->api);
+	if (d->metrics_api != NULL)
+		api_server_quiesce(d->metrics_api);
 	/* Every module stops starting work, and its timers. */
 	forward_stop(d->fwd);
 	service_stop(d->svc);
@@ -433,7 +454,14 @@ int main(int argc, char **argv)
 				  .attempt_placed = hook_placed_cb,
 				  .attempt_stop = hook_stop_cb,
 				  .node_heard = hook_node_heard_cb,
-				  .schedules_changed = hook_schedules_cb};
+				  .schedules_changed = hook_schedules_cb,
+				  .count = hook_count_cb};
+	d.metrics = node_metrics_new(cfg.metrics_max_series, FLOWD_VERSION);
+	if (d.metrics == NULL) {
+		log_error("out of memory");
+		config_free(&cfg);
+		return 1;
+	}
 	fsm_init(&d.fsm, &hooks);
 	uv_signal_init(d.loop, &d.sigterm);
 	d.sigterm.data = &d;
@@ -472,7 +500,8 @@ int main(int argc, char **argv)
 				   .proposer = proposer,
 				   .after_apply = after_apply_cb,
 				   .after_apply_arg = &d,
-				   .fork_snapshots = cfg.snapshot_fork};
+				   .fork_snapshots = cfg.snapshot_fork,
+				   .metrics = d.metrics};
 	if (pump_new(&pcfg, &d.pump, errmsg, sizeof errmsg) != 0) {
 		log_error("storage: applier: %s", errmsg);
 		goto err_loop;
@@ -555,6 +584,8 @@ int main(int argc, char **argv)
 					     ? cfg.snapshot_trailing
 					     : snapshot_threshold,
 		.pre_vote = cfg.pre_vote,
+		.proposed = proposed_cb,
+		.proposed_arg = &d,
 	};
 	struct consensus_fsm cfsm = {.arg = &d,
 				     .apply = fsm_apply_cb,
@@ -598,10 +629,12 @@ int main(int argc, char **argv)
 		.connection_limit = cfg.api_connection_limit,
 		.connection_timeout_s = cfg.api_connection_timeout_s,
 		.thread_nice = (int)cfg.background_nice,
+		.metrics = node_metrics_registry(d.metrics),
 	};
 	d.reads = (struct reads){.reader = d.reader,
 				 .views = readview_store(d.rv),
-				 .clock = wall};
+				 .clock = wall,
+				 .metrics = d.metrics};
 	struct api_backend backend = {.arg = d.svc,
 				      .submit = service_submit_cb,
 				      .read_arg = &d.reads};
@@ -609,6 +642,22 @@ int main(int argc, char **argv)
 			     &d.api, errmsg, sizeof errmsg) != 0) {
 		log_error("api: %s", errmsg);
 		begin_shutdown(&d, "api failed to start");
+		d.exit_code = 1;
+	} else if (cfg.metrics_address[0] != '\0' &&
+		   api_server_start(
+			   &(struct api_config){
+				   .address = cfg.metrics_address,
+				   .routes = routes_metrics_table,
+				   .limits = &cfg.limits,
+				   .threads = 1,
+				   .connection_limit = 64,
+				   .connection_timeout_s =
+					   cfg.api_connection_timeout_s,
+				   .thread_nice = (int)cfg.background_nice},
+			   &backend, NULL, readview_store(d.rv),
+			   &d.metrics_api, errmsg, sizeof errmsg) != 0) {
+		log_error("api: metrics: %s", errmsg);
+		begin_shutdown(&d, "the metrics listener failed to start");
 		d.exit_code = 1;
 	} else {
 		uv_signal_start(&d.sigterm, signal_cb, SIGTERM);
@@ -629,6 +678,9 @@ int main(int argc, char **argv)
 	if (d.api != NULL)
 		api_server_stop(d.api);
 	d.api = NULL;
+	if (d.metrics_api != NULL)
+		api_server_stop(d.metrics_api);
+	d.metrics_api = NULL;
 	readview_close(d.rv);
 	pump_close(d.pump, 2000); /* the last rows, then the applier stops */
 	storage_reader_free(d.reader);
@@ -641,6 +693,7 @@ int main(int argc, char **argv)
 	uv_walk(d.loop, close_handles_cb, NULL);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	fsm_close(&d.fsm);
+	node_metrics_free(d.metrics);
 	rv = uv_loop_close(d.loop) == 0 ? d.exit_code : 1;
 	if (rv == 0)
 		log_info("stopped cleanly");
@@ -666,6 +719,7 @@ err_loop:
 	uv_loop_close(d.loop);
 	runner_free(d.runner); /* after the executor's last callback */
 	fsm_close(&d.fsm);
+	node_metrics_free(d.metrics);
 	config_free(&cfg);
 	return 1;
 }

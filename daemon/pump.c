@@ -34,6 +34,7 @@
  * writer thread and only wakes the loop (wake.h).
  */
 #include "daemon/pump.h"
+#include "daemon/metrics.h"
 #include "daemon/wake.h"
 
 #include <errno.h>
@@ -62,6 +63,7 @@ struct pump {
 	enum consensus_role role;
 	bool stopping;
 	bool fork_snapshots;       /* serialize snapshots in a child process */
+	struct node_metrics *metrics; /* borrowed, may be NULL */
 
 	uint64_t pushed_index;     /* last index whose rows went to the applier */
 	uint64_t log_pushed_index; /* last index whose push held task logs */
@@ -335,6 +337,10 @@ int pump_snapshot(struct pump *p, void **buf, size_t *len)
 	log_info("snapshot index=%" PRIu64 " bytes=%zu runs=%zu took_ms=%" PRId64,
 		 p->fsm->applied_index, *len, p->fsm->n_runs,
 		 flowd_clock_now(&p->clock) - t0);
+	if (p->metrics != NULL)
+		node_metrics_snapshot(p->metrics,
+				      (double)(flowd_clock_now(&p->clock) - t0) /
+					      1000.0);
 	*buf = text;
 	return CONSENSUS_OK;
 }
@@ -400,11 +406,17 @@ void pump_snapshot_done(struct pump *p, void *job)
 		log_error("snapshot index=%" PRIu64 ": the child failed "
 			  "(will retry)",
 			  j->index);
-	else
+	else {
 		log_info("snapshot index=%" PRIu64 " bytes=%zu runs=%zu "
 			 "loop_ms=%" PRId64 " took_ms=%" PRId64,
 			 j->index, j->len, j->runs, j->loop_ms,
 			 flowd_clock_now(&p->clock) - j->t0);
+		if (p->metrics != NULL)
+			node_metrics_snapshot(
+				p->metrics,
+				(double)(flowd_clock_now(&p->clock) - j->t0) /
+					1000.0);
+	}
 	free(j);
 }
 
@@ -458,6 +470,7 @@ int pump_new(const struct pump_config *c, struct pump **out, char *errmsg,
 	}
 	p->fsm = c->fsm;
 	p->fork_snapshots = c->fork_snapshots;
+	p->metrics = c->metrics;
 	p->clock = c->clock;
 	p->proposer = c->proposer;
 	p->after_apply = c->after_apply;

@@ -31,9 +31,12 @@ struct pump_config {
 	void (*after_apply)(void *arg);
 	void *after_apply_arg;
 	bool fork_snapshots;               /* raft.snapshot_fork */
+	struct node_metrics *metrics;      /* borrowed, may be NULL: snapshots
+	                                    * taken and their duration */
 };
 
 struct pump;
+struct node_metrics;
 
 /* Start the applier's thread and set the handles up. Returns 0 and *out,
  * or -1 with errmsg. */

@@ -42,6 +42,26 @@ void reads_healthz(void *arg, const struct view *v, struct api_request *req)
 	api_request_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* GET /metrics: the Prometheus text format (daemon/metrics.c). */
+void reads_metrics(void *arg, const struct view *v, struct api_request *req)
+{
+	struct reads *r = arg;
+	char *text = r->metrics != NULL
+			     ? node_metrics_scrape(r->metrics, v,
+						   flowd_clock_now(&r->clock))
+			     : NULL;
+
+	if (text == NULL) {
+		struct flowd_error err;
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
+				"metrics are not available (out of memory)");
+		api_request_reply_error(req, &err);
+		return;
+	}
+	req->resp_type = "text/plain; version=0.0.4; charset=utf-8";
+	api_request_reply_take(req, 200, text);
+}
+
 void reads_readyz(void *arg, const struct view *v, struct api_request *req)
 {
 	const char *why = view_not_ready(v);

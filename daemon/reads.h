@@ -9,6 +9,7 @@
 #include "api/api.h"
 #include "core/view.h"
 #include "daemon/clock.h"
+#include "daemon/metrics.h"
 #include "storage/storage.h"
 
 /* What the read handlers are given (api_backend.read_arg): filled by
@@ -18,12 +19,14 @@ struct reads {
 	struct view_store *views;      /* borrowed, may be NULL: whether a
 	                                * log PostgreSQL lacks is still to come */
 	struct flowd_clock clock;      /* the wall clock: schedules, previews */
+	struct node_metrics *metrics;  /* borrowed: GET /metrics */
 };
 
 /* Rows of the route table (`v` is NULL for rows without API_ROUTE_VIEW). */
 void reads_healthz(void *arg, const struct view *v, struct api_request *req);
 void reads_readyz(void *arg, const struct view *v, struct api_request *req);
 void reads_cluster(void *arg, const struct view *v, struct api_request *req);
+void reads_metrics(void *arg, const struct view *v, struct api_request *req);
 void reads_flow_list(void *arg, const struct view *v, struct api_request *req);
 void reads_flow_get(void *arg, const struct view *v, struct api_request *req);
 void reads_flow_versions(void *arg, const struct view *v,

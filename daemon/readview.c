@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/lag.h"
 #include "core/log.h"
 #include "core/map.h"
 
@@ -61,6 +62,7 @@ struct readview {
 	uint64_t stats_ticks;
 	int64_t stats_ms;
 	bool stats_set;
+	struct lag_track db_lag;        /* when entries were applied here */
 };
 
 static const char *role_name(enum consensus_role r)
@@ -264,6 +266,8 @@ void readview_publish(struct readview *rv)
 	cl.applied_index = applied;
 	cl.db_applied_index = db;
 	cl.db_backlog = rv->applier ? storage_applier_backlog(rv->applier) : 0;
+	lag_track_note(&rv->db_lag, applied, now);
+	cl.db_backlog_ms = lag_track_age(&rv->db_lag, db, now);
 	cl.db_connected =
 		rv->applier != NULL && storage_applier_connected(rv->applier);
 	cl.not_ready = not_ready(rv);

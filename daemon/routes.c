@@ -217,6 +217,8 @@ const struct api_route routes_table[] = {
 	 .read = reads_healthz, .name = "healthz"},
 	{.method = "GET", .path = "/readyz", .role = API_ROLE_PUBLIC,
 	 .flags = API_ROUTE_VIEW, .read = reads_readyz, .name = "readyz"},
+	{.method = "GET", .path = "/metrics", .role = API_ROLE_READER,
+	 .flags = API_ROUTE_VIEW, .read = reads_metrics, .name = "metrics"},
 
 	/* The cluster */
 	{.method = "GET", .path = "/v1/cluster", .role = API_ROLE_READER,
@@ -290,5 +292,13 @@ const struct api_route routes_table[] = {
 	 .role = API_ROLE_ADMIN, .body = API_BODY_RAW,
 	 .submit = service_internal_command, .name = "internal_command"},
 
+	{.method = NULL},
+};
+
+/* node.metrics_address: GET /metrics without a token, for a scraper on a
+ * network the API's tokens should not travel (docs/operations.md). */
+const struct api_route routes_metrics_table[] = {
+	{.method = "GET", .path = "/metrics", .role = API_ROLE_PUBLIC,
+	 .flags = API_ROUTE_VIEW, .read = reads_metrics, .name = "metrics"},
 	{.method = NULL},
 };

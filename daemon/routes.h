@@ -8,5 +8,7 @@
 
 /* Ended by a row whose method is NULL. Static: borrowed by anyone. */
 extern const struct api_route routes_table[];
+/* The table of node.metrics_address: GET /metrics alone, public. */
+extern const struct api_route routes_metrics_table[];
 
 #endif

@@ -13,6 +13,7 @@ postgresql-15 postgresql-client-15
 python3 python3-pytest python3-croniter
 tzdata faketime
 curl ca-certificates iproute2 iptables procps util-linux coreutils
+prometheus
 "
 
 if [ "$(id -u)" -ne 0 ]; then

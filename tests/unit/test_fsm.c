@@ -16,6 +16,8 @@
 /* What the hooks saw. */
 struct seen {
 	unsigned placed, stopped, records;
+	unsigned counted[FSM_COUNT_EVENT + 1]; /* by enum fsm_count_kind */
+	unsigned attempts[FSM_ATTEMPT_CANCELLED + 1]; /* ended, by status */
 	uint64_t last_index;
 	char last_placed[128];
 };
@@ -56,6 +58,19 @@ static void on_stop(void *arg, struct fsm_run *r, struct fsm_step *st,
 	((struct seen *)arg)->stopped++;
 }
 
+static void on_count(void *arg, const struct fsm_count *c)
+{
+	struct seen *s = arg;
+
+	s->counted[c->kind]++;
+	if (c->kind == FSM_COUNT_ATTEMPT_ENDED)
+		s->attempts[c->attempt->status]++;
+	if (c->kind == FSM_COUNT_RUN_ENDED)
+		assert_true(c->run->status == FSM_RUN_SUCCEEDED ||
+			    c->run->status == FSM_RUN_FAILED ||
+			    c->run->status == FSM_RUN_CANCELLED);
+}
+
 struct fx {
 	struct fsm f;
 	struct seen seen;
@@ -68,7 +83,8 @@ static int setup(void **state)
 	struct fx *x = calloc(1, sizeof *x);
 	struct fsm_hooks h = {.arg = &x->seen,
 			      .attempt_placed = on_placed,
-			      .attempt_stop = on_stop};
+			      .attempt_stop = on_stop,
+			      .count = on_count};
 
 	fsm_init(&x->f, &h);
 	x->views = view_store_new();
@@ -329,6 +345,14 @@ static void failed_step_retries_immediately_then_fails_run(void **state)
 	finish(x, r->id, "c", 1, 1, -1, "stopped", 3300);
 	assert_int_equal(step(r, "c")->attempts[0].status, FSM_ATTEMPT_CANCELLED);
 	assert_int_equal(x->f.nodes[0].running, 0);
+	/* what metrics count: each event once */
+	assert_int_equal(x->seen.counted[FSM_COUNT_RUN_CREATED], 1);
+	assert_int_equal(x->seen.counted[FSM_COUNT_RUN_ENDED], 1);
+	assert_int_equal(x->seen.counted[FSM_COUNT_RETRY], 1);
+	assert_int_equal(x->seen.counted[FSM_COUNT_ATTEMPT_ENDED], 4);
+	assert_int_equal(x->seen.attempts[FSM_ATTEMPT_SUCCEEDED], 1);
+	assert_int_equal(x->seen.attempts[FSM_ATTEMPT_FAILED], 2);
+	assert_int_equal(x->seen.attempts[FSM_ATTEMPT_CANCELLED], 1);
 }
 
 static void backoff_waits_for_wake_and_grows(void **state)
@@ -473,12 +497,23 @@ static void capacity_queues_ready_steps_in_order(void **state)
 	r1 = create(x, "one", NULL, NULL)->run;
 	r2 = create(x, "one", NULL, NULL)->run;
 	assert_int_equal(r1->status, FSM_RUN_QUEUED);
+	assert_int_equal(x->f.n_ready, 2);
 	node_up(x, 1, 1, 1);
 	assert_int_equal(r1->status, FSM_RUN_RUNNING);
 	assert_int_equal(r2->status, FSM_RUN_QUEUED);
+	assert_int_equal(x->f.n_ready, 1);
 	finish(x, r1->id, "s", 1, 1, 0, "exited", 5000);
 	assert_int_equal(r2->status, FSM_RUN_RUNNING);
 	assert_int_equal(r2->started_ms, 5000);
+	assert_int_equal(x->f.n_ready, 0);
+	/* a cancelled queued run leaves the ready queue */
+	struct fsm_run *r3 = create(x, "one", NULL, NULL)->run;
+	assert_int_equal(x->f.n_ready, 1);
+	char *buf;
+	size_t len;
+	assert_int_equal(fsm_cmd_run_cancel(5100, r3->id, &buf, &len), 0);
+	assert_int_equal(outcome(apply(x, buf, len)), OK);
+	assert_int_equal(x->f.n_ready, 0);
 }
 
 static void placement_prefers_the_freest_node(void **state)
