@@ -93,6 +93,7 @@
 
 #include "api/route.h"
 #include "core/log.h"
+#include "core/map.h"
 #include "core/metrics.h"
 #include "core/thread.h"
 #include "core/view.h"
@@ -137,6 +138,8 @@ struct request {
 	size_t body_len;
 	size_t body_cap;
 	struct timespec t0; /* when the request line arrived */
+	uint64_t view_index; /* the read view's applied index the answer was
+			      * rendered from; 0: none (X-Flowd-Index) */
 };
 
 struct api_server {
@@ -287,6 +290,44 @@ static void count_request(struct request *r, int status)
 				(double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9);
 }
 
+static const char *header(struct request *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* An ETag for a 200 answer to a read: FNV-1a of its body, so that a
+ * poller that sends it back in If-None-Match gets 304 with no body while
+ * nothing changed. */
+static void etag_of(const char *body, char out[24])
+{
+	snprintf(out, 24, "\"%016llx\"",
+		 (unsigned long long)map_fnv1a(body, MAP_FNV_SEED));
+}
+
+/* If-None-Match: "*", or a list of entity tags (weak ones compare as
+ * strong ones: a read's body is its only representation). */
+static bool etag_matches(const char *header_value, const char *etag)
+{
+	const char *p = header_value;
+	size_t n = strlen(etag);
+
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '*')
+			return true;
+		if (p[0] == 'W' && p[1] == '/')
+			p += 2;
+		if (strncmp(p, etag, n) == 0 &&
+		    (p[n] == '\0' || p[n] == ',' || p[n] == ' ' ||
+		     p[n] == '\t'))
+			return true;
+		while (*p != '\0' && *p != ',')
+			p++;
+	}
+	return false;
+}
+
 /* Queue the response held in r->req. Called on the worker, only when MHD
  * allows it (first call or *upload_data_size == 0). */
 static enum MHD_Result answer(struct request *r)
@@ -296,8 +337,24 @@ static enum MHD_Result answer(struct request *r)
 	enum MHD_Result ret = MHD_NO;
 	unsigned retry = req->retry_after;
 	int status = req->status;
-	char num[16];
+	char num[24], etag[24] = "";
+	bool is_get = r->method != NULL && (strcmp(r->method, "GET") == 0 ||
+					    strcmp(r->method, "HEAD") == 0);
 
+	if (status == 200 && is_get && req->resp_body != NULL) {
+		const char *inm = header(r, MHD_HTTP_HEADER_IF_NONE_MATCH);
+		etag_of(req->resp_body, etag);
+		if (inm != NULL && etag_matches(inm, etag)) {
+			status = 304;
+			free(req->resp_body);
+			req->resp_body = NULL;
+			resp = MHD_create_response_from_buffer(
+				0, (void *)"", MHD_RESPMEM_PERSISTENT);
+			if (resp == NULL)
+				goto done;
+			goto headers;
+		}
+	}
 	if (req->resp_body != NULL && req->resp_body[0] != '\0' &&
 	    status >= 100 && status <= 599) {
 		resp = MHD_create_response_from_buffer(strlen(req->resp_body),
@@ -315,7 +372,19 @@ static enum MHD_Result answer(struct request *r)
 	}
 	if (resp == NULL)
 		goto done;
-	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+headers:
+	if (etag[0] != '\0' && (status == 200 || status == 304) &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES)
+		goto destroy;
+	if (r->view_index != 0 && (status == 200 || status == 304)) {
+		snprintf(num, sizeof num, "%llu",
+			 (unsigned long long)r->view_index);
+		if (MHD_add_response_header(resp, "X-Flowd-Index", num) !=
+		    MHD_YES)
+			goto destroy;
+	}
+	if (status != 304 &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 				    status >= 200 && status < 300 &&
 						    req->resp_type != NULL
 					    ? req->resp_type
@@ -391,11 +460,6 @@ static const char *query_get(void *arg, const char *key)
 					  strlen(key), &value, NULL) != MHD_YES)
 		return NULL;
 	return value != NULL ? value : "";
-}
-
-static const char *header(struct request *r, const char *name)
-{
-	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
 /* Copy the request as it arrived into req, for a backend that forwards it
@@ -761,8 +825,10 @@ static void answer_read(struct request *r, api_read_fn fn, bool with_view)
 		}
 	}
 	fn(s->backend.read_arg, v, req);
-	if (v != NULL)
+	if (v != NULL) {
+		r->view_index = view_applied_index(v);
 		view_release(&g);
+	}
 	request_history(r);
 }
 

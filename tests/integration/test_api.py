@@ -302,3 +302,39 @@ def test_systemd_unit_verifies(tmp_path):
     problems = [l for l in (p.stdout + p.stderr).splitlines()
                 if "flowd.service" in l and "Unknown" not in l or "Unknown key" in l]
     assert p.returncode == 0 and not problems, p.stdout + p.stderr
+
+
+def test_reads_answer_an_etag_and_304_while_nothing_changed_with_x_flowd_index(node):
+    """A poller sends the ETag back in If-None-Match and gets 304 with no body
+    until the object changes; X-Flowd-Index is the Raft index of the view the
+    answer was read from, and grows with every change."""
+    node.deploy("hello", h.echo_flow())
+    run_id = node.start_run("hello")["id"]
+    node.wait_run(run_id)
+    path = "/v1/runs/" + run_id
+    first = node.get(path)
+    assert first.status == 200
+    etag = first.header("ETag")
+    index = int(first.header("X-Flowd-Index"))
+    assert etag and etag.startswith('"') and index >= 1, first.headers
+
+    for sent in (etag, "W/" + etag, '"nope", ' + etag, "*"):
+        again = node.get(path, headers={"If-None-Match": sent})
+        assert again.status == 304, (sent, again)
+        assert again.text == "" and again.header("ETag") == etag
+        assert int(again.header("X-Flowd-Index")) >= index
+    other = node.get(path, headers={"If-None-Match": '"0000000000000000"'})
+    assert other.status == 200 and other.json == first.json
+
+    listing = node.get("/v1/runs?flow=hello")
+    assert listing.status == 200 and listing.header("ETag")
+    node.wait_run(node.start_run("hello")["id"])
+    changed = node.get("/v1/runs?flow=hello", headers={"If-None-Match": listing.header("ETag")})
+    assert changed.status == 200 and len(changed.json["runs"]) == 2
+    assert changed.header("ETag") != listing.header("ETag")
+    assert int(changed.header("X-Flowd-Index")) > int(listing.header("X-Flowd-Index"))
+    # writes and errors carry neither
+    created = node.post("/v1/flows/hello/runs", {})
+    assert created.status == 201 and created.header("ETag") is None
+    missing = node.get("/v1/runs/r-999999999999", headers={"If-None-Match": "*"})
+    assert missing.status == 404 and missing.header("ETag") is None
