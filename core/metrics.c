@@ -45,7 +45,7 @@ struct metrics_family {
 	pthread_mutex_t mu;		     /* inserts */
 	_Atomic(struct mtab *) tab;
 	_Atomic size_t n;		     /* series made (order[0..n)) */
-	struct metrics_series *overflow;     /* labels all "_other", or NULL */
+	struct metrics_series *overflow;     /* labels all "(other)", or NULL */
 	_Atomic uint64_t overflowed;
 	struct metrics_family *next;
 };
@@ -54,7 +54,7 @@ struct metrics {
 	struct metrics_family *head, *tail;
 };
 
-static const char OTHER[] = "_other";
+static const char OTHER[] = "(other)";
 
 /* ---- doubles in atomics ---- */
 

@@ -9,7 +9,7 @@
  * without a lock, and a scrape (any thread) reads them while they move.
  *
  * Bounds: a family makes at most `max_series` series; past that, values go
- * to one overflow series whose every label is "_other" (and
+ * to one overflow series whose every label is "(other)" (and
  * metrics_overflowed() counts how often), so a flow or schedule name can
  * never grow memory without bound. Series are never removed (a counter must
  * not go back), and lookups are lock-free: a family's table is

@@ -173,7 +173,9 @@ static const char *attempt_outcome(const struct fsm_attempt *a)
 	case FSM_ATTEMPT_SUCCEEDED:
 		return "succeeded";
 	case FSM_ATTEMPT_FAILED:
-		return a->reason != NULL && strcmp(a->reason, "timeout") == 0
+		/* "timeout", or "timeout: <detail>" (fsm_runs.c) */
+		return a->reason != NULL && strncmp(a->reason, "timeout", 7) == 0 &&
+				       (a->reason[7] == '\0' || a->reason[7] == ':')
 			       ? "timeout"
 			       : "failed";
 	case FSM_ATTEMPT_LOST:
@@ -219,10 +221,12 @@ void node_metrics_count(void *arg, const struct fsm_count *c)
 		if (c->outcome == FSM_FIRE_FIRED && c->flow != NULL) {
 			char idx[16];
 			snprintf(idx, sizeof idx, "%d", c->schedule);
+			int64_t lag = c->ts_ms - c->nominal_s * 1000;
+			/* a leader's clock behind the tick's: no negative
+			 * observation (the sum must not go down) */
 			metrics_observe(
 				metrics_series2(m->fire_lag, c->flow->name, idx),
-				(double)(c->ts_ms - c->nominal_s * 1000) /
-					1000.0);
+				(double)(lag > 0 ? lag : 0) / 1000.0);
 		}
 		break;
 	case FSM_COUNT_EVENT:
@@ -411,7 +415,7 @@ static void process_part(struct node_metrics *m, struct metrics_text *t)
 			    METRICS_GAUGE);
 	metrics_text_sample(t, "flowd_build_info", l, v, 1);
 	gauge(t, "flowd_metrics_series_overflowed",
-	      "Updates that went to a family's \"_other\" series because it "
+	      "Updates that went to a family's \"(other)\" series because it "
 	      "had metrics.max_series label sets.",
 	      (double)metrics_overflowed(m->reg));
 }

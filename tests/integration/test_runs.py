@@ -123,10 +123,11 @@ def test_failing_step_is_retried_and_then_succeeds(node, workdir):
         [(1, "failed", 3), (2, "succeeded", 0)], s["attempts"]
     assert s["attempts"][0]["reason"] == "exited"
 
-    status, logs = node.get("/v1/runs/%s/steps/flaky/logs?attempt=1" % run["id"])
-    assert status == 200 and logs["stderr"] == "first try fails\n", logs
-    status, logs = node.get("/v1/runs/%s/steps/flaky/logs" % run["id"])  # the last attempt
-    assert status == 200 and logs["attempt"] == 2 and logs["stdout"] == "second try\n", logs
+    # (a log reaches PostgreSQL a moment after the run reads as finished)
+    logs = wait_logs(node, "/v1/runs/%s/steps/flaky/logs?attempt=1" % run["id"])
+    assert logs["stderr"] == "first try fails\n", logs
+    logs = wait_logs(node, "/v1/runs/%s/steps/flaky/logs" % run["id"])  # the last attempt
+    assert logs["attempt"] == 2 and logs["stdout"] == "second try\n", logs
 
 
 def test_step_failing_every_attempt_fails_the_run_and_its_dependents_never_start(node):
