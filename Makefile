@@ -42,6 +42,9 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) -c $< -o $@
 
+# The OpenAPI document is built into api/openapi.o (.incbin).
+$(BUILD)/api/openapi.o: api/openapi.json
+
 $(BUILD)/libflowd.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

@@ -263,6 +263,10 @@ int api_uint_parse(const char *s, unsigned long min, unsigned long max,
 /* 1 when `s` is 1..max of [A-Za-z0-9_.:-] (run ids, event ids). */
 int api_id_valid(const char *s, size_t max);
 
+/* The OpenAPI 3.1 document of the REST API (api/openapi.json, built in):
+ * static, NUL-terminated, *len bytes. */
+const char *api_openapi_json(size_t *len);
+
 /* Fill the response with `status` and `body` (stolen: decref'd by the api). */
 void api_request_reply_json(struct api_request *req, int status, json_t *body);
 

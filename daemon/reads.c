@@ -62,6 +62,15 @@ void reads_metrics(void *arg, const struct view *v, struct api_request *req)
 	api_request_reply_take(req, 200, text);
 }
 
+/* GET /v1/openapi.json: the document built into the binary. */
+void reads_openapi(void *arg, const struct view *v, struct api_request *req)
+{
+	size_t len;
+	const char *doc = api_openapi_json(&len);
+
+	api_request_reply_text(req, 200, doc, len);
+}
+
 void reads_readyz(void *arg, const struct view *v, struct api_request *req)
 {
 	const char *why = view_not_ready(v);

@@ -27,6 +27,7 @@ void reads_healthz(void *arg, const struct view *v, struct api_request *req);
 void reads_readyz(void *arg, const struct view *v, struct api_request *req);
 void reads_cluster(void *arg, const struct view *v, struct api_request *req);
 void reads_metrics(void *arg, const struct view *v, struct api_request *req);
+void reads_openapi(void *arg, const struct view *v, struct api_request *req);
 void reads_flow_list(void *arg, const struct view *v, struct api_request *req);
 void reads_flow_get(void *arg, const struct view *v, struct api_request *req);
 void reads_flow_versions(void *arg, const struct view *v,

@@ -219,6 +219,8 @@ const struct api_route routes_table[] = {
 	 .flags = API_ROUTE_VIEW, .read = reads_readyz, .name = "readyz"},
 	{.method = "GET", .path = "/metrics", .role = API_ROLE_READER,
 	 .flags = API_ROUTE_VIEW, .read = reads_metrics, .name = "metrics"},
+	{.method = "GET", .path = "/v1/openapi.json", .role = API_ROLE_PUBLIC,
+	 .read = reads_openapi, .name = "openapi"},
 
 	/* The cluster */
 	{.method = "GET", .path = "/v1/cluster", .role = API_ROLE_READER,

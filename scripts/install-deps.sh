@@ -10,7 +10,7 @@ build-essential pkg-config
 libraft-dev libuv1-dev libmicrohttpd-dev libjansson-dev libpq-dev libinih-dev
 libsystemd-dev libcurl4-openssl-dev libcmocka-dev
 postgresql-15 postgresql-client-15
-python3 python3-pytest python3-croniter
+python3 python3-pytest python3-croniter python3-jsonschema
 tzdata faketime
 curl ca-certificates iproute2 iptables procps util-linux coreutils
 prometheus
@@ -48,5 +48,21 @@ apt-get update
 echo "install-deps: apt-get install" $PACKAGES
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $PACKAGES
+
+# Node.js runs the API document's validator in the tests; a machine that has
+# its own (another distribution of it) keeps it.
+if ! command -v npm >/dev/null 2>&1; then
+	echo "install-deps: apt-get install nodejs npm"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
+fi
+
+# npm packages for the tests only, under the build tree (never in the repo,
+# never global): the OpenAPI validator (tests/integration/test_openapi.py).
+root=$(cd "$(dirname "$0")/.." && pwd)
+npm_dir=${FLOWD_NPM_DIR:-$root/build/npm}
+echo "install-deps: npm install under $npm_dir"
+mkdir -p "$npm_dir"
+npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error \
+	@apidevtools/swagger-parser@10.1.0
 
 echo "install-deps: done"

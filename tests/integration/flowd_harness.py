@@ -243,6 +243,69 @@ class Database:
 
 
 # ---------------------------------------------------------------------------
+# The API document: every answer the tests get is checked against it
+
+class OpenAPICheck:
+    """Checks answers against api/openapi.json: the status must be one the
+    operation declares, and a JSON body must match that status's schema.
+    Paths no route has (tests of 404s) are not checked."""
+
+    def __init__(self, path):
+        import jsonschema  # python3-jsonschema (scripts/install-deps.sh)
+        with open(path) as f:
+            self.doc = json.load(f)
+        self.resolver = jsonschema.RefResolver.from_schema(self.doc)
+        self.validator_cls = jsonschema.Draft202012Validator
+        self.routes = []
+        for template, ops in self.doc["paths"].items():
+            literal = template.count("{")
+            rx = re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template)) + "$")
+            self.routes.append((literal, rx, template, ops))
+        self.routes.sort(key=lambda r: r[0])  # literal segments first
+
+    def operation(self, method, path):
+        path = path.split("?", 1)[0]
+        for _, rx, template, ops in self.routes:
+            if rx.match(path):
+                return template, ops.get(method.lower())
+        return None, None
+
+    def problems(self, method, path, status, body, text, content_type):
+        """A list of what does not match (empty when the answer conforms)."""
+        template, op = self.operation(method, path)
+        if op is None:
+            return []  # a path or method no route has: 404/405 tests
+        declared = op["responses"].get(str(status))
+        if declared is None:
+            if isinstance(body, dict) and "error" in body or status < 500:
+                return ["%s %s answered %d, which the document does not declare"
+                        % (method, template, status)]
+            return []
+        if status == 304 or not (content_type or "").startswith("application/json"):
+            return []
+        schema = declared.get("content", {}).get("application/json", {}).get("schema")
+        if schema is None:
+            return []
+        v = self.validator_cls(schema, resolver=self.resolver)
+        return ["%s %s %d: %s at %s" % (method, template, status, e.message,
+                                        "/".join(str(x) for x in e.absolute_path) or "the body")
+                for e in v.iter_errors(body)]
+
+
+_openapi = None
+
+
+def openapi_check():
+    """The checker, or None when FLOWD_OPENAPI_CHECK=0."""
+    global _openapi
+    if os.environ.get("FLOWD_OPENAPI_CHECK", "1") == "0":
+        return None
+    if _openapi is None:
+        _openapi = OpenAPICheck(os.path.join(REPO, "api", "openapi.json"))
+    return _openapi
+
+
+# ---------------------------------------------------------------------------
 # HTTP
 
 
@@ -265,10 +328,12 @@ class Reply(tuple):
 
 
 def http_request(port, method, path, body=None, token=None, headers=None,
-                 content_type="application/json", timeout=30):
+                 content_type="application/json", timeout=30, openapi=True):
     """One request on a new connection to 127.0.0.1:port. `body` is JSON-encoded
     unless it is bytes or str (sent as is). Returns a Reply; the json is None
-    for an empty body and the raw text when the body is not JSON."""
+    for an empty body and the raw text when the body is not JSON. The answer
+    must match api/openapi.json (OpenAPICheck) unless `openapi` is False: for
+    a listener that is not the API (node.metrics_address)."""
     hdrs = {}
     data = None
     if body is not None:
@@ -298,6 +363,12 @@ def http_request(port, method, path, body=None, token=None, headers=None,
             parsed = json.loads(text) if text.strip() else None
         except ValueError:
             parsed = text
+        check = openapi_check() if openapi else None
+        if check is not None:
+            problems = check.problems(method, path, resp.status, parsed, text,
+                                      resp.getheader("Content-Type"))
+            assert not problems, "the answer does not match api/openapi.json: %s\n%s" % (
+                "; ".join(problems[:5]), text[:500])
         return Reply(resp.status, parsed, resp.getheaders(), text)
     finally:
         conn.close()

@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""openapi.py - writes api/openapi.json, the OpenAPI 3.1 document flowd serves
+at GET /v1/openapi.json (built into the binary by api/openapi.c).
+
+Every row of the route table (daemon/routes.c) has one op(...) line below;
+tests/integration/test_openapi.py checks that the two agree, that this
+script's output is the committed api/openapi.json, that a third-party
+validator accepts it, and that the integration tests' answers match its
+schemas. After changing it: python3 api/openapi.py
+"""
+import json
+import os
+import sys
+
+def ref(name):
+    return {"$ref": "#/components/schemas/" + name}
+
+def nullable(schema):
+    s = dict(schema)
+    t = s.get("type")
+    if t is None:
+        return {"oneOf": [schema, {"type": "null"}]}
+    s["type"] = [t, "null"] if isinstance(t, str) else list(t) + ["null"]
+    return s
+
+TIME = {"type": "string", "format": "date-time"}
+INT = {"type": "integer"}
+UINT = {"type": "integer", "minimum": 0}
+STR = {"type": "string"}
+BOOL = {"type": "boolean"}
+
+def obj(props, required=None, extra=False, **kw):
+    o = {"type": "object", "properties": props,
+         "required": list(props) if required is None else required,
+         "additionalProperties": extra}
+    o.update(kw)
+    return o
+
+schemas = {
+    "Error": obj({"error": obj({"code": STR, "message": STR, "field": STR},
+                              required=["code", "message"])},
+                 description="Every 4xx and 5xx answer. `code` is stable; `field` names the "
+                             "body field, path parameter or query parameter at fault."),
+    "FlowSpec": {"type": "object", "required": ["steps"], "additionalProperties": True,
+                 "description": "A flow's spec (docs/api.md, docs/triggers.md); answered "
+                                "normalized, with every default filled in.",
+                 "properties": {
+                     "description": STR,
+                     "parameters": {"type": "object", "additionalProperties": {"type": "object"}},
+                     "steps": {"type": "array", "minItems": 1, "items": {
+                         "type": "object", "required": ["name"], "additionalProperties": True,
+                         "properties": {"name": STR, "shell": STR,
+                                        "command": {"type": "array", "items": STR},
+                                        "depends_on": {"type": "array", "items": STR},
+                                        "env": {"type": "object", "additionalProperties": STR},
+                                        "timeout_s": UINT,
+                                        "retries": {"type": "object"}}}},
+                     "triggers": {"type": "object"},
+                     "max_active_runs": UINT}},
+    "Flow": obj({"name": STR, "version": UINT, "deployed": BOOL, "description": STR,
+                 "created_at": TIME, "updated_at": TIME, "spec": ref("FlowSpec")},
+                required=["name", "version", "deployed", "description", "created_at",
+                          "updated_at"]),
+    "FlowPut": obj({"flow": ref("Flow"), "created": BOOL}),
+    "FlowList": obj({"flows": {"type": "array", "items": ref("Flow")}}),
+    "FlowVersions": obj({"flow": STR, "versions": {"type": "array", "items": obj(
+        {"version": UINT, "created_at": TIME, "spec": nullable(ref("FlowSpec"))})}}),
+    "Schedule": obj({"flow": STR, "paused": BOOL, "schedules": {"type": "array", "items": obj({
+        "schedule": UINT, "cron": STR, "timezone": STR, "cursor": TIME,
+        "counters": obj({k: UINT for k in ("fired", "skipped", "missed", "buffered", "dropped")}),
+        "last_fires": {"type": "array", "items": obj({
+            "nominal_time": TIME, "decided_at": TIME,
+            "outcome": {"enum": ["fired", "skipped", "missed", "buffered", "dropped"]},
+            "count": UINT, "run_id": nullable(STR), "reason": nullable(STR)})},
+        "next_fire_times": {"type": "array", "items": TIME}})}}),
+    "Paused": obj({"flow": STR, "paused": BOOL}),
+    "Trigger": {"type": "object", "required": ["type"], "additionalProperties": True,
+                "properties": {"type": {"enum": ["manual", "schedule", "backfill", "event",
+                                                 "on_finish"]}},
+                "description": "What started a run (docs/api.md, \"Objects\")."},
+    "Attempt": obj({"attempt": UINT, "node": UINT,
+                    "status": {"enum": ["running", "succeeded", "failed", "lost", "cancelled"]},
+                    "started_at": TIME, "finished_at": nullable(TIME),
+                    "exit_code": nullable(INT), "signal": nullable(INT),
+                    "reason": nullable(STR)}),
+    "Step": obj({"name": STR,
+                 "status": {"enum": ["pending", "ready", "running", "retry_wait", "succeeded",
+                                     "failed", "cancelled", "skipped"]},
+                 "depends_on": {"type": "array", "items": STR},
+                 "started_at": nullable(TIME), "finished_at": nullable(TIME),
+                 "attempts": {"type": "array", "items": ref("Attempt")}}),
+    "Run": obj({"id": STR, "flow": STR, "version": UINT,
+                "parameters": {"type": "object"},
+                "idempotency_key": nullable(STR),
+                "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                "reason": nullable(STR), "created_at": TIME, "started_at": nullable(TIME),
+                "finished_at": nullable(TIME), "trigger": ref("Trigger"),
+                "steps": {"type": "array", "items": ref("Step")}},
+               required=["id", "flow", "version", "parameters", "idempotency_key", "status",
+                         "reason", "created_at", "started_at", "finished_at", "trigger"]),
+    "RunPage": obj({"runs": {"type": "array", "items": ref("Run")},
+                    "next_cursor": nullable(STR)}),
+    "Logs": obj({"run_id": STR, "step": STR, "attempt": UINT, "stdout": STR, "stderr": STR,
+                 "truncated": BOOL}),
+    "EventAnswer": obj({"id": STR, "name": STR, "duplicate": BOOL,
+                        "runs": {"type": "array", "items": obj({
+                            "flow": STR, "trigger": UINT,
+                            "outcome": {"enum": ["fired", "skipped", "buffered", "dropped",
+                                                 "collected"]},
+                            "run_id": nullable(STR), "reason": nullable(STR),
+                            "waiting_for": {"type": "array", "items": STR,
+                                            "description": "collected: the events an all-of "
+                                                           "trigger still waits for"}},
+                            required=["flow", "trigger", "outcome"])}}),
+    "Backfill": obj({"flow": STR, "ticks": UINT, "runs": {"type": "array", "items": obj({
+        "schedule": UINT, "nominal_time": TIME, "run_id": STR})}}),
+    "CronPreview": obj({"expr": STR, "timezone": STR, "dst_missing": STR, "dst_repeated": STR,
+                        "times": {"type": "array", "items": STR},
+                        "local_times": {"type": "array", "items": STR}}),
+    "Member": obj({"id": UINT, "raft_address": STR, "api_address": STR,
+                   "role": {"enum": ["voter", "standby", "spare", "unknown"]},
+                   "leader": BOOL, "live": nullable(BOOL)}),
+    "Members": obj({"members": {"type": "array", "items": ref("Member")}}),
+    "Cluster": obj({"node_id": UINT,
+                    "role": {"enum": ["leader", "follower", "candidate", "unavailable"]},
+                    "leader": nullable(obj({"id": UINT, "api_address": STR})),
+                    "term": UINT, "commit_index": UINT, "applied_index": UINT,
+                    "db_applied_index": UINT, "db_backlog": UINT, "db_backlog_ms": UINT,
+                    "db_connected": BOOL,
+                    "members": {"type": "array", "items": ref("Member")},
+                    "scheduler": nullable({"type": "object", "additionalProperties": True,
+                                           "properties": {"schedules": UINT,
+                                                          "ticks_fired": UINT,
+                                                          "fire_lag_ms": {"type": "object"}}})}),
+    "LeaderTransfer": obj({"leader": UINT}),
+    "Health": obj({"status": {"const": "ok"}}),
+    "Ready": obj({"ready": BOOL, "reason": STR}, required=["ready"]),
+    "RunCreate": obj({"parameters": {"type": "object"},
+                      "idempotency_key": {"type": "string", "minLength": 1}}, required=[]),
+    "Event": obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
+                  "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+                  "payload": {"type": "object"}}, required=["name"]),
+    "BackfillRequest": obj({"from": TIME, "to": TIME, "schedule": UINT},
+                           required=["from", "to"]),
+    "MemberAdd": obj({"id": {"type": "integer", "minimum": 1}, "raft_address": STR,
+                      "api_address": STR}),
+    "LeaderTransferRequest": obj({"id": {"type": "integer", "minimum": 1}}, required=[]),
+}
+
+P = {
+    "flow": {"name": "flow", "in": "path", "required": True,
+             "description": "A flow name: [A-Za-z0-9_.-]{1,128}, not . or ..",
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}},
+    "id": {"name": "id", "in": "path", "required": True, "description": "A run id",
+           "schema": STR},
+    "step": {"name": "step", "in": "path", "required": True, "description": "A step name",
+             "schema": STR},
+    "member": {"name": "member", "in": "path", "required": True,
+               "description": "A node id, 1..2^63-1", "schema": {"type": "integer", "minimum": 1}},
+    "consistent": {"name": "consistent", "in": "query", "required": False,
+                   "description": "true: the leader answers, after every earlier entry is applied",
+                   "schema": {"enum": ["true", "false"]}},
+    "if_none_match": {"name": "If-None-Match", "in": "header", "required": False,
+                      "description": "An ETag of an earlier answer: 304 while unchanged",
+                      "schema": STR},
+}
+
+def q(name, desc, schema=STR):
+    return {"name": name, "in": "query", "required": False, "description": desc, "schema": schema}
+
+def err(desc):
+    return {"description": desc, "content": {"application/json": {"schema": ref("Error")}}}
+
+READ_HEADERS = {
+    "ETag": {"description": "A hash of the body; send it in If-None-Match", "schema": STR},
+    "X-Flowd-Index": {"description": "The Raft index of the state the answer was read from",
+                      "schema": STR},
+}
+
+def ok(desc, schema, status="200", headers=None, ctype="application/json"):
+    r = {"description": desc, "content": {ctype: {"schema": schema}}}
+    if headers:
+        r["headers"] = headers
+    return {status: r}
+
+paths = {}
+
+def op(method, path, opid, summary, role, responses, params=(), body=None, view=False,
+       consistent=False, conflict=None, extra_errors=(), internal=False, tag="flows"):
+    o = {"operationId": opid, "summary": summary, "tags": [tag]}
+    plist = [P[p] if isinstance(p, str) else p for p in params]
+    resp = dict(responses)
+    if method == "get":
+        plist.append(P["if_none_match"])
+        resp["304"] = {"description": "Not modified: the If-None-Match tag still holds",
+                       "headers": READ_HEADERS}
+        for code, r in resp.items():
+            if code == "200" and view:
+                r.setdefault("headers", {}).update(READ_HEADERS)
+            elif code == "200":
+                r.setdefault("headers", {})["ETag"] = READ_HEADERS["ETag"]
+    if consistent:
+        plist.append(P["consistent"])
+    if plist:
+        o["parameters"] = plist
+    if body is not None:
+        schema, required = body
+        o["requestBody"] = {"required": required,
+                            "content": {"application/json": {"schema": schema}}}
+    if role == "public":
+        o["security"] = []
+    else:
+        o["description"] = ("Needs an admin token." if role == "admin"
+                            else "Needs a reader or admin token.")
+    if internal:
+        o["description"] += " Between nodes only: not for clients."
+        o["x-internal"] = True
+    if role != "public":
+        resp["401"] = err("No token, or an unknown one (`unauthorized`)")
+        resp["403"] = err("A reader token on a write (`forbidden`)")
+    if params or body is not None or method != "get":
+        resp["400"] = err("A bad path parameter, query parameter or body, named in `field`")
+    if any(p in ("id", "step") for p in params if isinstance(p, str)) or \
+            ("flow" in params and method != "put"):
+        resp["404"] = err("No such flow, run, step or attempt (`not_found`)")
+    if body is not None:
+        resp["413"] = err("A body over limits.max_body_bytes (`too_large`)")
+        resp["415"] = err("A body that is not application/json")
+    if conflict:
+        resp["409"] = err(conflict)
+    resp["405"] = err("A method the path does not have (Allow lists those it has)")
+    if view or method != "get" or role == "admin":
+        resp["503"] = err("No leader, shutting down, PostgreSQL unreachable for history, or "
+                          "its backlog over database.max_backlog (Retry-After)")
+    if method != "get":
+        resp["504"] = err("Not committed within raft.apply_timeout_ms: retry with the same "
+                          "idempotency key")
+    for code, d in extra_errors:
+        resp[code] = err(d)
+    o["responses"] = dict(sorted(resp.items()))
+    paths.setdefault(path, {})[method] = o
+
+run_list_q = [q("flow", "Only runs of this flow"),
+              q("status", "Only runs in this status",
+                {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}),
+              q("limit", "Runs per page, 1..limits.max_runs_page (default 50)",
+                {"type": "string", "pattern": "^[0-9]+$"}),
+              q("cursor", "next_cursor of the previous page", {"type": "string", "pattern": "^[0-9]+$"})]
+
+op("get", "/healthz", "healthz", "The process answers", "public",
+   ok("Alive", ref("Health")), tag="node")
+op("get", "/readyz", "readyz", "The node is ready: a leader is known, the log applied, "
+   "the node registered", "public", {**ok("Ready", ref("Ready")),
+                                     "503": {"description": "Not ready, with the reason",
+                                             "content": {"application/json": {"schema": ref("Ready")}}}},
+   view=False, tag="node")
+op("get", "/metrics", "metrics", "Prometheus metrics (docs/operations.md)", "reader",
+   ok("The text exposition format 0.0.4", STR, ctype="text/plain"), tag="node")
+op("get", "/v1/openapi.json", "openapi", "This document", "public",
+   ok("OpenAPI 3.1", {"type": "object"}), tag="node")
+op("get", "/v1/cluster", "cluster", "This node's view of the cluster", "reader",
+   ok("The cluster", ref("Cluster")), view=True, tag="cluster")
+op("post", "/v1/cluster/members", "member_add", "Add a node as a voter", "admin",
+   ok("The members once the node is a voter", ref("Members")),
+   body=(ref("MemberAdd"), True), conflict="Another membership change runs "
+   "(`membership_change_in_progress`), or the id or an address is taken", tag="cluster")
+op("delete", "/v1/cluster/members/{member}", "member_remove", "Remove a node", "admin",
+   ok("The members left", ref("Members")), params=["member"],
+   conflict="Another membership change runs (`membership_change_in_progress`)",
+   extra_errors=[("404", "No such member")], tag="cluster")
+op("post", "/v1/cluster/leader/transfer", "leader_transfer", "Hand leadership to another node",
+   "admin", ok("The new leader", ref("LeaderTransfer")),
+   body=(ref("LeaderTransferRequest"), False),
+   conflict="Another membership change runs (`membership_change_in_progress`)", tag="cluster")
+op("get", "/v1/flows", "flow_list", "Deployed flows, by name", "reader",
+   ok("The flows (without spec)", ref("FlowList")), view=True, consistent=True)
+op("get", "/v1/flows/{flow}", "flow_get", "A flow with its current spec", "reader",
+   ok("The flow", ref("Flow")), params=["flow"], view=True, consistent=True)
+op("put", "/v1/flows/{flow}", "flow_put", "Deploy a flow (a new version when the spec "
+   "changed)", "admin", {**ok("The spec equals the current version", ref("FlowPut")),
+                         **ok("A new version", ref("FlowPut"), status="201")},
+   params=["flow"], body=(ref("FlowSpec"), True))
+op("delete", "/v1/flows/{flow}", "flow_delete", "Undeploy a flow (history is kept)", "admin",
+   ok("The flow, deployed false", ref("Flow")), params=["flow"])
+op("get", "/v1/flows/{flow}/versions", "flow_versions", "Every version of a flow, oldest "
+   "first", "reader", ok("The versions", ref("FlowVersions")), params=["flow"], view=True,
+   consistent=True)
+op("get", "/v1/flows/{flow}/schedule", "schedule_get", "A flow's schedules: counters, last "
+   "decisions, next fire times", "reader", ok("The schedules", ref("Schedule")),
+   params=["flow"], view=True, consistent=True, tag="triggers")
+op("post", "/v1/flows/{flow}/pause", "flow_pause", "Pause a flow's schedules", "admin",
+   ok("Paused", ref("Paused")), params=["flow"], tag="triggers")
+op("post", "/v1/flows/{flow}/unpause", "flow_unpause", "Unpause a flow's schedules", "admin",
+   ok("Unpaused", ref("Paused")), params=["flow"], tag="triggers")
+op("post", "/v1/flows/{flow}/backfill", "backfill", "One run per tick in a past range",
+   "admin", ok("The runs, made once per tick", ref("Backfill")), params=["flow"],
+   body=(ref("BackfillRequest"), True), conflict="The flow is not deployed", tag="triggers")
+op("post", "/v1/events", "event_post", "Post an event", "admin",
+   {**ok("A duplicate id: the first answer", ref("EventAnswer")),
+    **ok("The runs the event started", ref("EventAnswer"), status="201")},
+   body=(ref("Event"), True), tag="triggers")
+op("get", "/v1/cron/preview", "cron_preview", "The next fire times of a cron expression",
+   "reader", ok("The times", ref("CronPreview")),
+   params=[q("expr", "A cron expression (5 or 6 fields, macros, @every)"),
+           q("tz", "An IANA time zone (default UTC)"), q("from", "RFC 3339 (default now)"),
+           q("count", "1..100 (default 10)", {"type": "string", "pattern": "^[0-9]+$"}),
+           q("dst_missing", "shift or skip"), q("dst_repeated", "once or twice")],
+   tag="triggers")
+op("post", "/v1/flows/{flow}/runs", "run_create", "Start a run", "admin",
+   {**ok("A known idempotency key: the run it made", ref("Run")),
+    **ok("The run", ref("Run"), status="201")}, params=["flow"],
+   body=(ref("RunCreate"), False), conflict="The flow is not deployed", tag="runs")
+op("get", "/v1/runs", "run_list", "Runs, newest first", "reader",
+   ok("A page", ref("RunPage")), params=run_list_q, view=True, consistent=True, tag="runs")
+op("get", "/v1/runs/{id}", "run_get", "A run with its steps and attempts", "reader",
+   ok("The run", ref("Run")), params=["id"], view=True, consistent=True, tag="runs")
+op("post", "/v1/runs/{id}/cancel", "run_cancel", "Cancel a run", "admin",
+   ok("The run, cancelled", ref("Run")), params=["id"], conflict="The run had finished "
+   "(`run_finished`)", tag="runs")
+op("get", "/v1/runs/{id}/steps/{step}/logs", "logs", "A step attempt's output", "reader",
+   ok("The output", ref("Logs")), params=["id", "step",
+   q("attempt", "The attempt (default the last)", {"type": "string", "pattern": "^[0-9]+$"})],
+   extra_errors=[("503", "PostgreSQL does not hold the log yet (`not_stored_yet`) or is "
+                         "unreachable (Retry-After)")], tag="runs")
+op("post", "/internal/v1/commands", "internal_command", "A node's own command, proposed "
+   "through the leader", "admin", ok("Applied", {"type": "object"}),
+   body=({"type": "object"}, True), internal=True, tag="node")
+
+doc = {
+    "openapi": "3.1.0",
+    "info": {"title": "flowd REST API", "version": "1",
+             "description": "Any node answers (a follower forwards writes to the leader). "
+                            "Errors are JSON bodies naming the field at fault "
+                            "(docs/api.md)."},
+    "servers": [{"url": "http://127.0.0.1:8001", "description": "a node's node.api_address"}],
+    "security": [{"bearer": []}],
+    "tags": [{"name": t} for t in ("node", "cluster", "flows", "triggers", "runs")],
+    "paths": paths,
+    "components": {"schemas": schemas,
+                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                  "description": "auth.admin_tokens or "
+                                                                 "auth.reader_tokens"}}},
+}
+def render():
+    return json.dumps(doc, indent=1) + "\n"
+
+
+if __name__ == "__main__":
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.json")
+    if sys.argv[1:] == ["--check"]:
+        with open(out) as f:
+            sys.exit(0 if f.read() == render() else 1)
+    with open(out, "w") as f:
+        f.write(render())
