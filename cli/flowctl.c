@@ -1,5 +1,6 @@
 /* flowctl.c - the flowd command-line client: one REST call per command. */
 #include "cli/http.h"
+#include "cli/table.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -17,15 +18,37 @@
 #define WAIT_INTERVAL_MS 200
 /* --wait keeps polling through 503s (an election, a restart) for this long. */
 #define WAIT_UNAVAILABLE_MS 30000
+
+/* -o table (lists as aligned tables; the default) or -o json (the answer as
+ * it came, indented: for scripts). */
+static enum { OUT_TABLE, OUT_JSON } output = OUT_TABLE;
+
+typedef void (*table_fn)(FILE *f, const struct table_style *st,
+			 const json_t *answer);
+
+/* Colour only on a terminal, and not under NO_COLOR (no-color.org). */
+static struct table_style style_now(void)
+{
+	const char *no = getenv("NO_COLOR");
+	struct table_style st = {
+		.colour = isatty(STDOUT_FILENO) && (no == NULL || no[0] == '\0'),
+		.now = time(NULL),
+	};
+	return st;
+}
 /* parse_args: "go on with the command" (every CLI_* code is >= 0). */
 #define PARSED (-1)
 
 static void usage(FILE *f)
 {
-	fputs("usage: flowctl [--url URL] [--token TOKEN] COMMAND [ARGS]\n"
+	fputs("usage: flowctl [--url URL] [--token TOKEN] [-o table|json] COMMAND [ARGS]\n"
 	      "\n"
 	      "URL defaults to $FLOWD_URL, else " DEFAULT_URL ";\n"
 	      "TOKEN to $FLOWD_TOKEN (sent as a Bearer token).\n"
+	      "-o table (the default) prints lists (flows, versions, runs,\n"
+	      "get, schedule, cluster, preview) as tables with relative\n"
+	      "times, coloured on a terminal (not under NO_COLOR); -o json\n"
+	      "prints every answer as the API sent it, for scripts.\n"
 	      "\n"
 	      "commands:\n"
 	      "  deploy FLOW FILE.json  deploy a spec (FILE \"-\" is stdin)\n"
@@ -60,11 +83,19 @@ static void usage(FILE *f)
 	      "  preview EXPR [--tz TZ] [--from T] [--count N]\n"
 	      "        [--dst-missing shift|skip] [--dst-repeated once|twice]\n"
 	      "                         next fire times of a cron expression\n"
+	      "  watch RUN_ID [--interval SECONDS]\n"
+	      "                         a live table of the run's steps until\n"
+	      "                         it ends; exits 0 only if it succeeded\n"
+	      "  top [--interval SECONDS] [--count N]\n"
+	      "                         the cluster and its running runs,\n"
+	      "                         refreshed (N frames; on a terminal\n"
+	      "                         until interrupted, else one)\n"
 	      "  cluster                this node's view of the cluster\n"
 	      "  health                 GET /healthz (no token needed)\n"
 	      "  ready                  GET /readyz (no token needed)\n"
 	      "\n"
-	      "Answers go to stdout as indented JSON, errors to stderr.\n"
+	      "Other answers go to stdout as indented JSON, errors to\n"
+	      "stderr.\n"
 	      "Exit status: 0 success; 1 an HTTP error, a run that did not\n"
 	      "succeed or an unreadable file; 2 no answer from the server;\n"
 	      "64 bad usage.\n",
@@ -79,6 +110,7 @@ struct command {
 	const char *method;
 	const char *route;
 	int nargs;
+	table_fn table; /* how -o table shows the answer, or NULL (JSON) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -288,10 +320,22 @@ static int print_json(const json_t *json)
 	return CLI_OK;
 }
 
+/* The answer as a table (`table` non-NULL and -o table) or as JSON. */
+static int print_answer(const json_t *json, table_fn table)
+{
+	struct table_style st;
+
+	if (table == NULL || output == OUT_JSON)
+		return print_json(json);
+	st = style_now();
+	table(stdout, &st, json);
+	return CLI_OK;
+}
+
 /* The usual command: one request on `path` (owned: freed here; NULL means out
- * of memory), its answer printed. */
-static int call(struct cli_http *h, const char *method, char *path,
-		const char *body, size_t body_len)
+ * of memory), its answer printed (as `table` shows it, when not NULL). */
+static int call_as(struct cli_http *h, const char *method, char *path,
+		   const char *body, size_t body_len, table_fn table)
 {
 	struct cli_reply r;
 	int rc;
@@ -300,10 +344,16 @@ static int call(struct cli_http *h, const char *method, char *path,
 		return oom();
 	rc = request(h, method, path, body, body_len, &r);
 	if (rc == CLI_OK)
-		rc = print_json(r.json);
+		rc = print_answer(r.json, table);
 	cli_reply_clear(&r);
 	free(path);
 	return rc;
+}
+
+static int call(struct cli_http *h, const char *method, char *path,
+		const char *body, size_t body_len)
+{
+	return call_as(h, method, path, body, body_len, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -319,8 +369,9 @@ static int cmd_simple(struct cli_http *h, const struct command *cmd, int argc,
 	if (rc != PARSED)
 		return rc;
 	/* a POST with no options (cancel) sends an empty JSON body */
-	return call(h, cmd->method, path_of(cmd->route, pos[0]),
-		    strcmp(cmd->method, "POST") == 0 ? "" : NULL, 0);
+	return call_as(h, cmd->method, path_of(cmd->route, pos[0]),
+		       strcmp(cmd->method, "POST") == 0 ? "" : NULL, 0,
+		       cmd->table);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -725,7 +776,7 @@ static int cmd_runs(struct cli_http *h, const struct command *cmd, int argc,
 	char *path;
 	int rc = query_path(argc, argv, runs_options, "/v1/runs", 0, &path);
 
-	return rc != PARSED ? rc : call(h, "GET", path, NULL, 0);
+	return rc != PARSED ? rc : call_as(h, "GET", path, NULL, 0, table_runs);
 }
 
 static int cmd_preview(struct cli_http *h, const struct command *cmd,
@@ -735,7 +786,7 @@ static int cmd_preview(struct cli_http *h, const struct command *cmd,
 	int rc = query_path(argc, argv, preview_options,
 			    "/v1/cron/preview?expr=%", 1, &path);
 
-	return rc != PARSED ? rc : call(h, "GET", path, NULL, 0);
+	return rc != PARSED ? rc : call_as(h, "GET", path, NULL, 0, table_preview);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -879,33 +930,246 @@ out:
 }
 
 /* ------------------------------------------------------------------------ */
+/* watch and top: tables that refresh                                       */
+
+enum { OPT_INTERVAL = 400, OPT_FRAMES };
+
+struct refresh_opts {
+	long interval_ms;
+	long count; /* frames; 0: until interrupted */
+	bool count_set;
+};
+
+static const struct option watch_options[] = {
+    {"interval", required_argument, NULL, OPT_INTERVAL},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static const struct option top_options[] = {
+    {"interval", required_argument, NULL, OPT_INTERVAL},
+    {"count", required_argument, NULL, OPT_FRAMES},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int refresh_option(void *ctx, int opt, const char *arg)
+{
+	struct refresh_opts *o = ctx;
+	char *end;
+
+	if (opt == OPT_INTERVAL) {
+		double s = strtod(arg, &end);
+		if (*arg == '\0' || *end != '\0' || !(s >= 0.1 && s <= 3600))
+			return usage_error("--interval wants seconds from 0.1 "
+					   "to 3600, not '%s'",
+					   arg);
+		o->interval_ms = (long)(s * 1000);
+		return PARSED;
+	}
+	if (opt == OPT_FRAMES) {
+		long n = strtol(arg, &end, 10);
+		if (*arg == '\0' || *end != '\0' || n < 0)
+			return usage_error("--count wants a number of frames, "
+					   "not '%s'",
+					   arg);
+		o->count = n;
+		o->count_set = true;
+		return PARSED;
+	}
+	return usage_error("unknown option");
+}
+
+/* On a terminal a frame replaces the last one (cursor home, clear). */
+static void clear_screen(void)
+{
+	fputs("\033[H\033[2J", stdout);
+}
+
+/* GET `path` into r, polling through 503s (no leader for a moment) for up
+ * to WAIT_UNAVAILABLE_MS. CLI_OK with a 2xx JSON answer, else the exit code
+ * (the reason on stderr). */
+static int get_patiently(struct cli_http *h, const char *path,
+			 struct cli_reply *r)
+{
+	long unavailable_ms = 0;
+
+	for (;;) {
+		int http_rc = cli_http_request(h, "GET", path, NULL, 0, r);
+		if (http_rc == CLI_OK && r->status == 503 &&
+		    unavailable_ms < WAIT_UNAVAILABLE_MS) {
+			cli_reply_clear(r);
+			sleep_ms(WAIT_INTERVAL_MS);
+			unavailable_ms += WAIT_INTERVAL_MS;
+			continue;
+		}
+		return check_reply(h, http_rc, r);
+	}
+}
+
+static int cmd_watch(struct cli_http *h, const struct command *cmd, int argc,
+		     char **argv)
+{
+	struct refresh_opts o = {.interval_ms = 1000};
+	const char *pos[1];
+	char *path, *last = NULL;
+	bool tty = isatty(STDOUT_FILENO);
+	int rc;
+
+	rc = parse_args(argc, argv, "", watch_options, refresh_option, &o, pos,
+			1);
+	if (rc != PARSED)
+		return rc;
+	path = path_of("/v1/runs/%", pos[0]);
+	if (path == NULL)
+		return oom();
+	for (;;) {
+		struct cli_reply r;
+		struct table_style st = style_now();
+		char *now;
+		bool changed, done;
+
+		rc = get_patiently(h, path, &r);
+		if (rc != CLI_OK) {
+			cli_reply_clear(&r);
+			break;
+		}
+		now = json_dumps(r.json, JSON_COMPACT | JSON_SORT_KEYS);
+		if (now == NULL) {
+			cli_reply_clear(&r);
+			rc = oom();
+			break;
+		}
+		changed = last == NULL || strcmp(last, now) != 0;
+		if (output == OUT_JSON) {
+			if (changed)
+				puts(now); /* one line per change */
+		} else if (tty) {
+			clear_screen();
+			table_run(stdout, &st, r.json);
+		} else if (changed) {
+			if (last != NULL)
+				fputc('\n', stdout);
+			table_run(stdout, &st, r.json);
+		}
+		fflush(stdout);
+		free(last);
+		last = now;
+		done = is_terminal(r.json);
+		if (done) {
+			const char *status =
+				json_string_value(json_object_get(r.json, "status"));
+			const char *reason =
+				json_string_value(json_object_get(r.json, "reason"));
+			rc = CLI_OK;
+			if (strcmp(status, "succeeded") != 0) {
+				fprintf(stderr, "flowctl: run %s %s%s%s\n", pos[0],
+					status, reason ? ": " : "",
+					reason ? reason : "");
+				rc = CLI_FAILED;
+			}
+		}
+		cli_reply_clear(&r);
+		if (done)
+			break;
+		sleep_ms(o.interval_ms);
+	}
+	free(last);
+	free(path);
+	return rc;
+}
+
+static int cmd_top(struct cli_http *h, const struct command *cmd, int argc,
+		   char **argv)
+{
+	struct refresh_opts o = {.interval_ms = 2000};
+	bool tty = isatty(STDOUT_FILENO);
+	int rc;
+
+	rc = parse_args(argc, argv, "", top_options, refresh_option, &o, NULL,
+			0);
+	if (rc != PARSED)
+		return rc;
+	if (!o.count_set)
+		o.count = tty ? 0 : 1;
+	for (long frame = 0; o.count == 0 || frame < o.count; frame++) {
+		struct cli_reply cl, runs;
+		struct table_style st = style_now();
+
+		if (frame > 0)
+			sleep_ms(o.interval_ms);
+		rc = get_patiently(h, "/v1/cluster", &cl);
+		if (rc != CLI_OK) {
+			cli_reply_clear(&cl);
+			break;
+		}
+		rc = get_patiently(h, "/v1/runs?status=running&limit=20", &runs);
+		if (rc != CLI_OK) {
+			cli_reply_clear(&cl);
+			cli_reply_clear(&runs);
+			break;
+		}
+		if (output == OUT_JSON) {
+			json_t *both = json_pack("{s:O, s:O}", "cluster", cl.json,
+						 "running",
+						 json_object_get(runs.json, "runs"));
+			char *text = both ? json_dumps(both, JSON_COMPACT) : NULL;
+			if (text != NULL)
+				puts(text);
+			else
+				rc = oom();
+			free(text);
+			json_decref(both);
+		} else {
+			if (tty)
+				clear_screen();
+			else if (frame > 0)
+				fputc('\n', stdout);
+			table_cluster(stdout, &st, cl.json);
+			fprintf(stdout, "\nrunning (the newest %zu):\n",
+				json_array_size(json_object_get(runs.json, "runs")));
+			table_runs(stdout, &st, runs.json);
+		}
+		fflush(stdout);
+		cli_reply_clear(&cl);
+		cli_reply_clear(&runs);
+		if (rc != CLI_OK)
+			break;
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* main                                                                     */
 
 static const struct command commands[] = {
-    {"deploy", cmd_deploy, NULL, NULL, 0},
-    {"flows", cmd_simple, "GET", "/v1/flows", 0},
-    {"flow", cmd_simple, "GET", "/v1/flows/%", 1},
-    {"versions", cmd_simple, "GET", "/v1/flows/%/versions", 1},
-    {"undeploy", cmd_simple, "DELETE", "/v1/flows/%", 1},
-    {"run", cmd_run, NULL, NULL, 0},
-    {"runs", cmd_runs, NULL, NULL, 0},
-    {"get", cmd_simple, "GET", "/v1/runs/%", 1},
-    {"logs", cmd_logs, NULL, NULL, 0},
-    {"cancel", cmd_simple, "POST", "/v1/runs/%/cancel", 1},
-    {"schedule", cmd_simple, "GET", "/v1/flows/%/schedule", 1},
-    {"pause", cmd_simple, "POST", "/v1/flows/%/pause", 1},
-    {"unpause", cmd_simple, "POST", "/v1/flows/%/unpause", 1},
-    {"backfill", cmd_backfill, NULL, NULL, 0},
-    {"event", cmd_event, NULL, NULL, 0},
-    {"preview", cmd_preview, NULL, NULL, 0},
-    {"cluster", cmd_simple, "GET", "/v1/cluster", 0},
-    {"health", cmd_simple, "GET", "/healthz", 0},
-    {"ready", cmd_simple, "GET", "/readyz", 0},
+    {"deploy", cmd_deploy, NULL, NULL, 0, NULL},
+    {"flows", cmd_simple, "GET", "/v1/flows", 0, table_flows},
+    {"flow", cmd_simple, "GET", "/v1/flows/%", 1, NULL},
+    {"versions", cmd_simple, "GET", "/v1/flows/%/versions", 1, table_versions},
+    {"undeploy", cmd_simple, "DELETE", "/v1/flows/%", 1, NULL},
+    {"run", cmd_run, NULL, NULL, 0, NULL},
+    {"runs", cmd_runs, NULL, NULL, 0, NULL},
+    {"get", cmd_simple, "GET", "/v1/runs/%", 1, table_run},
+    {"watch", cmd_watch, NULL, NULL, 0, NULL},
+    {"top", cmd_top, NULL, NULL, 0, NULL},
+    {"logs", cmd_logs, NULL, NULL, 0, NULL},
+    {"cancel", cmd_simple, "POST", "/v1/runs/%/cancel", 1, NULL},
+    {"schedule", cmd_simple, "GET", "/v1/flows/%/schedule", 1, table_schedule},
+    {"pause", cmd_simple, "POST", "/v1/flows/%/pause", 1, NULL},
+    {"unpause", cmd_simple, "POST", "/v1/flows/%/unpause", 1, NULL},
+    {"backfill", cmd_backfill, NULL, NULL, 0, NULL},
+    {"event", cmd_event, NULL, NULL, 0, NULL},
+    {"preview", cmd_preview, NULL, NULL, 0, NULL},
+    {"cluster", cmd_simple, "GET", "/v1/cluster", 0, table_cluster},
+    {"health", cmd_simple, "GET", "/healthz", 0, NULL},
+    {"ready", cmd_simple, "GET", "/readyz", 0, NULL},
 };
 
 static const struct option global_options[] = {
     {"url", required_argument, NULL, 'u'},
     {"token", required_argument, NULL, 't'},
+    {"output", required_argument, NULL, 'o'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -923,9 +1187,19 @@ int main(int argc, char **argv)
 		url = DEFAULT_URL;
 	opterr = 0;
 	/* '+': stop at the command, whose own options are parsed by it */
-	while ((opt = getopt_long(argc, argv, "+:h", global_options, NULL)) !=
+	while ((opt = getopt_long(argc, argv, "+:ho:", global_options, NULL)) !=
 	       -1) {
 		switch (opt) {
+		case 'o':
+			if (strcmp(optarg, "json") == 0)
+				output = OUT_JSON;
+			else if (strcmp(optarg, "table") == 0)
+				output = OUT_TABLE;
+			else
+				return usage_error("-o wants table or json, not "
+						   "'%s'",
+						   optarg);
+			break;
 		case 'u':
 			url = optarg;
 			break;

@@ -1,6 +1,8 @@
 """test_flowctl.py - the flowctl command-line client against one real node:
 deploy, run with -p and --wait, get, runs, logs, cancel, and its exit codes
-(1 for an HTTP error, 2 for no server, 64 for bad usage).
+(1 for an HTTP error, 2 for no server, 64 for bad usage); tables for people
+(through pipes and through a pseudo-terminal), -o json for scripts, watch and
+top.
 
 FLOWCTL_WRAP (e.g. "valgrind -q --leak-check=full --errors-for-leak-kinds=all
 --error-exitcode=99") is put before every flowctl command line."""
@@ -13,7 +15,8 @@ import subprocess
 import pytest
 
 import flowd_harness as h
-from flowd_harness import ADMIN_TOKEN, READER_TOKEN, flow_spec, param, sleeper_flow, step
+from flowd_harness import (ADMIN_TOKEN, READER_TOKEN, failing_flow, flow_spec, param, sleeper_flow,
+                           step)
 
 FLOWCTL = os.path.join(h.BUILD, "flowctl")
 WRAP = shlex.split(os.environ.get("FLOWCTL_WRAP", ""))
@@ -35,11 +38,14 @@ def run_flowctl(args, stdin=None, env=None, timeout=60):
                           timeout=h.scaled(timeout))
 
 
-def flowctl(node, *args, token=ADMIN_TOKEN, url=None, stdin=None, env=None):
-    """flowctl --url <node's> --token <admin> `args`."""
+def flowctl(node, *args, token=ADMIN_TOKEN, url=None, stdin=None, env=None, output="json"):
+    """flowctl --url <node's> --token <admin> -o json `args` (output=None:
+    flowctl's default, tables for lists)."""
     argv = ["--url", url or node.url]
     if token is not None:
         argv += ["--token", token]
+    if output is not None:
+        argv += ["-o", output]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWD_")}
     full_env.update(env or {})
     return run_flowctl(argv + list(args), stdin=stdin, env=full_env)
@@ -164,7 +170,7 @@ def test_url_and_token_come_from_the_environment(node):
                 env={"FLOWD_URL": node.url, "FLOWD_TOKEN": ADMIN_TOKEN})
     # --url on the command line wins over $FLOWD_URL
     assert r.returncode == 2, r.stderr
-    r = run_flowctl(["cluster"],
+    r = run_flowctl(["-o", "json", "cluster"],
                     env=dict(os.environ, FLOWD_URL=node.url + "/", FLOWD_TOKEN=ADMIN_TOKEN))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["role"] == "leader"
@@ -215,3 +221,178 @@ def test_trigger_commands(node, workdir):
     assert r.returncode == 64
     r = flowctl(node, "preview", "0 0 31 2 *")
     assert r.returncode == 1 and "never matches" in r.stderr
+
+
+# ------------------------------------------------------------ for people
+
+ESC = "\x1b["
+
+
+def flowctl_pty(node, *args, env=None, timeout=60):
+    """flowctl with its stdout on a pseudo-terminal (as a person runs it):
+    (exit code, everything it wrote there)."""
+    import pty
+    import select
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWD_")}
+    full_env.update(env or {})
+    master, slave = pty.openpty()
+    p = subprocess.Popen(WRAP + [FLOWCTL, "--url", node.url, "--token", ADMIN_TOKEN]
+                         + [str(a) for a in args], stdout=slave, stderr=subprocess.PIPE,
+                         env=full_env)
+    os.close(slave)
+    out = b""
+    deadline = h.scaled(timeout)
+    import time
+    t0 = time.monotonic()
+    while True:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif p.poll() is not None:
+            break
+        assert time.monotonic() - t0 < deadline, "flowctl %s did not end" % (args,)
+    os.close(master)
+    rc = p.wait(timeout=h.scaled(30))
+    p.stderr.close()
+    return rc, out.decode("utf-8", "replace")
+
+
+def lines_of(text):
+    return [l for l in text.splitlines() if l.strip()]
+
+
+def test_lists_are_tables_with_relative_times_and_json_with_o_json(node, workdir):
+    spec = flow_spec([step("first", "true"), step("second", "exit 3", depends_on=["first"])])
+    spec["description"] = "two steps"
+    spec["triggers"] = {"schedules": [{"cron": "0 * * * *"}]}
+    path = os.path.join(workdir, "f.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    ok_json(flowctl(node, "deploy", "two", path))
+    run = ok_json(flowctl(node, "run", "two"))
+    node.wait_run(run["id"])
+
+    r = flowctl(node, "runs", output=None)
+    assert r.returncode == 0, r.stderr
+    assert ESC not in r.stdout  # a pipe gets no colour
+    rows = lines_of(r.stdout)
+    assert rows[0].split() == ["ID", "FLOW", "STATUS", "TRIGGER", "CREATED", "DURATION", "REASON"]
+    cells = rows[1].split()
+    assert cells[:4] == [run["id"], "two", "failed", "manual"], rows
+    assert cells[5] == "ago" and cells[4].endswith("s"), rows  # "3s ago"
+    assert "step second failed with exit code 3" in rows[1]
+    # columns line up: every row's STATUS starts where the header's does
+    col = rows[0].index("STATUS")
+    assert rows[1][col:].startswith("failed")
+    # -o json is the answer as the API sent it
+    assert ok_json(flowctl(node, "runs"))["runs"][0]["id"] == run["id"]
+
+    flows = lines_of(flowctl(node, "flows", output=None).stdout)
+    assert flows[0].split() == ["NAME", "VERSION", "DEPLOYED", "UPDATED", "DESCRIPTION"]
+    assert flows[1].split()[:3] == ["two", "1", "yes"] and flows[1].endswith("two steps")
+
+    got = lines_of(flowctl(node, "get", run["id"], output=None).stdout)
+    assert got[0].startswith("run %s  flow two v1  failed  manual" % run["id"]), got
+    assert got[1] == "reason: step second failed with exit code 3"
+    assert got[2].split() == ["STEP", "STATUS", "ATTEMPT", "NODE", "STARTED", "DURATION", "RESULT"]
+    assert got[3].split()[:4] == ["first", "succeeded", "1", "1"]
+    assert got[4].split()[:4] == ["second", "failed", "1", "1"] and got[4].endswith("exited 3")
+
+    sched = lines_of(flowctl(node, "schedule", "two", output=None).stdout)
+    assert sched[0] == "flow two"
+    assert sched[1].split()[:4] == ["#", "CRON", "TIMEZONE", "FIRED"]
+    assert sched[2].split()[:8] == ["0", "0", "*", "*", "*", "*", "UTC", "0"]
+    assert sched[2].split()[-2] == "in", sched  # the next fire time, relative
+
+    cl = lines_of(flowctl(node, "cluster", output=None).stdout)
+    assert cl[0].startswith("node 1  leader  term ")
+    assert cl[1].split() == ["ID", "ROLE", "LEADER", "LIVE", "RAFT", "API"]
+    assert cl[2].split()[:4] == ["1", "voter", "*", "yes"]
+
+    pv = lines_of(flowctl(node, "preview", "30 2 * * *", "--tz", "Europe/Berlin",
+                          "--from", "2027-03-27T00:00:00Z", "--count", "2", output=None).stdout)
+    assert pv == ["30 2 * * *  (Europe/Berlin)", "UTC                   LOCAL",
+                  "2027-03-27T01:30:00Z  2027-03-27T02:30:00+01:00",
+                  "2027-03-28T01:00:00Z  2027-03-28T03:00:00+02:00"]
+
+    vs = lines_of(flowctl(node, "versions", "two", output=None).stdout)
+    assert vs[0].split() == ["VERSION", "CREATED", "STEPS"] and vs[1].split()[0] == "1"
+    assert vs[1].split()[-1] == "2"
+
+    r = flowctl(node, "runs", output="yaml")
+    assert r.returncode == 64 and "-o wants table or json" in r.stderr
+
+
+def test_tables_are_coloured_on_a_terminal_unless_no_color(node):
+    node.deploy("ok", flow_spec([step("s", "true")]))
+    node.wait_run(node.start_run("ok")["id"])
+    rc, out = flowctl_pty(node, "runs")
+    assert rc == 0, out
+    assert ESC + "32msucceeded" + ESC + "0m" in out, repr(out)
+    assert ESC + "1mID" in out  # a bold header
+    rc, out = flowctl_pty(node, "runs", env={"NO_COLOR": "1"})
+    assert rc == 0 and ESC not in out and "succeeded" in out, repr(out)
+    # -o json on a terminal is still plain JSON
+    rc, out = flowctl_pty(node, "-o", "json", "runs")
+    assert rc == 0 and json.loads(out)["runs"][0]["status"] == "succeeded"
+
+
+def test_watch_follows_a_run_to_its_end_and_exits_with_its_status(node, workdir):
+    node.deploy("slow", flow_spec([step("wait", "sleep 1.5"), step("then", "true",
+                                                                   depends_on=["wait"])]))
+    run = node.start_run("slow")
+    r = flowctl(node, "watch", run["id"], "--interval", "0.2", output=None)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    frames = [f for f in r.stdout.split("\n\n") if f.strip()]
+    # a pipe gets a frame per change: the step running, then the run's end
+    assert len(frames) >= 2, r.stdout
+    assert any(" running " in f.splitlines()[0] for f in frames[:-1]), frames
+    last = lines_of(frames[-1])
+    assert "  succeeded  " in last[0]
+    assert [l.split()[:2] for l in last[2:]] == [["wait", "succeeded"], ["then", "succeeded"]]
+    assert ESC not in r.stdout
+
+    node.deploy("bad", failing_flow())
+    bad = node.start_run("bad")
+    r = flowctl(node, "watch", bad["id"], "--interval", "0.2", output=None)
+    assert r.returncode == 1 and "failed" in r.stderr, (r.stdout, r.stderr)
+
+    # -o json: one line per change, the last the finished run
+    r = flowctl(node, "watch", run["id"])
+    assert r.returncode == 0 and json.loads(lines_of(r.stdout)[-1])["status"] == "succeeded"
+
+    # on a terminal each frame replaces the last
+    again = node.start_run("slow")
+    rc, out = flowctl_pty(node, "watch", again["id"], "--interval", "0.2")
+    assert rc == 0 and out.count(ESC + "H" + ESC + "2J") >= 2, repr(out[:300])
+    assert "succeeded" in out.split(ESC + "2J")[-1]
+
+    r = flowctl(node, "watch", "r-999999999999", output=None)
+    assert r.returncode == 1 and "404" in r.stderr
+
+
+def test_top_shows_the_cluster_and_the_running_runs(node, workdir):
+    pid_dir = h.fresh_dir(os.path.join(workdir, "pids"))
+    node.deploy("nap", sleeper_flow(pid_dir, 30))
+    run = node.start_run("nap")
+    node.wait_run(run["id"], statuses=("running",))
+    r = flowctl(node, "top", "--count", "2", "--interval", "0.2", output=None)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("node 1  leader") == 2
+    assert r.stdout.count("running (the newest 1):") == 2
+    assert r.stdout.count(run["id"]) == 2
+    # without --count a pipe gets one frame
+    r = flowctl(node, "top", output=None)
+    assert r.returncode == 0 and r.stdout.count("node 1  leader") == 1
+    frame = ok_json(flowctl(node, "top"))
+    assert frame["cluster"]["role"] == "leader"
+    assert [x["id"] for x in frame["running"]] == [run["id"]]
+    r = flowctl(node, "top", "--interval", "0")
+    assert r.returncode == 64
+    ok_json(flowctl(node, "cancel", run["id"]))
