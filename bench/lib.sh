@@ -23,7 +23,7 @@ LG=
 lg_run() {
 	local name=$1 line
 	shift
-	timeout --foreground 900 "$LOADGEN" --token "$TOKEN" "$@" \
+	timeout --foreground "${LG_TIMEOUT:-900}" "$LOADGEN" --token "$TOKEN" "$@" \
 		>"$OUT/$name.txt" 2>&1 || true
 	LG=$(grep '^{' "$OUT/$name.txt" | tail -n 1 || true)
 	line=$(grep '^loadgen:' "$OUT/$name.txt" | tail -n 1 || true)

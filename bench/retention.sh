@@ -61,12 +61,16 @@ snapshot_bytes() { # the newest snapshot file of node 1 (0 if none)
 	[ -n "$f" ] && stat -c %s "$f" || echo 0
 }
 t0=$SECONDS
+# the load takes RUNS / RATE seconds: loadgen's cap (900 s) must not cut it
+[ "$RATE" = 0 ] || export LG_TIMEOUT=$(( RUNS / RATE * 2 + 900 ))
 RATE_ARGS=()
 [ "$RATE" = 0 ] || RATE_ARGS=(--rate "$RATE")
 lg load --url "${URL[1]}" --path /v1/flows/noop/runs --body '{"parameters":{}}' \
 	--unique-key --requests "$RUNS" --connections "$CONNS" --threads "$THREADS" \
 	--duration 86400 --timeout 60 "${RATE_ARGS[@]}"
 accepted=$(field "$LG" ok)
+unset LG_TIMEOUT
+[ "${accepted:-0}" = "$RUNS" ] || die "the load was cut short: ${accepted:-no} runs of $RUNS accepted ($OUT/load.txt)"
 drain
 took=$((SECONDS - t0))
 # one more round of entries so that raft takes a snapshot with all of it
