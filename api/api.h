@@ -113,6 +113,14 @@ struct api_field {
 typedef void (*api_read_fn)(void *arg, const struct view *v,
 			    struct api_request *req);
 
+/* A row's modify-index probe (reads on the view): the index of the last
+ * change of what the read answers (a run, the run list, a flow ...), from
+ * `v`, cheaply and without rendering. It makes `X-Flowd-Index` and lets a
+ * client block on `?index=N&wait=D` until that index passes N. Runs on an
+ * HTTP thread or the api's watcher thread. */
+typedef uint64_t (*api_probe_fn)(const struct view *v,
+				 const struct api_request *req);
+
 /* A submit handler (a row's `submit`): called by the backend on its own
  * thread (daemon/service.c: the loop, after its admission checks) with the
  * backend's arg. Must lead to exactly one api_request_finish(). */
@@ -151,6 +159,9 @@ struct api_route {
 	api_parse_fn parse;            /* or a whole-body hook, or NULL */
 	api_query_fn query;            /* may be NULL (no query) */
 	api_read_fn read;              /* a read: answered on the HTTP thread */
+	api_probe_fn probe;            /* reads on the view: its modify index
+	                                * (X-Flowd-Index, ?index=&wait=), or
+	                                * NULL */
 	api_submit_fn submit;          /* or a write: handed to the backend */
 	const char *name;              /* for logs: "run_create" */
 };
@@ -183,6 +194,10 @@ struct api_request {
 	unsigned limit;        /* ?limit=: 1..max_runs_page, default 50 */
 	uint64_t cursor;       /* ?cursor= (a next_cursor), 0 = none */
 	int consistent;        /* ?consistent=true (reads) */
+	uint64_t wait_index;   /* ?index=N (rows with a probe) */
+	unsigned wait_ms;      /* ?wait=D with ?index: hold the read until
+	                        * the probe passes wait_index, at most this
+	                        * long (0: no ?index, answer at once) */
 
 	/* The request as it arrived, so that a follower can forward it to the
 	 * leader unchanged (all NUL-terminated; NULL when absent). Set only on

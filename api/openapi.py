@@ -160,6 +160,14 @@ P = {
     "consistent": {"name": "consistent", "in": "query", "required": False,
                    "description": "true: the leader answers, after every earlier entry is applied",
                    "schema": {"enum": ["true", "false"]}},
+    "index": {"name": "index", "in": "query", "required": False,
+              "description": "A blocking read: hold the answer until what it shows changes "
+                             "after this X-Flowd-Index, or `wait` ends",
+              "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    "wait": {"name": "wait", "in": "query", "required": False,
+             "description": "With index: how long to hold at most (30s, 500ms, 5m; "
+                            "default 60s, at most 10m)",
+             "schema": {"type": "string", "pattern": "^[0-9]+(ms|s|m)?$"}},
     "if_none_match": {"name": "If-None-Match", "in": "header", "required": False,
                       "description": "An ETag of an earlier answer: 304 while unchanged",
                       "schema": STR},
@@ -173,7 +181,8 @@ def err(desc):
 
 READ_HEADERS = {
     "ETag": {"description": "A hash of the body; send it in If-None-Match", "schema": STR},
-    "X-Flowd-Index": {"description": "The Raft index of the state the answer was read from",
+    "X-Flowd-Index": {"description": "The Raft index of the last change of what the answer "
+                                     "shows (pass it as ?index= to block until the next)",
                       "schema": STR},
 }
 
@@ -190,6 +199,8 @@ def op(method, path, opid, summary, role, responses, params=(), body=None, view=
     o = {"operationId": opid, "summary": summary, "tags": [tag]}
     plist = [P[p] if isinstance(p, str) else p for p in params]
     resp = dict(responses)
+    if method == "get" and view:
+        plist += [P["index"], P["wait"]]
     if method == "get":
         plist.append(P["if_none_match"])
         resp["304"] = {"description": "Not modified: the If-None-Match tag still holds",

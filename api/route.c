@@ -136,6 +136,9 @@ static const char *row_problem(const struct api_route *row)
 	if ((row->flags & API_ROUTE_CONSISTENT) &&
 	    (row->read == NULL || !(row->flags & API_ROUTE_VIEW)))
 		return "consistent reads are reads on the view";
+	if (row->probe != NULL &&
+	    (row->read == NULL || !(row->flags & API_ROUTE_VIEW)))
+		return "a probe is for reads on the view";
 	if (row->name == NULL)
 		return "no name";
 	return NULL;
@@ -434,6 +437,73 @@ static int validate_consistent(api__query_get_cb query, void *arg,
 			       "consistent", "must be true or false");
 }
 
+/* "30s", "500ms", "2m", or plain seconds: into ms. -1 when malformed. */
+static long long duration_ms(const char *s)
+{
+	unsigned long long n = 0;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		n = n * 10 + (unsigned long long)(*p - '0');
+		if (n > 100000000ULL)
+			return -1;
+	}
+	if (strcmp(p, "ms") == 0)
+		return (long long)n;
+	if (*p == '\0' || strcmp(p, "s") == 0)
+		return (long long)n * 1000;
+	if (strcmp(p, "m") == 0)
+		return (long long)n * 60000;
+	return -1;
+}
+
+/* ?index=N&wait=D on rows with a probe (blocking reads). */
+static int validate_wait(api__query_get_cb query, void *arg,
+			 struct api_request *req, struct flowd_error *err)
+{
+	const char *index = query ? query(arg, "index") : NULL;
+	const char *wait = query ? query(arg, "wait") : NULL;
+	unsigned long long n;
+	long long ms = API_WAIT_DEFAULT_MS;
+	char *end;
+
+	req->wait_index = 0;
+	req->wait_ms = 0;
+	if (index == NULL) {
+		if (wait != NULL)
+			return flowd_error_set(err, FLOWD_E_INVALID,
+					       "invalid_query", "wait",
+					       "wait needs index");
+		return 0;
+	}
+	errno = 0;
+	n = strtoull(index, &end, 10);
+	if (index[0] < '0' || index[0] > '9' || *end != '\0' || errno != 0)
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+				       "index",
+				       "must be an X-Flowd-Index: an integer "
+				       "from 0 to 2^64-1");
+	if (wait != NULL) {
+		ms = duration_ms(wait);
+		if (ms < 0 || ms > API_WAIT_MAX_MS)
+			return flowd_error_set(
+				err, FLOWD_E_INVALID, "invalid_query", "wait",
+				"must be a duration such as 30s, 500ms or 5m, "
+				"at most %dm",
+				API_WAIT_MAX_MS / 60000);
+	}
+	if (req->consistent)
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+				       "index",
+				       "a blocking read is not a consistent "
+				       "one: drop consistent or index");
+	req->wait_index = n;
+	req->wait_ms = ms > 0 ? (unsigned)ms : 1;
+	return 0;
+}
+
 int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
 		       struct flowd_error *err)
 {
@@ -529,6 +599,9 @@ int api__route_validate(struct api__route *r, api__query_get_cb query,
 		return -1;
 	if (row->read != NULL &&
 	    validate_consistent(query, query_arg, req, err) != 0)
+		return -1;
+	if (row->probe != NULL &&
+	    validate_wait(query, query_arg, req, err) != 0)
 		return -1;
 	if (row->query != NULL)
 		return row->query(req, lim, err);

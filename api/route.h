@@ -25,6 +25,10 @@ struct api__route {
 	char *raw_member; /* owned, or NULL */
 };
 
+/* Blocking reads: ?wait= defaults to 60 s and may be 10 minutes at most. */
+#define API_WAIT_DEFAULT_MS 60000
+#define API_WAIT_MAX_MS 600000
+
 /* Check a route table (borrowed) once, at start: every row has a method,
  * a path template of at most six known segments, exactly one of read and
  * submit, at most one of fields and parse (and a body kind that takes

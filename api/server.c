@@ -87,6 +87,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -103,6 +104,7 @@
 #define DEFAULT_CONNECTION_LIMIT 1024
 #define DEFAULT_CONNECTION_TIMEOUT_S 60
 #define BODY_INITIAL_CAP 4096
+#define WATCH_POLL_MS 10
 
 static const char *const known_methods[] = {
 	"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", NULL};
@@ -148,6 +150,7 @@ struct api_server {
 	const struct api_route *routes; /* borrowed */
 	struct storage_reader *reader; /* borrowed */
 	struct metrics_family *http_requests, *http_seconds; /* or NULL */
+	struct metrics_series *http_blocked; /* or NULL */
 	struct view_store *views;      /* borrowed */
 	struct flowd_limits limits;
 	char **admin_tokens;  /* owned, NULL-terminated */
@@ -157,6 +160,23 @@ struct api_server {
 	MHD_socket quiesced_fd; /* returned by MHD_quiesce_daemon */
 	int thread_nice;
 	atomic_uint pending;
+
+	/* Blocking reads (?index=&wait=): parked requests, and the thread
+	 * that answers them when their probe passes their index or their
+	 * wait ends. It polls the read view every WATCH_POLL_MS and never
+	 * involves the loop. */
+	pthread_mutex_t watch_mu;
+	pthread_cond_t watch_cond;
+	pthread_t watcher;
+	bool watcher_started, watch_stop, watch_release_all;
+	struct parked *parked;
+	size_t n_parked, cap_parked;
+};
+
+struct parked {
+	struct request *r;
+	uint64_t after;        /* answer once the probe passes this */
+	struct timespec until; /* or at this time (CLOCK_MONOTONIC) */
 };
 
 /* ------------------------------------------------------------------------
@@ -826,7 +846,11 @@ static void answer_read(struct request *r, api_read_fn fn, bool with_view)
 	}
 	fn(s->backend.read_arg, v, req);
 	if (v != NULL) {
-		r->view_index = view_applied_index(v);
+		const struct api_route *row = req->route;
+		uint64_t idx = row != NULL && row->probe != NULL
+				       ? row->probe(v, req)
+				       : 0;
+		r->view_index = idx != 0 ? idx : view_applied_index(v);
 		view_release(&g);
 	}
 	request_history(r);
@@ -844,6 +868,123 @@ static enum MHD_Result submit(struct request *r)
 	return MHD_YES; /* r may already be resuming: do not touch it */
 }
 
+/* ------------------------------------------------------------------------
+ * Blocking reads
+ */
+
+/* The request's probe on the newest view has not passed its ?index. */
+static bool must_wait(struct request *r)
+{
+	struct view_guard g;
+	const struct view *v = view_acquire(r->server->views, &g);
+	bool wait;
+
+	if (v == NULL)
+		return false;
+	/* 0: nothing to wait on (no such run or flow in memory): answer */
+	uint64_t idx = r->req.route->probe(v, &r->req);
+	wait = idx != 0 && idx <= r->req.wait_index;
+	view_release(&g);
+	return wait;
+}
+
+/* Hold the request (suspended, as a submitted one) until the watcher
+ * answers it. */
+static enum MHD_Result park(struct request *r)
+{
+	struct api_server *s = r->server;
+	struct parked p = {.r = r, .after = r->req.wait_index};
+
+	clock_gettime(CLOCK_MONOTONIC, &p.until);
+	p.until.tv_sec += r->req.wait_ms / 1000;
+	p.until.tv_nsec += (long)(r->req.wait_ms % 1000) * 1000000L;
+	if (p.until.tv_nsec >= 1000000000L) {
+		p.until.tv_sec++;
+		p.until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->watch_mu);
+	if (s->n_parked == s->cap_parked) {
+		size_t cap = s->cap_parked ? s->cap_parked * 2 : 64;
+		struct parked *np = realloc(s->parked, cap * sizeof *np);
+		if (np == NULL) {
+			pthread_mutex_unlock(&s->watch_mu);
+			/* answer at once rather than not at all */
+			answer_read(r, r->req.route->read, true);
+			return answer(r);
+		}
+		s->parked = np;
+		s->cap_parked = cap;
+	}
+	/* Suspend before the watcher can see it (as submit() does). */
+	atomic_store_explicit(&r->state, STATE_SUBMITTED, memory_order_relaxed);
+	MHD_suspend_connection(r->conn);
+	atomic_fetch_add(&s->pending, 1);
+	s->parked[s->n_parked++] = p;
+	metrics_set(s->http_blocked, (double)s->n_parked);
+	pthread_mutex_unlock(&s->watch_mu);
+	return MHD_YES;
+}
+
+static bool passed(const struct timespec *now, const struct timespec *t)
+{
+	return now->tv_sec > t->tv_sec ||
+	       (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
+}
+
+/* The watcher: every WATCH_POLL_MS, when the view moved (or a wait may
+ * have ended), answer the parked requests whose probe passed their index
+ * or whose wait is over; all of them once the server quiesces. The answer
+ * is rendered by the worker from the newest view (req->render). */
+static void *watch_main(void *arg)
+{
+	struct api_server *s = arg;
+	uint64_t seen = 0;
+
+	flowd_thread_nicer(s->thread_nice);
+	pthread_mutex_lock(&s->watch_mu);
+	while (!s->watch_stop) {
+		struct timespec now, wake;
+		clock_gettime(CLOCK_REALTIME, &wake);
+		wake.tv_nsec += WATCH_POLL_MS * 1000000L;
+		if (wake.tv_nsec >= 1000000000L) {
+			wake.tv_sec++;
+			wake.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->watch_cond, &s->watch_mu, &wake);
+		if (s->n_parked == 0)
+			continue;
+		struct view_guard g;
+		const struct view *v = view_acquire(s->views, &g);
+		if (v == NULL)
+			continue;
+		uint64_t index = view_applied_index(v);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		size_t keep = 0;
+		for (size_t i = 0; i < s->n_parked; i++) {
+			struct parked *p = &s->parked[i];
+			struct api_request *req = &p->r->req;
+			uint64_t idx = index != seen ? req->route->probe(v, req)
+						     : p->after;
+			bool go = s->watch_release_all ||
+				  passed(&now, &p->until) || idx == 0 ||
+				  idx > p->after;
+			if (!go) {
+				s->parked[keep++] = *p;
+				continue;
+			}
+			req->render = req->route->read;
+			req->status = 200;
+			api_request_finish(req);
+		}
+		s->n_parked = keep;
+		metrics_set(s->http_blocked, (double)keep);
+		seen = index;
+		view_release(&g);
+	}
+	pthread_mutex_unlock(&s->watch_mu);
+	return NULL;
+}
+
 /* The final call for a request still being read: decide and answer. */
 static enum MHD_Result request_end(struct request *r)
 {
@@ -859,6 +1000,8 @@ static enum MHD_Result request_end(struct request *r)
 	}
 	/* Reads are answered here, unless they must see every entry
 	 * committed before them (the backend then passes a barrier first). */
+	if (row->read != NULL && r->req.wait_ms > 0 && must_wait(r))
+		return park(r);
 	if (row->read != NULL &&
 	    !(r->req.consistent && (row->flags & API_ROUTE_CONSISTENT))) {
 		answer_read(r, row->read, row->flags & API_ROUTE_VIEW);
@@ -1071,6 +1214,8 @@ int api_server_start(const struct api_config *cfg,
 	}
 	s->quiesced_fd = MHD_INVALID_SOCKET;
 	atomic_init(&s->pending, 0);
+	pthread_mutex_init(&s->watch_mu, NULL);
+	pthread_cond_init(&s->watch_cond, NULL);
 	if (parse_address(cfg->address, &s->addr, errmsg, errlen) != 0 ||
 	    api__routes_check(cfg->routes, errmsg, errlen) != 0)
 		goto err_free;
@@ -1103,7 +1248,15 @@ int api_server_start(const struct api_config *cfg,
 			"route template.",
 			METRICS_HISTOGRAM, l2, http_buckets,
 			sizeof http_buckets / sizeof http_buckets[0], 1024);
-		if (s->http_requests == NULL || s->http_seconds == NULL) {
+		s->http_blocked = metrics_series(
+			metrics_family_new(cfg->metrics,
+					   "flowd_http_requests_blocked",
+					   "Blocking reads (?index=&wait=) held "
+					   "now.",
+					   METRICS_GAUGE, NULL, NULL, 0, 1),
+			NULL);
+		if (s->http_requests == NULL || s->http_seconds == NULL ||
+		    s->http_blocked == NULL) {
 			snprintf(errmsg, errlen, "api: out of memory");
 			goto err_tokens;
 		}
@@ -1124,6 +1277,18 @@ int api_server_start(const struct api_config *cfg,
 			 cfg->address, errno ? strerror(errno) : "mhd failed");
 		goto err_tokens;
 	}
+	for (const struct api_route *row = cfg->routes; row->method != NULL;
+	     row++)
+		if (row->probe != NULL && !s->watcher_started) {
+			if (pthread_create(&s->watcher, NULL, watch_main, s) !=
+			    0) {
+				snprintf(errmsg, errlen,
+					 "api: cannot start the watcher thread");
+				MHD_stop_daemon(s->daemon);
+				goto err_tokens;
+			}
+			s->watcher_started = true;
+		}
 	log_info("api: listening address=%s threads=%u tokens=%s", cfg->address,
 		 threads, s->open ? "none" : "required");
 	*out = s;
@@ -1133,6 +1298,8 @@ err_tokens:
 	tokens_free(s->admin_tokens);
 	tokens_free(s->reader_tokens);
 err_free:
+	pthread_cond_destroy(&s->watch_cond);
+	pthread_mutex_destroy(&s->watch_mu);
 	free(s);
 	return -1;
 }
@@ -1151,6 +1318,11 @@ void api_server_quiesce(struct api_server *s)
 	/* MHD hands the listening socket back; it may be closed only after
 	 * MHD_stop_daemon (a worker could still be using it). */
 	s->quiesced_fd = fd;
+	/* blocking reads are answered now, with what they would see */
+	pthread_mutex_lock(&s->watch_mu);
+	s->watch_release_all = true;
+	pthread_cond_signal(&s->watch_cond);
+	pthread_mutex_unlock(&s->watch_mu);
 	log_info("api: stopped accepting connections");
 }
 
@@ -1169,6 +1341,16 @@ void api_server_stop(struct api_server *s)
 	MHD_stop_daemon(s->daemon);
 	if (s->quiesced_fd != MHD_INVALID_SOCKET)
 		close(s->quiesced_fd);
+	if (s->watcher_started) {
+		pthread_mutex_lock(&s->watch_mu);
+		s->watch_stop = true;
+		pthread_cond_signal(&s->watch_cond);
+		pthread_mutex_unlock(&s->watch_mu);
+		pthread_join(s->watcher, NULL);
+	}
+	free(s->parked);
+	pthread_cond_destroy(&s->watch_cond);
+	pthread_mutex_destroy(&s->watch_mu);
 	tokens_free(s->admin_tokens);
 	tokens_free(s->reader_tokens);
 	free(s);

@@ -163,6 +163,7 @@ struct vrun {
 	struct vstep *steps;
 	_Atomic(char *) text;       /* GET /v1/runs/{id}, rendered once */
 	_Atomic(char *) summary;    /* an item of GET /v1/runs */
+	uint64_t mod_index;         /* the applied index it was copied at */
 };
 
 static void base_unref(struct vrun_base *b)
@@ -305,6 +306,7 @@ struct vflow {
 	struct vversions *versions; /* shared while the versions are the same */
 	unsigned n_sched;
 	struct fsm_schedule_state *sched; /* in the block; key NULL */
+	uint64_t mod_index;         /* the applied index it was copied at */
 };
 
 static void versions_unref(struct vversions *vv)
@@ -644,6 +646,8 @@ static long names_find(const struct names *t, const char *name)
 
 struct view {
 	uint64_t applied_index;
+	uint64_t runs_index, flows_index; /* the last changes of any run, any
+	                                   * flow */
 	uint64_t n_runs;            /* the highest seq created */
 	size_t run_base, n_run_chunks;
 	struct chunk **run_chunks;  /* after the struct */
@@ -671,6 +675,7 @@ struct view_store {
 	struct vec flows;           /* by slot */
 	size_t n_flows;
 	uint64_t n_runs, applied_index;
+	uint64_t runs_index, flows_index;
 	struct names *names;
 	struct blob *text[VIEW_TEXT_COUNT];
 };
@@ -759,10 +764,13 @@ static void take_run(struct view_store *s, struct fsm *f, uint64_t seq)
 		base = prev->base;
 		base->refs++;
 	}
-	vec_set(&s->runs, seq - 1, vrun_new(r, base));
+	struct vrun *v = vrun_new(r, base);
+	v->mod_index = f->applied_index;
+	vec_set(&s->runs, seq - 1, v);
 }
 
-static void take_flow(struct view_store *s, struct fsm_flow *fl)
+static void take_flow(struct view_store *s, struct fsm_flow *fl,
+		      uint64_t applied)
 {
 	struct vflow *prev = NULL;
 
@@ -773,7 +781,9 @@ static void take_flow(struct view_store *s, struct fsm_flow *fl)
 	} else {
 		prev = vec_get(&s->flows, fl->view_slot - 1);
 	}
-	vec_set(&s->flows, fl->view_slot - 1, vflow_new(fl, prev));
+	struct vflow *v = vflow_new(fl, prev);
+	v->mod_index = applied;
+	vec_set(&s->flows, fl->view_slot - 1, v);
 }
 
 void view_store_update(struct view_store *s, struct fsm *f)
@@ -791,12 +801,17 @@ void view_store_update(struct view_store *s, struct fsm *f)
 		for (size_t b = 0; b < f->flows.n_buckets; b++)
 			for (struct map_entry *e = f->flows.buckets[b]; e;
 			     e = e->next)
-				take_flow(s, e->value);
+				take_flow(s, e->value, f->applied_index);
+		s->runs_index = s->flows_index = f->applied_index;
 	}
+	if (f->n_view_seqs > 0)
+		s->runs_index = f->applied_index;
+	if (f->n_view_flows > 0)
+		s->flows_index = f->applied_index;
 	for (size_t i = 0; i < f->n_view_seqs; i++)
 		take_run(s, f, f->view_seqs[i]);
 	for (size_t i = 0; i < f->n_view_flows; i++)
-		take_flow(s, f->view_flows[i]);
+		take_flow(s, f->view_flows[i], f->applied_index);
 	fsm_view_taken(f);
 	s->n_runs = f->n_runs;
 	s->applied_index = f->applied_index;
@@ -846,6 +861,8 @@ void view_store_publish(struct view_store *s, const struct view_cluster *cl)
 	nf = s->flows.n;
 	v = xmalloc(sizeof *v + (nr + nf) * sizeof(struct chunk *));
 	v->applied_index = s->applied_index;
+	v->runs_index = s->runs_index;
+	v->flows_index = s->flows_index;
 	v->n_runs = s->n_runs;
 	v->run_base = s->runs.base;
 	v->n_run_chunks = nr;
@@ -1093,6 +1110,31 @@ enum view_found view_run_text(const struct view *v, const char *id,
 	t = run_text(r, true);
 	*text = t != NULL ? strdup(t) : NULL;
 	return VIEW_FOUND;
+}
+
+uint64_t view_run_index(const struct view *v, const char *id)
+{
+	uint64_t seq = id_seq(id);
+	const struct vrun *r = seq != 0 ? run_at(v, seq) : NULL;
+
+	return r != NULL ? r->mod_index : 0;
+}
+
+uint64_t view_runs_index(const struct view *v)
+{
+	return v->runs_index;
+}
+
+uint64_t view_flow_index(const struct view *v, const char *name)
+{
+	const struct vflow *fl = flow_named(v, name);
+
+	return fl != NULL ? fl->mod_index : 0;
+}
+
+uint64_t view_flows_index(const struct view *v)
+{
+	return v->flows_index;
 }
 
 /* A growable string for pages; `bad` once out of memory. */

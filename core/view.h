@@ -95,6 +95,15 @@ const struct view_cluster *view_cluster_of(const struct view *v);
 /* The applied index the view was built at. */
 uint64_t view_applied_index(const struct view *v);
 
+/* Modify indexes, for blocking reads and X-Flowd-Index: the applied index
+ * of the batch that last changed a run (0: not in memory), any run (created,
+ * changed, left memory), a flow (deployed, paused, a schedule's tick
+ * decided; 0: unknown), any flow. They never go back on one node. */
+uint64_t view_run_index(const struct view *v, const char *id);
+uint64_t view_runs_index(const struct view *v);
+uint64_t view_flow_index(const struct view *v, const char *name);
+uint64_t view_flows_index(const struct view *v);
+
 enum view_found {
 	VIEW_FOUND,
 	VIEW_NOT_FOUND,

@@ -42,6 +42,36 @@ void reads_healthz(void *arg, const struct view *v, struct api_request *req)
 	api_request_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* ------------------------------------------------------------------------
+ * Modify indexes (X-Flowd-Index, blocking reads)
+ */
+
+uint64_t reads_probe_run(const struct view *v, const struct api_request *req)
+{
+	return view_run_index(v, req->run_id);
+}
+
+uint64_t reads_probe_runs(const struct view *v, const struct api_request *req)
+{
+	return view_runs_index(v);
+}
+
+uint64_t reads_probe_flow(const struct view *v, const struct api_request *req)
+{
+	return view_flow_index(v, req->flow);
+}
+
+uint64_t reads_probe_flows(const struct view *v, const struct api_request *req)
+{
+	return view_flows_index(v);
+}
+
+uint64_t reads_probe_cluster(const struct view *v,
+			     const struct api_request *req)
+{
+	return view_applied_index(v);
+}
+
 /* GET /metrics: the Prometheus text format (daemon/metrics.c). */
 void reads_metrics(void *arg, const struct view *v, struct api_request *req)
 {

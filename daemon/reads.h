@@ -22,6 +22,15 @@ struct reads {
 	struct node_metrics *metrics;  /* borrowed: GET /metrics */
 };
 
+/* Modify-index probes of the rows (api_probe_fn). */
+uint64_t reads_probe_run(const struct view *v, const struct api_request *req);
+uint64_t reads_probe_runs(const struct view *v, const struct api_request *req);
+uint64_t reads_probe_flow(const struct view *v, const struct api_request *req);
+uint64_t reads_probe_flows(const struct view *v,
+			   const struct api_request *req);
+uint64_t reads_probe_cluster(const struct view *v,
+			     const struct api_request *req);
+
 /* Rows of the route table (`v` is NULL for rows without API_ROUTE_VIEW). */
 void reads_healthz(void *arg, const struct view *v, struct api_request *req);
 void reads_readyz(void *arg, const struct view *v, struct api_request *req);

@@ -224,7 +224,8 @@ const struct api_route routes_table[] = {
 
 	/* The cluster */
 	{.method = "GET", .path = "/v1/cluster", .role = API_ROLE_READER,
-	 .flags = API_ROUTE_VIEW, .read = reads_cluster, .name = "cluster"},
+	 .flags = API_ROUTE_VIEW, .read = reads_cluster, .probe = reads_probe_cluster,
+	 .name = "cluster"},
 	{.method = "POST", .path = "/v1/cluster/members",
 	 .role = API_ROLE_ADMIN, .body = API_BODY_JSON,
 	 .fields = member_add_body, .submit = service_member_add,
@@ -239,9 +240,11 @@ const struct api_route routes_table[] = {
 
 	/* Flows */
 	{.method = "GET", .path = "/v1/flows", .role = API_ROLE_READER,
-	 .flags = VIEW_READ, .read = reads_flow_list, .name = "flow_list"},
+	 .flags = VIEW_READ, .read = reads_flow_list,
+	 .probe = reads_probe_flows, .name = "flow_list"},
 	{.method = "GET", .path = "/v1/flows/{flow}", .role = API_ROLE_READER,
-	 .flags = VIEW_READ, .read = reads_flow_get, .name = "flow_get"},
+	 .flags = VIEW_READ, .read = reads_flow_get,
+	 .probe = reads_probe_flow, .name = "flow_get"},
 	{.method = "PUT", .path = "/v1/flows/{flow}", .role = API_ROLE_ADMIN,
 	 .body = API_BODY_JSON, .parse = parse_flow_spec,
 	 .submit = service_flow_put, .name = "flow_put"},
@@ -250,12 +253,13 @@ const struct api_route routes_table[] = {
 	 .name = "flow_delete"},
 	{.method = "GET", .path = "/v1/flows/{flow}/versions",
 	 .role = API_ROLE_READER, .flags = VIEW_READ,
-	 .read = reads_flow_versions, .name = "flow_versions"},
+	 .read = reads_flow_versions, .probe = reads_probe_flow,
+	 .name = "flow_versions"},
 
 	/* Triggers (docs/triggers.md) */
 	{.method = "GET", .path = "/v1/flows/{flow}/schedule",
 	 .role = API_ROLE_READER, .flags = VIEW_READ, .read = reads_schedule,
-	 .name = "schedule_get"},
+	 .probe = reads_probe_flow, .name = "schedule_get"},
 	{.method = "POST", .path = "/v1/flows/{flow}/pause",
 	 .role = API_ROLE_ADMIN, .submit = service_flow_pause,
 	 .name = "flow_pause"},
@@ -279,9 +283,11 @@ const struct api_route routes_table[] = {
 	 .name = "run_create"},
 	{.method = "GET", .path = "/v1/runs", .role = API_ROLE_READER,
 	 .flags = VIEW_READ, .query = api_query_run_list,
-	 .read = reads_run_list, .name = "run_list"},
+	 .read = reads_run_list, .probe = reads_probe_runs,
+	 .name = "run_list"},
 	{.method = "GET", .path = "/v1/runs/{id}", .role = API_ROLE_READER,
-	 .flags = VIEW_READ, .read = reads_run_get, .name = "run_get"},
+	 .flags = VIEW_READ, .read = reads_run_get,
+	 .probe = reads_probe_run, .name = "run_get"},
 	{.method = "POST", .path = "/v1/runs/{id}/cancel",
 	 .role = API_ROLE_ADMIN, .submit = service_run_cancel,
 	 .name = "run_cancel"},

@@ -338,3 +338,102 @@ def test_reads_answer_an_etag_and_304_while_nothing_changed_with_x_flowd_index(n
     assert created.status == 201 and created.header("ETag") is None
     missing = node.get("/v1/runs/r-999999999999", headers={"If-None-Match": "*"})
     assert missing.status == 404 and missing.header("ETag") is None
+
+
+def test_blocking_reads_hold_until_what_they_show_changes_or_the_wait_ends(node):
+    """?index=N&wait=D (as Consul's blocking queries): the answer comes when
+    the run (or list, or flow) changes after index N, or when D ends; a
+    stale N answers at once. X-Flowd-Index is the index of the last change
+    of what the answer shows, so an unrelated change leaves it alone."""
+    import threading
+    import time
+
+    node.deploy("slow", flow_spec([step("s", "sleep 1.5")]))
+    node.deploy("quick", h.echo_flow())
+    run_id = node.start_run("slow")["id"]
+    first = node.get("/v1/runs/" + run_id)
+    idx = int(first.header("X-Flowd-Index"))
+    assert first.json["status"] in ("queued", "running")
+
+    # an unrelated run does not move this run's index
+    node.wait_run(node.start_run("quick")["id"])
+    assert int(node.get("/v1/runs/" + run_id).header("X-Flowd-Index")) == idx \
+        or node.run(run_id)["status"] == "succeeded"
+
+    got = {}
+
+    def blocked():
+        t0 = time.monotonic()
+        got["reply"] = node.get("/v1/runs/%s?index=%d&wait=20s" % (run_id, idx), timeout=40)
+        got["took"] = time.monotonic() - t0
+    t = threading.Thread(target=blocked)
+    t.start()
+    t.join(h.scaled(30))
+    assert not t.is_alive()
+    reply = got["reply"]
+    assert reply.status == 200 and int(reply.header("X-Flowd-Index")) > idx, reply.headers
+    assert reply.json != first.json  # it changed: that is why it came
+    assert got["took"] < 15
+
+    # nothing changes: the answer comes when the wait ends, at the same index
+    done = node.wait_run(run_id)
+    now_idx = int(node.get("/v1/runs/" + run_id).header("X-Flowd-Index"))
+    t0 = time.monotonic()
+    timed_out = node.get("/v1/runs/%s?index=%d&wait=700ms" % (run_id, now_idx))
+    took = time.monotonic() - t0
+    assert timed_out.status == 200 and timed_out.json == done
+    assert int(timed_out.header("X-Flowd-Index")) == now_idx
+    assert took >= 0.65, took
+    # a stale index answers at once
+    t0 = time.monotonic()
+    assert node.get("/v1/runs/%s?index=%d&wait=30s" % (run_id, now_idx - 1)).status == 200
+    assert time.monotonic() - t0 < 5
+
+    # a list waits for any run; a flow for its own change (pause)
+    listed = node.get("/v1/runs?flow=quick")
+    lidx = int(listed.header("X-Flowd-Index"))
+    threading.Timer(0.3, lambda: node.start_run("quick")).start()
+    again = node.get("/v1/runs?flow=quick&index=%d&wait=20s" % lidx, timeout=40)
+    assert again.status == 200 and int(again.header("X-Flowd-Index")) > lidx
+    fidx = int(node.get("/v1/flows/slow").header("X-Flowd-Index"))
+    threading.Timer(0.3, lambda: node.post("/v1/flows/slow/pause", {})).start()
+    paused = node.get("/v1/flows/slow/schedule?index=%d&wait=20s" % fidx, timeout=40)
+    assert paused.status == 200 and paused.json["paused"] is True
+
+    for query, field in (("index=-1", "index"), ("index=x", "index"),
+                         ("index=18446744073709551616", "index"),
+                         ("index=1&wait=soon", "wait"), ("index=1&wait=11m", "wait"),
+                         ("wait=5s", "wait"), ("index=1&consistent=true", "index")):
+        bad = node.get("/v1/runs/%s?%s" % (run_id, query))
+        assert bad.status == 400, (query, bad)
+        assert bad.json["error"]["code"] == "invalid_query" and \
+            bad.json["error"]["field"] == field, (query, bad.json)
+
+
+def test_a_node_stopping_answers_its_blocked_reads(cluster):
+    """SIGTERM with a read held: the client gets its answer at once and the
+    node exits cleanly (no request left suspended)."""
+    import threading
+    import time
+
+    node = cluster(n=1)[0]
+    node.deploy("quick", h.echo_flow())
+    run_id = node.start_run("quick")["id"]
+    node.wait_run(run_id)
+    idx = int(node.get("/v1/runs/" + run_id).header("X-Flowd-Index"))
+    got = {}
+
+    def blocked():
+        got["reply"] = node.get("/v1/runs/%s?index=%d&wait=5m" % (run_id, idx), timeout=60)
+    t = threading.Thread(target=blocked)
+    t.start()
+
+    def parked():
+        text = node.get("/metrics").text
+        return "\nflowd_http_requests_blocked 1\n" in text or None
+    h.wait_for(parked, 10, "the read to be held")
+    t0 = time.monotonic()
+    assert node.terminate(timeout=20) == 0
+    t.join(h.scaled(20))
+    assert not t.is_alive() and got["reply"].status == 200
+    assert time.monotonic() - t0 < 10

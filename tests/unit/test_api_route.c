@@ -486,6 +486,59 @@ static void query_consistent_on_reads(void **state)
 	done(&p);
 }
 
+/* ?index=N&wait=D: blocking reads on the rows with a probe. */
+static void query_blocking_index_and_wait(void **state)
+{
+	static const struct {
+		const char *index, *wait;
+		unsigned ms;
+	} ok[] = {
+		{"0", NULL, 60000},   {"42", "30s", 30000}, {"42", "500ms", 500},
+		{"42", "2m", 120000}, {"42", "7", 7000},    {"42", "0", 1},
+		{"18446744073709551615", "10m", 600000},
+	};
+	static const struct {
+		const char *k1, *v1, *k2, *v2, *field;
+	} bad[] = {
+		{"index", "-1", NULL, NULL, "index"},
+		{"index", "", NULL, NULL, "index"},
+		{"index", "18446744073709551616", NULL, NULL, "index"},
+		{"index", "1 ", NULL, NULL, "index"},
+		{"index", "1", "wait", "soon", "wait"},
+		{"index", "1", "wait", "1h", "wait"},
+		{"index", "1", "wait", "601s", "wait"},
+		{"index", "1", "wait", "-5s", "wait"},
+		{"wait", "5s", NULL, NULL, "wait"},
+		{"index", "1", "consistent", "true", "index"},
+	};
+	struct parsed p;
+
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		const char *q[] = {"index", ok[i].index, ok[i].wait ? "wait" : NULL,
+				   ok[i].wait, NULL};
+		assert_int_equal(parse(&p, "GET", "/v1/runs/r1", q), 0);
+		assert_true(p.req.wait_index == strtoull(ok[i].index, NULL, 10));
+		assert_int_equal(p.req.wait_ms, ok[i].ms);
+		done(&p);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		const char *q[] = {bad[i].k1, bad[i].v1, bad[i].k2, bad[i].v2,
+				   NULL};
+		assert_int_equal(parse(&p, "GET", "/v1/flows/etl", q), 400);
+		assert_string_equal(p.err.code, "invalid_query");
+		assert_string_equal(p.err.field, bad[i].field);
+		done(&p);
+	}
+	/* no index: an ordinary read; rows without a probe ignore it */
+	assert_int_equal(parse(&p, "GET", "/v1/runs", NULL), 0);
+	assert_int_equal(p.req.wait_ms, 0);
+	done(&p);
+	const char *q[] = {"index", "5", NULL};
+	assert_int_equal(parse(&p, "GET", "/healthz", q), 0);
+	assert_int_equal(p.req.wait_ms, 0);
+	done(&p);
+}
+
 static void query_logs_attempt(void **state)
 {
 	const char *ok[] = {"attempt", "3", NULL};
@@ -1532,6 +1585,7 @@ int main(void)
 		cmocka_unit_test(query_run_list_rejects_bad_values),
 		cmocka_unit_test(query_cursor_is_a_decimal_seq),
 		cmocka_unit_test(query_consistent_on_reads),
+		cmocka_unit_test(query_blocking_index_and_wait),
 		cmocka_unit_test(query_logs_attempt),
 		cmocka_unit_test(limit_default_respects_small_page_ceiling),
 		cmocka_unit_test(content_type_json),
