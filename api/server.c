@@ -63,7 +63,15 @@
  * acts on a resume in the worker's next iteration, and MHD_stop_daemon()
  * before that iteration aborts the process ("called while we have
  * suspended connections", seen in a SIGTERM test). So pending == 0 means
- * no connection is suspended and api_server_stop() is safe.
+ * no connection is suspended and api_server_stop() is safe. Two more
+ * rules make that hold while requests still arrive on open keep-alive
+ * connections (other nodes' heartbeats do, until the end): a request is
+ * counted *before* its connection is suspended (else the daemon could read
+ * 0 between the two and stop: "MHD_stop_daemon() called while we have
+ * suspended connections", seen in a partition test's teardown), and
+ * api_server_quiesce() closes the count (PENDING_CLOSED): a request that
+ * would be suspended after it is answered 503 on its worker instead, so
+ * once pending is 0 after quiesce it stays 0.
  *
  * Failure modes. A client that disconnects while its request is suspended is
  * not noticed until the backend finishes (MHD does not watch suspended
@@ -105,6 +113,9 @@
 #define DEFAULT_CONNECTION_TIMEOUT_S 60
 #define BODY_INITIAL_CAP 4096
 #define WATCH_POLL_MS 10
+/* api_server_quiesce() sets this bit of `pending`: no request is suspended
+ * after it (pending_enter fails); the rest counts the suspended ones. */
+#define PENDING_CLOSED 0x80000000u
 
 static const char *const known_methods[] = {
 	"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", NULL};
@@ -856,14 +867,39 @@ static void answer_read(struct request *r, api_read_fn fn, bool with_view)
 	request_history(r);
 }
 
+/* Count a request about to be suspended; false once the server quiesced
+ * (see DESIGN). */
+static bool pending_enter(struct api_server *s)
+{
+	unsigned v = atomic_load(&s->pending);
+
+	do {
+		if (v & PENDING_CLOSED)
+			return false;
+	} while (!atomic_compare_exchange_weak(&s->pending, &v, v + 1));
+	return true;
+}
+
+/* The answer to a request that arrives while the server stops. */
+static enum MHD_Result answer_stopping(struct request *r)
+{
+	struct flowd_error err;
+
+	flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
+			"the node is shutting down");
+	fail(r, &err);
+	return answer(r);
+}
+
 static enum MHD_Result submit(struct request *r)
 {
 	struct api_server *s = r->server;
 
+	if (!pending_enter(s))
+		return answer_stopping(r);
 	/* Suspend before the backend can see the request: see DESIGN. */
 	atomic_store_explicit(&r->state, STATE_SUBMITTED, memory_order_relaxed);
 	MHD_suspend_connection(r->conn);
-	atomic_fetch_add(&s->pending, 1);
 	s->backend.submit(s->backend.arg, &r->req);
 	return MHD_YES; /* r may already be resuming: do not touch it */
 }
@@ -915,10 +951,14 @@ static enum MHD_Result park(struct request *r)
 		s->parked = np;
 		s->cap_parked = cap;
 	}
+	if (!pending_enter(s)) {
+		pthread_mutex_unlock(&s->watch_mu);
+		answer_read(r, r->req.route->read, true);
+		return answer(r);
+	}
 	/* Suspend before the watcher can see it (as submit() does). */
 	atomic_store_explicit(&r->state, STATE_SUBMITTED, memory_order_relaxed);
 	MHD_suspend_connection(r->conn);
-	atomic_fetch_add(&s->pending, 1);
 	s->parked[s->n_parked++] = p;
 	metrics_set(s->http_blocked, (double)s->n_parked);
 	pthread_mutex_unlock(&s->watch_mu);
@@ -1310,6 +1350,13 @@ void api_server_quiesce(struct api_server *s)
 
 	if (s->quiesced_fd != MHD_INVALID_SOCKET)
 		return;
+	/* nothing is suspended from now on (see DESIGN) */
+	atomic_fetch_or(&s->pending, PENDING_CLOSED);
+	/* blocking reads are answered now, with what they would see */
+	pthread_mutex_lock(&s->watch_mu);
+	s->watch_release_all = true;
+	pthread_cond_signal(&s->watch_cond);
+	pthread_mutex_unlock(&s->watch_mu);
 	fd = MHD_quiesce_daemon(s->daemon);
 	if (fd == MHD_INVALID_SOCKET) {
 		log_warn("api: cannot quiesce the http daemon");
@@ -1318,22 +1365,17 @@ void api_server_quiesce(struct api_server *s)
 	/* MHD hands the listening socket back; it may be closed only after
 	 * MHD_stop_daemon (a worker could still be using it). */
 	s->quiesced_fd = fd;
-	/* blocking reads are answered now, with what they would see */
-	pthread_mutex_lock(&s->watch_mu);
-	s->watch_release_all = true;
-	pthread_cond_signal(&s->watch_cond);
-	pthread_mutex_unlock(&s->watch_mu);
 	log_info("api: stopped accepting connections");
 }
 
 unsigned api_server_pending(struct api_server *s)
 {
-	return atomic_load(&s->pending);
+	return atomic_load(&s->pending) & ~PENDING_CLOSED;
 }
 
 void api_server_stop(struct api_server *s)
 {
-	unsigned pending = atomic_load(&s->pending);
+	unsigned pending = atomic_load(&s->pending) & ~PENDING_CLOSED;
 
 	if (pending != 0)
 		log_error("api: stopping with %u requests still submitted",

@@ -437,3 +437,46 @@ def test_a_node_stopping_answers_its_blocked_reads(cluster):
     t.join(h.scaled(20))
     assert not t.is_alive() and got["reply"].status == 200
     assert time.monotonic() - t0 < 10
+
+
+def test_sigterm_while_writes_arrive_on_open_connections_exits_cleanly(cluster):
+    """Other nodes and clients keep sending on keep-alive connections while a
+    node stops: every request is answered (503 once it stops) and the node
+    exits 0 (it once aborted in MHD_stop_daemon with a connection
+    suspended: a request counted after its suspension, or suspended after
+    the count was read)."""
+    import http.client
+    import threading
+
+    c = cluster(n=1)
+    node = c[0]
+    node.deploy("quick", h.echo_flow())
+    for round_ in range(3):
+        stop = threading.Event()
+        answered = []
+
+        def writer():
+            conn = http.client.HTTPConnection("127.0.0.1", node.api_port, timeout=10)
+            body = json.dumps({})
+            while not stop.is_set():
+                try:
+                    conn.request("POST", "/v1/flows/quick/runs", body=body,
+                                 headers={"Authorization": "Bearer " + h.ADMIN_TOKEN,
+                                          "Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    r.read()
+                    answered.append(r.status)
+                except (OSError, http.client.HTTPException):
+                    return  # the node closed the connection: it is stopping
+            conn.close()
+        threads = [threading.Thread(target=writer) for _ in range(6)]
+        for t in threads:
+            t.start()
+        h.wait_for(lambda: len(answered) >= 30 or None, 20, "writes to flow")
+        rc = node.terminate(timeout=20)
+        stop.set()
+        for t in threads:
+            t.join(h.scaled(20))
+        assert rc == 0, "round %d: exit %s" % (round_, rc)
+        assert set(answered) <= {201, 503}, set(answered)
+        node.start()
