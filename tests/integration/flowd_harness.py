@@ -566,9 +566,16 @@ class Node:
 
     # -- API conveniences (each asserts the call succeeded)
     def deploy(self, name, spec):
-        status, body = self.put("/v1/flows/" + name, spec)
-        assert status in (200, 201), (status, body)
-        return body["flow"]
+        """PUT the spec; a 503 (an election under way: no leader for a
+        moment, as a loaded machine sees) is retried as a client would,
+        for up to 15 s."""
+        def put():
+            status, body = self.put("/v1/flows/" + name, spec)
+            if status == 503:
+                return None
+            assert status in (200, 201), (status, body)
+            return body["flow"]
+        return wait_for(put, 15, "a leader to deploy %s" % name, interval=0.2)
 
     def start_run(self, flow, parameters=None, idempotency_key=None, expect=201):
         body = {}
