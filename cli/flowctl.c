@@ -895,6 +895,27 @@ static int put_raw(FILE *f, const json_t *s)
 	return n == 0 || fwrite(json_string_value(s), 1, n, f) == n ? 0 : -1;
 }
 
+/* GET `path` into r, polling through 503s (no leader for a moment) for up
+ * to WAIT_UNAVAILABLE_MS. CLI_OK with a 2xx JSON answer, else the exit code
+ * (the reason on stderr). */
+static int get_patiently(struct cli_http *h, const char *path,
+			 struct cli_reply *r)
+{
+	long unavailable_ms = 0;
+
+	for (;;) {
+		int http_rc = cli_http_request(h, "GET", path, NULL, 0, r);
+		if (http_rc == CLI_OK && r->status == 503 &&
+		    unavailable_ms < WAIT_UNAVAILABLE_MS) {
+			cli_reply_clear(r);
+			sleep_ms(WAIT_INTERVAL_MS);
+			unavailable_ms += WAIT_INTERVAL_MS;
+			continue;
+		}
+		return check_reply(h, http_rc, r);
+	}
+}
+
 static int cmd_logs(struct cli_http *h, const struct command *cmd, int argc,
 		    char **argv)
 {
@@ -906,7 +927,9 @@ static int cmd_logs(struct cli_http *h, const struct command *cmd, int argc,
 
 	if (rc != PARSED)
 		return rc;
-	rc = request(h, "GET", path, NULL, 0, &r);
+	/* a log PostgreSQL does not hold yet is a 503 not_stored_yet for a
+	 * moment after the attempt ends: polled through, as elections are */
+	rc = get_patiently(h, path, &r);
 	free(path);
 	if (rc != CLI_OK)
 		goto out;
@@ -984,27 +1007,6 @@ static int refresh_option(void *ctx, int opt, const char *arg)
 static void clear_screen(void)
 {
 	fputs("\033[H\033[2J", stdout);
-}
-
-/* GET `path` into r, polling through 503s (no leader for a moment) for up
- * to WAIT_UNAVAILABLE_MS. CLI_OK with a 2xx JSON answer, else the exit code
- * (the reason on stderr). */
-static int get_patiently(struct cli_http *h, const char *path,
-			 struct cli_reply *r)
-{
-	long unavailable_ms = 0;
-
-	for (;;) {
-		int http_rc = cli_http_request(h, "GET", path, NULL, 0, r);
-		if (http_rc == CLI_OK && r->status == 503 &&
-		    unavailable_ms < WAIT_UNAVAILABLE_MS) {
-			cli_reply_clear(r);
-			sleep_ms(WAIT_INTERVAL_MS);
-			unavailable_ms += WAIT_INTERVAL_MS;
-			continue;
-		}
-		return check_reply(h, http_rc, r);
-	}
 }
 
 static int cmd_watch(struct cli_http *h, const struct command *cmd, int argc,

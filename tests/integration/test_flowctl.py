@@ -396,3 +396,43 @@ def test_top_shows_the_cluster_and_the_running_runs(node, workdir):
     r = flowctl(node, "top", "--interval", "0")
     assert r.returncode == 64
     ok_json(flowctl(node, "cancel", run["id"]))
+
+
+def test_logs_waits_for_a_log_postgresql_does_not_hold_yet(node, db):
+    """`flowctl logs` right after a run ends: the log reaches PostgreSQL a
+    moment later (503 not_stored_yet meanwhile), and flowctl polls through it
+    rather than failing (here a lock on task_logs holds the writer back for a
+    second)."""
+    node.deploy("hello", h.echo_flow())
+    node.wait_db_caught_up()
+    locker = subprocess.Popen(
+        [os.path.join(h.PG_BIN, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+         "-d", db.conninfo],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        locker.stdin.write("BEGIN; LOCK TABLE task_logs IN EXCLUSIVE MODE; SELECT 'locked';\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "locked"
+        run_id = node.start_run("hello")["id"]
+        assert node.wait_run(run_id)["status"] == "succeeded"
+        assert node.get("/v1/runs/%s/steps/only/logs" % run_id).status == 503
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWD_")}
+        p = subprocess.Popen(WRAP + [FLOWCTL, "--url", node.url, "--token", ADMIN_TOKEN,
+                                     "logs", run_id, "only"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # flowctl was answered 503 too (the second one, after ours), and
+        # goes on polling while the lock holds
+        def answered_twice():
+            for line in node.get("/metrics", token=READER_TOKEN).text.splitlines():
+                if 'route="/v1/runs/{id}/steps/{step}/logs",code="503"' in line:
+                    return float(line.split()[-1]) >= 2 or None
+            return None
+        h.wait_for(answered_twice, 10, "flowctl to be answered 503")
+        assert p.poll() is None, p.communicate()
+    finally:
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(timeout=30)
+    out, err = p.communicate(timeout=h.scaled(30))
+    assert p.returncode == 0, err
+    assert out == "hello\n"
