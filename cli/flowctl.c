@@ -590,16 +590,50 @@ static void sleep_ms(long ms)
 		;
 }
 
+/* GET `path` into r, polling through 503s (no leader for a moment) for up
+ * to WAIT_UNAVAILABLE_MS. CLI_OK with a 2xx JSON answer, else the exit code
+ * (the reason on stderr). */
+static int get_patiently(struct cli_http *h, const char *path,
+			 struct cli_reply *r)
+{
+	long unavailable_ms = 0;
+
+	for (;;) {
+		int http_rc = cli_http_request(h, "GET", path, NULL, 0, r);
+		if (http_rc == CLI_OK && r->status == 503 &&
+		    unavailable_ms < WAIT_UNAVAILABLE_MS) {
+			cli_reply_clear(r);
+			sleep_ms(WAIT_INTERVAL_MS);
+			unavailable_ms += WAIT_INTERVAL_MS;
+			continue;
+		}
+		return check_reply(h, http_rc, r);
+	}
+}
+
+/* The exit code for a run that ended: CLI_OK if it succeeded, else
+ * CLI_FAILED with "flowctl: run ID STATUS: REASON" on stderr. */
+static int run_outcome(const json_t *run)
+{
+	const char *status = json_string_value(json_object_get(run, "status"));
+	const char *reason = json_string_value(json_object_get(run, "reason"));
+
+	if (status != NULL && strcmp(status, "succeeded") == 0)
+		return CLI_OK;
+	fprintf(stderr, "flowctl: run %s %s%s%s\n",
+		json_string_value(json_object_get(run, "id")),
+		status ? status : "?", reason ? ": " : "", reason ? reason : "");
+	return CLI_FAILED;
+}
+
 /* Poll GET /v1/runs/{id} until `run` (a new reference, taken over) is
  * terminal; print the final run and return CLI_OK only if it succeeded. */
 static int wait_run(struct cli_http *h, json_t *run)
 {
 	const char *id = json_string_value(json_object_get(run, "id"));
-	const char *status, *reason;
-	long unavailable_ms = 0;
 	struct cli_reply r;
 	char *path = NULL;
-	int rc, http_rc;
+	int rc;
 
 	if (id == NULL) {
 		fputs("flowctl: the answer has no run id\n", stderr);
@@ -615,33 +649,19 @@ static int wait_run(struct cli_http *h, json_t *run)
 		fprintf(stderr, "flowctl: waiting for run %s\n", id);
 	while (!is_terminal(run)) {
 		sleep_ms(WAIT_INTERVAL_MS);
-		http_rc = cli_http_request(h, "GET", path, NULL, 0, &r);
-		if (http_rc == CLI_OK && r.status == 503 &&
-		    unavailable_ms < WAIT_UNAVAILABLE_MS) {
-			/* no leader for a moment: keep polling */
-			unavailable_ms += WAIT_INTERVAL_MS;
-			cli_reply_clear(&r);
-			continue;
-		}
-		rc = check_reply(h, http_rc, &r);
+		/* no leader for a moment: get_patiently polls through it */
+		rc = get_patiently(h, path, &r);
 		if (rc != CLI_OK) {
 			cli_reply_clear(&r);
 			goto out;
 		}
-		unavailable_ms = 0;
 		json_decref(run);
 		run = json_incref(r.json);
 		cli_reply_clear(&r);
 	}
 	rc = print_json(run);
-	status = json_string_value(json_object_get(run, "status"));
-	if (rc == CLI_OK && strcmp(status, "succeeded") != 0) {
-		reason = json_string_value(json_object_get(run, "reason"));
-		fprintf(stderr, "flowctl: run %s %s%s%s\n",
-			json_string_value(json_object_get(run, "id")), status,
-			reason ? ": " : "", reason ? reason : "");
-		rc = CLI_FAILED;
-	}
+	if (rc == CLI_OK)
+		rc = run_outcome(run);
 out:
 	free(path);
 	json_decref(run);
@@ -895,27 +915,6 @@ static int put_raw(FILE *f, const json_t *s)
 	return n == 0 || fwrite(json_string_value(s), 1, n, f) == n ? 0 : -1;
 }
 
-/* GET `path` into r, polling through 503s (no leader for a moment) for up
- * to WAIT_UNAVAILABLE_MS. CLI_OK with a 2xx JSON answer, else the exit code
- * (the reason on stderr). */
-static int get_patiently(struct cli_http *h, const char *path,
-			 struct cli_reply *r)
-{
-	long unavailable_ms = 0;
-
-	for (;;) {
-		int http_rc = cli_http_request(h, "GET", path, NULL, 0, r);
-		if (http_rc == CLI_OK && r->status == 503 &&
-		    unavailable_ms < WAIT_UNAVAILABLE_MS) {
-			cli_reply_clear(r);
-			sleep_ms(WAIT_INTERVAL_MS);
-			unavailable_ms += WAIT_INTERVAL_MS;
-			continue;
-		}
-		return check_reply(h, http_rc, r);
-	}
-}
-
 static int cmd_logs(struct cli_http *h, const struct command *cmd, int argc,
 		    char **argv)
 {
@@ -1058,19 +1057,8 @@ static int cmd_watch(struct cli_http *h, const struct command *cmd, int argc,
 		free(last);
 		last = now;
 		done = is_terminal(r.json);
-		if (done) {
-			const char *status =
-				json_string_value(json_object_get(r.json, "status"));
-			const char *reason =
-				json_string_value(json_object_get(r.json, "reason"));
-			rc = CLI_OK;
-			if (strcmp(status, "succeeded") != 0) {
-				fprintf(stderr, "flowctl: run %s %s%s%s\n", pos[0],
-					status, reason ? ": " : "",
-					reason ? reason : "");
-				rc = CLI_FAILED;
-			}
-		}
+		if (done)
+			rc = run_outcome(r.json);
 		cli_reply_clear(&r);
 		if (done)
 			break;

@@ -82,10 +82,8 @@ void reads_metrics(void *arg, const struct view *v, struct api_request *req)
 			     : NULL;
 
 	if (text == NULL) {
-		struct flowd_error err;
-		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
-				"metrics are not available (out of memory)");
-		api_request_reply_error(req, &err);
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", "",
+			    "metrics are not available (out of memory)");
 		return;
 	}
 	req->resp_type = "text/plain; version=0.0.4; charset=utf-8";

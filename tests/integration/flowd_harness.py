@@ -16,6 +16,7 @@ Flow specs used by several test files are built by the helpers at the bottom
 """
 
 import atexit
+import contextlib
 import http.client
 import json
 import os
@@ -303,6 +304,25 @@ def openapi_check():
     if _openapi is None:
         _openapi = OpenAPICheck(os.path.join(REPO, "api", "openapi.json"))
     return _openapi
+
+
+@contextlib.contextmanager
+def table_locked(db, table):
+    """Hold `LOCK TABLE <table> IN EXCLUSIVE MODE` in a psql session on `db`
+    for the with-block: flowd's PostgreSQL writer waits behind it."""
+    locker = subprocess.Popen(
+        [os.path.join(PG_BIN, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+         "-d", db.conninfo],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        locker.stdin.write("BEGIN; LOCK TABLE %s IN EXCLUSIVE MODE; SELECT 'locked';\n" % table)
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(timeout=30)
 
 
 # ---------------------------------------------------------------------------

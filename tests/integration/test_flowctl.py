@@ -405,14 +405,7 @@ def test_logs_waits_for_a_log_postgresql_does_not_hold_yet(node, db):
     second)."""
     node.deploy("hello", h.echo_flow())
     node.wait_db_caught_up()
-    locker = subprocess.Popen(
-        [os.path.join(h.PG_BIN, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-         "-d", db.conninfo],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        locker.stdin.write("BEGIN; LOCK TABLE task_logs IN EXCLUSIVE MODE; SELECT 'locked';\n")
-        locker.stdin.flush()
-        assert locker.stdout.readline().strip() == "locked"
+    with h.table_locked(db, "task_logs"):
         run_id = node.start_run("hello")["id"]
         assert node.wait_run(run_id)["status"] == "succeeded"
         assert node.get("/v1/runs/%s/steps/only/logs" % run_id).status == 503
@@ -429,10 +422,6 @@ def test_logs_waits_for_a_log_postgresql_does_not_hold_yet(node, db):
             return None
         h.wait_for(answered_twice, 10, "flowctl to be answered 503")
         assert p.poll() is None, p.communicate()
-    finally:
-        locker.stdin.write("COMMIT;\n")
-        locker.stdin.close()
-        locker.wait(timeout=30)
     out, err = p.communicate(timeout=h.scaled(30))
     assert p.returncode == 0, err
     assert out == "hello\n"

@@ -172,14 +172,7 @@ def test_postgresql_backlog_shows_in_entries_and_seconds_then_clears(node, db):
     node.wait_db_caught_up()
     s = parse(scrape(node))
     assert value(s, "flowd_db_backlog_seconds") == 0
-    locker = subprocess.Popen(
-        [os.path.join(h.PG_BIN, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-         "-d", db.conninfo],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        locker.stdin.write("BEGIN; LOCK TABLE runs IN EXCLUSIVE MODE; SELECT 'locked';\n")
-        locker.stdin.flush()
-        assert locker.stdout.readline().strip() == "locked"
+    with h.table_locked(db, "runs"):
         node.start_run("hello")
 
         def behind():
@@ -188,10 +181,6 @@ def test_postgresql_backlog_shows_in_entries_and_seconds_then_clears(node, db):
         t = wait_for(behind, 20, "the backlog to be 1.5 s old")
         assert value(t, "flowd_db_backlog_entries") >= 1
         assert node.cluster_info()["db_backlog_ms"] >= 1500
-    finally:
-        locker.stdin.write("COMMIT;\n")
-        locker.stdin.close()
-        locker.wait(timeout=30)
 
     def caught_up():
         t = parse(scrape(node))

@@ -2,7 +2,6 @@
 timeouts, cancellation, idempotency keys, logs, and listing runs."""
 
 import os
-import subprocess
 
 import flowd_harness as h
 from flowd_harness import (READER_TOKEN, diamond_flow, echo_flow, failing_flow, flow_spec,
@@ -73,13 +72,7 @@ def test_a_log_postgresql_does_not_hold_yet_is_503_not_stored_yet_then_200(node,
     404 (there is none). A lock on task_logs holds the writer back."""
     node.deploy("hello", echo_flow())
     node.wait_db_caught_up()
-    locker = subprocess.Popen(
-        [os.path.join(h.PG_BIN, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db.conninfo],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        locker.stdin.write("BEGIN; LOCK TABLE task_logs IN EXCLUSIVE MODE; SELECT 'locked';\n")
-        locker.stdin.flush()
-        assert locker.stdout.readline().strip() == "locked"
+    with h.table_locked(db, "task_logs"):
         run_id = node.start_run("hello")["id"]
         assert node.wait_run(run_id)["status"] == "succeeded"
         r = node.get("/v1/runs/%s/steps/only/logs" % run_id)
@@ -89,10 +82,6 @@ def test_a_log_postgresql_does_not_hold_yet_is_503_not_stored_yet_then_200(node,
         # a step or an attempt the run does not have is still 404
         assert node.get("/v1/runs/%s/steps/nope/logs" % run_id).status == 404
         assert node.get("/v1/runs/%s/steps/only/logs?attempt=2" % run_id).status == 404
-    finally:
-        locker.stdin.write("COMMIT;\n")
-        locker.stdin.close()
-        locker.wait(timeout=30)
     logs = wait_logs(node, "/v1/runs/%s/steps/only/logs" % run_id)
     assert logs["stdout"] == "hello\n", logs
 
