@@ -44,6 +44,8 @@ $(BUILD)/%.o: %.c
 
 # The OpenAPI document is built into api/openapi.o (.incbin).
 $(BUILD)/api/openapi.o: api/openapi.json
+# So is the web dashboard into api/web.o.
+$(BUILD)/api/web.o: web/index.html web/app.js web/app.css
 
 $(BUILD)/libflowd.a: $(LIB_OBJ)
 	@rm -f $@

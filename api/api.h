@@ -282,6 +282,12 @@ int api_id_valid(const char *s, size_t max);
  * static, NUL-terminated, *len bytes. */
 const char *api_openapi_json(size_t *len);
 
+/* The web dashboard's page and assets (the files under web/, built in by api/web.c): read
+ * handlers for GET /, GET /ui/app.js and GET /ui/app.css. */
+void api_web_index(void *arg, const struct view *v, struct api_request *req);
+void api_web_js(void *arg, const struct view *v, struct api_request *req);
+void api_web_css(void *arg, const struct view *v, struct api_request *req);
+
 /* Fill the response with `status` and `body` (stolen: decref'd by the api). */
 void api_request_reply_json(struct api_request *req, int status, json_t *body);
 

@@ -269,6 +269,12 @@ op("get", "/metrics", "metrics", "Prometheus metrics (docs/operations.md)", "rea
    ok("The text exposition format 0.0.4", STR, ctype="text/plain"), tag="node")
 op("get", "/v1/openapi.json", "openapi", "This document", "public",
    ok("OpenAPI 3.1", {"type": "object"}), tag="node")
+op("get", "/", "web_index", "The web dashboard (docs/operations.md, \"Dashboard\")", "public",
+   ok("The dashboard's page", STR, ctype="text/html"), tag="node")
+op("get", "/ui/app.js", "web_js", "The web dashboard's script", "public",
+   ok("JavaScript", STR, ctype="text/javascript"), tag="node")
+op("get", "/ui/app.css", "web_css", "The web dashboard's style sheet", "public",
+   ok("CSS", STR, ctype="text/css"), tag="node")
 op("get", "/v1/cluster", "cluster", "This node's view of the cluster", "reader",
    ok("The cluster", ref("Cluster")), view=True, tag="cluster")
 op("post", "/v1/cluster/members", "member_add", "Add a node as a voter", "admin",

@@ -71,8 +71,9 @@ static enum placeholder placeholder_of(const char *seg, size_t len)
 }
 
 /* Split "/a/b/c" into at most SEGMENTS_MAX (pointer, length) pairs. Returns
- * the count, or -1 for a path that cannot match any route (no leading '/',
- * an empty segment, a trailing '/', too many segments). */
+ * the count (0 for the root, "/"), or -1 for a path that cannot match any
+ * route (no leading '/', an empty segment, a trailing '/', too many
+ * segments). */
 static int split_path(const char *path, const char **seg, size_t *len)
 {
 	const char *p = path;
@@ -80,6 +81,8 @@ static int split_path(const char *path, const char **seg, size_t *len)
 
 	if (p == NULL || *p != '/')
 		return -1;
+	if (strcmp(p, "/") == 0)
+		return 0;
 	while (*p != '\0') {
 		if (n == SEGMENTS_MAX ||
 		    next_segment(&p, &seg[n], &len[n]) != 0)
@@ -97,6 +100,8 @@ static int template_match(const char *tpl, int n, const char **seg,
 	const char *t;
 	size_t tlen;
 
+	if (strcmp(tpl, "/") == 0) /* the root */
+		return n == 0;
 	for (int i = 0; i < n; i++) {
 		if (next_segment(&tpl, &t, &tlen) != 0)
 			return 0;
@@ -116,8 +121,9 @@ static const char *row_problem(const struct api_route *row)
 			 row->body == API_BODY_JSON_OPT;
 	size_t len;
 	int n = 0;
+	int root = strcmp(p, "/") == 0; /* the root: no segment */
 
-	while (*p != '\0') {
+	while (!root && *p != '\0') {
 		if (next_segment(&p, &seg, &len) != 0)
 			return "a path template is /segment/...";
 		if (++n > SEGMENTS_MAX)
@@ -125,7 +131,7 @@ static const char *row_problem(const struct api_route *row)
 		if (seg[0] == '{' && placeholder_of(seg, len) == PH_NONE)
 			return "an unknown placeholder";
 	}
-	if (n == 0)
+	if (n == 0 && !root)
 		return "no path";
 	if ((row->read == NULL) == (row->submit == NULL))
 		return "exactly one of read and submit is needed";

@@ -222,6 +222,15 @@ const struct api_route routes_table[] = {
 	{.method = "GET", .path = "/v1/openapi.json", .role = API_ROLE_PUBLIC,
 	 .read = reads_openapi, .name = "openapi"},
 
+	/* The web dashboard (api/web.c): public pages; the API calls they
+	 * make carry the token the page asks for */
+	{.method = "GET", .path = "/", .role = API_ROLE_PUBLIC,
+	 .read = api_web_index, .name = "web_index"},
+	{.method = "GET", .path = "/ui/app.js", .role = API_ROLE_PUBLIC,
+	 .read = api_web_js, .name = "web_js"},
+	{.method = "GET", .path = "/ui/app.css", .role = API_ROLE_PUBLIC,
+	 .read = api_web_css, .name = "web_css"},
+
 	/* The cluster */
 	{.method = "GET", .path = "/v1/cluster", .role = API_ROLE_READER,
 	 .flags = API_ROUTE_VIEW, .read = reads_cluster, .probe = reads_probe_cluster,

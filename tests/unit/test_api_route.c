@@ -226,8 +226,8 @@ static void route_fills_path_fields(void **state)
 static void route_unknown_path_is_404(void **state)
 {
 	static const char *paths[] = {
-		"/",
 		"",
+		"//",
 		"v1/flows",
 		"/v1",
 		"/v1/",
@@ -251,6 +251,19 @@ static void route_unknown_path_is_404(void **state)
 		assert_string_equal(p.err.code, "not_found");
 		done(&p);
 	}
+}
+
+/* The root is a route of its own (the dashboard), matched only as "/". */
+static void route_root_is_the_dashboard(void **state)
+{
+	struct parsed p;
+
+	assert_int_equal(parse(&p, "GET", "/", NULL), 0);
+	assert_string_equal(p.route.row->name, "web_index");
+	done(&p);
+	assert_int_equal(parse(&p, "POST", "/", NULL), 405);
+	assert_string_equal(p.route.allow, "GET, HEAD");
+	done(&p);
 }
 
 static void route_wrong_method_is_405_with_allow(void **state)
@@ -1575,6 +1588,7 @@ int main(void)
 		cmocka_unit_test(route_allow_lists_the_rows_of_a_path),
 		cmocka_unit_test(route_fills_path_fields),
 		cmocka_unit_test(route_unknown_path_is_404),
+		cmocka_unit_test(route_root_is_the_dashboard),
 		cmocka_unit_test(route_wrong_method_is_405_with_allow),
 		cmocka_unit_test(route_bad_flow_name_is_400),
 		cmocka_unit_test(route_flow_name_is_percent_decoded),
