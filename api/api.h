@@ -15,6 +15,7 @@
 #define FLOWD_API_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -241,6 +242,10 @@ struct api_request {
 	char *resp_body;       /* owned, JSON text (or resp_type's) */
 	const char *resp_type; /* static Content-Type of resp_body on success
 	                        * (2xx); NULL: application/json */
+	const struct api_stream_ops *stream_ops; /* a streamed answer
+	                        * (api_request_reply_stream), or NULL */
+	void *stream_state;    /* owned by the request until the stream
+	                        * starts, then by the stream */
 	unsigned retry_after;  /* seconds, 0 = no Retry-After header */
 	void *backend_data;    /* for the backend's use */
 
@@ -287,6 +292,36 @@ const char *api_openapi_json(size_t *len);
 void api_web_index(void *arg, const struct view *v, struct api_request *req);
 void api_web_js(void *arg, const struct view *v, struct api_request *req);
 void api_web_css(void *arg, const struct view *v, struct api_request *req);
+
+/* A streamed answer: 200 text/event-stream whose body (chunked, of
+ * unknown length) is what `pull` gives, called on an HTTP thread whenever
+ * the client can take more. docs/api.md, "Streams". */
+struct api_stream_ops {
+	/* Append the next bytes to *buf (len used, cap allocated; realloc
+	 * it). Return 1 when more may come, 0 when nothing is there now
+	 * (the connection then waits, suspended, until a kick finds ready()
+	 * true or a heartbeat is due), -1 when the stream ends after what
+	 * was appended. */
+	int (*pull)(void *state, char **buf, size_t *len, size_t *cap);
+	/* Whether pull would give something now; called on the api's own
+	 * thread while the stream waits (never at the same time as pull).
+	 * Cheap, no blocking. */
+	bool (*ready)(void *state);
+	/* Free `state` (the stream ended, the client went away, or it never
+	 * started). */
+	void (*free)(void *state);
+};
+
+/* Answer `req` with a stream of `state` (owned by the api from now on:
+ * ops->free frees it). When the api cannot start it (api.max_streams
+ * streams are open) it answers 503 instead. */
+void api_request_reply_stream(struct api_request *req,
+			      const struct api_stream_ops *ops, void *state);
+
+/* A request header's value (HTTP threads, during a read handler), or
+ * NULL. */
+const char *api_request_header(const struct api_request *req,
+			       const char *name);
 
 /* Fill the response with `status` and `body` (stolen: decref'd by the api). */
 void api_request_reply_json(struct api_request *req, int status, json_t *body);
@@ -346,6 +381,10 @@ struct api_config {
 	                               * counts requests by route and status
 	                               * and their latency in it
 	                               * (flowd_http_*) */
+	unsigned max_streams;         /* streamed answers open at once
+	                               * (default 4096) */
+	unsigned heartbeat_ms;        /* a stream with nothing to send sends
+	                               * a comment this often (default 15000) */
 };
 
 struct api_server;
@@ -363,6 +402,10 @@ int api_server_start(const struct api_config *cfg,
 
 /* Stop accepting connections (graceful shutdown, step 1). */
 void api_server_quiesce(struct api_server *s);
+
+/* Something new for the streams (any thread, cheap): the waiting ones
+ * whose ready() says so are resumed on the api's thread. */
+void api_server_kick(struct api_server *s);
 
 /* Number of requests submitted to the backend and not yet finished. */
 unsigned api_server_pending(struct api_server *s);

@@ -339,6 +339,20 @@ op("get", "/v1/runs/{id}/steps/{step}/logs", "logs", "A step attempt's output", 
    q("attempt", "The attempt (default the last)", {"type": "string", "pattern": "^[0-9]+$"})],
    extra_errors=[("503", "PostgreSQL does not hold the log yet (`not_stored_yet`) or is "
                          "unreachable (Retry-After)")], tag="runs")
+op("get", "/v1/watch", "watch", "Run and step state changes and schedule fires, as they are "
+   "applied (Server-Sent Events; docs/api.md, \"Streams\")", "reader",
+   ok("An event stream: `event: run`, `step`, `fire` or `reset` (list again), each with an "
+      "`id: <index>-<n>` to resume from with Last-Event-ID; `: keep-alive` comments while "
+      "quiet", STR, ctype="text/event-stream"),
+   params=[q("flow", "Only events of this flow"), q("run", "Only events of this run"),
+           q("index", "Start after this Raft index (the X-Flowd-Index of a list just read); "
+             "default: from now", {"type": "string", "pattern": "^[0-9]+$"}),
+           {"name": "Last-Event-ID", "in": "header", "required": False,
+            "description": "Resume after this event id (wins over ?index); past the window: "
+                           "a `reset` event first", "schema": {"type": "string",
+                                                              "pattern": "^[0-9]+-[0-9]+$"}}],
+   extra_errors=[("503", "api.max_streams streams are open (`too_many_streams`)")],
+   tag="runs")
 op("post", "/internal/v1/commands", "internal_command", "A node's own command, proposed "
    "through the leader", "admin", ok("Applied", {"type": "object"}),
    body=({"type": "object"}, True), internal=True, tag="node")

@@ -101,6 +101,7 @@
 #include <unistd.h>
 
 #include "api/route.h"
+#include "api/stream.h"
 #include "core/log.h"
 #include "core/map.h"
 #include "core/metrics.h"
@@ -113,6 +114,8 @@
 #define DEFAULT_CONNECTION_TIMEOUT_S 60
 #define BODY_INITIAL_CAP 4096
 #define WATCH_POLL_MS 10
+#define DEFAULT_MAX_STREAMS 4096
+#define DEFAULT_HEARTBEAT_MS 15000
 /* api_server_quiesce() sets this bit of `pending`: no request is suspended
  * after it (pending_enter fails); the rest counts the suspended ones. */
 #define PENDING_CLOSED 0x80000000u
@@ -182,6 +185,9 @@ struct api_server {
 	bool watcher_started, watch_stop, watch_release_all;
 	struct parked *parked;
 	size_t n_parked, cap_parked;
+	/* Streamed answers waiting for something to send (stream.h), woken
+	 * by the same thread; under watch_mu. */
+	struct api__streams streams;
 };
 
 struct parked {
@@ -372,6 +378,21 @@ static enum MHD_Result answer(struct request *r)
 	bool is_get = r->method != NULL && (strcmp(r->method, "GET") == 0 ||
 					    strcmp(r->method, "HEAD") == 0);
 
+	if (status == 200 && req->stream_ops != NULL) {
+		resp = api__stream_response(&r->server->streams, r->conn,
+					    req->stream_ops, req->stream_state);
+		req->stream_ops = NULL; /* the stream owns the state now */
+		req->stream_state = NULL;
+		if (resp == NULL)
+			goto done;
+		if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+					    "text/event-stream") != MHD_YES ||
+		    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+					    "no-cache") != MHD_YES)
+			goto destroy;
+		ret = MHD_queue_response(r->conn, 200, resp);
+		goto destroy;
+	}
 	if (status == 200 && is_get && req->resp_body != NULL) {
 		const char *inm = header(r, MHD_HTTP_HEADER_IF_NONE_MATCH);
 		etag_of(req->resp_body, etag);
@@ -451,6 +472,46 @@ done:
  * Requests
  */
 
+void api_request_reply_stream(struct api_request *req,
+			      const struct api_stream_ops *ops, void *state)
+{
+	struct request *r = req->priv;
+	struct api__streams *ss = &r->server->streams;
+	struct flowd_error err;
+
+	if (req->stream_ops != NULL)
+		req->stream_ops->free(req->stream_state);
+	req->stream_ops = NULL;
+	req->stream_state = NULL;
+	if (atomic_load(&ss->open) >= ss->max) {
+		ops->free(state);
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "too_many_streams",
+				"", "%zu streams are open (api.max_streams)",
+				ss->max);
+		api_request_reply_error(req, &err);
+		return;
+	}
+	free(req->resp_body);
+	req->resp_body = NULL;
+	req->status = 200;
+	req->stream_ops = ops;
+	req->stream_state = state;
+}
+
+const char *api_request_header(const struct api_request *req,
+				const char *name)
+{
+	struct request *r = req->priv;
+
+	return header(r, name);
+}
+
+void api_server_kick(struct api_server *s)
+{
+	atomic_fetch_add(&s->streams.gen, 1);
+	pthread_cond_signal(&s->watch_cond);
+}
+
 /* The URI log callback: called by MHD once per request, with the request
  * target as the client sent it, before MHD cuts the query off and unescapes
  * the path. Returns the new request, which MHD stores in *con_cls (NULL on
@@ -476,6 +537,8 @@ static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 
 static void request_free(struct request *r)
 {
+	if (r->req.stream_ops != NULL) /* answered otherwise in the end */
+		r->req.stream_ops->free(r->req.stream_state);
 	api__request_clear(&r->req);
 	api__route_close(&r->route);
 	free(r->body);
@@ -991,6 +1054,8 @@ static void *watch_main(void *arg)
 			wake.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&s->watch_cond, &s->watch_mu, &wake);
+		if (s->streams.n_parked > 0)
+			api__streams_wake(&s->streams, api__now_ms());
 		if (s->n_parked == 0)
 			continue;
 		struct view_guard g;
@@ -1256,6 +1321,11 @@ int api_server_start(const struct api_config *cfg,
 	atomic_init(&s->pending, 0);
 	pthread_mutex_init(&s->watch_mu, NULL);
 	pthread_cond_init(&s->watch_cond, NULL);
+	api__streams_init(&s->streams, &s->watch_mu,
+			  cfg->max_streams ? cfg->max_streams
+					   : DEFAULT_MAX_STREAMS,
+			  cfg->heartbeat_ms ? cfg->heartbeat_ms
+					    : DEFAULT_HEARTBEAT_MS);
 	if (parse_address(cfg->address, &s->addr, errmsg, errlen) != 0 ||
 	    api__routes_check(cfg->routes, errmsg, errlen) != 0)
 		goto err_free;
@@ -1317,18 +1387,13 @@ int api_server_start(const struct api_config *cfg,
 			 cfg->address, errno ? strerror(errno) : "mhd failed");
 		goto err_tokens;
 	}
-	for (const struct api_route *row = cfg->routes; row->method != NULL;
-	     row++)
-		if (row->probe != NULL && !s->watcher_started) {
-			if (pthread_create(&s->watcher, NULL, watch_main, s) !=
-			    0) {
-				snprintf(errmsg, errlen,
-					 "api: cannot start the watcher thread");
-				MHD_stop_daemon(s->daemon);
-				goto err_tokens;
-			}
-			s->watcher_started = true;
-		}
+	/* The watcher answers blocking reads and wakes streams. */
+	if (pthread_create(&s->watcher, NULL, watch_main, s) != 0) {
+		snprintf(errmsg, errlen, "api: cannot start the watcher thread");
+		MHD_stop_daemon(s->daemon);
+		goto err_tokens;
+	}
+	s->watcher_started = true;
 	log_info("api: listening address=%s threads=%u tokens=%s", cfg->address,
 		 threads, s->open ? "none" : "required");
 	*out = s;
@@ -1355,6 +1420,8 @@ void api_server_quiesce(struct api_server *s)
 	/* blocking reads are answered now, with what they would see */
 	pthread_mutex_lock(&s->watch_mu);
 	s->watch_release_all = true;
+	/* streams end now: none may be suspended at MHD_stop_daemon */
+	api__streams_stop(&s->streams);
 	pthread_cond_signal(&s->watch_cond);
 	pthread_mutex_unlock(&s->watch_mu);
 	fd = MHD_quiesce_daemon(s->daemon);
@@ -1380,6 +1447,9 @@ void api_server_stop(struct api_server *s)
 	if (pending != 0)
 		log_error("api: stopping with %u requests still submitted",
 			  pending);
+	pthread_mutex_lock(&s->watch_mu); /* done by quiesce, unless skipped */
+	api__streams_stop(&s->streams);
+	pthread_mutex_unlock(&s->watch_mu);
 	MHD_stop_daemon(s->daemon);
 	if (s->quiesced_fd != MHD_INVALID_SOCKET)
 		close(s->quiesced_fd);
@@ -1391,6 +1461,7 @@ void api_server_stop(struct api_server *s)
 		pthread_join(s->watcher, NULL);
 	}
 	free(s->parked);
+	api__streams_close(&s->streams);
 	pthread_cond_destroy(&s->watch_cond);
 	pthread_mutex_destroy(&s->watch_mu);
 	tokens_free(s->admin_tokens);

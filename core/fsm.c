@@ -112,6 +112,7 @@ static void settle(struct apply_ctx *c)
 			fsm__trig_settled(c, r);
 		}
 	}
+	fsm__report_changes(c);
 	while (f->retain > 0 && f->n_settled > f->retain)
 		evict(f, fsm__settled_pop(f));
 	fsm__run_list_trim(f);

@@ -80,6 +80,8 @@ struct fsm_step {
 	int64_t started_ms;
 	int64_t finished_ms;
 	bool dirty;
+	uint8_t told;               /* the status last reported (changed) */
+	unsigned told_attempts;     /* and its attempts then */
 	struct fsm_run *run;        /* back pointer (borrowed) */
 	unsigned index;             /* in run->steps and spec->steps */
 	struct fsm_step *ready_next;/* in fsm.ready (FIFO) while READY */
@@ -191,6 +193,8 @@ struct fsm_run {
 	struct fsm_step *steps;     /* owned array, spec->n_steps long */
 	unsigned active_attempts;   /* attempts RUNNING */
 	bool dirty;
+	uint8_t told;               /* the status last reported (changed);
+	                             * FSM_TOLD_NONE before the first */
 	uint64_t touched_at;        /* index of the last entry that touched it */
 	bool settled;               /* finished, nothing running: in the FIFO */
 	struct fsm_run *settled_next;
@@ -237,6 +241,7 @@ enum fsm_count_kind {
 
 struct fsm_count {
 	enum fsm_count_kind kind;
+	uint64_t index;             /* the entry's */
 	const struct fsm_run *run;
 	const struct fsm_step *step;
 	const struct fsm_attempt *attempt;
@@ -248,6 +253,35 @@ struct fsm_count {
 	int64_t ts_ms;              /* the entry's time */
 	const char *event;          /* events: its name */
 	bool duplicate;             /* events: an id seen before */
+};
+
+/* A run's or a step's status changed (change streams, GET /v1/watch):
+ * reported after each entry, for the runs it touched in the order it
+ * touched them, by comparing with what was reported last (the `told`
+ * fields), so every node reports the same changes of the same entry. A run
+ * reports its own change before its steps' unless it ended. A step's
+ * attempt that ended and was followed by the next one within the same
+ * entry is reported too (as retry_wait), before the next one. A restored
+ * snapshot reports nothing (the daemon tells watchers to start over). */
+enum fsm_change_kind {
+	FSM_CHANGE_RUN,             /* run->status */
+	FSM_CHANGE_STEP,            /* step->status or a new attempt */
+};
+
+#define FSM_TOLD_NONE 0xff
+
+struct fsm_change {
+	enum fsm_change_kind kind;
+	uint64_t index;             /* the entry's */
+	int64_t ts_ms;              /* the entry's time */
+	const struct fsm_run *run;
+	const struct fsm_step *step; /* FSM_CHANGE_STEP */
+	int status;                 /* the status to report: the run's, or
+	                             * the step's (an attempt that failed and
+	                             * was retried at once in the same entry
+	                             * reports FSM_STEP_RETRY_WAIT) */
+	const struct fsm_attempt *attempt; /* the step's attempt it is about,
+	                             * or NULL (none yet) */
 };
 
 /* Reports upward, called inside apply on the loop thread; must not block. */
@@ -267,6 +301,8 @@ struct fsm_hooks {
 	void (*schedules_changed)(void *arg, struct fsm_flow *fl);
 	/* Something countable happened (may be NULL). */
 	void (*count)(void *arg, const struct fsm_count *c);
+	/* A run or a step changed state (may be NULL). */
+	void (*changed)(void *arg, const struct fsm_change *c);
 };
 
 /* The outcome of one applied command, valid until the next apply. */

@@ -83,7 +83,67 @@ void fsm__count(struct apply_ctx *c, struct fsm_count *what)
 	if (c->f->hooks.count == NULL)
 		return;
 	what->ts_ms = c->ts;
+	what->index = c->index;
 	c->f->hooks.count(c->f->hooks.arg, what);
+}
+
+static void tell(struct apply_ctx *c, enum fsm_change_kind kind,
+		 const struct fsm_run *r, const struct fsm_step *s, int status,
+		 const struct fsm_attempt *a)
+{
+	struct fsm *f = c->f;
+
+	f->hooks.changed(f->hooks.arg,
+			 &(struct fsm_change){.kind = kind, .index = c->index,
+					      .ts_ms = c->ts, .run = r,
+					      .step = s, .status = status,
+					      .attempt = a});
+}
+
+static void report_step(struct apply_ctx *c, struct fsm_run *r,
+			struct fsm_step *s)
+{
+	if (s->told == (uint8_t)s->status &&
+	    s->told_attempts == s->n_attempts)
+		return;
+	/* the attempt last told as running failed, and the next one began
+	 * in this same entry (a retry without backoff) */
+	if (s->n_attempts > s->told_attempts && s->told_attempts > 0 &&
+	    s->told == FSM_STEP_RUNNING)
+		tell(c, FSM_CHANGE_STEP, r, s, FSM_STEP_RETRY_WAIT,
+		     &s->attempts[s->told_attempts - 1]);
+	s->told = (uint8_t)s->status;
+	s->told_attempts = s->n_attempts;
+	tell(c, FSM_CHANGE_STEP, r, s, s->status,
+	     s->n_attempts ? &s->attempts[s->n_attempts - 1] : NULL);
+}
+
+void fsm__report_changes(struct apply_ctx *c)
+{
+	if (c->f->hooks.changed == NULL || c->index == 0)
+		return;
+	for (size_t i = 0; i < c->n_touched; i++) {
+		struct fsm_run *r = c->touched[i];
+		bool ended = r->status >= FSM_RUN_SUCCEEDED;
+		bool run_changed = r->told != (uint8_t)r->status;
+
+		r->told = (uint8_t)r->status;
+		if (run_changed && !ended)
+			tell(c, FSM_CHANGE_RUN, r, NULL, r->status, NULL);
+		for (size_t k = 0; k < r->spec->n_steps; k++)
+			report_step(c, r, &r->steps[k]);
+		if (run_changed && ended)
+			tell(c, FSM_CHANGE_RUN, r, NULL, r->status, NULL);
+	}
+}
+
+void fsm__told_sync(struct fsm_run *r)
+{
+	r->told = (uint8_t)r->status;
+	for (size_t k = 0; k < r->spec->n_steps; k++) {
+		r->steps[k].told = (uint8_t)r->steps[k].status;
+		r->steps[k].told_attempts = r->steps[k].n_attempts;
+	}
 }
 
 void fsm__run_touch(struct apply_ctx *c, struct fsm_run *r)

@@ -34,6 +34,13 @@ void fsm__flow_touch(struct fsm *f, struct fsm_flow *fl);
  * with the entry's time. */
 void fsm__count(struct apply_ctx *c, struct fsm_count *what);
 
+/* After an entry: report the status changes of the runs it touched
+ * (f->hooks.changed, fsm.h), before any of them leaves memory. */
+void fsm__report_changes(struct apply_ctx *c);
+
+/* A run restored from a snapshot: nothing to report of its state. */
+void fsm__told_sync(struct fsm_run *r);
+
 /* A run left memory: the read view drops it. */
 void fsm__view_drop(struct fsm *f, struct fsm_run *r);
 

@@ -54,6 +54,7 @@ struct fsm_run *fsm__run_new(struct fsm *f, struct fsm_flow *fl,
 	r->seq = seq;
 	r->flow = fl;
 	r->version = version;
+	r->told = FSM_TOLD_NONE;
 	r->spec = fl->versions[version - 1].spec;
 	fl->versions[version - 1].runs++;
 	r->steps = calloc(r->spec->n_steps ? r->spec->n_steps : 1,

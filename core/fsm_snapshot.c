@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fsm_changes.h"
 #include "fsm_flows.h"
 #include "fsm_rows.h"
 #include "fsm_runs.h"
@@ -488,6 +489,7 @@ static int restore_run(struct fsm *f, json_t *jr)
 			f->waiting = s;
 		}
 	}
+	fsm__told_sync(r);
 	fsm__run_list_add(f, r);
 	return 0;
 }

@@ -120,6 +120,10 @@ static const struct key keys[] = {
 	 65536, 0},
 	{"api", "connection_timeout_s", K_UINT, CFG(api_connection_timeout_s),
 	 1, 3600, 0},
+	{"api", "max_streams", K_UINT, CFG(api_max_streams), 1, 65536, 0},
+	{"api", "watch_window", K_UINT, CFG(api_watch_window), 16, 1048576, 0},
+	{"api", "stream_heartbeat_ms", K_UINT, CFG(api_stream_heartbeat_ms),
+	 100, 300000, 0},
 
 	{"executor", "kill_grace_ms", K_UINT, CFG(kill_grace_ms), 0, 600000, 0},
 	{"executor", "step_nice", K_UINT, CFG(step_nice), 0, 19, 0},
@@ -820,7 +824,10 @@ static int set_defaults(struct load *ld)
 	cfg->step_nice = 10; /* docs/benchmarks.md, "Mixed load" */
 	cfg->background_nice = 10;
 	cfg->metrics_max_series = 10000;
-	cfg->api_connection_limit = 1024;
+	cfg->api_connection_limit = 4096;
+	cfg->api_max_streams = 4096;
+	cfg->api_watch_window = 16384;
+	cfg->api_stream_heartbeat_ms = 15000;
 	cfg->api_connection_timeout_s = 60;
 	cfg->kill_grace_ms = 5000;
 	cfg->late_after_ms = 2000;

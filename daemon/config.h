@@ -49,6 +49,10 @@ struct flowd_config {
 	/* [api] */
 	unsigned api_threads;
 	unsigned api_connection_limit;
+	unsigned api_max_streams;          /* streamed answers open at once */
+	unsigned api_watch_window;         /* events GET /v1/watch can resume
+	                                    * within */
+	unsigned api_stream_heartbeat_ms;  /* a quiet stream's keep-alive */
 	unsigned api_connection_timeout_s;
 	/* [cluster] */
 	unsigned node_heartbeat_ms;     /* how often a node says it is alive */

@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -69,6 +70,7 @@
 #include "daemon/scheduler.h"
 #include "daemon/service.h"
 #include "daemon/tzdata.h"
+#include "daemon/watch.h"
 #include "storage/storage.h"
 
 #define FLOWD_VERSION "0.1.0"
@@ -86,6 +88,7 @@ struct flowd {
 	struct api_server *api;
 	struct api_server *metrics_api; /* node.metrics_address, or NULL */
 	struct node_metrics *metrics;   /* GET /metrics */
+	struct watch *watch;            /* GET /v1/watch */
 	struct peer *peer;              /* requests to the leader's API */
 	struct pump *pump;              /* after apply; owns the applier */
 	struct scheduler *sched;        /* the leader's cron */
@@ -182,6 +185,23 @@ static void kick_cb(void *arg)
 	pump_kick(d->pump);
 }
 
+/* Room for api.connection_limit sockets besides the node's own files: the
+ * soft limit of open files is raised toward the hard one (systemd's unit
+ * sets LimitNOFILE; a shell's default soft limit is 1024). */
+static void raise_nofile(rlim_t want)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want
+			      ? rl.rlim_max
+			      : want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		log_warn("setrlimit(RLIMIT_NOFILE, %llu): %s",
+			 (unsigned long long)want, strerror(errno));
+}
+
 /* The pump's pass, once the rows are queued for PostgreSQL: readers see
  * the batch, then this node's processes start and stop. */
 static void after_apply_cb(void *arg)
@@ -189,6 +209,9 @@ static void after_apply_cb(void *arg)
 	struct flowd *d = arg;
 
 	readview_publish(d->rv);
+	/* the events of the batch, now that readers see its state */
+	if (watch_published(d->watch) && d->api != NULL)
+		api_server_kick(d->api);
 	runner_run_queued(d->runner);
 	node_metrics_loop(d->metrics, &d->fsm);
 }
@@ -198,6 +221,14 @@ static void hook_count_cb(void *arg, const struct fsm_count *c)
 	struct flowd *d = arg;
 
 	node_metrics_count(d->metrics, c);
+	watch_count(d->watch, c);
+}
+
+static void hook_changed_cb(void *arg, const struct fsm_change *c)
+{
+	struct flowd *d = arg;
+
+	watch_changed(d->watch, c);
 }
 
 static void proposed_cb(void *arg, double seconds)
@@ -266,6 +297,7 @@ static int fsm_restore_cb(void *arg, const void *buf, size_t len)
 	if (pump_restore(d->pump, buf, len) != 0)
 		return -1;
 	scheduler_rebuild(d->sched);
+	watch_restored(d->watch, d->fsm.applied_index);
 	return 0;
 }
 
@@ -456,6 +488,7 @@ int main(int argc, char **argv)
 
 	d.cfg = &cfg;
 	d.boot = random_boot();
+	raise_nofile((rlim_t)cfg.api_connection_limit + 1024);
 	d.loop = uv_default_loop();
 	struct flowd_clock wall = {.now_ms = realtime_now_ms};
 	struct flowd_clock loop_clock = {.now_ms = loop_now_ms, .arg = d.loop};
@@ -465,9 +498,13 @@ int main(int argc, char **argv)
 				  .attempt_stop = hook_stop_cb,
 				  .node_heard = hook_node_heard_cb,
 				  .schedules_changed = hook_schedules_cb,
-				  .count = hook_count_cb};
+				  .count = hook_count_cb,
+				  .changed = hook_changed_cb};
 	d.metrics = node_metrics_new(cfg.metrics_max_series, FLOWD_VERSION);
-	if (d.metrics == NULL) {
+	d.watch = watch_new(cfg.api_watch_window, wall);
+	if (d.metrics == NULL || d.watch == NULL) {
+		watch_free(d.watch);
+		node_metrics_free(d.metrics);
 		log_error("out of memory");
 		config_free(&cfg);
 		return 1;
@@ -640,11 +677,14 @@ int main(int argc, char **argv)
 		.connection_timeout_s = cfg.api_connection_timeout_s,
 		.thread_nice = (int)cfg.background_nice,
 		.metrics = node_metrics_registry(d.metrics),
+		.max_streams = cfg.api_max_streams,
+		.heartbeat_ms = cfg.api_stream_heartbeat_ms,
 	};
 	d.reads = (struct reads){.reader = d.reader,
 				 .views = readview_store(d.rv),
 				 .clock = wall,
-				 .metrics = d.metrics};
+				 .metrics = d.metrics,
+				 .feed = watch_feed(d.watch)};
 	struct api_backend backend = {.arg = d.svc,
 				      .submit = service_submit_cb,
 				      .read_arg = &d.reads};
@@ -704,6 +744,7 @@ int main(int argc, char **argv)
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	fsm_close(&d.fsm);
 	node_metrics_free(d.metrics);
+	watch_free(d.watch);
 	rv = uv_loop_close(d.loop) == 0 ? d.exit_code : 1;
 	if (rv == 0)
 		log_info("stopped cleanly");
@@ -730,6 +771,7 @@ err_loop:
 	runner_free(d.runner); /* after the executor's last callback */
 	fsm_close(&d.fsm);
 	node_metrics_free(d.metrics);
+	watch_free(d.watch);
 	config_free(&cfg);
 	return 1;
 }

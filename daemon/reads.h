@@ -7,6 +7,7 @@
 #define FLOWD_DAEMON_READS_H
 
 #include "api/api.h"
+#include "core/feed.h"
 #include "core/view.h"
 #include "daemon/clock.h"
 #include "daemon/metrics.h"
@@ -20,6 +21,7 @@ struct reads {
 	                                * log PostgreSQL lacks is still to come */
 	struct flowd_clock clock;      /* the wall clock: schedules, previews */
 	struct node_metrics *metrics;  /* borrowed: GET /metrics */
+	struct feed *feed;             /* borrowed, may be NULL: GET /v1/watch */
 };
 
 /* Modify-index probes of the rows (api_probe_fn). */

@@ -16,6 +16,7 @@
 #include "core/spec.h"
 #include "daemon/reads.h"
 #include "daemon/service.h"
+#include "daemon/watch.h"
 
 /* ------------------------------------------------------------------------
  * Field checks (api_check_fn)
@@ -300,6 +301,8 @@ const struct api_route routes_table[] = {
 	{.method = "POST", .path = "/v1/runs/{id}/cancel",
 	 .role = API_ROLE_ADMIN, .submit = service_run_cancel,
 	 .name = "run_cancel"},
+	{.method = "GET", .path = "/v1/watch", .role = API_ROLE_READER,
+	 .query = watch_query, .read = watch_read, .name = "watch"},
 	{.method = "GET", .path = "/v1/runs/{id}/steps/{step}/logs",
 	 .role = API_ROLE_READER, .query = reads_logs_query,
 	 .read = reads_logs, .name = "logs"},

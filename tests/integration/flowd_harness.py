@@ -822,3 +822,77 @@ def sleeper_flow(pid_dir, seconds, timeout_s=None, retries=None):
 
 def steps_by_name(run):
     return {s["name"]: s for s in run["steps"]}
+
+
+class EventStream:
+    """A client of a Server-Sent Events stream (GET /v1/watch, followed
+    logs): the status and headers at once, then events one by one with
+    next(timeout), each {"id", "event", "data" (parsed JSON)}. Comments
+    (keep-alives) are skipped; ended is True once the server closed it."""
+
+    def __init__(self, port, path, token=READER_TOKEN, headers=None, timeout=10):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        hdrs = {"Accept": "text/event-stream"}
+        if token is not None:
+            hdrs["Authorization"] = "Bearer " + token
+        hdrs.update(headers or {})
+        self.conn.request("GET", path, headers=hdrs)
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.ended = False
+        self.retry = None
+        self.body = None
+        if self.status != 200:
+            self.body = json.loads(self.resp.read() or b"null")
+
+    def header(self, name):
+        return self.resp.getheader(name)
+
+    def next(self, timeout=10):
+        """The next event, or None when the stream ended or nothing came
+        within `timeout` seconds."""
+        self.conn.sock.settimeout(scaled(timeout))
+        ev = {}
+        try:
+            while True:
+                line = self.resp.readline()
+                if not line:
+                    self.ended = True
+                    return None
+                line = line.decode().rstrip("\n")
+                if line == "":
+                    if "event" in ev or "data" in ev:
+                        if "data" in ev:
+                            ev["data"] = json.loads(ev["data"])
+                        return ev
+                    continue
+                if line.startswith(":"):
+                    continue
+                key, _, val = line.partition(":")
+                val = val[1:] if val.startswith(" ") else val
+                if key == "retry":
+                    self.retry = int(val)
+                elif key in ("id", "event"):
+                    ev[key] = val
+                elif key == "data":
+                    ev["data"] = ev["data"] + "\n" + val if "data" in ev else val
+        except (socket.timeout, TimeoutError):
+            return None
+
+    def until(self, pred, timeout=20, what="an event"):
+        """Events up to and including the first that pred() accepts."""
+        seen = []
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            ev = self.next(timeout=max(0.1, deadline - time.monotonic()))
+            if ev is None:
+                if self.ended:
+                    break
+                continue
+            seen.append(ev)
+            if pred(ev):
+                return seen
+        raise AssertionError("no %s within %ss; got %r" % (what, timeout, seen[-20:]))
+
+    def close(self):
+        self.conn.close()

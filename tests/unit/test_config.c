@@ -125,7 +125,10 @@ static void defaults_without_file_or_arguments(void **state)
 	assert_int_equal(c->pre_vote, 1);
 	assert_int_equal(c->apply_timeout_ms, 5000);
 	assert_int_equal(c->api_threads, 2);
-	assert_int_equal(c->api_connection_limit, 1024);
+	assert_int_equal(c->api_connection_limit, 4096);
+	assert_int_equal(c->api_max_streams, 4096);
+	assert_int_equal(c->api_watch_window, 16384);
+	assert_int_equal(c->api_stream_heartbeat_ms, 15000);
 	assert_int_equal(c->api_connection_timeout_s, 60);
 	assert_int_equal(c->kill_grace_ms, 5000);
 	assert_int_equal(c->log_level, FLOWD_LOG_INFO);

@@ -1,0 +1,220 @@
+/* stream.c - streamed answers (stream.h): MHD's content reader over a
+ * source's pull(), and the list of streams waiting, suspended, for
+ * something to send.
+ *
+ * The park race. A stream that found nothing parks itself: it suspends its
+ * connection from inside the content reader (the way microhttpd.h asks a
+ * reader with nothing to send to behave) and joins the list under the
+ * mutex. A kick that came between its pull and its parking would be lost,
+ * so the reader notes the kick generation before it pulls and does not
+ * park when the generation moved: it returns 0 and MHD asks again. The
+ * waker resumes a parked stream only under the mutex, and a stream leaves
+ * the list (resumed, or freed) only under it too, so the waker never
+ * touches a stream being freed. */
+#include "api/stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+
+#define READ_MAX (64 * 1024) /* bytes pulled at most per content read */
+
+struct api__stream {
+	struct api__streams *owner;
+	struct MHD_Connection *conn;
+	const struct api_stream_ops *ops;
+	void *state;
+	char *buf;                  /* what pull gave, sent from off */
+	size_t len, off, cap;
+	bool ended;                 /* pull said the end */
+	bool parked;                /* in owner->parked (under mu) */
+	size_t slot;                /* its index there */
+	int64_t sent_ms;            /* when bytes last went out */
+};
+
+int64_t api__now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void api__streams_init(struct api__streams *ss, pthread_mutex_t *mu,
+		       size_t max, unsigned heartbeat_ms)
+{
+	memset(ss, 0, sizeof *ss);
+	ss->mu = mu;
+	atomic_init(&ss->gen, 0);
+	atomic_init(&ss->open, 0);
+	ss->max = max;
+	ss->heartbeat_ms = heartbeat_ms;
+}
+
+void api__streams_close(struct api__streams *ss)
+{
+	free(ss->parked);
+	ss->parked = NULL;
+	ss->n_parked = ss->cap_parked = 0;
+}
+
+/* With mu held. */
+static void unpark(struct api__streams *ss, struct api__stream *st)
+{
+	size_t last = --ss->n_parked;
+
+	if (st->slot != last) {
+		ss->parked[st->slot] = ss->parked[last];
+		ss->parked[st->slot]->slot = st->slot;
+	}
+	st->parked = false;
+}
+
+/* With mu held: 0, or -1 (out of memory: the caller does not park). */
+static int park(struct api__streams *ss, struct api__stream *st)
+{
+	if (ss->n_parked == ss->cap_parked) {
+		size_t cap = ss->cap_parked ? ss->cap_parked * 2 : 64;
+		struct api__stream **p =
+			realloc(ss->parked, cap * sizeof *p);
+		if (p == NULL)
+			return -1;
+		ss->parked = p;
+		ss->cap_parked = cap;
+	}
+	st->slot = ss->n_parked;
+	ss->parked[ss->n_parked++] = st;
+	st->parked = true;
+	return 0;
+}
+
+static ssize_t copy_out(struct api__stream *st, char *out, size_t max)
+{
+	size_t n = st->len - st->off;
+
+	if (n > max)
+		n = max;
+	memcpy(out, st->buf + st->off, n);
+	st->off += n;
+	if (st->off == st->len)
+		st->off = st->len = 0;
+	st->sent_ms = api__now_ms();
+	return (ssize_t)n;
+}
+
+static ssize_t reader_cb(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct api__stream *st = cls;
+	struct api__streams *ss = st->owner;
+	uint64_t gen;
+	int rc;
+
+	if (st->off < st->len)
+		return copy_out(st, out, max);
+	if (st->ended)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	gen = atomic_load(&ss->gen);
+	rc = st->ops->pull(st->state, &st->buf, &st->len, &st->cap);
+	if (rc < 0)
+		st->ended = true;
+	if (st->len > 0)
+		return copy_out(st, out, max);
+	if (st->ended)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (api__now_ms() - st->sent_ms >= (int64_t)ss->heartbeat_ms) {
+		static const char beat[] = ": keep-alive\n\n";
+		size_t n = sizeof beat - 1 < max ? sizeof beat - 1 : max;
+		memcpy(out, beat, n);
+		st->sent_ms = api__now_ms();
+		return (ssize_t)n;
+	}
+	pthread_mutex_lock(ss->mu);
+	if (ss->stopping) {
+		pthread_mutex_unlock(ss->mu);
+		st->ended = true;
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	}
+	if (atomic_load(&ss->gen) != gen || park(ss, st) != 0) {
+		/* kicked meanwhile (or no memory to wait): ask again */
+		pthread_mutex_unlock(ss->mu);
+		return 0;
+	}
+	MHD_suspend_connection(st->conn);
+	pthread_mutex_unlock(ss->mu);
+	return 0;
+}
+
+static void free_cb(void *cls)
+{
+	struct api__stream *st = cls;
+	struct api__streams *ss = st->owner;
+
+	pthread_mutex_lock(ss->mu);
+	if (st->parked)
+		unpark(ss, st);
+	pthread_mutex_unlock(ss->mu);
+	atomic_fetch_sub(&ss->open, 1);
+	st->ops->free(st->state);
+	free(st->buf);
+	free(st);
+}
+
+struct MHD_Response *api__stream_response(struct api__streams *ss,
+					  struct MHD_Connection *conn,
+					  const struct api_stream_ops *ops,
+					  void *state)
+{
+	struct api__stream *st = calloc(1, sizeof *st);
+	struct MHD_Response *resp;
+
+	if (st == NULL) {
+		ops->free(state);
+		return NULL;
+	}
+	st->owner = ss;
+	st->conn = conn;
+	st->ops = ops;
+	st->state = state;
+	st->sent_ms = api__now_ms();
+	atomic_fetch_add(&ss->open, 1);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
+						 reader_cb, st, free_cb);
+	if (resp == NULL)
+		free_cb(st);
+	return resp;
+}
+
+static void resume(struct api__streams *ss, struct api__stream *st)
+{
+	unpark(ss, st);
+	MHD_resume_connection(st->conn);
+}
+
+size_t api__streams_wake(struct api__streams *ss, int64_t now_ms)
+{
+	uint64_t gen = atomic_load(&ss->gen);
+	bool kicked = gen != ss->gen_seen;
+
+	ss->gen_seen = gen;
+	for (size_t i = 0; i < ss->n_parked;) {
+		struct api__stream *st = ss->parked[i];
+		bool go = ss->stopping ||
+			  now_ms - st->sent_ms >= (int64_t)ss->heartbeat_ms ||
+			  (kicked && (st->ops->ready == NULL ||
+				      st->ops->ready(st->state)));
+		if (go)
+			resume(ss, st); /* moves the last one into slot i */
+		else
+			i++;
+	}
+	return ss->n_parked;
+}
+
+void api__streams_stop(struct api__streams *ss)
+{
+	ss->stopping = true;
+	while (ss->n_parked > 0)
+		resume(ss, ss->parked[ss->n_parked - 1]);
+}
