@@ -26,7 +26,7 @@ MAKEFLAGS += --no-print-directory
 
 .PHONY: all test unit integration asan run install uninstall clean format check-deps bench help chaos
 
-all: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl) $(UNIT_BIN) $(BUILD)/loadgen $(BUILD)/tests/cron_dump
+all: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl) $(UNIT_BIN) $(BUILD)/loadgen $(BUILD)/watchgen $(BUILD)/tests/cron_dump
 
 help:
 	@echo "make             build build/flowd, build/flowctl and the unit tests"
@@ -59,6 +59,9 @@ $(BUILD)/flowctl: $(CLI_SRC:%.c=$(BUILD)/%.o)
 
 $(BUILD)/loadgen: $(BUILD)/bench/loadgen.o
 	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ -lpthread -lm
+
+$(BUILD)/watchgen: $(BUILD)/bench/watchgen.o
+	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/tests/cron_dump: $(BUILD)/tests/unit/cron_dump.o $(BUILD)/libflowd.a
 	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
