@@ -102,6 +102,11 @@ schemas = {
                     "next_cursor": nullable(STR)}),
     "Logs": obj({"run_id": STR, "step": STR, "attempt": UINT, "stdout": STR, "stderr": STR,
                  "truncated": BOOL}),
+    "EventList": obj({"events": {"type": "array", "items": obj({
+        "id": STR, "name": STR, "payload": {"type": "object"}, "received_at": TIME,
+        "runs": {"type": "array", "description": "What the event did to each trigger "
+                 "(as EventAnswer.runs)"},
+        "index": UINT})}, "next_cursor": nullable(STR)}),
     "EventAnswer": obj({"id": STR, "name": STR, "duplicate": BOOL,
                         "runs": {"type": "array", "items": obj({
                             "flow": STR, "trigger": UINT,
@@ -312,6 +317,14 @@ op("post", "/v1/flows/{flow}/unpause", "flow_unpause", "Unpause a flow's schedul
 op("post", "/v1/flows/{flow}/backfill", "backfill", "One run per tick in a past range",
    "admin", ok("The runs, made once per tick", ref("Backfill")), params=["flow"],
    body=(ref("BackfillRequest"), True), conflict="The flow is not deployed", tag="triggers")
+op("get", "/v1/events", "event_list", "Events posted, newest first, with the runs each "
+   "started (from PostgreSQL)", "reader", ok("A page of events", ref("EventList")),
+   params=[q("name", "Only events of this name"),
+           q("limit", "Events per page, 1..limits.max_runs_page (default 50)",
+             {"type": "string", "pattern": "^[0-9]+$"}),
+           q("cursor", "next_cursor of the previous page",
+             {"type": "string", "pattern": "^[0-9]+:.+$"})],
+   extra_errors=[("503", "PostgreSQL unreachable (Retry-After)")], tag="triggers")
 op("post", "/v1/events", "event_post", "Post an event", "admin",
    {**ok("A duplicate id: the first answer", ref("EventAnswer")),
     **ok("The runs the event started", ref("EventAnswer"), status="201")},

@@ -684,7 +684,8 @@ int main(int argc, char **argv)
 				 .views = readview_store(d.rv),
 				 .clock = wall,
 				 .metrics = d.metrics,
-				 .feed = watch_feed(d.watch)};
+				 .feed = watch_feed(d.watch),
+				 .max_page = (unsigned)cfg.limits.max_runs_page};
 	struct api_backend backend = {.arg = d.svc,
 				      .submit = service_submit_cb,
 				      .read_arg = &d.reads};

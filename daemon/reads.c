@@ -12,11 +12,14 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/cron.h"
 #include "core/fsm.h"
+#include "core/limits.h"
+#include "core/spec.h"
 #include "core/tz.h"
 
 static void reply_error(struct api_request *req, enum flowd_errc errc,
@@ -448,4 +451,131 @@ void reads_cron_preview(void *arg, const struct view *v,
 		api_request_reply_error(req, &err);
 	else
 		api_request_reply_json(req, 200, out);
+}
+
+/* ------------------------------------------------------------------------
+ * Events (GET /v1/events, from PostgreSQL)
+ */
+
+struct events_query {
+	char *name;                 /* ?name=, or NULL */
+	unsigned limit;             /* ?limit=, default 50 */
+	uint64_t before_index;      /* ?cursor=<index>:<id> */
+	char *before_id;            /* or NULL */
+};
+
+static void events_query_free(struct events_query *q)
+{
+	free(q->name);
+	free(q->before_id);
+}
+
+static int events_query_parse(const struct api_request *req,
+			      const struct flowd_limits *lim,
+			      struct events_query *q, struct flowd_error *err)
+{
+	char *limit = NULL, *cursor = NULL, *colon;
+	unsigned long v;
+	int rc = -1;
+
+	memset(q, 0, sizeof *q);
+	q->limit = 50 < lim->max_runs_page ? 50 : lim->max_runs_page;
+	if (api_request_query(req, "name", &q->name, err) != 0 ||
+	    api_request_query(req, "limit", &limit, err) != 0 ||
+	    api_request_query(req, "cursor", &cursor, err) != 0)
+		goto out;
+	if (q->name != NULL && !spec_event_name_valid(q->name)) {
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "name",
+				"must match [A-Za-z0-9_-]{1,128}");
+		goto out;
+	}
+	if (limit != NULL) {
+		if (api_uint_parse(limit, 1, lim->max_runs_page, &v) != 0) {
+			flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+					"limit", "must be 1 to %u",
+					(unsigned)lim->max_runs_page);
+			goto out;
+		}
+		q->limit = (unsigned)v;
+	}
+	if (cursor != NULL) {
+		colon = strchr(cursor, ':');
+		if (colon != NULL)
+			*colon = '\0';
+		if (colon == NULL ||
+		    api_uint_parse(cursor, 1, INT64_MAX, &v) != 0 ||
+		    !api_id_valid(colon + 1, 128)) {
+			flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+					"cursor",
+					"must be a next_cursor of a page");
+			goto out;
+		}
+		q->before_index = v;
+		q->before_id = strdup(colon + 1);
+		if (q->before_id == NULL) {
+			flowd_error_set(err, FLOWD_E_UNAVAILABLE, "unavailable",
+					"", "out of memory");
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(limit);
+	free(cursor);
+	if (rc != 0)
+		events_query_free(q);
+	return rc;
+}
+
+int reads_events_query(struct api_request *req, const struct flowd_limits *lim,
+		       struct flowd_error *err)
+{
+	struct events_query q;
+
+	if (events_query_parse(req, lim, &q, err) != 0)
+		return -1;
+	events_query_free(&q);
+	return 0;
+}
+
+void reads_events(void *arg, const struct view *v, struct api_request *req)
+{
+	struct reads *rd = arg;
+	struct flowd_limits lim;
+	struct events_query q;
+	struct flowd_error err;
+	json_t *list = NULL, *last, *cursor = json_null();
+	char text[200];
+
+	flowd_limits_defaults(&lim);
+	lim.max_runs_page = rd->max_page ? rd->max_page : lim.max_runs_page;
+	flowd_error_clear(&err);
+	if (events_query_parse(req, &lim, &q, &err) != 0) /* checked already */
+		goto error;
+	if (rd->reader == NULL) {
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
+				"events are read from PostgreSQL");
+		events_query_free(&q);
+		goto error;
+	}
+	if (storage_reader_events(rd->reader, q.name, q.before_index,
+				  q.before_id, q.limit, &list, &err) != 0) {
+		events_query_free(&q);
+		goto error;
+	}
+	events_query_free(&q);
+	last = json_array_get(list, json_array_size(list) - 1);
+	if (json_array_size(list) == q.limit && last != NULL) {
+		snprintf(text, sizeof text, "%lld:%s",
+			 (long long)json_integer_value(
+				 json_object_get(last, "index")),
+			 json_string_value(json_object_get(last, "id")));
+		cursor = json_string(text);
+	}
+	api_request_reply_json(req, 200,
+			       json_pack("{s:o, s:o}", "events", list,
+					 "next_cursor", cursor));
+	return;
+error:
+	api_request_reply_error(req, &err);
 }

@@ -22,6 +22,7 @@ struct reads {
 	struct flowd_clock clock;      /* the wall clock: schedules, previews */
 	struct node_metrics *metrics;  /* borrowed: GET /metrics */
 	struct feed *feed;             /* borrowed, may be NULL: GET /v1/watch */
+	unsigned max_page;             /* limits.max_runs_page (0: default) */
 };
 
 /* Modify-index probes of the rows (api_probe_fn). */
@@ -49,6 +50,13 @@ void reads_run_get(void *arg, const struct view *v, struct api_request *req);
 void reads_logs(void *arg, const struct view *v, struct api_request *req);
 void reads_cron_preview(void *arg, const struct view *v,
 			struct api_request *req);
+
+/* GET /v1/events: events posted, newest first, from PostgreSQL; its query
+ * hook checks ?name= (an event name), ?limit= (1..max_runs_page, default
+ * 50) and ?cursor= (a next_cursor, "<index>:<id>"): 400 invalid_query. */
+void reads_events(void *arg, const struct view *v, struct api_request *req);
+int reads_events_query(struct api_request *req, const struct flowd_limits *lim,
+		       struct flowd_error *err);
 
 /* The logs row's query hook: ?attempt= is 1..INT_MAX (400 invalid_query
  * field "attempt"). */

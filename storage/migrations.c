@@ -353,9 +353,15 @@ static const char migration_2[] =
 	"END\n"
 	"$fn$;\n";
 
+/* GET /v1/events lists events newest first by the entry that accepted
+ * them. */
+static const char migration_3[] =
+	"CREATE INDEX events_raft_index_idx ON events (raft_index DESC, id DESC);\n";
+
 const struct storage__migration storage__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
+	{3, migration_3},
 };
 
 const size_t storage__migrations_count =

@@ -315,6 +315,19 @@ static const char runs_sql[] =
 	"    AND ($3::text IS NULL OR r.status = $3::text)"
 	"  ORDER BY r.id DESC LIMIT $4::bigint) x";
 
+/* Events, newest first (by the entry that accepted them, then id), below
+ * a cursor (raft_index, id) when $2 is not NULL. */
+static const char events_sql[] =
+	"SELECT COALESCE(json_agg(json_build_object("
+	"  'id', e.id, 'name', e.name, 'payload', e.payload,"
+	"  'received_at', " SQL_TS("e.received_at") ", 'runs', e.runs,"
+	"  'index', e.raft_index) ORDER BY e.raft_index DESC, e.id DESC),"
+	"  '[]'::json)::text"
+	" FROM (SELECT * FROM events"
+	"  WHERE ($1::text IS NULL OR name = $1::text)"
+	"    AND ($2::bigint IS NULL OR (raft_index, id) < ($2::bigint, $3::text))"
+	"  ORDER BY raft_index DESC, id DESC LIMIT $4::bigint) e";
+
 /* Run a statement whose answer is one JSON text in row 0, column 0: 0 and a
  * new *out; 1 when there is no row; -1 with err (FLOWD_E_UNAVAILABLE). */
 static int query_json(struct storage_reader *r, const char *sql, int nparams,
@@ -429,5 +442,33 @@ done:
 				       "storage_unavailable", "",
 				       "storage: out of memory");
 	*out = runs;
+	return 0;
+}
+
+int storage_reader_events(struct storage_reader *r, const char *name,
+			  uint64_t before_index, const char *before_id,
+			  unsigned limit, json_t **out, struct flowd_error *err)
+{
+	char ix[24], num[16];
+	const char *params[4] = {name, NULL, NULL, num};
+	json_t *list = NULL;
+	int rc;
+
+	if (before_id != NULL) {
+		snprintf(ix, sizeof ix, "%llu", (unsigned long long)before_index);
+		params[1] = ix;
+		params[2] = before_id;
+	}
+	snprintf(num, sizeof num, "%u", limit);
+	rc = query_json(r, events_sql, 4, params, &list, err);
+	if (rc < 0)
+		return -1;
+	if (rc > 0 || !json_is_array(list)) {
+		json_decref(list);
+		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
+				       "storage_unavailable", "",
+				       "storage: events query gave no list");
+	}
+	*out = list;
 	return 0;
 }

@@ -139,4 +139,13 @@ int storage_reader_runs(struct storage_reader *r, const char *flow,
 			const char *status, uint64_t before_seq,
 			unsigned limit, json_t **out, struct flowd_error *err);
 
+/* Events posted (GET /v1/events), newest first: [{"id","name","payload",
+ * "received_at","runs","index"}], of one name when `name` is not NULL,
+ * below (before_index, before_id) when before_id is not NULL (a cursor),
+ * at most `limit`. Returns 0 with a new array in *out, or -1 with err
+ * (FLOWD_E_UNAVAILABLE). */
+int storage_reader_events(struct storage_reader *r, const char *name,
+			  uint64_t before_index, const char *before_id,
+			  unsigned limit, json_t **out, struct flowd_error *err);
+
 #endif

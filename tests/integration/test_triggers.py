@@ -4,7 +4,7 @@ backfill and the cron preview on real flowd processes (docs/triggers.md)."""
 import time
 
 import flowd_harness as h
-from flowd_harness import wait_for
+from flowd_harness import flow_spec, step, wait_for
 
 
 def every_second(**extra):
@@ -299,3 +299,39 @@ def test_allow_all_has_no_limit_unless_max_active_runs_says(node):
     wait_for(lambda: len(runs_of(node, "capped")) == 3, 20, "the buffered runs")
     for r in runs_of(node, "free"):
         node.post("/v1/runs/%s/cancel" % r["id"])
+
+
+def test_events_list_newest_first_with_their_runs_and_pages(node):
+    """GET /v1/events: what the dashboard's Events page shows."""
+    node.deploy("on-ping", flow_spec([step("a", shell="true")],)
+                | {"triggers": {"events": [{"event": "ping"}]}})
+    for i in range(3):
+        status, out = node.post("/v1/events", {"name": "ping", "id": "p-%d" % i,
+                                               "payload": {"n": i}})
+        assert status == 201, out
+    status, out = node.post("/v1/events", {"name": "other", "id": "o-1"})
+    assert status == 201, out
+    # a duplicate id is not listed twice
+    status, out = node.post("/v1/events", {"name": "ping", "id": "p-1"})
+    assert status == 200 and out["duplicate"], out
+
+    def listed():
+        status, page = node.get("/v1/events?name=ping")
+        assert status == 200, page
+        return page if len(page["events"]) == 3 else None
+    page = wait_for(listed, 15, "three ping events in PostgreSQL")
+    assert [e["id"] for e in page["events"]] == ["p-2", "p-1", "p-0"]
+    first = page["events"][0]
+    assert first["payload"] == {"n": 2} and first["received_at"].endswith("Z")
+    assert first["runs"] and first["runs"][0]["run_id"].startswith("r-"), first
+    assert page["next_cursor"] is None
+    status, p1 = node.get("/v1/events?limit=2")
+    assert status == 200 and [e["id"] for e in p1["events"]] == ["o-1", "p-2"], p1
+    status, p2 = node.get("/v1/events?limit=2&cursor=" + p1["next_cursor"])
+    assert status == 200 and [e["id"] for e in p2["events"]] == ["p-1", "p-0"], p2
+    for bad, field in [("name=a%20b", "name"), ("limit=0", "limit"),
+                       ("cursor=12", "cursor"), ("cursor=x:y", "cursor")]:
+        status, out = node.get("/v1/events?" + bad)
+        assert status == 400 and out["error"]["field"] == field, (bad, out)
+    status, out = node.get("/v1/events", token=None)
+    assert status == 401, out
