@@ -347,9 +347,16 @@ op("get", "/v1/runs/{id}", "run_get", "A run with its steps and attempts", "read
 op("post", "/v1/runs/{id}/cancel", "run_cancel", "Cancel a run", "admin",
    ok("The run, cancelled", ref("Run")), params=["id"], conflict="The run had finished "
    "(`run_finished`)", tag="runs")
+LOGS_OK = ok("The output; with ?follow=true an event stream: `event: output` "
+             "{\"stream\",\"text\"} as the step produces it, then `event: end` "
+             "{\"attempt\",\"status\",...} (or `event: error` when the node running it "
+             "could not be reached)", ref("Logs"))
+LOGS_OK["200"]["content"]["text/event-stream"] = {"schema": STR}
 op("get", "/v1/runs/{id}/steps/{step}/logs", "logs", "A step attempt's output", "reader",
-   ok("The output", ref("Logs")), params=["id", "step",
-   q("attempt", "The attempt (default the last)", {"type": "string", "pattern": "^[0-9]+$"})],
+   LOGS_OK, params=["id", "step",
+   q("attempt", "The attempt (default the last)", {"type": "string", "pattern": "^[0-9]+$"}),
+   q("follow", "true: stream the output as it is produced, from whichever node runs the "
+     "attempt, until it ends", {"enum": ["true", "false"]})],
    extra_errors=[("503", "PostgreSQL does not hold the log yet (`not_stored_yet`) or is "
                          "unreachable (Retry-After)")], tag="runs")
 op("get", "/v1/watch", "watch", "Run and step state changes and schedule fires, as they are "

@@ -121,6 +121,7 @@ static const struct key keys[] = {
 	{"api", "connection_timeout_s", K_UINT, CFG(api_connection_timeout_s),
 	 1, 3600, 0},
 	{"api", "max_streams", K_UINT, CFG(api_max_streams), 1, 65536, 0},
+	{"api", "max_log_follows", K_UINT, CFG(api_max_log_follows), 1, 4096, 0},
 	{"api", "watch_window", K_UINT, CFG(api_watch_window), 16, 1048576, 0},
 	{"api", "stream_heartbeat_ms", K_UINT, CFG(api_stream_heartbeat_ms),
 	 100, 300000, 0},
@@ -826,6 +827,7 @@ static int set_defaults(struct load *ld)
 	cfg->metrics_max_series = 10000;
 	cfg->api_connection_limit = 4096;
 	cfg->api_max_streams = 4096;
+	cfg->api_max_log_follows = 64;
 	cfg->api_watch_window = 16384;
 	cfg->api_stream_heartbeat_ms = 15000;
 	cfg->api_connection_timeout_s = 60;

@@ -50,6 +50,8 @@ struct flowd_config {
 	unsigned api_threads;
 	unsigned api_connection_limit;
 	unsigned api_max_streams;          /* streamed answers open at once */
+	unsigned api_max_log_follows;      /* followed logs of other nodes
+	                                    * relayed at once (a thread each) */
 	unsigned api_watch_window;         /* events GET /v1/watch can resume
 	                                    * within */
 	unsigned api_stream_heartbeat_ms;  /* a quiet stream's keep-alive */

@@ -197,6 +197,8 @@ struct executor {
 	_Atomic int step_nice;  /* wanted nice value of spawned steps */
 	int applied_nice;       /* spawner thread: its own, which children inherit */
 	executor_done_cb cb;
+	executor_output_cb output;  /* may be NULL */
+	void *output_arg;
 	struct task *tasks;   /* running: started, callback not yet fired */
 	unsigned ntasks;
 	unsigned nlive;       /* allocated tasks, including those closing */
@@ -942,6 +944,9 @@ static void keep(struct task *t, struct capture *c, const char *data,
 		t->truncated = true;
 	if (take == 0)
 		return;
+	if (t->e->output != NULL)
+		t->e->output(t->e->output_arg, t->key, c == &t->out ? 1 : 2,
+			     data, take);
 	if (c->len + take > c->cap) {
 		size_t cap = c->cap != 0 ? c->cap : 4096;
 		char *nb;
@@ -1196,6 +1201,13 @@ static void stop_spawner(struct executor *e)
 	pthread_cond_signal(&e->cond);
 	pthread_mutex_unlock(&e->lock);
 	pthread_join(e->thread, NULL);
+}
+
+void executor_set_output(struct executor *e, executor_output_cb cb,
+			 void *arg)
+{
+	e->output = cb;
+	e->output_arg = arg;
 }
 
 void executor_set_nice(struct executor *e, int nice)

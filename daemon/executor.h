@@ -49,6 +49,13 @@ typedef void (*executor_done_cb)(struct executor *e, void *ctx,
 struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 			      executor_done_cb cb);
 
+/* Called on the loop thread with the output a task produced, as it is
+ * read (what the limit keeps): stream 1 stdout, 2 stderr. */
+typedef void (*executor_output_cb)(void *arg, const char *key, int stream,
+				   const char *data, size_t len);
+void executor_set_output(struct executor *e, executor_output_cb cb,
+			 void *arg);
+
 /* The nice value (0..19) steps start with, from the next spawn on: the
  * spawner thread takes it, and children inherit a thread's nice. */
 void executor_set_nice(struct executor *e, int nice);

@@ -40,6 +40,7 @@
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@
 #include "daemon/runner.h"
 #include "daemon/scheduler.h"
 #include "daemon/service.h"
+#include "daemon/tail.h"
 #include "daemon/tzdata.h"
 #include "daemon/watch.h"
 #include "storage/storage.h"
@@ -89,6 +91,7 @@ struct flowd {
 	struct api_server *metrics_api; /* node.metrics_address, or NULL */
 	struct node_metrics *metrics;   /* GET /metrics */
 	struct watch *watch;            /* GET /v1/watch */
+	struct tails *tails;            /* running attempts' output */
 	struct peer *peer;              /* requests to the leader's API */
 	struct pump *pump;              /* after apply; owns the applier */
 	struct scheduler *sched;        /* the leader's cron */
@@ -222,6 +225,16 @@ static void hook_count_cb(void *arg, const struct fsm_count *c)
 
 	node_metrics_count(d->metrics, c);
 	watch_count(d->watch, c);
+}
+
+/* Streams waiting in the api look again (any thread). */
+static void api_kick_cb(void *arg)
+{
+	struct flowd *d = arg;
+	struct api_server *api = d->api;
+
+	if (api != NULL)
+		api_server_kick(api);
 }
 
 static void hook_changed_cb(void *arg, const struct fsm_change *c)
@@ -502,8 +515,10 @@ int main(int argc, char **argv)
 				  .changed = hook_changed_cb};
 	d.metrics = node_metrics_new(cfg.metrics_max_series, FLOWD_VERSION);
 	d.watch = watch_new(cfg.api_watch_window, wall);
-	if (d.metrics == NULL || d.watch == NULL) {
+	d.tails = tails_new(api_kick_cb, &d);
+	if (d.metrics == NULL || d.watch == NULL || d.tails == NULL) {
 		watch_free(d.watch);
+		tails_free(d.tails);
 		node_metrics_free(d.metrics);
 		log_error("out of memory");
 		config_free(&cfg);
@@ -583,10 +598,12 @@ int main(int argc, char **argv)
 		log_error("executor: cannot start");
 		goto err_modules;
 	}
+	executor_set_output(d.exec, tails_output, d.tails);
 	executor_set_nice(d.exec, (int)cfg.step_nice);
 	d.runner = runner_new(&(struct runner_config){
 		.cfg = &cfg, .boot = d.boot, .fsm = &d.fsm, .exec = d.exec,
-		.outcomes = d.outcomes, .kick = kick_cb, .kick_arg = &d});
+		.outcomes = d.outcomes, .tails = d.tails, .kick = kick_cb,
+		.kick_arg = &d});
 	d.live = liveness_new(&(struct liveness_config){
 		.loop = d.loop, .cfg = &cfg, .boot = d.boot, .fsm = &d.fsm,
 		.clock = wall, .mono = loop_clock, .proposer = proposer});
@@ -685,7 +702,13 @@ int main(int argc, char **argv)
 				 .clock = wall,
 				 .metrics = d.metrics,
 				 .feed = watch_feed(d.watch),
-				 .max_page = (unsigned)cfg.limits.max_runs_page};
+				 .max_page = (unsigned)cfg.limits.max_runs_page,
+				 .node_id = cfg.node_id,
+				 .tails = d.tails,
+				 .kick = api_kick_cb,
+				 .kick_arg = &d,
+				 .max_relays = cfg.api_max_log_follows,
+				 .thread_nice = (int)cfg.background_nice};
 	struct api_backend backend = {.arg = d.svc,
 				      .submit = service_submit_cb,
 				      .read_arg = &d.reads};
@@ -729,6 +752,9 @@ int main(int argc, char **argv)
 	if (d.api != NULL)
 		api_server_stop(d.api);
 	d.api = NULL;
+	/* relays of other nodes' logs end once their stream is gone */
+	for (int i = 0; i < 300 && atomic_load(&d.reads.relays) > 0; i++)
+		usleep(10000);
 	if (d.metrics_api != NULL)
 		api_server_stop(d.metrics_api);
 	d.metrics_api = NULL;
@@ -746,6 +772,7 @@ int main(int argc, char **argv)
 	fsm_close(&d.fsm);
 	node_metrics_free(d.metrics);
 	watch_free(d.watch);
+	tails_free(d.tails);
 	rv = uv_loop_close(d.loop) == 0 ? d.exit_code : 1;
 	if (rv == 0)
 		log_info("stopped cleanly");
@@ -773,6 +800,7 @@ err_loop:
 	fsm_close(&d.fsm);
 	node_metrics_free(d.metrics);
 	watch_free(d.watch);
+	tails_free(d.tails);
 	config_free(&cfg);
 	return 1;
 }

@@ -21,6 +21,7 @@
 #include "core/limits.h"
 #include "core/spec.h"
 #include "core/tz.h"
+#include "daemon/follow.h"
 
 static void reply_error(struct api_request *req, enum flowd_errc errc,
 			const char *code, const char *field, const char *msg)
@@ -258,12 +259,33 @@ int reads_logs_attempt(const struct api_request *req, int *attempt,
 	return rc;
 }
 
+/* ?follow=: 1 true, 0 false or absent, -1 with the 400. */
+static int logs_follow(const struct api_request *req, struct flowd_error *err)
+{
+	char *s = NULL;
+	int rc;
+
+	if (api_request_query(req, "follow", &s, err) != 0)
+		return -1;
+	if (s == NULL || strcmp(s, "false") == 0)
+		rc = 0;
+	else if (strcmp(s, "true") == 0)
+		rc = 1;
+	else
+		rc = flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+				     "follow", "must be true or false");
+	free(s);
+	return rc;
+}
+
 int reads_logs_query(struct api_request *req, const struct flowd_limits *lim,
 		     struct flowd_error *err)
 {
 	int attempt;
 
-	return reads_logs_attempt(req, &attempt, err);
+	if (reads_logs_attempt(req, &attempt, err) != 0)
+		return -1;
+	return logs_follow(req, err) < 0 ? -1 : 0;
 }
 
 /* Whether a log PostgreSQL does not hold is one still on its way: the view
@@ -315,6 +337,10 @@ void reads_logs(void *arg, const struct view *v, struct api_request *req)
 	flowd_error_clear(&err);
 	if (reads_logs_attempt(req, &attempt, &err) != 0) /* checked already */
 		goto error;
+	if (logs_follow(req, &err) == 1) {
+		follow_logs(rd, v, req, attempt);
+		return;
+	}
 	if (rd->reader == NULL) {
 		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
 				"task logs need the PostgreSQL reader");

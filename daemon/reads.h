@@ -7,10 +7,13 @@
 #define FLOWD_DAEMON_READS_H
 
 #include "api/api.h"
+#include <stdatomic.h>
+
 #include "core/feed.h"
 #include "core/view.h"
 #include "daemon/clock.h"
 #include "daemon/metrics.h"
+#include "daemon/tail.h"
 #include "storage/storage.h"
 
 /* What the read handlers are given (api_backend.read_arg): filled by
@@ -23,6 +26,15 @@ struct reads {
 	struct node_metrics *metrics;  /* borrowed: GET /metrics */
 	struct feed *feed;             /* borrowed, may be NULL: GET /v1/watch */
 	unsigned max_page;             /* limits.max_runs_page (0: default) */
+	/* Followed logs (daemon/follow.c) */
+	uint64_t node_id;              /* this node */
+	struct tails *tails;           /* borrowed, may be NULL: this node's
+	                                * running attempts' output */
+	void (*kick)(void *arg);       /* wake the api's waiting streams */
+	void *kick_arg;
+	unsigned max_relays;           /* api.max_log_follows */
+	atomic_uint relays;            /* relays of other nodes' logs now */
+	int thread_nice;               /* relay threads: as the HTTP ones */
 };
 
 /* Modify-index probes of the rows (api_probe_fn). */
@@ -58,8 +70,8 @@ void reads_events(void *arg, const struct view *v, struct api_request *req);
 int reads_events_query(struct api_request *req, const struct flowd_limits *lim,
 		       struct flowd_error *err);
 
-/* The logs row's query hook: ?attempt= is 1..INT_MAX (400 invalid_query
- * field "attempt"). */
+/* The logs row's query hook: ?attempt= is 1..INT_MAX, ?follow= true or
+ * false (400 invalid_query naming it). */
 int reads_logs_query(struct api_request *req, const struct flowd_limits *lim,
 		     struct flowd_error *err);
 /* ?attempt= of a logs request in *attempt, 0 (the last one) when absent;

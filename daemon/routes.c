@@ -307,8 +307,8 @@ const struct api_route routes_table[] = {
 	{.method = "GET", .path = "/v1/watch", .role = API_ROLE_READER,
 	 .query = watch_query, .read = watch_read, .name = "watch"},
 	{.method = "GET", .path = "/v1/runs/{id}/steps/{step}/logs",
-	 .role = API_ROLE_READER, .query = reads_logs_query,
-	 .read = reads_logs, .name = "logs"},
+	 .role = API_ROLE_READER, .flags = API_ROUTE_VIEW,
+	 .query = reads_logs_query, .read = reads_logs, .name = "logs"},
 
 	/* Between nodes: a node's own commands, proposed through the leader */
 	{.method = "POST", .path = "/internal/v1/commands",

@@ -42,6 +42,7 @@ struct runner {
 	struct fsm *fsm;
 	struct executor *exec;
 	struct outcomes *outcomes;
+	struct tails *tails;
 	void (*kick)(void *arg);
 	void *kick_arg;
 	struct task_op *head, *tail;
@@ -69,6 +70,7 @@ struct runner *runner_new(const struct runner_config *c)
 	r->outcomes = c->outcomes;
 	r->kick = c->kick;
 	r->kick_arg = c->kick_arg;
+	r->tails = c->tails;
 	return r;
 }
 
@@ -136,6 +138,22 @@ void runner_exec_done(struct executor *e, void *ctx,
 		  "signal=%d",
 		  ac->run_id, ac->step, ac->attempt, res->reason,
 		  res->exit_code, res->term_signal);
+	if (r->tails != NULL) {
+		char key[512], end[256];
+		const char *status =
+			strcmp(res->reason, "stopped") == 0 ? "cancelled"
+			: res->exit_code == 0 && res->term_signal == 0 &&
+					strcmp(res->reason, "exited") == 0
+				? "succeeded"
+				: "failed";
+		task_key(key, sizeof key, ac->run_id, ac->step, ac->attempt);
+		snprintf(end, sizeof end,
+			 "{\"attempt\":%u,\"status\":\"%s\",\"exit_code\":%d,"
+			 "\"signal\":%d,\"reason\":\"%s\"}",
+			 ac->attempt, status, res->exit_code, res->term_signal,
+			 res->reason);
+		tails_end(r->tails, key, end);
+	}
 	if (!r->stopping) {
 		out = flowd_utf8_sanitize(res->out ? res->out : "", res->out_len);
 		err = flowd_utf8_sanitize(res->err ? res->err : "", res->err_len);
@@ -278,7 +296,12 @@ static void op_start(struct runner *r, struct task_op *op)
 	t.max_log_bytes = r->cfg->limits.max_log_bytes_per_task;
 	log_debug("task start run=%s step=%s attempt=%u", run->id, ss->name,
 		  a->n);
+	if (r->tails != NULL)
+		tails_begin(r->tails, key);
 	if (executor_start(r->exec, &t, ac) != 0) {
+		if (r->tails != NULL)
+			tails_end(r->tails, key,
+				  "{\"status\":\"failed\",\"reason\":\"spawn_failed\"}");
 		report_unstarted(r, run, ss->name, a->n, "spawn_failed",
 				 "executor refused the task");
 		free(ac->run_id);

@@ -9,6 +9,7 @@
 #include "daemon/config.h"
 #include "daemon/executor.h"
 #include "daemon/outcomes.h"
+#include "daemon/tail.h"
 
 struct runner_config {
 	const struct flowd_config *cfg; /* borrowed: node id, log limits */
@@ -17,6 +18,9 @@ struct runner_config {
 	struct executor *exec;          /* borrowed; its callback must be
 	                                 * runner_exec_done */
 	struct outcomes *outcomes;      /* borrowed: where outcomes go */
+	struct tails *tails;            /* borrowed, may be NULL: each
+	                                 * attempt's output as it comes
+	                                 * (followed logs) */
 	/* Ask for an after-apply pass (the pump), which calls
 	 * runner_run_queued(). */
 	void (*kick)(void *arg);

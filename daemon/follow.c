@@ -1,0 +1,518 @@
+/* follow.c - followed logs: GET /v1/runs/{id}/steps/{step}/logs?follow=true
+ * (docs/api.md, "Streams"), answered by any node.
+ *
+ * Where the output is. The read view says which node runs the attempt:
+ * - this node: its tail (daemon/tail.c), from the start of the output,
+ *   as it comes, then the end;
+ * - another node: this node relays that node's own followed stream (a
+ *   thread running libcurl per relay, at most api.max_log_follows at once;
+ *   the request carries X-Flowd-Forwarded so the other node never relays
+ *   it further);
+ * - nowhere any more (the attempt ended, or the run left memory): the log
+ *   PostgreSQL stores, as the same events, then the end.
+ * Every stream ends with `event: end`, data {"attempt","status",
+ * "exit_code"?,"reason"?}; a relay that fails sends `event: error` and
+ * ends. */
+#include "daemon/follow.h"
+
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/thread.h"
+
+/* ------------------------------------------------------------------------
+ * Text helpers
+ */
+
+static int append(char **buf, size_t *len, size_t *cap, const char *s,
+		  size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		size_t c = *cap ? *cap : 1024;
+		while (c < *len + n + 1)
+			c *= 2;
+		char *p = realloc(*buf, c);
+		if (p == NULL)
+			return -1;
+		*buf = p;
+		*cap = c;
+	}
+	memcpy(*buf + *len, s, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+	return 0;
+}
+
+static int append_event(char **buf, size_t *len, size_t *cap,
+			const char *event, json_t *data)
+{
+	char *s = data != NULL ? json_dumps(data, JSON_COMPACT) : NULL;
+	int rc = -1;
+
+	if (s != NULL && append(buf, len, cap, "event: ", 7) == 0 &&
+	    append(buf, len, cap, event, strlen(event)) == 0 &&
+	    append(buf, len, cap, "\ndata: ", 7) == 0 &&
+	    append(buf, len, cap, s, strlen(s)) == 0 &&
+	    append(buf, len, cap, "\n\n", 2) == 0)
+		rc = 0;
+	free(s);
+	json_decref(data);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * A finished text (the stored log, or an error): sent, then the end
+ */
+
+struct canned {
+	char *text;
+	size_t len;
+	bool sent;
+};
+
+static int canned_pull(void *state, char **buf, size_t *len, size_t *cap)
+{
+	struct canned *c = state;
+
+	if (!c->sent && append(buf, len, cap, c->text, c->len) != 0)
+		return -1;
+	c->sent = true;
+	return -1;
+}
+
+static void canned_free(void *state)
+{
+	struct canned *c = state;
+
+	free(c->text);
+	free(c);
+}
+
+static const struct api_stream_ops canned_ops = {
+	.pull = canned_pull, .ready = NULL, .free = canned_free};
+
+/* ------------------------------------------------------------------------
+ * This node's tail
+ */
+
+struct local {
+	struct tails *tails;
+	struct tail *tail;
+	size_t off;
+};
+
+static int local_pull(void *state, char **buf, size_t *len, size_t *cap)
+{
+	struct local *l = state;
+
+	return tail_pull(l->tails, l->tail, &l->off, buf, len, cap);
+}
+
+static bool local_ready(void *state)
+{
+	struct local *l = state;
+
+	return tail_ready(l->tails, l->tail, l->off);
+}
+
+static void local_free(void *state)
+{
+	struct local *l = state;
+
+	tail_close(l->tails, l->tail);
+	free(l);
+}
+
+static const struct api_stream_ops local_ops = {
+	.pull = local_pull, .ready = local_ready, .free = local_free};
+
+/* ------------------------------------------------------------------------
+ * A relay of another node's stream
+ */
+
+struct relay {
+	pthread_mutex_t mu;
+	unsigned refs;              /* the stream's and the thread's */
+	char *buf;                  /* received, not yet pulled */
+	size_t len, cap;
+	bool done;                  /* the thread has finished */
+	bool cancelled;             /* the client went away */
+	char *url;
+	char *auth;                 /* "Authorization: ..." header, or NULL */
+	struct reads *rd;
+};
+
+static void relay_unref(struct relay *r)
+{
+	bool last;
+
+	pthread_mutex_lock(&r->mu);
+	last = --r->refs == 0;
+	pthread_mutex_unlock(&r->mu);
+	if (!last)
+		return;
+	atomic_fetch_sub(&r->rd->relays, 1);
+	pthread_mutex_destroy(&r->mu);
+	free(r->buf);
+	free(r->url);
+	free(r->auth);
+	free(r);
+}
+
+static void relay_kick(struct relay *r)
+{
+	if (r->rd->kick != NULL)
+		r->rd->kick(r->rd->kick_arg);
+}
+
+static size_t relay_write_cb(char *data, size_t size, size_t n, void *arg)
+{
+	struct relay *r = arg;
+	size_t bytes = size * n;
+	bool ok;
+
+	pthread_mutex_lock(&r->mu);
+	ok = !r->cancelled && append(&r->buf, &r->len, &r->cap, data, bytes) == 0;
+	pthread_mutex_unlock(&r->mu);
+	if (!ok)
+		return 0; /* abort the transfer */
+	relay_kick(r);
+	return bytes;
+}
+
+static int relay_progress_cb(void *arg, curl_off_t dt, curl_off_t dn,
+			     curl_off_t ut, curl_off_t un)
+{
+	struct relay *r = arg;
+	bool cancelled;
+
+	pthread_mutex_lock(&r->mu);
+	cancelled = r->cancelled;
+	pthread_mutex_unlock(&r->mu);
+	return cancelled ? 1 : 0;
+}
+
+static void *relay_main(void *arg)
+{
+	struct relay *r = arg;
+	CURL *h = curl_easy_init();
+	struct curl_slist *hdrs = NULL;
+	CURLcode rc = CURLE_FAILED_INIT;
+	long status = 0;
+
+	flowd_thread_nicer(r->rd->thread_nice);
+	if (h != NULL) {
+		hdrs = curl_slist_append(hdrs, "X-Flowd-Forwarded: 1");
+		hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
+		if (r->auth != NULL)
+			hdrs = curl_slist_append(hdrs, r->auth);
+		curl_easy_setopt(h, CURLOPT_URL, r->url);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, relay_write_cb);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, relay_progress_cb);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, r);
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		/* a quiet stream still sends keep-alives: 60 s of nothing
+		 * means the other node is gone */
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+		rc = curl_easy_perform(h);
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	}
+	pthread_mutex_lock(&r->mu);
+	if (!r->cancelled && (rc != CURLE_OK || status != 200)) {
+		char msg[256];
+		snprintf(msg, sizeof msg,
+			 "the node running the step did not stream its log "
+			 "(%s, HTTP %ld): follow again",
+			 rc != CURLE_OK ? curl_easy_strerror(rc) : "answered",
+			 status);
+		if (status != 200) { /* its error body is not an event */
+			r->len = 0;
+		}
+		append_event(&r->buf, &r->len, &r->cap, "error",
+			     json_pack("{s:s}", "message", msg));
+	}
+	r->done = true;
+	pthread_mutex_unlock(&r->mu);
+	relay_kick(r);
+	curl_slist_free_all(hdrs);
+	if (h != NULL)
+		curl_easy_cleanup(h);
+	relay_unref(r);
+	return NULL;
+}
+
+static int relay_pull(void *state, char **buf, size_t *len, size_t *cap)
+{
+	struct relay *r = state;
+	int rc;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->len > 0 && append(buf, len, cap, r->buf, r->len) != 0) {
+		pthread_mutex_unlock(&r->mu);
+		return -1;
+	}
+	rc = r->len > 0 ? 1 : 0;
+	r->len = 0;
+	if (r->done)
+		rc = -1; /* after what was appended */
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+static bool relay_ready(void *state)
+{
+	struct relay *r = state;
+	bool ready;
+
+	pthread_mutex_lock(&r->mu);
+	ready = r->len > 0 || r->done;
+	pthread_mutex_unlock(&r->mu);
+	return ready;
+}
+
+static void relay_free(void *state)
+{
+	struct relay *r = state;
+
+	pthread_mutex_lock(&r->mu);
+	r->cancelled = true;
+	pthread_mutex_unlock(&r->mu);
+	relay_unref(r);
+}
+
+static const struct api_stream_ops relay_ops = {
+	.pull = relay_pull, .ready = relay_ready, .free = relay_free};
+
+/* ------------------------------------------------------------------------
+ * Where the attempt is
+ */
+
+struct where {
+	unsigned attempt;           /* its number, 0 when the step has none */
+	uint64_t node;
+	bool running;
+	bool known;                 /* the view has the run and the step */
+};
+
+static struct where find(const struct view *v, const char *run_id,
+			 const char *step, int attempt)
+{
+	struct where w = {0};
+	char *text = NULL;
+	json_t *run = NULL, *s, *atts, *a;
+	size_t i;
+
+	if (v == NULL || view_run_text(v, run_id, &text) != VIEW_FOUND ||
+	    text == NULL)
+		goto out;
+	run = json_loads(text, 0, NULL);
+	json_array_foreach(json_object_get(run, "steps"), i, s) {
+		const char *name = json_string_value(json_object_get(s, "name"));
+		if (name == NULL || strcmp(name, step) != 0)
+			continue;
+		w.known = true;
+		atts = json_object_get(s, "attempts");
+		if (json_array_size(atts) == 0)
+			break;
+		a = json_array_get(atts, attempt == 0 ? json_array_size(atts) - 1
+						       : (size_t)attempt - 1);
+		if (a == NULL)
+			break;
+		w.attempt = (unsigned)json_integer_value(json_object_get(a, "attempt"));
+		w.node = (uint64_t)json_integer_value(json_object_get(a, "node"));
+		w.running = json_is_null(json_object_get(a, "finished_at")) ||
+			    json_object_get(a, "finished_at") == NULL;
+		break;
+	}
+out:
+	json_decref(run);
+	free(text);
+	return w;
+}
+
+/* The API address of node `id` from the view's members, or NULL. */
+static char *node_api(const struct view *v, uint64_t id)
+{
+	char *text = view_cluster_text(v), *out = NULL;
+	json_t *c = text ? json_loads(text, 0, NULL) : NULL, *m;
+	size_t i;
+
+	json_array_foreach(json_object_get(c, "members"), i, m) {
+		const char *api = json_string_value(json_object_get(m, "api_address"));
+		if ((uint64_t)json_integer_value(json_object_get(m, "id")) == id &&
+		    api != NULL && api[0] != '\0') {
+			out = strdup(api);
+			break;
+		}
+	}
+	json_decref(c);
+	free(text);
+	return out;
+}
+
+/* ------------------------------------------------------------------------
+ * The handler
+ */
+
+/* The stored log as events and its end. */
+static void stored(struct reads *rd, struct api_request *req, int attempt,
+		   const struct where *w)
+{
+	struct flowd_error err;
+	json_t *log = NULL;
+	struct canned *c;
+	const char *out, *errs;
+	size_t cap = 0;
+
+	flowd_error_clear(&err);
+	if (rd->reader == NULL) {
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
+				"task logs need the PostgreSQL reader");
+		api_request_reply_error(req, &err);
+		return;
+	}
+	if (storage_reader_logs(rd->reader, req->run_id, req->step, attempt,
+				&log, &err) != 0) {
+		if (err.errc == FLOWD_E_NOT_FOUND && w->known)
+			/* the run knows the step: its log is still to come */
+			flowd_error_set(&err, FLOWD_E_UNAVAILABLE,
+					"not_stored_yet", "",
+					"the log is not stored yet: retry");
+		api_request_reply_error(req, &err);
+		return;
+	}
+	c = calloc(1, sizeof *c);
+	out = json_string_value(json_object_get(log, "stdout"));
+	errs = json_string_value(json_object_get(log, "stderr"));
+	if (c == NULL ||
+	    (out != NULL && out[0] != '\0' &&
+	     append_event(&c->text, &c->len, &cap, "output",
+			  json_pack("{s:s, s:s}", "stream", "stdout", "text",
+				    out)) != 0) ||
+	    (errs != NULL && errs[0] != '\0' &&
+	     append_event(&c->text, &c->len, &cap, "output",
+			  json_pack("{s:s, s:s}", "stream", "stderr", "text",
+				    errs)) != 0) ||
+	    append_event(&c->text, &c->len, &cap, "end",
+			 json_pack("{s:O, s:s, s:b}", "attempt",
+				   json_object_get(log, "attempt"), "status",
+				   "stored", "truncated",
+				   json_is_true(json_object_get(log,
+								"truncated")))) !=
+		    0) {
+		if (c != NULL)
+			canned_free(c);
+		json_decref(log);
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
+				"out of memory");
+		api_request_reply_error(req, &err);
+		return;
+	}
+	json_decref(log);
+	api_request_reply_stream(req, &canned_ops, c);
+}
+
+void follow_logs(struct reads *rd, const struct view *v,
+		 struct api_request *req, int attempt)
+{
+	struct where w = find(v, req->run_id, req->step, attempt);
+	struct flowd_error err;
+	char key[512];
+
+	if (!w.running || w.attempt == 0) {
+		stored(rd, req, attempt, &w);
+		return;
+	}
+	if (w.node == rd->node_id) {
+		struct tail *t;
+		struct local *l;
+
+		snprintf(key, sizeof key, "%s/%s/%u", req->run_id, req->step,
+			 w.attempt);
+		t = rd->tails != NULL ? tails_open(rd->tails, key) : NULL;
+		if (t == NULL) { /* from before this node's start: lost */
+			stored(rd, req, attempt, &w);
+			return;
+		}
+		l = calloc(1, sizeof *l);
+		if (l == NULL) {
+			tail_close(rd->tails, t);
+			goto oom;
+		}
+		l->tails = rd->tails;
+		l->tail = t;
+		api_request_reply_stream(req, &local_ops, l);
+		return;
+	}
+	if (req->forwarded) { /* relayed to us, yet not ours: no loops */
+		stored(rd, req, attempt, &w);
+		return;
+	}
+	char *api = node_api(v, w.node);
+	if (api == NULL) {
+		stored(rd, req, attempt, &w);
+		return;
+	}
+	if (atomic_fetch_add(&rd->relays, 1) >= rd->max_relays) {
+		atomic_fetch_sub(&rd->relays, 1);
+		free(api);
+		flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "too_many_streams",
+				"",
+				"%u followed logs of other nodes are relayed "
+				"(api.max_log_follows)",
+				rd->max_relays);
+		api_request_reply_error(req, &err);
+		return;
+	}
+	struct relay *r = calloc(1, sizeof *r);
+	const char *auth = api_request_header(req, "Authorization");
+	char url[1024];
+	pthread_t th;
+	pthread_attr_t attr;
+
+	snprintf(url, sizeof url,
+		 "http://%s/v1/runs/%s/steps/%s/logs?follow=true&attempt=%u",
+		 api, req->run_id, req->step, w.attempt);
+	free(api);
+	if (r == NULL) {
+		atomic_fetch_sub(&rd->relays, 1);
+		goto oom;
+	}
+	pthread_mutex_init(&r->mu, NULL);
+	r->refs = 2;
+	r->rd = rd;
+	r->url = strdup(url);
+	if (auth != NULL) {
+		size_t n = strlen(auth) + 32;
+		r->auth = malloc(n);
+		if (r->auth != NULL)
+			snprintf(r->auth, n, "Authorization: %s", auth);
+	}
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	if (r->url == NULL || (auth != NULL && r->auth == NULL) ||
+	    pthread_create(&th, &attr, relay_main, r) != 0) {
+		pthread_attr_destroy(&attr);
+		r->refs = 1;
+		relay_unref(r);
+		goto oom;
+	}
+	pthread_attr_destroy(&attr);
+	api_request_reply_stream(req, &relay_ops, r);
+	return;
+oom:
+	flowd_error_set(&err, FLOWD_E_UNAVAILABLE, "unavailable", "",
+			"out of memory");
+	api_request_reply_error(req, &err);
+}
