@@ -67,7 +67,7 @@ static void usage(FILE *f)
 	      "  runs [--flow F] [--status S] [--limit N] [--cursor C]\n"
 	      "                         list runs, newest first\n"
 	      "  get RUN_ID             show a run, its steps and attempts\n"
-	      "  logs RUN_ID STEP [--attempt N]\n"
+	      "  logs RUN_ID STEP [--attempt N] [-f|--follow]\n"
 	      "                         a step's stdout (to stdout), then its\n"
 	      "                         stderr (to stderr), raw\n"
 	      "  cancel RUN_ID          cancel a run\n"
@@ -726,6 +726,11 @@ static int query_option(void *ctx, int opt, const char *arg)
 	};
 	struct query *q = ctx;
 
+	if (opt == 'f') { /* logs --follow */
+		fprintf(q->f, "%cfollow=true", q->sep);
+		q->sep = '&';
+		return PARSED;
+	}
 	if (opt < OPT_FLOW || opt > OPT_DST_REPEATED)
 		return usage_error("unknown option");
 	fprintf(q->f, "%c%s=", q->sep, names[opt - OPT_FLOW]);
@@ -755,6 +760,7 @@ static const struct option preview_options[] = {
 
 static const struct option logs_options[] = {
     {"attempt", required_argument, NULL, OPT_ATTEMPT},
+    {"follow", no_argument, NULL, 'f'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -774,7 +780,8 @@ static int query_path(int argc, char **argv, const struct option *options,
 	q.f = open_memstream(&p, &n);
 	if (q.f == NULL)
 		return oom();
-	rc = parse_args(argc, argv, "", options, query_option, &q, pos, nargs);
+	rc = parse_args(argc, argv, options == logs_options ? "f" : "", options,
+			query_option, &q, pos, nargs);
 	if (fclose(q.f) != 0 && rc == PARSED)
 		rc = oom();
 	if (rc != PARSED)
@@ -915,6 +922,80 @@ static int put_raw(FILE *f, const json_t *s)
 	return n == 0 || fwrite(json_string_value(s), 1, n, f) == n ? 0 : -1;
 }
 
+/* logs -f: print each output event's text to stdout or stderr as it
+ * comes; the end event says how the attempt ended. */
+struct follow {
+	int rc;
+	bool ended;
+};
+
+static void on_log_event(void *arg, const char *event, const char *data)
+{
+	struct follow *f = arg;
+	json_t *d = json_loads(data, 0, NULL);
+
+	if (strcmp(event, "output") == 0) {
+		const char *stream = json_string_value(json_object_get(d, "stream"));
+		FILE *to = stream != NULL && strcmp(stream, "stderr") == 0
+				   ? stderr
+				   : stdout;
+		put_raw(to, json_object_get(d, "text"));
+		fflush(to);
+	} else if (strcmp(event, "end") == 0) {
+		const char *status = json_string_value(json_object_get(d, "status"));
+		f->ended = true;
+		f->rc = status != NULL && (strcmp(status, "succeeded") == 0 ||
+					   strcmp(status, "stored") == 0)
+				? CLI_OK
+				: CLI_FAILED;
+		if (f->rc != CLI_OK)
+			fprintf(stderr, "flowctl: attempt %lld %s\n",
+				(long long)json_integer_value(
+					json_object_get(d, "attempt")),
+				status ? status : "?");
+	} else if (strcmp(event, "error") == 0) {
+		fprintf(stderr, "flowctl: %s\n",
+			json_string_value(json_object_get(d, "message"))
+				? json_string_value(json_object_get(d, "message"))
+				: data);
+		f->ended = true;
+		f->rc = CLI_FAILED;
+	}
+	json_decref(d);
+}
+
+static int follow_logs(struct cli_http *h, const char *path)
+{
+	long unavailable_ms = 0;
+
+	for (;;) {
+		struct follow f = {.rc = CLI_FAILED};
+		struct cli_reply r;
+		int http_rc = cli_http_stream(h, path, on_log_event, &f, &r);
+
+		/* 503: not stored yet, or an election: poll through */
+		if (http_rc == CLI_OK && r.status == 503 &&
+		    unavailable_ms < WAIT_UNAVAILABLE_MS) {
+			cli_reply_clear(&r);
+			sleep_ms(WAIT_INTERVAL_MS);
+			unavailable_ms += WAIT_INTERVAL_MS;
+			continue;
+		}
+		if (http_rc != CLI_OK || r.status != 200) {
+			int rc = check_reply(h, http_rc, &r);
+			cli_reply_clear(&r);
+			return rc;
+		}
+		cli_reply_clear(&r);
+		if (!f.ended) {
+			fputs("flowctl: the stream ended before the attempt\n",
+			      stderr);
+			return CLI_FAILED;
+		}
+		return f.rc;
+	}
+}
+
 static int cmd_logs(struct cli_http *h, const struct command *cmd, int argc,
 		    char **argv)
 {
@@ -926,6 +1007,11 @@ static int cmd_logs(struct cli_http *h, const struct command *cmd, int argc,
 
 	if (rc != PARSED)
 		return rc;
+	if (strstr(path, "follow=true") != NULL) {
+		rc = follow_logs(h, path);
+		free(path);
+		return rc;
+	}
 	/* a log PostgreSQL does not hold yet is a 503 not_stored_yet for a
 	 * moment after the attempt ends: polled through, as elections are */
 	rc = get_patiently(h, path, &r);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -209,6 +210,128 @@ int cli_http_request(struct cli_http *h, const char *method, const char *path,
 	}
 	out->body = sink.p;
 	out->len = sink.len;
+	parse_body(out);
+	return CLI_OK;
+}
+
+/* An event stream being read: lines into events, or (not 200) the body. */
+struct events {
+	CURL *curl;
+	long status;                /* 0 until the first bytes */
+	struct sink body;           /* a non-200 answer */
+	char line[65536];
+	size_t line_len;
+	char event[64];
+	struct sink data;
+	cli_event_cb cb;
+	void *arg;
+};
+
+static void event_line(struct events *ev)
+{
+	char *l = ev->line, *v;
+
+	ev->line[ev->line_len] = '\0';
+	ev->line_len = 0;
+	if (l[0] == '\0') { /* the end of an event */
+		if (ev->data.p != NULL)
+			ev->cb(ev->arg, ev->event[0] ? ev->event : "message",
+			       ev->data.p);
+		free(ev->data.p);
+		memset(&ev->data, 0, sizeof ev->data);
+		ev->event[0] = '\0';
+		return;
+	}
+	if (l[0] == ':')
+		return;
+	v = strchr(l, ':');
+	if (v == NULL)
+		return;
+	*v++ = '\0';
+	if (*v == ' ')
+		v++;
+	if (strcmp(l, "event") == 0) {
+		snprintf(ev->event, sizeof ev->event, "%s", v);
+	} else if (strcmp(l, "data") == 0) {
+		if (ev->data.p != NULL)
+			on_data("\n", 1, 1, &ev->data);
+		on_data(v, 1, strlen(v), &ev->data);
+		if (ev->data.p == NULL)
+			on_data("", 1, 0, &ev->data);
+	}
+}
+
+static size_t on_events(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct events *ev = userdata;
+	size_t n = size * nmemb;
+
+	if (ev->status == 0)
+		curl_easy_getinfo(ev->curl, CURLINFO_RESPONSE_CODE, &ev->status);
+	if (ev->status != 200)
+		return on_data(data, size, nmemb, &ev->body);
+	for (size_t i = 0; i < n; i++) {
+		if (data[i] == '\n')
+			event_line(ev);
+		else if (data[i] != '\r' && ev->line_len < sizeof ev->line - 1)
+			ev->line[ev->line_len++] = data[i];
+	}
+	return n;
+}
+
+int cli_http_stream(struct cli_http *h, const char *path, cli_event_cb on_event,
+		    void *arg, struct cli_reply *out)
+{
+	struct events *ev = calloc(1, sizeof *ev);
+	struct curl_slist *hdrs = NULL;
+	CURLcode rc;
+	CURL *c = h->curl;
+
+	memset(out, 0, sizeof(*out));
+	h->errbuf[0] = '\0';
+	h->errmsg[0] = '\0';
+	free(h->url);
+	h->url = NULL;
+	if (ev == NULL || asprintf(&h->url, "%s%s", h->base, path) < 0) {
+		h->url = NULL;
+		free(ev);
+		snprintf(h->errmsg, sizeof(h->errmsg), "out of memory");
+		return CLI_UNREACHABLE;
+	}
+	for (struct curl_slist *s = h->headers; s != NULL; s = s->next)
+		if (strncasecmp(s->data, "Accept:", 7) != 0)
+			hdrs = curl_slist_append(hdrs, s->data);
+	hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
+	ev->curl = c;
+	ev->cb = on_event;
+	ev->arg = arg;
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_URL, h->url);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+	/* no overall timeout: a stream lasts as long as the step; a node
+	 * that went away is noticed by its missing keep-alives */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "flowctl/1");
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_events);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, ev);
+	rc = curl_easy_perform(c);
+	curl_slist_free_all(hdrs);
+	free(ev->data.p);
+	if (rc != CURLE_OK) {
+		free(ev->body.p);
+		free(ev);
+		return fail(h, rc);
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+	out->body = ev->body.p ? ev->body.p : strdup("");
+	out->len = ev->body.len;
+	free(ev);
+	if (out->body == NULL)
+		return fail(h, CURLE_OUT_OF_MEMORY);
 	parse_body(out);
 	return CLI_OK;
 }

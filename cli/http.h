@@ -45,6 +45,16 @@ void cli_http_free(struct cli_http *h);
 int cli_http_request(struct cli_http *h, const char *method, const char *path,
 		     const char *body, size_t body_len, struct cli_reply *out);
 
+/* GET base_url + `path` as a Server-Sent Events stream: on_event(arg,
+ * event, data) for each event as it arrives (comments skipped), until the
+ * server ends the stream. An answer other than 200 is read whole into
+ * `out`, as cli_http_request does (out->status is 200 for a stream; the
+ * caller clears `out` on every return). Returns CLI_OK or
+ * CLI_UNREACHABLE. */
+typedef void (*cli_event_cb)(void *arg, const char *event, const char *data);
+int cli_http_stream(struct cli_http *h, const char *path, cli_event_cb on_event,
+		    void *arg, struct cli_reply *out);
+
 /* Why the last request failed: "<url>: <curl's message>" (borrowed, valid
  * until the next request). */
 const char *cli_http_errmsg(const struct cli_http *h);

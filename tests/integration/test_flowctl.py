@@ -425,3 +425,35 @@ def test_logs_waits_for_a_log_postgresql_does_not_hold_yet(node, db):
     out, err = p.communicate(timeout=h.scaled(30))
     assert p.returncode == 0, err
     assert out == "hello\n"
+
+
+def test_logs_follow_prints_a_running_step_as_it_runs_and_exits_with_it(node):
+    """`flowctl logs -f`: stdout and stderr as the step writes them, from
+    the start, until the attempt ends; the exit code says how it ended."""
+    node.deploy("chatty", flow_spec([step(
+        "talk", "echo first; sleep 1; echo second; echo warn >&2; sleep 0.5; exit 4")]))
+    run_id = node.start_run("chatty")["id"]
+
+    def started():
+        s = h.steps_by_name(node.get("/v1/runs/" + run_id)[1])["talk"]
+        return s["attempts"] or None
+    h.wait_for(started, 20, "the step to start")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWD_")}
+    p = subprocess.Popen(WRAP + [FLOWCTL, "--url", node.url, "--token", READER_TOKEN,
+                                 "logs", run_id, "talk", "-f"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = p.stdout.readline()
+    # the first line arrives while the step still runs
+    assert first == b"first\n", first
+    assert node.get("/v1/runs/" + run_id)[1]["status"] == "running"
+    rest, err = p.communicate(timeout=h.scaled(30))
+    assert p.returncode == 1, (p.returncode, rest, err)
+    assert rest == b"second\n"
+    assert err.startswith(b"warn\n") and b"attempt 1 failed" in err, err
+    # after the end: the stored log, exit 0
+    ok = h.echo_flow("done")
+    node.deploy("ok", ok)
+    rid = node.start_run("ok")["id"]
+    node.wait_run(rid)
+    r = flowctl(node, "logs", rid, "only", "--follow", output=None)
+    assert r.returncode == 0 and r.stdout == "done\n", (r.returncode, r.stdout, r.stderr)
