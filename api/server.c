@@ -1054,7 +1054,7 @@ static void *watch_main(void *arg)
 			wake.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&s->watch_cond, &s->watch_mu, &wake);
-		if (s->streams.n_parked > 0)
+		if (api__streams_waiting(&s->streams))
 			api__streams_wake(&s->streams, api__now_ms());
 		if (s->n_parked == 0)
 			continue;
@@ -1247,7 +1247,13 @@ static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
 	n = strlen(line);
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = '\0';
-	log_warn("api: mhd: %s", line);
+	/* a client that went away mid-answer (a watcher that closed its
+	 * stream, most often) is not the node's problem */
+	if (strstr(line, "socket is no longer available") != NULL ||
+	    strstr(line, "Connection reset by peer") != NULL)
+		log_debug("api: mhd: %s", line);
+	else
+		log_warn("api: mhd: %s", line);
 }
 
 /* ------------------------------------------------------------------------

@@ -4,13 +4,16 @@
  *
  * The park race. A stream that found nothing parks itself: it suspends its
  * connection from inside the content reader (the way microhttpd.h asks a
- * reader with nothing to send to behave) and joins the list under the
- * mutex. A kick that came between its pull and its parking would be lost,
- * so the reader notes the kick generation before it pulls and does not
- * park when the generation moved: it returns 0 and MHD asks again. The
- * waker resumes a parked stream only under the mutex, and a stream leaves
- * the list (resumed, or freed) only under it too, so the waker never
- * touches a stream being freed. */
+ * reader with nothing to send to behave) and joins the incoming list under
+ * in_mu, a lock held only for that (the HTTP threads never wait for the
+ * waker's walk over the parked streams). A kick that came between its pull
+ * and its parking would be lost, so the reader notes the kick generation
+ * before it pulls and does not park when the generation moved: it returns
+ * 0 and MHD asks again. The waker (under mu) moves the incoming streams to
+ * its own list and resumes from there. A parked stream is not freed while
+ * parked (MHD does not close a suspended connection; the server resumes
+ * every stream before it stops), but free_cb takes both locks and leaves
+ * whichever list holds it all the same. */
 #include "api/stream.h"
 
 #include <stdlib.h>
@@ -19,7 +22,7 @@
 
 #include "core/log.h"
 
-#define READ_MAX (64 * 1024) /* bytes pulled at most per content read */
+enum { WHERE_NONE, WHERE_INCOMING, WHERE_PARKED };
 
 struct api__stream {
 	struct api__streams *owner;
@@ -29,8 +32,8 @@ struct api__stream {
 	char *buf;                  /* what pull gave, sent from off */
 	size_t len, off, cap;
 	bool ended;                 /* pull said the end */
-	bool parked;                /* in owner->parked (under mu) */
-	size_t slot;                /* its index there */
+	int where;                  /* WHERE_* */
+	size_t slot;                /* its index in that list */
 	int64_t sent_ms;            /* when bytes last went out */
 };
 
@@ -47,6 +50,7 @@ void api__streams_init(struct api__streams *ss, pthread_mutex_t *mu,
 {
 	memset(ss, 0, sizeof *ss);
 	ss->mu = mu;
+	pthread_mutex_init(&ss->in_mu, NULL);
 	atomic_init(&ss->gen, 0);
 	atomic_init(&ss->open, 0);
 	ss->max = max;
@@ -55,39 +59,42 @@ void api__streams_init(struct api__streams *ss, pthread_mutex_t *mu,
 
 void api__streams_close(struct api__streams *ss)
 {
+	free(ss->incoming);
 	free(ss->parked);
-	ss->parked = NULL;
-	ss->n_parked = ss->cap_parked = 0;
+	ss->incoming = ss->parked = NULL;
+	ss->n_incoming = ss->cap_incoming = ss->n_parked = ss->cap_parked = 0;
+	pthread_mutex_destroy(&ss->in_mu);
 }
 
-/* With mu held. */
-static void unpark(struct api__streams *ss, struct api__stream *st)
+/* Append `st` to a list; 0, or -1 out of memory. */
+static int list_add(struct api__stream ***list, size_t *n, size_t *cap,
+		    struct api__stream *st, int where)
 {
-	size_t last = --ss->n_parked;
-
-	if (st->slot != last) {
-		ss->parked[st->slot] = ss->parked[last];
-		ss->parked[st->slot]->slot = st->slot;
-	}
-	st->parked = false;
-}
-
-/* With mu held: 0, or -1 (out of memory: the caller does not park). */
-static int park(struct api__streams *ss, struct api__stream *st)
-{
-	if (ss->n_parked == ss->cap_parked) {
-		size_t cap = ss->cap_parked ? ss->cap_parked * 2 : 64;
-		struct api__stream **p =
-			realloc(ss->parked, cap * sizeof *p);
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 64;
+		struct api__stream **p = realloc(*list, c * sizeof *p);
 		if (p == NULL)
 			return -1;
-		ss->parked = p;
-		ss->cap_parked = cap;
+		*list = p;
+		*cap = c;
 	}
-	st->slot = ss->n_parked;
-	ss->parked[ss->n_parked++] = st;
-	st->parked = true;
+	st->slot = *n;
+	st->where = where;
+	(*list)[(*n)++] = st;
 	return 0;
+}
+
+/* Remove `st` from a list (order is not kept). */
+static void list_del(struct api__stream **list, size_t *n,
+		     struct api__stream *st)
+{
+	size_t last = --*n;
+
+	if (st->slot != last) {
+		list[st->slot] = list[last];
+		list[st->slot]->slot = st->slot;
+	}
+	st->where = WHERE_NONE;
 }
 
 static ssize_t copy_out(struct api__stream *st, char *out, size_t max)
@@ -130,19 +137,21 @@ static ssize_t reader_cb(void *cls, uint64_t pos, char *out, size_t max)
 		st->sent_ms = api__now_ms();
 		return (ssize_t)n;
 	}
-	pthread_mutex_lock(ss->mu);
+	pthread_mutex_lock(&ss->in_mu);
 	if (ss->stopping) {
-		pthread_mutex_unlock(ss->mu);
+		pthread_mutex_unlock(&ss->in_mu);
 		st->ended = true;
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	}
-	if (atomic_load(&ss->gen) != gen || park(ss, st) != 0) {
+	if (atomic_load(&ss->gen) != gen ||
+	    list_add(&ss->incoming, &ss->n_incoming, &ss->cap_incoming, st,
+		     WHERE_INCOMING) != 0) {
 		/* kicked meanwhile (or no memory to wait): ask again */
-		pthread_mutex_unlock(ss->mu);
+		pthread_mutex_unlock(&ss->in_mu);
 		return 0;
 	}
 	MHD_suspend_connection(st->conn);
-	pthread_mutex_unlock(ss->mu);
+	pthread_mutex_unlock(&ss->in_mu);
 	return 0;
 }
 
@@ -152,8 +161,12 @@ static void free_cb(void *cls)
 	struct api__streams *ss = st->owner;
 
 	pthread_mutex_lock(ss->mu);
-	if (st->parked)
-		unpark(ss, st);
+	pthread_mutex_lock(&ss->in_mu);
+	if (st->where == WHERE_INCOMING)
+		list_del(ss->incoming, &ss->n_incoming, st);
+	else if (st->where == WHERE_PARKED)
+		list_del(ss->parked, &ss->n_parked, st);
+	pthread_mutex_unlock(&ss->in_mu);
 	pthread_mutex_unlock(ss->mu);
 	atomic_fetch_sub(&ss->open, 1);
 	st->ops->free(st->state);
@@ -186,9 +199,26 @@ struct MHD_Response *api__stream_response(struct api__streams *ss,
 	return resp;
 }
 
+/* Take the incoming streams into the waker's list (mu held). A stream
+ * that cannot be kept (out of memory) is resumed: it parks again. */
+static void take_incoming(struct api__streams *ss)
+{
+	pthread_mutex_lock(&ss->in_mu);
+	for (size_t i = 0; i < ss->n_incoming; i++) {
+		struct api__stream *st = ss->incoming[i];
+		if (list_add(&ss->parked, &ss->n_parked, &ss->cap_parked, st,
+			     WHERE_PARKED) != 0) {
+			st->where = WHERE_NONE;
+			MHD_resume_connection(st->conn);
+		}
+	}
+	ss->n_incoming = 0;
+	pthread_mutex_unlock(&ss->in_mu);
+}
+
 static void resume(struct api__streams *ss, struct api__stream *st)
 {
-	unpark(ss, st);
+	list_del(ss->parked, &ss->n_parked, st);
 	MHD_resume_connection(st->conn);
 }
 
@@ -198,10 +228,10 @@ size_t api__streams_wake(struct api__streams *ss, int64_t now_ms)
 	bool kicked = gen != ss->gen_seen;
 
 	ss->gen_seen = gen;
+	take_incoming(ss);
 	for (size_t i = 0; i < ss->n_parked;) {
 		struct api__stream *st = ss->parked[i];
-		bool go = ss->stopping ||
-			  now_ms - st->sent_ms >= (int64_t)ss->heartbeat_ms ||
+		bool go = now_ms - st->sent_ms >= (int64_t)ss->heartbeat_ms ||
 			  (kicked && (st->ops->ready == NULL ||
 				      st->ops->ready(st->state)));
 		if (go)
@@ -212,9 +242,22 @@ size_t api__streams_wake(struct api__streams *ss, int64_t now_ms)
 	return ss->n_parked;
 }
 
+bool api__streams_waiting(struct api__streams *ss)
+{
+	bool any;
+
+	pthread_mutex_lock(&ss->in_mu);
+	any = ss->n_incoming > 0;
+	pthread_mutex_unlock(&ss->in_mu);
+	return any || ss->n_parked > 0;
+}
+
 void api__streams_stop(struct api__streams *ss)
 {
+	pthread_mutex_lock(&ss->in_mu);
 	ss->stopping = true;
+	pthread_mutex_unlock(&ss->in_mu);
+	take_incoming(ss);
 	while (ss->n_parked > 0)
 		resume(ss, ss->parked[ss->n_parked - 1]);
 }

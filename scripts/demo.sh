@@ -196,9 +196,14 @@ while :; do
 done
 say "the schedule fired:"
 curl -fsS -H "$AUTH" "$API1/v1/flows/ticker/schedule" | python3 -m json.tool
+# the dashboard is served by every node
+CT=$(curl -fsS -o /dev/null -w '%{content_type}' "$API1/") ||
+	die "the dashboard at $API1/ did not answer"
+case $CT in text/html*) ;; *) die "the dashboard at $API1/ answered $CT" ;; esac
 cat <<EOF
 
 flowd is running: $NODES node(s), API $API1, PostgreSQL at "$CONNINFO".
+  dashboard:    $API1/   (any node's API address; paste a token when it asks)
   admin token:  $ADMIN_TOKEN
   reader token: $READER_TOKEN
 
@@ -211,6 +216,7 @@ Try:
   curl -s -H "Authorization: Bearer \$TOKEN" '$API1/v1/runs?limit=5'
   curl -s -H "Authorization: Bearer \$TOKEN" $API1/v1/runs/$RUN_ID
   curl -s -H "Authorization: Bearer \$TOKEN" $API1/v1/runs/$RUN_ID/steps/greet/logs
+  curl -sN -H "Authorization: Bearer \$TOKEN" $API1/v1/watch     # changes as they happen
   curl -s -H "Authorization: Bearer \$TOKEN" $API1/v1/flows/ticker/schedule
   curl -s -H "Authorization: Bearer \$TOKEN" "$API1/v1/cron/preview?expr=30+2+*+*+*&tz=Europe/Berlin"
   curl -s -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
