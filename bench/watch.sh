@@ -17,7 +17,7 @@
 #
 # Environment:
 #   REPEAT=3 DURATION=30 RATE=500 WATCHERS=1000 ALL_WATCHERS=10
-#   CONNS=64 THREADS=2 READ_RATE=30000 WRITE_CONNS=64
+#   CONNS=64 THREADS=2 READ_RATE=5000 WRITE_CONNS=64 NODES=3
 #   SKIP_BUILD=0 DRAIN_TIMEOUT=120 READY_TIMEOUT=60 FLOWD_NICE=-10 (root)
 #   BUILD=build FLOWD_BIN LOADGEN WATCHGEN PYTHON
 #   API_PORT=8820 RAFT_PORT=8823 PG_PORT=8826
@@ -33,7 +33,7 @@ WATCHERS=${WATCHERS:-1000}
 ALL_WATCHERS=${ALL_WATCHERS:-10}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
-READ_RATE=${READ_RATE:-30000}
+READ_RATE=${READ_RATE:-5000}
 WRITE_CONNS=${WRITE_CONNS:-64}
 SKIP_BUILD=${SKIP_BUILD:-0}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
@@ -103,6 +103,14 @@ record_phase() { # prefix loadgen-json
 	record "$1_p50" "$(field "$2" p50_ms)"
 	record "$1_p99" "$(field "$2" p99_ms)"
 }
+cpu_s() { # -> the nodes' CPU time (user + system) summed, seconds
+	local i t=0 v
+	for i in $NODE_IDS; do
+		v=$(awk '{ print $14 + $15 }' "/proc/${PID[$i]}/stat" 2>/dev/null || echo 0)
+		t=$((t + v))
+	done
+	awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
+}
 rss_kb_sum() { # -> the nodes' VmRSS summed, kB
 	local i s=0 v
 	for i in $NODE_IDS; do
@@ -118,11 +126,13 @@ for r in $(seq "$REPEAT"); do
 	say "--- round $r/$REPEAT"
 	find_leader
 	seed_run
+	c0=$(cpu_s)
 	( lg_run "r$r-base-writes" "${WRITES[@]}"; echo "$LG" >"$OUT/r$r-bw.json" ) &
 	wpid=$!
 	lg "r$r-base-reads" "${READS[@]}"
 	record_phase rb "$LG"
 	wait "$wpid" || true
+	record cpu_b "$(awk -v a="$c0" -v b="$(cpu_s)" 'BEGIN { printf "%.1f", b - a }')"
 	record_phase wb "$(cat "$OUT/r$r-bw.json" 2>/dev/null || echo '{}')"
 	drain
 
@@ -143,11 +153,13 @@ for r in $(seq "$REPEAT"); do
 	rss1=$(rss_kb_sum)
 	say "watchers connected: $(cat "$OUT/r$r-ready") of $((WATCHERS * NODES)); RSS +$(( (rss1 - rss0) / 1024 )) MB over the three nodes"
 	record rss_per_watcher_kb "$(awk -v a="$rss0" -v b="$rss1" -v n=$((WATCHERS * NODES)) 'BEGIN { printf "%.1f", (b - a) / n }')"
+	c0=$(cpu_s)
 	( lg_run "r$r-watch-writes" "${WRITES[@]}"; echo "$LG" >"$OUT/r$r-ww.json" ) &
 	wpid=$!
 	lg "r$r-watch-reads" "${READS[@]}"
 	record_phase rw "$LG"
 	wait "$wpid" || true
+	record cpu_w "$(awk -v a="$c0" -v b="$(cpu_s)" 'BEGIN { printf "%.1f", b - a }')"
 	record_phase ww "$(cat "$OUT/r$r-ww.json" 2>/dev/null || echo '{}')"
 	wait "$gpid" || true
 	G=$(grep '^{' "$OUT/r$r-watch.json" | tail -n 1 || echo '{}')
@@ -178,7 +190,7 @@ one() { # label metric target
 }
 {
 	echo
-	echo "flowd change streams under mixed load: three nodes on 127.0.0.1, $REPEAT round(s) of ${DURATION}s, $(nproc) CPUs, $(date -u +%FT%TZ)"
+	echo "flowd change streams under mixed load: $NODES node(s) on 127.0.0.1, $REPEAT round(s) of ${DURATION}s, $(nproc) CPUs, $(date -u +%FT%TZ)"
 	echo "watchers: $WATCHERS per node ($ALL_WATCHERS unfiltered, the rest ?run= one run each); pollers: $CONNS connections at $([ "$READ_RATE" = 0 ] && echo "closed loop" || echo "$READ_RATE/s"); writer: $RATE runs/s open loop; nice ${FLOWD_NICE:-0}"
 	echo "delivery (applied on the node -> read by the client)  median   each round"
 	one "  delivery p50 (ms)" d_p50 ""
@@ -195,6 +207,7 @@ one() { # label metric target
 	line "writes/s" wb_rps ww_rps "$RATE offered"
 	line "writes p50 (ms)" wb_p50 ww_p50 ""
 	line "writes p99 (ms)" wb_p99 ww_p99 ""
+	line "nodes' CPU seconds in the phase" cpu_b cpu_w ""
 	printf '%-36s %12s %12s\n' "non-2xx and failed requests" \
 		"$(( ${ERRS[rb_rps]:-0} + ${ERRS[wb_rps]:-0} ))" "$(( ${ERRS[rw_rps]:-0} + ${ERRS[ww_rps]:-0} ))"
 	echo "(details: $OUT, node logs: $B/node{1,2,3}.log)"
