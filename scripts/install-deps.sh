@@ -14,6 +14,7 @@ python3 python3-pytest python3-croniter python3-jsonschema
 tzdata faketime
 curl ca-certificates iproute2 iptables procps util-linux coreutils
 prometheus
+chromium chromium-driver python3-selenium
 "
 
 if [ "$(id -u)" -ne 0 ]; then
