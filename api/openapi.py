@@ -361,7 +361,7 @@ op("get", "/v1/runs/{id}/steps/{step}/logs", "logs", "A step attempt's output", 
                          "unreachable (Retry-After)")], tag="runs")
 op("get", "/v1/watch", "watch", "Run and step state changes and schedule fires, as they are "
    "applied (Server-Sent Events; docs/api.md, \"Streams\")", "reader",
-   ok("An event stream: `event: run`, `step`, `fire` or `reset` (list again), each with an "
+   ok("An event stream: `event: run`, `step`, `flow`, `fire` or `reset` (list again), each with an "
       "`id: <index>-<n>` to resume from with Last-Event-ID; `: keep-alive` comments while "
       "quiet", STR, ctype="text/event-stream"),
    params=[q("flow", "Only events of this flow"), q("run", "Only events of this run"),

@@ -174,6 +174,9 @@ struct fsm_flow {
 	unsigned n_buffered;
 	unsigned active;            /* runs not yet settled */
 	bool view_dirty;            /* in fsm.view_flows */
+	bool told;                  /* reported (changed) at least once */
+	bool told_paused;           /* what was reported last */
+	unsigned told_current;
 	unsigned view_slot;         /* the read view's slot + 1 (core/view.c) */
 };
 
@@ -266,6 +269,9 @@ struct fsm_count {
 enum fsm_change_kind {
 	FSM_CHANGE_RUN,             /* run->status */
 	FSM_CHANGE_STEP,            /* step->status or a new attempt */
+	FSM_CHANGE_FLOW,            /* a flow deployed (a new current
+	                             * version), undeployed, paused or
+	                             * unpaused; before the runs' changes */
 };
 
 #define FSM_TOLD_NONE 0xff
@@ -274,8 +280,9 @@ struct fsm_change {
 	enum fsm_change_kind kind;
 	uint64_t index;             /* the entry's */
 	int64_t ts_ms;              /* the entry's time */
-	const struct fsm_run *run;
+	const struct fsm_run *run;  /* NULL for FSM_CHANGE_FLOW */
 	const struct fsm_step *step; /* FSM_CHANGE_STEP */
+	const struct fsm_flow *flow; /* FSM_CHANGE_FLOW */
 	int status;                 /* the status to report: the run's, or
 	                             * the step's (an attempt that failed and
 	                             * was retried at once in the same entry

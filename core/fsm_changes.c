@@ -120,8 +120,24 @@ static void report_step(struct apply_ctx *c, struct fsm_run *r,
 
 void fsm__report_changes(struct apply_ctx *c)
 {
-	if (c->f->hooks.changed == NULL || c->index == 0)
+	struct fsm *f = c->f;
+
+	if (f->hooks.changed == NULL || c->index == 0)
 		return;
+	/* Flows this batch touched (told filters what earlier entries of
+	 * the batch already reported, and tick-only touches). */
+	for (size_t i = 0; i < f->n_view_flows; i++) {
+		struct fsm_flow *fl = f->view_flows[i];
+		if (fl->told && fl->told_paused == fl->paused &&
+		    fl->told_current == fl->current)
+			continue;
+		fsm__told_sync_flow(fl);
+		f->hooks.changed(f->hooks.arg,
+				 &(struct fsm_change){.kind = FSM_CHANGE_FLOW,
+						      .index = c->index,
+						      .ts_ms = c->ts,
+						      .flow = fl});
+	}
 	for (size_t i = 0; i < c->n_touched; i++) {
 		struct fsm_run *r = c->touched[i];
 		bool ended = r->status >= FSM_RUN_SUCCEEDED;
@@ -135,6 +151,13 @@ void fsm__report_changes(struct apply_ctx *c)
 		if (run_changed && ended)
 			tell(c, FSM_CHANGE_RUN, r, NULL, r->status, NULL);
 	}
+}
+
+void fsm__told_sync_flow(struct fsm_flow *fl)
+{
+	fl->told = true;
+	fl->told_paused = fl->paused;
+	fl->told_current = fl->current;
 }
 
 void fsm__told_sync(struct fsm_run *r)

@@ -38,8 +38,10 @@ void fsm__count(struct apply_ctx *c, struct fsm_count *what);
  * (f->hooks.changed, fsm.h), before any of them leaves memory. */
 void fsm__report_changes(struct apply_ctx *c);
 
-/* A run restored from a snapshot: nothing to report of its state. */
+/* A run or a flow restored from a snapshot: nothing to report of its
+ * state. */
 void fsm__told_sync(struct fsm_run *r);
+void fsm__told_sync_flow(struct fsm_flow *fl);
 
 /* A run left memory: the read view drops it. */
 void fsm__view_drop(struct fsm *f, struct fsm_run *r);

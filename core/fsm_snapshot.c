@@ -412,6 +412,7 @@ static int restore_flows(struct fsm *f, json_t *flows)
 		if (fl->current > fl->n_versions ||
 		    trig_restore_flow(f, fl, json_object_get(jf, "trig")) != 0)
 			return -1;
+		fsm__told_sync_flow(fl);
 	}
 	return 0;
 }

@@ -118,8 +118,20 @@ void watch_changed(void *arg, const struct fsm_change *c)
 {
 	struct watch *w = arg;
 	const struct fsm_run *r = c->run;
-	const char *flow = r->flow->name;
 	struct line l = {.n = 0};
+
+	if (c->kind == FSM_CHANGE_FLOW) {
+		const struct fsm_flow *fl = c->flow;
+		put(&l, "{\"flow\":\"%s\",\"version\":%u,\"deployed\":%s,"
+			"\"paused\":%s",
+		    fl->name, fl->current ? fl->current : fl->n_versions,
+		    fl->current ? "true" : "false",
+		    fl->paused ? "true" : "false");
+		common(w, &l, c->index, c->ts_ms);
+		add(w, c->index, fl->name, NULL, "flow", &l);
+		return;
+	}
+	const char *flow = r->flow->name;
 
 	put(&l, "{\"run_id\":\"%s\",\"flow\":\"%s\"", r->id, flow);
 	if (c->kind == FSM_CHANGE_RUN) {

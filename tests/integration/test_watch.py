@@ -144,3 +144,20 @@ def test_a_node_stopping_ends_its_streams_and_exits_cleanly(node):
     for s in streams:
         assert s.next(timeout=5) is None and s.ended
         s.close()
+
+
+def test_deploys_and_pauses_stream_as_flow_events(node):
+    s = h.EventStream(node.api_port, "/v1/watch?flow=tick")
+    spec = flow_spec([step("a", shell="true")])
+    spec["triggers"] = {"schedules": [{"cron": "0 0 1 1 *"}]}
+    node.deploy("tick", spec)
+    node.post("/v1/flows/tick/pause")
+    node.post("/v1/flows/tick/unpause")
+    node.delete("/v1/flows/tick")
+    evs = s.until(lambda e: e["event"] == "flow" and not e["data"]["deployed"],
+                  what="the undeploy")
+    flows = [(e["data"]["version"], e["data"]["deployed"], e["data"]["paused"])
+             for e in evs if e["event"] == "flow"]
+    assert flows == [(1, True, False), (1, True, True), (1, True, False),
+                     (1, False, False)], flows
+    s.close()
