@@ -503,7 +503,7 @@ const char *api_request_header(const struct api_request *req,
 {
 	struct request *r = req->priv;
 
-	return header(r, name);
+	return r != NULL && r->conn != NULL ? header(r, name) : NULL;
 }
 
 void api_server_kick(struct api_server *s)
