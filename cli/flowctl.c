@@ -944,6 +944,8 @@ static void on_log_event(void *arg, const char *event, const char *data)
 	} else if (strcmp(event, "end") == 0) {
 		const char *status = json_string_value(json_object_get(d, "status"));
 		f->ended = true;
+		if (json_is_true(json_object_get(d, "truncated")))
+			fputs("flowctl: (logs truncated by flowd)\n", stderr);
 		f->rc = status != NULL && (strcmp(status, "succeeded") == 0 ||
 					   strcmp(status, "stored") == 0)
 				? CLI_OK

@@ -219,8 +219,7 @@ struct events {
 	CURL *curl;
 	long status;                /* 0 until the first bytes */
 	struct sink body;           /* a non-200 answer */
-	char line[65536];
-	size_t line_len;
+	struct sink line;           /* the line being read (any length) */
 	char event[64];
 	struct sink data;
 	cli_event_cb cb;
@@ -229,10 +228,12 @@ struct events {
 
 static void event_line(struct events *ev)
 {
-	char *l = ev->line, *v;
+	size_t n = ev->line.len;
+	char *l = n > 0 ? ev->line.p : "", *v;
 
-	ev->line[ev->line_len] = '\0';
-	ev->line_len = 0;
+	if (n > 0 && l[n - 1] == '\r') /* a CR the last piece ended with */
+		l[n - 1] = '\0';
+	ev->line.len = 0;
 	if (l[0] == '\0') { /* the end of an event */
 		if (ev->data.p != NULL)
 			ev->cb(ev->arg, ev->event[0] ? ev->event : "message",
@@ -270,11 +271,15 @@ static size_t on_events(char *data, size_t size, size_t nmemb, void *userdata)
 		curl_easy_getinfo(ev->curl, CURLINFO_RESPONSE_CODE, &ev->status);
 	if (ev->status != 200)
 		return on_data(data, size, nmemb, &ev->body);
-	for (size_t i = 0; i < n; i++) {
-		if (data[i] == '\n')
+	for (size_t i = 0, from = 0; i <= n; i++) {
+		if (i < n && data[i] != '\n')
+			continue;
+		/* bytes up to the newline (or the end of this piece) */
+		if (i > from && on_data(data + from, 1, i - from, &ev->line) == 0)
+			return 0; /* out of memory: fail the transfer */
+		if (i < n)
 			event_line(ev);
-		else if (data[i] != '\r' && ev->line_len < sizeof ev->line - 1)
-			ev->line[ev->line_len++] = data[i];
+		from = i + 1;
 	}
 	return n;
 }
@@ -321,6 +326,7 @@ int cli_http_stream(struct cli_http *h, const char *path, cli_event_cb on_event,
 	rc = curl_easy_perform(c);
 	curl_slist_free_all(hdrs);
 	free(ev->data.p);
+	free(ev->line.p);
 	if (rc != CURLE_OK) {
 		free(ev->body.p);
 		free(ev);

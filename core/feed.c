@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
+
 struct feed_ev {
 	struct feed_id id;
 	const char *flow;           /* into blob, or NULL */
@@ -25,6 +27,7 @@ struct feed {
 	uint64_t lo, hi;            /* the ring holds seqs [lo, hi) */
 	uint64_t visible;           /* readers see seqs below it */
 	struct feed_id floor;       /* the newest id that may be missing */
+	uint64_t epoch;             /* losses (feed_lost) so far */
 	struct feed_id last;        /* the newest id added */
 	uint32_t next_k;            /* the rank of the next event of last.index */
 	uint64_t added;
@@ -188,6 +191,7 @@ void feed_lost(struct feed *f, uint64_t index)
 {
 	pthread_mutex_lock(&f->mu);
 	raise_floor(f, (struct feed_id){index, UINT32_MAX});
+	f->epoch++;
 	pthread_mutex_unlock(&f->mu);
 }
 
@@ -206,34 +210,47 @@ static uint64_t first_after(struct feed *f, struct feed_id after)
 	return a;
 }
 
-/* The newest visible id, {0,0} when none. */
-static struct feed_id newest_visible(struct feed *f)
+/* Where a reader that starts over goes on from: the newest visible id,
+ * or the floor when that is later (an id below it would be reset again). */
+static struct feed_id go_on_from(struct feed *f)
 {
-	return f->visible > f->lo ? at(f, f->visible - 1)->id
-				  : (struct feed_id){0, 0};
+	struct feed_id newest = f->visible > f->lo ? at(f, f->visible - 1)->id
+						   : (struct feed_id){0, 0};
+
+	return feed_id_cmp(newest, f->floor) >= 0 ? newest : f->floor;
 }
 
 enum feed_start feed_start(struct feed *f, const struct feed_id *after,
-			   feed_pos *pos, struct feed_id *last)
+			   struct feed_reader *r, struct feed_id *last)
 {
 	enum feed_start rc = FEED_OK;
 
+	memset(r, 0, sizeof *r);
 	pthread_mutex_lock(&f->mu);
-	*last = newest_visible(f);
+	r->epoch = f->epoch;
+	*last = go_on_from(f);
 	if (after == NULL) {
-		*pos = f->visible;
+		r->pos = f->visible;
 	} else if (feed_id_cmp(*after, f->floor) < 0) {
 		rc = FEED_RESET;
-		*pos = f->visible;
+		r->pos = f->visible;
 	} else {
-		*pos = first_after(f, *after);
+		r->pos = first_after(f, *after);
+		r->after = *after;
+		r->skip = true; /* entries this node has yet to apply */
 	}
 	pthread_mutex_unlock(&f->mu);
 	return rc;
 }
 
-static bool passes(const struct feed_ev *e, const struct feed_filter *flt)
+static bool passes(struct feed_reader *r, const struct feed_ev *e,
+		   const struct feed_filter *flt)
 {
+	if (r->skip) {
+		if (feed_id_cmp(e->id, r->after) <= 0)
+			return false;
+		r->skip = false;
+	}
 	if (flt == NULL)
 		return true;
 	if (flt->flow != NULL &&
@@ -245,57 +262,54 @@ static bool passes(const struct feed_ev *e, const struct feed_filter *flt)
 	return true;
 }
 
-int feed_read(struct feed *f, feed_pos *pos, const struct feed_filter *flt,
-	      size_t max, char **out, size_t *len, size_t *cap,
-	      struct feed_id *last)
+/* With mu held: whether the reader missed events. */
+static bool missed(struct feed *f, const struct feed_reader *r)
+{
+	return r->epoch != f->epoch || r->pos < f->lo;
+}
+
+int feed_read(struct feed *f, struct feed_reader *r,
+	      const struct feed_filter *flt, size_t max, char **out,
+	      size_t *len, size_t *cap, struct feed_id *last)
 {
 	int n = 0;
 
 	pthread_mutex_lock(&f->mu);
-	if (*pos < f->lo) {
-		*pos = f->visible;
-		*last = newest_visible(f);
+	if (missed(f, r)) {
+		r->pos = f->visible;
+		r->epoch = f->epoch;
+		r->skip = false;
+		*last = go_on_from(f);
 		pthread_mutex_unlock(&f->mu);
-		return -1;
+		return FEED_READ_RESET;
 	}
-	for (; *pos < f->visible; (*pos)++) {
-		const struct feed_ev *e = at(f, *pos);
-		if (!passes(e, flt))
+	for (; r->pos < f->visible; r->pos++) {
+		const struct feed_ev *e = at(f, r->pos);
+		if (!passes(r, e, flt))
 			continue;
 		if (n > 0 && *len + e->len > max)
 			break;
-		if (*len + e->len + 1 > *cap) {
-			size_t c = *cap ? *cap : 1024;
-			while (c < *len + e->len + 1)
-				c *= 2;
-			char *p = realloc(*out, c);
-			if (p == NULL) {
-				*last = (struct feed_id){0, 0};
-				pthread_mutex_unlock(&f->mu);
-				return -1;
-			}
-			*out = p;
-			*cap = c;
+		if (flowd_buf_append(out, len, cap, e->text, e->len) != 0) {
+			pthread_mutex_unlock(&f->mu);
+			return FEED_READ_NOMEM;
 		}
-		memcpy(*out + *len, e->text, e->len);
-		*len += e->len;
-		(*out)[*len] = '\0';
 		n++;
 	}
 	pthread_mutex_unlock(&f->mu);
 	return n;
 }
 
-bool feed_pending(struct feed *f, feed_pos *pos, const struct feed_filter *flt)
+bool feed_pending(struct feed *f, struct feed_reader *r,
+		  const struct feed_filter *flt)
 {
 	bool found = false;
 
 	pthread_mutex_lock(&f->mu);
-	if (*pos < f->lo) {
+	if (missed(f, r)) {
 		found = true;
 	} else {
-		for (; *pos < f->visible; (*pos)++)
-			if (passes(at(f, *pos), flt)) {
+		for (; r->pos < f->visible; r->pos++)
+			if (passes(r, at(f, r->pos), flt)) {
 				found = true;
 				break;
 			}

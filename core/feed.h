@@ -65,28 +65,37 @@ struct feed_id feed_add(struct feed *f, uint64_t index, const char *flow,
 bool feed_publish(struct feed *f);
 
 /* The state changed in a way no event reports (a snapshot was restored at
- * `index`): readers resuming from before it start over. */
+ * `index`): readers resuming from before it, and every reader already
+ * reading, start over. */
 void feed_lost(struct feed *f, uint64_t index);
 
 /* ---- Readers ---- */
 
-/* A reader's place in the feed: the sequence number of the next event it
- * takes (local to this feed, not an id). */
-typedef uint64_t feed_pos;
+/* A reader's place in the feed (its own; the feed keeps no list of
+ * readers). */
+struct feed_reader {
+	uint64_t pos;               /* the local sequence number of the next
+	                             * event it takes */
+	uint64_t epoch;             /* the feed's losses when it started */
+	struct feed_id after;       /* events up to this id are skipped: a
+	                             * reader resuming on a node that has not
+	                             * applied that far yet gets no event twice */
+	bool skip;
+};
 
 enum feed_start {
 	FEED_OK,
 	FEED_RESET,     /* the events after the id asked for are not all here
-	                 * any more: re-list, then go on from *pos */
+	                 * any more: re-list, then go on */
 };
 
-/* Where a reader starts: after `after` (an id a client saw; {index,
- * UINT32_MAX} is after every event of entry `index`), or from now when
- * `after` is NULL. *pos is set in both outcomes; on FEED_RESET it is the
- * end of the visible events and *last the id of the newest one ({0,0}
- * when none). */
+/* Start a reader after `after` (an id a client saw; {index, UINT32_MAX}
+ * is after every event of entry `index`), or from now when `after` is
+ * NULL. On FEED_RESET the reader starts from now and *last is the id to
+ * give the client to go on from (the newest event, or the floor when that
+ * is later; {0,0} when neither). */
 enum feed_start feed_start(struct feed *f, const struct feed_id *after,
-			   feed_pos *pos, struct feed_id *last);
+			   struct feed_reader *r, struct feed_id *last);
 
 /* Filter of a reader: events of this flow and/or run (NULL: any). */
 struct feed_filter {
@@ -94,21 +103,25 @@ struct feed_filter {
 	const char *run;
 };
 
-/* Append to `out` (a growing buffer: *out, *len, *cap; realloc'd) the text
- * of the visible events at and after *pos that pass `flt`, stopping before
- * the buffer would pass `max` bytes (at least one event is taken), and
- * advance *pos past the events looked at. Returns the number of events
- * appended, 0 when there are none now, or -1 when *pos has left the ring
- * (the reader fell behind: start over; *pos is then set to the end and
- * *last to the newest id) or on out of memory (*last {0,0}). */
-int feed_read(struct feed *f, feed_pos *pos, const struct feed_filter *flt,
-	      size_t max, char **out, size_t *len, size_t *cap,
-	      struct feed_id *last);
+#define FEED_READ_RESET (-1)  /* start over: events were missed */
+#define FEED_READ_NOMEM (-2)
 
-/* Whether a visible event at or after *pos passes `flt`; *pos is advanced
- * past those that do not (so a later call starts there). A reader that
- * fell behind counts as having something (feed_read tells it). */
-bool feed_pending(struct feed *f, feed_pos *pos, const struct feed_filter *flt);
+/* Append to `out` (a growing buffer: *out, *len, *cap; realloc'd) the text
+ * of the visible events at and after the reader's place that pass `flt`,
+ * stopping before the buffer would pass `max` bytes (at least one event is
+ * taken), and move the reader past the events looked at. Returns the
+ * number of events appended (0: none now); FEED_READ_RESET when the reader
+ * missed events (it fell behind the window, or a snapshot replaced the
+ * state since it started): it is moved to now and *last is the id to go
+ * on from, as feed_start gives; FEED_READ_NOMEM. */
+int feed_read(struct feed *f, struct feed_reader *r,
+	      const struct feed_filter *flt, size_t max, char **out,
+	      size_t *len, size_t *cap, struct feed_id *last);
+
+/* Whether feed_read would give something (an event that passes `flt`, or
+ * a reset); the reader is moved past the events that do not pass. */
+bool feed_pending(struct feed *f, struct feed_reader *r,
+		  const struct feed_filter *flt);
 
 /* Numbers for metrics and tests. */
 struct feed_stats {

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "core/thread.h"
 
@@ -29,41 +30,7 @@
  * Text helpers
  */
 
-static int append(char **buf, size_t *len, size_t *cap, const char *s,
-		  size_t n)
-{
-	if (*len + n + 1 > *cap) {
-		size_t c = *cap ? *cap : 1024;
-		while (c < *len + n + 1)
-			c *= 2;
-		char *p = realloc(*buf, c);
-		if (p == NULL)
-			return -1;
-		*buf = p;
-		*cap = c;
-	}
-	memcpy(*buf + *len, s, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
 
-static int append_event(char **buf, size_t *len, size_t *cap,
-			const char *event, json_t *data)
-{
-	char *s = data != NULL ? json_dumps(data, JSON_COMPACT) : NULL;
-	int rc = -1;
-
-	if (s != NULL && append(buf, len, cap, "event: ", 7) == 0 &&
-	    append(buf, len, cap, event, strlen(event)) == 0 &&
-	    append(buf, len, cap, "\ndata: ", 7) == 0 &&
-	    append(buf, len, cap, s, strlen(s)) == 0 &&
-	    append(buf, len, cap, "\n\n", 2) == 0)
-		rc = 0;
-	free(s);
-	json_decref(data);
-	return rc;
-}
 
 /* ------------------------------------------------------------------------
  * A finished text (the stored log, or an error): sent, then the end
@@ -79,7 +46,7 @@ static int canned_pull(void *state, char **buf, size_t *len, size_t *cap)
 {
 	struct canned *c = state;
 
-	if (!c->sent && append(buf, len, cap, c->text, c->len) != 0)
+	if (!c->sent && flowd_buf_append(buf, len, cap, c->text, c->len) != 0)
 		return -1;
 	c->sent = true;
 	return -1;
@@ -177,7 +144,7 @@ static size_t relay_write_cb(char *data, size_t size, size_t n, void *arg)
 	bool ok;
 
 	pthread_mutex_lock(&r->mu);
-	ok = !r->cancelled && append(&r->buf, &r->len, &r->cap, data, bytes) == 0;
+	ok = !r->cancelled && flowd_buf_append(&r->buf, &r->len, &r->cap, data, bytes) == 0;
 	pthread_mutex_unlock(&r->mu);
 	if (!ok)
 		return 0; /* abort the transfer */
@@ -238,7 +205,7 @@ static void *relay_main(void *arg)
 		if (status != 200) { /* its error body is not an event */
 			r->len = 0;
 		}
-		append_event(&r->buf, &r->len, &r->cap, "error",
+		flowd_buf_event(&r->buf, &r->len, &r->cap, "error",
 			     json_pack("{s:s}", "message", msg));
 	}
 	r->done = true;
@@ -257,7 +224,7 @@ static int relay_pull(void *state, char **buf, size_t *len, size_t *cap)
 	int rc;
 
 	pthread_mutex_lock(&r->mu);
-	if (r->len > 0 && append(buf, len, cap, r->buf, r->len) != 0) {
+	if (r->len > 0 && flowd_buf_append(buf, len, cap, r->buf, r->len) != 0) {
 		pthread_mutex_unlock(&r->mu);
 		return -1;
 	}
@@ -396,14 +363,14 @@ static void stored(struct reads *rd, struct api_request *req, int attempt,
 	errs = json_string_value(json_object_get(log, "stderr"));
 	if (c == NULL ||
 	    (out != NULL && out[0] != '\0' &&
-	     append_event(&c->text, &c->len, &cap, "output",
+	     flowd_buf_event(&c->text, &c->len, &cap, "output",
 			  json_pack("{s:s, s:s}", "stream", "stdout", "text",
 				    out)) != 0) ||
 	    (errs != NULL && errs[0] != '\0' &&
-	     append_event(&c->text, &c->len, &cap, "output",
+	     flowd_buf_event(&c->text, &c->len, &cap, "output",
 			  json_pack("{s:s, s:s}", "stream", "stderr", "text",
 				    errs)) != 0) ||
-	    append_event(&c->text, &c->len, &cap, "end",
+	    flowd_buf_event(&c->text, &c->len, &cap, "end",
 			 json_pack("{s:O, s:s, s:b}", "attempt",
 				   json_object_get(log, "attempt"), "status",
 				   "stored", "truncated",

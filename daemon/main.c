@@ -311,6 +311,7 @@ static int fsm_restore_cb(void *arg, const void *buf, size_t len)
 		return -1;
 	scheduler_rebuild(d->sched);
 	watch_restored(d->watch, d->fsm.applied_index);
+	api_kick_cb(d); /* watchers learn they missed events */
 	return 0;
 }
 

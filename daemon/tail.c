@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/fsm.h"
 #include "core/map.h"
 
@@ -175,42 +176,15 @@ void tail_close(struct tails *ts, struct tail *t)
 	pthread_mutex_unlock(&ts->mu);
 }
 
-static int append(char **buf, size_t *len, size_t *cap, const char *s,
-		  size_t n)
-{
-	if (*len + n + 1 > *cap) {
-		size_t c = *cap ? *cap : 1024;
-		while (c < *len + n + 1)
-			c *= 2;
-		char *p = realloc(*buf, c);
-		if (p == NULL)
-			return -1;
-		*buf = p;
-		*cap = c;
-	}
-	memcpy(*buf + *len, s, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
 
-/* One output event of `stream` with `text` (valid UTF-8, JSON-escaped). */
+/* One output event of `stream` with `text` (valid UTF-8). */
 static int put_output(char **buf, size_t *len, size_t *cap, int stream,
 		      const char *text)
 {
-	json_t *data = json_pack("{s:s, s:s}", "stream",
-				 stream == 1 ? "stdout" : "stderr", "text",
-				 text);
-	char *s = data ? json_dumps(data, JSON_COMPACT) : NULL;
-	int rc = -1;
-
-	if (s != NULL && append(buf, len, cap, "event: output\ndata: ", 20) == 0 &&
-	    append(buf, len, cap, s, strlen(s)) == 0 &&
-	    append(buf, len, cap, "\n\n", 2) == 0)
-		rc = 0;
-	free(s);
-	json_decref(data);
-	return rc;
+	return flowd_buf_event(buf, len, cap, "output",
+			       json_pack("{s:s, s:s}", "stream",
+					 stream == 1 ? "stdout" : "stderr",
+					 "text", text));
 }
 
 int tail_pull(struct tails *ts, struct tail *t, size_t *off, char **buf,
@@ -254,7 +228,7 @@ int tail_pull(struct tails *ts, struct tail *t, size_t *off, char **buf,
 		while (k < n && chunk[k] == stream && rc == 0) {
 			uint32_t r;
 			memcpy(&r, chunk + k + 1, 4);
-			if (append(&text, &tlen, &tcap, chunk + k + 5, r) != 0)
+			if (flowd_buf_append(&text, &tlen, &tcap, chunk + k + 5, r) != 0)
 				rc = -1;
 			k += 5 + r;
 		}
@@ -274,9 +248,9 @@ int tail_pull(struct tails *ts, struct tail *t, size_t *off, char **buf,
 	if (end == NULL)
 		return 0;
 	/* the last event (out of memory here ends the stream all the same) */
-	if (append(buf, len, cap, "event: end\ndata: ", 17) == 0 &&
-	    append(buf, len, cap, end, strlen(end)) == 0)
-		append(buf, len, cap, "\n\n", 2);
+	if (flowd_buf_append(buf, len, cap, "event: end\ndata: ", 17) == 0 &&
+	    flowd_buf_append(buf, len, cap, end, strlen(end)) == 0)
+		flowd_buf_append(buf, len, cap, "\n\n", 2);
 	free(end);
 	return -1;
 }

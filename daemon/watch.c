@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "core/spec.h"
 #include "daemon/reads.h"
@@ -197,7 +198,7 @@ bool watch_published(struct watch *w) { return feed_publish(w->feed); }
 
 struct watcher {
 	struct feed *feed;
-	feed_pos pos;
+	struct feed_reader rd;
 	struct feed_filter flt;
 	char *flow, *run;           /* owned: flt's strings */
 	bool opened;                /* the first words went out */
@@ -215,26 +216,6 @@ static void watcher_free(void *state)
 	free(wr);
 }
 
-/* Append `text` to the growing buffer; -1 on out of memory. */
-static int append(char **buf, size_t *len, size_t *cap, const char *text,
-		  size_t n)
-{
-	if (*len + n + 1 > *cap) {
-		size_t c = *cap ? *cap : 1024;
-		while (c < *len + n + 1)
-			c *= 2;
-		char *p = realloc(*buf, c);
-		if (p == NULL)
-			return -1;
-		*buf = p;
-		*cap = c;
-	}
-	memcpy(*buf + *len, text, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
-
 /* The reset event: the events after the client's id are not all here;
  * it re-lists and goes on from this event's id. */
 static int put_reset(struct watcher *wr, char **buf, size_t *len,
@@ -250,7 +231,7 @@ static int put_reset(struct watcher *wr, char **buf, size_t *len,
 		     "go on watching\"}\n\n",
 		     id, wr->reset_reason);
 	wr->reset = false;
-	return append(buf, len, cap, text, (size_t)n);
+	return flowd_buf_append(buf, len, cap, text, (size_t)n);
 }
 
 static int watcher_pull(void *state, char **buf, size_t *len, size_t *cap)
@@ -264,19 +245,21 @@ static int watcher_pull(void *state, char **buf, size_t *len, size_t *cap)
 		 * that it sees the stream open before any event */
 		static const char hello[] = "retry: 1000\n: watching\n\n";
 		wr->opened = true;
-		if (append(buf, len, cap, hello, sizeof hello - 1) != 0)
+		if (flowd_buf_append(buf, len, cap, hello, sizeof hello - 1) != 0)
 			return -1;
 	}
 	if (wr->reset && put_reset(wr, buf, len, cap) != 0)
 		return -1;
-	n = feed_read(wr->feed, &wr->pos, &wr->flt, READ_MAX, buf, len, cap,
+	n = feed_read(wr->feed, &wr->rd, &wr->flt, READ_MAX, buf, len, cap,
 		      &last);
-	if (n < 0) {
-		if (last.index == 0 && last.k == 0 && *len == 0)
-			return -1; /* out of memory */
+	if (n == FEED_READ_NOMEM)
+		return -1; /* the stream ends; the client resumes */
+	if (n == FEED_READ_RESET) {
+		/* it fell behind the window, or a snapshot replaced the
+		 * state: events were missed */
 		wr->reset = true;
 		wr->reset_at = last;
-		wr->reset_reason = "behind";
+		wr->reset_reason = "missed";
 		if (put_reset(wr, buf, len, cap) != 0)
 			return -1;
 		return 1;
@@ -288,7 +271,7 @@ static bool watcher_ready(void *state)
 {
 	struct watcher *wr = state;
 
-	return wr->reset || feed_pending(wr->feed, &wr->pos, &wr->flt);
+	return wr->reset || feed_pending(wr->feed, &wr->rd, &wr->flt);
 }
 
 static const struct api_stream_ops watcher_ops = {
@@ -400,7 +383,7 @@ void watch_read(void *arg, const struct view *v, struct api_request *req)
 	wr->feed = rd->feed;
 	wr->flt.flow = wr->flow;
 	wr->flt.run = wr->run;
-	if (feed_start(rd->feed, has_after ? &after : NULL, &wr->pos, &last) ==
+	if (feed_start(rd->feed, has_after ? &after : NULL, &wr->rd, &last) ==
 	    FEED_RESET) {
 		wr->reset = true;
 		wr->reset_at = last;

@@ -457,3 +457,10 @@ def test_logs_follow_prints_a_running_step_as_it_runs_and_exits_with_it(node):
     node.wait_run(rid)
     r = flowctl(node, "logs", rid, "only", "--follow", output=None)
     assert r.returncode == 0 and r.stdout == "done\n", (r.returncode, r.stdout, r.stderr)
+    # a log at the capture limit (64 KiB) comes whole, in one event
+    node.deploy("big", flow_spec([step("x", "head -c 70000 /dev/zero | tr '\\0' x")]))
+    rid = node.start_run("big")["id"]
+    node.wait_run(rid)
+    r = flowctl(node, "logs", rid, "x", "-f", output=None)
+    assert r.returncode == 0 and r.stdout == "x" * 65536, (r.returncode, len(r.stdout))
+    assert "truncated" in r.stderr, r.stderr

@@ -19,14 +19,15 @@ static struct feed_id add(struct feed *f, uint64_t index, const char *flow,
 }
 
 /* Read everything visible from *pos with filter flt into a string. */
-static char *read_all(struct feed *f, feed_pos *pos,
+static struct feed_id last_seen;
+
+static char *read_all(struct feed *f, struct feed_reader *pos,
 		      const struct feed_filter *flt, int *n)
 {
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
-	struct feed_id last;
 
-	*n = feed_read(f, pos, flt, 1 << 20, &buf, &len, &cap, &last);
+	*n = feed_read(f, pos, flt, 1 << 20, &buf, &len, &cap, &last_seen);
 	if (buf == NULL)
 		buf = strdup("");
 	return buf;
@@ -55,7 +56,7 @@ static void ids_parse_and_order(void **state)
 static void events_are_seen_after_publish_with_ranked_ids(void **state)
 {
 	struct feed *f = feed_new(8);
-	feed_pos pos;
+	struct feed_reader pos;
 	struct feed_id last;
 	int n;
 	char *text;
@@ -84,13 +85,13 @@ static void filters_by_flow_and_run(void **state)
 {
 	struct feed *f = feed_new(8);
 	struct feed_filter by_flow = {.flow = "a"}, by_run = {.run = "r-2"};
-	feed_pos p1, p2;
+	struct feed_reader p1, p2;
 	struct feed_id last;
 	int n;
 	char *text;
 
 	feed_start(f, NULL, &p1, &last);
-	p2 = p1;
+	feed_start(f, NULL, &p2, &last);
 	add(f, 1, "a", "r-1");
 	add(f, 2, "b", "r-2");
 	add(f, 3, "b", NULL);
@@ -113,7 +114,7 @@ static void resuming_within_the_window_and_past_it(void **state)
 {
 	struct feed *f = feed_new(4);
 	struct feed_id last, after = {2, 0};
-	feed_pos pos;
+	struct feed_reader pos;
 	int n;
 	char *text;
 
@@ -153,7 +154,7 @@ static void resuming_within_the_window_and_past_it(void **state)
 static void a_reader_that_falls_behind_is_told(void **state)
 {
 	struct feed *f = feed_new(2);
-	feed_pos pos;
+	struct feed_reader pos;
 	struct feed_id last;
 	struct feed_stats st;
 	int n;
@@ -165,8 +166,8 @@ static void a_reader_that_falls_behind_is_told(void **state)
 	feed_publish(f);
 	assert_true(feed_pending(f, &pos, NULL));
 	text = read_all(f, &pos, NULL, &n);
-	assert_int_equal(n, -1);
-	assert_int_equal(last.index, 0); /* read_all drops it; check pos */
+	assert_int_equal(n, FEED_READ_RESET);
+	assert_int_equal(last_seen.index, 5); /* where to go on from */
 	free(text);
 	text = read_all(f, &pos, NULL, &n);
 	assert_int_equal(n, 0); /* at the end now */
@@ -178,6 +179,63 @@ static void a_reader_that_falls_behind_is_told(void **state)
 	feed_free(f);
 }
 
+static void a_restore_resets_connected_readers_from_the_floor(void **state)
+{
+	struct feed *f = feed_new(8);
+	struct feed_reader r;
+	struct feed_id last;
+	char id[32];
+	int n;
+	char *text;
+
+	feed_start(f, NULL, &r, &last);
+	add(f, 1, "a", NULL);
+	feed_publish(f);
+	feed_lost(f, 40); /* a snapshot at 40: state changed without events */
+	assert_true(feed_pending(f, &r, NULL));
+	text = read_all(f, &r, NULL, &n);
+	assert_int_equal(n, FEED_READ_RESET);
+	free(text);
+	/* go on from the floor, not from 1-0 (below it: reset again) */
+	feed_id_format(last_seen, id, sizeof id);
+	assert_string_equal(id, "40-4294967295");
+	assert_int_equal(feed_start(f, &last_seen, &r, &last), FEED_OK);
+	add(f, 41, "a", NULL);
+	feed_publish(f);
+	text = read_all(f, &r, NULL, &n);
+	assert_int_equal(n, 1);
+	assert_non_null(strstr(text, "id: 41-0"));
+	free(text);
+	feed_free(f);
+}
+
+static void resuming_on_a_node_behind_skips_what_the_client_saw(void **state)
+{
+	struct feed *f = feed_new(8);
+	struct feed_reader r;
+	struct feed_id last, seen = {7, 1};
+	int n;
+	char *text;
+
+	add(f, 5, "a", NULL);
+	feed_publish(f);
+	/* the client saw 7-1 elsewhere; this node is at 5 */
+	assert_int_equal(feed_start(f, &seen, &r, &last), FEED_OK);
+	add(f, 6, "a", NULL);
+	add(f, 7, "a", NULL);
+	add(f, 7, "a", NULL);
+	add(f, 7, "a", NULL);
+	add(f, 8, "a", NULL);
+	feed_publish(f);
+	text = read_all(f, &r, NULL, &n);
+	assert_int_equal(n, 2); /* 7-2 and 8-0 */
+	assert_null(strstr(text, "id: 7-1\n"));
+	assert_non_null(strstr(text, "id: 7-2\n"));
+	assert_non_null(strstr(text, "id: 8-0\n"));
+	free(text);
+	feed_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -186,6 +244,8 @@ int main(void)
 		cmocka_unit_test(filters_by_flow_and_run),
 		cmocka_unit_test(resuming_within_the_window_and_past_it),
 		cmocka_unit_test(a_reader_that_falls_behind_is_told),
+		cmocka_unit_test(a_restore_resets_connected_readers_from_the_floor),
+		cmocka_unit_test(resuming_on_a_node_behind_skips_what_the_client_saw),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
