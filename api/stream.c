@@ -33,6 +33,7 @@ struct api__stream {
 	size_t len, off, cap;
 	bool ended;                 /* pull said the end */
 	int where;                  /* WHERE_* */
+	bool parked_once;           /* it has parked: free_cb must look */
 	size_t slot;                /* its index in that list */
 	int64_t sent_ms;            /* when bytes last went out */
 };
@@ -105,8 +106,14 @@ static ssize_t copy_out(struct api__stream *st, char *out, size_t max)
 		n = max;
 	memcpy(out, st->buf + st->off, n);
 	st->off += n;
-	if (st->off == st->len)
+	if (st->off == st->len) {
 		st->off = st->len = 0;
+		if (st->cap > 64 * 1024) { /* a burst's buffer is not kept */
+			free(st->buf);
+			st->buf = NULL;
+			st->cap = 0;
+		}
+	}
 	st->sent_ms = api__now_ms();
 	return (ssize_t)n;
 }
@@ -116,12 +123,13 @@ static ssize_t reader_cb(void *cls, uint64_t pos, char *out, size_t max)
 	struct api__stream *st = cls;
 	struct api__streams *ss = st->owner;
 	uint64_t gen;
-	int rc;
+	int rc, tries = 0;
 
 	if (st->off < st->len)
 		return copy_out(st, out, max);
 	if (st->ended)
 		return MHD_CONTENT_READER_END_OF_STREAM;
+again:
 	gen = atomic_load(&ss->gen);
 	rc = st->ops->pull(st->state, &st->buf, &st->len, &st->cap);
 	if (rc < 0)
@@ -143,13 +151,18 @@ static ssize_t reader_cb(void *cls, uint64_t pos, char *out, size_t max)
 		st->ended = true;
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	}
-	if (atomic_load(&ss->gen) != gen ||
-	    list_add(&ss->incoming, &ss->n_incoming, &ss->cap_incoming, st,
+	if (atomic_load(&ss->gen) != gen && ++tries < 8) {
+		/* kicked meanwhile: pull again rather than have MHD spin */
+		pthread_mutex_unlock(&ss->in_mu);
+		goto again;
+	}
+	if (list_add(&ss->incoming, &ss->n_incoming, &ss->cap_incoming, st,
 		     WHERE_INCOMING) != 0) {
-		/* kicked meanwhile (or no memory to wait): ask again */
+		/* no memory to wait: MHD asks again */
 		pthread_mutex_unlock(&ss->in_mu);
 		return 0;
 	}
+	st->parked_once = true;
 	MHD_suspend_connection(st->conn);
 	pthread_mutex_unlock(&ss->in_mu);
 	return 0;
@@ -160,14 +173,18 @@ static void free_cb(void *cls)
 	struct api__stream *st = cls;
 	struct api__streams *ss = st->owner;
 
-	pthread_mutex_lock(ss->mu);
-	pthread_mutex_lock(&ss->in_mu);
-	if (st->where == WHERE_INCOMING)
-		list_del(ss->incoming, &ss->n_incoming, st);
-	else if (st->where == WHERE_PARKED)
-		list_del(ss->parked, &ss->n_parked, st);
-	pthread_mutex_unlock(&ss->in_mu);
-	pthread_mutex_unlock(ss->mu);
+	/* A stream that never parked is on no list (parked_once is only
+	 * touched by the connection's own thread): no lock to take. */
+	if (st->parked_once) {
+		pthread_mutex_lock(ss->mu);
+		pthread_mutex_lock(&ss->in_mu);
+		if (st->where == WHERE_INCOMING)
+			list_del(ss->incoming, &ss->n_incoming, st);
+		else if (st->where == WHERE_PARKED)
+			list_del(ss->parked, &ss->n_parked, st);
+		pthread_mutex_unlock(&ss->in_mu);
+		pthread_mutex_unlock(ss->mu);
+	}
 	atomic_fetch_sub(&ss->open, 1);
 	st->ops->free(st->state);
 	free(st->buf);

@@ -25,6 +25,7 @@
 #include "fsm_changes.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 void fsm__result_error(struct fsm *f, enum flowd_errc errc, const char *code,
 		       const char *field, const char *msg)
@@ -118,6 +119,29 @@ static void report_step(struct apply_ctx *c, struct fsm_run *r,
 	     s->n_attempts ? &s->attempts[s->n_attempts - 1] : NULL);
 }
 
+static int flow_name_cmp(const void *a, const void *b)
+{
+	const struct fsm_flow *x = *(struct fsm_flow *const *)a;
+	const struct fsm_flow *y = *(struct fsm_flow *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
+static void report_flows(struct apply_ctx *c, struct fsm_flow **fl, size_t n)
+{
+	struct fsm *f = c->f;
+
+	qsort(fl, n, sizeof *fl, flow_name_cmp);
+	for (size_t i = 0; i < n; i++) {
+		fsm__told_sync_flow(fl[i]);
+		f->hooks.changed(f->hooks.arg,
+				 &(struct fsm_change){.kind = FSM_CHANGE_FLOW,
+						      .index = c->index,
+						      .ts_ms = c->ts,
+						      .flow = fl[i]});
+	}
+}
+
 void fsm__report_changes(struct apply_ctx *c)
 {
 	struct fsm *f = c->f;
@@ -125,19 +149,25 @@ void fsm__report_changes(struct apply_ctx *c)
 	if (f->hooks.changed == NULL || c->index == 0)
 		return;
 	/* Flows this batch touched (told filters what earlier entries of
-	 * the batch already reported, and tick-only touches). */
+	 * the batch already reported, and tick-only touches), in name order:
+	 * the list's own order depends on this node's batches. */
+	struct fsm_flow **changed = NULL;
+	size_t n = 0;
 	for (size_t i = 0; i < f->n_view_flows; i++) {
 		struct fsm_flow *fl = f->view_flows[i];
 		if (fl->told && fl->told_paused == fl->paused &&
 		    fl->told_current == fl->current)
 			continue;
-		fsm__told_sync_flow(fl);
-		f->hooks.changed(f->hooks.arg,
-				 &(struct fsm_change){.kind = FSM_CHANGE_FLOW,
-						      .index = c->index,
-						      .ts_ms = c->ts,
-						      .flow = fl});
+		if (changed == NULL) {
+			changed = malloc(f->n_view_flows * sizeof *changed);
+			if (changed == NULL)
+				abort(); /* as the state machine's other allocations */
+		}
+		changed[n++] = fl;
 	}
+	if (n > 0)
+		report_flows(c, changed, n);
+	free(changed);
 	for (size_t i = 0; i < c->n_touched; i++) {
 		struct fsm_run *r = c->touched[i];
 		bool ended = r->status >= FSM_RUN_SUCCEEDED;

@@ -124,7 +124,7 @@ static const struct key keys[] = {
 	{"api", "max_log_follows", K_UINT, CFG(api_max_log_follows), 1, 4096, 0},
 	{"api", "watch_window", K_UINT, CFG(api_watch_window), 16, 1048576, 0},
 	{"api", "stream_heartbeat_ms", K_UINT, CFG(api_stream_heartbeat_ms),
-	 100, 300000, 0},
+	 100, 30000, 0},
 
 	{"executor", "kill_grace_ms", K_UINT, CFG(kill_grace_ms), 0, 600000, 0},
 	{"executor", "step_nice", K_UINT, CFG(step_nice), 0, 19, 0},
@@ -826,7 +826,8 @@ static int set_defaults(struct load *ld)
 	cfg->background_nice = 10;
 	cfg->metrics_max_series = 10000;
 	cfg->api_connection_limit = 4096;
-	cfg->api_max_streams = 4096;
+	cfg->api_max_streams = 3072; /* a quarter of connection_limit stays
+	                              * for requests, node to node too */
 	cfg->api_max_log_follows = 64;
 	cfg->api_watch_window = 16384;
 	cfg->api_stream_heartbeat_ms = 15000;

@@ -944,9 +944,6 @@ static void keep(struct task *t, struct capture *c, const char *data,
 		t->truncated = true;
 	if (take == 0)
 		return;
-	if (t->e->output != NULL)
-		t->e->output(t->e->output_arg, t->key, c == &t->out ? 1 : 2,
-			     data, take);
 	if (c->len + take > c->cap) {
 		size_t cap = c->cap != 0 ? c->cap : 4096;
 		char *nb;
@@ -965,6 +962,10 @@ static void keep(struct task *t, struct capture *c, const char *data,
 	}
 	memcpy(c->buf + c->len, data, take);
 	c->len += take;
+	/* followers get what the stored log will hold, no more */
+	if (t->e->output != NULL)
+		t->e->output(t->e->output_arg, t->key, c == &t->out ? 1 : 2,
+			     data, take);
 }
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)

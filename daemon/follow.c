@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "core/log.h"
@@ -102,11 +103,21 @@ static const struct api_stream_ops local_ops = {
  * A relay of another node's stream
  */
 
+/* What a relay holds at most for a client that does not read. */
+#define RELAY_MAX (1024 * 1024)
+/* A relay asks the node running the attempt again this often, this many
+ * times, while it answers 404 or 503 (it has not applied the placement). */
+#define RELAY_RETRY_MS 100
+#define RELAY_TRIES 50
+
 struct relay {
 	pthread_mutex_t mu;
 	unsigned refs;              /* the stream's and the thread's */
+	CURL *h;                    /* the thread's */
 	char *buf;                  /* received, not yet pulled */
 	size_t len, cap;
+	size_t whole;               /* buf[0..whole) is whole events */
+	bool overflow;              /* the client read too slowly */
 	bool done;                  /* the thread has finished */
 	bool cancelled;             /* the client went away */
 	char *url;
@@ -141,14 +152,31 @@ static size_t relay_write_cb(char *data, size_t size, size_t n, void *arg)
 {
 	struct relay *r = arg;
 	size_t bytes = size * n;
-	bool ok;
+	long status = 0;
+	bool ok, more = false;
 
+	curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200)
+		return bytes; /* an error body is not an event: dropped */
 	pthread_mutex_lock(&r->mu);
-	ok = !r->cancelled && flowd_buf_append(&r->buf, &r->len, &r->cap, data, bytes) == 0;
+	if (r->len + bytes > RELAY_MAX)
+		r->overflow = true;
+	ok = !r->cancelled && !r->overflow &&
+	     flowd_buf_append(&r->buf, &r->len, &r->cap, data, bytes) == 0;
+	if (ok) {
+		/* only whole events go to the client */
+		for (size_t i = r->len; i >= r->whole + 2; i--)
+			if (r->buf[i - 1] == '\n' && r->buf[i - 2] == '\n') {
+				more = i > r->whole;
+				r->whole = i;
+				break;
+			}
+	}
 	pthread_mutex_unlock(&r->mu);
 	if (!ok)
 		return 0; /* abort the transfer */
-	relay_kick(r);
+	if (more)
+		relay_kick(r);
 	return bytes;
 }
 
@@ -168,6 +196,8 @@ static void *relay_main(void *arg)
 {
 	struct relay *r = arg;
 	CURL *h = curl_easy_init();
+
+	r->h = h;
 	struct curl_slist *hdrs = NULL;
 	CURLcode rc = CURLE_FAILED_INIT;
 	long status = 0;
@@ -191,23 +221,42 @@ static void *relay_main(void *arg)
 		 * means the other node is gone */
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
-		rc = curl_easy_perform(h);
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+		/* The node running the attempt may not have applied its
+		 * placement yet (404, or 503 not_stored_yet): ask again for
+		 * a few seconds, as a client would. */
+		for (int tries = 0;; tries++) {
+			bool cancelled;
+			rc = curl_easy_perform(h);
+			curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+			pthread_mutex_lock(&r->mu);
+			cancelled = r->cancelled;
+			pthread_mutex_unlock(&r->mu);
+			if (cancelled || tries == RELAY_TRIES ||
+			    (rc == CURLE_OK && status != 404 && status != 503))
+				break;
+			usleep(RELAY_RETRY_MS * 1000);
+		}
 	}
 	pthread_mutex_lock(&r->mu);
+	r->len = r->whole; /* a cut event is dropped */
 	if (!r->cancelled && (rc != CURLE_OK || status != 200)) {
 		char msg[256];
-		snprintf(msg, sizeof msg,
-			 "the node running the step did not stream its log "
-			 "(%s, HTTP %ld): follow again",
-			 rc != CURLE_OK ? curl_easy_strerror(rc) : "answered",
-			 status);
-		if (status != 200) { /* its error body is not an event */
-			r->len = 0;
-		}
+		if (r->overflow)
+			snprintf(msg, sizeof msg,
+				 "the client read too slowly (over %d bytes "
+				 "waiting): follow again",
+				 RELAY_MAX);
+		else
+			snprintf(msg, sizeof msg,
+				 "the node running the step did not stream its "
+				 "log (%s, HTTP %ld): follow again",
+				 rc != CURLE_OK ? curl_easy_strerror(rc)
+						: "answered",
+				 status);
 		flowd_buf_event(&r->buf, &r->len, &r->cap, "error",
-			     json_pack("{s:s}", "message", msg));
+				json_pack("{s:s}", "message", msg));
 	}
+	r->whole = r->len;
 	r->done = true;
 	pthread_mutex_unlock(&r->mu);
 	relay_kick(r);
@@ -224,12 +273,15 @@ static int relay_pull(void *state, char **buf, size_t *len, size_t *cap)
 	int rc;
 
 	pthread_mutex_lock(&r->mu);
-	if (r->len > 0 && flowd_buf_append(buf, len, cap, r->buf, r->len) != 0) {
+	if (r->whole > 0 &&
+	    flowd_buf_append(buf, len, cap, r->buf, r->whole) != 0) {
 		pthread_mutex_unlock(&r->mu);
 		return -1;
 	}
-	rc = r->len > 0 ? 1 : 0;
-	r->len = 0;
+	rc = r->whole > 0 ? 1 : 0;
+	memmove(r->buf, r->buf + r->whole, r->len - r->whole);
+	r->len -= r->whole;
+	r->whole = 0;
 	if (r->done)
 		rc = -1; /* after what was appended */
 	pthread_mutex_unlock(&r->mu);
@@ -242,7 +294,7 @@ static bool relay_ready(void *state)
 	bool ready;
 
 	pthread_mutex_lock(&r->mu);
-	ready = r->len > 0 || r->done;
+	ready = r->whole > 0 || r->done;
 	pthread_mutex_unlock(&r->mu);
 	return ready;
 }

@@ -750,12 +750,17 @@ int main(int argc, char **argv)
 	/* raft and the executor are closed; answer what remains. */
 	while (d.api != NULL && api_server_pending(d.api) > 0)
 		uv_run(d.loop, UV_RUN_NOWAIT);
+	/* Relays of other nodes' logs: their streams ended at quiesce, so
+	 * each thread sees it cancelled within a second; none may outlive
+	 * the server it kicks (nor d.reads). */
+	for (int i = 0; i < 1000 && atomic_load(&d.reads.relays) > 0; i++)
+		usleep(10000);
+	if (atomic_load(&d.reads.relays) > 0)
+		log_error("api: %u log relays still running at exit",
+			  atomic_load(&d.reads.relays));
 	if (d.api != NULL)
 		api_server_stop(d.api);
 	d.api = NULL;
-	/* relays of other nodes' logs end once their stream is gone */
-	for (int i = 0; i < 300 && atomic_load(&d.reads.relays) > 0; i++)
-		usleep(10000);
 	if (d.metrics_api != NULL)
 		api_server_stop(d.metrics_api);
 	d.metrics_api = NULL;

@@ -139,7 +139,9 @@ void runner_exec_done(struct executor *e, void *ctx,
 		  ac->run_id, ac->step, ac->attempt, res->reason,
 		  res->exit_code, res->term_signal);
 	if (r->tails != NULL) {
-		char key[512], end[256];
+		char key[512];
+		json_t *end;
+		char *text;
 		const char *status =
 			strcmp(res->reason, "stopped") == 0 ? "cancelled"
 			: res->exit_code == 0 && res->term_signal == 0 &&
@@ -147,12 +149,14 @@ void runner_exec_done(struct executor *e, void *ctx,
 				? "succeeded"
 				: "failed";
 		task_key(key, sizeof key, ac->run_id, ac->step, ac->attempt);
-		snprintf(end, sizeof end,
-			 "{\"attempt\":%u,\"status\":\"%s\",\"exit_code\":%d,"
-			 "\"signal\":%d,\"reason\":\"%s\"}",
-			 ac->attempt, status, res->exit_code, res->term_signal,
-			 res->reason);
-		tails_end(r->tails, key, end);
+		end = json_pack("{s:I, s:s, s:i, s:i, s:s}", "attempt",
+				(json_int_t)ac->attempt, "status", status,
+				"exit_code", res->exit_code, "signal",
+				res->term_signal, "reason", res->reason);
+		text = end ? json_dumps(end, JSON_COMPACT) : NULL;
+		tails_end(r->tails, key, text ? text : "{}");
+		free(text);
+		json_decref(end);
 	}
 	if (!r->stopping) {
 		out = flowd_utf8_sanitize(res->out ? res->out : "", res->out_len);

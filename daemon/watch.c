@@ -56,7 +56,8 @@ struct feed *watch_feed(struct watch *w) { return w->feed; }
  */
 
 struct line {
-	char buf[1024];
+	char buf[2048];             /* names are at most 128 bytes; a reason
+	                             * at most REASON_MAX escaped */
 	size_t n;
 	bool full;
 };
@@ -80,12 +81,21 @@ static void put(struct line *l, const char *fmt, ...)
 		l->n += (size_t)n;
 }
 
-/* ,"key":"<s as a JSON string>", at most 200 bytes of s. */
+#define REASON_MAX 600 /* escaped bytes of a reason in an event */
+
+/* ,"key":"<s as a JSON string>", cut (on a character boundary) once its
+ * escaped form passes REASON_MAX bytes; s is valid UTF-8 (the state
+ * machine's strings are). */
 static void put_str(struct line *l, const char *key, const char *s)
 {
+	size_t start;
+
 	put(l, ",\"%s\":\"", key);
-	for (size_t i = 0; s[i] != '\0' && i < 200 && !l->full; i++) {
+	start = l->n;
+	for (size_t i = 0; s[i] != '\0' && !l->full; i++) {
 		unsigned char ch = (unsigned char)s[i];
+		if (l->n - start >= REASON_MAX && (ch & 0xc0) != 0x80)
+			break; /* not inside a character */
 		if (ch == '"' || ch == '\\')
 			put(l, "\\%c", ch);
 		else if (ch < 0x20)

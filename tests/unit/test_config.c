@@ -126,7 +126,7 @@ static void defaults_without_file_or_arguments(void **state)
 	assert_int_equal(c->apply_timeout_ms, 5000);
 	assert_int_equal(c->api_threads, 2);
 	assert_int_equal(c->api_connection_limit, 4096);
-	assert_int_equal(c->api_max_streams, 4096);
+	assert_int_equal(c->api_max_streams, 3072);
 	assert_int_equal(c->api_watch_window, 16384);
 	assert_int_equal(c->api_stream_heartbeat_ms, 15000);
 	assert_int_equal(c->api_connection_timeout_s, 60);
