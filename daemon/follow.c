@@ -279,9 +279,11 @@ static int relay_pull(void *state, char **buf, size_t *len, size_t *cap)
 		return -1;
 	}
 	rc = r->whole > 0 ? 1 : 0;
-	memmove(r->buf, r->buf + r->whole, r->len - r->whole);
-	r->len -= r->whole;
-	r->whole = 0;
+	if (r->whole > 0) {
+		memmove(r->buf, r->buf + r->whole, r->len - r->whole);
+		r->len -= r->whole;
+		r->whole = 0;
+	}
 	if (r->done)
 		rc = -1; /* after what was appended */
 	pthread_mutex_unlock(&r->mu);
