@@ -42,7 +42,14 @@ def wait_all_succeeded(node, run_ids, timeout):
 
     def done():
         for r in run_ids:
-            last[r] = node.run(r)
+            # a node that has not applied the run yet answers 404 (the run
+            # was started through another node, or leadership moved under
+            # a loaded machine): ask again
+            status, run = node.get("/v1/runs/" + r)
+            if status == 404:
+                return False
+            assert status == 200, (status, run)
+            last[r] = run
         return all(last[r]["status"] == "succeeded" for r in run_ids)
     try:
         wait_for(done, timeout, "every run to succeed", interval=0.2, ignore=(OSError,))
