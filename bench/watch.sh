@@ -120,20 +120,27 @@ rss_kb_sum() { # -> the nodes' VmRSS summed, kB
 	echo "$s"
 }
 
+# One phase: the writer in the background, the pollers here; records the
+# pollers' figures as <r>_*, the writer's as <w>_*, the nodes' CPU as <cpu>.
+mixed_phase() { # name r-prefix w-prefix cpu-metric
+	local c0 wpid
+	c0=$(cpu_s)
+	( lg_run "$1-writes" "${WRITES[@]}"; echo "$LG" >"$OUT/$1-w.json" ) &
+	wpid=$!
+	lg "$1-reads" "${READS[@]}"
+	record_phase "$2" "$LG"
+	wait "$wpid" || true
+	record "$4" "$(awk -v a="$c0" -v b="$(cpu_s)" 'BEGIN { printf "%.1f", b - a }')"
+	record_phase "$3" "$(cat "$OUT/$1-w.json" 2>/dev/null || echo '{}')"
+}
+
 find_leader
 drain
 for r in $(seq "$REPEAT"); do
 	say "--- round $r/$REPEAT"
 	find_leader
 	seed_run
-	c0=$(cpu_s)
-	( lg_run "r$r-base-writes" "${WRITES[@]}"; echo "$LG" >"$OUT/r$r-bw.json" ) &
-	wpid=$!
-	lg "r$r-base-reads" "${READS[@]}"
-	record_phase rb "$LG"
-	wait "$wpid" || true
-	record cpu_b "$(awk -v a="$c0" -v b="$(cpu_s)" 'BEGIN { printf "%.1f", b - a }')"
-	record_phase wb "$(cat "$OUT/r$r-bw.json" 2>/dev/null || echo '{}')"
+	mixed_phase "r$r-base" rb wb cpu_b
 	drain
 
 	find_leader
@@ -154,14 +161,7 @@ for r in $(seq "$REPEAT"); do
 	say "watchers connected: $(cat "$OUT/r$r-ready") of $((WATCHERS * NODES)); RSS +$(( (rss1 - rss0) / 1024 )) MB over the three nodes"
 	# the first round only: later ones reuse memory the allocator kept
 	[ "$r" != 1 ] || record rss_per_watcher_kb "$(awk -v a="$rss0" -v b="$rss1" -v n=$((WATCHERS * NODES)) 'BEGIN { printf "%.1f", (b - a) / n }')"
-	c0=$(cpu_s)
-	( lg_run "r$r-watch-writes" "${WRITES[@]}"; echo "$LG" >"$OUT/r$r-ww.json" ) &
-	wpid=$!
-	lg "r$r-watch-reads" "${READS[@]}"
-	record_phase rw "$LG"
-	wait "$wpid" || true
-	record cpu_w "$(awk -v a="$c0" -v b="$(cpu_s)" 'BEGIN { printf "%.1f", b - a }')"
-	record_phase ww "$(cat "$OUT/r$r-ww.json" 2>/dev/null || echo '{}')"
+	mixed_phase "r$r-watch" rw ww cpu_w
 	wait "$gpid" || true
 	G=$(grep '^{' "$OUT/r$r-watch.json" | tail -n 1 || echo '{}')
 	say "watchers: $G"

@@ -162,11 +162,11 @@ static void parse_body(struct cli_reply *r)
 			 jerr.text);
 }
 
-int cli_http_request(struct cli_http *h, const char *method, const char *path,
-		     const char *body, size_t body_len, struct cli_reply *out)
+/* Start a request to base_url + `path`: clear `out` and the last error,
+ * set h->url, and reset the handle to the options every request shares.
+ * CLI_OK, or CLI_UNREACHABLE (out of memory) with the reason. */
+static int begin(struct cli_http *h, const char *path, struct cli_reply *out)
 {
-	struct sink sink = {0};
-	CURLcode rc;
 	CURL *c = h->curl;
 
 	memset(out, 0, sizeof(*out));
@@ -178,8 +178,40 @@ int cli_http_request(struct cli_http *h, const char *method, const char *path,
 		snprintf(h->errmsg, sizeof(h->errmsg), "out of memory");
 		return CLI_UNREACHABLE;
 	}
-
 	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, h->url);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "flowctl/1");
+	return CLI_OK;
+}
+
+/* The answer: its status, and `body` (taken over) parsed into `out`. */
+static int answered(struct cli_http *h, struct sink *body,
+		    struct cli_reply *out)
+{
+	curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &out->status);
+	if (body->p == NULL) {
+		body->p = strdup("");
+		if (body->p == NULL)
+			return fail(h, CURLE_OUT_OF_MEMORY);
+	}
+	out->body = body->p;
+	out->len = body->len;
+	parse_body(out);
+	return CLI_OK;
+}
+
+int cli_http_request(struct cli_http *h, const char *method, const char *path,
+		     const char *body, size_t body_len, struct cli_reply *out)
+{
+	struct sink sink = {0};
+	CURLcode rc;
+	CURL *c = h->curl;
+
+	if (begin(h, path, out) != CLI_OK)
+		return CLI_UNREACHABLE;
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER,
 			 body ? h->json_headers : h->headers);
 	if (body != NULL) {
@@ -187,13 +219,8 @@ int cli_http_request(struct cli_http *h, const char *method, const char *path,
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
 				 (curl_off_t)body_len);
 	}
-	curl_easy_setopt(c, CURLOPT_URL, h->url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "flowctl/1");
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
 
@@ -202,16 +229,7 @@ int cli_http_request(struct cli_http *h, const char *method, const char *path,
 		free(sink.p);
 		return fail(h, rc);
 	}
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-	if (sink.p == NULL) {
-		sink.p = strdup("");
-		if (sink.p == NULL)
-			return fail(h, CURLE_OUT_OF_MEMORY);
-	}
-	out->body = sink.p;
-	out->len = sink.len;
-	parse_body(out);
-	return CLI_OK;
+	return answered(h, &sink, out);
 }
 
 /* An event stream being read: lines into events, or (not 200) the body. */
@@ -287,22 +305,17 @@ static size_t on_events(char *data, size_t size, size_t nmemb, void *userdata)
 int cli_http_stream(struct cli_http *h, const char *path, cli_event_cb on_event,
 		    void *arg, struct cli_reply *out)
 {
-	struct events *ev = calloc(1, sizeof *ev);
+	struct events *ev;
 	struct curl_slist *hdrs = NULL;
+	struct sink body;
 	CURLcode rc;
 	CURL *c = h->curl;
 
-	memset(out, 0, sizeof(*out));
-	h->errbuf[0] = '\0';
-	h->errmsg[0] = '\0';
-	free(h->url);
-	h->url = NULL;
-	if (ev == NULL || asprintf(&h->url, "%s%s", h->base, path) < 0) {
-		h->url = NULL;
-		free(ev);
-		snprintf(h->errmsg, sizeof(h->errmsg), "out of memory");
+	if (begin(h, path, out) != CLI_OK)
 		return CLI_UNREACHABLE;
-	}
+	ev = calloc(1, sizeof *ev);
+	if (ev == NULL)
+		return fail(h, CURLE_OUT_OF_MEMORY);
 	for (struct curl_slist *s = h->headers; s != NULL; s = s->next)
 		if (strncasecmp(s->data, "Accept:", 7) != 0)
 			hdrs = curl_slist_append(hdrs, s->data);
@@ -310,34 +323,22 @@ int cli_http_stream(struct cli_http *h, const char *path, cli_event_cb on_event,
 	ev->curl = c;
 	ev->cb = on_event;
 	ev->arg = arg;
-	curl_easy_reset(c);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_URL, h->url);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
 	/* no overall timeout: a stream lasts as long as the step; a node
 	 * that went away is noticed by its missing keep-alives */
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "flowctl/1");
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_events);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, ev);
 	rc = curl_easy_perform(c);
 	curl_slist_free_all(hdrs);
 	free(ev->data.p);
 	free(ev->line.p);
+	body = ev->body;
+	free(ev);
 	if (rc != CURLE_OK) {
-		free(ev->body.p);
-		free(ev);
+		free(body.p);
 		return fail(h, rc);
 	}
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-	out->body = ev->body.p ? ev->body.p : strdup("");
-	out->len = ev->body.len;
-	free(ev);
-	if (out->body == NULL)
-		return fail(h, CURLE_OUT_OF_MEMORY);
-	parse_body(out);
-	return CLI_OK;
+	return answered(h, &body, out);
 }

@@ -318,49 +318,6 @@ static const struct api_stream_ops relay_ops = {
  * Where the attempt is
  */
 
-struct where {
-	unsigned attempt;           /* its number, 0 when the step has none */
-	uint64_t node;
-	bool running;
-	bool known;                 /* the view has the run and the step */
-};
-
-static struct where find(const struct view *v, const char *run_id,
-			 const char *step, int attempt)
-{
-	struct where w = {0};
-	char *text = NULL;
-	json_t *run = NULL, *s, *atts, *a;
-	size_t i;
-
-	if (v == NULL || view_run_text(v, run_id, &text) != VIEW_FOUND ||
-	    text == NULL)
-		goto out;
-	run = json_loads(text, 0, NULL);
-	json_array_foreach(json_object_get(run, "steps"), i, s) {
-		const char *name = json_string_value(json_object_get(s, "name"));
-		if (name == NULL || strcmp(name, step) != 0)
-			continue;
-		w.known = true;
-		atts = json_object_get(s, "attempts");
-		if (json_array_size(atts) == 0)
-			break;
-		a = json_array_get(atts, attempt == 0 ? json_array_size(atts) - 1
-						       : (size_t)attempt - 1);
-		if (a == NULL)
-			break;
-		w.attempt = (unsigned)json_integer_value(json_object_get(a, "attempt"));
-		w.node = (uint64_t)json_integer_value(json_object_get(a, "node"));
-		w.running = json_is_null(json_object_get(a, "finished_at")) ||
-			    json_object_get(a, "finished_at") == NULL;
-		break;
-	}
-out:
-	json_decref(run);
-	free(text);
-	return w;
-}
-
 /* The API address of node `id` from the view's members, or NULL. */
 static char *node_api(const struct view *v, uint64_t id)
 {
@@ -387,7 +344,7 @@ static char *node_api(const struct view *v, uint64_t id)
 
 /* The stored log as events and its end. */
 static void stored(struct reads *rd, struct api_request *req, int attempt,
-		   const struct where *w)
+		   const struct reads_attempt *w)
 {
 	struct flowd_error err;
 	json_t *log = NULL;
@@ -446,7 +403,7 @@ static void stored(struct reads *rd, struct api_request *req, int attempt,
 void follow_logs(struct reads *rd, const struct view *v,
 		 struct api_request *req, int attempt)
 {
-	struct where w = find(v, req->run_id, req->step, attempt);
+	struct reads_attempt w = reads_attempt_of(v, req->run_id, req->step, attempt);
 	struct flowd_error err;
 	char key[512];
 

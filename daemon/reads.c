@@ -293,37 +293,57 @@ int reads_logs_query(struct api_request *req, const struct flowd_limits *lim,
  * and PostgreSQL is behind the view. Then the answer is 503 with
  * Retry-After (the run reads as finished a moment before its log is
  * stored), not a 404 that says there is none. */
+struct reads_attempt reads_attempt_of(const struct view *v, const char *run_id,
+				      const char *step, int attempt)
+{
+	struct reads_attempt w = {0};
+	char *text = NULL;
+	json_t *run = NULL, *s, *atts, *a;
+	size_t i;
+
+	if (v == NULL || view_run_text(v, run_id, &text) != VIEW_FOUND ||
+	    text == NULL)
+		goto out;
+	run = json_loads(text, 0, NULL);
+	json_array_foreach(json_object_get(run, "steps"), i, s) {
+		const char *name = json_string_value(json_object_get(s, "name"));
+		if (name == NULL || strcmp(name, step) != 0)
+			continue;
+		w.known = true;
+		atts = json_object_get(s, "attempts");
+		if (json_array_size(atts) == 0)
+			break;
+		a = json_array_get(atts, attempt == 0 ? json_array_size(atts) - 1
+						       : (size_t)attempt - 1);
+		if (a == NULL)
+			break;
+		w.attempt = (unsigned)json_integer_value(json_object_get(a, "attempt"));
+		w.node = (uint64_t)json_integer_value(json_object_get(a, "node"));
+		w.running = !json_is_string(json_object_get(a, "finished_at"));
+		break;
+	}
+out:
+	json_decref(run);
+	free(text);
+	return w;
+}
+
 static bool log_not_stored_yet(const struct reads *rd, const char *run_id,
 			       const char *step, int attempt)
 {
 	struct view_guard g;
 	const struct view *v;
-	json_t *run = NULL, *steps, *s, *atts, *a;
-	char *text = NULL;
 	bool pending = false;
-	size_t i;
 
 	if (rd->views == NULL)
 		return false;
 	v = view_acquire(rd->views, &g);
-	if (view_cluster_of(v)->db_applied_index < view_applied_index(v) &&
-	    view_run_text(v, run_id, &text) == VIEW_FOUND && text != NULL)
-		run = json_loads(text, 0, NULL);
-	view_release(&g);
-	free(text);
-	steps = json_object_get(run, "steps");
-	json_array_foreach(steps, i, s) {
-		if (!json_is_string(json_object_get(s, "name")) ||
-		    strcmp(json_string_value(json_object_get(s, "name")),
-			   step) != 0)
-			continue;
-		atts = json_object_get(s, "attempts");
-		a = json_array_get(atts, attempt == 0 ? json_array_size(atts) - 1
-						       : (size_t)attempt - 1);
-		pending = json_is_string(json_object_get(a, "finished_at"));
-		break;
+	if (view_cluster_of(v)->db_applied_index < view_applied_index(v)) {
+		struct reads_attempt a =
+			reads_attempt_of(v, run_id, step, attempt);
+		pending = a.attempt != 0 && !a.running;
 	}
-	json_decref(run);
+	view_release(&g);
 	return pending;
 }
 

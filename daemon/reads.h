@@ -79,6 +79,18 @@ int reads_logs_query(struct api_request *req, const struct flowd_limits *lim,
 int reads_logs_attempt(const struct api_request *req, int *attempt,
 		       struct flowd_error *err);
 
+/* What the read view `v` (may be NULL) says of a step's attempt (attempt
+ * 0: the last): whether it knows the run and the step, the attempt's
+ * number (0 when there is none), its node, and whether it still runs. */
+struct reads_attempt {
+	bool known;
+	unsigned attempt;
+	uint64_t node;
+	bool running;
+};
+struct reads_attempt reads_attempt_of(const struct view *v, const char *run_id,
+				      const char *step, int attempt);
+
 /* Renders of write answers (req->render). reads_run_get renders a run
  * created or cancelled (req->run_id) too. */
 void reads_flow_put(void *arg, const struct view *v, struct api_request *req);

@@ -365,6 +365,28 @@ out_release:
 	return rc;
 }
 
+/* A statement whose answer is a JSON array (query_json): 0 and a new
+ * *out, or -1 with err; no row or not an array is FLOWD_E_UNAVAILABLE
+ * "storage: <what> query gave no list". */
+static int query_list(struct storage_reader *r, const char *sql, int nparams,
+		      const char *const *params, const char *what,
+		      json_t **out, struct flowd_error *err)
+{
+	json_t *list = NULL;
+	int rc = query_json(r, sql, nparams, params, &list, err);
+
+	if (rc < 0)
+		return -1;
+	if (rc > 0 || !json_is_array(list)) {
+		json_decref(list);
+		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
+				       "storage_unavailable", "",
+				       "storage: %s query gave no list", what);
+	}
+	*out = list;
+	return 0;
+}
+
 int storage_reader_run(struct storage_reader *r, const char *run_id,
 		       json_t **out, struct flowd_error *err)
 {
@@ -388,20 +410,8 @@ int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
 				 json_t **out, struct flowd_error *err)
 {
 	const char *params[1] = {flow};
-	json_t *versions = NULL;
-	int rc;
 
-	rc = query_json(r, versions_sql, 1, params, &versions, err);
-	if (rc < 0)
-		return -1;
-	if (rc > 0 || !json_is_array(versions)) {
-		json_decref(versions);
-		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
-				       "storage_unavailable", "",
-				       "storage: versions query gave no list");
-	}
-	*out = versions;
-	return 0;
+	return query_list(r, versions_sql, 1, params, "versions", out, err);
 }
 
 /* The highest sequence number a "r-%012" id can carry. */
@@ -414,7 +424,6 @@ int storage_reader_runs(struct storage_reader *r, const char *flow,
 	char before[32], num[16];
 	const char *params[4] = {before, flow, status, num};
 	json_t *runs = NULL;
-	int rc;
 
 	if (before_seq == 0 || limit == 0) {
 		/* Nothing has a sequence number below 1. */
@@ -427,15 +436,8 @@ int storage_reader_runs(struct storage_reader *r, const char *flow,
 		snprintf(before, sizeof before, "r-%012llu",
 			 (unsigned long long)before_seq);
 	snprintf(num, sizeof num, "%u", limit);
-	rc = query_json(r, runs_sql, 4, params, &runs, err);
-	if (rc < 0)
+	if (query_list(r, runs_sql, 4, params, "runs", &runs, err) != 0)
 		return -1;
-	if (rc > 0 || !json_is_array(runs)) {
-		json_decref(runs);
-		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
-				       "storage_unavailable", "",
-				       "storage: runs query gave no list");
-	}
 done:
 	if (runs == NULL)
 		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
@@ -451,24 +453,11 @@ int storage_reader_events(struct storage_reader *r, const char *name,
 {
 	char ix[24], num[16];
 	const char *params[4] = {name, NULL, NULL, num};
-	json_t *list = NULL;
-	int rc;
-
 	if (before_id != NULL) {
 		snprintf(ix, sizeof ix, "%llu", (unsigned long long)before_index);
 		params[1] = ix;
 		params[2] = before_id;
 	}
 	snprintf(num, sizeof num, "%u", limit);
-	rc = query_json(r, events_sql, 4, params, &list, err);
-	if (rc < 0)
-		return -1;
-	if (rc > 0 || !json_is_array(list)) {
-		json_decref(list);
-		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
-				       "storage_unavailable", "",
-				       "storage: events query gave no list");
-	}
-	*out = list;
-	return 0;
+	return query_list(r, events_sql, 4, params, "events", out, err);
 }
