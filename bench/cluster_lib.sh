@@ -190,6 +190,12 @@ cluster_up() {
 	[auth]
 	admin_tokens = $TOKEN
 
+	[cluster]
+	secret = bench-cluster-secret-0123456789
+
+	[executor]
+	allow_root = true
+
 	[limits]
 	max_parallel_tasks = ${MAX_PARALLEL_TASKS:-64}
 	CONF

@@ -110,6 +110,12 @@ conninfo=host=127.0.0.1 port=$PG_PORT dbname=flowd user=postgres
 [auth]
 admin_tokens=$TOKEN
 
+[cluster]
+secret=bench-cluster-secret-0123456789
+
+[executor]
+allow_root=true
+
 [limits]
 max_parallel_tasks=64
 CONF

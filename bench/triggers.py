@@ -132,7 +132,8 @@ class Cluster:
                 f.write("[node]\nid = %d\nraft_address = 127.0.0.1:%d\napi_address = 127.0.0.1:%d\n"
                         "data_dir = %s\n\n[peers]\n%s\n[database]\nconninfo = host=127.0.0.1 "
                         "port=%d dbname=%s user=postgres connect_timeout=2\n\n[auth]\n"
-                        "admin_tokens = %s\n\n[limits]\nmax_parallel_tasks = 64\n"
+                        "admin_tokens = %s\n\n[cluster]\nsecret = bench-cluster-secret-0123456789\n\n"
+                        "[executor]\nallow_root = true\n\n[limits]\nmax_parallel_tasks = 64\n"
                         "max_body_bytes = 4m\n"
                         % (i + 1, self.raft[i], self.api[i], d, peers, pg_port, self.db, TOKEN))
             log = open(os.path.join(self.dir, "node%d.log" % (i + 1)), "ab")

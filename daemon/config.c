@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "core/addr.h"
 #include "core/log.h"
@@ -61,6 +62,9 @@ enum kind {
 	K_ADDRESS_OPT, /* the same, or "" (unset) */
 	K_LEVEL,   /* int, enum flowd_log_level */
 	K_TOKENS,  /* char **, owned, NULL-terminated */
+	K_PATH,    /* char *, owned, "" unsets (NULL) */
+	K_SECRET,  /* char *, owned, 16..256 printable ASCII */
+	K_NAMES,   /* char **, owned, NULL-terminated environment names */
 };
 
 /* Keys whose being set explicitly matters to the final checks. */
@@ -92,6 +96,8 @@ static const struct key keys[] = {
 	 MARK_API_ADDRESS},
 	{"node", "metrics_address", K_ADDRESS_OPT, CFG(metrics_address), 0, 0,
 	 0},
+	{"node", "internal_address", K_ADDRESS_OPT, CFG(internal_address), 0, 0,
+	 0},
 	{"node", "data_dir", K_STRING, CFG(data_dir), 0, 0, 0},
 	{"node", "join", K_BOOL, CFG(join), 0, 0, 0},
 
@@ -103,6 +109,15 @@ static const struct key keys[] = {
 
 	{"auth", "admin_tokens", K_TOKENS, CFG(admin_tokens), 0, 0, 0},
 	{"auth", "reader_tokens", K_TOKENS, CFG(reader_tokens), 0, 0, 0},
+	{"auth", "operator_tokens", K_TOKENS, CFG(operator_tokens), 0, 0, 0},
+
+	{"tls", "cert_file", K_PATH, CFG(tls_cert_file), 0, 0, 0},
+	{"tls", "key_file", K_PATH, CFG(tls_key_file), 0, 0, 0},
+	{"tls", "ca_file", K_PATH, CFG(tls_ca_file), 0, 0, 0},
+	{"tls", "client_ca_file", K_PATH, CFG(tls_client_ca_file), 0, 0, 0},
+
+	{"cluster", "secret", K_SECRET, CFG(cluster_secret), 0, 0, 0},
+	{"cluster", "secret_file", K_PATH, CFG(cluster_secret_file), 0, 0, 0},
 
 	{"raft", "heartbeat_ms", K_UINT, CFG(heartbeat_ms), 10, 10000, 0},
 	{"raft", "election_ms", K_UINT, CFG(election_ms), 30, 60000, 0},
@@ -120,6 +135,9 @@ static const struct key keys[] = {
 	 65536, 0},
 	{"api", "connection_timeout_s", K_UINT, CFG(api_connection_timeout_s),
 	 1, 3600, 0},
+	{"api", "per_address_limit", K_UINT, CFG(api_per_address_limit), 1,
+	 65536, 0},
+	{"api", "read_timeout_s", K_UINT, CFG(api_read_timeout_s), 1, 3600, 0},
 	{"api", "max_streams", K_UINT, CFG(api_max_streams), 1, 65536, 0},
 	{"api", "max_log_follows", K_UINT, CFG(api_max_log_follows), 1, 4096, 0},
 	{"api", "watch_window", K_UINT, CFG(api_watch_window), 16, 1048576, 0},
@@ -128,6 +146,9 @@ static const struct key keys[] = {
 
 	{"executor", "kill_grace_ms", K_UINT, CFG(kill_grace_ms), 0, 600000, 0},
 	{"executor", "step_nice", K_UINT, CFG(step_nice), 0, 19, 0},
+	{"executor", "run_as", K_PATH, CFG(run_as), 0, 0, 0},
+	{"executor", "allow_root", K_BOOL, CFG(allow_root), 0, 0, 0},
+	{"executor", "pass_env", K_NAMES, CFG(pass_env), 0, 0, 0},
 	{"node", "background_nice", K_UINT, CFG(background_nice), 0, 19, 0},
 
 	{"scheduler", "late_after_ms", K_UINT, CFG(late_after_ms), 0, 3600000, 0},
@@ -396,6 +417,66 @@ fail_tokens:
 	return -1;
 }
 
+/* A secret shared by the nodes: 16..256 printable ASCII characters. */
+static int secret_check(struct load *ld, const char *key, const char *s,
+			size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] < 0x21 || s[i] > 0x7e)
+			return fail(ld, "%s: the secret has a character that is not printable ASCII",
+				    key);
+	if (len < TOKEN_MIN || len > TOKEN_MAX)
+		return fail(ld, "%s: the secret has %zu characters (%d..%d)",
+			    key, len, TOKEN_MIN, TOKEN_MAX);
+	return 0;
+}
+
+/* Environment variable names, split on commas and blanks. */
+static int parse_names(struct load *ld, const char *key, const char *s,
+		       char ***out)
+{
+	char **names = calloc(1, sizeof *names), **grown;
+	size_t n = 0;
+	const char *p = s;
+
+	if (!names)
+		return fail(ld, "%s: out of memory", key);
+	for (;;) {
+		const char *start;
+		size_t len;
+
+		while (*p == ',' || *p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			break;
+		start = p;
+		while (*p && *p != ',' && *p != ' ' && *p != '\t')
+			p++;
+		len = (size_t)(p - start);
+		for (size_t i = 0; i < len; i++) {
+			char c = start[i];
+
+			if (!(c == '_' || (c >= 'A' && c <= 'Z') ||
+			      (c >= 'a' && c <= 'z') ||
+			      (i > 0 && c >= '0' && c <= '9')) || len > 128) {
+				free_tokens(names);
+				return fail(ld, "%s: \"%.*s\" is not an environment variable name",
+					    key, (int)(len > 64 ? 64 : len),
+					    start);
+			}
+		}
+		grown = realloc(names, (n + 2) * sizeof *names);
+		if (!grown || !(grown[n] = strndup(start, len))) {
+			free_tokens(grown ? grown : names);
+			return fail(ld, "%s: out of memory", key);
+		}
+		names = grown;
+		names[++n] = NULL;
+	}
+	*out = names;
+	return 0;
+}
+
 static int range_error(struct load *ld, const char *key, const char *value,
 		       const struct key *k)
 {
@@ -413,7 +494,7 @@ static int set_key(struct load *ld, const struct key *k, const char *value)
 	uint64_t v;
 	int overflow, b, level;
 	char *copy;
-	char **tokens;
+	char **tokens = NULL;
 
 	snprintf(key, sizeof key, "%s.%s", k->section, k->name);
 	switch (k->kind) {
@@ -477,6 +558,23 @@ static int set_key(struct load *ld, const struct key *k, const char *value)
 		free_tokens(*(char ***)field);
 		*(char ***)field = tokens;
 		break;
+	case K_NAMES:
+		if (parse_names(ld, key, value, &tokens) < 0)
+			return -1;
+		free_tokens(*(char ***)field);
+		*(char ***)field = tokens;
+		break;
+	case K_SECRET:
+		if (secret_check(ld, key, value, strlen(value)) < 0)
+			return -1;
+		/* fall through */
+	case K_PATH:
+		copy = NULL;
+		if (*value != '\0' && (copy = strdup(value)) == NULL)
+			return fail(ld, "%s: out of memory", key);
+		free(*(char **)field);
+		*(char **)field = copy;
+		break;
 	}
 	ld->marks |= k->mark;
 	return 0;
@@ -489,7 +587,7 @@ static int set_peer(struct load *ld, const char *name, const char *value,
 {
 	struct flowd_config *cfg = ld->cfg;
 	struct config_peer peer = {0};
-	char raft[64], api[64], extra[2];
+	char raft[64], api[64], internal[64], extra[2];
 	int overflow, n;
 	unsigned i;
 
@@ -497,10 +595,15 @@ static int set_peer(struct load *ld, const char *name, const char *value,
 	    peer.id > NODE_ID_MAX)
 		return fail(ld, "peers.%s: \"%s\" is not a node id (1..%llu)",
 			    name, name, (unsigned long long)NODE_ID_MAX);
-	n = sscanf(value, "%63s %63s %1s", raft, api, extra);
-	if (n != 2)
-		return fail(ld, "peers.%s: \"%s\" is not \"<raft_address> <api_address>\"",
+	n = sscanf(value, "%63s %63s %63s %1s", raft, api, internal, extra);
+	if (n != 2 && n != 3)
+		return fail(ld, "peers.%s: \"%s\" is not \"<raft_address> <api_address> [<internal_address>]\"",
 			    name, value);
+	if (n == 3 && check_address(internal) < 0)
+		return fail(ld, "peers.%s: \"%s\" is not an IPv4 address:port",
+			    name, internal);
+	if (n == 3)
+		strcpy(peer.internal_address, internal);
 	if (check_address(raft) < 0)
 		return fail(ld, "peers.%s: \"%s\" is not an IPv4 address:port",
 			    name, raft);
@@ -702,6 +805,67 @@ out:
 	return rc;
 }
 
+/* cluster.secret_file: the whole file is the secret, less one trailing
+ * newline; it must not be readable by other users. */
+static int read_secret_file(struct load *ld, const char *path)
+{
+	struct flowd_config *cfg = ld->cfg;
+	char buf[TOKEN_MAX + 3];
+	struct stat st;
+	size_t n;
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL)
+		return fail(ld, "cluster.secret_file: %s: %s", path,
+			    strerror(errno));
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0077) != 0) {
+		fclose(f);
+		return fail(ld, "cluster.secret_file: %s is readable by other users (mode %03o; chmod 600)",
+			    path, (unsigned)(st.st_mode & 0777));
+	}
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	if (secret_check(ld, "cluster.secret_file", buf, n) < 0)
+		return -1;
+	free(cfg->cluster_secret);
+	cfg->cluster_secret = strdup(buf);
+	explicit_bzero(buf, sizeof buf);
+	return cfg->cluster_secret ? 0 : fail(ld, "out of memory");
+}
+
+/* [tls] and the node credential. */
+static int check_credentials(struct load *ld)
+{
+	struct flowd_config *cfg = ld->cfg;
+
+	if (cfg->cluster_secret_file != NULL) {
+		if (cfg->cluster_secret != NULL)
+			return fail(ld, "cluster.secret and cluster.secret_file are both set");
+		if (read_secret_file(ld, cfg->cluster_secret_file) < 0)
+			return -1;
+	}
+	if ((cfg->n_peers > 1 || cfg->join) && cfg->cluster_secret == NULL)
+		return fail(ld, "cluster.secret_file: required for a cluster of more than one node (the nodes' credential; docs/security.md)");
+	if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
+		return fail(ld, "tls.%s: set tls.cert_file and tls.key_file together",
+			    cfg->tls_cert_file ? "key_file" : "cert_file");
+	if (cfg->tls_cert_file != NULL && cfg->tls_ca_file == NULL)
+		return fail(ld, "tls.ca_file: required with tls.cert_file (nodes verify each other against it)");
+	if (cfg->tls_client_ca_file != NULL && cfg->tls_cert_file == NULL)
+		return fail(ld, "tls.client_ca_file: needs tls.cert_file");
+	if (cfg->tls_cert_file == NULL && cfg->n_peers > 1) {
+		for (unsigned i = 0; i < cfg->n_peers; i++)
+			if (!is_loopback(cfg->peers[i].raft_address))
+				return fail(ld, "tls.cert_file: required when a peer is not on loopback (peers.%llu at %s): Raft and node traffic would travel in clear",
+					    (unsigned long long)cfg->peers[i].id,
+					    cfg->peers[i].raft_address);
+	}
+	return 0;
+}
+
 /* The settings that depend on each other, once everything is read. */
 static int check_whole(struct load *ld)
 {
@@ -715,6 +879,7 @@ static int check_whole(struct load *ld)
 		self->id = cfg->node_id;
 		strcpy(self->raft_address, cfg->raft_address);
 		strcpy(self->api_address, cfg->api_address);
+		strcpy(self->internal_address, cfg->internal_address);
 		cfg->n_peers = 1;
 	} else {
 		if (!(ld->marks & MARK_NODE_ID)) {
@@ -766,7 +931,21 @@ static int check_whole(struct load *ld)
 				    cfg->api_address,
 				    (unsigned long long)self->id,
 				    self->api_address);
+		if (self == NULL)
+			;
+		else if (cfg->internal_address[0] == '\0')
+			strcpy(cfg->internal_address, self->internal_address);
+		else if (strcmp(cfg->internal_address,
+				self->internal_address) != 0)
+			return fail(ld, "node.internal_address: %s differs from peers.%llu (%s)",
+				    cfg->internal_address,
+				    (unsigned long long)self->id,
+				    self->internal_address[0]
+					? self->internal_address
+					: "none");
 	}
+	if (check_credentials(ld) < 0)
+		return -1;
 	if (cfg->node_timeout_ms < 2 * cfg->node_heartbeat_ms)
 		return fail(ld, "cluster.node_timeout_ms: %u must be at least 2 * cluster.node_heartbeat_ms (%u)",
 			    cfg->node_timeout_ms, 2 * cfg->node_heartbeat_ms);
@@ -791,7 +970,7 @@ static int check_whole(struct load *ld)
 			    cfg->metrics_address);
 	/* docs/api.md: no token at all is allowed only on a loopback API. */
 	if (!cfg->admin_tokens[0] && !cfg->reader_tokens[0] &&
-	    !is_loopback(cfg->api_address))
+	    !cfg->operator_tokens[0] && !is_loopback(cfg->api_address))
 		return fail(ld, "auth: no tokens configured, which is allowed only on a loopback node.api_address (not %s)",
 			    cfg->api_address);
 	return 0;
@@ -812,6 +991,8 @@ static int set_defaults(struct load *ld)
 	cfg->db_max_backlog = 1000000;
 	cfg->admin_tokens = calloc(1, sizeof(char *));
 	cfg->reader_tokens = calloc(1, sizeof(char *));
+	cfg->operator_tokens = calloc(1, sizeof(char *));
+	cfg->pass_env = calloc(1, sizeof(char *));
 	cfg->heartbeat_ms = 50;
 	cfg->election_ms = 200;
 	cfg->node_heartbeat_ms = 1000;
@@ -832,13 +1013,15 @@ static int set_defaults(struct load *ld)
 	cfg->api_watch_window = 16384;
 	cfg->api_stream_heartbeat_ms = 15000;
 	cfg->api_connection_timeout_s = 60;
+	cfg->api_per_address_limit = 512;
+	cfg->api_read_timeout_s = 10;
 	cfg->kill_grace_ms = 5000;
 	cfg->late_after_ms = 2000;
 	cfg->fire_batch_max = 1000;
 	cfg->log_level = FLOWD_LOG_INFO;
 	flowd_limits_defaults(&cfg->limits);
 	if (!cfg->data_dir || !cfg->conninfo || !cfg->admin_tokens ||
-	    !cfg->reader_tokens)
+	    !cfg->reader_tokens || !cfg->operator_tokens || !cfg->pass_env)
 		return fail(ld, "out of memory");
 	return 0;
 }
@@ -898,4 +1081,22 @@ void config_free(struct flowd_config *cfg)
 	cfg->admin_tokens = NULL;
 	free_tokens(cfg->reader_tokens);
 	cfg->reader_tokens = NULL;
+	free_tokens(cfg->operator_tokens);
+	cfg->operator_tokens = NULL;
+	free_tokens(cfg->pass_env);
+	cfg->pass_env = NULL;
+	free(cfg->tls_cert_file);
+	free(cfg->tls_key_file);
+	free(cfg->tls_ca_file);
+	free(cfg->tls_client_ca_file);
+	cfg->tls_cert_file = cfg->tls_key_file = NULL;
+	cfg->tls_ca_file = cfg->tls_client_ca_file = NULL;
+	if (cfg->cluster_secret != NULL)
+		explicit_bzero(cfg->cluster_secret,
+			       strlen(cfg->cluster_secret));
+	free(cfg->cluster_secret);
+	free(cfg->cluster_secret_file);
+	cfg->cluster_secret = cfg->cluster_secret_file = NULL;
+	free(cfg->run_as);
+	cfg->run_as = NULL;
 }

@@ -14,6 +14,8 @@ struct config_peer {
 	uint64_t id;
 	char raft_address[64];  /* IPv4 literal "a.b.c.d:port" */
 	char api_address[64];   /* IPv4 literal "a.b.c.d:port" */
+	char internal_address[64]; /* "" or where the node takes node-to-node
+	                            * requests (its own listener) */
 };
 
 struct flowd_config {
@@ -23,6 +25,8 @@ struct flowd_config {
 	char api_address[64];
 	char metrics_address[64];       /* "" or where GET /metrics is served
 	                                 * without a token */
+	char internal_address[64];      /* "" or the listener for node-to-node
+	                                 * requests only (docs/security.md) */
 	char *data_dir;                 /* owned */
 	int join;                       /* joins an existing cluster: [peers]
 	                                 * list it, not this node; no bootstrap */
@@ -38,6 +42,18 @@ struct flowd_config {
 	/* [auth] */
 	char **admin_tokens;            /* owned, NULL-terminated (maybe empty) */
 	char **reader_tokens;           /* owned, NULL-terminated (maybe empty) */
+	char **operator_tokens;         /* owned, NULL-terminated (maybe empty) */
+	/* [tls]: NULL when unset */
+	char *tls_cert_file;            /* the node's certificate (PEM) */
+	char *tls_key_file;             /* its private key (PEM) */
+	char *tls_ca_file;              /* the cluster CA: peers are verified
+	                                 * against it */
+	char *tls_client_ca_file;       /* optional client certificates on the
+	                                 * API are verified against it */
+	/* [cluster] node credential */
+	char *cluster_secret;           /* owned; from cluster.secret or
+	                                 * cluster.secret_file */
+	char *cluster_secret_file;      /* owned, NULL when unset */
 	/* [raft] */
 	unsigned heartbeat_ms;
 	unsigned election_ms;
@@ -56,6 +72,9 @@ struct flowd_config {
 	                                    * within */
 	unsigned api_stream_heartbeat_ms;  /* a quiet stream's keep-alive */
 	unsigned api_connection_timeout_s;
+	unsigned api_per_address_limit;    /* connections from one address */
+	unsigned api_read_timeout_s;       /* a request's head and body must
+	                                    * arrive within this */
 	/* [cluster] */
 	unsigned node_heartbeat_ms;     /* how often a node says it is alive */
 	unsigned node_timeout_ms;       /* silent this long: marked down */
@@ -66,6 +85,11 @@ struct flowd_config {
 	/* [executor] */
 	unsigned kill_grace_ms;
 	unsigned step_nice;             /* nice value of step processes */
+	char *run_as;                   /* owned, NULL: steps run as flowd's
+	                                 * user; "user" or "user:group" */
+	int allow_root;                 /* steps may run as root */
+	char **pass_env;                /* owned, NULL-terminated: variables of
+	                                 * flowd's environment steps also get */
 	unsigned background_nice;       /* [node]: nice value of every thread
 	                                 * but the loop (HTTP, applier) */
 	/* [metrics] */

@@ -100,6 +100,9 @@ for ((i = 1; i <= NODES; i++)); do
 	RAFT[i]=127.0.0.1:$(pick_port $((raft_base + i - 1)) "node $i raft")
 done
 
+# the nodes' credential between them (docs/security.md), readable by no one else
+(umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$DEMO_DIR/cluster.secret")
+
 for ((i = 1; i <= NODES; i++)); do
 	dir=$DEMO_DIR/node$i
 	mkdir -p "$dir/data"
@@ -122,6 +125,12 @@ for ((i = 1; i <= NODES; i++)); do
 		echo "[auth]"
 		echo "admin_tokens = $ADMIN_TOKEN"
 		echo "reader_tokens = $READER_TOKEN"
+		echo
+		echo "[cluster]"
+		echo "secret_file = $DEMO_DIR/cluster.secret"
+		echo
+		echo "[executor]"
+		echo "allow_root = true"
 	} >"$dir/flowd.conf"
 done
 

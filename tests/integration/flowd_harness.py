@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -347,6 +348,20 @@ class Reply(tuple):
         return None
 
 
+# port -> ssl.SSLContext for the API ports that serve HTTPS (Cluster(tls=True))
+TLS_PORTS = {}
+
+# The cluster secret every test cluster shares (cluster.secret).
+CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
+
+
+def make_certs(directory, *names):
+    """scripts/make-certs.sh: a throwaway CA and a certificate per name."""
+    subprocess.run([os.path.join(REPO, "scripts", "make-certs.sh"), directory] + list(names),
+                   check=True, stdout=subprocess.DEVNULL)
+    return directory
+
+
 def http_request(port, method, path, body=None, token=None, headers=None,
                  content_type="application/json", timeout=30, openapi=True):
     """One request on a new connection to 127.0.0.1:port. `body` is JSON-encoded
@@ -368,7 +383,11 @@ def http_request(port, method, path, body=None, token=None, headers=None,
     if token is not None:
         hdrs["Authorization"] = "Bearer " + token
     hdrs.update(headers or {})
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(timeout))
+    if port in TLS_PORTS:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=scaled(timeout),
+                                           context=TLS_PORTS[port])
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(timeout))
     try:
         try:
             conn.request(method, path, body=data, headers=hdrs)
@@ -421,6 +440,7 @@ class Node:
         self.cgroup = None      # a cgroup v2 directory to start in, or None
         self.env = None         # extra environment variables, or None
         self.starts = 0
+        self.internal_port = free_port() if cluster.internal else None
 
     # -- addresses
     @property
@@ -433,7 +453,11 @@ class Node:
 
     @property
     def url(self):
-        return "http://" + self.api_address
+        return ("https://" if self.cluster.tls else "http://") + self.api_address
+
+    @property
+    def internal_address(self):
+        return "127.0.0.1:%d" % self.internal_port if self.internal_port else ""
 
     # -- config
     def write_config(self):
@@ -449,7 +473,8 @@ class Node:
             "[peers]",
         ]
         for n in c.nodes:
-            lines.append("%d = %s %s" % (n.id, n.raft_address, n.api_address))
+            lines.append(("%d = %s %s %s" % (n.id, n.raft_address, n.api_address,
+                                             n.internal_address)).rstrip())
         lines += [
             "",
             "[database]",
@@ -463,10 +488,23 @@ class Node:
             "heartbeat_ms = 50",
             "election_ms = 300",
             "",
+            "[cluster]",
+            "secret = %s" % CLUSTER_SECRET,
+            "",
             "[executor]",
             "kill_grace_ms = 1000",
+            # the tests run as root; test_sandbox.py checks run_as
+            "allow_root = true",
             "",
         ]
+        if c.tls:
+            lines += [
+                "[tls]",
+                "cert_file = %s" % os.path.join(c.certs, "node-%d.pem" % self.id),
+                "key_file = %s" % os.path.join(c.certs, "node-%d.key" % self.id),
+                "ca_file = %s" % os.path.join(c.certs, "ca.pem"),
+                "",
+            ]
         os.makedirs(self.data_dir, exist_ok=True)
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines))
@@ -656,14 +694,23 @@ class Cluster:
     """N flowd nodes under `directory`, all using database `db`. `overrides`
     ({"limits.max_body_bytes": 4096}) become --section.key=value arguments."""
 
-    def __init__(self, directory, db, n=1, overrides=None):
+    def __init__(self, directory, db, n=1, overrides=None, tls=False, internal=False):
         self.dir = directory
         self.db = db
         self.overrides = dict(overrides or {})
+        self.tls = tls              # [tls]: HTTPS API, TLS Raft (certs under dir/certs)
+        self.internal = internal    # node.internal_address: a listener for nodes
+        self.certs = None
         self.nodes = []
+        if tls:
+            self.certs = make_certs(os.path.join(directory, "certs"),
+                                    *["node-%d" % i for i in range(1, n + 3)] + ["client"])
+            self.ssl_context = ssl.create_default_context(cafile=os.path.join(self.certs, "ca.pem"))
         for i in range(1, n + 1):
             d = fresh_dir(os.path.join(directory, "node%d" % i))
             self.nodes.append(Node(self, i, d, free_port(), free_port()))
+            if tls:
+                TLS_PORTS[self.nodes[-1].api_port] = self.ssl_context
         for node in self.nodes:
             node.write_config()
 
@@ -673,6 +720,9 @@ class Cluster:
         i = max(n.id for n in self.nodes) + 1
         d = fresh_dir(os.path.join(self.dir, "node%d" % i))
         node = Node(self, i, d, free_port(), free_port())
+        if self.tls:
+            make_certs(self.certs, "node-%d" % i)
+            TLS_PORTS[node.api_port] = self.ssl_context
         node.write_config()
         node.extra_args = ["--node.join=true"]
         self.nodes.append(node)
