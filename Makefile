@@ -4,7 +4,7 @@ CC      ?= gcc
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
-PKGS    := raft libuv libmicrohttpd jansson libpq inih libsystemd libcurl
+PKGS    := raft libuv libmicrohttpd jansson libpq inih libsystemd libcurl gnutls
 WERROR  := $(if $(CI),-Werror,)
 OPT     ?= -O2 -g
 XCFLAGS := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(WERROR) \

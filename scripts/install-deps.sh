@@ -8,7 +8,8 @@ set -eu
 PACKAGES="
 build-essential pkg-config
 libraft-dev libuv1-dev libmicrohttpd-dev libjansson-dev libpq-dev libinih-dev
-libsystemd-dev libcurl4-openssl-dev libcmocka-dev
+libsystemd-dev libcurl4-openssl-dev libcmocka-dev libgnutls28-dev
+clang libclang-rt-14-dev openssl
 postgresql-15 postgresql-client-15
 python3 python3-pytest python3-croniter python3-jsonschema
 tzdata faketime
