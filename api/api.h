@@ -31,13 +31,17 @@ struct view_store;
  * The route table
  */
 
-/* Who may call a route: the least role a bearer token must have. With no
- * token configured at all every request is allowed. */
+/* Who may call a route: the least role a bearer token must have (401
+ * without a token, 403 with one of a lower role). With no token
+ * configured at all every user route is allowed. API_ROLE_NODE is apart:
+ * only a request signed with the cluster secret may call such a route, and
+ * every user token is refused there with 403 (docs/security.md). */
 enum api_role {
-	API_ROLE_PUBLIC = 0, /* anyone, no token needed */
-	API_ROLE_READER = 1, /* a reader or an admin token (else 401) */
-	API_ROLE_ADMIN = 2,  /* an admin token (401 without one, 403 for a
-	                      * reader token) */
+	API_ROLE_PUBLIC = 0,   /* anyone, no token needed */
+	API_ROLE_READER = 1,   /* reads */
+	API_ROLE_OPERATOR = 2, /* start, cancel, pause, events, backfill */
+	API_ROLE_ADMIN = 3,    /* deploy, undeploy, membership */
+	API_ROLE_NODE = 4,     /* another node of the cluster */
 };
 
 /* What a route does with a request body. */
@@ -207,9 +211,18 @@ struct api_request {
 	char *target;          /* path and query as received, e.g. "/v1/runs?limit=5" */
 	char *raw_body;        /* the body bytes ("" when empty) */
 	size_t raw_body_len;
-	char *authorization;   /* the Authorization header value */
 	char *content_type;    /* the Content-Type header value */
 	int forwarded;         /* the request carried "X-Flowd-Forwarded: 1" */
+
+	/* Who asked: the role the request was authorized with, the token's
+	 * name ("-" with no token configured) and the client's address; a
+	 * node forwarding a client's write names that client
+	 * (X-Flowd-On-Behalf). node_id is the signing node's id, 0 for a
+	 * user. Set for every request that reaches a handler. */
+	enum api_role role;
+	char who[64];
+	char client_address[48];
+	uint64_t node_id;
 
 	/* History the read view no longer holds, read from PostgreSQL by the
 	 * api on the HTTP thread after a read handler (or the backend)
@@ -369,8 +382,20 @@ struct api_backend {
 struct api_config {
 	const char *address;          /* "a.b.c.d:port", copied */
 	const struct api_route *routes; /* borrowed (static): the table */
-	char **admin_tokens;          /* NULL-terminated, copied; may be empty */
-	char **reader_tokens;         /* NULL-terminated, copied; may be empty */
+	const struct api_token *tokens; /* n_tokens entries, copied; none:
+	                               * every user route is open */
+	size_t n_tokens;
+	const char *cluster_secret;   /* copied; NULL: no node may call */
+	int node_only;                /* node.internal_address: only signed
+	                               * node requests are served */
+	const char *tls_cert_file;    /* HTTPS with this certificate and key
+	                               * (PEM), or NULL: plain HTTP */
+	const char *tls_key_file;
+	const char *tls_client_ca_file; /* client certificates are asked for
+	                               * and must chain to it, or NULL */
+	unsigned per_address_limit;   /* connections from one IP (0: none) */
+	unsigned read_timeout_s;      /* a request's head and body must
+	                               * arrive within this (0: no limit) */
 	const struct flowd_limits *limits; /* copied */
 	unsigned threads;             /* MHD thread pool size (default 2) */
 	unsigned connection_limit;    /* default 1024 */
@@ -388,6 +413,7 @@ struct api_config {
 };
 
 struct api_server;
+struct api_token;
 struct metrics;
 
 /* Start listening. The route table is checked first (a row with neither or
@@ -399,6 +425,15 @@ int api_server_start(const struct api_config *cfg,
 		     const struct api_backend *backend,
 		     struct storage_reader *reader, struct view_store *views,
 		     struct api_server **out, char *errmsg, size_t errlen);
+
+/* Replace the certificate and key every HTTPS listener presents to new
+ * handshakes (SIGHUP; loop thread). Returns 0, or -1 with errmsg: the old
+ * ones stay in use. */
+int api_server_tls_reload(const char *cert_file, const char *key_file,
+			  char *errmsg, size_t errlen);
+
+/* Free the certificates loaded for HTTPS, once every server stopped. */
+void api_server_tls_unload(void);
 
 /* Stop accepting connections (graceful shutdown, step 1). */
 void api_server_quiesce(struct api_server *s);

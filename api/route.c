@@ -635,81 +635,6 @@ int api__content_type_is_json(const char *value)
 	return *p == '\0' || *p == ';';
 }
 
-/* 1 when the `glen` bytes of `given` equal `tok`, in time that depends on
- * glen only: no exit on the first differing byte; a length mismatch is
- * folded into the same accumulator. */
-static unsigned token_equal(const unsigned char *given, size_t glen,
-			    const char *tok)
-{
-	size_t tlen = strlen(tok);
-	volatile unsigned diff;
-	size_t i;
-
-	if (tlen == 0)
-		return 0;
-	diff = (glen != tlen);
-	for (i = 0; i < glen; i++)
-		diff |= given[i] ^ (unsigned char)tok[i % tlen];
-	return diff == 0;
-}
-
-static unsigned token_in(const unsigned char *given, size_t glen,
-			 char *const *list)
-{
-	unsigned found = 0;
-
-	for (; list != NULL && *list != NULL; list++)
-		found |= token_equal(given, glen, *list);
-	return found;
-}
-
-enum api_role api__auth_role(const char *authorization, char *const *admin,
-			      char *const *reader)
-{
-	static const char scheme[] = "Bearer";
-	const char *p = authorization;
-	size_t glen;
-	unsigned is_admin, is_reader;
-
-	if (p == NULL)
-		return API_ROLE_PUBLIC;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	if (strncasecmp(p, scheme, sizeof scheme - 1) != 0)
-		return API_ROLE_PUBLIC;
-	p += sizeof scheme - 1;
-	if (*p != ' ' && *p != '\t')
-		return API_ROLE_PUBLIC;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	glen = strlen(p);
-	while (glen > 0 && (p[glen - 1] == ' ' || p[glen - 1] == '\t'))
-		glen--;
-	if (glen == 0)
-		return API_ROLE_PUBLIC;
-	/* Both lists are always scanned in full. */
-	is_admin = token_in((const unsigned char *)p, glen, admin);
-	is_reader = token_in((const unsigned char *)p, glen, reader);
-	if (is_admin)
-		return API_ROLE_ADMIN;
-	if (is_reader)
-		return API_ROLE_READER;
-	return API_ROLE_PUBLIC;
-}
-
-int api__authorize(enum api_role need, enum api_role have, int open,
-		   struct flowd_error *err)
-{
-	if (open || have >= need)
-		return 0;
-	if (have == API_ROLE_PUBLIC)
-		return flowd_error_set(err, FLOWD_E_UNAUTHORIZED,
-				       "unauthorized", "",
-				       "a valid bearer token is required");
-	return flowd_error_set(err, FLOWD_E_FORBIDDEN, "forbidden", "",
-			       "this request needs an admin token");
-}
-
 /* ------------------------------------------------------------------------
  * Bodies
  */
@@ -838,7 +763,6 @@ void api__request_clear(struct api_request *req)
 	free(req->method);
 	free(req->target);
 	free(req->raw_body);
-	free(req->authorization);
 	free(req->content_type);
 	req->flow = NULL;
 	req->run_id = NULL;
@@ -853,7 +777,6 @@ void api__request_clear(struct api_request *req)
 	req->target = NULL;
 	req->raw_body = NULL;
 	req->raw_body_len = 0;
-	req->authorization = NULL;
 	req->content_type = NULL;
 	req->forwarded = 0;
 }

@@ -72,21 +72,6 @@ char *api__percent_decode(const char *in, size_t len);
  * case-insensitive, with optional parameters ("; charset=utf-8"). */
 int api__content_type_is_json(const char *value);
 
-/* The role of an Authorization header value (may be NULL) against the
- * NULL-terminated token lists (borrowed, may be NULL): API_ROLE_PUBLIC for
- * no token, a malformed header or an unknown token. Tokens are compared in
- * constant time: every configured token is compared, with no early exit on
- * the first differing byte. */
-enum api_role api__auth_role(const char *authorization, char *const *admin,
-			     char *const *reader);
-
-/* Decide whether a caller of role `have` may use a route that needs `need`.
- * `open` is 1 when no token at all is configured (then everything is
- * allowed). Returns 0, or -1 with err 401 "unauthorized" or 403
- * "forbidden". */
-int api__authorize(enum api_role need, enum api_role have, int open,
-		   struct flowd_error *err);
-
 /* Check `body` (borrowed; NULL for an empty body, allowed only when the row
  * is API_BODY_JSON_OPT) against row->fields, in the order api.h gives
  * (struct api_field). A row without fields accepts any body. Returns 0, or

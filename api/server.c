@@ -87,6 +87,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -100,7 +101,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/auth.h"
 #include "api/route.h"
+#include "api/tls.h"
 #include "api/stream.h"
 #include "core/log.h"
 #include "core/map.h"
@@ -148,6 +151,7 @@ struct request {
 	struct api__route route;
 	_Atomic int state; /* enum request_state */
 	int begun;	   /* the handler's first call has run */
+	int node_claim;	   /* X-Flowd-Node: verified in request_end */
 	int failed;	   /* an error response is ready in req */
 	char *body;	   /* owned raw body, NULL until the first byte; moved
 			    * to req.raw_body on submit */
@@ -167,8 +171,12 @@ struct api_server {
 	struct metrics_series *http_blocked; /* or NULL */
 	struct view_store *views;      /* borrowed */
 	struct flowd_limits limits;
-	char **admin_tokens;  /* owned, NULL-terminated */
-	char **reader_tokens; /* owned, NULL-terminated */
+	struct api_token *tokens; /* owned, n_tokens */
+	size_t n_tokens;
+	char *secret;	      /* owned cluster secret, or NULL */
+	int node_only;	      /* node.internal_address */
+	int client_certs;     /* tls.client_ca_file: a client certificate
+			       * that chains to it is required */
 	int open;	      /* no token configured at all */
 	struct sockaddr_in addr;
 	MHD_socket quiesced_fd; /* returned by MHD_quiesce_daemon */
@@ -578,9 +586,6 @@ static int request_capture(struct request *r, struct flowd_error *err)
 	r->body = NULL;
 	r->body_len = 0;
 	r->body_cap = 0;
-	v = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
-	if (v != NULL && (req->authorization = strdup(v)) == NULL)
-		goto oom;
 	v = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
 	if (v != NULL && (req->content_type = strdup(v)) == NULL)
 		goto oom;
@@ -594,23 +599,155 @@ oom:
 			       "out of memory");
 }
 
+static void client_address_of(struct request *r)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr_in *sin;
+
+	strcpy(r->req.client_address, "-");
+	if (ci == NULL || ci->client_addr == NULL ||
+	    ci->client_addr->sa_family != AF_INET)
+		return;
+	sin = (const struct sockaddr_in *)ci->client_addr;
+	inet_ntop(AF_INET, &sin->sin_addr, r->req.client_address,
+		  sizeof r->req.client_address);
+}
+
+/* tls.client_ca_file: the client's certificate must chain to it. */
+static int client_cert_check(struct request *r, struct flowd_error *err)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		r->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	gnutls_session_t session;
+	unsigned status = 0;
+
+	if (ci == NULL || ci->tls_session == NULL)
+		return flowd_error_set(err, FLOWD_E_UNAUTHORIZED,
+				       "unauthorized", "",
+				       "a client certificate is required");
+	session = (gnutls_session_t)ci->tls_session;
+	if (gnutls_certificate_type_get(session) != GNUTLS_CRT_X509 ||
+	    gnutls_certificate_get_peers(session, &(unsigned){0}) == NULL ||
+	    gnutls_certificate_verify_peers2(session, &status) != 0 ||
+	    status != 0)
+		return flowd_error_set(err, FLOWD_E_UNAUTHORIZED,
+				       "unauthorized", "",
+				       "a client certificate signed by "
+				       "tls.client_ca_file is required");
+	return 0;
+}
+
+/* Who is asking, and may they (api.h, enum api_role): a user by bearer
+ * token, or another node by its signed headers (auth.c; the signature is
+ * checked in request_end, once the body it covers has arrived). */
+static int identify(struct request *r, enum api_role need,
+		    struct flowd_error *err)
+{
+	struct api_server *s = r->server;
+	struct api_request *req = &r->req;
+	const struct api_token *tok;
+	const char *node = header(r, "X-Flowd-Node");
+	const char *behalf;
+
+	client_address_of(r);
+	if (s->client_certs && client_cert_check(r, err) != 0)
+		return -1;
+	if (node != NULL) {
+		r->node_claim = 1;
+		behalf = header(r, "X-Flowd-On-Behalf");
+		if (behalf != NULL) {
+			if (api__on_behalf_parse(behalf, &req->role, req->who,
+						 req->client_address) != 0)
+				return flowd_error_set(
+				    err, FLOWD_E_INVALID, "invalid_value",
+				    "X-Flowd-On-Behalf",
+				    "not \"<role> <name> <address>\"");
+		} else {
+			req->role = API_ROLE_NODE;
+			snprintf(req->who, sizeof req->who, "node-%.40s",
+				 node);
+		}
+		if (need == API_ROLE_NODE && behalf != NULL)
+			return flowd_error_set(err, FLOWD_E_FORBIDDEN,
+					       "forbidden", "",
+					       "a node speaks for itself here");
+		if (need != API_ROLE_NODE && req->role == API_ROLE_NODE)
+			return flowd_error_set(err, FLOWD_E_FORBIDDEN,
+					       "forbidden", "",
+					       "a node request for a user route "
+					       "must name its client");
+		if (need != API_ROLE_NODE && need > req->role)
+			return flowd_error_set(err, FLOWD_E_FORBIDDEN,
+					       "forbidden", "",
+					       "this request needs the %s role",
+					       api_role_name(need));
+		return 0;
+	}
+	if (s->node_only)
+		return flowd_error_set(err, FLOWD_E_FORBIDDEN, "forbidden", "",
+				       "this listener serves the cluster's "
+				       "nodes only");
+	tok = api__auth_lookup(s->tokens, s->n_tokens,
+			       header(r, MHD_HTTP_HEADER_AUTHORIZATION));
+	req->role = tok != NULL ? tok->role
+		    : s->open	? API_ROLE_ADMIN
+				: API_ROLE_PUBLIC;
+	snprintf(req->who, sizeof req->who, "%s",
+		 tok != NULL ? tok->name : "-");
+	if (need == API_ROLE_NODE)
+		return req->role == API_ROLE_PUBLIC
+			       ? flowd_error_set(err, FLOWD_E_UNAUTHORIZED,
+						 "unauthorized", "",
+						 "a node credential is "
+						 "required")
+			       : flowd_error_set(err, FLOWD_E_FORBIDDEN,
+						 "forbidden", "",
+						 "this route is for the "
+						 "cluster's nodes: user tokens "
+						 "are refused");
+	if (need <= req->role)
+		return 0;
+	if (req->role == API_ROLE_PUBLIC)
+		return flowd_error_set(err, FLOWD_E_UNAUTHORIZED,
+				       "unauthorized", "",
+				       "a valid bearer token is required");
+	return flowd_error_set(err, FLOWD_E_FORBIDDEN, "forbidden", "",
+			       "this request needs the %s role",
+			       api_role_name(need));
+}
+
+/* request_end: a node's signature over what arrived. */
+static int node_verify(struct request *r, struct flowd_error *err)
+{
+	struct timespec now;
+	uint64_t id;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (api__node_verify(r->server->secret, header(r, "X-Flowd-Node"),
+			     header(r, "X-Flowd-Node-Auth"), r->method,
+			     r->req.target, r->body, r->body_len,
+			     header(r, "X-Flowd-On-Behalf"),
+			     (int64_t)now.tv_sec * 1000 +
+				     now.tv_nsec / 1000000,
+			     &id, err) != 0)
+		return -1;
+	r->req.node_id = id;
+	return 0;
+}
+
 /* The headers-only call: everything that can be decided before the body. */
 static int request_begin(struct request *r, struct flowd_error *err)
 {
 	struct api_server *s = r->server;
 	const struct api_route *row;
 	const char *cl;
-	enum api_role role;
 
 	if (api__route_match(s->routes, r->method, r->url, &r->route, err) !=
 	    0)
 		return -1;
 	row = r->route.row;
-	role = s->open ? API_ROLE_PUBLIC
-		       : api__auth_role(
-				 header(r, MHD_HTTP_HEADER_AUTHORIZATION),
-				 s->admin_tokens, s->reader_tokens);
-	if (api__authorize(row->role, role, s->open, err) != 0)
+	if (identify(r, row->role, err) != 0)
 		return -1;
 	if (api__route_validate(&r->route, query_get, r->conn, &s->limits,
 				&r->req, err) != 0)
@@ -1099,6 +1236,13 @@ static enum MHD_Result request_end(struct request *r)
 	flowd_error_clear(&err);
 	if (r->failed)
 		return answer(r);
+	if (r->node_claim && node_verify(r, &err) != 0) {
+		log_warn("api: node credential refused address=%s path=%s "
+			 "why=\"%s\"",
+			 r->req.client_address, or_dash(r->url), err.message);
+		fail(r, &err);
+		return answer(r);
+	}
 	if (row->body != API_BODY_NONE && body_attach(r, &err) != 0) {
 		fail(r, &err);
 		return answer(r);
@@ -1271,34 +1415,37 @@ static int parse_address(const char *address, struct sockaddr_in *out,
 	return -1;
 }
 
-static void tokens_free(char **list)
+/* A whole small file (a CA bundle), NUL-terminated; NULL on error. */
+static char *read_small_file(const char *path, char *errmsg, size_t errlen)
 {
-	char **p;
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t n = 0;
 
-	for (p = list; p != NULL && *p != NULL; p++)
-		free(*p);
-	free(list);
+	if (f != NULL && (buf = malloc(1 << 20)) != NULL)
+		n = fread(buf, 1, (1 << 20) - 1, f);
+	if (f == NULL || buf == NULL || ferror(f) || n == 0) {
+		snprintf(errmsg, errlen, "api: tls.client_ca_file: %s: %s",
+			 path, f == NULL ? strerror(errno) : "cannot read");
+		free(buf);
+		if (f != NULL)
+			fclose(f);
+		return NULL;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
 }
 
-static char **tokens_copy(char **list, size_t *count)
+void api_server_tls_unload(void)
 {
-	size_t n = 0, i;
-	char **out;
+	api__tls_unload();
+}
 
-	while (list != NULL && list[n] != NULL)
-		n++;
-	out = calloc(n + 1, sizeof *out);
-	if (out == NULL)
-		return NULL;
-	for (i = 0; i < n; i++) {
-		out[i] = strdup(list[i]);
-		if (out[i] == NULL) {
-			tokens_free(out);
-			return NULL;
-		}
-	}
-	*count = n;
-	return out;
+int api_server_tls_reload(const char *cert_file, const char *key_file,
+			  char *errmsg, size_t errlen)
+{
+	return api__tls_load(cert_file, key_file, errmsg, errlen);
 }
 
 int api_server_start(const struct api_config *cfg,
@@ -1316,7 +1463,8 @@ int api_server_start(const struct api_config *cfg,
 				   ? cfg->connection_timeout_s
 				   : DEFAULT_CONNECTION_TIMEOUT_S;
 	struct api_server *s;
-	size_t n_admin = 0, n_reader = 0;
+	char *trust = NULL;
+	int tls = cfg->tls_cert_file != NULL;
 
 	s = calloc(1, sizeof *s);
 	if (s == NULL) {
@@ -1335,13 +1483,29 @@ int api_server_start(const struct api_config *cfg,
 	if (parse_address(cfg->address, &s->addr, errmsg, errlen) != 0 ||
 	    api__routes_check(cfg->routes, errmsg, errlen) != 0)
 		goto err_free;
-	s->admin_tokens = tokens_copy(cfg->admin_tokens, &n_admin);
-	s->reader_tokens = tokens_copy(cfg->reader_tokens, &n_reader);
-	if (s->admin_tokens == NULL || s->reader_tokens == NULL) {
+	s->n_tokens = cfg->n_tokens;
+	s->tokens = calloc(cfg->n_tokens + 1, sizeof *s->tokens);
+	s->secret = cfg->cluster_secret ? strdup(cfg->cluster_secret) : NULL;
+	if (s->tokens == NULL ||
+	    (cfg->cluster_secret != NULL && s->secret == NULL)) {
 		snprintf(errmsg, errlen, "api: out of memory");
 		goto err_tokens;
 	}
-	s->open = n_admin == 0 && n_reader == 0;
+	if (cfg->n_tokens > 0)
+		memcpy(s->tokens, cfg->tokens, cfg->n_tokens * sizeof *s->tokens);
+	s->open = cfg->n_tokens == 0;
+	s->node_only = cfg->node_only;
+	if (tls) {
+		flags |= MHD_USE_TLS;
+		if (api__tls_load(cfg->tls_cert_file, cfg->tls_key_file,
+				  errmsg, errlen) != 0)
+			goto err_tokens;
+		if (cfg->tls_client_ca_file != NULL &&
+		    (trust = read_small_file(cfg->tls_client_ca_file, errmsg,
+					     errlen)) == NULL)
+			goto err_tokens;
+		s->client_certs = trust != NULL;
+	}
 	if (cfg->limits != NULL)
 		s->limits = *cfg->limits;
 	else
@@ -1387,7 +1551,17 @@ int api_server_start(const struct api_config *cfg,
 		MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
 		MHD_OPTION_NOTIFY_CONNECTION, connection_cb, s,
 		MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, NULL,
-		MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, s, MHD_OPTION_END);
+		MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, s,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_address_limit,
+		/* TLS options last: MHD refuses them on a plain daemon, and
+		 * MHD_OPTION_END cuts the list short when there is no TLS */
+		tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END,
+		"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+		MHD_OPTION_HTTPS_CERT_CALLBACK, api__tls_retrieve_cb,
+		trust != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END,
+		trust, MHD_OPTION_END);
+	free(trust);
+	trust = NULL;
 	if (s->daemon == NULL) {
 		snprintf(errmsg, errlen, "api: cannot listen on %s: %s",
 			 cfg->address, errno ? strerror(errno) : "mhd failed");
@@ -1400,14 +1574,16 @@ int api_server_start(const struct api_config *cfg,
 		goto err_tokens;
 	}
 	s->watcher_started = true;
-	log_info("api: listening address=%s threads=%u tokens=%s", cfg->address,
-		 threads, s->open ? "none" : "required");
+	log_info("api: listening address=%s threads=%u tokens=%s tls=%s%s",
+		 cfg->address, threads, s->open ? "none" : "required",
+		 tls ? "on" : "off", s->node_only ? " nodes_only=1" : "");
 	*out = s;
 	return 0;
 
 err_tokens:
-	tokens_free(s->admin_tokens);
-	tokens_free(s->reader_tokens);
+	free(trust);
+	free(s->tokens);
+	free(s->secret);
 err_free:
 	pthread_cond_destroy(&s->watch_cond);
 	pthread_mutex_destroy(&s->watch_mu);
@@ -1470,7 +1646,9 @@ void api_server_stop(struct api_server *s)
 	api__streams_close(&s->streams);
 	pthread_cond_destroy(&s->watch_cond);
 	pthread_mutex_destroy(&s->watch_mu);
-	tokens_free(s->admin_tokens);
-	tokens_free(s->reader_tokens);
+	if (s->secret != NULL)
+		explicit_bzero(s->secret, strlen(s->secret));
+	free(s->secret);
+	free(s->tokens);
 	free(s);
 }

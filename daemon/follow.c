@@ -121,7 +121,7 @@ struct relay {
 	bool done;                  /* the thread has finished */
 	bool cancelled;             /* the client went away */
 	char *url;
-	char *auth;                 /* "Authorization: ..." header, or NULL */
+	struct curl_slist *hdrs;    /* signed as this node (nodecred.h) */
 	struct reads *rd;
 };
 
@@ -138,7 +138,7 @@ static void relay_unref(struct relay *r)
 	pthread_mutex_destroy(&r->mu);
 	free(r->buf);
 	free(r->url);
-	free(r->auth);
+	curl_slist_free_all(r->hdrs);
 	free(r);
 }
 
@@ -198,7 +198,7 @@ static void *relay_main(void *arg)
 	CURL *h = curl_easy_init();
 
 	r->h = h;
-	struct curl_slist *hdrs = NULL;
+	struct curl_slist *hdrs = r->hdrs;
 	CURLcode rc = CURLE_FAILED_INIT;
 	long status = 0;
 
@@ -206,9 +206,9 @@ static void *relay_main(void *arg)
 	if (h != NULL) {
 		hdrs = curl_slist_append(hdrs, "X-Flowd-Forwarded: 1");
 		hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
-		if (r->auth != NULL)
-			hdrs = curl_slist_append(hdrs, r->auth);
+		r->hdrs = hdrs;
 		curl_easy_setopt(h, CURLOPT_URL, r->url);
+		nodecred_curl_tls(r->rd->cred, h);
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, relay_write_cb);
 		curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
@@ -260,7 +260,6 @@ static void *relay_main(void *arg)
 	r->done = true;
 	pthread_mutex_unlock(&r->mu);
 	relay_kick(r);
-	curl_slist_free_all(hdrs);
 	if (h != NULL)
 		curl_easy_cleanup(h);
 	relay_unref(r);
@@ -453,14 +452,17 @@ void follow_logs(struct reads *rd, const struct view *v,
 		return;
 	}
 	struct relay *r = calloc(1, sizeof *r);
-	const char *auth = api_request_header(req, "Authorization");
-	char url[1024];
+	char url[1024], behalf[API_ON_BEHALF_MAX];
+	int n_target;
 	pthread_t th;
 	pthread_attr_t attr;
 
-	snprintf(url, sizeof url,
-		 "http://%s/v1/runs/%s/steps/%s/logs?follow=true&attempt=%u",
-		 api, req->run_id, req->step, w.attempt);
+	n_target = snprintf(url, sizeof url, "%s://%s",
+			    nodecred_scheme(rd->cred), api);
+	snprintf(url + n_target, sizeof url - (size_t)n_target,
+		 "/v1/runs/%s/steps/%s/logs?follow=true&attempt=%u",
+		 req->run_id, req->step, w.attempt);
+	nodecred_on_behalf(req, behalf);
 	free(api);
 	if (r == NULL) {
 		atomic_fetch_sub(&rd->relays, 1);
@@ -470,16 +472,12 @@ void follow_logs(struct reads *rd, const struct view *v,
 	r->refs = 2;
 	r->rd = rd;
 	r->url = strdup(url);
-	if (auth != NULL) {
-		size_t n = strlen(auth) + 32;
-		r->auth = malloc(n);
-		if (r->auth != NULL)
-			snprintf(r->auth, n, "Authorization: %s", auth);
-	}
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
-	if (r->url == NULL || (auth != NULL && r->auth == NULL) ||
+	if (r->url == NULL ||
+	    nodecred_headers(rd->cred, "GET", url + n_target, NULL, 0, behalf,
+			     &r->hdrs) != 0 ||
 	    pthread_create(&th, &attr, relay_main, r) != 0) {
 		pthread_attr_destroy(&attr);
 		r->refs = 1;

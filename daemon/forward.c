@@ -10,15 +10,16 @@
  *
  * - A node's own command (forward_command_send): on the leader it is
  *   proposed through raft; elsewhere it is the body of POST
- *   /internal/v1/commands, authorized with the cluster's first admin token
- *   (nodes share them, docs/deploy.md). 200 is committed. No answer and 5xx
+ *   /internal/v1/commands, signed as this node with the cluster secret
+ *   (nodecred.h; docs/security.md). 200 is committed. No answer and 5xx
  *   mean "not leader": the caller may send the same command again. A 4xx
  *   is the leader refusing this very request (it would refuse it again):
  *   logged as an error with the leader's words, and reported as
  *   FORWARD_REFUSED with the answer, so the caller sends something else
  *   (outcomes.c).
- * - A client's request (forward_request_send): method, target, body,
- *   Authorization and Content-Type as they arrived; the answer (status,
+ * - A client's request (forward_request_send): method, target, body and
+ *   Content-Type as they arrived, signed as this node with the client
+ *   named in X-Flowd-On-Behalf (the client's token stays here); the answer (status,
  *   body, Retry-After) is relayed as it is. No answer is 503. A request
  *   that was forwarded already is not forwarded again (503 while an
  *   election settles), so two nodes that each believe the other leads
@@ -88,6 +89,12 @@ const char *forward_leader_address(struct forward *f)
 
 	if (leader == 0 || leader == cfg->node_id)
 		return NULL;
+	/* A node's own listener for node traffic ([peers], third address)
+	 * comes first: client connections cannot crowd it out. */
+	for (unsigned i = 0; i < cfg->n_peers; i++)
+		if (cfg->peers[i].id == leader &&
+		    cfg->peers[i].internal_address[0] != '\0')
+			return cfg->peers[i].internal_address;
 	/* Nodes announce their API address when they register (node_up), so
 	 * members added after the start are found too. */
 	for (unsigned i = 0; i < f->fsm->n_nodes; i++)
@@ -159,8 +166,6 @@ int forward_command_send(struct forward *f, char *buf, size_t len,
 			 forward_done_cb cb, void *arg)
 {
 	struct proposal *p = malloc(sizeof *p);
-	const char *token = f->cfg->admin_tokens[0];
-	char auth[300];
 	int rv;
 
 	if (p == NULL || f->stopping) {
@@ -179,12 +184,9 @@ int forward_command_send(struct forward *f, char *buf, size_t len,
 			free(p);
 		return rv == CONSENSUS_OK ? 0 : -1;
 	}
-	if (token != NULL)
-		snprintf(auth, sizeof auth, "Bearer %s", token);
 	struct peer_request pr = {
 		.method = "POST",
 		.target = "/internal/v1/commands",
-		.authorization = token != NULL ? auth : NULL,
 		.content_type = "application/json",
 		.body = buf,
 		.body_len = len,
@@ -226,11 +228,12 @@ static void request_done_cb(void *arg, const struct peer_result *res)
 int forward_request_any(struct forward *f, struct api_request *req,
 			const char *leader_api)
 {
+	char behalf[API_ON_BEHALF_MAX];
 	struct peer_request pr = {
 		.address = leader_api,
 		.method = req->method,
 		.target = req->target,
-		.authorization = req->authorization,
+		.on_behalf = behalf,
 		.content_type = req->content_type,
 		.body = req->raw_body,
 		.body_len = req->raw_body_len,
@@ -239,16 +242,18 @@ int forward_request_any(struct forward *f, struct api_request *req,
 
 	if (req->forwarded || f->peer == NULL)
 		return -1;
+	nodecred_on_behalf(req, behalf);
 	/* request_done_cb only answers the request: any thread may run it */
 	return peer_send_any(f->peer, &pr, request_done_cb, req);
 }
 
 void forward_request_send(struct forward *f, struct api_request *req)
 {
+	char behalf[API_ON_BEHALF_MAX];
 	struct peer_request pr = {
 		.method = req->method,
 		.target = req->target,
-		.authorization = req->authorization,
+		.on_behalf = behalf,
 		.content_type = req->content_type,
 		.body = req->raw_body,
 		.body_len = req->raw_body_len,
@@ -259,6 +264,7 @@ void forward_request_send(struct forward *f, struct api_request *req)
 		reply_unavailable(req, "no leader is known right now; retry");
 		return;
 	}
+	nodecred_on_behalf(req, behalf);
 	if (send_to_leader(f, &pr, request_done_cb, req) != 0)
 		reply_unavailable(req, "the node is shutting down");
 }

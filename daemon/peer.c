@@ -65,6 +65,7 @@
  * in the process, and the OS reclaims it at exit.
  */
 #include "daemon/peer.h"
+#include "daemon/nodecred.h"
 #include "daemon/wake.h"
 
 #include <assert.h>
@@ -112,6 +113,7 @@ struct preq {
 struct peer {
 	uv_loop_t *loop;
 	unsigned timeout_ms;
+	struct nodecred cred;     /* its strings borrowed from the config */
 	struct wake wake;
 	pthread_t thread;
 	CURLM *multi;
@@ -179,18 +181,20 @@ static int add_header(struct curl_slist **list, const char *name,
 }
 
 /* Copies everything peer_send() borrows. Returns NULL when out of memory. */
-static struct preq *preq_new(const struct peer_request *req)
+static struct preq *preq_new(const struct nodecred *cred,
+			     const struct peer_request *req)
 {
 	struct preq *r = calloc(1, sizeof(*r));
 	size_t n;
 
 	if (r == NULL)
 		return NULL;
-	n = strlen("http://") + strlen(req->address) + strlen(req->target) + 1;
+	n = strlen("https://") + strlen(req->address) + strlen(req->target) + 1;
 	r->url = malloc(n);
 	if (r->url == NULL)
 		goto err_free;
-	snprintf(r->url, n, "http://%s%s", req->address, req->target);
+	snprintf(r->url, n, "%s://%s%s", nodecred_scheme(cred), req->address,
+		 req->target);
 	r->method = xstrdup(req->method);
 	if (r->method == NULL)
 		goto err_free;
@@ -202,8 +206,10 @@ static struct preq *preq_new(const struct peer_request *req)
 		r->body[req->body_len] = '\0';
 		r->body_len = req->body_len;
 	}
-	if (req->authorization != NULL &&
-	    add_header(&r->headers, "Authorization", req->authorization) != 0)
+	/* signed as this node, never with a user's token (nodecred.h) */
+	if (nodecred_headers(cred, req->method, req->target, req->body,
+			     req->body != NULL ? req->body_len : 0,
+			     req->on_behalf, &r->headers) != 0)
 		goto err_free;
 	/* An empty "Content-Type:" removes the form type libcurl would add
 	 * for POSTFIELDS. */
@@ -361,12 +367,13 @@ static int easy_setup(struct peer *p, struct preq *r)
 	SET(CURLOPT_PRIVATE, r);
 	SET(CURLOPT_ERRORBUFFER, r->error);
 	SET(CURLOPT_URL, r->url);
-	SET(CURLOPT_PROTOCOLS_STR, "http");
+	SET(CURLOPT_PROTOCOLS_STR, "http,https");
 	SET(CURLOPT_PROXY, ""); /* never an http_proxy from the environment */
 	SET(CURLOPT_NOSIGNAL, 1L);
 	SET(CURLOPT_TIMEOUT_MS, (long)p->timeout_ms);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_HTTPHEADER, r->headers);
+	nodecred_curl_tls(&p->cred, e);
 	SET(CURLOPT_WRITEFUNCTION, write_cb);
 	SET(CURLOPT_WRITEDATA, r);
 	SET(CURLOPT_HEADERFUNCTION, header_cb);
@@ -605,7 +612,8 @@ static void done_wake_cb(struct wake *w)
 	wake_close(&p->wake, peer_free_cb);
 }
 
-struct peer *peer_new(uv_loop_t *loop, unsigned timeout_ms)
+struct peer *peer_new(uv_loop_t *loop, unsigned timeout_ms,
+		      const struct nodecred *cred)
 {
 	struct peer *p;
 	sigset_t all;
@@ -624,6 +632,7 @@ struct peer *peer_new(uv_loop_t *loop, unsigned timeout_ms)
 		return NULL;
 	p->loop = loop;
 	p->timeout_ms = timeout_ms;
+	p->cred = *cred;
 	if (pthread_mutex_init(&p->mu, NULL) != 0)
 		goto err_free;
 	p->multi = curl_multi_init();
@@ -664,14 +673,14 @@ static int send_request(struct peer *p, const struct peer_request *req,
 
 	assert(req->address != NULL && req->method != NULL &&
 	       req->target != NULL && cb != NULL);
-	r = preq_new(req);
+	r = preq_new(&p->cred, req);
 	if (r == NULL)
 		return -1;
 	r->cb = cb;
 	r->arg = arg;
 	r->on_worker = on_worker;
 	if (has_crlf(req->address) || has_crlf(req->method) ||
-	    has_crlf(req->target) || has_crlf(req->authorization) ||
+	    has_crlf(req->target) || has_crlf(req->on_behalf) ||
 	    has_crlf(req->content_type) || req->target[0] != '/') {
 		/* Reported like a transport error, still on the loop. */
 		fail(p, r, "invalid request (bad target or CR/LF in a header)");

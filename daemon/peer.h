@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "daemon/nodecred.h"
+
 struct peer;
 
 /* Keep-alive connections per peer at most: a follower forwards that many
@@ -34,14 +36,19 @@ struct peer_result {
 typedef void (*peer_done_cb)(void *arg, const struct peer_result *res);
 
 /* Create on `loop` (borrowed). timeout_ms bounds each request (connect plus
- * answer). Returns NULL on failure. */
-struct peer *peer_new(uv_loop_t *loop, unsigned timeout_ms);
+ * answer). Every request is signed with `cred` (copied; its strings are
+ * borrowed for the peer's life) and goes over HTTPS when it says so.
+ * Returns NULL on failure. */
+struct peer *peer_new(uv_loop_t *loop, unsigned timeout_ms,
+		      const struct nodecred *cred);
 
 struct peer_request {
 	const char *address;      /* "a.b.c.d:port" of the peer's API; copied */
 	const char *method;       /* "GET", "POST", "PUT", "DELETE"; copied */
 	const char *target;       /* path and query, e.g. "/v1/runs?limit=5"; copied */
-	const char *authorization;/* full header value ("Bearer ..."), may be NULL; copied */
+	const char *on_behalf;    /* X-Flowd-On-Behalf (a client's write this
+	                           * node forwards), or NULL: the node's own
+	                           * request; copied */
 	const char *content_type; /* may be NULL; copied */
 	const char *body;         /* may be NULL; copied */
 	size_t body_len;

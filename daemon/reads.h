@@ -7,6 +7,7 @@
 #define FLOWD_DAEMON_READS_H
 
 #include "api/api.h"
+#include "daemon/nodecred.h"
 #include <stdatomic.h>
 
 #include "core/feed.h"
@@ -35,6 +36,8 @@ struct reads {
 	unsigned max_relays;           /* api.max_log_follows */
 	atomic_uint relays;            /* relays of other nodes' logs now */
 	int thread_nice;               /* relay threads: as the HTTP ones */
+	const struct nodecred *cred;   /* borrowed: relays are signed as this
+	                                * node (nodecred.h) */
 };
 
 /* Modify-index probes of the rows (api_probe_fn). */

@@ -97,15 +97,15 @@ static void route_table_maps_each_path_to_its_row(void **state)
 		 API_BODY_NONE, 0, 1},
 		{"GET", "/v1/flows/etl/versions", "flow_versions",
 		 API_ROLE_READER, API_BODY_NONE, VIEW_READ, 0},
-		{"POST", "/v1/flows/etl/runs", "run_create", API_ROLE_ADMIN,
+		{"POST", "/v1/flows/etl/runs", "run_create", API_ROLE_OPERATOR,
 		 API_BODY_JSON_OPT, 0, 1},
 		{"GET", "/v1/runs", "run_list", API_ROLE_READER, API_BODY_NONE,
 		 VIEW_READ, 0},
 		{"POST", "/internal/v1/commands", "internal_command",
-		 API_ROLE_ADMIN, API_BODY_RAW, 0, 1},
+		 API_ROLE_NODE, API_BODY_RAW, 0, 1},
 		{"GET", "/v1/runs/r-1", "run_get", API_ROLE_READER,
 		 API_BODY_NONE, VIEW_READ, 0},
-		{"POST", "/v1/runs/r-1/cancel", "run_cancel", API_ROLE_ADMIN,
+		{"POST", "/v1/runs/r-1/cancel", "run_cancel", API_ROLE_OPERATOR,
 		 API_BODY_NONE, 0, 1},
 		{"GET", "/v1/runs/r-1/steps/extract/logs", "logs",
 		 API_ROLE_READER, API_BODY_NONE, API_ROUTE_VIEW, 0},
@@ -130,15 +130,15 @@ static void route_table_maps_each_path_to_its_row(void **state)
 		 API_ROLE_ADMIN, API_BODY_NONE, 0, 1},
 		{"POST", "/v1/cluster/leader/transfer", "leader_transfer",
 		 API_ROLE_ADMIN, API_BODY_JSON_OPT, 0, 1},
-		{"POST", "/v1/events", "event_post", API_ROLE_ADMIN,
+		{"POST", "/v1/events", "event_post", API_ROLE_OPERATOR,
 		 API_BODY_JSON, 0, 1},
 		{"GET", "/v1/flows/etl/schedule", "schedule_get",
 		 API_ROLE_READER, API_BODY_NONE, VIEW_READ, 0},
-		{"POST", "/v1/flows/etl/pause", "flow_pause", API_ROLE_ADMIN,
+		{"POST", "/v1/flows/etl/pause", "flow_pause", API_ROLE_OPERATOR,
 		 API_BODY_NONE, 0, 1},
 		{"POST", "/v1/flows/etl/unpause", "flow_unpause",
-		 API_ROLE_ADMIN, API_BODY_NONE, 0, 1},
-		{"POST", "/v1/flows/etl/backfill", "backfill", API_ROLE_ADMIN,
+		 API_ROLE_OPERATOR, API_BODY_NONE, 0, 1},
+		{"POST", "/v1/flows/etl/backfill", "backfill", API_ROLE_OPERATOR,
 		 API_BODY_JSON, 0, 1},
 		{"GET", "/v1/cron/preview", "cron_preview", API_ROLE_READER,
 		 API_BODY_NONE, 0, 0},
@@ -619,73 +619,6 @@ static void content_type_json(void **state)
 		api__content_type_is_json("application/x-www-form-urlencoded"));
 }
 
-static void auth_role_from_bearer_token(void **state)
-{
-	char *admin[] = {"adm1n-secret", "second-admin", NULL};
-	char *reader[] = {"read-only", NULL};
-
-	assert_int_equal(api__auth_role("Bearer adm1n-secret", admin, reader),
-			 API_ROLE_ADMIN);
-	assert_int_equal(api__auth_role("bearer  second-admin ", admin, reader),
-			 API_ROLE_ADMIN);
-	assert_int_equal(api__auth_role("Bearer read-only", admin, reader),
-			 API_ROLE_READER);
-	assert_int_equal(api__auth_role(NULL, admin, reader), API_ROLE_PUBLIC);
-	assert_int_equal(api__auth_role("", admin, reader), API_ROLE_PUBLIC);
-	assert_int_equal(api__auth_role("Bearer", admin, reader),
-			 API_ROLE_PUBLIC);
-	assert_int_equal(api__auth_role("Bearer ", admin, reader),
-			 API_ROLE_PUBLIC);
-	assert_int_equal(api__auth_role("Basic adm1n-secret", admin, reader),
-			 API_ROLE_PUBLIC);
-	assert_int_equal(api__auth_role("Beareradm1n-secret", admin, reader),
-			 API_ROLE_PUBLIC);
-	/* prefixes, extensions and near misses do not match */
-	assert_int_equal(api__auth_role("Bearer adm1n", admin, reader),
-			 API_ROLE_PUBLIC);
-	assert_int_equal(api__auth_role("Bearer adm1n-secretX", admin, reader),
-			 API_ROLE_PUBLIC);
-	assert_int_equal(api__auth_role("Bearer adm1n-secreT", admin, reader),
-			 API_ROLE_PUBLIC);
-	/* a token repeated cyclically must not match (index wraps) */
-	assert_int_equal(
-		api__auth_role("Bearer read-onlyread-only", admin, reader),
-		API_ROLE_PUBLIC);
-	assert_int_equal(api__auth_role("Bearer read-only", NULL, reader),
-			 API_ROLE_READER);
-	assert_int_equal(api__auth_role("Bearer read-only", NULL, NULL),
-			 API_ROLE_PUBLIC);
-}
-
-static void authorize_by_route_and_role(void **state)
-{
-	struct flowd_error err;
-
-	/* open server: everything */
-	assert_int_equal(
-		api__authorize(API_ROLE_ADMIN, API_ROLE_PUBLIC, 1, &err), 0);
-	/* public routes need nothing */
-	assert_int_equal(
-		api__authorize(API_ROLE_PUBLIC, API_ROLE_PUBLIC, 0, &err), 0);
-	assert_int_equal(
-		api__authorize(API_ROLE_READER, API_ROLE_PUBLIC, 0, &err), -1);
-	assert_int_equal(api_http_status(err.errc), 401);
-	assert_string_equal(err.code, "unauthorized");
-	assert_int_equal(
-		api__authorize(API_ROLE_READER, API_ROLE_READER, 0, &err), 0);
-	assert_int_equal(
-		api__authorize(API_ROLE_READER, API_ROLE_ADMIN, 0, &err), 0);
-	assert_int_equal(
-		api__authorize(API_ROLE_ADMIN, API_ROLE_READER, 0, &err), -1);
-	assert_int_equal(api_http_status(err.errc), 403);
-	assert_string_equal(err.code, "forbidden");
-	assert_int_equal(
-		api__authorize(API_ROLE_ADMIN, API_ROLE_PUBLIC, 0, &err), -1);
-	assert_int_equal(api_http_status(err.errc), 401);
-	assert_int_equal(
-		api__authorize(API_ROLE_ADMIN, API_ROLE_ADMIN, 0, &err), 0);
-}
-
 /* ------------------------------------------------------------------------
  * The body schema checker
  */
@@ -903,30 +836,20 @@ static void run_body_rejects_bad_shapes(void **state)
  * POST /internal/v1/commands
  */
 
-static void route_internal_command_is_an_admin_json_write(void **state)
+static void route_internal_command_is_a_node_json_write(void **state)
 {
 	struct parsed p;
-	struct flowd_error err;
-	enum api_role f;
 
 	assert_int_equal(parse(&p, "POST", "/internal/v1/commands", NULL), 0);
 	assert_non_null(p.route.row->submit);
 	assert_string_equal(p.route.row->name, "internal_command");
 	assert_ptr_equal(p.req.route, p.route.row);
-	assert_int_equal(p.route.row->role, API_ROLE_ADMIN);
+	assert_int_equal(p.route.row->role, API_ROLE_NODE);
 	assert_int_equal(p.route.row->body, API_BODY_RAW);
 	assert_null(p.route.row->fields);
 	assert_null(p.route.row->parse);
 	assert_string_equal(p.route.allow, "POST");
 
-	/* same auth rules as other writes; open when no token is set */
-	f = p.route.row->role;
-	assert_int_equal(api__authorize(f, API_ROLE_ADMIN, 0, &err), 0);
-	assert_int_equal(api__authorize(f, API_ROLE_READER, 0, &err), -1);
-	assert_int_equal(api_http_status(err.errc), 403);
-	assert_int_equal(api__authorize(f, API_ROLE_PUBLIC, 0, &err), -1);
-	assert_int_equal(api_http_status(err.errc), 401);
-	assert_int_equal(api__authorize(f, API_ROLE_PUBLIC, 1, &err), 0);
 	done(&p);
 
 	/* a query string does not change the route */
@@ -1023,14 +946,12 @@ static void request_clear_frees_the_request_as_received(void **state)
 	req.target = strdup("/internal/v1/commands?x=a%2Eb");
 	req.raw_body = strdup(body);
 	req.raw_body_len = sizeof body - 1;
-	req.authorization = strdup("Bearer admin-token");
 	req.content_type = strdup("application/json");
 	req.forwarded = 1;
 	req.resp_body = strdup("{}");
 	assert_non_null(req.method);
 	assert_non_null(req.target);
 	assert_non_null(req.raw_body);
-	assert_non_null(req.authorization);
 	assert_non_null(req.content_type);
 	assert_non_null(req.resp_body);
 
@@ -1039,7 +960,6 @@ static void request_clear_frees_the_request_as_received(void **state)
 	assert_null(req.target);
 	assert_null(req.raw_body);
 	assert_int_equal(req.raw_body_len, 0);
-	assert_null(req.authorization);
 	assert_null(req.content_type);
 	assert_int_equal(req.forwarded, 0);
 	assert_null(req.resp_body);
@@ -1079,7 +999,6 @@ static void route_membership_paths_are_admin_writes(void **state)
 		{"DELETE", "/v1/cluster/members/7"},
 		{"POST", "/v1/cluster/leader/transfer"},
 	};
-	struct flowd_error err;
 	struct parsed p;
 	size_t i;
 
@@ -1091,14 +1010,6 @@ static void route_membership_paths_are_admin_writes(void **state)
 		f = p.route.row->role;
 		assert_int_equal(f, API_ROLE_ADMIN);
 		assert_non_null(p.route.row->submit);
-		assert_int_equal(api__authorize(f, API_ROLE_ADMIN, 0, &err),
-				 0);
-		assert_int_equal(api__authorize(f, API_ROLE_READER, 0, &err),
-				 -1);
-		assert_int_equal(api_http_status(err.errc), 403);
-		assert_int_equal(api__authorize(f, API_ROLE_PUBLIC, 0, &err),
-				 -1);
-		assert_int_equal(api_http_status(err.errc), 401);
 		done(&p);
 	}
 
@@ -1610,13 +1521,11 @@ int main(void)
 		cmocka_unit_test(query_logs_attempt),
 		cmocka_unit_test(limit_default_respects_small_page_ceiling),
 		cmocka_unit_test(content_type_json),
-		cmocka_unit_test(auth_role_from_bearer_token),
-		cmocka_unit_test(authorize_by_route_and_role),
 		cmocka_unit_test(body_schema_checks_in_order),
 		cmocka_unit_test(run_body_accepts_valid_shapes),
 		cmocka_unit_test(run_body_rejects_bad_shapes),
 		cmocka_unit_test(request_clear_frees_pg_run_id),
-		cmocka_unit_test(route_internal_command_is_an_admin_json_write),
+		cmocka_unit_test(route_internal_command_is_a_node_json_write),
 		cmocka_unit_test(route_internal_command_other_methods_are_405),
 		cmocka_unit_test(command_body_must_be_a_json_object),
 		cmocka_unit_test(request_clear_frees_the_request_as_received),

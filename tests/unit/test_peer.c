@@ -343,7 +343,9 @@ static struct fixture *fixture_new(enum srv_mode mode, unsigned timeout_ms)
 	snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%d", f->srv.port);
 	for (i = 0; i < MAX_GOT; i++)
 		f->got[i].f = f;
-	f->p = peer_new(&f->loop, timeout_ms);
+	f->p = peer_new(&f->loop, timeout_ms,
+			&(struct nodecred){.node_id = 7,
+					   .secret = "peer-test-secret-000"});
 	assert_non_null(f->p);
 	alarm(30); /* a hang fails the test instead of blocking CI */
 	return f;
@@ -397,7 +399,7 @@ static void post_roundtrip_headers_body_and_retry_after(void **state)
 	static const char body[] = "{\"task\":\"a\",\"n\":1}";
 	struct got *g = &f->got[0];
 
-	r.authorization = "Bearer s3cret";
+	r.on_behalf = "operator ci-bot 127.0.0.2";
 	r.content_type = "application/json";
 	r.body = body;
 	r.body_len = strlen(body);
@@ -415,8 +417,13 @@ static void post_roundtrip_headers_body_and_retry_after(void **state)
 
 	assert_string_equal(f->srv.last_line,
 			    "POST /v1/runs?limit=5&status=503&retry=7 HTTP/1.1");
+	/* signed as node 7, for the client; never a user's token */
+	assert_non_null(strstr(f->srv.last_headers, "\r\nX-Flowd-Node: 7\r\n"));
+	assert_non_null(strstr(f->srv.last_headers, "\r\nX-Flowd-Node-Auth: "));
 	assert_non_null(strstr(f->srv.last_headers,
-			       "\r\nAuthorization: Bearer s3cret\r\n"));
+			       "\r\nX-Flowd-On-Behalf: operator ci-bot "
+			       "127.0.0.2\r\n"));
+	assert_null(strcasestr(f->srv.last_headers, "Authorization:"));
 	assert_non_null(strstr(f->srv.last_headers,
 			       "\r\nContent-Type: application/json\r\n"));
 	assert_non_null(strstr(f->srv.last_headers,
@@ -597,7 +604,7 @@ static void crlf_in_header_is_rejected_async(void **state)
 	struct fixture *f = fixture_new(SRV_ANSWER, 5000);
 	struct peer_request r = req_make(f, "GET", "/v1/x");
 
-	r.authorization = "Bearer a\r\nX-Evil: 1";
+	r.on_behalf = "admin a\r\nX-Evil: 1";
 	assert_int_equal(peer_send(f->p, &r, on_done, &f->got[0]), 0);
 	assert_int_equal(f->got[0].calls, 0); /* never synchronously */
 	run_until(f, 1);
