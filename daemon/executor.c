@@ -6,26 +6,41 @@
  * Why a spawner thread. uv_spawn() fork()s the whole daemon (copying its page
  * tables) and then blocks the loop thread until the child has exec'd: 1-3 ms
  * per spawn, which capped flowd at ~800 runs/s. Here the loop thread only
- * prepares a spawn job; one spawner thread owned by the executor calls
- * posix_spawn() (glibc: clone(CLONE_VM|CLONE_VFORK), no page-table copy, and
- * an exec failure comes back as its return value) and hands {pid, pidfd,
- * errno} back through an eventfd the loop polls (daemon/wake.h).
+ * prepares a spawn job; one spawner thread owned by the executor vfork()s
+ * (clone(CLONE_VM|CLONE_VFORK), as glibc's posix_spawn does: no page-table
+ * copy; the thread waits until the child has exec'd or died, and an exec
+ * failure comes back through a variable the two share) and hands {pid,
+ * pidfd, errno} back through an eventfd the loop polls (daemon/wake.h).
+ *
+ * Why vfork and not posix_spawn. posix_spawn cannot change the user (no
+ * setuid action), and a step must not run as flowd's user when run_as is
+ * set (daemon/sandbox.h). The child code (child_exec) is what glibc's
+ * posix_spawn child does, plus closing every descriptor above 2 and
+ * setgroups/setgid/setuid: only async-signal-safe calls, no allocation, no
+ * locks, nothing written but the error variable, the identity calls raw
+ * (glibc's setuid would signal the parent's threads). The spawner thread
+ * blocks every signal, so no handler of flowd's runs in the child before it
+ * resets them.
  *
  * Happy path.
  *   1. executor_start() (loop) copies the task, builds argv (or /bin/sh -c)
- *      and the full environment (environ minus the keys task->env redefines,
- *      then task->env), creates the stdout and stderr pipes with
- *      pipe2(O_CLOEXEC), links the task into e->tasks and queues it (mutex +
- *      condvar). executor_has()/executor_count() see it from here on.
- *   2. The spawner thread pops the job, resolves argv[0] (below), and calls
- *      posix_spawn() with POSIX_SPAWN_SETSID (pid == pgid, so a signal to -pid
- *      reaches the whole group), an empty signal mask, every signal reset to
- *      SIG_DFL (flowd ignores SIGPIPE; children must not inherit that), stdin
- *      on /dev/null, the pipe write ends dup2'ed onto 1 and 2 and a chdir to
- *      workdir. It then closes the write ends itself (the parent must not keep
- *      them, or EOF never comes), opens a pidfd for the child, appends the
- *      result to the done list and wake_send()s; the loop drains the whole
- *      list per wakeup, so sends coalesce.
+ *      and the full environment (the base minus the keys task->env
+ *      redefines, then task->env; the base is flowd's environ, or the clean
+ *      one executor_set_sandbox built), creates the stdout and stderr pipes
+ *      with pipe2(O_CLOEXEC), links the task into e->tasks and queues it
+ *      (mutex + condvar). executor_has()/executor_count() see it from here on.
+ *   2. The spawner thread pops the job, resolves argv[0] (below), and
+ *      vforks; the child does setsid() (pid == pgid, so a signal to -pid
+ *      reaches the whole group), resets every signal to SIG_DFL (flowd
+ *      ignores SIGPIPE; children must not inherit that), puts stdin on
+ *      /dev/null and the pipe write ends on 1 and 2, closes every other
+ *      descriptor (libcurl's socket pair, listeners, the pid file: not all
+ *      of them are close-on-exec), switches user when sandboxed (setgroups,
+ *      setgid, setuid), enters the workdir as that user, empties its signal
+ *      mask and execs. The spawner then closes the write ends itself (the
+ *      parent must not keep them, or EOF never comes), opens a pidfd for
+ *      the child, appends the result to the done list and wake_send()s; the
+ *      loop drains the whole list per wakeup, so sends coalesce.
  *   3. On the loop: started_ms is taken, the read ends go into uv_pipe_open()
  *      and uv_read_start() (each stream keeps at most max_log_bytes; the rest
  *      is read and dropped, so the child never blocks on a full pipe, and
@@ -47,7 +62,8 @@
  * default); a relative PATH entry is taken relative to workdir when one is
  * set. Not found: ENOENT (EACCES if a match existed but was not executable).
  * Unlike execvp there is no /bin/sh retry for a script without "#!" (ENOEXEC
- * is reported as spawn_failed).
+ * is reported as spawn_failed). The lookup runs as flowd: a file the step's
+ * user (executor.run_as) may not execute fails at exec, with EACCES.
  *
  * Handles per task:
  *   out, err   the child's stdout and stderr (uv_pipe_open'ed read ends).
@@ -57,12 +73,14 @@
  *   exit_poll  the pidfd; only once the child exists (has_poll).
  *
  * Failure modes.
- *   - posix_spawn fails (ENOENT, EACCES, bad workdir, ...): the callback
+ *   - The spawn fails (ENOENT, EACCES, bad workdir, a workdir the step's
+ *     user cannot enter, setuid refused, ...): the child _exits 127 before
+ *     exec, the spawner reaps it, and the callback
  *     still fires once, from the loop, with "spawn_failed" and detail
  *     uv_strerror(-errno) (libuv's wording, as uv_spawn reported it before).
  *   - executor_stop() while the job is still queued: the job is taken out of
  *     the queue, never spawned, and reports "stopped" (exit_code -1,
- *     term_signal 0). While the spawner is inside posix_spawn (pid not known
+ *     term_signal 0). While the spawner is inside the spawn (pid not known
  *     yet): the request is remembered and SIGTERM goes to the group as soon
  *     as the pid is known, then SIGKILL after the grace period as usual.
  *   - Timeout (counted from the spawn, not from the queueing) or
@@ -79,15 +97,17 @@
  *     children exist. FLOWD_EXECUTOR_NO_PIDFD=1 forces it (tests only).
  *   - executor_close(): queued jobs are dropped ("stopped"), the spawner
  *     thread is told to stop and joined (this waits for at most the one
- *     posix_spawn in progress, well under a millisecond), its last result is
+ *     spawn in progress, well under a millisecond), its last result is
  *     taken in, and every group gets SIGKILL; tasks still running report
  *     "stopped". The executor is freed after every handle's close callback,
  *     then done(arg) runs.
  *
- * Threads. The loop thread runs everything except posix_spawn, the argv[0]
+ * Threads. The loop thread runs everything except the spawn, the argv[0]
  * lookup, closing the write ends and pidfd_open, which run on the spawner
- * thread. They share only e->lock's fields (queue, done list, stopping) and,
- * for a job between queueing and the loop taking its result, the job fields:
+ * thread (and the child between vfork and exec, which only reads the job
+ * and the executor's sandbox, fixed before the first spawn). They share
+ * only e->lock's fields (queue, done list, stopping) and, for a job
+ * between queueing and the loop taking its result, the job fields:
  * the loop writes them before queueing and does not touch them again (nor
  * free the task) until it has taken the result under the lock. The spawner
  * thread blocks every signal. Nothing here is thread-safe for callers: call
@@ -95,6 +115,7 @@
  */
 
 #include "daemon/executor.h"
+#include "daemon/sandbox.h"
 #include "daemon/wake.h"
 
 #include <errno.h>
@@ -102,7 +123,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,7 +168,7 @@ struct task {
 	char **env;       /* merged environment, same ownership */
 	char *workdir;
 	int out_wfd;      /* pipe write ends: closed by the spawner after */
-	int err_wfd;      /* posix_spawn, or by the loop if it drops the job */
+	int err_wfd;      /* the spawn, or by the loop if it drops the job */
 	/* Result: written by the spawner, read by the loop after the lock. */
 	bool taken;       /* the spawner popped it (under e->lock) */
 	int spawn_err;    /* 0 or errno */
@@ -195,6 +215,9 @@ struct executor {
 	uv_loop_t *loop;
 	unsigned kill_grace_ms;
 	_Atomic int step_nice;  /* wanted nice value of spawned steps */
+	bool sandboxed;         /* executor_set_sandbox was called: */
+	char **base_env;        /* owned: the steps' base environment */
+	struct sandbox_identity id;  /* who they run as (read by the child) */
 	int applied_nice;       /* spawner thread: its own, which children inherit */
 	executor_done_cb cb;
 	executor_output_cb output;  /* may be NULL */
@@ -406,10 +429,11 @@ static const char *env_get(char *const *env, const char *name)
 	return NULL;
 }
 
-/* flowd's environ minus the keys task_env redefines, then task_env. */
-static char **build_env(char *const *task_env)
+/* base (flowd's environ, or the sandbox's) minus the keys task_env
+ * redefines, then task_env. */
+static char **build_env(char *const *base, char *const *task_env)
 {
-	size_t n_inherit = strv_len(environ);
+	size_t n_inherit = strv_len(base);
 	size_t n_task = strv_len(task_env);
 	size_t n = 0;
 	char **v;
@@ -418,9 +442,9 @@ static char **build_env(char *const *task_env)
 	if (v == NULL)
 		return NULL;
 	for (size_t i = 0; i < n_inherit; i++) {
-		if (env_has_key(task_env, environ[i]))
+		if (env_has_key(task_env, base[i]))
 			continue;
-		v[n] = strdup(environ[i]);
+		v[n] = strdup(base[i]);
 		if (v[n++] == NULL)
 			goto fail;
 	}
@@ -565,15 +589,96 @@ static int resolve_in_path(const struct task *t, const char *file, char *buf,
 	}
 }
 
-/* posix_spawn the job; fills res_pid / spawn_err. */
+/* Move fd above 2 (so that dup2 onto 0-2 cannot overwrite another of
+ * ours); the copy is closed with the rest. Child only. */
+static int above_stdio(int fd)
+{
+	return fd > 2 ? fd : fcntl(fd, F_DUPFD, 3);
+}
+
+/* The child between vfork and exec: only async-signal-safe calls, nothing
+ * written but *err, never returns. Static data only (no locals whose
+ * address is taken: they would live on the stack the spawner thread is
+ * suspended on). */
+static _Noreturn void child_exec(const struct task *t, const char *file,
+				 volatile int *err)
+{
+	static const struct sigaction dfl = {.sa_handler = SIG_DFL};
+	static sigset_t empty;   /* zeroed: no signal */
+	const struct executor *e = t->e;
+	int out, errfd, fd;
+
+	if (setsid() < 0)
+		goto fail;
+	/* Every handler back to SIG_DFL (glibc refuses its internal signals
+	 * and the kernel KILL/STOP: harmless); still blocked, as the spawner
+	 * thread blocks everything. */
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &dfl, NULL);
+	out = above_stdio(t->out_wfd);
+	errfd = above_stdio(t->err_wfd);
+	if (out < 0 || errfd < 0)
+		goto fail;
+	fd = open("/dev/null", O_RDONLY);
+	if (fd < 0 || (fd != 0 && dup2(fd, 0) < 0))
+		goto fail;
+	if (dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
+		goto fail;
+	if (sandbox_close_from(3) != 0)
+		goto fail;
+	if (e->sandboxed && e->id.switch_user &&
+	    sandbox_switch_user(&e->id) != 0)
+		goto fail;
+	/* Entered as the step's user: a workdir it may not use fails here. */
+	if (t->workdir != NULL) {
+		if (chdir(t->workdir) != 0)
+			goto fail;
+	} else if (e->sandboxed && e->id.switch_user &&
+		   (e->id.home[0] == '\0' || chdir(e->id.home) != 0) &&
+		   chdir("/") != 0) {
+		goto fail;
+	}
+	if (sigprocmask(SIG_SETMASK, &empty, NULL) != 0)
+		goto fail;
+	execve(file, t->args, t->env);
+fail:
+	*err = errno != 0 ? errno : EINVAL;
+	_exit(127);
+}
+
+/* vfork + child_exec. Returns the pid, or -1 with *err the errno of
+ * vfork or of the child's failure (the child then reaped). Nothing here
+ * changes after vfork but through the volatile child_err (-Wclobbered). */
+static pid_t __attribute__((noinline))
+start_child(const struct task *t, const char *file, int *err)
+{
+	volatile int child_err = 0;
+	pid_t pid = vfork();
+
+	if (pid == 0)
+		child_exec(t, file, &child_err);
+	/* Back here once the child has exec'd or _exited. */
+	if (pid < 0) {
+		*err = errno;
+		return -1;
+	}
+	if (child_err != 0) {
+		/* It _exited before exec: reap it here (no one else knows
+		 * its pid). */
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		*err = child_err;
+		return -1;
+	}
+	return pid;
+}
+
+/* Spawn the job; fills res_pid / spawn_err. */
 static void spawn_job(struct task *t)
 {
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t set;
 	char path[PATH_MAX];
 	const char *file = t->args[0];
-	pid_t pid = -1;
+	pid_t pid;
 	int rc;
 
 	if (strchr(file, '/') == NULL) {
@@ -584,39 +689,8 @@ static void spawn_job(struct task *t)
 		}
 		file = path;
 	}
-
-	rc = posix_spawnattr_init(&attr);
-	if (rc != 0) {
-		t->spawn_err = rc;
-		return;
-	}
-	rc = posix_spawn_file_actions_init(&fa);
-	if (rc != 0) {
-		posix_spawnattr_destroy(&attr);
-		t->spawn_err = rc;
-		return;
-	}
-	sigemptyset(&set);
-	posix_spawnattr_setsigmask(&attr, &set);
-	/* Every signal back to SIG_DFL (glibc skips its internal ones, and
-	 * the kernel refuses KILL/STOP harmlessly), as uv_spawn did. */
-	sigfillset(&set);
-	posix_spawnattr_setsigdefault(&attr, &set);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID |
-				 POSIX_SPAWN_SETSIGMASK |
-				 POSIX_SPAWN_SETSIGDEF);
-	rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	if (rc == 0)
-		rc = posix_spawn_file_actions_adddup2(&fa, t->out_wfd, 1);
-	if (rc == 0)
-		rc = posix_spawn_file_actions_adddup2(&fa, t->err_wfd, 2);
-	if (rc == 0 && t->workdir != NULL)
-		rc = posix_spawn_file_actions_addchdir_np(&fa, t->workdir);
-	if (rc == 0)
-		rc = posix_spawn(&pid, file, &fa, &attr, t->args, t->env);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	if (rc != 0) {
+	pid = start_child(t, file, &rc);
+	if (pid < 0) {
 		t->spawn_err = rc;
 		return;
 	}
@@ -696,6 +770,7 @@ static void executor_handle_closed_cb(uv_handle_t *h)
 	if (e->pid_fd >= 0)
 		close(e->pid_fd);
 	free(e->slot_used);
+	free_strv(e->base_env);
 	free(e);
 	if (done != NULL)
 		done(arg);
@@ -1216,6 +1291,25 @@ void executor_set_nice(struct executor *e, int nice)
 	atomic_store(&e->step_nice, nice);
 }
 
+int executor_set_sandbox(struct executor *e,
+			 const struct sandbox_identity *id,
+			 char *const *pass_env)
+{
+	char **base;
+
+	/* The child reads e->id without the lock: it may change only while
+	 * no job exists. */
+	if (e->nlive > 0 || e->sandboxed)
+		return -1;
+	base = sandbox_env_base(id, pass_env);
+	if (base == NULL)
+		return -1;
+	e->base_env = base;
+	e->id = *id;
+	e->sandboxed = true;
+	return 0;
+}
+
 struct executor *executor_new(uv_loop_t *loop, unsigned kill_grace_ms,
 			      executor_done_cb cb)
 {
@@ -1306,7 +1400,7 @@ static struct task *task_new(struct executor *e,
 	t->args = build_args(task);
 	if (t->args == NULL)
 		goto fail_task;
-	t->env = build_env(task->env);
+	t->env = build_env(e->sandboxed ? e->base_env : environ, task->env);
 	if (t->env == NULL)
 		goto fail_task;
 	if (task->workdir != NULL) {
@@ -1320,7 +1414,7 @@ fail_task:
 	return NULL;
 }
 
-/* Both pipes, close-on-exec (posix_spawn's dup2 clears it on 1 and 2 in the
+/* Both pipes, close-on-exec (the child's dup2 clears it on 1 and 2 in the
  * child only). Returns 0 or errno. */
 static int make_pipes(struct task *t)
 {
@@ -1449,7 +1543,7 @@ void executor_close(struct executor *e, void (*done)(void *arg), void *arg)
 		spawner_release(e);
 		drop_job(t);
 	}
-	/* Waits for the one posix_spawn in progress, if any; then its result
+	/* Waits for the one spawn in progress, if any; then its result
 	 * is the last one (take_result SIGKILLs it, since we are closing). */
 	stop_spawner(e);
 	take_results(e);

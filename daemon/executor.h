@@ -1,8 +1,10 @@
 /* executor.h - runs step attempts as child processes (spawned by a helper
- * thread with posix_spawn, watched from the loop thread through pidfds):
+ * thread with vfork + execve, watched from the loop thread through pidfds):
  * each in its own process group and session, argv without a shell (or
- * `sh -c` when the step asked for `shell`), stdout and stderr captured up to
- * a limit, a timeout that kills the whole group (SIGTERM, grace, SIGKILL). */
+ * `sh -c` when the step asked for `shell`), only descriptors 0-2 open,
+ * stdout and stderr captured up to a limit, a timeout that kills the whole
+ * group (SIGTERM, grace, SIGKILL); once executor_set_sandbox is called, a
+ * clean environment and the configured user (daemon/sandbox.h). */
 #ifndef FLOWD_DAEMON_EXECUTOR_H
 #define FLOWD_DAEMON_EXECUTOR_H
 
@@ -11,13 +13,19 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "daemon/sandbox.h"
+
 struct executor_task {
 	const char *key;          /* unique id of this attempt, e.g. "run/step/3"; copied */
 	char *const *argv;        /* NULL-terminated; used when shell == NULL; copied */
 	const char *shell;        /* run as {"/bin/sh","-c",shell}; copied */
-	char *const *env;         /* NULL-terminated "K=V" to ADD to flowd's own
-	                           * environment (they win over inherited ones); copied */
-	const char *workdir;      /* NULL = flowd's cwd; copied */
+	char *const *env;         /* NULL-terminated "K=V" to ADD to the step's
+	                           * base environment (they win over it): flowd's
+	                           * own, or the clean one of
+	                           * executor_set_sandbox; copied */
+	const char *workdir;      /* NULL = flowd's cwd (when the sandbox switches
+	                           * user: that user's home, else "/"); entered
+	                           * as the step's user; copied */
 	unsigned timeout_s;       /* 0 = none */
 	size_t max_log_bytes;     /* per stream; the rest is discarded and `truncated` set */
 };
@@ -59,6 +67,18 @@ void executor_set_output(struct executor *e, executor_output_cb cb,
 /* The nice value (0..19) steps start with, from the next spawn on: the
  * spawner thread takes it, and children inherit a thread's nice. */
 void executor_set_nice(struct executor *e, int nice);
+
+/* Sandbox every step from the next spawn on; call it once, before the
+ * first executor_start (-1 if a task exists, or out of memory). Steps then
+ * start from sandbox_env_base(id, pass_env), built now from flowd's
+ * environment, instead of flowd's whole environment, and run as `id`
+ * (setgroups, setgid, setuid when id->switch_user). `id` and `pass_env` are
+ * borrowed for the call (copied). Without it (unit tests), steps inherit
+ * flowd's environment and identity; descriptors above 2 are closed either
+ * way. */
+int executor_set_sandbox(struct executor *e,
+			 const struct sandbox_identity *id,
+			 char *const *pass_env);
 
 /* Start a task; `ctx` is handed back to the callback. Returns 0 (the callback
  * will fire exactly once, even if the spawn itself failed: reason

@@ -586,8 +586,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	flowd_log_level = cfg.log_level;
-	/* ---- BEGIN sandbox (issue 10 item 6, added by the sandbox helper
-	 * for testing; the lead may move it) ---- */
+	/* Who steps run as, and the modes of the config and the data dir
+	 * (daemon/sandbox.c; docs/security.md). */
 	struct sandbox_identity sandbox_id;
 	if (sandbox_check_files(config_path, cfg.data_dir, errmsg,
 				sizeof errmsg) != 0 ||
@@ -596,7 +596,6 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 2;
 	}
-	/* ---- END sandbox ---- */
 	if (tokens_build(&cfg, &d.tokens, &d.n_tokens) != 0) {
 		config_free(&cfg);
 		return 2;
@@ -744,7 +743,6 @@ int main(int argc, char **argv)
 	}
 	executor_set_output(d.exec, tails_output, d.tails);
 	executor_set_nice(d.exec, (int)cfg.step_nice);
-	/* ---- sandbox (issue 10 item 6, sandbox helper) ---- */
 	if (executor_set_sandbox(d.exec, &sandbox_id, cfg.pass_env) != 0) {
 		log_error("executor: sandbox: out of memory");
 		goto err_modules;
@@ -799,6 +797,9 @@ int main(int argc, char **argv)
 		.pre_vote = cfg.pre_vote,
 		.proposed = proposed_cb,
 		.proposed_arg = &d,
+		.tls_ca_file = cfg.tls_ca_file,
+		.tls_cert_file = cfg.tls_cert_file,
+		.tls_key_file = cfg.tls_key_file,
 	};
 	struct consensus_fsm cfsm = {.arg = &d,
 				     .apply = fsm_apply_cb,
