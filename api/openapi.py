@@ -132,6 +132,8 @@ schemas = {
                     "term": UINT, "commit_index": UINT, "applied_index": UINT,
                     "db_applied_index": UINT, "db_backlog": UINT, "db_backlog_ms": UINT,
                     "db_connected": BOOL,
+                    "db_write_failing": obj({"index": UINT, "error": STR,
+                                             "writes_refused": UINT}),
                     "members": {"type": "array", "items": ref("Member")},
                     "scheduler": nullable({"type": "object", "additionalProperties": True,
                                            "properties": {"schedules": UINT,
@@ -197,6 +199,9 @@ def ok(desc, schema, status="200", headers=None, ctype="application/json"):
         r["headers"] = headers
     return {status: r}
 
+# present only while PostgreSQL refuses an entry's rows
+schemas["Cluster"]["required"].remove("db_write_failing")
+
 paths = {}
 
 def op(method, path, opid, summary, role, responses, params=(), body=None, view=False,
@@ -226,14 +231,19 @@ def op(method, path, opid, summary, role, responses, params=(), body=None, view=
     if role == "public":
         o["security"] = []
     else:
-        o["description"] = ("Needs an admin token." if role == "admin"
-                            else "Needs a reader or admin token.")
+        o["description"] = {"admin": "Needs an admin token.",
+                            "operator": "Needs an operator or admin token.",
+                            "reader": "Needs a reader, operator or admin token.",
+                            "node": "Needs a node credential (a request signed with "
+                                    "cluster.secret: X-Flowd-Node, X-Flowd-Node-Auth); "
+                                    "every user token is refused with 403."}[role]
+        o["x-flowd-role"] = role
     if internal:
         o["description"] += " Between nodes only: not for clients."
         o["x-internal"] = True
     if role != "public":
         resp["401"] = err("No token, or an unknown one (`unauthorized`)")
-        resp["403"] = err("A reader token on a write (`forbidden`)")
+        resp["403"] = err("A token whose role is below the route's (`forbidden`)")
     if params or body is not None or method != "get":
         resp["400"] = err("A bad path parameter, query parameter or body, named in `field`")
     if any(p in ("id", "step") for p in params if isinstance(p, str)) or \
@@ -245,7 +255,7 @@ def op(method, path, opid, summary, role, responses, params=(), body=None, view=
     if conflict:
         resp["409"] = err(conflict)
     resp["405"] = err("A method the path does not have (Allow lists those it has)")
-    if view or method != "get" or role == "admin":
+    if view or method != "get" or role in ("admin", "operator"):
         resp["503"] = err("No leader, shutting down, PostgreSQL unreachable for history, or "
                           "its backlog over database.max_backlog (Retry-After)")
     if method != "get":
@@ -310,12 +320,12 @@ op("get", "/v1/flows/{flow}/versions", "flow_versions", "Every version of a flow
 op("get", "/v1/flows/{flow}/schedule", "schedule_get", "A flow's schedules: counters, last "
    "decisions, next fire times", "reader", ok("The schedules", ref("Schedule")),
    params=["flow"], view=True, consistent=True, tag="triggers")
-op("post", "/v1/flows/{flow}/pause", "flow_pause", "Pause a flow's schedules", "admin",
+op("post", "/v1/flows/{flow}/pause", "flow_pause", "Pause a flow's schedules", "operator",
    ok("Paused", ref("Paused")), params=["flow"], tag="triggers")
-op("post", "/v1/flows/{flow}/unpause", "flow_unpause", "Unpause a flow's schedules", "admin",
+op("post", "/v1/flows/{flow}/unpause", "flow_unpause", "Unpause a flow's schedules", "operator",
    ok("Unpaused", ref("Paused")), params=["flow"], tag="triggers")
 op("post", "/v1/flows/{flow}/backfill", "backfill", "One run per tick in a past range",
-   "admin", ok("The runs, made once per tick", ref("Backfill")), params=["flow"],
+   "operator", ok("The runs, made once per tick", ref("Backfill")), params=["flow"],
    body=(ref("BackfillRequest"), True), conflict="The flow is not deployed", tag="triggers")
 op("get", "/v1/events", "event_list", "Events posted, newest first, with the runs each "
    "started (from PostgreSQL)", "reader", ok("A page of events", ref("EventList")),
@@ -325,7 +335,7 @@ op("get", "/v1/events", "event_list", "Events posted, newest first, with the run
            q("cursor", "next_cursor of the previous page",
              {"type": "string", "pattern": "^[0-9]+:.+$"})],
    extra_errors=[("503", "PostgreSQL unreachable (Retry-After)")], tag="triggers")
-op("post", "/v1/events", "event_post", "Post an event", "admin",
+op("post", "/v1/events", "event_post", "Post an event", "operator",
    {**ok("A duplicate id: the first answer", ref("EventAnswer")),
     **ok("The runs the event started", ref("EventAnswer"), status="201")},
    body=(ref("Event"), True), tag="triggers")
@@ -336,7 +346,7 @@ op("get", "/v1/cron/preview", "cron_preview", "The next fire times of a cron exp
            q("count", "1..100 (default 10)", {"type": "string", "pattern": "^[0-9]+$"}),
            q("dst_missing", "shift or skip"), q("dst_repeated", "once or twice")],
    tag="triggers")
-op("post", "/v1/flows/{flow}/runs", "run_create", "Start a run", "admin",
+op("post", "/v1/flows/{flow}/runs", "run_create", "Start a run", "operator",
    {**ok("A known idempotency key: the run it made", ref("Run")),
     **ok("The run", ref("Run"), status="201")}, params=["flow"],
    body=(ref("RunCreate"), False), conflict="The flow is not deployed", tag="runs")
@@ -344,7 +354,7 @@ op("get", "/v1/runs", "run_list", "Runs, newest first", "reader",
    ok("A page", ref("RunPage")), params=run_list_q, view=True, consistent=True, tag="runs")
 op("get", "/v1/runs/{id}", "run_get", "A run with its steps and attempts", "reader",
    ok("The run", ref("Run")), params=["id"], view=True, consistent=True, tag="runs")
-op("post", "/v1/runs/{id}/cancel", "run_cancel", "Cancel a run", "admin",
+op("post", "/v1/runs/{id}/cancel", "run_cancel", "Cancel a run", "operator",
    ok("The run, cancelled", ref("Run")), params=["id"], conflict="The run had finished "
    "(`run_finished`)", tag="runs")
 LOGS_OK = ok("The output; with ?follow=true an event stream: `event: output` "
@@ -374,7 +384,7 @@ op("get", "/v1/watch", "watch", "Run and step state changes and schedule fires, 
    extra_errors=[("503", "api.max_streams streams are open (`too_many_streams`)")],
    tag="runs")
 op("post", "/internal/v1/commands", "internal_command", "A node's own command, proposed "
-   "through the leader", "admin", ok("Applied", {"type": "object"}),
+   "through the leader", "node", ok("Applied", {"type": "object"}),
    body=({"type": "object"}, True), internal=True, tag="node")
 
 doc = {
@@ -389,7 +399,8 @@ doc = {
     "paths": paths,
     "components": {"schemas": schemas,
                    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                  "description": "auth.admin_tokens or "
+                                                  "description": "auth.admin_tokens, "
+                                                                 "auth.operator_tokens or "
                                                                  "auth.reader_tokens"}}},
 }
 def render():

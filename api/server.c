@@ -196,7 +196,30 @@ struct api_server {
 	/* Streamed answers waiting for something to send (stream.h), woken
 	 * by the same thread; under watch_mu. */
 	struct api__streams streams;
+
+	/* api.read_timeout_s: every open connection, so that the watcher can
+	 * drop one whose request has not fully arrived in time (slow
+	 * clients; see "Deadlines" in DESIGN). */
+	pthread_mutex_t conns_mu;
+	struct conn *conns;    /* a list under conns_mu */
+	int64_t read_timeout_ms;
+	int64_t next_sweep_ms;
+	atomic_uint dropped_slow;
 };
+
+/* One connection, from MHD's "started" notification to its "closed" one
+ * (socket_context). */
+struct conn {
+	struct conn *prev, *next; /* under conns_mu */
+	int fd;
+	atomic_llong since_ms;  /* when its request started to arrive: the
+	                         * accept, or the end of the one before */
+	atomic_int busy;        /* a request fully read is being answered */
+	bool dropped;           /* shut down by the sweep */
+};
+
+static struct conn *conn_of(struct request *r);
+static void conns_sweep(struct api_server *s, int64_t now);
 
 struct parked {
 	struct request *r;
@@ -1191,6 +1214,7 @@ static void *watch_main(void *arg)
 			wake.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&s->watch_cond, &s->watch_mu, &wake);
+		conns_sweep(s, api__now_ms());
 		if (api__streams_waiting(&s->streams))
 			api__streams_wake(&s->streams, api__now_ms());
 		if (s->n_parked == 0)
@@ -1232,7 +1256,10 @@ static enum MHD_Result request_end(struct request *r)
 {
 	const struct api_route *row = r->route.row;
 	struct flowd_error err;
+	struct conn *c = conn_of(r);
 
+	if (c != NULL)
+		atomic_store(&c->busy, 1);
 	flowd_error_clear(&err);
 	if (r->failed)
 		return answer(r);
@@ -1333,10 +1360,15 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
 	struct request *r = *con_cls;
+	struct conn *c;
 
 	if (r == NULL)
 		return;
 	*con_cls = NULL;
+	if ((c = conn_of(r)) != NULL) {
+		atomic_store(&c->since_ms, api__now_ms());
+		atomic_store(&c->busy, 0);
+	}
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		log_debug("api: request ended early method=%s path=%s toe=%d",
 			  or_dash(r->method), or_dash(r->url), (int)toe);
@@ -1355,6 +1387,93 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	request_free(r);
 }
 
+/* Deadlines. MHD's own timeout is an idle timeout, which a client that
+ * sends a byte now and then never reaches. So the server keeps its
+ * connections in a list; a connection whose request has not fully arrived
+ * read_timeout_s after it began (the accept, or the end of the request
+ * before it on a keep-alive connection) is shut down by the watcher
+ * thread (shutdown(2): MHD sees the end and closes it as usual; the fd is
+ * only closed by MHD, after the "closed" notification has taken it out of
+ * the list under conns_mu, so a shut down fd is never another one). A
+ * request being answered (streams, blocking reads) is not timed. */
+static void conn_track(struct api_server *s, struct MHD_Connection *conn,
+		       void **ctx, enum MHD_ConnectionNotificationCode toe)
+{
+	struct conn *c = *ctx;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+			conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		c = calloc(1, sizeof *c);
+		if (c == NULL || ci == NULL) {
+			free(c);
+			return;
+		}
+		c->fd = ci->connect_fd;
+		atomic_init(&c->since_ms, api__now_ms());
+		atomic_init(&c->busy, 0);
+		pthread_mutex_lock(&s->conns_mu);
+		c->next = s->conns;
+		if (s->conns != NULL)
+			s->conns->prev = c;
+		s->conns = c;
+		pthread_mutex_unlock(&s->conns_mu);
+		*ctx = c;
+		return;
+	}
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&s->conns_mu);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&s->conns_mu);
+	free(c);
+	*ctx = NULL;
+}
+
+/* The connection of a request (NULL when untracked). */
+static struct conn *conn_of(struct request *r)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	if (r->server->read_timeout_ms <= 0)
+		return NULL;
+	ci = MHD_get_connection_info(r->conn,
+				     MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+/* The watcher, every second: shut down connections past the deadline. */
+static void conns_sweep(struct api_server *s, int64_t now)
+{
+	unsigned n = 0;
+
+	if (s->read_timeout_ms <= 0 || now < s->next_sweep_ms)
+		return;
+	s->next_sweep_ms = now + 1000;
+	pthread_mutex_lock(&s->conns_mu);
+	for (struct conn *c = s->conns; c != NULL; c = c->next) {
+		if (c->dropped || atomic_load(&c->busy) ||
+		    now - atomic_load(&c->since_ms) <= s->read_timeout_ms)
+			continue;
+		c->dropped = true;
+		shutdown(c->fd, SHUT_RDWR);
+		n++;
+	}
+	pthread_mutex_unlock(&s->conns_mu);
+	if (n > 0) {
+		atomic_fetch_add(&s->dropped_slow, n);
+		log_info("api: dropped %u connections that sent no whole "
+			 "request within %lld ms",
+			 n, (long long)s->read_timeout_ms);
+	}
+}
+
 /* A connection starts on a worker: the first one a worker sees lowers the
  * worker's priority (Linux: nice is per thread), so that the loop thread,
  * which runs Raft, comes first on a busy machine. */
@@ -1365,6 +1484,8 @@ static void connection_cb(void *cls, struct MHD_Connection *conn,
 	static _Thread_local int niced;
 	struct api_server *s = cls;
 
+	if (s->read_timeout_ms > 0)
+		conn_track(s, conn, socket_context, toe);
 	if (toe != MHD_CONNECTION_NOTIFY_STARTED || niced)
 		return;
 	niced = 1;
@@ -1475,6 +1596,8 @@ int api_server_start(const struct api_config *cfg,
 	atomic_init(&s->pending, 0);
 	pthread_mutex_init(&s->watch_mu, NULL);
 	pthread_cond_init(&s->watch_cond, NULL);
+	pthread_mutex_init(&s->conns_mu, NULL);
+	s->read_timeout_ms = (int64_t)cfg->read_timeout_s * 1000;
 	api__streams_init(&s->streams, &s->watch_mu,
 			  cfg->max_streams ? cfg->max_streams
 					   : DEFAULT_MAX_STREAMS,
@@ -1587,6 +1710,7 @@ err_tokens:
 err_free:
 	pthread_cond_destroy(&s->watch_cond);
 	pthread_mutex_destroy(&s->watch_mu);
+	pthread_mutex_destroy(&s->conns_mu);
 	free(s);
 	return -1;
 }
@@ -1646,6 +1770,7 @@ void api_server_stop(struct api_server *s)
 	api__streams_close(&s->streams);
 	pthread_cond_destroy(&s->watch_cond);
 	pthread_mutex_destroy(&s->watch_mu);
+	pthread_mutex_destroy(&s->conns_mu);
 	if (s->secret != NULL)
 		explicit_bzero(s->secret, strlen(s->secret));
 	free(s->secret);

@@ -41,10 +41,14 @@ static struct table_style style_now(void)
 
 static void usage(FILE *f)
 {
-	fputs("usage: flowctl [--url URL] [--token TOKEN] [-o table|json] COMMAND [ARGS]\n"
+	fputs("usage: flowctl [--url URL] [--token TOKEN] [--ca-file FILE]\n"
+	      "               [--cert FILE --key FILE] [-o table|json] COMMAND [ARGS]\n"
 	      "\n"
 	      "URL defaults to $FLOWD_URL, else " DEFAULT_URL ";\n"
 	      "TOKEN to $FLOWD_TOKEN (sent as a Bearer token).\n"
+	      "An https URL is verified against --ca-file ($FLOWD_CA_FILE), the\n"
+	      "cluster's CA, else the system's; --cert/--key ($FLOWD_CERT_FILE,\n"
+	      "$FLOWD_KEY_FILE) present a client certificate.\n"
 	      "-o table (the default) prints lists (flows, versions, runs,\n"
 	      "get, schedule, cluster, preview) as tables with relative\n"
 	      "times, coloured on a terminal (not under NO_COLOR); -o json\n"
@@ -1248,6 +1252,9 @@ static const struct option global_options[] = {
     {"url", required_argument, NULL, 'u'},
     {"token", required_argument, NULL, 't'},
     {"output", required_argument, NULL, 'o'},
+    {"ca-file", required_argument, NULL, 'C'},
+    {"cert", required_argument, NULL, 'c'},
+    {"key", required_argument, NULL, 'k'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -1256,6 +1263,9 @@ int main(int argc, char **argv)
 {
 	const char *url = getenv("FLOWD_URL");
 	const char *token = getenv("FLOWD_TOKEN");
+	struct cli_tls tls = {.ca_file = getenv("FLOWD_CA_FILE"),
+			      .cert_file = getenv("FLOWD_CERT_FILE"),
+			      .key_file = getenv("FLOWD_KEY_FILE")};
 	const struct command *cmd = NULL;
 	struct cli_http *h;
 	size_t i;
@@ -1283,6 +1293,15 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			token = optarg;
+			break;
+		case 'C':
+			tls.ca_file = optarg;
+			break;
+		case 'c':
+			tls.cert_file = optarg;
+			break;
+		case 'k':
+			tls.key_file = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -1318,6 +1337,13 @@ int main(int argc, char **argv)
 	if (h == NULL) {
 		rc = oom();
 	} else {
+		if (tls.ca_file != NULL && tls.ca_file[0] == '\0')
+			tls.ca_file = NULL;
+		if (tls.cert_file != NULL && tls.cert_file[0] == '\0')
+			tls.cert_file = NULL;
+		if (tls.key_file != NULL && tls.key_file[0] == '\0')
+			tls.key_file = NULL;
+		cli_http_tls(h, &tls);
 		rc = cmd->run(h, cmd, argc - optind, argv + optind);
 		cli_http_free(h);
 	}

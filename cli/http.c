@@ -21,6 +21,7 @@ struct cli_http {
 	struct curl_slist *headers;	 /* owned: Accept, Authorization */
 	struct curl_slist *json_headers; /* owned: the same and Content-Type */
 	char *url;			 /* owned: the last request's URL */
+	struct cli_tls tls;		 /* borrowed strings, NULL: defaults */
 	char errbuf[CURL_ERROR_SIZE];
 	char errmsg[CURL_ERROR_SIZE + 512];
 };
@@ -80,6 +81,11 @@ static struct curl_slist *header_list(const char *auth, int json)
 		l = next;
 	}
 	return l;
+}
+
+void cli_http_tls(struct cli_http *h, const struct cli_tls *tls)
+{
+	h->tls = *tls;
 }
 
 struct cli_http *cli_http_new(const char *base_url, const char *token)
@@ -184,6 +190,14 @@ static int begin(struct cli_http *h, const char *path, struct cli_reply *out)
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "flowctl/1");
+	/* https: the server is verified against the system's CAs, or the
+	 * cluster's CA (--ca-file); a client certificate when given */
+	if (h->tls.ca_file != NULL)
+		curl_easy_setopt(c, CURLOPT_CAINFO, h->tls.ca_file);
+	if (h->tls.cert_file != NULL)
+		curl_easy_setopt(c, CURLOPT_SSLCERT, h->tls.cert_file);
+	if (h->tls.key_file != NULL)
+		curl_easy_setopt(c, CURLOPT_SSLKEY, h->tls.key_file);
 	return CLI_OK;
 }
 

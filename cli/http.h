@@ -34,6 +34,15 @@ struct cli_reply {
  * non-empty. Both strings are copied. NULL if out of memory or libcurl
  * cannot start. Call curl_global_init before, once per process. */
 struct cli_http *cli_http_new(const char *base_url, const char *token);
+
+/* HTTPS: the CA the server must chain to (NULL: the system's), and a
+ * client certificate and key (NULL: none). Strings borrowed for h's life. */
+struct cli_tls {
+	const char *ca_file;
+	const char *cert_file;
+	const char *key_file;
+};
+void cli_http_tls(struct cli_http *h, const struct cli_tls *tls);
 void cli_http_free(struct cli_http *h);
 
 /* Send `method` to base_url + `path` (path already percent-encoded, with its

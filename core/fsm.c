@@ -128,7 +128,17 @@ static void apply_one(struct apply_ctx *c, json_t *cmd)
 	struct fsm *f = c->f;
 	const char *op = json_string_value(json_object_get(cmd, "op"));
 	uint64_t index = c->index;
+	struct fsm_check bad;
 
+	/* Every field in range before anything changes (fsm_check.c). */
+	if (fsm_cmd_check(cmd, &bad) != 0) {
+		log_error("fsm: refusing a command index=%" PRIu64
+			  " field=%s why=\"%s\"",
+			  index, bad.field, bad.why);
+		fsm__result_error(f, FLOWD_E_INVALID, "invalid_command",
+				  bad.field, bad.why);
+		return;
+	}
 	if (op == NULL)
 		op = "";
 	if (strcmp(op, "deploy") == 0)
@@ -200,7 +210,14 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		 * is the last one's. A batch inside a batch is refused. */
 		json_t *sub;
 		size_t i;
+		struct fsm_check bad;
 
+		if (fsm_cmd_check(cmd, &bad) != 0) {
+			fsm__result_error(f, FLOWD_E_INVALID,
+					  "invalid_command", bad.field,
+					  bad.why);
+			goto done;
+		}
 		json_array_foreach(json_object_get(cmd, "cmds"), i, sub) {
 			const char *sop = json_string_value(json_object_get(sub, "op"));
 
@@ -218,6 +235,7 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 	} else {
 		apply_one(&c, cmd);
 	}
+done:
 	settle(&c);
 	free(c.touched);
 	json_decref(cmd);

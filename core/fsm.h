@@ -546,6 +546,26 @@ int fsm_cmd_wake(int64_t ts, char **out, size_t *len);
 /* nop: changes nothing (gives raft an entry to apply, e.g. so that it
  * retries a postponed snapshot). */
 int fsm_cmd_nop(int64_t ts, char **out, size_t *len);
+
+/* What a command check found wrong (fsm_check.c). */
+struct fsm_check {
+	char field[64];  /* the field, "" for the whole command */
+	const char *why; /* static text */
+};
+
+/* Before apply: the envelope (v, op, ts within years 1970..9999) and each
+ * known field of the op well-typed and within the bounds PostgreSQL and
+ * the state machine hold. Unknown fields are ignored. Returns 0, or -1
+ * with *out. Apply makes a failed check the command's result (400
+ * invalid_command naming the field), with no effect. */
+int fsm_cmd_check(const json_t *cmd, struct fsm_check *out);
+
+/* A command node `node` proposes through another (POST
+ * /internal/v1/commands): JSON, only node_up, node_alive, task_finish, a
+ * batch of task_finish, wake and nop; no unknown field; every "node"
+ * field equal to `node`. Returns 0, or -1 with *out. */
+int fsm_cmd_check_node(const void *buf, size_t len, uint64_t node,
+		       struct fsm_check *out);
 /* task_finish: the outcome of one attempt. out/err must be valid UTF-8
  * without NUL (see flowd_utf8_sanitize). */
 struct fsm_finish {

@@ -1444,6 +1444,19 @@ char *view_cluster_text(const struct view *v)
 		 cl->db_connected ? "true" : "false");
 	buf_str(&b, num);
 	buf_str(&b, text_or(v, VIEW_TEXT_MEMBERS, "[]"));
+	if (cl->db_failing_index != 0) {
+		/* loud: the applier cannot write an entry (docs/operations.md) */
+		json_t *e = json_pack("{s:I, s:s, s:I}", "index",
+				      (json_int_t)cl->db_failing_index, "error",
+				      cl->db_error, "writes_refused",
+				      (json_int_t)cl->db_write_errors);
+		char *t = e != NULL ? json_dumps(e, JSON_COMPACT) : NULL;
+
+		buf_str(&b, ",\"db_write_failing\":");
+		buf_str(&b, t != NULL ? t : "null");
+		free(t);
+		json_decref(e);
+	}
 	buf_str(&b, ",\"scheduler\":");
 	buf_str(&b, text_or(v, VIEW_TEXT_SCHEDULER, "null"));
 	buf_str(&b, "}");

@@ -39,6 +39,10 @@ struct view_cluster {
 	int64_t db_backlog_ms;      /* how long the oldest entry PostgreSQL
 	                             * lacks has been applied here */
 	bool db_connected;
+	uint64_t db_failing_index;  /* PostgreSQL refuses this entry's rows
+	                             * (not a connection problem); 0: none */
+	char db_error[256];         /* its words */
+	uint64_t db_write_errors;   /* writes refused so far */
 	const char *not_ready;      /* static reason for GET /readyz, or NULL */
 	char leader_api[64];        /* the leader's API address when another
 	                             * node leads, else "" (a follower hands

@@ -344,6 +344,13 @@ static void view_part(struct node_metrics *m, struct metrics_text *t,
 	gauge(t, "flowd_db_connected",
 	      "1 when this node's PostgreSQL writer is connected.",
 	      cl->db_connected ? 1 : 0);
+	gauge(t, "flowd_db_write_failing",
+	      "1 while PostgreSQL refuses an entry's rows for a reason other "
+	      "than the connection (GET /v1/cluster: db_write_failing).",
+	      cl->db_failing_index != 0 ? 1 : 0);
+	gauge(t, "flowd_db_write_errors",
+	      "Writes PostgreSQL refused since the start (not outages).",
+	      (double)cl->db_write_errors);
 	gauge(t, "flowd_ready", "1 when GET /readyz answers 200.",
 	      cl->not_ready == NULL ? 1 : 0);
 

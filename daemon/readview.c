@@ -270,6 +270,10 @@ void readview_publish(struct readview *rv)
 	cl.db_backlog_ms = lag_track_age(&rv->db_lag, db, now);
 	cl.db_connected =
 		rv->applier != NULL && storage_applier_connected(rv->applier);
+	if (rv->applier != NULL)
+		cl.db_failing_index = storage_applier_failing(
+			rv->applier, cl.db_error, sizeof cl.db_error,
+			&cl.db_write_errors);
 	cl.not_ready = not_ready(rv);
 	cl.stopping = rv->stopping;
 	if (rv->role != CONSENSUS_LEADER) {

@@ -777,9 +777,22 @@ static void internal_done_cb(void *arg, int status, uint64_t index,
 void service_internal_command(void *arg, struct api_request *req)
 {
 	struct service *s = arg;
-	char *buf = malloc(req->raw_body_len + 1);
+	struct fsm_check bad;
+	char *buf;
 	int rv;
 
+	/* Only what nodes send, each field in range, and a node speaks for
+	 * itself: its signature named it (api/auth.h, core/fsm_check.c). */
+	if (fsm_cmd_check_node(req->raw_body, req->raw_body_len, req->node_id,
+			       &bad) != 0) {
+		log_warn("service: internal command refused node=%" PRIu64
+			 " field=%s why=\"%s\"",
+			 req->node_id, bad.field, bad.why);
+		reply_error(req, FLOWD_E_INVALID, "invalid_command", bad.field,
+			    bad.why);
+		return;
+	}
+	buf = malloc(req->raw_body_len + 1);
 	if (buf == NULL) {
 		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
 			    "out of memory");

@@ -99,6 +99,12 @@ struct storage_applier {
 	PGcancel *cancel;         /* of the current connection, or NULL */
 
 	_Atomic uint64_t durable;
+	/* The last write failed for a reason other than the connection:
+	 * the first entry of the failed batch and PostgreSQL's words, until
+	 * a write succeeds (storage_applier_failing). Under mu. */
+	uint64_t failing_index;
+	char failing_error[256];
+	_Atomic uint64_t write_errors;
 	_Atomic int connected_pub;  /* `connected`, readable from any thread */
 	_Atomic int standby;        /* another node writes: only follow it */
 
@@ -449,6 +455,13 @@ static int write_batch(struct storage_applier *a, unsigned max,
 				  first, last, state ? state : "none",
 				  storage__oneline(PQresultErrorMessage(res),
 						   line, sizeof line));
+			atomic_fetch_add(&a->write_errors, 1);
+			pthread_mutex_lock(&a->mu);
+			a->failing_index = first;
+			snprintf(a->failing_error, sizeof a->failing_error,
+				 "sqlstate %.8s: %.200s", state ? state : "none",
+				 line);
+			pthread_mutex_unlock(&a->mu);
 		}
 		PQclear(res);
 		return -1;
@@ -458,6 +471,8 @@ static int write_batch(struct storage_applier *a, unsigned max,
 
 	pthread_mutex_lock(&a->mu);
 	drop_through(a, last > applied ? last : applied);
+	a->failing_index = 0;
+	a->failing_error[0] = '\0';
 	pthread_mutex_unlock(&a->mu);
 	store_durable(a, applied > last ? applied : last);
 	log_debug("storage: applier: batch written entries=%u first_index=%" PRIu64
@@ -733,4 +748,19 @@ void storage_applier_free(struct storage_applier *a, unsigned drain_ms)
 	free(a->buf);
 	free(a->conninfo);
 	free(a);
+}
+
+uint64_t storage_applier_failing(struct storage_applier *a, char *err,
+				 size_t errlen, uint64_t *errors)
+{
+	uint64_t index;
+
+	pthread_mutex_lock(&a->mu);
+	index = a->failing_index;
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "%s", a->failing_error);
+	pthread_mutex_unlock(&a->mu);
+	if (errors != NULL)
+		*errors = atomic_load(&a->write_errors);
+	return index;
 }

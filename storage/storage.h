@@ -88,6 +88,13 @@ int storage_applier_connected(struct storage_applier *a);
 /* Highest index known durable in PostgreSQL (0 before first contact). */
 uint64_t storage_applier_durable(struct storage_applier *a);
 
+/* Whether PostgreSQL refuses a write for a reason other than the
+ * connection (a row it will not take): the first index of the failing
+ * batch, 0 when the last write succeeded; `err` (may be NULL) gets its
+ * words, *errors (may be NULL) how many writes failed so far. Any thread. */
+uint64_t storage_applier_failing(struct storage_applier *a, char *err,
+				 size_t errlen, uint64_t *errors);
+
 /* Stop: try to flush what is queued for at most `drain_ms`, then join the
  * thread and free everything. */
 void storage_applier_free(struct storage_applier *a, unsigned drain_ms);

@@ -70,9 +70,10 @@ def workdir(request):
     return h.fresh_dir(os.path.join(h.IT_ROOT, h.safe_name(request.node.name)))
 
 
-def new_cluster(directory, db, n=1, overrides=None, start=True):
-    """Create (and start) a cluster that the caller must close()."""
-    c = h.Cluster(directory, db, n=n, overrides=overrides)
+def new_cluster(directory, db, n=1, overrides=None, start=True, **kw):
+    """Create (and start) a cluster that the caller must close(). `kw`
+    goes to h.Cluster (tls=True, internal=True)."""
+    c = h.Cluster(directory, db, n=n, overrides=overrides, **kw)
     _live_clusters.append(c)
     if start:
         try:
@@ -95,9 +96,9 @@ def close_cluster(c, print_logs=False):
 def cluster(request, workdir, db):
     made = []
 
-    def factory(n=1, overrides=None, db=db, start=True, name="cluster"):
+    def factory(n=1, overrides=None, db=db, start=True, name="cluster", **kw):
         c = new_cluster(os.path.join(workdir, "%s%d" % (name, len(made)) if made else workdir),
-                        db, n=n, overrides=overrides, start=start)
+                        db, n=n, overrides=overrides, start=start, **kw)
         made.append(c)
         return c
 

@@ -363,7 +363,7 @@ def make_certs(directory, *names):
 
 
 def http_request(port, method, path, body=None, token=None, headers=None,
-                 content_type="application/json", timeout=30, openapi=True):
+                 content_type="application/json", timeout=30, openapi=True, source=None):
     """One request on a new connection to 127.0.0.1:port. `body` is JSON-encoded
     unless it is bytes or str (sent as is). Returns a Reply; the json is None
     for an empty body and the raw text when the body is not JSON. The answer
@@ -383,11 +383,13 @@ def http_request(port, method, path, body=None, token=None, headers=None,
     if token is not None:
         hdrs["Authorization"] = "Bearer " + token
     hdrs.update(headers or {})
+    src = (source, 0) if source else None
     if port in TLS_PORTS:
         conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=scaled(timeout),
-                                           context=TLS_PORTS[port])
+                                           context=TLS_PORTS[port], source_address=src)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(timeout))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(timeout),
+                                          source_address=src)
     try:
         try:
             conn.request(method, path, body=data, headers=hdrs)

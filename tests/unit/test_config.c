@@ -163,6 +163,14 @@ static const char full_file[] =
 	"    " TOKEN_B "\n"
 	"reader_tokens = " TOKEN_C " ; inline comment\n"
 	"\n"
+	"[cluster]\n"
+	"secret = cluster-secret-0123456789\n"
+	"\n"
+	"[tls]\n"
+	"cert_file = /etc/flowd/node.pem\n"
+	"key_file = /etc/flowd/node.key\n"
+	"ca_file = /etc/flowd/ca.pem\n"
+	"\n"
 	"[raft]\n"
 	"heartbeat_ms = 50\n"
 	"election_ms = 500\n"
@@ -299,9 +307,10 @@ static void overrides_alone_replace_a_peer(void **state)
 		"--peers.2=127.0.0.1:7002 127.0.0.1:8002",
 		"--peers.2=127.0.0.1:7003 127.0.0.1:8003",
 		"--node.id=2",
+		"--cluster.secret=cluster-secret-0123456789",
 	};
 
-	assert_int_equal(load(f, NULL, 4, argv), 0);
+	assert_int_equal(load(f, NULL, 5, argv), 0);
 	assert_int_equal(f->cfg.n_peers, 2);
 	/* addresses not given are this node's [peers] entry */
 	assert_string_equal(f->cfg.raft_address, "127.0.0.1:7003");
@@ -446,9 +455,12 @@ static void addresses_must_be_ipv4_with_port(void **state)
 	key_fails(f, "peers", "1 = 127.0.0.1:7001 example.com:8001",
 		  "peers.1: \"example.com:8001\" is not an IPv4");
 	key_fails(f, "peers", "1 = 127.0.0.1:7001",
-		  "peers.1: \"127.0.0.1:7001\" is not \"<raft_address> <api_address>\"");
+		  "peers.1: \"127.0.0.1:7001\" is not \"<raft_address> <api_address> [<internal_address>]\"");
 	key_fails(f, "peers", "1 = 127.0.0.1:7001 127.0.0.1:8001 x",
-		  "is not \"<raft_address> <api_address>\"");
+		  "\"x\" is not an IPv4 address:port");
+	key_fails(f, "peers",
+		  "1 = 127.0.0.1:7001 127.0.0.1:8001 127.0.0.1:8002 x",
+		  "is not \"<raft_address> <api_address> [<internal_address>]\"");
 	key_fails(f, "peers", "one = 127.0.0.1:7001 127.0.0.1:8001",
 		  "peers.one: \"one\" is not a node id");
 	key_fails(f, "peers", "0 = 127.0.0.1:7001 127.0.0.1:8001",
@@ -511,7 +523,8 @@ static void a_joining_node_is_not_among_its_peers(void **state)
 
 	snprintf(text, sizeof text,
 		 "[node]\nid = 3\njoin = true\nraft_address = 127.0.0.1:7003\n"
-		 "api_address = 127.0.0.1:8003\n%s", peers);
+		 "api_address = 127.0.0.1:8003\n[cluster]\n"
+		 "secret = cluster-secret-0123456789\n%s", peers);
 	assert_int_equal(load(f, text, 0, NULL), 0);
 	assert_true(f->cfg.join);
 	assert_int_equal(f->cfg.n_peers, 2);
