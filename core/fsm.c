@@ -178,6 +178,25 @@ static void apply_one(struct apply_ctx *c, json_t *cmd)
 	}
 }
 
+/* A client's write carries who asked ("audit", added by the node that
+ * took the request): its row in PostgreSQL's audit table says so, with
+ * the outcome (docs/schema.md). */
+static void audit_record(struct apply_ctx *c, json_t *cmd)
+{
+	json_t *a = json_object_get(cmd, "audit");
+	struct fsm *f = c->f;
+	json_t *rec;
+
+	if (!json_is_object(a))
+		return;
+	rec = json_pack("{s:s, s:I, s:O, s:s, s:s}", "t", "audit", "at",
+			(json_int_t)c->ts, "audit", a, "op",
+			json_string_value(json_object_get(cmd, "op")), "result",
+			f->result.err.errc != FLOWD_OK ? f->result.err.code : "ok");
+	if (rec != NULL)
+		json_array_append_new(f->pending, rec);
+}
+
 struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 			     size_t len)
 {
@@ -234,6 +253,7 @@ struct fsm_result *fsm_apply(struct fsm *f, uint64_t index, const void *buf,
 		}
 	} else {
 		apply_one(&c, cmd);
+		audit_record(&c, cmd);
 	}
 done:
 	settle(&c);

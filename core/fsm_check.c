@@ -104,6 +104,16 @@ static const struct field f_task_finish[] = {
 	{"stderr", STR, OUTPUT, true},
 	{"truncated", BOOL, 0, 0, true},
 	END};
+/* who asked for a client's write (the node that took it adds it) */
+static const struct field f_audit[] = {
+	{"who", STR, 0, 64, true},
+	{"role", STR, 0, 16, true},
+	{"address", STR, 0, 48, true},
+	{"node", INT, 0, ID_MAX, true},
+	{"action", STR, 0, 64, true},
+	{"method", STR, 0, 8, true},
+	{"path", STR, 0, 2048, true},
+	END};
 static const struct field f_batch[] = {{"cmds", ARR, 1, 100000, true}, END};
 
 static const struct op {
@@ -237,6 +247,10 @@ static int check_one(const json_t *cmd, bool strict, bool nested,
 	    json_integer_value(ts) > TS_MAX)
 		return bad(out, "ts", "out of range (years 1970..9999 in ms)");
 	if (check_fields(op->fields, cmd, strict, true, out) != 0)
+		return -1;
+	if (!strict && json_object_get(cmd, "audit") != NULL &&
+	    check_fields(f_audit, json_object_get(cmd, "audit"), true, false,
+			 out) != 0)
 		return -1;
 	if (strcmp(name, "fire") == 0) {
 		size_t i;

@@ -228,6 +228,43 @@ static void proposal_done_cb(void *arg, int status, uint64_t index,
 	free(p);
 }
 
+/* The command `buf` (malloc'd, a JSON object, consumed) with who asked
+ * for it: "audit" {who, role, address, node, action, method, path} goes
+ * into the entry, and apply makes it a row of the audit table (core/fsm.c;
+ * docs/schema.md). Returns the new text, or NULL (out of memory). */
+static char *with_audit(struct service *s, const struct api_request *req,
+			char *buf, size_t *len)
+{
+	json_t *a = json_pack(
+		"{s:s, s:s, s:s, s:I, s:s, s:s, s:s}", "who",
+		req->who[0] ? req->who : "-", "role", api_role_name(req->role),
+		"address", req->client_address[0] ? req->client_address : "-",
+		"node",
+		(json_int_t)(req->node_id != 0 ? req->node_id : s->cfg->node_id),
+		"action", req->route != NULL ? req->route->name : "-", "method",
+		req->method != NULL ? req->method : "-", "path",
+		req->target != NULL ? req->target : "-");
+	char *text = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
+	size_t n = *len, t;
+	char *out = NULL;
+
+	json_decref(a);
+	while (n > 0 && buf[n - 1] != '}')
+		n--;
+	if (text != NULL && n > 1) {
+		t = strlen(text);
+		out = malloc(n + t + 16);
+		if (out != NULL) {
+			memcpy(out, buf, n - 1);
+			*len = (size_t)sprintf(out + n - 1, ",\"audit\":%s}",
+					       text) + n - 1;
+		}
+	}
+	free(text);
+	free(buf);
+	return out;
+}
+
 /* Propose `buf` (malloc'd; always consumed), and `data` (stolen) for
  * `applied`. */
 static void propose(struct service *s, struct api_request *req, char *buf,
@@ -236,6 +273,11 @@ static void propose(struct service *s, struct api_request *req, char *buf,
 	struct proposal *p = malloc(sizeof *p);
 	int rv;
 
+	buf = with_audit(s, req, buf, &len);
+	if (p == NULL || buf == NULL) {
+		free(p);
+		p = NULL;
+	}
 	if (p == NULL) {
 		free(buf);
 		json_decref(data);
@@ -623,12 +665,14 @@ static void ignore_done_cb(void *arg, int status, uint64_t index,
 
 /* A removed node takes no more work (what it ran is retried elsewhere);
  * an added one may register again. */
-static void node_admit(struct service *s, uint64_t id, bool admit)
+static void node_admit(struct service *s, struct api_request *req,
+		       uint64_t id, bool admit)
 {
 	char *buf;
 	size_t len;
 
-	if (fsm_cmd_node_remove(now_ms(s), id, admit, &buf, &len) == 0)
+	if (fsm_cmd_node_remove(now_ms(s), id, admit, &buf, &len) == 0 &&
+	    (buf = with_audit(s, req, buf, &len)) != NULL)
 		consensus_propose(s->raft, buf, len, s->cfg->apply_timeout_ms,
 				  ignore_done_cb, NULL);
 }
@@ -670,7 +714,7 @@ static void member_changed(struct api_request *req, int status, uint64_t id,
 		member_failed(s, req, status);
 		return;
 	}
-	node_admit(s, id, added);
+	node_admit(s, req, id, added);
 	reply_json(req, 200,
 		   json_pack("{s:o}", "members", readview_members_json(s->rv)));
 }
@@ -740,9 +784,16 @@ void service_leader_transfer(void *arg, struct api_request *req)
 {
 	struct service *s = arg;
 	const json_t *id = api_request_field(req, "id");
+	char *buf;
+	size_t len;
 	int rv;
 
 	req->backend_data = s;
+	/* the audit row of a transfer: a nop that says who asked */
+	if (fsm_cmd_nop(now_ms(s), &buf, &len) == 0 &&
+	    (buf = with_audit(s, req, buf, &len)) != NULL)
+		consensus_propose(s->raft, buf, len, s->cfg->apply_timeout_ms,
+				  ignore_done_cb, NULL);
 	rv = consensus_transfer(s->raft,
 				id ? (uint64_t)json_integer_value(id) : 0,
 				transfer_done_cb, req);

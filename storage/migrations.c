@@ -358,10 +358,84 @@ static const char migration_2[] =
 static const char migration_3[] =
 	"CREATE INDEX events_raft_index_idx ON events (raft_index DESC, id DESC);\n";
 
+/* Who did what (issue 10): one row per client write, from the "audit"
+ * record apply makes of the entry (core/fsm.c), keyed by its Raft index.
+ * flowd_apply takes them out of the batch before the version before it
+ * sees it, as migration 2 did for its own records. */
+static const char migration_4[] =
+	"CREATE TABLE audit (\n"
+	"	raft_index bigint PRIMARY KEY,\n"
+	"	at timestamptz NOT NULL,\n"
+	"	actor text NOT NULL,\n"
+	"	role text NOT NULL,\n"
+	"	address text NOT NULL,\n"
+	"	node bigint NOT NULL,\n"
+	"	action text NOT NULL,\n"
+	"	method text NOT NULL,\n"
+	"	path text NOT NULL,\n"
+	"	op text NOT NULL,\n"
+	"	result text NOT NULL\n"
+	");\n"
+	"CREATE INDEX audit_at_idx ON audit (at DESC);\n"
+	"CREATE INDEX audit_actor_at_idx ON audit (actor, at DESC);\n"
+	"\n"
+	"ALTER FUNCTION flowd_apply(jsonb) RENAME TO flowd_apply_v2;\n"
+	"\n"
+	"CREATE FUNCTION flowd_apply(batch jsonb) RETURNS bigint\n"
+	"LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE\n"
+	"	before bigint;\n"
+	"	result bigint;\n"
+	"	entry jsonb;\n"
+	"	rec jsonb;\n"
+	"	idx bigint;\n"
+	"BEGIN\n"
+	"	IF NOT jsonb_path_exists(batch,\n"
+	"			'$[*].records[*] ? (@.t == \"audit\")') THEN\n"
+	"		RETURN flowd_apply_v2(batch);\n"
+	"	END IF;\n"
+	"	SELECT applied_index INTO before FROM raft_meta WHERE id = 1\n"
+	"		FOR UPDATE;\n"
+	"	result := flowd_apply_v2((\n"
+	"		SELECT coalesce(jsonb_agg(jsonb_build_object(\n"
+	"			'index', e.value->'index',\n"
+	"			'records', (SELECT coalesce(jsonb_agg(r.value ORDER BY r.n),\n"
+	"						'[]'::jsonb)\n"
+	"				FROM jsonb_array_elements(e.value->'records')\n"
+	"					WITH ORDINALITY AS r(value, n)\n"
+	"				WHERE r.value->>'t' <> 'audit'))\n"
+	"			ORDER BY e.n), '[]'::jsonb)\n"
+	"		FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, n)));\n"
+	"	FOR entry IN SELECT e.value\n"
+	"		FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, n)\n"
+	"		ORDER BY e.n\n"
+	"	LOOP\n"
+	"		idx := (entry->>'index')::bigint;\n"
+	"		CONTINUE WHEN idx <= before;\n"
+	"		FOR rec IN SELECT r.value\n"
+	"			FROM jsonb_array_elements(entry->'records') AS r(value)\n"
+	"			WHERE r.value->>'t' = 'audit'\n"
+	"		LOOP\n"
+	"			INSERT INTO audit (raft_index, at, actor, role, address,\n"
+	"				node, action, method, path, op, result)\n"
+	"			VALUES (idx, flowd_ts(rec->>'at'),\n"
+	"				rec->'audit'->>'who', rec->'audit'->>'role',\n"
+	"				rec->'audit'->>'address',\n"
+	"				(rec->'audit'->>'node')::bigint,\n"
+	"				rec->'audit'->>'action', rec->'audit'->>'method',\n"
+	"				rec->'audit'->>'path', rec->>'op', rec->>'result')\n"
+	"			ON CONFLICT (raft_index) DO NOTHING;\n"
+	"		END LOOP;\n"
+	"	END LOOP;\n"
+	"	RETURN result;\n"
+	"END\n"
+	"$fn$;\n";
+
 const struct storage__migration storage__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
 	{3, migration_3},
+	{4, migration_4},
 };
 
 const size_t storage__migrations_count =

@@ -58,6 +58,7 @@ def peer_cert(port, cafile):
             return t.getpeercert(binary_form=True), t.version()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TLS 1.1, on purpose
 def test_https_api_answers_curl_and_flowctl_and_refuses_plain_http(cluster, workdir):
     c = cluster(1, tls=True)
     node = c[0]
@@ -200,7 +201,7 @@ def test_internal_route_takes_only_checked_commands_from_signed_nodes(cluster, p
     assert "credential refused" in leader.log_text()
 
 
-def test_roles_hashed_tokens_and_forwarded_identity(cluster):
+def test_roles_hashed_tokens_and_forwarded_identity(cluster, psql):
     hashed = subprocess.run([h.FLOWD_BIN, "hash-token"], input=OPERATOR_TOKEN + "\n",
                             capture_output=True, text=True, timeout=10)
     assert hashed.returncode == 0, hashed
@@ -227,6 +228,26 @@ def test_roles_hashed_tokens_and_forwarded_identity(cluster):
     r = follower.post("/v1/flows/fast/runs", {}, token=h.READER_TOKEN,
                       headers={"X-Flowd-On-Behalf": "admin admin-1 127.0.0.1"})
     assert r.status == 403, r
+
+    # every write is in the audit table: who (by token name), what, from
+    # where, which node took it, at which Raft index
+    r = h.http_request(follower.api_port, "POST", "/v1/flows/fast/runs", {},
+                       token=OPERATOR_TOKEN, source="127.0.0.2")
+    assert r.status == 201, r
+    leader.wait_db_caught_up()
+    for node in c.nodes:
+        node.wait_db_caught_up()
+    rows = psql("SELECT actor, role, address, node, action, method, path, op, result "
+                "FROM audit ORDER BY raft_index")
+    assert ["admin-1", "admin", "127.0.0.1", str(leader.id), "flow_put", "PUT",
+            "/v1/flows/fast", "deploy", "ok"] in rows, rows
+    assert ["operator-1", "operator", "127.0.0.2", str(follower.id), "run_create", "POST",
+            "/v1/flows/fast/runs", "run_create", "ok"] in rows, rows
+    ops = [r for r in rows if r[0] == "operator-1"]
+    assert len(ops) == 3, rows  # two runs above, one here; refused ones never got in
+    assert all(r[1] != "reader" for r in rows), rows
+    idx = psql("SELECT raft_index FROM audit WHERE address = '127.0.0.2'")
+    assert len(idx) == 1 and int(idx[0][0]) > 0
 
 
 def test_no_token_mode_refuses_root(workdir, db):
