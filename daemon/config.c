@@ -627,6 +627,51 @@ static int set_peer(struct load *ld, const char *name, const char *value,
 	return 0;
 }
 
+/* tokens.<name> = <role> <token or sha256:hex>: a named token, so that the
+ * audit table says who. A repeated name replaces the entry. */
+static int set_token(struct load *ld, const char *name, const char *value)
+{
+	struct flowd_config *cfg = ld->cfg;
+	struct config_token t = {0};
+	char key[96], role[16], secret[TOKEN_MAX + 2], extra[2];
+	char **one = NULL;
+	size_t n = strlen(name);
+	unsigned i;
+
+	snprintf(key, sizeof key, "tokens.%.63s", name);
+	if (n == 0 || n >= sizeof t.name || strspn(name,
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+		"0123456789_.-") != n)
+		return fail(ld, "%s: a token name is 1..63 of A-Z a-z 0-9 _ . -",
+			    key);
+	if (sscanf(value, "%15s %257s %1s", role, secret, extra) != 2)
+		return fail(ld, "%s: not \"<role> <token>\"", key);
+	if (strcmp(role, "reader") != 0 && strcmp(role, "operator") != 0 &&
+	    strcmp(role, "admin") != 0)
+		return fail(ld, "%s: role \"%s\" is not reader, operator or admin",
+			    key, role);
+	if (parse_tokens(ld, key, secret, &one) < 0)
+		return -1;
+	strcpy(t.name, name);
+	strcpy(t.role, role);
+	t.value = one[0];
+	free(one);
+	for (i = 0; i < cfg->n_tokens; i++)
+		if (strcmp(cfg->tokens[i].name, name) == 0)
+			break;
+	if (i == CONFIG_MAX_TOKENS) {
+		free(t.value);
+		return fail(ld, "%s: more than %d named tokens", key,
+			    CONFIG_MAX_TOKENS);
+	}
+	if (i < cfg->n_tokens)
+		free(cfg->tokens[i].value);
+	else
+		cfg->n_tokens++;
+	cfg->tokens[i] = t;
+	return 0;
+}
+
 /* Strip one pair of double quotes around the whole value, in place. */
 static void unquote(char *s)
 {
@@ -646,6 +691,8 @@ static int apply(struct load *ld, const char *section, const char *name,
 		return fail(ld, "key %s is outside any [section]", name);
 	if (strcmp(section, "peers") == 0)
 		return set_peer(ld, name, value, replace_peer);
+	if (strcmp(section, "tokens") == 0)
+		return set_token(ld, name, value);
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
 		if (strcmp(keys[i].section, section) == 0 &&
 		    strcmp(keys[i].name, name) == 0)
@@ -970,7 +1017,7 @@ static int check_whole(struct load *ld)
 			    cfg->metrics_address);
 	/* docs/api.md: no token at all is allowed only on a loopback API. */
 	if (!cfg->admin_tokens[0] && !cfg->reader_tokens[0] &&
-	    !cfg->operator_tokens[0] && !is_loopback(cfg->api_address))
+	    !cfg->operator_tokens[0] && cfg->n_tokens == 0 && !is_loopback(cfg->api_address))
 		return fail(ld, "auth: no tokens configured, which is allowed only on a loopback node.api_address (not %s)",
 			    cfg->api_address);
 	return 0;
@@ -1083,6 +1130,11 @@ void config_free(struct flowd_config *cfg)
 	cfg->reader_tokens = NULL;
 	free_tokens(cfg->operator_tokens);
 	cfg->operator_tokens = NULL;
+	for (unsigned i = 0; i < cfg->n_tokens; i++) {
+		free(cfg->tokens[i].value);
+		cfg->tokens[i].value = NULL;
+	}
+	cfg->n_tokens = 0;
 	free_tokens(cfg->pass_env);
 	cfg->pass_env = NULL;
 	free(cfg->tls_cert_file);

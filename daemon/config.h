@@ -9,6 +9,14 @@
 #include "core/limits.h"
 
 #define CONFIG_MAX_PEERS 16
+#define CONFIG_MAX_TOKENS 256
+
+/* [tokens] name = <role> <token or sha256:hex> */
+struct config_token {
+	char name[64];          /* [A-Za-z0-9_.-]{1,63}: audit rows name it */
+	char role[16];          /* reader, operator or admin */
+	char *value;            /* owned: the token or its "sha256:<hex>" */
+};
 
 struct config_peer {
 	uint64_t id;
@@ -43,6 +51,8 @@ struct flowd_config {
 	char **admin_tokens;            /* owned, NULL-terminated (maybe empty) */
 	char **reader_tokens;           /* owned, NULL-terminated (maybe empty) */
 	char **operator_tokens;         /* owned, NULL-terminated (maybe empty) */
+	struct config_token tokens[CONFIG_MAX_TOKENS]; /* [tokens] */
+	unsigned n_tokens;
 	/* [tls]: NULL when unset */
 	char *tls_cert_file;            /* the node's certificate (PEM) */
 	char *tls_key_file;             /* its private key (PEM) */

@@ -439,7 +439,8 @@ static void sighup_cb(uv_signal_t *h, int signum)
 }
 
 /* The API's users: every configured token with its role and a name for
- * the audit log ("admin-1" is the first of auth.admin_tokens). A value
+ * the audit log ("admin-1" is the first of auth.admin_tokens; [tokens]
+ * entries are named by their key). A value
  * "sha256:<hex>" is the hash `flowd hash-token` printed. */
 static int tokens_build(const struct flowd_config *cfg,
 			struct api_token **out, size_t *n_out)
@@ -483,6 +484,25 @@ static int tokens_build(const struct flowd_config *cfg,
 			}
 			n++;
 		}
+	}
+	for (unsigned i = 0; i < cfg->n_tokens; i++) {
+		const struct config_token *ct = &cfg->tokens[i];
+		struct api_token *g = realloc(t, (n + 1) * sizeof *t);
+
+		if (g == NULL)
+			goto fail;
+		t = g;
+		memset(&t[n], 0, sizeof t[n]);
+		t[n].role = (enum api_role)api_role_parse(ct->role);
+		snprintf(t[n].name, sizeof t[n].name, "%s", ct->name);
+		if (api_token_set(&t[n], ct->value) != 0) {
+			fprintf(stderr, "flowd: config: tokens.%s: \"sha256:\" "
+					"must be followed by 64 hex digits "
+					"(flowd hash-token)\n",
+				ct->name);
+			goto fail;
+		}
+		n++;
 	}
 	*out = t;
 	*n_out = n;

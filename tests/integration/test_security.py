@@ -207,7 +207,8 @@ def test_roles_hashed_tokens_and_forwarded_identity(cluster, psql):
     assert hashed.returncode == 0, hashed
     digest = hashed.stdout.strip()
     assert digest == "sha256:" + hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
-    c = cluster(3, overrides={"auth.operator_tokens": digest})
+    # a named token ([tokens] name = role hash): the audit table says "ci-bot"
+    c = cluster(3, overrides={"tokens.ci-bot": "operator " + digest})
     leader = c.leader()
     follower = next(n for n in c.nodes if n is not leader)
     leader.deploy("fast", echo_flow("x"))
@@ -241,9 +242,9 @@ def test_roles_hashed_tokens_and_forwarded_identity(cluster, psql):
                 "FROM audit ORDER BY raft_index")
     assert ["admin-1", "admin", "127.0.0.1", str(leader.id), "flow_put", "PUT",
             "/v1/flows/fast", "deploy", "ok"] in rows, rows
-    assert ["operator-1", "operator", "127.0.0.2", str(follower.id), "run_create", "POST",
+    assert ["ci-bot", "operator", "127.0.0.2", str(follower.id), "run_create", "POST",
             "/v1/flows/fast/runs", "run_create", "ok"] in rows, rows
-    ops = [r for r in rows if r[0] == "operator-1"]
+    ops = [r for r in rows if r[0] == "ci-bot"]
     assert len(ops) == 3, rows  # two runs above, one here; refused ones never got in
     assert all(r[1] != "reader" for r in rows), rows
     idx = psql("SELECT raft_index FROM audit WHERE address = '127.0.0.2'")

@@ -513,6 +513,35 @@ static void duplicate_peer_ids_are_refused(void **state)
 		   0, NULL, "peers.02: duplicate node id 2");
 }
 
+static void named_tokens_and_operators(void **state)
+{
+	struct fixture *f = *state;
+	char *argv[] = {
+		"--tokens.ci-bot=operator sha256:"
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		"--tokens.alice=admin alice-secret-token-0001",
+		"--tokens.alice=reader alice-secret-token-0002",
+		"--auth.operator_tokens=" TOKEN_A,
+	};
+
+	assert_int_equal(load(f, NULL, 4, argv), 0);
+	assert_int_equal(f->cfg.n_tokens, 2);
+	assert_string_equal(f->cfg.tokens[0].name, "ci-bot");
+	assert_string_equal(f->cfg.tokens[0].role, "operator");
+	assert_string_equal(f->cfg.tokens[1].name, "alice");
+	assert_string_equal(f->cfg.tokens[1].role, "reader"); /* replaced */
+	assert_string_equal(f->cfg.tokens[1].value, "alice-secret-token-0002");
+	assert_string_equal(f->cfg.operator_tokens[0], TOKEN_A);
+	config_free(&f->cfg);
+	unlink(f->path);
+	key_fails(f, "tokens", "ci = root some-secret-token-0001",
+		  "tokens.ci: role \"root\" is not reader, operator or admin");
+	key_fails(f, "tokens", "ci = admin short", "is too short");
+	key_fails(f, "tokens", "ci = admin", "not \"<role> <token>\"");
+	key_fails(f, "tokens", "c/i = admin some-secret-token-0001",
+		  "a token name is 1..63");
+}
+
 static void a_joining_node_is_not_among_its_peers(void **state)
 {
 	struct fixture *f = *state;
@@ -736,6 +765,7 @@ int main(void)
 		T(addresses_must_be_ipv4_with_port),
 		T(node_must_be_among_peers),
 		T(duplicate_peer_ids_are_refused),
+		T(named_tokens_and_operators),
 		T(a_joining_node_is_not_among_its_peers),
 		T(too_many_peers_are_refused),
 		T(tokens),
