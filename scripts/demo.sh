@@ -130,7 +130,8 @@ for ((i = 1; i <= NODES; i++)); do
 		echo "secret_file = $DEMO_DIR/cluster.secret"
 		echo
 		echo "[executor]"
-		echo "allow_root = true"
+		# steps never run as root: as nobody when the demo runs as root
+		if [ "$(id -u)" -eq 0 ]; then echo "run_as = nobody"; fi
 	} >"$dir/flowd.conf"
 done
 
