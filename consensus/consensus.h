@@ -1,8 +1,9 @@
-/* consensus.h - flowd's Raft node: canonical/raft 0.15 over raft_uv/TCP on
- * the caller's libuv loop. It bootstraps, proposes commands, tracks
- * leadership, takes snapshots and shuts down without tripping 0.15's known
- * crash paths. It knows nothing of flows or runs: the state machine is handed
- * in as callbacks. Everything here runs on the loop thread. */
+/* consensus.h - flowd's Raft node: canonical/raft 0.15 over raft_uv, on
+ * plain TCP or mutually authenticated TLS, on the caller's libuv loop. It
+ * bootstraps, proposes commands, tracks leadership, takes snapshots and
+ * shuts down without tripping 0.15's known crash paths. It knows nothing of
+ * flows or runs: the state machine is handed in as callbacks. Everything
+ * here runs on the loop thread. */
 #ifndef FLOWD_CONSENSUS_H
 #define FLOWD_CONSENSUS_H
 
@@ -81,6 +82,14 @@ struct consensus_config {
 	 * applied, or failed), with the seconds it took; may be NULL. */
 	void (*proposed)(void *arg, double seconds);
 	void *proposed_arg;
+	/* Raft over mutually authenticated TLS (transport_tls.h): PEM paths
+	 * of the cluster CA every peer's certificate must chain to, this
+	 * node's certificate and its key (copied; read again by
+	 * consensus_tls_reload). All three, or all NULL: plain TCP
+	 * (raft_uv_tcp), with no authentication, for a loopback demo. */
+	const char *tls_ca_file;
+	const char *tls_cert_file;
+	const char *tls_key_file;
 };
 
 struct consensus;
@@ -131,6 +140,12 @@ uint64_t consensus_last_index(struct consensus *c);
 /* Proposals (and barriers) accepted and not yet completed. */
 unsigned consensus_inflight(struct consensus *c);
 const char *consensus_errmsg(struct consensus *c);
+
+/* Read the TLS files of the config again (SIGHUP): Raft connections made
+ * from now on use them, established ones go on with the old ones. On a
+ * failure the old credentials stay and errmsg says why. Returns 0, or
+ * CONSENSUS_ERROR (also when the node runs plain TCP). Loop thread. */
+int consensus_tls_reload(struct consensus *c, char *errmsg, size_t errlen);
 
 /* Clean shutdown (dependencies.md §0.3, §5.7): refuse new proposals, wait
  * until every in-flight raft_apply callback has fired (pending deadlines

@@ -2,7 +2,9 @@
  * the shutdown sequence that avoids raft 0.15's close crash.
  *
  * DESIGN
- * Happy path (consensus_new): raft_uv_tcp_init -> raft_uv_init(data_dir) ->
+ * Happy path (consensus_new): the transport (raft_uv_tcp_init, or with
+ * tls_cert_file set consensus_tls_transport_init: mutually authenticated
+ * TLS, transport_tls.c) -> raft_uv_init(data_dir) ->
  * raft_init(id, address) -> raft_bootstrap(peers as voters; RAFT_CANTBOOTSTRAP
  * on every later start is expected) -> setters -> raft_start, then a timer
  * polls raft_state/raft_leader/current_term every max(heartbeat/2, 10) ms and
@@ -10,9 +12,10 @@
  * §1.2). consensus_close (§0.3, §5.7): refuse new proposals; poll every 5 ms
  * until no raft_apply/raft_barrier is in flight and, on a leader, every
  * appended entry is on disk; if leader, raft_transfer(0) and wait for its
- * callback; raft_close; in its callback raft_uv_close and raft_uv_tcp_close
- * (both only free memory: the io and transport handles were closed by
- * raft_close); close our timers; once they and every request struct are
+ * callback; raft_close; in its callback raft_uv_close and the transport's
+ * close (raft_uv_tcp_close or consensus_tls_transport_close; both only free
+ * memory: the io and transport handles were closed by raft_close); close
+ * our timers; once they and every request struct are
  * gone, call done(arg) and free. The loop then has no handle of ours and
  * uv_loop_close returns 0.
  *
@@ -21,8 +24,10 @@
  *   for our id, heartbeat >= election): NULL before anything is opened. A
  *   node whose id is not among the peers (n_peers may be 0) is a joining
  *   node: it skips raft_bootstrap and waits to be added (membership.c).
- * - raft_uv_tcp_init/raft_uv_init/raft_init fail: NULL; we undo what
- *   succeeded with raft_uv_close/raft_uv_tcp_close, which only free memory.
+ * - the transport's init (for TLS: unreadable files, a certificate that does
+ *   not verify against the CA)/raft_uv_init/raft_init fail: NULL; we undo
+ *   what succeeded with raft_uv_close and the transport's close, which only
+ *   free memory.
  *   raft_close must NOT be called after a failed raft_init: raft_init has
  *   already released what it allocated and raft_close would close an io whose
  *   init failed. raft_uv's init fails before it opens a uv handle (directory
@@ -45,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consensus/transport_tls.h"
 #include "core/log.h"
 
 /* ---------------------------------------------------------------- errors */
@@ -142,6 +148,13 @@ static int check_config(const struct consensus_config *cfg,
 	}
 	if (check_address(cfg->address, errmsg, errlen) != 0)
 		return -1;
+	if ((cfg->tls_ca_file == NULL) != (cfg->tls_cert_file == NULL) ||
+	    (cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL)) {
+		set_err(errmsg, errlen,
+			"consensus: tls needs ca_file, cert_file and key_file "
+			"together");
+		return -1;
+	}
 	if (cfg->n_peers > 0 && cfg->peers == NULL) {
 		set_err(errmsg, errlen, "consensus: no peers");
 		return -1;
@@ -281,6 +294,16 @@ static void role_poll_cb(uv_timer_t *timer)
 
 /* ---------------------------------------------------------------- close */
 
+/* raft_uv_tcp_close or its TLS twin: both only free memory (the handles
+ * were closed by raft_close, or never opened). */
+static void transport_free(struct consensus *c)
+{
+	if (consensus_tls_transport_is(&c->transport))
+		consensus_tls_transport_close(&c->transport);
+	else
+		raft_uv_tcp_close(&c->transport);
+}
+
 static void maybe_finish(struct consensus *c)
 {
 	void (*done)(void *arg);
@@ -319,7 +342,7 @@ static void raft_closed_cb(struct raft *r)
 	/* raft_close closed the io and transport handles; these two only free
 	 * the memory raft_uv_init/raft_uv_tcp_init allocated. */
 	raft_uv_close(&c->io);
-	raft_uv_tcp_close(&c->transport);
+	transport_free(c);
 	c->raft_closed = 1;
 	c->phase = CONSENSUS__HANDLES_CLOSING;
 	uv_close((uv_handle_t *)&c->role_timer, timer_close_cb);
@@ -460,11 +483,25 @@ struct consensus *consensus_new(uv_loop_t *loop,
 	hb = cfg->heartbeat_ms != 0 ? cfg->heartbeat_ms : 100;
 	c->role_poll_ms = hb / 2 > 10 ? hb / 2 : 10;
 
-	rv = raft_uv_tcp_init(&c->transport, loop);
-	if (rv != 0) {
-		set_err(errmsg, errlen, "consensus: transport: %s",
-			raft_reason(c->transport.errmsg, rv));
-		goto err_free;
+	if (cfg->tls_cert_file != NULL) {
+		char tlserr[256];
+
+		rv = consensus_tls_transport_init(
+			&c->transport, loop, cfg->tls_ca_file,
+			cfg->tls_cert_file, cfg->tls_key_file, tlserr,
+			sizeof tlserr);
+		if (rv != 0) {
+			set_err(errmsg, errlen, "consensus: transport: %s",
+				tlserr);
+			goto err_free;
+		}
+	} else {
+		rv = raft_uv_tcp_init(&c->transport, loop);
+		if (rv != 0) {
+			set_err(errmsg, errlen, "consensus: transport: %s",
+				raft_reason(c->transport.errmsg, rv));
+			goto err_free;
+		}
 	}
 	rv = raft_uv_init(&c->io, loop, cfg->data_dir, &c->transport);
 	if (rv != 0) {
@@ -507,8 +544,9 @@ struct consensus *consensus_new(uv_loop_t *loop,
 	}
 	uv_timer_start(&c->role_timer, role_poll_cb, c->role_poll_ms,
 		       c->role_poll_ms);
-	log_info("consensus: started id=%llu address=%s dir=%s",
-		 (unsigned long long)cfg->id, cfg->address, cfg->data_dir);
+	log_info("consensus: started id=%llu address=%s dir=%s transport=%s",
+		 (unsigned long long)cfg->id, cfg->address, cfg->data_dir,
+		 cfg->tls_cert_file != NULL ? "tls" : "tcp");
 	return c;
 
 err_raft:
@@ -520,7 +558,7 @@ err_raft:
 err_io:
 	raft_uv_close(&c->io);
 err_transport:
-	raft_uv_tcp_close(&c->transport);
+	transport_free(c);
 err_free:
 	free(c);
 	return NULL;
@@ -576,4 +614,13 @@ const char *consensus_errmsg(struct consensus *c)
 	if (c->errmsg[0] != '\0')
 		return c->errmsg;
 	return c->raft_closed ? "" : raft_errmsg(&c->raft);
+}
+
+int consensus_tls_reload(struct consensus *c, char *errmsg, size_t errlen)
+{
+	if (c->raft_closed || !consensus_tls_transport_is(&c->transport)) {
+		set_err(errmsg, errlen, "consensus: raft does not use tls");
+		return CONSENSUS_ERROR;
+	}
+	return consensus_tls_transport_reload(&c->transport, errmsg, errlen);
 }

@@ -436,6 +436,10 @@ static void sighup_cb(uv_signal_t *h, int signum)
 	else
 		log_info("SIGHUP: api certificate reloaded cert_file=%s",
 			 d->cfg->tls_cert_file);
+	if (d->raft != NULL && consensus_tls_reload(d->raft, err, sizeof err) != 0)
+		log_error("SIGHUP: raft certificate not reloaded: %s", err);
+	else if (d->raft != NULL)
+		log_info("SIGHUP: raft certificate reloaded");
 }
 
 /* The API's users: every configured token with its role and a name for
@@ -993,8 +997,12 @@ int main(int argc, char **argv)
 err_exec:
 	executor_close(d.exec, NULL, NULL);
 err_modules:
-	if (d.peer != NULL)
-		peer_close(d.peer, NULL, NULL);
+	if (d.peer != NULL) {
+		/* its worker is joined and it is freed from the loop */
+		peer_close(d.peer, peer_closed_cb, &d);
+		while (d.peer != NULL)
+			uv_run(d.loop, UV_RUN_ONCE);
+	}
 	if (d.live != NULL)
 		liveness_close(d.live);
 	if (d.outcomes != NULL)
