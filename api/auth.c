@@ -163,9 +163,11 @@ const struct api_token *api__auth_lookup(const struct api_token *tokens,
 		glen--;
 	if (glen == 0 || api_sha256(p, glen, h) != 0)
 		return NULL;
-	/* Every entry is compared; the first match wins. */
+	/* Every entry is compared; of a token listed twice, the entry with
+	 * the highest role wins. */
 	for (size_t i = 0; i < n; i++)
-		if (same_bytes(h, tokens[i].hash, 32) && found == NULL)
+		if (same_bytes(h, tokens[i].hash, 32) &&
+		    (found == NULL || tokens[i].role > found->role))
 			found = &tokens[i];
 	return found;
 }

@@ -152,6 +152,8 @@ struct request {
 	_Atomic int state; /* enum request_state */
 	int begun;	   /* the handler's first call has run */
 	int node_claim;	   /* X-Flowd-Node: verified in request_end */
+	char peer_address[48]; /* the connection's own address, whatever a
+				* node's X-Flowd-On-Behalf says */
 	int failed;	   /* an error response is ready in req */
 	char *body;	   /* owned raw body, NULL until the first byte; moved
 			    * to req.raw_body on submit */
@@ -175,6 +177,8 @@ struct api_server {
 	size_t n_tokens;
 	char *secret;	      /* owned cluster secret, or NULL */
 	int node_only;	      /* node.internal_address */
+	char *trust;	      /* owned: tls.client_ca_file's PEM, which MHD
+			       * borrows */
 	int client_certs;     /* tls.client_ca_file: a client certificate
 			       * that chains to it is required */
 	int open;	      /* no token configured at all */
@@ -203,6 +207,7 @@ struct api_server {
 	pthread_mutex_t conns_mu;
 	struct conn *conns;    /* a list under conns_mu */
 	int64_t read_timeout_ms;
+	int64_t idle_ms;       /* api.connection_timeout_s */
 	int64_t next_sweep_ms;
 	atomic_uint dropped_slow;
 };
@@ -212,8 +217,11 @@ struct api_server {
 struct conn {
 	struct conn *prev, *next; /* under conns_mu */
 	int fd;
-	atomic_llong since_ms;  /* when its request started to arrive: the
-	                         * accept, or the end of the one before */
+	atomic_llong deadline_ms; /* shut down past it unless busy: the
+	                         * accept or the request line + read_timeout;
+	                         * after an answer, + the idle timeout (a
+	                         * keep-alive client may think, but a byte
+	                         * now and then does not extend it) */
 	atomic_int busy;        /* a request fully read is being answered */
 	bool dropped;           /* shut down by the sweep */
 };
@@ -562,6 +570,11 @@ static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 	r->server = cls;
 	r->conn = conn;
 	clock_gettime(CLOCK_MONOTONIC, &r->t0);
+	/* the request line is in: its head and body have read_timeout_s */
+	struct conn *c = conn_of(r);
+	if (c != NULL)
+		atomic_store(&c->deadline_ms,
+			     api__now_ms() + r->server->read_timeout_ms);
 	atomic_init(&r->state, STATE_READING);
 	return r;
 }
@@ -674,6 +687,7 @@ static int identify(struct request *r, enum api_role need,
 	const char *behalf;
 
 	client_address_of(r);
+	memcpy(r->peer_address, req->client_address, sizeof r->peer_address);
 	if (s->client_certs && client_cert_check(r, err) != 0)
 		return -1;
 	if (node != NULL) {
@@ -1264,9 +1278,10 @@ static enum MHD_Result request_end(struct request *r)
 	if (r->failed)
 		return answer(r);
 	if (r->node_claim && node_verify(r, &err) != 0) {
-		log_warn("api: node credential refused address=%s path=%s "
-			 "why=\"%s\"",
-			 r->req.client_address, or_dash(r->url), err.message);
+		log_warn("api: node credential refused address=%s node=%s "
+			 "path=%s why=\"%s\"",
+			 r->peer_address, or_dash(header(r, "X-Flowd-Node")),
+			 or_dash(r->url), err.message);
 		fail(r, &err);
 		return answer(r);
 	}
@@ -1366,7 +1381,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	*con_cls = NULL;
 	if ((c = conn_of(r)) != NULL) {
-		atomic_store(&c->since_ms, api__now_ms());
+		atomic_store(&c->deadline_ms, api__now_ms() + r->server->idle_ms);
 		atomic_store(&c->busy, 0);
 	}
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -1411,7 +1426,7 @@ static void conn_track(struct api_server *s, struct MHD_Connection *conn,
 			return;
 		}
 		c->fd = ci->connect_fd;
-		atomic_init(&c->since_ms, api__now_ms());
+		atomic_init(&c->deadline_ms, api__now_ms() + s->read_timeout_ms);
 		atomic_init(&c->busy, 0);
 		pthread_mutex_lock(&s->conns_mu);
 		c->next = s->conns;
@@ -1459,7 +1474,7 @@ static void conns_sweep(struct api_server *s, int64_t now)
 	pthread_mutex_lock(&s->conns_mu);
 	for (struct conn *c = s->conns; c != NULL; c = c->next) {
 		if (c->dropped || atomic_load(&c->busy) ||
-		    now - atomic_load(&c->since_ms) <= s->read_timeout_ms)
+		    now <= atomic_load(&c->deadline_ms))
 			continue;
 		c->dropped = true;
 		shutdown(c->fd, SHUT_RDWR);
@@ -1598,6 +1613,9 @@ int api_server_start(const struct api_config *cfg,
 	pthread_cond_init(&s->watch_cond, NULL);
 	pthread_mutex_init(&s->conns_mu, NULL);
 	s->read_timeout_ms = (int64_t)cfg->read_timeout_s * 1000;
+	s->idle_ms = (int64_t)(cfg->connection_timeout_s
+				       ? cfg->connection_timeout_s
+				       : DEFAULT_CONNECTION_TIMEOUT_S) * 1000;
 	api__streams_init(&s->streams, &s->watch_mu,
 			  cfg->max_streams ? cfg->max_streams
 					   : DEFAULT_MAX_STREAMS,
@@ -1683,7 +1701,8 @@ int api_server_start(const struct api_config *cfg,
 		MHD_OPTION_HTTPS_CERT_CALLBACK, api__tls_retrieve_cb,
 		trust != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END,
 		trust, MHD_OPTION_END);
-	free(trust);
+	/* MHD keeps the pointer for the daemon's life */
+	s->trust = trust;
 	trust = NULL;
 	if (s->daemon == NULL) {
 		snprintf(errmsg, errlen, "api: cannot listen on %s: %s",
@@ -1775,5 +1794,6 @@ void api_server_stop(struct api_server *s)
 		explicit_bzero(s->secret, strlen(s->secret));
 	free(s->secret);
 	free(s->tokens);
+	free(s->trust);
 	free(s);
 }

@@ -40,9 +40,10 @@ struct field {
 #define TS_MAX INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
 #define ID_MAX INT64_MAX
 #define I32 INT32_MIN, INT32_MAX
-#define NAME 1, 256
+#define NAME 1, 4096
+#define U32 0, INT64_C(4294967295)
 #define TEXT 0, 65536
-#define OUTPUT 0, (16 << 20)
+#define OUTPUT 0, INT64_C(1) << 40
 
 #define END {NULL, 0, 0, 0, false}
 
@@ -52,32 +53,32 @@ static const struct field f_undeploy[] = {{"flow", STR, NAME, true}, END};
 static const struct field f_run_create[] = {
 	{"flow", STR, NAME, true},
 	{"parameters", OBJ, 0, 0, false},
-	{"idempotency_key", STR, 1, 4096, false},
-	{"retain", INT, 0, INT32_MAX, false},
-	{"keys", INT, 0, INT32_MAX, false},
-	{"key_ttl_s", INT, 0, INT32_MAX, false},
+	{"idempotency_key", STR, 1, (16 << 20), false},
+	{"retain", INT, U32, false},
+	{"keys", INT, U32, false},
+	{"key_ttl_s", INT, U32, false},
 	END};
 static const struct field f_run_cancel[] = {{"run", STR, NAME, true}, END};
 static const struct field f_node_up[] = {
 	{"node", INT, 1, ID_MAX, true},
 	{"boot", INT, 0, ID_MAX, true},
-	{"capacity", INT, 0, 1000000, true},
+	{"capacity", INT, U32, true},
 	{"api", STR, 0, 63, false},
 	END};
 static const struct field f_node[] = {
 	{"node", INT, 1, ID_MAX, true}, {"boot", INT, 0, ID_MAX, true}, END};
 static const struct field f_none[] = {END};
 static const struct field f_fire[] = {
-	{"items", ARR, 0, 100000, true},
-	{"max_buffered", INT, 0, INT32_MAX, false},
+	{"items", ARR, U32, true},
+	{"max_buffered", INT, U32, false},
 	END};
 static const struct field f_fire_item[] = {
 	{"flow", STR, NAME, true},
-	{"schedule", INT, 0, 100000, true},
-	{"key", STR, NAME, true},
+	{"schedule", INT, U32, true},
+	{"key", STR, 1, 65536, true},
 	{"prev", INT, 0, TS_MAX, false},
 	{"nominal", INT, 0, TS_MAX, true},
-	{"missed", INT, 0, INT32_MAX, false},
+	{"missed", INT, 0, INT64_MAX, false},
 	{"fire", BOOL, 0, 0, false},
 	{"backfill", ANYJ, 0, 0, false},
 	END};
@@ -85,16 +86,16 @@ static const struct field f_event[] = {
 	{"name", STR, NAME, true},
 	{"id", STR, NAME, true},
 	{"payload", ANYJ, 0, 0, false},
-	{"dedupe_s", INT, 0, INT32_MAX, false},
-	{"keep", INT, 0, INT32_MAX, false},
-	{"max_buffered", INT, 0, INT32_MAX, false},
+	{"dedupe_s", INT, U32, false},
+	{"keep", INT, U32, false},
+	{"max_buffered", INT, U32, false},
 	END};
 static const struct field f_pause[] = {
 	{"flow", STR, NAME, true}, {"paused", BOOL, 0, 0, true}, END};
 static const struct field f_task_finish[] = {
 	{"run", STR, NAME, true},
 	{"step", STR, NAME, true},
-	{"attempt", INT, 1, 1000000, true},
+	{"attempt", INT, 1, INT32_MAX, true},
 	{"node", INT, 1, ID_MAX, true},
 	{"exit_code", INT, I32, true},
 	{"signal", INT, 0, 255, true},
@@ -102,6 +103,8 @@ static const struct field f_task_finish[] = {
 	{"detail", STR, TEXT, false},
 	{"stdout", STR, OUTPUT, true},
 	{"stderr", STR, OUTPUT, true},
+	/* OUTPUT: limits.max_body_bytes bounds what a node can send, and
+	 * the executor's limits.max_log_bytes_per_task what it keeps */
 	{"truncated", BOOL, 0, 0, true},
 	END};
 /* who asked for a client's write (the node that took it adds it) */
@@ -112,9 +115,10 @@ static const struct field f_audit[] = {
 	{"node", INT, 0, ID_MAX, true},
 	{"action", STR, 0, 64, true},
 	{"method", STR, 0, 8, true},
-	{"path", STR, 0, 2048, true},
+	{"path", STR, 0, 65536, true},
 	END};
-static const struct field f_batch[] = {{"cmds", ARR, 1, 100000, true}, END};
+static const struct field f_batch[] = {
+	{"cmds", ARR, 1, INT64_C(4294967295), true}, END};
 
 static const struct op {
 	const char *name;

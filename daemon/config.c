@@ -650,8 +650,19 @@ static int set_token(struct load *ld, const char *name, const char *value)
 	    strcmp(role, "admin") != 0)
 		return fail(ld, "%s: role \"%s\" is not reader, operator or admin",
 			    key, role);
-	if (parse_tokens(ld, key, secret, &one) < 0)
+	if (strchr(secret, ',') != NULL) {
+		explicit_bzero(secret, sizeof secret);
+		return fail(ld, "%s: one token per name (no commas)", key);
+	}
+	if (parse_tokens(ld, key, secret, &one) < 0) {
+		explicit_bzero(secret, sizeof secret);
 		return -1;
+	}
+	explicit_bzero(secret, sizeof secret);
+	if (one[0] == NULL) {
+		free(one);
+		return fail(ld, "%s: not \"<role> <token>\"", key);
+	}
 	strcpy(t.name, name);
 	strcpy(t.role, role);
 	t.value = one[0];
@@ -894,6 +905,10 @@ static int check_credentials(struct load *ld)
 		if (read_secret_file(ld, cfg->cluster_secret_file) < 0)
 			return -1;
 	}
+	if ((cfg->n_peers > 1 || cfg->join) && !cfg->admin_tokens[0] &&
+	    !cfg->reader_tokens[0] && !cfg->operator_tokens[0] &&
+	    cfg->n_tokens == 0)
+		return fail(ld, "auth: no tokens configured, which is allowed only for a single node (another node would act on this one's open API; every node needs the same tokens)");
 	if ((cfg->n_peers > 1 || cfg->join) && cfg->cluster_secret == NULL)
 		return fail(ld, "cluster.secret_file: required for a cluster of more than one node (the nodes' credential; docs/security.md)");
 	if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
@@ -903,12 +918,23 @@ static int check_credentials(struct load *ld)
 		return fail(ld, "tls.ca_file: required with tls.cert_file (nodes verify each other against it)");
 	if (cfg->tls_client_ca_file != NULL && cfg->tls_cert_file == NULL)
 		return fail(ld, "tls.client_ca_file: needs tls.cert_file");
-	if (cfg->tls_cert_file == NULL && cfg->n_peers > 1) {
-		for (unsigned i = 0; i < cfg->n_peers; i++)
-			if (!is_loopback(cfg->peers[i].raft_address))
+	if (cfg->tls_cert_file == NULL && (cfg->n_peers > 1 || cfg->join)) {
+		for (unsigned i = 0; i < cfg->n_peers; i++) {
+			const struct config_peer *p = &cfg->peers[i];
+			const char *open = !is_loopback(p->raft_address)
+						   ? p->raft_address
+					   : !is_loopback(p->api_address)
+						   ? p->api_address
+					   : p->internal_address[0] &&
+							   !is_loopback(
+								   p->internal_address)
+						   ? p->internal_address
+						   : NULL;
+
+			if (open != NULL)
 				return fail(ld, "tls.cert_file: required when a peer is not on loopback (peers.%llu at %s): Raft and node traffic would travel in clear",
-					    (unsigned long long)cfg->peers[i].id,
-					    cfg->peers[i].raft_address);
+					    (unsigned long long)p->id, open);
+		}
 	}
 	return 0;
 }

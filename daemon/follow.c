@@ -204,8 +204,12 @@ static void *relay_main(void *arg)
 
 	flowd_thread_nicer(r->rd->thread_nice);
 	if (h != NULL) {
-		hdrs = curl_slist_append(hdrs, "X-Flowd-Forwarded: 1");
-		hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
+		struct curl_slist *more;
+
+		if ((more = curl_slist_append(hdrs, "X-Flowd-Forwarded: 1")) != NULL)
+			hdrs = more;
+		if ((more = curl_slist_append(hdrs, "Accept: text/event-stream")) != NULL)
+			hdrs = more;
 		r->hdrs = hdrs;
 		curl_easy_setopt(h, CURLOPT_URL, r->url);
 		nodecred_curl_tls(r->rd->cred, h);
@@ -435,7 +439,14 @@ void follow_logs(struct reads *rd, const struct view *v,
 		stored(rd, req, attempt, &w);
 		return;
 	}
-	char *api = node_api(v, w.node);
+	char *api = NULL;
+	/* the node's listener for nodes first ([peers], third address) */
+	for (unsigned i = 0; rd->cfg != NULL && i < rd->cfg->n_peers; i++)
+		if (rd->cfg->peers[i].id == w.node &&
+		    rd->cfg->peers[i].internal_address[0] != '\0')
+			api = strdup(rd->cfg->peers[i].internal_address);
+	if (api == NULL)
+		api = node_api(v, w.node);
 	if (api == NULL) {
 		stored(rd, req, attempt, &w);
 		return;

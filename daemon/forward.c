@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/log.h"
 
@@ -133,7 +134,25 @@ static void proposal_raft_cb(void *arg, int status, uint64_t index,
 			     void *result)
 {
 	struct proposal *p = arg;
+	struct fsm_result *res = result;
 
+	/* Committed, but apply refused a field (core/fsm_check.c): the same
+	 * answer as over HTTP, so the caller sends something else. */
+	if (status == CONSENSUS_OK && res != NULL &&
+	    res->err.errc == FLOWD_E_INVALID &&
+	    strcmp(res->err.code, "invalid_command") == 0) {
+		char why[400];
+		struct peer_result refusal = {.status = 400, .body = "",
+					      .error = why};
+
+		snprintf(why, sizeof why, "invalid_command: %.200s (field %.60s)",
+			 res->err.message, res->err.field);
+		log_error("forward: apply refused a command bytes=%zu error=\"%s\"",
+			  p->len, why);
+		p->cb(p->arg, FORWARD_REFUSED, &refusal);
+		free(p);
+		return;
+	}
 	p->cb(p->arg, status, NULL);
 	free(p);
 }

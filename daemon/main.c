@@ -889,7 +889,8 @@ int main(int argc, char **argv)
 				 .kick_arg = &d,
 				 .max_relays = cfg.api_max_log_follows,
 				 .thread_nice = (int)cfg.background_nice,
-				 .cred = &d.cred};
+				 .cred = &d.cred,
+				 .cfg = &cfg};
 	struct api_backend backend = {.arg = d.svc,
 				      .submit = service_submit_cb,
 				      .read_arg = &d.reads};

@@ -7,6 +7,7 @@
 #define FLOWD_DAEMON_READS_H
 
 #include "api/api.h"
+#include "daemon/config.h"
 #include "daemon/nodecred.h"
 #include <stdatomic.h>
 
@@ -38,6 +39,8 @@ struct reads {
 	int thread_nice;               /* relay threads: as the HTTP ones */
 	const struct nodecred *cred;   /* borrowed: relays are signed as this
 	                                * node (nodecred.h) */
+	const struct flowd_config *cfg;/* borrowed: [peers]' listeners for
+	                                * nodes, which relays prefer */
 };
 
 /* Modify-index probes of the rows (api_probe_fn). */

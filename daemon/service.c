@@ -817,6 +817,14 @@ static void internal_done_cb(void *arg, int status, uint64_t index,
 			    "the command was not committed; retry");
 		return;
 	}
+	/* committed, but apply refused a field: the node must not take it
+	 * for done (forward.c turns a 4xx into FORWARD_REFUSED) */
+	if (res != NULL && res->err.errc == FLOWD_E_INVALID &&
+	    strcmp(res->err.code, "invalid_command") == 0) {
+		reply_error(req, FLOWD_E_INVALID, "invalid_command",
+			    res->err.field, res->err.message);
+		return;
+	}
 	reply_json(req, 200,
 		   json_pack("{s:I, s:i}", "index", (json_int_t)index, "result",
 			     res == NULL ? 0

@@ -308,9 +308,10 @@ static void overrides_alone_replace_a_peer(void **state)
 		"--peers.2=127.0.0.1:7003 127.0.0.1:8003",
 		"--node.id=2",
 		"--cluster.secret=cluster-secret-0123456789",
+		"--auth.admin_tokens=" TOKEN_A,
 	};
 
-	assert_int_equal(load(f, NULL, 5, argv), 0);
+	assert_int_equal(load(f, NULL, 6, argv), 0);
 	assert_int_equal(f->cfg.n_peers, 2);
 	/* addresses not given are this node's [peers] entry */
 	assert_string_equal(f->cfg.raft_address, "127.0.0.1:7003");
@@ -553,7 +554,8 @@ static void a_joining_node_is_not_among_its_peers(void **state)
 	snprintf(text, sizeof text,
 		 "[node]\nid = 3\njoin = true\nraft_address = 127.0.0.1:7003\n"
 		 "api_address = 127.0.0.1:8003\n[cluster]\n"
-		 "secret = cluster-secret-0123456789\n%s", peers);
+		 "secret = cluster-secret-0123456789\n[auth]\n"
+		 "admin_tokens = " TOKEN_A "\n%s", peers);
 	assert_int_equal(load(f, text, 0, NULL), 0);
 	assert_true(f->cfg.join);
 	assert_int_equal(f->cfg.n_peers, 2);
