@@ -7,6 +7,16 @@
 # set NODE_ARGS (extra flowd arguments, an array), MAX_PARALLEL_TASKS,
 # NODES (3, or 1 for a single node) and FLOWD_NICE (the nice value the nodes
 # start with, as systemd's Nice= gives them; root may give a negative one).
+#
+# TLS=1: the nodes get a [tls] section with certificates from
+# scripts/make-certs.sh (a throwaway CA in $B/tls), so the API is HTTPS and
+# Raft and node-to-node traffic are mutually authenticated TLS; URL[] and ALL
+# are https://, and curl, loadgen (lg_run, lg) and failover.py (HELPER) are
+# made to verify against that CA. Unset: nothing changes.
+# LOADGEN_ARGS="...": extra arguments for every loadgen run (lg_run, lg),
+# e.g. --warmup 1.
+# NODE_CPU_LOG=FILE: lg appends "NAME SECONDS" to FILE, the CPU time (user +
+# system, every thread) the nodes used while that loadgen ran.
 
 # --- cleanup -----------------------------------------------------------------
 NODES=${NODES:-3}
@@ -101,10 +111,22 @@ deploy() { # flow spec-json
 
 # --- helpers -------------------------------------------------------------------
 lg() { # NAME ARGS...: loadgen (lib.sh), then check the node(s) still run
-	local name=$1
+	local name=$1 c0
 	shift
+	[ -z "${NODE_CPU_LOG:-}" ] || c0=$(nodes_cpu_ticks)
 	lg_run "$name" "$@"
+	[ -z "${NODE_CPU_LOG:-}" ] ||
+		awk -v n="$name" -v a="$c0" -v b="$(nodes_cpu_ticks)" -v hz="$(getconf CLK_TCK)" \
+			'BEGIN { printf "%s %.2f\n", n, (b - a) / hz }' >>"$NODE_CPU_LOG"
 	nodes_alive
+}
+nodes_cpu_ticks() { # -> the nodes' CPU time (user + system) summed, clock ticks
+	local i t=0 v
+	for i in $NODE_IDS; do
+		v=$(awk '{ print $14 + $15 }' "/proc/${PID[$i]}/stat" 2>/dev/null || echo 0)
+		t=$((t + v))
+	done
+	echo "$t"
 }
 rss_mb() { # n -> VmRSS of node n in MB
 	awk '$1 == "VmRSS:" { printf "%.1f\n", $2 / 1024 }' "/proc/${PID[$1]}/status" 2>/dev/null || echo -
@@ -140,6 +162,56 @@ drain() {
 	done
 }
 
+# --- TLS=1, LOADGEN_ARGS --------------------------------------------------------
+TLS=${TLS:-0}
+if [ "$TLS" = 1 ]; then
+	TLS_DIR=$B/tls
+	TLS_CA=$TLS_DIR/ca.pem
+	SCHEME=https
+	curl() { command curl --cacert "$TLS_CA" "$@"; }
+	# failover.py (standard library, plain HTTP) through a shim that gives
+	# its connections TLS verified against the CA and reads https:// URLs
+	export BENCH_FAILOVER_PY=$HELPER BENCH_TLS_CA=$TLS_CA
+	HELPER=$TLS_DIR/failover_tls.py
+elif [ "$TLS" = 0 ]; then
+	SCHEME=http
+else
+	die "TLS must be 0 or 1"
+fi
+# lib.sh's lg_run, with LOADGEN_ARGS and the CA for https:// targets
+read -ra LOADGEN_EXTRA <<<"${LOADGEN_ARGS:-}"
+[ "$TLS" != 1 ] || LOADGEN_EXTRA+=(--tls-ca "$TLS_CA")
+if [ ${#LOADGEN_EXTRA[@]} -gt 0 ]; then
+	eval "lg_run_plain() $(declare -f lg_run | tail -n +2)"
+	lg_run() { # NAME ARGS...
+		local name=$1
+		shift
+		lg_run_plain "$name" "${LOADGEN_EXTRA[@]}" "$@"
+	}
+fi
+tls_setup() { # certificates and the failover.py shim in $TLS_DIR
+	local i
+	command -v openssl >/dev/null || die "TLS=1 needs the openssl command"
+	rm -rf "$TLS_DIR"
+	"$ROOT/scripts/make-certs.sh" "$TLS_DIR" $(for i in $NODE_IDS; do echo "node-$i"; done) ||
+		die "scripts/make-certs.sh failed"
+	cat >"$HELPER" <<-'PY'
+	import http.client, importlib.util, os, socket, ssl, sys
+	spec = importlib.util.spec_from_file_location("failover", os.environ["BENCH_FAILOVER_PY"])
+	m = importlib.util.module_from_spec(spec)
+	spec.loader.exec_module(m)
+	ctx = ssl.create_default_context(cafile=os.environ["BENCH_TLS_CA"])
+	class Conn(http.client.HTTPSConnection):
+	    def __init__(self, host, port=None, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, **kw):
+	        super().__init__(host, port, timeout=timeout, context=ctx)
+	http.client.HTTPConnection = Conn
+	split_url = m.split_url
+	m.split_url = lambda u: split_url(u.strip().replace("https://", "http://", 1))
+	sys.exit(m.main())
+	PY
+	say "TLS: certificates in $TLS_DIR, the API on https"
+}
+
 # cluster_up: PostgreSQL, the three nodes' configs, start them, wait until
 # they agree on a leader, deploy "noop" (one /usr/bin/true step).
 cluster_up() {
@@ -151,12 +223,13 @@ cluster_up() {
 		"$B"/node*.log "$B/results.txt"
 	mkdir -p "$OUT"
 	for i in $NODE_IDS; do mkdir -p "$B/node$i"; done
+	[ "$TLS" != 1 ] || tls_setup
 
 	declare -ga APIP=(-) RAFTP=(-) URL=(-)
 	for i in $NODE_IDS; do
 		APIP[$i]=$(pick_port $((${API_PORT:-8790} + i - 1)))
 		RAFTP[$i]=$(pick_port $((${RAFT_PORT:-8793} + i - 1)))
-		URL[$i]=http://127.0.0.1:${APIP[$i]}
+		URL[$i]=$SCHEME://127.0.0.1:${APIP[$i]}
 	done
 	PG_PORT=$(pick_port "${PG_PORT:-8796}")
 	ALL=$(for i in $NODE_IDS; do printf '%s,' "${URL[$i]}"; done)
@@ -198,6 +271,13 @@ cluster_up() {
 
 	[limits]
 	max_parallel_tasks = ${MAX_PARALLEL_TASKS:-64}
+	CONF
+		[ "$TLS" != 1 ] || cat >>"$B/node$i.conf" <<-CONF
+
+	[tls]
+	cert_file = $TLS_DIR/node-$i.pem
+	key_file = $TLS_DIR/node-$i.key
+	ca_file = $TLS_CA
 	CONF
 		# fail fast on a config flowd rejects (e.g. election < 3 x heartbeat)
 		"$FLOWD_BIN" --config "$B/node$i.conf" "${RAFT_ARGS[@]}" --check >"$OUT/check$i.txt" 2>&1 ||

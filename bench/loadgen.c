@@ -1,8 +1,10 @@
-/* loadgen.c - HTTP/1.1 keep-alive load generator (epoll, pthreads) and the `--stamp` step helper. */
+/* loadgen.c - HTTP/1.1 keep-alive load generator (epoll, pthreads), over
+ * plain TCP or TLS (GnuTLS, non-blocking), and the `--stamp` step helper. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -36,15 +38,18 @@
 #define RETRY_MAX_NS 1000000000LL /* longest reconnect delay */
 #define TICK_MS 50                /* housekeeping: timeouts, reconnects */
 
-enum cstate { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
+enum cstate { C_DOWN, C_CONNECTING, C_HANDSHAKE, C_IDLE, C_BUSY };
 
 struct target {
 	struct sockaddr_in addr;
 	char host[160]; /* Host header value: "host:port" */
+	char name[128]; /* the URL's host: the name the certificate must hold */
+	bool tls;       /* https:// */
 };
 
 struct conn {
 	int fd;
+	gnutls_session_t sess; /* NULL: plain TCP (or not connected yet) */
 	enum cstate state;
 	int target;
 	bool want_out;
@@ -66,6 +71,7 @@ struct conn {
 	/* reconnect */
 	int64_t retry_at;
 	int64_t backoff;
+	bool was_ready; /* counted in G.ready */
 };
 
 struct thr {
@@ -86,6 +92,7 @@ struct thr {
 	uint64_t hist[HIST_N];
 	uint64_t status[600];
 	uint64_t sent, ok, responses, conn_errors, timeouts, connect_errors;
+	uint64_t tls_errors; /* failed or timed-out handshakes */
 	uint64_t unsent;
 	int64_t max_lat;
 	int64_t end_ns;
@@ -94,13 +101,20 @@ struct thr {
 static struct {
 	struct target targets[MAX_TARGETS];
 	int ntargets;
-	const char *path, *method, *body, *token, *print_ids;
+	const char *path, *method, *body, *token, *print_ids, *tls_ca;
+	bool any_tls;
+	gnutls_certificate_credentials_t cred; /* shared by every session */
+	atomic_bool tls_reported; /* the first handshake failure was printed */
 	const char *paths[8]; /* --path, then each --also-path: taken in turn */
 	int npaths;
 	int connections, threads;
 	double duration, rate, timeout;
 	uint64_t requests;
 	bool unique_key;
+	double warmup;       /* --warmup S; < 0: none */
+	atomic_bool started; /* G.t0 and G.t_end are set */
+	atomic_int ready;    /* connections that were ready at least once */
+	double connect_s;    /* --warmup: until every connection was up */
 	size_t body_len;
 	char key_prefix[64];
 	FILE *ids;
@@ -208,10 +222,16 @@ static void parse_url(const char *url, struct target *t, const char **pathp)
 	char host[128];
 	const char *p = url;
 	int port = 80;
-	if (strncmp(p, "http://", 7) == 0)
+	t->tls = false;
+	if (strncmp(p, "http://", 7) == 0) {
 		p += 7;
-	else if (strstr(p, "://"))
-		die("only http:// URLs: %s", url);
+	} else if (strncmp(p, "https://", 8) == 0) {
+		p += 8;
+		port = 443;
+		t->tls = true;
+	} else if (strstr(p, "://")) {
+		die("only http:// and https:// URLs: %s", url);
+	}
 	size_t hl = strcspn(p, ":/");
 	if (hl == 0 || hl >= sizeof host)
 		die("bad URL: %s", url);
@@ -239,6 +259,7 @@ static void parse_url(const char *url, struct target *t, const char **pathp)
 	t->addr.sin_port = htons((uint16_t)port);
 	freeaddrinfo(res);
 	snprintf(t->host, sizeof t->host, "%s:%d", host, port);
+	snprintf(t->name, sizeof t->name, "%s", host);
 }
 
 /* ---- connections ---- */
@@ -255,6 +276,11 @@ static void ep_set(struct thr *t, struct conn *c, bool out)
 
 static void conn_close(struct thr *t, struct conn *c, bool failed)
 {
+	if (c->sess) {
+		/* no close_notify: the socket is non-blocking and going away */
+		gnutls_deinit(c->sess);
+		c->sess = NULL;
+	}
 	if (c->fd >= 0) {
 		epoll_ctl(t->ep, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -287,6 +313,80 @@ static void conn_close(struct thr *t, struct conn *c, bool failed)
 
 static void conn_idle(struct thr *t, struct conn *c);
 
+/* ---- TLS ---- */
+
+static void tls_failed(struct thr *t, struct conn *c, int err)
+{
+	t->tls_errors++;
+	if (!atomic_exchange(&G.tls_reported, true)) {
+		/* the first failure only: the cause, not a flood */
+		const char *why = gnutls_strerror(err);
+		gnutls_datum_t st = {0};
+		if (err == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR &&
+		    gnutls_certificate_verification_status_print(
+			    gnutls_session_get_verify_cert_status(c->sess),
+			    GNUTLS_CRT_X509, &st, 0) == 0)
+			why = (const char *)st.data;
+		fprintf(stderr, "loadgen: TLS handshake with %s failed: %s\n",
+			G.targets[c->target].host, why);
+		gnutls_free(st.data);
+	}
+	conn_close(t, c, true);
+}
+
+/* Drive the handshake as far as the socket allows. */
+static void tls_handshake(struct thr *t, struct conn *c)
+{
+	for (;;) {
+		int r = gnutls_handshake(c->sess);
+		if (r == GNUTLS_E_SUCCESS) {
+			ep_set(t, c, false);
+			conn_idle(t, c);
+			return;
+		}
+		if (r == GNUTLS_E_INTERRUPTED)
+			continue;
+		if (r == GNUTLS_E_AGAIN) {
+			ep_set(t, c, gnutls_record_get_direction(c->sess) == 1);
+			return;
+		}
+		if (!gnutls_error_is_fatal(r))
+			continue; /* e.g. a warning alert: go on */
+		tls_failed(t, c, r);
+		return;
+	}
+}
+
+/* The TCP connection is up: start TLS on it, or use it as it is. */
+static void conn_connected(struct thr *t, struct conn *c)
+{
+	struct target *tg = &G.targets[c->target];
+	if (!tg->tls) {
+		ep_set(t, c, false);
+		conn_idle(t, c);
+		return;
+	}
+	int r = gnutls_init(&c->sess, GNUTLS_CLIENT | GNUTLS_NONBLOCK);
+	if (r != GNUTLS_E_SUCCESS) {
+		c->sess = NULL;
+		t->tls_errors++;
+		conn_close(t, c, true);
+		return;
+	}
+	if ((r = gnutls_set_default_priority(c->sess)) != GNUTLS_E_SUCCESS ||
+	    (r = gnutls_credentials_set(c->sess, GNUTLS_CRD_CERTIFICATE,
+					G.cred)) != GNUTLS_E_SUCCESS) {
+		tls_failed(t, c, r);
+		return;
+	}
+	/* the chain against the CA, and the URL's host (an IP address is
+	 * matched against the certificate's IP subjectAltNames); no SNI */
+	gnutls_session_set_verify_cert(c->sess, tg->name, 0);
+	gnutls_transport_set_int(c->sess, c->fd);
+	c->state = C_HANDSHAKE;
+	tls_handshake(t, c);
+}
+
 static void conn_open(struct thr *t, struct conn *c)
 {
 	struct target *tg = &G.targets[c->target];
@@ -304,8 +404,7 @@ static void conn_open(struct thr *t, struct conn *c)
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
 	epoll_ctl(t->ep, EPOLL_CTL_ADD, fd, &ev);
 	if (connect(fd, (struct sockaddr *)&tg->addr, sizeof tg->addr) == 0) {
-		ep_set(t, c, false);
-		conn_idle(t, c);
+		conn_connected(t, c);
 	} else if (errno == EINPROGRESS) {
 		c->state = C_CONNECTING;
 	} else {
@@ -396,6 +495,25 @@ static void build_request(struct thr *t, struct conn *c)
 
 static void conn_write(struct thr *t, struct conn *c)
 {
+	while (c->sess && c->woff < c->wlen) {
+		/* after GNUTLS_E_AGAIN the same data is offered again: that is
+		 * what gnutls_record_send wants */
+		ssize_t w = gnutls_record_send(c->sess, c->wbuf + c->woff,
+					       c->wlen - c->woff);
+		if (w > 0) {
+			c->woff += (size_t)w;
+			continue;
+		}
+		if (w == GNUTLS_E_INTERRUPTED)
+			continue;
+		if (w == GNUTLS_E_AGAIN) {
+			ep_set(t, c, gnutls_record_get_direction(c->sess) == 1);
+			return;
+		}
+		t->conn_errors++;
+		conn_close(t, c, true);
+		return;
+	}
 	while (c->woff < c->wlen) {
 		ssize_t w = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
 				 MSG_NOSIGNAL);
@@ -467,8 +585,17 @@ static void conn_idle(struct thr *t, struct conn *c)
 {
 	c->state = C_IDLE;
 	c->backoff = 0;
+	if (!c->was_ready) {
+		c->was_ready = true;
+		atomic_fetch_add(&G.ready, 1);
+	}
 	if (t->stopping)
 		return;
+	if (!atomic_load(&G.started)) { /* --warmup: not yet */
+		if (t->rate > 0)
+			t->idle[t->nidle++] = (int)(c - t->conns);
+		return;
+	}
 	if (t->rate > 0) {
 		t->idle[t->nidle++] = (int)(c - t->conns);
 		dispatch_due(t);
@@ -645,6 +772,31 @@ static int parse_chunks(struct conn *c)
 	}
 }
 
+/* recv(2), or gnutls_record_recv mapped onto its conventions: > 0 bytes,
+ * 0 the peer closed, -1 with errno (EAGAIN: wait for the socket). */
+static ssize_t conn_recv(struct conn *c, char *buf, size_t len)
+{
+	if (!c->sess)
+		return recv(c->fd, buf, len, 0);
+	for (;;) {
+		ssize_t r = gnutls_record_recv(c->sess, buf, len);
+		if (r >= 0)
+			return r;
+		if (r == GNUTLS_E_AGAIN) {
+			errno = EAGAIN;
+			return -1;
+		}
+		if (r == GNUTLS_E_INTERRUPTED)
+			continue;
+		if (r == GNUTLS_E_PREMATURE_TERMINATION)
+			return 0; /* closed without close_notify: a close */
+		if (!gnutls_error_is_fatal(r))
+			continue; /* a warning alert, a renegotiation request */
+		errno = ECONNRESET;
+		return -1;
+	}
+}
+
 static void conn_read(struct thr *t, struct conn *c)
 {
 	for (;;) {
@@ -659,8 +811,8 @@ static void conn_read(struct thr *t, struct conn *c)
 			if (!c->rbuf)
 				die("%s", "out of memory");
 		}
-		ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1,
-				 0);
+		ssize_t r = conn_recv(c, c->rbuf + c->rlen,
+				      c->rcap - c->rlen - 1);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -703,8 +855,11 @@ static void conn_read(struct thr *t, struct conn *c)
 		}
 		if (done) {
 			response_done(t, c);
-			if (c->state != C_BUSY)
-				return; /* idle or down: nothing more to read now */
+			/* idle or down: nothing more to read now, unless GnuTLS
+			 * holds decrypted bytes the socket will not signal */
+			if (c->state != C_BUSY &&
+			    !(c->sess && gnutls_record_check_pending(c->sess)))
+				return;
 		}
 	}
 }
@@ -722,11 +877,16 @@ static void conn_event(struct thr *t, struct conn *c, uint32_t ev)
 			conn_close(t, c, true);
 			return;
 		}
-		ep_set(t, c, false);
-		conn_idle(t, c);
+		conn_connected(t, c);
 		return;
 	}
-	if ((ev & EPOLLOUT) && c->state == C_BUSY && c->woff < c->wlen) {
+	if (c->state == C_HANDSHAKE) {
+		tls_handshake(t, c);
+		return;
+	}
+	/* a TLS record half sent may wait on either direction */
+	if ((c->sess || (ev & EPOLLOUT)) && c->state == C_BUSY &&
+	    c->woff < c->wlen) {
 		conn_write(t, c);
 		if (c->fd < 0)
 			return;
@@ -746,6 +906,9 @@ static void housekeeping(struct thr *t, int64_t now)
 			   now - c->retry_at > G.req_timeout) {
 			t->connect_errors++;
 			conn_close(t, c, true);
+		} else if (c->state == C_HANDSHAKE &&
+			   now - c->retry_at > G.req_timeout) {
+			tls_failed(t, c, GNUTLS_E_TIMEDOUT);
 		}
 		if (c->state == C_DOWN && !t->stopping && now >= c->retry_at)
 			conn_open(t, c);
@@ -783,6 +946,22 @@ static void *thread_main(void *arg)
 		c->target = (t->first_conn + i) % G.ntargets;
 		c->state = C_DOWN;
 		conn_open(t, c);
+	}
+	/* --warmup: connect (and handshake) until main starts the clock,
+	 * then set the closed loop's idle connections going */
+	if (!atomic_load(&G.started)) {
+		while (!atomic_load(&G.started)) {
+			int n = epoll_wait(t->ep, evs, 256, 1);
+			for (int i = 0; i < n; i++) {
+				struct conn *c = evs[i].data.ptr;
+				if (c && c->fd >= 0)
+					conn_event(t, c, evs[i].events);
+			}
+			housekeeping(t, mono());
+		}
+		for (int i = 0; i < t->nconns && t->rate <= 0; i++)
+			if (t->conns[i].state == C_IDLE)
+				conn_idle(t, &t->conns[i]);
 	}
 	int64_t grace_end = 0;
 	for (;;) {
@@ -835,6 +1014,8 @@ static void *thread_main(void *arg)
 		struct conn *c = &t->conns[i];
 		if (c->state == C_BUSY)
 			t->timeouts++;
+		if (c->sess)
+			gnutls_deinit(c->sess);
 		if (c->fd >= 0)
 			close(c->fd);
 		free(c->wbuf);
@@ -860,12 +1041,12 @@ static void on_alarm(int sig)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: loadgen --url http://HOST:PORT [--targets URL,URL,...]\n"
-		"         [--path /p] [--also-path /q ...] [--method M]\n"
+		"usage: loadgen --url http[s]://HOST:PORT [--targets URL,URL,...]\n"
+		"         [--tls-ca FILE] [--path /p] [--also-path /q ...] [--method M]\n"
 		"         [--body JSON] [--token T]\n"
 		"         [--connections N] [--threads N] [--duration S]\n"
 		"         [--requests N] [--rate R] [--unique-key]\n"
-		"         [--print-ids FILE] [--timeout S]\n"
+		"         [--print-ids FILE] [--timeout S] [--warmup S]\n"
 		"       loadgen --stamp DIR   (writes DIR/$FLOWD_RUN_ID)\n");
 	exit(2);
 }
@@ -909,6 +1090,8 @@ int main(int argc, char **argv)
 		{"print-ids", required_argument, NULL, 'P'},
 		{"timeout", required_argument, NULL, 'o'},
 		{"stamp", required_argument, NULL, 'S'},
+		{"tls-ca", required_argument, NULL, 'C'},
+		{"warmup", required_argument, NULL, 'W'},
 		{"help", no_argument, NULL, 'h'},
 		{0, 0, 0, 0},
 	};
@@ -917,6 +1100,7 @@ int main(int argc, char **argv)
 	G.threads = 1;
 	G.duration = 10;
 	G.timeout = 10;
+	G.warmup = -1;
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
@@ -940,6 +1124,8 @@ int main(int argc, char **argv)
 		case 'P': G.print_ids = optarg; break;
 		case 'o': G.timeout = num(optarg, "--timeout"); break;
 		case 'S': return stamp(optarg, start_real);
+		case 'C': G.tls_ca = optarg; break;
+		case 'W': G.warmup = num(optarg, "--warmup"); break;
 		default: usage();
 		}
 	}
@@ -955,6 +1141,8 @@ int main(int argc, char **argv)
 		die("%s", "--duration must be > 0 s");
 	if (G.timeout <= 0 || G.timeout > 3600)
 		die("%s", "--timeout must be > 0 s");
+	if (G.warmup > 3600)
+		die("%s", "--warmup must be at most 3600 s");
 	if (targets) {
 		char *copy = strdup(targets), *save = NULL;
 		for (char *s = strtok_r(copy, ",", &save); s;
@@ -969,6 +1157,23 @@ int main(int argc, char **argv)
 	}
 	if (G.ntargets == 0)
 		usage();
+	for (int i = 0; i < G.ntargets; i++)
+		G.any_tls |= G.targets[i].tls;
+	if (G.tls_ca && !G.any_tls)
+		die("%s", "--tls-ca needs https:// URLs");
+	if (G.any_tls) {
+		int r = gnutls_certificate_allocate_credentials(&G.cred);
+		if (r != GNUTLS_E_SUCCESS)
+			die("gnutls: %s", gnutls_strerror(r));
+		if (G.tls_ca)
+			r = gnutls_certificate_set_x509_trust_file(
+				G.cred, G.tls_ca, GNUTLS_X509_FMT_PEM);
+		else
+			r = gnutls_certificate_set_x509_system_trust(G.cred);
+		if (r <= 0)
+			die("no CA certificate loaded from %s",
+			    G.tls_ca ? G.tls_ca : "the system trust store");
+	}
 	if (!G.path)
 		G.path = "/";
 	G.paths[0] = G.path;
@@ -993,12 +1198,14 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGALRM, on_alarm);
-	alarm((unsigned)(G.duration + G.timeout + 10));
+	alarm((unsigned)(G.duration + G.timeout + 10 +
+			 (G.warmup >= 0 ? G.warmup + G.timeout : 0)));
 
 	struct thr *thr = xmalloc(sizeof *thr * (size_t)G.threads);
 	G.req_timeout = (int64_t)(G.timeout * 1e9);
 	G.t0 = mono();
 	G.t_end = G.t0 + (int64_t)(G.duration * 1e9);
+	atomic_store(&G.started, G.warmup < 0);
 	int first = 0;
 	for (int i = 0; i < G.threads; i++) {
 		struct thr *t = &thr[i];
@@ -1013,8 +1220,23 @@ int main(int argc, char **argv)
 		if (pthread_create(&t->tid, NULL, thread_main, t) != 0)
 			die("%s", "pthread_create failed");
 	}
+	if (G.warmup >= 0) {
+		/* every connection up (at most --timeout), and --warmup seconds
+		 * since the start, then the clock */
+		int64_t w0 = G.t0, give_up = w0 + G.req_timeout;
+		while (atomic_load(&G.ready) < G.connections && mono() < give_up)
+			usleep(1000);
+		G.connect_s = (double)(mono() - w0) / 1e9;
+		int64_t at = w0 + (int64_t)(G.warmup * 1e9);
+		while (mono() < at)
+			usleep(1000);
+		G.t0 = mono();
+		G.t_end = G.t0 + (int64_t)(G.duration * 1e9);
+		atomic_store(&G.started, true);
+	}
 	static uint64_t hist[HIST_N], status[600];
 	uint64_t sent = 0, ok = 0, responses = 0, cerr = 0, tmo = 0, conerr = 0;
+	uint64_t tlserr = 0;
 	uint64_t unsent = 0;
 	int64_t max_lat = 0, end = G.t0;
 	for (int i = 0; i < G.threads; i++) {
@@ -1030,6 +1252,7 @@ int main(int argc, char **argv)
 		cerr += t->conn_errors;
 		tmo += t->timeouts;
 		conerr += t->connect_errors;
+		tlserr += t->tls_errors;
 		unsent += t->unsent;
 		if (t->max_lat > max_lat)
 			max_lat = t->max_lat;
@@ -1044,7 +1267,11 @@ int main(int argc, char **argv)
 	double secs = (double)(end - G.t0) / 1e9;
 	if (secs <= 0)
 		secs = 1e-9;
-	uint64_t errors = sent - ok;
+	/* a failed handshake is no request, but it is a failure to count */
+	uint64_t errors = sent - ok + tlserr;
+	char tlsnote[48] = "";
+	if (G.any_tls)
+		snprintf(tlsnote, sizeof tlsnote, ", tls %" PRIu64, tlserr);
 	double p50 = hist_pct_ms(hist, ok, 0.50);
 	double p90 = hist_pct_ms(hist, ok, 0.90);
 	double p99 = hist_pct_ms(hist, ok, 0.99);
@@ -1060,22 +1287,27 @@ int main(int argc, char **argv)
 		if (sl >= sizeof st - 32)
 			break;
 	}
-	printf("loadgen: %s %s%s x%d conns/%d threads%s: %" PRIu64
+	printf("loadgen: %s %s%s%s x%d conns/%d threads%s: %" PRIu64
 	       " requests in %.2f s, %.1f ok/s, ok %" PRIu64 ", errors %" PRIu64
 	       " (conn %" PRIu64 ", timeout %" PRIu64 ", connect %" PRIu64
-	       "), latency ms p50 %.3f p90 %.3f p99 %.3f max %.3f\n",
-	       G.method, G.targets[0].host, G.path, G.connections, G.threads,
-	       G.rate > 0 ? " open-loop" : "", sent, secs, (double)ok / secs,
-	       ok, errors, cerr, tmo, conerr, p50, p90, p99, mx);
+	       "%s), latency ms p50 %.3f p90 %.3f p99 %.3f max %.3f\n",
+	       G.method, G.any_tls ? "https://" : "", G.targets[0].host, G.path,
+	       G.connections, G.threads, G.rate > 0 ? " open-loop" : "", sent,
+	       secs, (double)ok / secs, ok, errors, cerr, tmo, conerr, tlsnote,
+	       p50, p90, p99, mx);
 	printf("{\"requests\":%" PRIu64 ",\"ok\":%" PRIu64 ",\"errors\":%" PRIu64
 	       ",\"status\":{%s},\"duration_s\":%.3f,\"rps\":%.1f,"
 	       "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
 	       "\"responses\":%" PRIu64 ",\"conn_errors\":%" PRIu64
 	       ",\"timeouts\":%" PRIu64 ",\"connect_errors\":%" PRIu64
-	       ",\"connections\":%d,\"rate\":%.1f,\"unsent\":%" PRIu64 "}\n",
+	       ",\"connections\":%d,\"rate\":%.1f,\"unsent\":%" PRIu64
+	       ",\"tls\":%s,\"tls_errors\":%" PRIu64 ",\"connect_s\":%.3f}\n",
 	       sent, ok, errors, st, secs, (double)ok / secs, p50, p90, p99, mx,
-	       responses, cerr, tmo, conerr, G.connections, G.rate, unsent);
+	       responses, cerr, tmo, conerr, G.connections, G.rate, unsent,
+	       G.any_tls ? "true" : "false", tlserr, G.connect_s);
 	fflush(stdout);
 	free(thr);
+	if (G.cred)
+		gnutls_certificate_free_credentials(G.cred);
 	return ok > 0 ? 0 : 1;
 }
