@@ -24,7 +24,7 @@ CLI_SRC := $(wildcard cli/*.c)
 .SECONDARY:
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all test unit integration asan run install uninstall clean format check-deps bench help chaos
+.PHONY: all test unit integration asan run install uninstall clean format check-deps bench help chaos fuzz
 
 all: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl) $(UNIT_BIN) $(BUILD)/loadgen $(BUILD)/watchgen $(BUILD)/tests/cron_dump
 
@@ -32,6 +32,7 @@ help:
 	@echo "make             build build/flowd, build/flowctl and the unit tests"
 	@echo "make test        every unit and integration test"
 	@echo "make asan        the same under ASan+UBSan+LSan (build-asan/)"
+	@echo "make fuzz        each libFuzzer target for FUZZ_S seconds (fuzz/README.md)"
 	@echo "make run         start the local demo cluster with its own PostgreSQL"
 	@echo "make bench       the benchmarks (docs/benchmarks.md)"
 	@echo "make install     install flowd, flowctl and the systemd unit (PREFIX, DESTDIR)"
@@ -58,7 +59,7 @@ $(BUILD)/flowctl: $(CLI_SRC:%.c=$(BUILD)/%.o)
 	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ -lcurl -ljansson
 
 $(BUILD)/loadgen: $(BUILD)/bench/loadgen.o
-	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ -lpthread -lm
+	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^ -lpthread -lm $(shell pkg-config --libs gnutls)
 
 $(BUILD)/watchgen: $(BUILD)/bench/watchgen.o
 	$(CC) $(XCFLAGS) $(LDFLAGS) -o $@ $^
@@ -80,6 +81,7 @@ integration: $(BUILD)/flowd $(if $(CLI_SRC),$(BUILD)/flowctl)
 
 test: all check-deps
 	$(MAKE) unit
+	$(MAKE) fuzz-smoke
 	$(MAKE) integration
 
 asan:
@@ -108,13 +110,20 @@ install: $(BUILD)/flowd
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	sed 's|/usr/local|$(PREFIX)|g' systemd/flowd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service
+	install -D -m 0644 systemd/flowd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/flowd.conf
+	install -d $(DESTDIR)$(PREFIX)/share/doc/flowd
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/flowd/
 	install -D -m 0644 deploy/flowd.conf.example $(DESTDIR)$(PREFIX)/share/flowd/flowd.conf.example
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/flowd $(DESTDIR)$(PREFIX)/bin/flowctl \
-	  $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service
+	  $(DESTDIR)$(PREFIX)/lib/systemd/system/flowd.service \
+	  $(DESTDIR)$(PREFIX)/lib/sysusers.d/flowd.conf
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/flowd
 
 clean:
 	rm -rf build build-asan
+
+include fuzz/fuzz.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -36,6 +36,32 @@
 #include "fsm_rows.h"
 #include "log.h"
 
+/* a, b, c, d, e joined into out (size n), cut between UTF-8 characters
+ * when it does not fit: a reason is UTF-8 in rows and snapshots
+ * (fuzz/corpus/fsm_apply/crash-task-finish-reason-cut-mid-utf8). */
+static void cut_join(char *out, size_t n, const char *a, const char *b,
+		     const char *c, const char *d, const char *e)
+{
+	size_t la = strlen(a), lb = strlen(b), lc = strlen(c), ld = strlen(d),
+	       le = strlen(e), len = la + lb + lc + ld + le;
+	char *all = malloc(len + 1);
+
+	if (all == NULL) {
+		out[0] = '\0';
+		return;
+	}
+	memcpy(all, a, la);
+	memcpy(all + la, b, lb);
+	memcpy(all + la + lb, c, lc);
+	memcpy(all + la + lb + lc, d, ld);
+	memcpy(all + la + lb + lc + ld, e, le);
+	all[len] = '\0';
+	len = (size_t)flowd_error_quote_len(all, (int)(n - 1));
+	memcpy(out, all, len);
+	out[len] = '\0';
+	free(all);
+}
+
 /* ------------------------------------------------------------------------
  * Runs in memory
  */
@@ -485,8 +511,8 @@ static void step_failed(struct apply_ctx *c, struct fsm_step *s,
 	s->status = FSM_STEP_FAILED;
 	s->finished_ms = c->ts;
 	fsm__step_touch(c, s);
-	snprintf(reason, sizeof reason, "step %s %s",
-		 r->spec->steps[s->index].name, why);
+	cut_join(reason, sizeof reason, "step ", r->spec->steps[s->index].name,
+		 " ", why, "");
 	end_run(c, r, FSM_RUN_FAILED, reason);
 }
 
@@ -692,7 +718,7 @@ void fsm__apply_task_finish(struct apply_ctx *c, json_t *cmd)
 	a->exit_code = exit_code;
 	a->term_signal = sig;
 	if (detail != NULL && detail[0] != '\0') {
-		snprintf(why, sizeof why, "%s: %s", reason, detail);
+		cut_join(why, sizeof why, reason, ": ", detail, "", "");
 		set_reason(&a->reason, why);
 	} else {
 		set_reason(&a->reason, reason);
