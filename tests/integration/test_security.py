@@ -336,3 +336,39 @@ def test_a_connection_flood_leaves_healthz_and_the_nodes_alone(cluster):
     for node in c.nodes:
         members = node.get("/v1/cluster").json["members"]
         assert all(m["live"] is not False for m in members), members
+
+
+# ---------------------------------------------------------------------------
+# The applier says so when PostgreSQL refuses a write
+
+def test_a_write_postgresql_refuses_is_reported_not_retried_silently(cluster, psql):
+    c = cluster(1)
+    node = c[0]
+    node.deploy("fine", echo_flow("x"))
+    node.wait_db_caught_up()
+    # A row PostgreSQL will not take (a trigger stands in for any refusal
+    # that is not the connection: a constraint, a full disk's error).
+    psql("CREATE FUNCTION refuse_flow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+         "BEGIN IF NEW.name = 'refused' THEN RAISE EXCEPTION 'flowd test: refused'; END IF; "
+         "RETURN NEW; END $$")
+    psql("CREATE TRIGGER refuse_flow BEFORE INSERT OR UPDATE ON flows "
+         "FOR EACH ROW EXECUTE FUNCTION refuse_flow()")
+    status, body = node.put("/v1/flows/refused", echo_flow("y"))
+    assert status == 201, body
+
+    def failing():
+        info = node.cluster_info()
+        return info.get("db_write_failing")
+    f = wait_for(failing, 30, "GET /v1/cluster to report the refused write")
+    assert f["index"] > 0 and "flowd test: refused" in f["error"] and f["writes_refused"] >= 1, f
+    metrics = node.get("/metrics").text
+    assert "flowd_db_write_failing 1" in metrics, metrics[:2000]
+    assert "write failed, retrying" in node.log_text()
+
+    # fixed in PostgreSQL: the writer goes on, the report clears
+    psql("DROP TRIGGER refuse_flow ON flows")
+    wait_for(lambda: "db_write_failing" not in node.cluster_info(), 60,
+             "the report to clear once PostgreSQL takes the row")
+    node.wait_db_caught_up()
+    assert psql("SELECT count(*) FROM flows WHERE name = 'refused'") == [['1']]
+    assert "flowd_db_write_failing 0" in node.get("/metrics").text
