@@ -25,6 +25,7 @@
  * Pure functions over GnuTLS's hash and HMAC; any thread.
  */
 #include "api/auth.h"
+#include "api/route.h"
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
@@ -45,21 +46,10 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static int from_hex(const char *s, size_t n, unsigned char *out)
 {
 	for (size_t i = 0; i < n; i++) {
-		int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
+		int hi = api__hex_value(s[2 * i]), lo = api__hex_value(s[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return -1;

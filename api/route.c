@@ -258,7 +258,7 @@ int api__route_match(const struct api_route *table, const char *method,
  * Decoding and validation
  */
 
-static int hex_value(char c)
+int api__hex_value(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -287,8 +287,8 @@ char *api__percent_decode(const char *in, size_t len)
 		}
 		if (i + 2 >= len)
 			goto bad;
-		hi = hex_value(in[i + 1]);
-		lo = hex_value(in[i + 2]);
+		hi = api__hex_value(in[i + 1]);
+		lo = api__hex_value(in[i + 2]);
 		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 			goto bad;
 		out[o++] = (char)(hi * 16 + lo);

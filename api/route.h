@@ -68,6 +68,9 @@ int api__route_validate(struct api__route *r, api__query_get_cb query,
  * on a malformed escape, an encoded NUL byte, or OOM. Caller frees. */
 char *api__percent_decode(const char *in, size_t len);
 
+/* The value of a hex digit (either case), or -1. */
+int api__hex_value(char c);
+
 /* 1 when a Content-Type header value (may be NULL) is application/json,
  * case-insensitive, with optional parameters ("; charset=utf-8"). */
 int api__content_type_is_json(const char *value);

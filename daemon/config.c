@@ -357,18 +357,21 @@ static void free_tokens(char **tokens)
 	free(tokens);
 }
 
-/* Split on commas and blanks; each token 16..256 printable ASCII characters.
- * Messages count tokens and never quote one: they are secrets. */
-static int parse_tokens(struct load *ld, const char *key, const char *s,
-			char ***out)
+/* One item of a list: 0, or fail() naming the key and why. */
+typedef int (*item_check_fn)(struct load *ld, const char *key, size_t n,
+			     const char *item, size_t len);
+
+/* Split on commas and blanks into a NULL-terminated list (owned), each
+ * item passing `check` (n counts the items from 1). */
+static int parse_list(struct load *ld, const char *key, const char *s,
+		      item_check_fn check, char ***out)
 {
-	char **tokens = NULL, **grown;
+	char **items = calloc(1, sizeof *items), **grown;
 	size_t n = 0;
 	const char *p = s;
 
-	tokens = calloc(1, sizeof *tokens);
-	if (!tokens)
-		goto nomem;
+	if (!items)
+		return fail(ld, "%s: out of memory", key);
 	for (;;) {
 		const char *start;
 		size_t len;
@@ -381,40 +384,44 @@ static int parse_tokens(struct load *ld, const char *key, const char *s,
 		while (*p && *p != ',' && *p != ' ' && *p != '\t')
 			p++;
 		len = (size_t)(p - start);
-		for (size_t i = 0; i < len; i++) {
-			if (start[i] < 0x21 || start[i] > 0x7e) {
-				fail(ld, "%s: token %zu has a character that is not printable ASCII",
-				     key, n + 1);
-				goto fail_tokens;
-			}
+		if (check(ld, key, n + 1, start, len) != 0) {
+			free_tokens(items);
+			return -1;
 		}
-		if (len < TOKEN_MIN) {
-			fail(ld, "%s: token %zu is too short (%zu characters, at least %d)",
-			     key, n + 1, len, TOKEN_MIN);
-			goto fail_tokens;
+		grown = realloc(items, (n + 2) * sizeof *items);
+		if (!grown || !(grown[n] = strndup(start, len))) {
+			free_tokens(grown ? grown : items);
+			return fail(ld, "%s: out of memory", key);
 		}
-		if (len > TOKEN_MAX) {
-			fail(ld, "%s: token %zu is too long (%zu characters, at most %d)",
-			     key, n + 1, len, TOKEN_MAX);
-			goto fail_tokens;
-		}
-		grown = realloc(tokens, (n + 2) * sizeof *tokens);
-		if (!grown)
-			goto nomem;
-		tokens = grown;
-		tokens[n] = strndup(start, len);
-		if (!tokens[n])
-			goto nomem;
-		tokens[++n] = NULL;
+		items = grown;
+		items[++n] = NULL;
 	}
-	*out = tokens;
+	*out = items;
 	return 0;
+}
 
-nomem:
-	fail(ld, "%s: out of memory", key);
-fail_tokens:
-	free_tokens(tokens);
-	return -1;
+/* A token: 16..256 printable ASCII characters. Messages count tokens and
+ * never quote one: they are secrets. */
+static int token_check(struct load *ld, const char *key, size_t n,
+		       const char *t, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (t[i] < 0x21 || t[i] > 0x7e)
+			return fail(ld, "%s: token %zu has a character that is not printable ASCII",
+				    key, n);
+	if (len < TOKEN_MIN)
+		return fail(ld, "%s: token %zu is too short (%zu characters, at least %d)",
+			    key, n, len, TOKEN_MIN);
+	if (len > TOKEN_MAX)
+		return fail(ld, "%s: token %zu is too long (%zu characters, at most %d)",
+			    key, n, len, TOKEN_MAX);
+	return 0;
+}
+
+static int parse_tokens(struct load *ld, const char *key, const char *s,
+			char ***out)
+{
+	return parse_list(ld, key, s, token_check, out);
 }
 
 /* A secret shared by the nodes: 16..256 printable ASCII characters. */
@@ -431,49 +438,19 @@ static int secret_check(struct load *ld, const char *key, const char *s,
 	return 0;
 }
 
-/* Environment variable names, split on commas and blanks. */
-static int parse_names(struct load *ld, const char *key, const char *s,
-		       char ***out)
+/* An environment variable name. */
+static int name_check(struct load *ld, const char *key, size_t n,
+		      const char *name, size_t len)
 {
-	char **names = calloc(1, sizeof *names), **grown;
-	size_t n = 0;
-	const char *p = s;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
 
-	if (!names)
-		return fail(ld, "%s: out of memory", key);
-	for (;;) {
-		const char *start;
-		size_t len;
-
-		while (*p == ',' || *p == ' ' || *p == '\t')
-			p++;
-		if (*p == '\0')
-			break;
-		start = p;
-		while (*p && *p != ',' && *p != ' ' && *p != '\t')
-			p++;
-		len = (size_t)(p - start);
-		for (size_t i = 0; i < len; i++) {
-			char c = start[i];
-
-			if (!(c == '_' || (c >= 'A' && c <= 'Z') ||
-			      (c >= 'a' && c <= 'z') ||
-			      (i > 0 && c >= '0' && c <= '9')) || len > 128) {
-				free_tokens(names);
-				return fail(ld, "%s: \"%.*s\" is not an environment variable name",
-					    key, (int)(len > 64 ? 64 : len),
-					    start);
-			}
-		}
-		grown = realloc(names, (n + 2) * sizeof *names);
-		if (!grown || !(grown[n] = strndup(start, len))) {
-			free_tokens(grown ? grown : names);
-			return fail(ld, "%s: out of memory", key);
-		}
-		names = grown;
-		names[++n] = NULL;
+		if (!(c == '_' || (c >= 'A' && c <= 'Z') ||
+		      (c >= 'a' && c <= 'z') ||
+		      (i > 0 && c >= '0' && c <= '9')) || len > 128)
+			return fail(ld, "%s: \"%.*s\" is not an environment variable name",
+				    key, (int)(len > 64 ? 64 : len), name);
 	}
-	*out = names;
 	return 0;
 }
 
@@ -559,7 +536,7 @@ static int set_key(struct load *ld, const struct key *k, const char *value)
 		*(char ***)field = tokens;
 		break;
 	case K_NAMES:
-		if (parse_names(ld, key, value, &tokens) < 0)
+		if (parse_list(ld, key, value, name_check, &tokens) < 0)
 			return -1;
 		free_tokens(*(char ***)field);
 		*(char ***)field = tokens;
@@ -1177,4 +1154,14 @@ void config_free(struct flowd_config *cfg)
 	cfg->cluster_secret = cfg->cluster_secret_file = NULL;
 	free(cfg->run_as);
 	cfg->run_as = NULL;
+}
+
+const char *config_internal_address(const struct flowd_config *cfg,
+				    uint64_t id)
+{
+	for (unsigned i = 0; i < cfg->n_peers; i++)
+		if (cfg->peers[i].id == id &&
+		    cfg->peers[i].internal_address[0] != '\0')
+			return cfg->peers[i].internal_address;
+	return NULL;
 }

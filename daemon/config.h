@@ -121,4 +121,9 @@ int config_load(struct flowd_config *cfg, const char *path, int argc,
 
 void config_free(struct flowd_config *cfg);
 
+/* Where node `id` takes node-to-node requests ([peers], third address), or
+ * NULL: it has no such listener (its API then). */
+const char *config_internal_address(const struct flowd_config *cfg,
+				    uint64_t id);
+
 #endif

@@ -439,14 +439,10 @@ void follow_logs(struct reads *rd, const struct view *v,
 		stored(rd, req, attempt, &w);
 		return;
 	}
-	char *api = NULL;
 	/* the node's listener for nodes first ([peers], third address) */
-	for (unsigned i = 0; rd->cfg != NULL && i < rd->cfg->n_peers; i++)
-		if (rd->cfg->peers[i].id == w.node &&
-		    rd->cfg->peers[i].internal_address[0] != '\0')
-			api = strdup(rd->cfg->peers[i].internal_address);
-	if (api == NULL)
-		api = node_api(v, w.node);
+	const char *internal =
+		rd->cfg != NULL ? config_internal_address(rd->cfg, w.node) : NULL;
+	char *api = internal != NULL ? strdup(internal) : node_api(v, w.node);
 	if (api == NULL) {
 		stored(rd, req, attempt, &w);
 		return;

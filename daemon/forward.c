@@ -92,10 +92,8 @@ const char *forward_leader_address(struct forward *f)
 		return NULL;
 	/* A node's own listener for node traffic ([peers], third address)
 	 * comes first: client connections cannot crowd it out. */
-	for (unsigned i = 0; i < cfg->n_peers; i++)
-		if (cfg->peers[i].id == leader &&
-		    cfg->peers[i].internal_address[0] != '\0')
-			return cfg->peers[i].internal_address;
+	if (config_internal_address(cfg, leader) != NULL)
+		return config_internal_address(cfg, leader);
 	/* Nodes announce their API address when they register (node_up), so
 	 * members added after the start are found too. */
 	for (unsigned i = 0; i < f->fsm->n_nodes; i++)

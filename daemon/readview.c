@@ -277,14 +277,13 @@ void readview_publish(struct readview *rv)
 	cl.not_ready = not_ready(rv);
 	cl.stopping = rv->stopping;
 	if (rv->role != CONSENSUS_LEADER) {
-		const char *api = leader_api(rv, consensus_leader(rv->raft));
-
 		/* where a follower's HTTP threads forward to: the leader's
 		 * listener for nodes when it has one ([peers], third address) */
-		for (unsigned i = 0; i < rv->cfg->n_peers; i++)
-			if (rv->cfg->peers[i].id == consensus_leader(rv->raft) &&
-			    rv->cfg->peers[i].internal_address[0] != '\0')
-				api = rv->cfg->peers[i].internal_address;
+		const char *api = config_internal_address(
+			rv->cfg, consensus_leader(rv->raft));
+
+		if (api == NULL)
+			api = leader_api(rv, consensus_leader(rv->raft));
 
 		if (api != NULL && consensus_leader(rv->raft) != rv->cfg->node_id)
 			snprintf(cl.leader_api, sizeof cl.leader_api, "%s", api);
