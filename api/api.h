@@ -41,7 +41,9 @@ enum api_role {
 	API_ROLE_READER = 1,   /* reads */
 	API_ROLE_OPERATOR = 2, /* start, cancel, pause, events, backfill */
 	API_ROLE_ADMIN = 3,    /* deploy, undeploy, membership */
-	API_ROLE_NODE = 4,     /* another node of the cluster */
+	API_ROLE_PRODUCTION = 4, /* admin, and deploy to or undeploy from a
+	                          * prod branch (docs/lifecycle.md) */
+	API_ROLE_NODE = 5,     /* another node of the cluster */
 };
 
 /* What a route does with a request body. */
@@ -182,7 +184,10 @@ struct api_request {
 
 	/* Path parameters, decoded and checked by placeholder; NULL (0) when
 	 * the path has none. */
-	char *flow;            /* {flow} */
+	char *flow;            /* {flow}; under {project} and {branch}, the
+	                        * flow's key (spec_flow_key) */
+	char *project;         /* {project}, or NULL */
+	char *branch;          /* {branch}, or NULL */
 	char *run_id;          /* {id}; a submit handler may replace it
 	                        * (malloc'd) with the run its answer names */
 	char *step;            /* {step} */
@@ -196,6 +201,10 @@ struct api_request {
 	/* The run-list query (api_query_run_list). */
 	char *list_flow;       /* ?flow=, may be NULL */
 	char *list_status;     /* ?status=, may be NULL (validated) */
+	char *list_project;    /* ?project=, may be NULL (validated) */
+	char *list_branch;     /* ?branch=, may be NULL (validated) */
+	char **list_tags;      /* ?tag= (repeatable): runs carrying all */
+	size_t n_list_tags;
 	unsigned limit;        /* ?limit=: 1..max_runs_page, default 50 */
 	uint64_t cursor;       /* ?cursor= (a next_cursor), 0 = none */
 	int consistent;        /* ?consistent=true (reads) */
@@ -264,6 +273,10 @@ struct api_request {
 
 	/* The api module's own state. */
 	const char *(*query_get)(void *arg, const char *key);
+	/* every value of a repeated key, in order: up to `max` into out,
+	 * returns how many there are (NULL: only query_get's one) */
+	size_t (*query_all)(void *arg, const char *key, const char **out,
+			    size_t max);
 	void *query_arg;
 	void *priv;
 };
@@ -285,6 +298,10 @@ int api_request_query(const struct api_request *req, const char *key,
  * max_runs_page), ?cursor= (a next_cursor: digits only, 1..2^64-1) into
  * list_flow, list_status, limit, cursor; 400 invalid_query naming the
  * first bad one. */
+/* GET .../branches/{branch}/flows/{flow}/runs: the run-list query, on
+ * that flow. */
+int api_query_flow_runs(struct api_request *req, const struct flowd_limits *lim,
+			struct flowd_error *err);
 int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
 		       struct flowd_error *err);
 

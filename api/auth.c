@@ -110,6 +110,8 @@ const char *api_role_name(enum api_role role)
 		return "operator";
 	case API_ROLE_ADMIN:
 		return "admin";
+	case API_ROLE_PRODUCTION:
+		return "production";
 	case API_ROLE_NODE:
 		return "node";
 	}
@@ -120,7 +122,8 @@ int api_role_parse(const char *name)
 {
 	static const enum api_role roles[] = {API_ROLE_PUBLIC, API_ROLE_READER,
 					      API_ROLE_OPERATOR,
-					      API_ROLE_ADMIN};
+					      API_ROLE_ADMIN,
+					      API_ROLE_PRODUCTION};
 
 	for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
 		if (strcmp(name, api_role_name(roles[i])) == 0)

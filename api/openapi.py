@@ -56,11 +56,14 @@ schemas = {
                                         "timeout_s": UINT,
                                         "retries": {"type": "object"}}}},
                      "triggers": {"type": "object"},
+                     "tags": {"type": "array", "items": STR,
+                              "description": "Default user tags of the flow's runs"},
                      "max_active_runs": UINT}},
-    "Flow": obj({"name": STR, "version": UINT, "deployed": BOOL, "description": STR,
+    "Flow": obj({"name": STR, "project": STR, "branch": STR, "version": UINT,
+                 "deployed": BOOL, "description": STR,
                  "created_at": TIME, "updated_at": TIME, "spec": ref("FlowSpec")},
-                required=["name", "version", "deployed", "description", "created_at",
-                          "updated_at"]),
+                required=["name", "project", "branch", "version", "deployed", "description",
+                          "created_at", "updated_at"]),
     "FlowPut": obj({"flow": ref("Flow"), "created": BOOL}),
     "FlowList": obj({"flows": {"type": "array", "items": ref("Flow")}}),
     "FlowVersions": obj({"flow": STR, "versions": {"type": "array", "items": obj(
@@ -76,7 +79,7 @@ schemas = {
     "Paused": obj({"flow": STR, "paused": BOOL}),
     "Trigger": {"type": "object", "required": ["type"], "additionalProperties": True,
                 "properties": {"type": {"enum": ["manual", "schedule", "backfill", "event",
-                                                 "on_finish"]}},
+                                                 "on_finish", "resume", "local_resume"]}},
                 "description": "What started a run (docs/api.md, \"Objects\")."},
     "Attempt": obj({"attempt": UINT, "node": UINT,
                     "status": {"enum": ["running", "succeeded", "failed", "lost", "cancelled"]},
@@ -85,19 +88,28 @@ schemas = {
                     "reason": nullable(STR)}),
     "Step": obj({"name": STR,
                  "status": {"enum": ["pending", "ready", "running", "retry_wait", "succeeded",
-                                     "failed", "cancelled", "skipped"]},
+                                     "failed", "cancelled", "skipped", "reused"]},
                  "depends_on": {"type": "array", "items": STR},
                  "started_at": nullable(TIME), "finished_at": nullable(TIME),
+                 "reused_from": nullable(obj({"run_id": STR, "attempt": UINT})),
                  "attempts": {"type": "array", "items": ref("Attempt")}}),
-    "Run": obj({"id": STR, "flow": STR, "version": UINT,
+    "Run": obj({"id": STR, "flow": STR, "project": STR, "branch": STR, "version": UINT,
                 "parameters": {"type": "object"},
                 "idempotency_key": nullable(STR),
                 "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
                 "reason": nullable(STR), "created_at": TIME, "started_at": nullable(TIME),
                 "finished_at": nullable(TIME), "trigger": ref("Trigger"),
+                "tags": {"type": "array", "items": STR,
+                         "description": "User tags, sorted (docs/lifecycle.md)"},
+                "system_tags": {"type": "array", "items": STR,
+                                "description": "project:, branch:, flow:, version:, "
+                                               "trigger: and (resumes) origin:"},
+                "origin_run_id": nullable(STR), "redrive_count": UINT,
                 "steps": {"type": "array", "items": ref("Step")}},
-               required=["id", "flow", "version", "parameters", "idempotency_key", "status",
-                         "reason", "created_at", "started_at", "finished_at", "trigger"]),
+               required=["id", "flow", "project", "branch", "version", "parameters",
+                         "idempotency_key", "status",
+                         "reason", "created_at", "started_at", "finished_at", "trigger",
+                         "tags", "system_tags", "origin_run_id", "redrive_count"]),
     "RunPage": obj({"runs": {"type": "array", "items": ref("Run")},
                     "next_cursor": nullable(STR)}),
     "Logs": obj({"run_id": STR, "step": STR, "attempt": UINT, "stdout": STR, "stderr": STR,
@@ -143,8 +155,33 @@ schemas = {
     "Health": obj({"status": {"const": "ok"}}),
     "Ready": obj({"ready": BOOL, "reason": STR}, required=["ready"]),
     "RunCreate": obj({"parameters": {"type": "object"},
-                      "idempotency_key": {"type": "string", "minLength": 1}}, required=[]),
+                      "idempotency_key": {"type": "string", "minLength": 1},
+                      "tags": {"type": "array", "items": STR}}, required=[]),
+    "RunTags": obj({"add": {"type": "array", "items": STR},
+                    "remove": {"type": "array", "items": STR}}, required=[]),
+    "RunResume": obj({"from_step": STR, "version": {"enum": ["origin", "current"]},
+                      "idempotency_key": {"type": "string", "minLength": 1},
+                      "tags": {"type": "array", "items": STR}}, required=[]),
+    "RunRedrive": obj({"idempotency_key": {"type": "string", "minLength": 1}}, required=[]),
+    "RunRecord": obj({"origin_run_id": STR, "parameters": {"type": "object"},
+                      "idempotency_key": {"type": "string", "minLength": 1},
+                      "steps": {"type": "array", "items": obj({
+                          "name": STR,
+                          "status": {"enum": ["succeeded", "failed", "skipped", "reused"]},
+                          "started_ms": UINT, "finished_ms": UINT,
+                          "reused_from": obj({"run_id": STR, "attempt": UINT})},
+                          required=["name", "status"])}},
+                     required=["origin_run_id", "steps"]),
+    "Compare": obj({"project": STR, "flow": STR, "branches": {"type": "array", "items": STR},
+                    "pairs": {"type": "array", "items": obj({
+                        "key": STR, "by": {"enum": ["tick", "event"]},
+                        "runs": {"type": "object", "additionalProperties": obj({
+                            "run_id": STR, "status": STR, "created_at": TIME,
+                            "started_at": nullable(TIME), "finished_at": nullable(TIME),
+                            "duration_ms": nullable(INT), "outputs": {"type": "null"}})}})}}),
     "Event": obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
+                  "project": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                  "branch": STR,
                   "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
                   "payload": {"type": "object"}}, required=["name"]),
     "BackfillRequest": obj({"from": TIME, "to": TIME, "schedule": UINT},
@@ -158,6 +195,13 @@ P = {
     "flow": {"name": "flow", "in": "path", "required": True,
              "description": "A flow name: [A-Za-z0-9_.-]{1,128}, not . or ..",
              "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}},
+    "project": {"name": "project", "in": "path", "required": True,
+                "description": "A project name: [A-Za-z0-9_-]{1,64}",
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
+    "branch": {"name": "branch", "in": "path", "required": True,
+               "description": "main, prod, test.<name> or user.<name>",
+               "schema": {"type": "string",
+                          "pattern": "^(main|prod|(test|user)\\.[A-Za-z0-9_-]{1,64})$"}},
     "id": {"name": "id", "in": "path", "required": True, "description": "A run id",
            "schema": STR},
     "step": {"name": "step", "in": "path", "required": True, "description": "A step name",
@@ -266,12 +310,18 @@ def op(method, path, opid, summary, role, responses, params=(), body=None, view=
     o["responses"] = dict(sorted(resp.items()))
     paths.setdefault(path, {})[method] = o
 
-run_list_q = [q("flow", "Only runs of this flow"),
+run_list_q = [q("flow", "Only runs of this flow (in any project and branch unless named)"),
+              q("project", "Only runs of flows of this project"),
+              q("branch", "Only runs of flows of this branch"),
               q("status", "Only runs in this status",
                 {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}),
               q("limit", "Runs per page, 1..limits.max_runs_page (default 50)",
                 {"type": "string", "pattern": "^[0-9]+$"}),
-              q("cursor", "next_cursor of the previous page", {"type": "string", "pattern": "^[0-9]+$"})]
+              q("cursor", "next_cursor of the previous page", {"type": "string", "pattern": "^[0-9]+$"}),
+              {"name": "tag", "in": "query", "required": False, "explode": True,
+               "description": "Only runs carrying this tag, user or system (repeatable: "
+                              "all of them)",
+               "schema": {"type": "array", "items": STR}}]
 
 op("get", "/healthz", "healthz", "The process answers", "public",
    ok("Alive", ref("Health")), tag="node")
@@ -327,6 +377,48 @@ op("post", "/v1/flows/{flow}/unpause", "flow_unpause", "Unpause a flow's schedul
 op("post", "/v1/flows/{flow}/backfill", "backfill", "One run per tick in a past range",
    "operator", ok("The runs, made once per tick", ref("Backfill")), params=["flow"],
    body=(ref("BackfillRequest"), True), conflict="The flow is not deployed", tag="triggers")
+# The same routes for a flow of a project's branch (docs/lifecycle.md).
+BR = "/v1/projects/{project}/branches/{branch}/flows/{flow}"
+BP = ["project", "branch", "flow"]
+op("get", BR, "branch_flow_get", "A flow of a branch with its current spec", "reader",
+   ok("The flow", ref("Flow")), params=BP, view=True, consistent=True)
+op("put", BR, "branch_flow_put", "Deploy a flow to a branch (a prod branch needs a "
+   "production token)", "admin", {**ok("The spec equals the current version", ref("FlowPut")),
+                                  **ok("A new version", ref("FlowPut"), status="201")},
+   params=BP, body=(ref("FlowSpec"), True))
+op("delete", BR, "branch_flow_delete", "Undeploy a flow from a branch (a prod branch needs a "
+   "production token)", "admin", ok("The flow, deployed false", ref("Flow")), params=BP)
+op("get", BR + "/versions", "branch_flow_versions", "Every version of a branch's flow",
+   "reader", ok("The versions", ref("FlowVersions")), params=BP, view=True, consistent=True)
+op("get", BR + "/schedule", "branch_schedule_get", "A branch's flow's schedules", "reader",
+   ok("The schedules", ref("Schedule")), params=BP, view=True, consistent=True, tag="triggers")
+op("post", BR + "/pause", "branch_flow_pause", "Pause a branch's flow's schedules",
+   "operator", ok("Paused", ref("Paused")), params=BP, tag="triggers")
+op("post", BR + "/unpause", "branch_flow_unpause", "Unpause a branch's flow's schedules",
+   "operator", ok("Unpaused", ref("Paused")), params=BP, tag="triggers")
+op("post", BR + "/backfill", "branch_backfill", "Backfill a branch's flow", "operator",
+   ok("The runs, made once per tick", ref("Backfill")), params=BP,
+   body=(ref("BackfillRequest"), True), conflict="The flow is not deployed", tag="triggers")
+op("post", BR + "/runs", "branch_run_create", "Start a run of a branch's flow", "operator",
+   {**ok("A known idempotency key: the run it made", ref("Run")),
+    **ok("The run", ref("Run"), status="201")}, params=BP,
+   body=(ref("RunCreate"), False), conflict="The flow is not deployed", tag="runs")
+op("get", BR + "/runs", "branch_run_list", "Runs of a branch's flow, newest first", "reader",
+   ok("A page", ref("RunPage")), params=BP + run_list_q[3:], view=True, consistent=True,
+   tag="runs")
+op("post", BR + "/records", "run_record", "Record a run that ran elsewhere (flowctl resume "
+   "--local --record)", "operator",
+   {**ok("A known idempotency key: the run it made", ref("Run")),
+    **ok("The recorded run", ref("Run"), status="201")}, params=BP,
+   body=(ref("RunRecord"), True), tag="runs")
+op("get", "/v1/projects/{project}/flows/{flow}/compare", "compare", "A/B: runs of a flow "
+   "in several branches paired by schedule tick or event id", "reader",
+   ok("The pairs, newest first", ref("Compare")),
+   params=["project", "flow",
+           {"name": "branches", "in": "query", "required": True,
+            "description": "2 to 8 branches, comma-separated (prod,test.x)", "schema": STR},
+           q("limit", "Pairs, 1..100 (default 20)", {"type": "string", "pattern": "^[0-9]+$"})],
+   view=True, tag="runs")
 op("get", "/v1/events", "event_list", "Events posted, newest first, with the runs each "
    "started (from PostgreSQL)", "reader", ok("A page of events", ref("EventList")),
    params=[q("name", "Only events of this name"),
@@ -357,6 +449,23 @@ op("get", "/v1/runs/{id}", "run_get", "A run with its steps and attempts", "read
 op("post", "/v1/runs/{id}/cancel", "run_cancel", "Cancel a run", "operator",
    ok("The run, cancelled", ref("Run")), params=["id"], conflict="The run had finished "
    "(`run_finished`)", tag="runs")
+op("post", "/v1/runs/{id}/tags", "run_tags", "Add and remove a run's user tags",
+   "operator", ok("The run", ref("Run")), params=["id"], body=(ref("RunTags"), True),
+   conflict="The run left memory (`run_not_in_memory`)", tag="runs")
+op("post", "/v1/runs/{id}/resume", "run_resume", "A new run that reuses the steps that "
+   "succeeded", "operator",
+   {**ok("A known idempotency key: the run it made", ref("Run")),
+    **ok("The new run", ref("Run"), status="201")}, params=["id"],
+   body=(ref("RunResume"), False),
+   conflict="The run has not finished (`run_active`), left memory (`run_not_in_memory`), "
+   "has nothing to run again (`nothing_to_resume`), a reused step changed in the current "
+   "version (`step_changed`), or the flow is undeployed", tag="runs")
+op("post", "/v1/runs/{id}/redrive", "run_redrive", "Restart a failed or cancelled run in "
+   "place", "operator", ok("The run, running again", ref("Run")), params=["id"],
+   body=(ref("RunRedrive"), False),
+   conflict="The run has not finished (`run_active`), succeeded (`run_succeeded`), is still "
+   "stopping (`run_stopping`), ended before limits.redrive_window_s (`redrive_window_passed`) "
+   "or left memory (`run_not_in_memory`)", tag="runs")
 LOGS_OK = ok("The output; with ?follow=true an event stream: `event: output` "
              "{\"stream\",\"text\"} as the step produces it, then `event: end` "
              "{\"attempt\",\"status\",...} (or `event: error` when the node running it "

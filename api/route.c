@@ -15,7 +15,7 @@
 
 #define RUN_ID_MAX 200
 #define CURSOR_MAX 20 /* digits of 2^64 - 1 */
-#define SEGMENTS_MAX 6
+#define SEGMENTS_MAX 9
 
 /* Member ids are raft ids, carried in JSON integers: 1..2^63-1. */
 #define MEMBER_ID_MAX ((uint64_t)INT64_MAX)
@@ -25,10 +25,18 @@ static const char *const run_statuses[] = {
 };
 
 /* The placeholders a path template may hold. */
-enum placeholder { PH_NONE = -1, PH_FLOW, PH_RUN, PH_STEP, PH_MEMBER };
+enum placeholder {
+	PH_NONE = -1,
+	PH_FLOW,
+	PH_RUN,
+	PH_STEP,
+	PH_MEMBER,
+	PH_PROJECT,
+	PH_BRANCH
+};
 
-static const char *const placeholders[] = {"{flow}", "{id}", "{step}",
-					   "{member}"};
+static const char *const placeholders[] = {"{flow}",   "{id}",	  "{step}",
+					   "{member}", "{project}", "{branch}"};
 
 void api__route_close(struct api__route *r)
 {
@@ -36,6 +44,8 @@ void api__route_close(struct api__route *r)
 	free(r->raw_run);
 	free(r->raw_step);
 	free(r->raw_member);
+	free(r->raw_project);
+	free(r->raw_branch);
 	memset(r, 0, sizeof *r);
 }
 
@@ -183,8 +193,8 @@ static int take_segments(const char *tpl, int n, const char **seg,
 			 const size_t *len, struct api__route *r,
 			 struct flowd_error *err)
 {
-	char **slots[] = {&r->raw_flow, &r->raw_run, &r->raw_step,
-			  &r->raw_member};
+	char **slots[] = {&r->raw_flow,	  &r->raw_run,	   &r->raw_step,
+			  &r->raw_member, &r->raw_project, &r->raw_branch};
 	const char *t = "";
 	size_t tlen = 0;
 
@@ -363,6 +373,53 @@ int api_request_query(const struct api_request *req, const char *key,
 	return 0;
 }
 
+/* Every ?tag= of a run list, decoded and checked (docs/lifecycle.md). */
+static int query_tags(struct api_request *req, const struct flowd_limits *lim,
+		      struct flowd_error *err)
+{
+	const char *raw[65];
+	size_t n;
+
+	if (req->query_all != NULL) {
+		n = req->query_all(req->query_arg, "tag", raw, 65);
+	} else {
+		raw[0] = req->query_get ? req->query_get(req->query_arg, "tag")
+					: NULL;
+		n = raw[0] != NULL;
+	}
+	if (n > 64)
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+				       "tag", "at most 64 tags");
+	if (n == 0)
+		return 0;
+	req->list_tags = calloc(n, sizeof *req->list_tags);
+	if (req->list_tags == NULL)
+		return flowd_error_set(err, FLOWD_E_UNAVAILABLE, "unavailable",
+				       "", "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		char *t = api__percent_decode(raw[i], strlen(raw[i]));
+		const char *why;
+
+		if (t == NULL)
+			return flowd_error_set(err, FLOWD_E_INVALID,
+					       "invalid_query", "tag",
+					       "malformed percent-encoding");
+		req->list_tags[req->n_list_tags++] = t;
+		/* a system tag is looked up as it is; a user tag must be one */
+		why = spec_tag_system(t) ? NULL
+					 : spec_tag_check(t, lim->max_tag_bytes);
+		if (why != NULL && strlen(t) <= 4096)
+			return flowd_error_set(err, FLOWD_E_INVALID,
+					       "invalid_query", "tag", "%s",
+					       why);
+		if (strlen(t) > 4096)
+			return flowd_error_set(err, FLOWD_E_INVALID,
+					       "invalid_query", "tag",
+					       "too long");
+	}
+	return 0;
+}
+
 int api_uint_parse(const char *s, unsigned long min, unsigned long max,
 		   unsigned long *out)
 {
@@ -525,6 +582,23 @@ int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
 				"not a valid flow name");
 		goto done;
 	}
+	if (api_request_query(req, "project", &req->list_project, err) != 0)
+		goto done;
+	if (req->list_project != NULL &&
+	    !spec_project_name_valid(req->list_project)) {
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+				"project", "not a valid project name");
+		goto done;
+	}
+	if (api_request_query(req, "branch", &req->list_branch, err) != 0)
+		goto done;
+	if (req->list_branch != NULL &&
+	    !spec_branch_name_valid(req->list_branch)) {
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "branch",
+				"a branch is main, prod, test.<name> or "
+				"user.<name>");
+		goto done;
+	}
 	if (api_request_query(req, "status", &req->list_status, err) != 0)
 		goto done;
 	if (req->list_status != NULL) {
@@ -539,6 +613,8 @@ int api_query_run_list(struct api_request *req, const struct flowd_limits *lim,
 			goto done;
 		}
 	}
+	if (query_tags(req, lim, err) != 0)
+		goto done;
 	req->limit = 50;
 	if (lim->max_runs_page > 0 && req->limit > lim->max_runs_page)
 		req->limit = lim->max_runs_page;
@@ -568,6 +644,27 @@ done:
 	return rc;
 }
 
+int api_query_flow_runs(struct api_request *req, const struct flowd_limits *lim,
+			struct flowd_error *err)
+{
+	struct spec_flow_key k;
+
+	if (api_query_run_list(req, lim, err) != 0)
+		return -1;
+	spec_flow_key_split(req->flow, &k);
+	free(req->list_flow);
+	free(req->list_project);
+	free(req->list_branch);
+	req->list_flow = strdup(k.flow);
+	req->list_project = strdup(k.project);
+	req->list_branch = strdup(k.branch);
+	if (req->list_flow == NULL || req->list_project == NULL ||
+	    req->list_branch == NULL)
+		return flowd_error_set(err, FLOWD_E_UNAVAILABLE, "unavailable",
+				       "", "out of memory");
+	return 0;
+}
+
 /* Decode a raw path segment (NULL: none) into *out; 0, or -1 when it does
  * not decode or `valid` refuses it. */
 static int path_param(const char *raw, int (*valid)(const char *), char **out)
@@ -581,6 +678,14 @@ static int path_param(const char *raw, int (*valid)(const char *), char **out)
 static int run_id_valid(const char *s) { return api_id_valid(s, RUN_ID_MAX); }
 
 static int flow_name_valid(const char *s) { return spec_flow_name_valid(s); }
+static int project_name_valid(const char *s)
+{
+	return spec_project_name_valid(s);
+}
+static int branch_name_valid(const char *s)
+{
+	return spec_branch_name_valid(s);
+}
 
 int api__route_validate(struct api__route *r, api__query_get_cb query,
 			void *query_arg, const struct flowd_limits *lim,
@@ -595,6 +700,33 @@ int api__route_validate(struct api__route *r, api__query_get_cb query,
 		return flowd_error_set(
 		    err, FLOWD_E_INVALID, "invalid_value", "flow",
 		    "flow name must match [A-Za-z0-9_.-]{1,128}");
+	if (path_param(r->raw_project, project_name_valid,
+		       &req->project) != 0)
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       "project",
+				       "a project name matches "
+				       "[A-Za-z0-9_-]{1,64}");
+	if (path_param(r->raw_branch, branch_name_valid, &req->branch) !=
+	    0)
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       "branch",
+				       "a branch is main, prod, test.<name> or "
+				       "user.<name> (name [A-Za-z0-9_-]{1,64})");
+	/* a flow of a project's branch: the state knows it by its key */
+	if (req->flow != NULL && (req->project != NULL || req->branch != NULL)) {
+		char key[SPEC_FLOW_KEY_MAX];
+
+		if (spec_flow_key(req->project, req->branch, req->flow, key,
+				  sizeof key) != 0)
+			return flowd_error_set(err, FLOWD_E_INVALID,
+					       "invalid_value", "flow",
+					       "too long");
+		free(req->flow);
+		req->flow = strdup(key);
+		if (req->flow == NULL)
+			return flowd_error_set(err, FLOWD_E_INTERNAL,
+					       "internal", "", "out of memory");
+	}
 	if (path_param(r->raw_run, run_id_valid, &req->run_id) != 0)
 		return flowd_error_set(err, FLOWD_E_NOT_FOUND, "not_found", "",
 				       "no such run");
@@ -753,11 +885,18 @@ int api__command_body(const char *raw, size_t len, struct flowd_error *err)
 void api__request_clear(struct api_request *req)
 {
 	free(req->flow);
+	free(req->project);
+	free(req->branch);
 	free(req->run_id);
 	free(req->step);
 	json_decref(req->body);
 	free(req->list_flow);
 	free(req->list_status);
+	free(req->list_project);
+	free(req->list_branch);
+	for (size_t i = 0; i < req->n_list_tags; i++)
+		free(req->list_tags[i]);
+	free(req->list_tags);
 	free(req->pg_run_id);
 	free(req->resp_body);
 	free(req->method);
@@ -765,11 +904,17 @@ void api__request_clear(struct api_request *req)
 	free(req->raw_body);
 	free(req->content_type);
 	req->flow = NULL;
+	req->project = NULL;
+	req->branch = NULL;
 	req->run_id = NULL;
 	req->step = NULL;
 	req->body = NULL;
 	req->list_flow = NULL;
 	req->list_status = NULL;
+	req->list_project = NULL;
+	req->list_branch = NULL;
+	req->list_tags = NULL;
+	req->n_list_tags = 0;
 	req->cursor = 0;
 	req->pg_run_id = NULL;
 	req->resp_body = NULL;

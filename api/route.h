@@ -23,6 +23,8 @@ struct api__route {
 	char *raw_run;	  /* owned, or NULL */
 	char *raw_step;	  /* owned, or NULL */
 	char *raw_member; /* owned, or NULL */
+	char *raw_project; /* owned, or NULL */
+	char *raw_branch; /* owned, or NULL */
 };
 
 /* Blocking reads: ?wait= defaults to 60 s and may be 10 minutes at most. */

@@ -589,6 +589,35 @@ static void request_free(struct request *r)
 	free(r);
 }
 
+struct query_all {
+	const char *key;
+	const char **out;
+	size_t max, n;
+};
+
+static enum MHD_Result query_all_one(void *cls, enum MHD_ValueKind kind,
+				     const char *key, const char *value)
+{
+	struct query_all *q = cls;
+
+	if (key == NULL || strcmp(key, q->key) != 0)
+		return MHD_YES;
+	if (q->n < q->max)
+		q->out[q->n] = value != NULL ? value : "";
+	q->n++;
+	return MHD_YES;
+}
+
+static size_t query_all(void *arg, const char *key, const char **out,
+			size_t max)
+{
+	struct query_all q = {.key = key, .out = out, .max = max};
+
+	MHD_get_connection_values(arg, MHD_GET_ARGUMENT_KIND, query_all_one,
+				  &q);
+	return q.n;
+}
+
 static const char *query_get(void *arg, const char *key)
 {
 	struct MHD_Connection *conn = arg;
@@ -728,7 +757,7 @@ static int identify(struct request *r, enum api_role need,
 	tok = api__auth_lookup(s->tokens, s->n_tokens,
 			       header(r, MHD_HTTP_HEADER_AUTHORIZATION));
 	req->role = tok != NULL ? tok->role
-		    : s->open	? API_ROLE_ADMIN
+		    : s->open	? API_ROLE_PRODUCTION
 				: API_ROLE_PUBLIC;
 	snprintf(req->who, sizeof req->who, "%s",
 		 tok != NULL ? tok->name : "-");
@@ -786,6 +815,7 @@ static int request_begin(struct request *r, struct flowd_error *err)
 	row = r->route.row;
 	if (identify(r, row->role, err) != 0)
 		return -1;
+	r->req.query_all = query_all;
 	if (api__route_validate(&r->route, query_get, r->conn, &s->limits,
 				&r->req, err) != 0)
 		return -1;
@@ -981,9 +1011,19 @@ static void history_runs(struct request *r)
 	if (req->limit > have && want > req->limit - have)
 		want = req->limit - (unsigned)have;
 	if (have < req->limit && want > 0) {
-		if (storage_reader_runs(s->reader, req->list_flow,
-					req->list_status, req->pg_list_before,
-					want, &more, &err) != 0)
+		struct view_run_filter flt = {
+			.flow = req->list_flow,
+			.project = req->list_project,
+			.branch = req->list_branch,
+			.status = req->list_status
+					  ? fsm_run_status_parse(req->list_status)
+					  : -1,
+			.tags = req->list_tags,
+			.n_tags = req->n_list_tags,
+		};
+		if (storage_reader_runs_filter(s->reader, &flt,
+					       req->pg_list_before, want, &more,
+					       &err) != 0)
 			goto error;
 		if (json_array_extend(runs, more) != 0) {
 			flowd_error_set(&err, FLOWD_E_INTERNAL, "internal", "",

@@ -1,5 +1,6 @@
 /* flowctl.c - the flowd command-line client: one REST call per command. */
 #include "cli/http.h"
+#include "cli/local.h"
 #include "cli/table.h"
 
 #include <errno.h>
@@ -68,13 +69,32 @@ static void usage(FILE *f)
 	      "                         over --params-json. --wait polls the\n"
 	      "                         run until it ends, prints it, and\n"
 	      "                         exits 0 only if it succeeded\n"
-	      "  runs [--flow F] [--status S] [--limit N] [--cursor C]\n"
-	      "                         list runs, newest first\n"
+	      "  runs [--flow F] [--status S] [--tag T ...] [--limit N]\n"
+	      "        [--cursor C]      list runs, newest first (--tag:\n"
+	      "                         carrying every tag named)\n"
 	      "  get RUN_ID             show a run, its steps and attempts\n"
 	      "  logs RUN_ID STEP [--attempt N] [-f|--follow]\n"
 	      "                         a step's stdout (to stdout), then its\n"
 	      "                         stderr (to stderr), raw\n"
 	      "  cancel RUN_ID          cancel a run\n"
+	      "  tag RUN_ID [--add T ...] [--remove T ...]\n"
+	      "                         change a run's user tags\n"
+	      "  resume RUN_ID [--from STEP] [--current] [--key K]\n"
+	      "        [--tag T ...] [--wait]\n"
+	      "                         a new run reusing the steps that\n"
+	      "                         succeeded (--current: of the flow's\n"
+	      "                         current version)\n"
+	      "  resume RUN_ID --local [--from STEP] [--dir DIR]\n"
+	      "        [--record BRANCH]\n"
+	      "                         rerun what did not succeed (or from\n"
+	      "                         STEP) on this machine, in DIR (default\n"
+	      "                         ./flowd-resume-RUN_ID); writes nothing\n"
+	      "                         to the cluster (but with --record: the\n"
+	      "                         result as a run of that branch of the\n"
+	      "                         run's project, not prod); exits 0\n"
+	      "                         only if every step it ran succeeded\n"
+	      "  redrive RUN_ID [--key K] [--wait]\n"
+	      "                         restart a failed run in place\n"
 	      "  schedule FLOW          a flow's schedules: cursor, counters,\n"
 	      "                         last fires, next fire times\n"
 	      "  pause FLOW, unpause FLOW\n"
@@ -467,6 +487,7 @@ enum {
 	OPT_COUNT,
 	OPT_DST_MISSING,
 	OPT_DST_REPEATED,
+	OPT_TAG,
 	OPT_ID,
 	OPT_PAYLOAD,
 	OPT_SCHEDULE
@@ -727,6 +748,7 @@ static int query_option(void *ctx, int opt, const char *arg)
 	    [OPT_COUNT - OPT_FLOW] = "count",
 	    [OPT_DST_MISSING - OPT_FLOW] = "dst_missing",
 	    [OPT_DST_REPEATED - OPT_FLOW] = "dst_repeated",
+	    [OPT_TAG - OPT_FLOW] = "tag",
 	};
 	struct query *q = ctx;
 
@@ -735,7 +757,7 @@ static int query_option(void *ctx, int opt, const char *arg)
 		q->sep = '&';
 		return PARSED;
 	}
-	if (opt < OPT_FLOW || opt > OPT_DST_REPEATED)
+	if (opt < OPT_FLOW || opt > OPT_TAG)
 		return usage_error("unknown option");
 	fprintf(q->f, "%c%s=", q->sep, names[opt - OPT_FLOW]);
 	put_escaped(q->f, arg);
@@ -745,6 +767,7 @@ static int query_option(void *ctx, int opt, const char *arg)
 
 static const struct option runs_options[] = {
     {"flow", required_argument, NULL, OPT_FLOW},
+    {"tag", required_argument, NULL, OPT_TAG},
     {"status", required_argument, NULL, OPT_STATUS},
     {"limit", required_argument, NULL, OPT_LIMIT},
     {"cursor", required_argument, NULL, OPT_CURSOR},
@@ -1222,6 +1245,342 @@ static int cmd_top(struct cli_http *h, const struct command *cmd, int argc,
 }
 
 /* ------------------------------------------------------------------------ */
+/* A run's life cycle (docs/lifecycle.md): tag, resume, redrive             */
+
+enum {
+	OPT_ADD = 512,
+	OPT_REMOVE,
+	OPT_FROM_STEP,
+	OPT_CURRENT,
+	OPT_LOCAL,
+	OPT_DIR,
+	OPT_LKEY,
+	OPT_LTAG,
+	OPT_LWAIT,
+	OPT_RECORD,
+};
+
+struct life_opts {
+	json_t *add, *remove, *tags;  /* arrays, NULL until given */
+	const char *from, *dir, *key, *record;
+	int current, local, wait;
+};
+
+static const struct option life_options[] = {
+    {"add", required_argument, NULL, OPT_ADD},
+    {"remove", required_argument, NULL, OPT_REMOVE},
+    {"from", required_argument, NULL, OPT_FROM_STEP},
+    {"current", no_argument, NULL, OPT_CURRENT},
+    {"local", no_argument, NULL, OPT_LOCAL},
+    {"dir", required_argument, NULL, OPT_DIR},
+    {"key", required_argument, NULL, OPT_LKEY},
+    {"tag", required_argument, NULL, OPT_LTAG},
+    {"wait", no_argument, NULL, OPT_LWAIT},
+    {"record", required_argument, NULL, OPT_RECORD},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int push_str(json_t **arr, const char *s)
+{
+	if (*arr == NULL && (*arr = json_array()) == NULL)
+		return oom();
+	if (json_array_append_new(*arr, json_string(s)) != 0)
+		return usage_error("'%s' is not UTF-8", s);
+	return PARSED;
+}
+
+static int life_option(void *ctx, int opt, const char *arg)
+{
+	struct life_opts *o = ctx;
+
+	switch (opt) {
+	case OPT_ADD:
+		return push_str(&o->add, arg);
+	case OPT_REMOVE:
+		return push_str(&o->remove, arg);
+	case OPT_LTAG:
+		return push_str(&o->tags, arg);
+	case OPT_FROM_STEP:
+		o->from = arg;
+		return PARSED;
+	case OPT_DIR:
+		o->dir = arg;
+		return PARSED;
+	case OPT_LKEY:
+		o->key = arg;
+		return PARSED;
+	case OPT_CURRENT:
+		o->current = 1;
+		return PARSED;
+	case OPT_LOCAL:
+		o->local = 1;
+		return PARSED;
+	case OPT_LWAIT:
+		o->wait = 1;
+		return PARSED;
+	case OPT_RECORD:
+		o->record = arg;
+		return PARSED;
+	}
+	return usage_error("unknown option");
+}
+
+static void life_free(struct life_opts *o)
+{
+	json_decref(o->add);
+	json_decref(o->remove);
+	json_decref(o->tags);
+}
+
+/* Which options a command takes: a usage error for the others. */
+static int life_only(const char *cmd, const struct life_opts *o, bool tags,
+		     bool resume, bool local)
+{
+	if (!tags && (o->add || o->remove))
+		return usage_error("%s: --add and --remove are for tag", cmd);
+	if (!resume && (o->from || o->current || o->local || o->tags))
+		return usage_error("%s: --from, --current, --local and --tag "
+				   "are for resume", cmd);
+	if (local && (o->current || o->key || o->tags || o->wait))
+		return usage_error("%s --local: --current, --key, --tag and "
+				   "--wait are for a resume in the cluster",
+				   cmd);
+	if (!local && (o->dir || o->record))
+		return usage_error("%s: --dir and --record go with --local", cmd);
+	if (o->record != NULL && strcmp(o->record, "prod") == 0)
+		return usage_error("%s: --record: a local result is not recorded "
+				   "in a prod branch", cmd);
+	return PARSED;
+}
+
+/* POST path with `body` (taken over); print the answer, or wait for the
+ * run it names. */
+static int post_run(struct cli_http *h, const char *path, json_t *body,
+		    int wait)
+{
+	struct cli_reply r = {0};
+	char *text = body ? json_dumps(body, JSON_COMPACT) : strdup("{}");
+	int rc;
+
+	json_decref(body);
+	if (text == NULL)
+		return oom();
+	rc = request(h, "POST", path, text, strlen(text), &r);
+	free(text);
+	if (rc == CLI_OK)
+		rc = wait ? wait_run(h, json_incref(r.json)) : print_json(r.json);
+	cli_reply_clear(&r);
+	return rc;
+}
+
+static int cmd_tag(struct cli_http *h, const struct command *cmd, int argc,
+		   char **argv)
+{
+	struct life_opts o = {0};
+	const char *pos[1];
+	char *path = NULL;
+	int rc = parse_args(argc, argv, "", life_options, life_option, &o, pos, 1);
+
+	if (rc == PARSED)
+		rc = life_only("tag", &o, true, false, false);
+	if (rc != PARSED)
+		goto out;
+	if (o.wait) {
+		rc = usage_error("tag: --wait is for resume and redrive");
+		goto out;
+	}
+	path = path_of("/v1/runs/%/tags", pos[0]);
+	if (path == NULL) {
+		rc = oom();
+		goto out;
+	}
+	rc = post_run(h, path,
+		      json_pack("{s:o, s:o}", "add",
+				o.add ? json_incref(o.add) : json_array(),
+				"remove",
+				o.remove ? json_incref(o.remove) : json_array()),
+		      0);
+out:
+	free(path);
+	life_free(&o);
+	return rc;
+}
+
+static int cmd_redrive(struct cli_http *h, const struct command *cmd,
+		       int argc, char **argv)
+{
+	struct life_opts o = {0};
+	const char *pos[1];
+	char *path = NULL;
+	json_t *body;
+	int rc = parse_args(argc, argv, "", life_options, life_option, &o, pos, 1);
+
+	if (rc == PARSED)
+		rc = life_only("redrive", &o, false, false, false);
+	if (rc != PARSED)
+		goto out;
+	path = path_of("/v1/runs/%/redrive", pos[0]);
+	body = json_object();
+	if (path == NULL || body == NULL) {
+		json_decref(body);
+		rc = oom();
+		goto out;
+	}
+	if (o.key != NULL)
+		json_object_set_new(body, "idempotency_key", json_string(o.key));
+	rc = post_run(h, path, body, o.wait);
+out:
+	free(path);
+	life_free(&o);
+	return rc;
+}
+
+/* --record BRANCH: POST the local result to the flow of that branch of the
+ * run's project (.../records); prints the run it made. */
+static int record_local(struct cli_http *h, const json_t *run,
+			const char *branch, json_t *steps)
+{
+	const char *project = json_string_value(json_object_get(run, "project"));
+	const char *flow = json_string_value(json_object_get(run, "flow"));
+	struct cli_reply r = {0};
+	char *path = path_of("/v1/projects/%/branches/%/flows/%/records",
+			     project ? project : "default", branch, flow);
+	json_t *body = json_pack("{s:O, s:O, s:O}", "origin_run_id",
+				 json_object_get(run, "id"), "parameters",
+				 json_object_get(run, "parameters"), "steps",
+				 steps);
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	int rc;
+
+	json_decref(body);
+	if (path == NULL || text == NULL) {
+		free(path);
+		free(text);
+		return oom();
+	}
+	rc = request(h, "POST", path, text, strlen(text), &r);
+	if (rc == CLI_OK)
+		fprintf(stdout, "flowctl: recorded as run %s in branch %s\n",
+			json_string_value(json_object_get(r.json, "id")),
+			branch);
+	cli_reply_clear(&r);
+	free(path);
+	free(text);
+	return rc;
+}
+
+/* resume --local: the run and its version's spec from the cluster (GETs
+ * only), then cli/local.c. */
+static int resume_local(struct cli_http *h, const char *id,
+			const struct life_opts *o)
+{
+	struct cli_reply r = {0}, v = {0};
+	struct local_opts lo = {.from_step = o->from, .dir = o->dir,
+				.colour = style_now().colour, .out = stdout};
+	char *path = path_of("/v1/runs/%", id), *vpath = NULL, *dir = NULL;
+	const json_t *spec = NULL, *ver;
+	json_int_t version;
+	size_t i;
+	int rc;
+
+	if (path == NULL)
+		return oom();
+	rc = get_patiently(h, path, &r);
+	if (rc != CLI_OK)
+		goto out;
+	if (!is_terminal(r.json)) {
+		fprintf(stderr, "flowctl: resume: run %s has not finished\n", id);
+		rc = CLI_FAILED;
+		goto out;
+	}
+	vpath = path_of("/v1/flows/%/versions",
+			json_string_value(json_object_get(r.json, "flow")));
+	if (vpath == NULL) {
+		rc = oom();
+		goto out;
+	}
+	rc = get_patiently(h, vpath, &v);
+	if (rc != CLI_OK)
+		goto out;
+	version = json_integer_value(json_object_get(r.json, "version"));
+	json_array_foreach(json_object_get(v.json, "versions"), i, ver)
+		if (json_integer_value(json_object_get(ver, "version")) == version)
+			spec = json_object_get(ver, "spec");
+	if (!json_is_object(spec)) {
+		fprintf(stderr, "flowctl: resume: the spec of version %lld is "
+				"not available\n", (long long)version);
+		rc = CLI_FAILED;
+		goto out;
+	}
+	if (lo.dir == NULL) {
+		if (asprintf(&dir, "flowd-resume-%s", id) < 0) {
+			rc = oom();
+			goto out;
+		}
+		lo.dir = dir;
+	}
+	if (o->record != NULL && (lo.record = json_array()) == NULL) {
+		rc = oom();
+		goto out;
+	}
+	rc = local_resume(r.json, spec, &lo);
+	if (o->record != NULL && (rc == CLI_OK || rc == CLI_FAILED)) {
+		/* the result, as a run of that branch (trigger local_resume) */
+		int rec = record_local(h, r.json, o->record, lo.record);
+		if (rec != CLI_OK)
+			rc = rec;
+	}
+out:
+	json_decref(lo.record);
+	cli_reply_clear(&r);
+	cli_reply_clear(&v);
+	free(path);
+	free(vpath);
+	free(dir);
+	return rc;
+}
+
+static int cmd_resume(struct cli_http *h, const struct command *cmd, int argc,
+		      char **argv)
+{
+	struct life_opts o = {0};
+	const char *pos[1];
+	char *path = NULL;
+	json_t *body;
+	int rc = parse_args(argc, argv, "", life_options, life_option, &o, pos, 1);
+
+	if (rc == PARSED)
+		rc = life_only("resume", &o, false, true, o.local);
+	if (rc != PARSED)
+		goto out;
+	if (o.local) {
+		rc = resume_local(h, pos[0], &o);
+		goto out;
+	}
+	path = path_of("/v1/runs/%/resume", pos[0]);
+	body = json_object();
+	if (path == NULL || body == NULL) {
+		json_decref(body);
+		rc = oom();
+		goto out;
+	}
+	if (o.from != NULL)
+		json_object_set_new(body, "from_step", json_string(o.from));
+	if (o.current)
+		json_object_set_new(body, "version", json_string("current"));
+	if (o.key != NULL)
+		json_object_set_new(body, "idempotency_key", json_string(o.key));
+	if (o.tags != NULL)
+		json_object_set(body, "tags", o.tags);
+	rc = post_run(h, path, body, o.wait);
+out:
+	free(path);
+	life_free(&o);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* main                                                                     */
 
 static const struct command commands[] = {
@@ -1237,6 +1596,9 @@ static const struct command commands[] = {
     {"top", cmd_top, NULL, NULL, 0, NULL},
     {"logs", cmd_logs, NULL, NULL, 0, NULL},
     {"cancel", cmd_simple, "POST", "/v1/runs/%/cancel", 1, NULL},
+    {"tag", cmd_tag, NULL, NULL, 0, NULL},
+    {"resume", cmd_resume, NULL, NULL, 0, NULL},
+    {"redrive", cmd_redrive, NULL, NULL, 0, NULL},
     {"schedule", cmd_simple, "GET", "/v1/flows/%/schedule", 1, table_schedule},
     {"pause", cmd_simple, "POST", "/v1/flows/%/pause", 1, NULL},
     {"unpause", cmd_simple, "POST", "/v1/flows/%/unpause", 1, NULL},

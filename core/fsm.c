@@ -46,6 +46,7 @@
 
 #include "fsm_changes.h"
 #include "fsm_flows.h"
+#include "fsm_lifecycle.h"
 #include "fsm_nodes.h"
 #include "fsm_rows.h"
 #include "fsm_runs.h"
@@ -149,6 +150,14 @@ static void apply_one(struct apply_ctx *c, json_t *cmd)
 		fsm__apply_run_create(c, cmd);
 	else if (strcmp(op, "run_cancel") == 0)
 		fsm__apply_run_cancel(c, cmd);
+	else if (strcmp(op, "run_tags") == 0)
+		fsm__apply_run_tags(c, cmd);
+	else if (strcmp(op, "run_resume") == 0)
+		fsm__apply_run_resume(c, cmd);
+	else if (strcmp(op, "run_redrive") == 0)
+		fsm__apply_run_redrive(c, cmd);
+	else if (strcmp(op, "run_record") == 0)
+		fsm__apply_run_record(c, cmd);
 	else if (strcmp(op, "task_finish") == 0)
 		fsm__apply_task_finish(c, cmd);
 	else if (strcmp(op, "node_up") == 0)

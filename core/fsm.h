@@ -47,6 +47,8 @@ enum fsm_step_status {
 	FSM_STEP_FAILED,
 	FSM_STEP_CANCELLED,
 	FSM_STEP_SKIPPED,     /* never ran: the run ended first */
+	FSM_STEP_REUSED,      /* a resumed run took the origin run's success
+	                       * (reused_seq, reused_attempt): not run again */
 };
 
 enum fsm_attempt_status {
@@ -82,6 +84,10 @@ struct fsm_step {
 	bool dirty;
 	uint8_t told;               /* the status last reported (changed) */
 	unsigned told_attempts;     /* and its attempts then */
+	uint64_t reused_seq;        /* REUSED: the run whose attempt it took */
+	unsigned reused_attempt;    /* REUSED: that attempt's number */
+	unsigned attempt_base;      /* attempts before the last redrive: the
+	                             * retry policy counts those after it */
 	struct fsm_run *run;        /* back pointer (borrowed) */
 	unsigned index;             /* in run->steps and spec->steps */
 	struct fsm_step *ready_next;/* in fsm.ready (FIFO) while READY */
@@ -206,6 +212,12 @@ struct fsm_run {
 	json_t *trigger;            /* owned: what started it,
 	                             * {"type":"manual"|"schedule"|...} */
 	bool end_seen;              /* on-finish triggers have seen its end */
+	json_t *tags;               /* owned: user tags, sorted, no
+	                             * duplicates; NULL when it never had any */
+	char *origin_id;            /* owned: the run it resumes, or NULL */
+	unsigned redrive_count;     /* times it was redriven */
+	char *redrive_key;          /* owned: the last redrive's idempotency
+	                             * key, or NULL */
 	bool view_dirty;            /* its seq is in fsm.view_seqs */
 };
 
@@ -478,12 +490,52 @@ struct fsm_retention {
 	uint64_t runs;
 	uint64_t keys;
 	uint64_t key_ttl_s;
+	/* and the bounds of a run's user tags (0: 50 tags of 128 bytes) */
+	unsigned max_tags;
+	size_t max_tag_bytes;
 };
-/* keep: may be NULL (the state's retention is left as it is). */
+/* keep: may be NULL (the state's retention is left as it is). tags
+ * (borrowed, may be NULL): user tags besides the flow's default ones. */
 int fsm_cmd_run_create(int64_t ts, const char *flow, const json_t *params,
-		       const char *idempotency_key,
+		       const char *idempotency_key, const json_t *tags,
 		       const struct fsm_retention *keep,
 		       char **out, size_t *len);
+/* run_tags: add then remove user tags of a run in memory (arrays of
+ * strings, borrowed, may be NULL); keep's tag bounds apply. */
+int fsm_cmd_run_tags(int64_t ts, const char *run_id, const json_t *add,
+		     const json_t *remove, const struct fsm_retention *keep,
+		     char **out, size_t *len);
+/* run_resume: a new run of the run's flow that reuses the steps that
+ * succeeded in it, except from_step (may be NULL: the steps that did not
+ * succeed) and what depends on it; of the run's version, or of the
+ * flow's current one when `current` (then the reused steps must be there
+ * unchanged). key, tags: as for run_create. */
+int fsm_cmd_run_resume(int64_t ts, const char *run_id, const char *from_step,
+		       bool current, const char *idempotency_key,
+		       const json_t *tags, const struct fsm_retention *keep,
+		       char **out, size_t *len);
+/* run_redrive: restart a failed or cancelled run in place, at most
+ * window_s after it ended; a known key (the last redrive's) changes
+ * nothing. */
+int fsm_cmd_run_redrive(int64_t ts, const char *run_id, unsigned window_s,
+			const char *idempotency_key, char **out, size_t *len);
+
+/* run_record: a run of `flow` (its key) that ran elsewhere (flowctl
+ * resume --local --record): steps (borrowed) [{"name", "status":
+ * succeeded|failed|skipped|reused, "started_ms", "finished_ms",
+ * "reused_from": {"run_id", "attempt"}}], one per step of the current
+ * version; trigger local_resume of `origin`. */
+int fsm_cmd_run_record(int64_t ts, const char *flow, const char *origin,
+		       const json_t *params, const json_t *steps,
+		       const char *idempotency_key,
+		       const struct fsm_retention *keep, char **out,
+		       size_t *len);
+
+/* A run's system tags (project:, branch:, flow:, version:, trigger:,
+ * origin:), as a new JSON array; `flow` is the flow's key
+ * (spec_flow_key). Pure; any thread. */
+json_t *fsm_system_tags(const char *flow, unsigned version,
+			const json_t *trigger, const char *origin_id);
 int fsm_cmd_run_cancel(int64_t ts, const char *run_id, char **out,
 		       size_t *len);
 /* node_up: a node (re)started with a new boot id; its older attempts are
@@ -518,6 +570,12 @@ int fsm_cmd_fire(int64_t ts, const json_t *items, unsigned max_buffered,
 int fsm_cmd_event(int64_t ts, const char *name, const char *id,
 		  const json_t *payload, unsigned dedupe_s, unsigned keep,
 		  unsigned max_buffered, char **out, size_t *len);
+/* The same for the flows of one project and/or branch only (NULL: any;
+ * docs/lifecycle.md). */
+int fsm_cmd_event_in(int64_t ts, const char *name, const char *id,
+		     const json_t *payload, const char *project,
+		     const char *branch, unsigned dedupe_s, unsigned keep,
+		     unsigned max_buffered, char **out, size_t *len);
 /* pause: stop (true) or resume (false) a flow's schedules. */
 int fsm_cmd_pause(int64_t ts, const char *flow, bool paused, char **out,
 		  size_t *len);

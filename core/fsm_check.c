@@ -50,15 +50,45 @@ struct field {
 static const struct field f_deploy[] = {
 	{"flow", STR, NAME, true}, {"spec", OBJ, 0, 0, true}, END};
 static const struct field f_undeploy[] = {{"flow", STR, NAME, true}, END};
+#define KEEP                                                               \
+	{"retain", INT, U32, false}, {"keys", INT, U32, false},            \
+	{"key_ttl_s", INT, U32, false}, {"max_tags", INT, 1, 100000, false}, \
+	{"max_tag_bytes", INT, 1, 65536, false}
 static const struct field f_run_create[] = {
 	{"flow", STR, NAME, true},
 	{"parameters", OBJ, 0, 0, false},
 	{"idempotency_key", STR, 1, (16 << 20), false},
-	{"retain", INT, U32, false},
-	{"keys", INT, U32, false},
-	{"key_ttl_s", INT, U32, false},
+	{"tags", ARR, 0, 100000, false},
+	KEEP,
 	END};
 static const struct field f_run_cancel[] = {{"run", STR, NAME, true}, END};
+static const struct field f_run_tags[] = {
+	{"run", STR, NAME, true},
+	{"add", ARR, 0, 100000, true},
+	{"remove", ARR, 0, 100000, true},
+	KEEP,
+	END};
+static const struct field f_run_resume[] = {
+	{"run", STR, NAME, true},
+	{"from_step", STR, NAME, false},
+	{"version", STR, 1, 16, false},
+	{"idempotency_key", STR, 1, (16 << 20), false},
+	{"tags", ARR, 0, 100000, false},
+	KEEP,
+	END};
+static const struct field f_run_record[] = {
+	{"flow", STR, NAME, true},
+	{"origin", STR, 1, 31, true},
+	{"parameters", OBJ, 0, 0, false},
+	{"idempotency_key", STR, 1, (16 << 20), false},
+	{"steps", ARR, 0, 100000, true},
+	KEEP,
+	END};
+static const struct field f_run_redrive[] = {
+	{"run", STR, NAME, true},
+	{"window_s", INT, U32, false},
+	{"idempotency_key", STR, 1, (16 << 20), false},
+	END};
 static const struct field f_node_up[] = {
 	{"node", INT, 1, ID_MAX, true},
 	{"boot", INT, 0, ID_MAX, true},
@@ -84,6 +114,8 @@ static const struct field f_fire_item[] = {
 	END};
 static const struct field f_event[] = {
 	{"name", STR, NAME, true},
+	{"project", STR, 1, 64, false},
+	{"branch", STR, 1, 72, false},
 	{"id", STR, NAME, true},
 	{"payload", ANYJ, 0, 0, false},
 	{"dedupe_s", INT, U32, false},
@@ -127,6 +159,8 @@ static const struct op {
 } ops[] = {
 	{"deploy", f_deploy, false},	     {"undeploy", f_undeploy, false},
 	{"run_create", f_run_create, false}, {"run_cancel", f_run_cancel, false},
+	{"run_tags", f_run_tags, false},     {"run_resume", f_run_resume, false},
+	{"run_redrive", f_run_redrive, false}, {"run_record", f_run_record, false},
 	{"node_up", f_node_up, true},	     {"node_alive", f_node, true},
 	{"node_down", f_node, false},	     {"node_remove", f_node, false},
 	{"node_admit", f_node, false},	     {"wake", f_none, true},

@@ -111,23 +111,110 @@ int fsm_cmd_undeploy(int64_t ts, const char *flow, char **out, size_t *len)
 	return dump_cmd(c, out, len);
 }
 
+/* What a command that makes or tags a run carries for the state's
+ * retention and the tag bounds. */
+static void put_keep(json_t *c, const struct fsm_retention *keep)
+{
+	if (keep == NULL)
+		return;
+	if (keep->runs > 0)
+		json_object_set_new(c, "retain", json_integer((json_int_t)keep->runs));
+	if (keep->keys > 0)
+		json_object_set_new(c, "keys", json_integer((json_int_t)keep->keys));
+	if (keep->key_ttl_s > 0)
+		json_object_set_new(c, "key_ttl_s",
+				    json_integer((json_int_t)keep->key_ttl_s));
+	if (keep->max_tags > 0)
+		json_object_set_new(c, "max_tags",
+				    json_integer((json_int_t)keep->max_tags));
+	if (keep->max_tag_bytes > 0)
+		json_object_set_new(c, "max_tag_bytes",
+				    json_integer((json_int_t)keep->max_tag_bytes));
+}
+
 int fsm_cmd_run_create(int64_t ts, const char *flow, const json_t *params,
-		       const char *idempotency_key,
+		       const char *idempotency_key, const json_t *tags,
 		       const struct fsm_retention *keep, char **out,
 		       size_t *len)
 {
 	json_t *c = cmd_new("run_create", ts);
 
-	if (keep != NULL && keep->runs > 0)
-		json_object_set_new(c, "retain", json_integer((json_int_t)keep->runs));
-	if (keep != NULL && keep->keys > 0)
-		json_object_set_new(c, "keys", json_integer((json_int_t)keep->keys));
-	if (keep != NULL && keep->key_ttl_s > 0)
-		json_object_set_new(c, "key_ttl_s",
-				    json_integer((json_int_t)keep->key_ttl_s));
+	put_keep(c, keep);
 	json_object_set_new(c, "flow", json_string(flow));
 	if (params != NULL)
 		json_object_set(c, "parameters", (json_t *)params);
+	if (idempotency_key != NULL)
+		json_object_set_new(c, "idempotency_key",
+				    json_string(idempotency_key));
+	if (tags != NULL)
+		json_object_set(c, "tags", (json_t *)tags);
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_run_tags(int64_t ts, const char *run_id, const json_t *add,
+		     const json_t *remove, const struct fsm_retention *keep,
+		     char **out, size_t *len)
+{
+	json_t *c = cmd_new("run_tags", ts);
+
+	put_keep(c, keep);
+	json_object_set_new(c, "run", json_string(run_id));
+	json_object_set_new(c, "add", add ? json_incref((json_t *)add)
+					  : json_array());
+	json_object_set_new(c, "remove", remove ? json_incref((json_t *)remove)
+						: json_array());
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_run_resume(int64_t ts, const char *run_id, const char *from_step,
+		       bool current, const char *idempotency_key,
+		       const json_t *tags, const struct fsm_retention *keep,
+		       char **out, size_t *len)
+{
+	json_t *c = cmd_new("run_resume", ts);
+
+	put_keep(c, keep);
+	json_object_set_new(c, "run", json_string(run_id));
+	if (from_step != NULL)
+		json_object_set_new(c, "from_step", json_string(from_step));
+	json_object_set_new(c, "version",
+			    json_string(current ? "current" : "origin"));
+	if (idempotency_key != NULL)
+		json_object_set_new(c, "idempotency_key",
+				    json_string(idempotency_key));
+	if (tags != NULL)
+		json_object_set(c, "tags", (json_t *)tags);
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_run_record(int64_t ts, const char *flow, const char *origin,
+		       const json_t *params, const json_t *steps,
+		       const char *idempotency_key,
+		       const struct fsm_retention *keep, char **out,
+		       size_t *len)
+{
+	json_t *c = cmd_new("run_record", ts);
+
+	put_keep(c, keep);
+	json_object_set_new(c, "flow", json_string(flow));
+	json_object_set_new(c, "origin", json_string(origin));
+	if (params != NULL)
+		json_object_set(c, "parameters", (json_t *)params);
+	json_object_set_new(c, "steps", steps ? json_incref((json_t *)steps)
+					      : json_array());
+	if (idempotency_key != NULL)
+		json_object_set_new(c, "idempotency_key",
+				    json_string(idempotency_key));
+	return dump_cmd(c, out, len);
+}
+
+int fsm_cmd_run_redrive(int64_t ts, const char *run_id, unsigned window_s,
+			const char *idempotency_key, char **out, size_t *len)
+{
+	json_t *c = cmd_new("run_redrive", ts);
+
+	json_object_set_new(c, "run", json_string(run_id));
+	json_object_set_new(c, "window_s", json_integer(window_s));
 	if (idempotency_key != NULL)
 		json_object_set_new(c, "idempotency_key",
 				    json_string(idempotency_key));
@@ -210,9 +297,22 @@ int fsm_cmd_event(int64_t ts, const char *name, const char *id,
 		  const json_t *payload, unsigned dedupe_s, unsigned keep,
 		  unsigned max_buffered, char **out, size_t *len)
 {
+	return fsm_cmd_event_in(ts, name, id, payload, NULL, NULL, dedupe_s,
+				keep, max_buffered, out, len);
+}
+
+int fsm_cmd_event_in(int64_t ts, const char *name, const char *id,
+		     const json_t *payload, const char *project,
+		     const char *branch, unsigned dedupe_s, unsigned keep,
+		     unsigned max_buffered, char **out, size_t *len)
+{
 	json_t *cmd = cmd_new("event", ts);
 
 	if (cmd == NULL ||
+	    (project != NULL &&
+	     json_object_set_new(cmd, "project", json_string(project)) != 0) ||
+	    (branch != NULL &&
+	     json_object_set_new(cmd, "branch", json_string(branch)) != 0) ||
 	    json_object_set_new(cmd, "name", json_string(name)) != 0 ||
 	    json_object_set_new(cmd, "id", json_string(id)) != 0 ||
 	    (payload != NULL &&

@@ -101,7 +101,7 @@ void fsm__apply_deploy(struct apply_ctx *c, json_t *cmd)
 	struct fsm_flow_version *v;
 	bool was_current;
 
-	if (name == NULL || !spec_flow_name_valid_committed(name)) {
+	if (name == NULL || !spec_flow_key_valid(name)) {
 		fsm__result_error(f, FLOWD_E_INVALID, "invalid_value", "flow",
 				  "bad flow name");
 		return;

@@ -21,6 +21,7 @@
  */
 #include "fsm_rows.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,7 @@ static const char *run_status_names[] = {"queued", "running", "succeeded",
 					 "failed", "cancelled"};
 static const char *step_status_names[] = {
 	"pending",   "ready",  "running",   "retry_wait",
-	"succeeded", "failed", "cancelled", "skipped"};
+	"succeeded", "failed", "cancelled", "skipped", "reused"};
 static const char *attempt_status_names[] = {"running", "succeeded", "failed",
 					     "lost", "cancelled"};
 
@@ -213,6 +214,74 @@ static void rows_json(struct fsm_text *b, const json_t *v)
 	free(t);
 }
 
+/* A run's life-cycle record (table runs: tags, origin_run_id,
+ * redrive_count; table steps: origin_run_id, origin_attempt of reused
+ * steps): its own record, so that plain runs keep the plain path. */
+static void rows_meta(struct fsm_text *b, const struct fsm_run *r)
+{
+	char id[32];
+	bool first = true;
+
+	ROWS_LIT(b, ",{\"t\":\"run_meta\",\"id\":");
+	rows_str(b, r->id);
+	ROWS_LIT(b, ",\"tags\":");
+	if (r->tags != NULL)
+		rows_json(b, r->tags);
+	else
+		ROWS_LIT(b, "[]");
+	ROWS_LIT(b, ",\"origin_run_id\":");
+	rows_str(b, r->origin_id);
+	ROWS_LIT(b, ",\"redrive_count\":");
+	rows_int(b, r->redrive_count);
+	ROWS_LIT(b, ",\"reused\":[");
+	for (size_t k = 0; r->origin_id != NULL && k < r->spec->n_steps; k++) {
+		const struct fsm_step *s = &r->steps[k];
+
+		if (s->status != FSM_STEP_REUSED)
+			continue;
+		if (!first)
+			ROWS_LIT(b, ",");
+		first = false;
+		ROWS_LIT(b, "{\"step\":");
+		rows_str(b, r->spec->steps[k].name);
+		ROWS_LIT(b, ",\"run_id\":");
+		snprintf(id, sizeof id, "r-%012" PRIu64, s->reused_seq);
+		rows_str(b, id);
+		ROWS_LIT(b, ",\"attempt\":");
+		rows_int(b, s->reused_attempt);
+		ROWS_LIT(b, "}");
+	}
+	ROWS_LIT(b, "]}");
+}
+
+json_t *fsm_system_tags(const char *flow, unsigned version,
+			const json_t *trigger, const char *origin_id)
+{
+	const char *type = json_string_value(json_object_get(trigger, "type"));
+	json_t *a = json_array();
+	struct spec_flow_key k;
+	char buf[4200];
+
+	if (a == NULL)
+		return NULL;
+	spec_flow_key_split(flow, &k);
+	snprintf(buf, sizeof buf, "project:%s", k.project);
+	json_array_append_new(a, json_string(buf));
+	snprintf(buf, sizeof buf, "branch:%s", k.branch);
+	json_array_append_new(a, json_string(buf));
+	snprintf(buf, sizeof buf, "flow:%s", k.flow);
+	json_array_append_new(a, json_string(buf));
+	snprintf(buf, sizeof buf, "version:%u", version);
+	json_array_append_new(a, json_string(buf));
+	snprintf(buf, sizeof buf, "trigger:%s", type != NULL ? type : "manual");
+	json_array_append_new(a, json_string(buf));
+	if (origin_id != NULL) {
+		snprintf(buf, sizeof buf, "origin:%s", origin_id);
+		json_array_append_new(a, json_string(buf));
+	}
+	return a;
+}
+
 /* The rows of one run (the run, and its changed steps and attempts), with
  * their dirty flags cleared. */
 void fsm__rows_run(struct fsm *f, struct fsm_run *r)
@@ -249,6 +318,8 @@ void fsm__rows_run(struct fsm *f, struct fsm_run *r)
 		rows_json(b, r->trigger);
 		ROWS_LIT(b, "}");
 	}
+	if (r->tags != NULL || r->origin_id != NULL || r->redrive_count > 0)
+		rows_meta(b, r);
 	for (size_t k = 0; k < r->spec->n_steps; k++) {
 		struct fsm_step *s = &r->steps[k];
 		const char *name = r->spec->steps[s->index].name;

@@ -112,8 +112,11 @@ void fsm__run_free(struct fsm_run *r)
 	free(r->id);
 	free(r->idempotency_key);
 	free(r->reason);
+	free(r->origin_id);
+	free(r->redrive_key);
 	json_decref(r->params);
 	json_decref(r->trigger);
+	json_decref(r->tags);
 	free(r);
 }
 
@@ -298,7 +301,7 @@ static void waiting_unlink(struct fsm *f, struct fsm_step *s)
 	}
 }
 
-static void make_ready(struct apply_ctx *c, struct fsm_step *s)
+void fsm__make_ready(struct apply_ctx *c, struct fsm_step *s)
 {
 	s->status = FSM_STEP_READY;
 	fsm__ready_push(c->f, s);
@@ -465,11 +468,11 @@ static void step_succeeded(struct apply_ctx *c, struct fsm_step *s)
 			t->deps_left--;
 			fsm__step_touch(c, t);
 			if (t->deps_left == 0 && t->status == FSM_STEP_PENDING)
-				make_ready(c, t);
+				fsm__make_ready(c, t);
 		}
 	}
 	for (size_t j = 0; j < spec->n_steps; j++)
-		if (r->steps[j].status != FSM_STEP_SUCCEEDED)
+		if (!fsm__step_done(&r->steps[j]))
 			all = false;
 	if (all) {
 		r->status = FSM_RUN_SUCCEEDED;
@@ -489,9 +492,12 @@ static void step_failed(struct apply_ctx *c, struct fsm_step *s,
 	const struct spec_step *ss = &r->spec->steps[s->index];
 	char reason[300];
 
-	if (s->n_attempts <= ss->retries_max) {
+	/* attempts before a redrive do not count against the policy */
+	unsigned tries = s->n_attempts - s->attempt_base;
+
+	if (tries <= ss->retries_max) {
 		uint64_t backoff = ss->backoff_s;
-		for (unsigned k = 1; k < s->n_attempts && backoff < ss->max_backoff_s; k++)
+		for (unsigned k = 1; k < tries && backoff < ss->max_backoff_s; k++)
 			backoff *= 2;
 		if (backoff > ss->max_backoff_s)
 			backoff = ss->max_backoff_s;
@@ -499,7 +505,7 @@ static void step_failed(struct apply_ctx *c, struct fsm_step *s,
 		fsm__count(c, &(struct fsm_count){.kind = FSM_COUNT_RETRY,
 						  .run = r, .step = s});
 		if (backoff == 0) {
-			make_ready(c, s);
+			fsm__make_ready(c, s);
 		} else {
 			s->status = FSM_STEP_RETRY_WAIT;
 			s->due_ms = c->ts + (int64_t)backoff * 1000;
@@ -533,6 +539,8 @@ struct fsm_run *fsm__run_start(struct apply_ctx *c, struct fsm_flow *fl,
 	r->params = resolved;
 	r->idempotency_key = key ? strdup(key) : NULL;
 	r->trigger = trigger;
+	if (r->spec->tags != NULL && json_array_size(r->spec->tags) > 0)
+		r->tags = json_incref(r->spec->tags);
 	r->status = FSM_RUN_QUEUED;
 	r->created_ms = c->ts;
 	fl->active++;
@@ -545,7 +553,7 @@ struct fsm_run *fsm__run_start(struct apply_ctx *c, struct fsm_flow *fl,
 	for (size_t i = 0; i < r->spec->n_steps; i++) {
 		fsm__step_touch(c, &r->steps[i]);
 		if (r->steps[i].deps_left == 0)
-			make_ready(c, &r->steps[i]);
+			fsm__make_ready(c, &r->steps[i]);
 	}
 	fsm__count(c, &(struct fsm_count){.kind = FSM_COUNT_RUN_CREATED,
 					  .run = r});
@@ -606,22 +614,14 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd)
 	struct fsm_flow *fl = name ? map_get(&f->flows, name) : NULL;
 	struct flowd_error err;
 	struct fsm_run *r;
+	json_t *tags = NULL;
 
 	if (fl == NULL) {
 		fsm__result_error(f, FLOWD_E_NOT_FOUND, "not_found", "flow",
 				  "no such flow");
 		return;
 	}
-	if (json_is_integer(json_object_get(cmd, "retain")))
-		f->retain = (uint64_t)json_integer_value(
-			json_object_get(cmd, "retain"));
-	if (json_is_integer(json_object_get(cmd, "keys")))
-		f->idem_max = (uint64_t)json_integer_value(
-			json_object_get(cmd, "keys"));
-	if (json_is_integer(json_object_get(cmd, "key_ttl_s")))
-		f->idem_ttl_ms = json_integer_value(
-					 json_object_get(cmd, "key_ttl_s")) *
-				 1000;
+	fsm__keep_read(c, cmd);
 	/* keys past their retention are gone before this one is looked up */
 	fsm__idem_expire(c);
 	if (key != NULL) {
@@ -639,15 +639,148 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd)
 	}
 	if (json_is_null(params))
 		params = NULL;
+	if (fsm__tags_merge(c, cmd, fl->versions[fl->current - 1].spec->tags,
+			    json_object_get(cmd, "tags"), &tags) != 0)
+		return;
 	r = fsm__run_start(c, fl, params, key, NULL, &err);
 	if (r == NULL) {
+		json_decref(tags);
 		f->result.err = err;
 		if (err.errc == FLOWD_OK) /* not expected */
 			f->result.err.errc = FLOWD_E_INVALID;
 		return;
 	}
+	json_decref(r->tags);
+	r->tags = json_array_size(tags) > 0 ? tags : NULL;
+	if (r->tags == NULL)
+		json_decref(tags);
 	f->result.created = true;
 	f->result.run = r;
+}
+
+void fsm__keep_read(struct apply_ctx *c, const json_t *cmd)
+{
+	struct fsm *f = c->f;
+
+	if (json_is_integer(json_object_get(cmd, "retain")))
+		f->retain = (uint64_t)json_integer_value(
+			json_object_get(cmd, "retain"));
+	if (json_is_integer(json_object_get(cmd, "keys")))
+		f->idem_max = (uint64_t)json_integer_value(
+			json_object_get(cmd, "keys"));
+	if (json_is_integer(json_object_get(cmd, "key_ttl_s")))
+		f->idem_ttl_ms = json_integer_value(
+					 json_object_get(cmd, "key_ttl_s")) *
+				 1000;
+}
+
+/* The tag bounds a command carries (limits.max_tags_per_run,
+ * max_tag_bytes), else the defaults. */
+static void tag_bounds(const json_t *cmd, size_t *max_tags, size_t *max_bytes)
+{
+	json_t *v = json_object_get(cmd, "max_tags");
+
+	*max_tags = json_is_integer(v) ? (size_t)json_integer_value(v) : 50;
+	v = json_object_get(cmd, "max_tag_bytes");
+	*max_bytes = json_is_integer(v) ? (size_t)json_integer_value(v) : 128;
+}
+
+/* Each item of `tags` a user tag within the bounds; else the result. */
+static int tags_check(struct apply_ctx *c, const json_t *cmd,
+		      const json_t *tags, const char *name)
+{
+	size_t max_tags, max_bytes, i;
+	const char *why;
+	char field[64];
+	json_t *t;
+
+	tag_bounds(cmd, &max_tags, &max_bytes);
+	json_array_foreach(tags, i, t) {
+		snprintf(field, sizeof field, "%s[%zu]", name, i);
+		why = json_is_string(t) ? spec_tag_check(json_string_value(t),
+							 max_bytes)
+					: "must be a string";
+		if (why != NULL) {
+			fsm__result_error(c->f, FLOWD_E_INVALID,
+					  "invalid_value", field, why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int fsm__tags_count_check(struct apply_ctx *c, const json_t *cmd,
+			  const json_t *tags, const char *field)
+{
+	size_t max_tags, max_bytes;
+
+	tag_bounds(cmd, &max_tags, &max_bytes);
+	if (json_array_size(tags) <= max_tags)
+		return 0;
+	flowd_error_set(&c->f->result.err, FLOWD_E_INVALID, "too_many_tags",
+			field, "a run carries at most %zu user tags "
+			"(limits.max_tags_per_run)", max_tags);
+	return -1;
+}
+
+int fsm__tags_merge(struct apply_ctx *c, const json_t *cmd,
+		    const json_t *base, const json_t *more, json_t **out)
+{
+	json_t *all;
+
+	*out = NULL;
+	if (more != NULL && !json_is_array(more)) {
+		fsm__result_error(c->f, FLOWD_E_INVALID, "invalid_type",
+				  "tags", "must be an array of strings");
+		return -1;
+	}
+	if (more != NULL && tags_check(c, cmd, more, "tags") != 0)
+		return -1;
+	all = json_array();
+	if (all == NULL)
+		abort();
+	if (base != NULL)
+		json_array_extend(all, (json_t *)base);
+	if (more != NULL)
+		json_array_extend(all, (json_t *)more);
+	*out = spec_tags_normalize(all);
+	json_decref(all);
+	if (*out == NULL)
+		abort();
+	if (fsm__tags_count_check(c, cmd, *out, "tags") != 0) {
+		json_decref(*out);
+		*out = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+int fsm__tags_edit_check(struct apply_ctx *c, const json_t *cmd,
+			 const json_t *add, const json_t *remove)
+{
+	size_t i;
+	json_t *t;
+
+	if (tags_check(c, cmd, add, "add") != 0)
+		return -1;
+	json_array_foreach(remove, i, t) {
+		char field[64];
+
+		snprintf(field, sizeof field, "remove[%zu]", i);
+		if (!json_is_string(t)) {
+			fsm__result_error(c->f, FLOWD_E_INVALID,
+					  "invalid_type", field,
+					  "must be a string");
+			return -1;
+		}
+		if (spec_tag_system(json_string_value(t))) {
+			fsm__result_error(c->f, FLOWD_E_INVALID,
+					  "invalid_value", field,
+					  "system tags cannot be removed");
+			return -1;
+		}
+	}
+	return 0;
 }
 
 void fsm__apply_run_cancel(struct apply_ctx *c, json_t *cmd)
@@ -791,7 +924,7 @@ void fsm__apply_wake(struct apply_ctx *c)
 	if (n > 0)
 		qsort(due, n, sizeof *due, due_cmp);
 	for (size_t i = 0; i < n; i++)
-		make_ready(c, due[i]);
+		fsm__make_ready(c, due[i]);
 	free(due);
 	fsm__place_ready(c);
 }

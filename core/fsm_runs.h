@@ -6,6 +6,12 @@
 
 #include "fsm_changes.h"
 
+/* A step that counts as done for its dependents and its run. */
+static inline bool fsm__step_done(const struct fsm_step *s)
+{
+	return s->status == FSM_STEP_SUCCEEDED || s->status == FSM_STEP_REUSED;
+}
+
 static inline bool fsm__run_terminal(const struct fsm_run *r)
 {
 	return r->status >= FSM_RUN_SUCCEEDED;
@@ -56,5 +62,20 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd);
 void fsm__apply_run_cancel(struct apply_ctx *c, json_t *cmd);
 void fsm__apply_task_finish(struct apply_ctx *c, json_t *cmd);
 void fsm__apply_wake(struct apply_ctx *c);
+/* Read the retention a run-making command carries into the state. */
+void fsm__keep_read(struct apply_ctx *c, const json_t *cmd);
+/* The user tags of a new run: `base` and `more` (arrays, may be NULL)
+ * merged, checked against the command's bounds (field names the array
+ * the bad tag is in); 0 with a new *out, or -1 with the result set. */
+int fsm__tags_merge(struct apply_ctx *c, const json_t *cmd,
+		    const json_t *base, const json_t *more, json_t **out);
+void fsm__make_ready(struct apply_ctx *c, struct fsm_step *s);
+/* `tags` within limits.max_tags_per_run; else -1 with the result set. */
+int fsm__tags_count_check(struct apply_ctx *c, const json_t *cmd,
+			  const json_t *tags, const char *field);
+/* The add and remove arrays of run_tags are tags (add: user tags within
+ * the bounds; remove: no system tag); else -1 with the result set. */
+int fsm__tags_edit_check(struct apply_ctx *c, const json_t *cmd,
+			 const json_t *add, const json_t *remove);
 
 #endif

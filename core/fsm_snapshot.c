@@ -161,22 +161,29 @@ static json_t *snap_run(const struct fsm_run *r)
 				atts = NULL;
 			}
 		/* "o" steals atts, also when the pack fails */
-		if (atts == NULL ||
-		    json_array_append_new(
-			    steps,
-			    json_pack("{s:i, s:i, s:I, s:I, s:I, s:o}", "st",
-				      (int)s->status, "deps", (int)s->deps_left,
-				      "due", (json_int_t)s->due_ms, "t0",
-				      (json_int_t)s->started_ms, "t1",
-				      (json_int_t)s->finished_ms, "att",
-				      atts)) != 0) {
+		json_t *js = atts == NULL ? NULL
+			: json_pack("{s:i, s:i, s:I, s:I, s:I, s:o}", "st",
+				    (int)s->status, "deps", (int)s->deps_left,
+				    "due", (json_int_t)s->due_ms, "t0",
+				    (json_int_t)s->started_ms, "t1",
+				    (json_int_t)s->finished_ms, "att", atts);
+		/* the life cycle's, only when set (docs/lifecycle.md) */
+		if (js != NULL && s->attempt_base > 0)
+			json_object_set_new(js, "base",
+					    json_integer(s->attempt_base));
+		if (js != NULL && s->status == FSM_STEP_REUSED)
+			json_object_set_new(
+				js, "ru",
+				json_pack("[I, i]", (json_int_t)s->reused_seq,
+					  (int)s->reused_attempt));
+		if (js == NULL || json_array_append_new(steps, js) != 0) {
 			json_decref(steps);
 			steps = NULL;
 		}
 	}
 	if (steps == NULL)
 		return NULL;
-	return json_pack("{s:s, s:I, s:s, s:i, s:O, s:o, s:i, s:o, s:I, s:I, s:I, s:o, s:O?}",
+	json_t *j = json_pack("{s:s, s:I, s:s, s:i, s:O, s:o, s:i, s:o, s:I, s:I, s:I, s:o, s:O?}",
 			 "id", r->id, "seq", (json_int_t)r->seq, "flow",
 			 r->flow->name, "version", (int)r->version, "params",
 			 r->params, "key", jstr_or_null(r->idempotency_key),
@@ -185,6 +192,18 @@ static json_t *snap_run(const struct fsm_run *r)
 			 (json_int_t)r->started_ms, "t2",
 			 (json_int_t)r->finished_ms, "steps", steps, "trig",
 			 r->trigger);
+	if (j == NULL)
+		return NULL;
+	if (r->tags != NULL)
+		json_object_set(j, "tags", r->tags);
+	if (r->origin_id != NULL)
+		json_object_set_new(j, "origin", json_string(r->origin_id));
+	if (r->redrive_count > 0)
+		json_object_set_new(j, "redrives",
+				    json_integer(r->redrive_count));
+	if (r->redrive_key != NULL)
+		json_object_set_new(j, "rkey", json_string(r->redrive_key));
+	return j;
 }
 
 static int flow_name_cmp(const void *a, const void *b)
@@ -664,7 +683,7 @@ static int restore_flows(struct rctx *x, const json_t *flows)
 		if (!json_is_object(jf) ||
 		    str_in(x, jf, "name", 1, SNAP_NAME_MAX, false, &name,
 			   "flows[].name") != 0 ||
-		    !spec_flow_name_valid_committed(name) ||
+		    !spec_flow_key_valid(name) ||
 		    map_get(&f->flows, name) != NULL)
 			return refuse(x, "flows[].name");
 		if (arr_in(x, jf, "versions", false, &vers,
@@ -788,6 +807,85 @@ static int attempt_restore(struct rctx *x, struct fsm_attempt *a,
 	return 0;
 }
 
+/* A run's life cycle: user tags (sorted, no duplicates, each a tag), the
+ * run it resumes (an earlier one), redrives and the last one's key. */
+static int run_restore_lifecycle(struct rctx *x, struct fsm_run *r,
+				 const json_t *jr)
+{
+	json_t *tags = json_object_get(jr, "tags"), *t, *norm;
+	const char *origin, *rkey;
+	int64_t n;
+	size_t i;
+	char want[32];
+
+	if (tags != NULL) {
+		if (!json_is_array(tags) || json_array_size(tags) > 100000)
+			return refuse(x, "runs[].tags");
+		json_array_foreach(tags, i, t)
+			if (!json_is_string(t) ||
+			    spec_tag_check(json_string_value(t), 65536) != NULL)
+				return refuse(x, "runs[].tags[]");
+		norm = spec_tags_normalize(tags);
+		if (norm == NULL || !json_equal(norm, tags)) {
+			json_decref(norm);
+			return refuse(x, "runs[].tags (not sorted once each)");
+		}
+		json_decref(norm);
+		r->tags = json_incref(tags);
+	}
+	if (str_in(x, jr, "origin", 1, 31, true, &origin, "runs[].origin") ||
+	    int_in(x, jr, "redrives", 0, UINT32_MAX, true, 0, &n,
+		   "runs[].redrives") != 0 ||
+	    str_in(x, jr, "rkey", 1, SNAP_KEY_MAX, true, &rkey,
+		   "runs[].rkey") != 0)
+		return -1;
+	if (origin != NULL) {
+		unsigned long long seq;
+		char *end;
+
+		if (strncmp(origin, "r-", 2) != 0)
+			return refuse(x, "runs[].origin");
+		seq = strtoull(origin + 2, &end, 10);
+		snprintf(want, sizeof want, "r-%012llu", seq);
+		if (*end != '\0' || seq == 0 || seq >= r->seq ||
+		    strcmp(want, origin) != 0)
+			return refuse(x, "runs[].origin (not an earlier run)");
+		r->origin_id = dup_or_null(origin);
+	}
+	r->redrive_count = (unsigned)n;
+	r->redrive_key = dup_or_null(rkey);
+	return 0;
+}
+
+/* A step's life cycle: attempts before the last redrive, and what a
+ * reused step took (an earlier run's attempt). */
+static int step_restore_lifecycle(struct rctx *x, const struct fsm_run *r,
+				  struct fsm_step *s, const json_t *js)
+{
+	json_t *ru = json_object_get(js, "ru");
+	int64_t base;
+
+	if (int_in(x, js, "base", 0, UINT32_MAX / 2, true, 0, &base,
+		   "runs[].steps[].base") != 0)
+		return -1;
+	s->attempt_base = (unsigned)base;
+	if ((ru != NULL) != (s->status == FSM_STEP_REUSED))
+		return refuse(x, "runs[].steps[].ru");
+	if (ru == NULL)
+		return 0;
+	if (!json_is_array(ru) || json_array_size(ru) != 2 ||
+	    !json_is_integer(json_array_get(ru, 0)) ||
+	    !json_is_integer(json_array_get(ru, 1)) ||
+	    json_integer_value(json_array_get(ru, 0)) < 1 ||
+	    (uint64_t)json_integer_value(json_array_get(ru, 0)) >= r->seq ||
+	    json_integer_value(json_array_get(ru, 1)) < 1 ||
+	    json_integer_value(json_array_get(ru, 1)) > INT32_MAX)
+		return refuse(x, "runs[].steps[].ru");
+	s->reused_seq = (uint64_t)json_integer_value(json_array_get(ru, 0));
+	s->reused_attempt = (unsigned)json_integer_value(json_array_get(ru, 1));
+	return 0;
+}
+
 /* One step: its status, dependencies left, times and attempts; checked
  * against its run (a run that ended has no step waiting or running). */
 static int step_restore(struct rctx *x, struct fsm_run *r,
@@ -800,7 +898,7 @@ static int step_restore(struct rctx *x, struct fsm_run *r,
 	size_t k;
 
 	if (!json_is_object(js) ||
-	    int_in(x, js, "st", FSM_STEP_PENDING, FSM_STEP_SKIPPED, false, 0,
+	    int_in(x, js, "st", FSM_STEP_PENDING, FSM_STEP_REUSED, false, 0,
 		   &st, "runs[].steps[].st") != 0 ||
 	    int_in(x, js, "deps", 0, (int64_t)ss->n_deps, false, 0, &deps,
 		   "runs[].steps[].deps") != 0 ||
@@ -813,6 +911,8 @@ static int step_restore(struct rctx *x, struct fsm_run *r,
 		return refuse(x, "runs[].steps[]");
 	s->status = (enum fsm_step_status)st;
 	s->deps_left = (unsigned)deps;
+	if (step_restore_lifecycle(x, r, s, js) != 0)
+		return -1;
 	s->attempts = calloc(json_array_size(atts) + 1, sizeof *s->attempts);
 	if (s->attempts == NULL)
 		abort();
@@ -841,9 +941,16 @@ static int step_restore(struct rctx *x, struct fsm_run *r,
 		return refuse(x, "runs[].steps[].st (not running, an attempt "
 				 "running)");
 	/* Only a step whose dependencies all succeeded was ever ready; a
-	 * pending one never ran, and waits for some. */
-	if (s->status == FSM_STEP_PENDING && (s->n_attempts > 0 || deps == 0))
+	 * pending one never ran since the last redrive, and waits for some. */
+	if (s->attempt_base > s->n_attempts)
+		return refuse(x, "runs[].steps[].base");
+	if (s->status == FSM_STEP_PENDING &&
+	    (s->n_attempts > s->attempt_base || deps == 0))
 		return refuse(x, "runs[].steps[].st (pending)");
+	/* a reused step never ran in this run, and waits for nothing */
+	if (s->status == FSM_STEP_REUSED &&
+	    (s->n_attempts > 0 || deps != 0 || r->origin_id == NULL))
+		return refuse(x, "runs[].steps[].st (reused)");
 	if ((s->status == FSM_STEP_READY || s->status == FSM_STEP_RUNNING ||
 	     s->status == FSM_STEP_RETRY_WAIT ||
 	     s->status == FSM_STEP_SUCCEEDED || s->status == FSM_STEP_FAILED) &&
@@ -853,7 +960,8 @@ static int step_restore(struct rctx *x, struct fsm_run *r,
 	/* a queued run has placed nothing yet */
 	if (r->status == FSM_RUN_QUEUED &&
 	    (s->n_attempts > 0 || (s->status != FSM_STEP_PENDING &&
-				   s->status != FSM_STEP_READY)))
+				   s->status != FSM_STEP_READY &&
+				   s->status != FSM_STEP_REUSED)))
 		return refuse(x, "runs[].steps[] (in a queued run)");
 	if (fsm__run_terminal(r) &&
 	    (s->status == FSM_STEP_PENDING || s->status == FSM_STEP_READY ||
@@ -861,7 +969,7 @@ static int step_restore(struct rctx *x, struct fsm_run *r,
 	     s->status == FSM_STEP_RETRY_WAIT))
 		return refuse(x, "runs[].steps[].st (waiting in a run that "
 				 "ended)");
-	if (r->status == FSM_RUN_SUCCEEDED && s->status != FSM_STEP_SUCCEEDED)
+	if (r->status == FSM_RUN_SUCCEEDED && !fsm__step_done(s))
 		return refuse(x, "runs[].steps[].st (in a run that succeeded)");
 	return 0;
 }
@@ -915,6 +1023,8 @@ static int restore_run(struct rctx *x, const json_t *jr)
 	if (json_is_object(trig))
 		r->trigger = json_incref(trig);
 	r->end_seen = fsm__run_terminal(r);
+	if (run_restore_lifecycle(x, r, jr) != 0)
+		goto bad;
 	if (time_in(x, jr, "t0", &r->created_ms, "runs[].t0") != 0 ||
 	    time_in(x, jr, "t1", &r->started_ms, "runs[].t1") != 0 ||
 	    time_in(x, jr, "t2", &r->finished_ms, "runs[].t2") != 0 ||
@@ -930,7 +1040,7 @@ static int restore_run(struct rctx *x, const json_t *jr)
 		unsigned left = 0;
 
 		for (size_t d = 0; d < ss->n_deps; d++)
-			if (r->steps[ss->deps[d]].status != FSM_STEP_SUCCEEDED)
+			if (!fsm__step_done(&r->steps[ss->deps[d]]))
 				left++;
 		if (r->steps[i].deps_left != left) {
 			refuse(x, "runs[].steps[].deps (not its dependencies "

@@ -33,5 +33,8 @@ void flowd_limits_defaults(struct flowd_limits *l)
 	l->max_backfill_runs = 1000;
 	l->event_dedupe_s = 86400;
 	l->events_in_memory = 100000;
+	l->max_tags_per_run = 50;
+	l->max_tag_bytes = 128;
+	l->redrive_window_s = 14 * 24 * 3600;
 	l->max_event_bytes = 64 * 1024;
 }

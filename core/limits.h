@@ -39,6 +39,10 @@ struct flowd_limits {
 	unsigned event_dedupe_s;       /* how long an event id is remembered */
 	unsigned events_in_memory;     /* event ids remembered at most */
 	size_t max_event_bytes;        /* an event's payload, compact JSON */
+	unsigned max_tags_per_run;     /* user tags on one run */
+	size_t max_tag_bytes;          /* one tag */
+	unsigned redrive_window_s;     /* how long after it ended a run may
+	                                * be redriven */
 };
 
 /* Fill every field with its documented default. */

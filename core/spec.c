@@ -54,7 +54,8 @@ static const char *const type_names[] = {
 };
 
 static const char *const top_keys[] = {
-	"description", "parameters", "steps", "triggers", "max_active_runs", NULL
+	"description", "parameters", "steps", "triggers", "max_active_runs",
+	"tags", NULL
 };
 static const char *const param_keys[] = {
 	"type", "default", "required", "description", NULL
@@ -202,6 +203,91 @@ bool spec_flow_name_valid(const char *name)
 	 * as written. */
 	return spec_flow_name_valid_committed(name) && strcmp(name, ".") != 0 &&
 	       strcmp(name, "..") != 0;
+}
+
+/* ---- Projects and branches (docs/lifecycle.md) ---- */
+
+static bool word_valid(const char *s, size_t n)
+{
+	if (n == 0 || n > SPEC_PROJECT_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!name_char(s[i]) && s[i] != '-')
+			return false;
+	return true;
+}
+
+bool spec_project_name_valid(const char *s)
+{
+	return s != NULL && word_valid(s, strlen(s));
+}
+
+bool spec_branch_name_valid(const char *s)
+{
+	if (s == NULL)
+		return false;
+	if (strcmp(s, "main") == 0 || strcmp(s, "prod") == 0)
+		return true;
+	if (strncmp(s, "test.", 5) == 0)
+		return word_valid(s + 5, strlen(s + 5));
+	if (strncmp(s, "user.", 5) == 0)
+		return word_valid(s + 5, strlen(s + 5));
+	return false;
+}
+
+bool spec_branch_is_prod(const char *branch)
+{
+	return branch != NULL && strcmp(branch, "prod") == 0;
+}
+
+int spec_flow_key(const char *project, const char *branch, const char *flow,
+		  char *out, size_t n)
+{
+	int len;
+
+	if (project == NULL || strcmp(project, "default") == 0) {
+		if (branch == NULL || strcmp(branch, "main") == 0)
+			len = snprintf(out, n, "%s", flow);
+		else
+			len = snprintf(out, n, "default/%s/%s", branch, flow);
+	} else {
+		len = snprintf(out, n, "%s/%s/%s", project,
+			       branch ? branch : "main", flow);
+	}
+	return len < 0 || (size_t)len >= n ? -1 : 0;
+}
+
+void spec_flow_key_split(const char *key, struct spec_flow_key *out)
+{
+	const char *a = strchr(key, '/'), *b = a ? strchr(a + 1, '/') : NULL;
+
+	if (a == NULL || b == NULL) {
+		snprintf(out->project, sizeof out->project, "default");
+		snprintf(out->branch, sizeof out->branch, "main");
+		out->flow = key;
+		return;
+	}
+	snprintf(out->project, sizeof out->project, "%.*s", (int)(a - key), key);
+	snprintf(out->branch, sizeof out->branch, "%.*s", (int)(b - a - 1),
+		 a + 1);
+	out->flow = b + 1;
+}
+
+bool spec_flow_key_valid(const char *key)
+{
+	struct spec_flow_key k;
+	char again[SPEC_FLOW_KEY_MAX];
+
+	if (key == NULL || strlen(key) >= SPEC_FLOW_KEY_MAX)
+		return false;
+	spec_flow_key_split(key, &k);
+	/* one spelling per flow: default/main is the bare name */
+	return spec_flow_name_valid_committed(k.flow) &&
+	       spec_project_name_valid(k.project) &&
+	       spec_branch_name_valid(k.branch) &&
+	       spec_flow_key(k.project, k.branch, k.flow, again,
+			     sizeof again) == 0 &&
+	       strcmp(again, key) == 0;
 }
 
 /* The rule for a name inside a spec: committed specs (SPEC_PARSE_APPLY) keep
@@ -359,6 +445,7 @@ static void step_release(struct spec_step *s)
 }
 
 static void triggers_free(struct flow_spec *spec);
+static int parse_tags(struct ctx *c, const json_t *doc, struct flow_spec *spec);
 
 void spec_free(struct flow_spec *spec)
 {
@@ -370,6 +457,7 @@ void spec_free(struct flow_spec *spec)
 	if (__atomic_fetch_sub(&spec->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
 	free(spec->description);
+	json_decref(spec->tags);
 	for (i = 0; i < spec->n_params; i++) {
 		free(spec->params[i].name);
 		json_decref(spec->params[i].default_value);
@@ -1044,7 +1132,8 @@ static const char *const event_keys[] = {
 	"parameters", "overlap", NULL
 };
 static const char *const event_match_keys[] = { "event", "filter", NULL };
-static const char *const finish_keys[] = { "flow", "status", "overlap", NULL };
+static const char *const finish_keys[] = { "flow", "branch", "status",
+					   "overlap", NULL };
 
 static const char *const overlap_names[] = {
 	"allow_all", "skip", "buffer_one", "buffer_all", "cancel_other",
@@ -1573,6 +1662,20 @@ static int parse_on_finish(struct ctx *c, const json_t *v, size_t i,
 	if ((t->flow = strdup(name)) == NULL ||
 	    set_new(jo, "flow", json_string(name)) < 0)
 		return oom(c->err);
+	/* "branch": the upstream flow's branch in this flow's project, when
+	 * not its own (docs/lifecycle.md) */
+	if (json_object_get(v, "branch") != NULL) {
+		path_key(field, prefix, "branch");
+		if (get_string(c, json_object_get(v, "branch"), field, &name) < 0)
+			return -1;
+		if (!spec_branch_name_valid(name))
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
+				    "a branch is main, prod, test.<name> or "
+				    "user.<name>");
+		if ((t->branch = strdup(name)) == NULL ||
+		    set_new(jo, "branch", json_string(name)) < 0)
+			return oom(c->err);
+	}
 	if (get_enum(c, v, "status", prefix, finish_names, 0, &e, jo) < 0)
 		return -1;
 	t->status = (enum spec_finish_status)e;
@@ -1685,8 +1788,10 @@ static void triggers_free(struct flow_spec *spec)
 		json_decref(t->parameters);
 	}
 	free(spec->events);
-	for (i = 0; i < spec->n_on_finish; i++)
+	for (i = 0; i < spec->n_on_finish; i++) {
 		free(spec->on_finish[i].flow);
+		free(spec->on_finish[i].branch);
+	}
 	free(spec->on_finish);
 }
 
@@ -1747,7 +1852,8 @@ int spec_parse_ex(const json_t *doc, const struct flowd_limits *lim,
 			 jparams) < 0 ||
 	    parse_steps(&c, json_object_get(doc, "steps"), spec, jsteps) < 0 ||
 	    resolve_deps(&c, json_object_get(doc, "steps"), spec) < 0 ||
-	    check_acyclic(&c, spec) < 0 || parse_triggers(&c, doc, spec) < 0)
+	    check_acyclic(&c, spec) < 0 || parse_triggers(&c, doc, spec) < 0 ||
+	    parse_tags(&c, doc, spec) < 0)
 		goto fail_spec;
 	spec->doc_text = json_dumps(spec->doc, JSON_COMPACT | JSON_SORT_KEYS);
 	if (spec->doc_text == NULL) {
@@ -1760,6 +1866,148 @@ int spec_parse_ex(const json_t *doc, const struct flowd_limits *lim,
 fail_spec:
 	spec_free(spec);
 	return -1;
+}
+
+/* ----------------------------------------------------------------- tags */
+
+static const char *const system_prefixes[] = {
+	"project:", "branch:", "flow:", "version:", "trigger:", "origin:", NULL};
+
+bool spec_tag_system(const char *tag)
+{
+	for (size_t i = 0; system_prefixes[i] != NULL; i++)
+		if (strncmp(tag, system_prefixes[i], strlen(system_prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+/* Well-formed UTF-8 (RFC 3629: no overlong form, surrogate or code point
+ * past U+10FFFF). */
+static bool utf8_valid(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned char b = p[i];
+		size_t len;
+		uint32_t cp;
+
+		if (b < 0x80) {
+			i++;
+			continue;
+		}
+		if (b >= 0xc2 && b <= 0xdf) {
+			len = 2;
+			cp = b & 0x1f;
+		} else if (b >= 0xe0 && b <= 0xef) {
+			len = 3;
+			cp = b & 0x0f;
+		} else if (b >= 0xf0 && b <= 0xf4) {
+			len = 4;
+			cp = b & 0x07;
+		} else {
+			return false;
+		}
+		if (n - i < len)
+			return false;
+		for (size_t k = 1; k < len; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (p[i + k] & 0x3f);
+		}
+		if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += len;
+	}
+	return true;
+}
+
+const char *spec_tag_check(const char *tag, size_t max_bytes)
+{
+	size_t n = strlen(tag);
+
+	if (n == 0 || n > max_bytes)
+		return "must be 1 to limits.max_tag_bytes bytes";
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)tag[i];
+		if (ch < 0x20 || ch == 0x7f)
+			return "must not hold control characters";
+	}
+	if (tag[0] == ' ' || tag[n - 1] == ' ')
+		return "must not start or end with a space";
+	if (!utf8_valid((const unsigned char *)tag, n))
+		return "must be UTF-8";
+	if (spec_tag_system(tag))
+		return "project:, branch:, flow:, version:, trigger: and "
+		       "origin: are system tags";
+	return NULL;
+}
+
+static int tag_cmp(const void *a, const void *b)
+{
+	return strcmp(json_string_value(*(json_t *const *)a),
+		      json_string_value(*(json_t *const *)b));
+}
+
+json_t *spec_tags_normalize(const json_t *tags)
+{
+	size_t n = json_array_size(tags);
+	json_t **v, *out;
+
+	out = json_array();
+	if (out == NULL || n == 0)
+		return out;
+	v = malloc(n * sizeof *v);
+	if (v == NULL) {
+		json_decref(out);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		v[i] = json_array_get(tags, i);
+	qsort(v, n, sizeof *v, tag_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 && tag_cmp(&v[i - 1], &v[i]) == 0)
+			continue;
+		json_array_append(out, v[i]);
+	}
+	free(v);
+	return out;
+}
+
+/* "tags": the default user tags of the flow's runs (docs/lifecycle.md). */
+static int parse_tags(struct ctx *c, const json_t *doc, struct flow_spec *spec)
+{
+	const json_t *v = json_object_get(doc, "tags"), *t;
+	char field[PATH_LEN];
+	const char *why;
+	size_t i;
+
+	if (v == NULL)
+		return 0;
+	if (!json_is_array(v))
+		return fail(c, FLOWD_E_INVALID, "invalid_type", "tags",
+			    "must be an array of strings");
+	if (json_array_size(v) > c->lim->max_tags_per_run)
+		return fail(c, FLOWD_E_INVALID, "too_many", "tags",
+			    "at most %u tags (limits.max_tags_per_run)",
+			    c->lim->max_tags_per_run);
+	json_array_foreach(v, i, t) {
+		snprintf(field, sizeof field, "tags[%zu]", i);
+		if (!json_is_string(t))
+			return fail(c, FLOWD_E_INVALID, "invalid_type", field,
+				    "must be a string");
+		why = spec_tag_check(json_string_value(t),
+				     c->lim->max_tag_bytes);
+		if (why != NULL)
+			return fail(c, FLOWD_E_INVALID, "invalid_value", field,
+				    "%s", why);
+	}
+	spec->tags = spec_tags_normalize(v);
+	if (spec->tags == NULL || set_new(spec->doc, "tags",
+					  json_incref(spec->tags)) < 0)
+		return oom(c->err);
+	return 0;
 }
 
 /* ----------------------------------------------------------- run params */

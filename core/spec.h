@@ -100,6 +100,8 @@ enum spec_finish_status { SPEC_FINISH_SUCCEEDED, SPEC_FINISH_FAILED, SPEC_FINISH
 
 struct spec_on_finish {
 	char *flow;                 /* owned: the upstream flow */
+	char *branch;               /* owned: its branch in this flow's
+	                             * project, NULL: this flow's own */
 	enum spec_finish_status status;
 	enum spec_overlap overlap;
 };
@@ -117,6 +119,8 @@ struct flow_spec {
 	struct spec_on_finish *on_finish;
 	size_t n_on_finish;
 	unsigned max_active_runs;   /* 0 = no limit */
+	json_t *tags;               /* owned: the runs' default user tags,
+	                             * sorted, no duplicates; NULL when none */
 	json_t *doc;                /* owned: the normalized document (defaults
 	                             * filled in); NULL after spec_drop_doc */
 	char *doc_text;             /* owned: doc as compact JSON with sorted
@@ -195,5 +199,41 @@ int spec_params_resolve(const struct flow_spec *spec, const json_t *given,
  * is, ints in decimal, floats with %.17g, bools as true/false, anything else
  * as compact JSON. Returns a malloc'd string (caller frees) or NULL on OOM. */
 char *spec_param_env_value(const json_t *value);
+
+/* Projects and branches (docs/lifecycle.md). A project is
+ * [A-Za-z0-9_-]{1,64}; a branch is main, prod, test.<word> or user.<word>
+ * (a word as a project). Every flow lives in one project and branch; the
+ * state machine keys it by its flow key: the bare name in project default,
+ * branch main (so flows from before branches keep their key), else
+ * "project/branch/name". */
+#define SPEC_PROJECT_MAX 64
+#define SPEC_FLOW_KEY_MAX 288
+bool spec_project_name_valid(const char *s);
+bool spec_branch_name_valid(const char *s);
+bool spec_branch_is_prod(const char *branch);
+/* The key of flow in project/branch (NULL: default, main) into out;
+ * 0, or -1 when it does not fit. */
+int spec_flow_key(const char *project, const char *branch, const char *flow,
+		  char *out, size_t n);
+struct spec_flow_key {
+	char project[SPEC_PROJECT_MAX + 1];
+	char branch[SPEC_PROJECT_MAX + 8];
+	const char *flow;           /* into the key split */
+};
+/* A key's parts (a bare name: default, main). */
+void spec_flow_key_split(const char *key, struct spec_flow_key *out);
+/* A key in its one spelling, of valid parts. */
+bool spec_flow_key_valid(const char *key);
+
+/* Run tags (docs/lifecycle.md). A user tag is 1..max_bytes bytes of UTF-8
+ * without control characters or an outer space, and does not start with a
+ * system prefix (project:, branch:, flow:, version:, trigger:, origin:).
+ * Returns NULL when `tag` is one, else why not (static). */
+const char *spec_tag_check(const char *tag, size_t max_bytes);
+/* Whether `tag` starts with a system prefix. */
+bool spec_tag_system(const char *tag);
+/* A new array of the strings of `tags` sorted by bytes, without
+ * duplicates (NULL on out of memory). */
+json_t *spec_tags_normalize(const json_t *tags);
 
 #endif

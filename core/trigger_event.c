@@ -212,6 +212,11 @@ void fsm__apply_event(struct apply_ctx *c, json_t *cmd)
 {
 	struct fsm *f = c->f;
 	const char *name = json_string_value(json_object_get(cmd, "name"));
+	/* an event for one project and/or branch reaches only its flows */
+	const char *only_project =
+		json_string_value(json_object_get(cmd, "project"));
+	const char *only_branch =
+		json_string_value(json_object_get(cmd, "branch"));
 	const char *id = json_string_value(json_object_get(cmd, "id"));
 	json_t *payload = json_object_get(cmd, "payload");
 	unsigned dedupe_s = (unsigned)json_integer_value(json_object_get(cmd, "dedupe_s"));
@@ -257,6 +262,16 @@ void fsm__apply_event(struct apply_ctx *c, json_t *cmd)
 
 		if (spec == NULL || i >= spec->n_events)
 			continue;
+		if (only_project != NULL || only_branch != NULL) {
+			struct spec_flow_key fk;
+
+			spec_flow_key_split(fl->name, &fk);
+			if ((only_project != NULL &&
+			     strcmp(only_project, fk.project) != 0) ||
+			    (only_branch != NULL &&
+			     strcmp(only_branch, fk.branch) != 0))
+				continue;
+		}
 		t = &spec->events[i];
 		for (k = 0; k < t->n_events; k++)
 			if (strcmp(t->events[k].name, name) == 0 &&

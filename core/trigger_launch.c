@@ -251,9 +251,21 @@ void fsm__trig_index_rebuild(struct fsm *f)
 					index_add(f->by_event,
 						  spec->events[i].events[k].name,
 						  fl->name, i);
-			for (size_t i = 0; i < spec->n_on_finish; i++)
-				index_add(f->by_upstream, spec->on_finish[i].flow,
-					  fl->name, i);
+			/* the upstream flow in this flow's project, and
+			 * branch unless the trigger names one */
+			struct spec_flow_key k;
+
+			spec_flow_key_split(fl->name, &k);
+			for (size_t i = 0; i < spec->n_on_finish; i++) {
+				char up[SPEC_FLOW_KEY_MAX];
+				const char *br = spec->on_finish[i].branch;
+
+				if (spec_flow_key(k.project, br ? br : k.branch,
+						  spec->on_finish[i].flow, up,
+						  sizeof up) == 0)
+					index_add(f->by_upstream, up, fl->name,
+						  i);
+			}
 		}
 	}
 	index_sort(f->by_event);

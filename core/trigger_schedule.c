@@ -288,7 +288,10 @@ void fsm__apply_pause(struct apply_ctx *c, json_t *cmd)
 	fl->updated_ms = c->ts;
 	fsm__flow_touch(f, fl);
 	f->result.flow = fl;
-	f->result.body = json_pack("{s:s, s:b}", "flow", fl->name, "paused",
+	struct spec_flow_key k;
+
+	spec_flow_key_split(fl->name, &k);
+	f->result.body = json_pack("{s:s, s:b}", "flow", k.flow, "paused",
 				   fl->paused);
 	json_array_append_new(c->records, fsm__record_paused(fl));
 	if (f->hooks.schedules_changed != NULL)

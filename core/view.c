@@ -133,6 +133,7 @@ struct vrun_base {
 	json_t *trigger;            /* a reference, or NULL (manual) */
 	char *idem;                 /* owned, may be NULL */
 	int64_t created_ms;
+	char *origin;               /* owned: the run it resumes, or NULL */
 };
 
 struct vattempt {
@@ -149,6 +150,8 @@ struct vstep {
 	unsigned n_attempts;
 	uint8_t status;
 	struct vattempt *attempts;  /* in the run's block */
+	uint64_t reused_seq;        /* REUSED: the run whose attempt it took */
+	unsigned reused_attempt;
 };
 
 /* One run as of one batch: a single allocation (steps, attempts and
@@ -164,6 +167,9 @@ struct vrun {
 	_Atomic(char *) text;       /* GET /v1/runs/{id}, rendered once */
 	_Atomic(char *) summary;    /* an item of GET /v1/runs */
 	uint64_t mod_index;         /* the applied index it was copied at */
+	json_t *tags;               /* a reference (never changed: a tag
+	                             * change makes a new array), or NULL */
+	unsigned redrive_count;
 };
 
 static void base_unref(struct vrun_base *b)
@@ -172,6 +178,7 @@ static void base_unref(struct vrun_base *b)
 		return;
 	free(b->flow);
 	free(b->idem);
+	free(b->origin);
 	spec_free(b->spec);
 	json_decref(b->params);
 	json_decref(b->trigger);
@@ -192,6 +199,7 @@ static struct vrun_base *base_new(const struct fsm_run *r)
 	b->trigger = json_incref(r->trigger);
 	b->idem = xstrdup(r->idempotency_key);
 	b->created_ms = r->created_ms;
+	b->origin = xstrdup(r->origin_id);
 	return b;
 }
 
@@ -232,6 +240,8 @@ static struct vrun *vrun_new(const struct fsm_run *r, struct vrun_base *base)
 	v->refs = 1;
 	v->base = base != NULL ? base : base_new(r);
 	v->status = (uint8_t)r->status;
+	v->tags = json_incref(r->tags);
+	v->redrive_count = r->redrive_count;
 	v->started_ms = r->started_ms;
 	v->finished_ms = r->finished_ms;
 	v->n_steps = n_steps;
@@ -249,6 +259,8 @@ static struct vrun *vrun_new(const struct fsm_run *r, struct vrun_base *base)
 		vs->started_ms = s->started_ms;
 		vs->finished_ms = s->finished_ms;
 		vs->n_attempts = s->n_attempts;
+		vs->reused_seq = s->reused_seq;
+		vs->reused_attempt = s->reused_attempt;
 		vs->attempts = att;
 		for (unsigned k = 0; k < s->n_attempts; k++, att++) {
 			const struct fsm_attempt *a = &s->attempts[k];
@@ -279,6 +291,7 @@ static void vrun_unref(void *p)
 		return;
 	free(atomic_load(&v->text));
 	free(atomic_load(&v->summary));
+	json_decref(v->tags);
 	base_unref(v->base);
 	free(v);
 }
@@ -1031,9 +1044,13 @@ static json_t *attempt_json(const struct vattempt *a)
 static json_t *run_json(const struct vrun *r, bool with_steps)
 {
 	const struct vrun_base *b = r->base;
+	struct spec_flow_key fk;
+
+	spec_flow_key_split(b->flow, &fk);
 	json_t *j = json_pack(
-		"{s:s, s:s, s:i, s:O, s:o, s:s, s:o, s:o, s:o, s:o, s:o}", "id",
-		b->id, "flow", b->flow, "version", (int)b->version, "parameters",
+		"{s:s, s:s, s:s, s:s, s:i, s:O, s:o, s:s, s:o, s:o, s:o, s:o, s:o}",
+		"id", b->id, "flow", fk.flow, "project", fk.project, "branch",
+		fk.branch, "version", (int)b->version, "parameters",
 		b->params, "idempotency_key", jstr_or_null(b->idem), "status",
 		fsm_run_status_str(r->status), "reason", jstr_or_null(r->reason),
 		"created_at", fsm_time_json(b->created_ms), "started_at",
@@ -1043,7 +1060,17 @@ static json_t *run_json(const struct vrun *r, bool with_steps)
 			   : json_pack("{s:s}", "type", "manual"));
 	json_t *steps;
 
-	if (j == NULL || !with_steps)
+	if (j == NULL)
+		return NULL;
+	json_object_set_new(j, "tags", r->tags ? json_incref(r->tags)
+					       : json_array());
+	json_object_set_new(j, "system_tags",
+			    fsm_system_tags(b->flow, b->version, b->trigger,
+					    b->origin));
+	json_object_set_new(j, "origin_run_id", jstr_or_null(b->origin));
+	json_object_set_new(j, "redrive_count",
+			    json_integer(r->redrive_count));
+	if (!with_steps)
 		return j;
 	steps = json_array();
 	for (size_t i = 0; i < r->n_steps; i++) {
@@ -1056,15 +1083,26 @@ static json_t *run_json(const struct vrun *r, bool with_steps)
 				deps, json_string(b->spec->steps[ss->deps[d]].name));
 		for (unsigned k = 0; k < s->n_attempts; k++)
 			json_array_append_new(atts, attempt_json(&s->attempts[k]));
-		json_array_append_new(
-			steps, json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "name",
-					 ss->name, "status",
-					 fsm_step_status_str(s->status),
-					 "depends_on", deps, "started_at",
-					 fsm_time_json(s->started_ms),
-					 "finished_at",
-					 fsm_time_json(s->finished_ms),
-					 "attempts", atts));
+		json_t *js = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "name",
+				       ss->name, "status",
+				       fsm_step_status_str(s->status),
+				       "depends_on", deps, "started_at",
+				       fsm_time_json(s->started_ms),
+				       "finished_at",
+				       fsm_time_json(s->finished_ms),
+				       "attempts", atts);
+		if (js != NULL && s->status == FSM_STEP_REUSED) {
+			char id[32];
+
+			snprintf(id, sizeof id, "r-%012" PRIu64, s->reused_seq);
+			json_object_set_new(js, "reused_from",
+					    json_pack("{s:s, s:i}", "run_id", id,
+						      "attempt",
+						      (int)s->reused_attempt));
+		} else if (js != NULL) {
+			json_object_set_new(js, "reused_from", json_null());
+		}
+		json_array_append_new(steps, js);
 	}
 	json_object_set_new(j, "steps", steps);
 	return j;
@@ -1181,10 +1219,70 @@ static char *buf_take(struct buf *b)
 	return b->p;
 }
 
+/* Does the run carry `tag` (a system tag, or one of its user tags)? */
+static bool run_has_tag(const struct vrun *r, const char *tag)
+{
+	const struct vrun_base *b = r->base;
+	struct spec_flow_key k;
+	const char *type;
+	char buf[48];
+	size_t i;
+	json_t *t;
+
+	spec_flow_key_split(b->flow, &k);
+	if (strncmp(tag, "project:", 8) == 0)
+		return strcmp(tag + 8, k.project) == 0;
+	if (strncmp(tag, "branch:", 7) == 0)
+		return strcmp(tag + 7, k.branch) == 0;
+	if (strncmp(tag, "flow:", 5) == 0)
+		return strcmp(tag + 5, k.flow) == 0;
+	if (strncmp(tag, "version:", 8) == 0) {
+		snprintf(buf, sizeof buf, "%u", b->version);
+		return strcmp(tag + 8, buf) == 0;
+	}
+	if (strncmp(tag, "trigger:", 8) == 0) {
+		type = json_string_value(json_object_get(b->trigger, "type"));
+		return strcmp(tag + 8, type != NULL ? type : "manual") == 0;
+	}
+	if (strncmp(tag, "origin:", 7) == 0)
+		return b->origin != NULL && strcmp(tag + 7, b->origin) == 0;
+	json_array_foreach(r->tags, i, t)
+		if (strcmp(json_string_value(t), tag) == 0)
+			return true;
+	return false;
+}
+
+bool view_filter_flow_matches(const struct view_run_filter *flt,
+			      const char *key)
+{
+	struct spec_flow_key k;
+
+	if (flt->flow == NULL && flt->project == NULL && flt->branch == NULL)
+		return true;
+	spec_flow_key_split(key, &k);
+	return (flt->flow == NULL || strcmp(flt->flow, k.flow) == 0) &&
+	       (flt->project == NULL || strcmp(flt->project, k.project) == 0) &&
+	       (flt->branch == NULL || strcmp(flt->branch, k.branch) == 0);
+}
+
 char *view_runs_page_text(const struct view *v, const char *flow, int status,
 			  unsigned limit, uint64_t cursor, uint64_t *pg_before,
 			  unsigned *pg_limit)
 {
+	struct view_run_filter flt = {.flow = flow, .status = status};
+
+	return view_runs_page_text_filter(v, &flt, limit, cursor, pg_before,
+					  pg_limit);
+}
+
+char *view_runs_page_text_filter(const struct view *v,
+				 const struct view_run_filter *flt,
+				 unsigned limit, uint64_t cursor,
+				 uint64_t *pg_before, unsigned *pg_limit)
+{
+	int status = flt->status;
+	char *const *tags = flt->tags;
+	size_t n_tags = flt->n_tags;
 	uint64_t seq = (cursor != 0 && cursor <= v->n_runs) ? cursor - 1
 							    : v->n_runs;
 	uint64_t last = 0;
@@ -1207,9 +1305,14 @@ char *view_runs_page_text(const struct view *v, const char *flow, int status,
 			buf_str(&b, "],\"next_cursor\":null}");
 			return buf_take(&b);
 		}
-		if (flow != NULL && strcmp(r->base->flow, flow) != 0)
+		if (!view_filter_flow_matches(flt, r->base->flow))
 			continue;
 		if (status >= 0 && (int)r->status != status)
+			continue;
+		size_t k = 0;
+		while (k < n_tags && run_has_tag(r, tags[k]))
+			k++;
+		if (k < n_tags)
 			continue;
 		t = run_text(r, false);
 		if (t == NULL) {
@@ -1236,11 +1339,14 @@ static json_t *flow_json(const struct vflow *fl, bool with_spec)
 {
 	const struct flow_spec *spec = vflow_spec(fl);
 	unsigned version = fl->current ? fl->current : fl->versions->n;
+	struct spec_flow_key k;
 	json_t *j;
 
 	if (spec == NULL)
 		return NULL;
-	j = json_pack("{s:s, s:i, s:b, s:s, s:o, s:o}", "name", fl->name,
+	spec_flow_key_split(fl->name, &k);
+	j = json_pack("{s:s, s:s, s:s, s:i, s:b, s:s, s:o, s:o}", "name", k.flow,
+		      "project", k.project, "branch", k.branch,
 		      "version", (int)version, "deployed", fl->current != 0,
 		      "description", spec->description, "created_at",
 		      fsm_time_json(fl->created_ms), "updated_at",
@@ -1262,6 +1368,103 @@ static int vflow_cmp(const void *a, const void *b)
 {
 	return strcmp((*(const struct vflow *const *)a)->name,
 		      (*(const struct vflow *const *)b)->name);
+}
+
+/* A/B (docs/lifecycle.md): what pairs runs of one flow across branches,
+ * "tick:<nominal time>" or "event:<first event id>"; NULL for other
+ * triggers. */
+static char *pair_key(const json_t *trigger)
+{
+	const char *type = json_string_value(json_object_get(trigger, "type"));
+	const char *v = NULL;
+	char *out;
+
+	if (type == NULL)
+		return NULL;
+	if (strcmp(type, "schedule") == 0 || strcmp(type, "backfill") == 0)
+		v = json_string_value(json_object_get(trigger, "nominal_time"));
+	else if (strcmp(type, "event") == 0)
+		v = json_string_value(
+			json_array_get(json_object_get(trigger, "event_ids"), 0));
+	if (v == NULL)
+		return NULL;
+	if (asprintf(&out, "%s:%s", strcmp(type, "event") == 0 ? "event" : "tick",
+		     v) < 0)
+		return NULL;
+	return out;
+}
+
+char *view_compare_text(const struct view *v, const char *project,
+			const char *flow, char *const *branches,
+			size_t n_branches, unsigned limit, unsigned scan)
+{
+	json_t *pairs = json_array(), *by_key = json_object(), *order = json_array();
+	char keys[8][SPEC_FLOW_KEY_MAX];
+	unsigned seen = 0;
+
+	if (n_branches > 8)
+		n_branches = 8;
+	for (size_t b = 0; b < n_branches; b++)
+		if (spec_flow_key(project, branches[b], flow, keys[b],
+				  sizeof keys[b]) != 0)
+			keys[b][0] = '\0';
+	for (uint64_t seq = v->n_runs; seq > 0 && seen < scan; seq--) {
+		const struct vrun *r = run_at(v, seq);
+		size_t b;
+		char *k;
+		json_t *group, *side;
+
+		if (r == NULL)
+			break; /* older runs left memory */
+		seen++;
+		for (b = 0; b < n_branches; b++)
+			if (strcmp(r->base->flow, keys[b]) == 0)
+				break;
+		if (b == n_branches || (k = pair_key(r->base->trigger)) == NULL)
+			continue;
+		group = json_object_get(by_key, k);
+		if (group == NULL) {
+			group = json_object();
+			json_object_set_new(by_key, k, group);
+			json_array_append_new(order, json_string(k));
+		}
+		free(k);
+		if (json_object_get(group, branches[b]) != NULL)
+			continue; /* the newest run of that branch for it */
+		side = json_pack(
+			"{s:s, s:s, s:o, s:o, s:o, s:o, s:n}", "run_id",
+			r->base->id, "status", fsm_run_status_str(r->status),
+			"created_at", fsm_time_json(r->base->created_ms),
+			"started_at", fsm_time_json(r->started_ms),
+			"finished_at", fsm_time_json(r->finished_ms),
+			"duration_ms",
+			r->started_ms && r->finished_ms
+				? json_integer(r->finished_ms - r->started_ms)
+				: json_null(),
+			"outputs");
+		json_object_set_new(group, branches[b], side);
+	}
+	for (size_t i = 0; i < json_array_size(order) &&
+			   json_array_size(pairs) < limit;
+	     i++) {
+		const char *k = json_string_value(json_array_get(order, i));
+		json_t *group = json_object_get(by_key, k);
+
+		if (json_object_size(group) < 2)
+			continue; /* not a pair: one branch only so far */
+		json_array_append_new(
+			pairs, json_pack("{s:s, s:s, s:O}", "key", k, "by",
+					 strncmp(k, "event:", 6) == 0
+						 ? "event" : "tick",
+					 "runs", group));
+	}
+	json_t *bl = json_array();
+	for (size_t b = 0; b < n_branches; b++)
+		json_array_append_new(bl, json_string(branches[b]));
+	json_decref(by_key);
+	json_decref(order);
+	return dump(json_pack("{s:s, s:s, s:o, s:o}", "project", project,
+			      "flow", flow, "branches", bl, "pairs", pairs));
 }
 
 char *view_flows_text(const struct view *v)
@@ -1331,7 +1534,10 @@ char *view_flow_versions_text(const struct view *v, const char *name,
 				       vv->v[i].spec ? spec_doc(vv->v[i].spec)
 						     : json_null()));
 	}
-	return dump(json_pack("{s:s, s:o}", "flow", fl->name, "versions", arr));
+	struct spec_flow_key k;
+
+	spec_flow_key_split(fl->name, &k);
+	return dump(json_pack("{s:s, s:o}", "flow", k.flow, "versions", arr));
 }
 
 json_t *view_next_fires_json(const struct spec_schedule *sc, int64_t cursor,
@@ -1374,7 +1580,10 @@ char *view_schedule_text(const struct view *v, const char *name,
 							 now_s, count));
 		json_array_append_new(arr, one);
 	}
-	return dump(json_pack("{s:s, s:b, s:o}", "flow", fl->name, "paused",
+	struct spec_flow_key k;
+
+	spec_flow_key_split(fl->name, &k);
+	return dump(json_pack("{s:s, s:b, s:o}", "flow", k.flow, "paused",
 			      fl->paused, "schedules", arr));
 }
 

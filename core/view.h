@@ -129,6 +129,38 @@ char *view_runs_page_text(const struct view *v, const char *flow, int status,
 			  unsigned limit, uint64_t cursor, uint64_t *pg_before,
 			  unsigned *pg_limit);
 
+/* What GET /v1/runs filters on (every field optional). */
+struct view_run_filter {
+	const char *flow;           /* a flow's name, in any project and
+	                             * branch unless they are given */
+	const char *project, *branch;
+	int status;                 /* -1: any */
+	char *const *tags;          /* runs carrying every one (user or
+	                             * system tags, docs/lifecycle.md) */
+	size_t n_tags;
+};
+/* Whether a run of flow key `key` (spec_flow_key) passes the filter's
+ * flow, project and branch. Pure. */
+bool view_filter_flow_matches(const struct view_run_filter *flt,
+			      const char *key);
+
+/* view_runs_page_text with every filter. */
+char *view_runs_page_text_filter(const struct view *v,
+				 const struct view_run_filter *flt,
+				 unsigned limit, uint64_t cursor,
+				 uint64_t *pg_before, unsigned *pg_limit);
+
+/* GET /v1/projects/{project}/flows/{flow}/compare: runs of the flow in
+ * each of `branches` (at most 8) started by the same schedule tick
+ * (nominal time) or the same event id, among the newest `scan` runs in
+ * memory: {"project","flow","branches",[...],"pairs":[{"key","by",
+ * "runs":{branch:{"run_id","status","created_at","started_at",
+ * "finished_at","duration_ms","outputs"}}}]}, newest first, at most
+ * `limit` pairs (a pair has runs of two branches at least). */
+char *view_compare_text(const struct view *v, const char *project,
+			const char *flow, char *const *branches,
+			size_t n_branches, unsigned limit, unsigned scan);
+
 /* GET /v1/flows: {"flows":[...]} (deployed flows, by name). */
 char *view_flows_text(const struct view *v);
 /* GET /v1/flows/{flow} (with its spec) or, with_spec false, the flow alone.

@@ -195,6 +195,9 @@ static const struct key keys[] = {
 	LIMIT_U(event_dedupe_s),
 	LIMIT_U(events_in_memory),
 	LIMIT_SZ(max_event_bytes),
+	LIMIT_U(max_tags_per_run),
+	LIMIT_SZ(max_tag_bytes),
+	LIMIT_U(redrive_window_s),
 };
 
 /* One config_load() call in progress. */
@@ -624,9 +627,9 @@ static int set_token(struct load *ld, const char *name, const char *value)
 	if (sscanf(value, "%15s %257s %1s", role, secret, extra) != 2)
 		return fail(ld, "%s: not \"<role> <token>\"", key);
 	if (strcmp(role, "reader") != 0 && strcmp(role, "operator") != 0 &&
-	    strcmp(role, "admin") != 0)
-		return fail(ld, "%s: role \"%s\" is not reader, operator or admin",
-			    key, role);
+	    strcmp(role, "admin") != 0 && strcmp(role, "production") != 0)
+		return fail(ld, "%s: role \"%s\" is not reader, operator, admin "
+			    "or production", key, role);
 	if (strchr(secret, ',') != NULL) {
 		explicit_bzero(secret, sizeof secret);
 		return fail(ld, "%s: one token per name (no commas)", key);

@@ -203,16 +203,23 @@ void reads_schedule(void *arg, const struct view *v, struct api_request *req)
 
 void reads_run_list(void *arg, const struct view *v, struct api_request *req)
 {
-	int status = req->list_status ? fsm_run_status_parse(req->list_status)
-				       : -1;
+	struct view_run_filter flt = {
+		.flow = req->list_flow,
+		.project = req->list_project,
+		.branch = req->list_branch,
+		.status = req->list_status ? fsm_run_status_parse(req->list_status)
+					   : -1,
+		.tags = req->list_tags,
+		.n_tags = req->n_list_tags,
+	};
 
 	/* A page reaching a run that left memory asks the api for the rest
 	 * (pg_list_before, pg_list_limit). */
 	api_request_reply_take(
 		req, 200,
-		view_runs_page_text(v, req->list_flow, status,
-				    req->limit ? req->limit : 50, req->cursor,
-				    &req->pg_list_before, &req->pg_list_limit));
+		view_runs_page_text_filter(v, &flt, req->limit ? req->limit : 50,
+					   req->cursor, &req->pg_list_before,
+					   &req->pg_list_limit));
 }
 
 void reads_run_get(void *arg, const struct view *v, struct api_request *req)
@@ -497,6 +504,86 @@ void reads_cron_preview(void *arg, const struct view *v,
 		api_request_reply_error(req, &err);
 	else
 		api_request_reply_json(req, 200, out);
+}
+
+/* ------------------------------------------------------------------------
+ * A/B: GET /v1/projects/{project}/flows/{flow}/compare (docs/lifecycle.md)
+ */
+
+/* ?branches=prod,test.x (2..8 branches) into req->list_tags, ?limit=
+ * (1..100, default 20). */
+int reads_compare_query(struct api_request *req, const struct flowd_limits *lim,
+			struct flowd_error *err)
+{
+	char *list = NULL, *limit = NULL, *save = NULL, *one;
+	unsigned long v;
+	int rc = -1;
+
+	if (api_request_query(req, "branches", &list, err) != 0 ||
+	    api_request_query(req, "limit", &limit, err) != 0)
+		goto out;
+	if (list == NULL) {
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "branches",
+				"name two branches or more: branches=prod,test.x");
+		goto out;
+	}
+	req->list_tags = calloc(9, sizeof *req->list_tags);
+	if (req->list_tags == NULL) {
+		flowd_error_set(err, FLOWD_E_UNAVAILABLE, "unavailable", "",
+				"out of memory");
+		goto out;
+	}
+	for (one = strtok_r(list, ",", &save); one != NULL;
+	     one = strtok_r(NULL, ",", &save)) {
+		if (!spec_branch_name_valid(one) || req->n_list_tags == 8) {
+			flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+					"branches",
+					"2 to 8 branches (main, prod, test.<name>, "
+					"user.<name>), comma-separated");
+			goto out;
+		}
+		req->list_tags[req->n_list_tags] = strdup(one);
+		if (req->list_tags[req->n_list_tags++] == NULL) {
+			flowd_error_set(err, FLOWD_E_UNAVAILABLE, "unavailable",
+					"", "out of memory");
+			goto out;
+		}
+	}
+	if (req->n_list_tags < 2) {
+		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "branches",
+				"name two branches or more");
+		goto out;
+	}
+	req->limit = 20;
+	if (limit != NULL) {
+		if (api_uint_parse(limit, 1, 100, &v) != 0) {
+			flowd_error_set(err, FLOWD_E_INVALID, "invalid_query",
+					"limit", "must be 1 to 100");
+			goto out;
+		}
+		req->limit = (unsigned)v;
+	}
+	rc = 0;
+out:
+	free(list);
+	free(limit);
+	return rc;
+}
+
+void reads_compare(void *arg, const struct view *v, struct api_request *req)
+{
+	struct spec_flow_key k;
+	char *text;
+
+	spec_flow_key_split(req->flow, &k);
+	text = view_compare_text(v, k.project, k.flow, req->list_tags,
+				 req->n_list_tags, req->limit, 10000);
+	if (text == NULL) {
+		reply_error(req, FLOWD_E_UNAVAILABLE, "unavailable", "",
+			    "out of memory");
+		return;
+	}
+	api_request_reply_take(req, 200, text);
 }
 
 /* ------------------------------------------------------------------------

@@ -103,4 +103,9 @@ void reads_flow_put(void *arg, const struct view *v, struct api_request *req);
 void reads_flow_undeployed(void *arg, const struct view *v,
 			   struct api_request *req);
 
+/* GET /v1/projects/{project}/flows/{flow}/compare (docs/lifecycle.md) */
+int reads_compare_query(struct api_request *req, const struct flowd_limits *lim,
+			struct flowd_error *err);
+void reads_compare(void *arg, const struct view *v, struct api_request *req);
+
 #endif

@@ -63,6 +63,66 @@ static int check_idempotency_key(const char *field, const json_t *v,
 	return 0;
 }
 
+/* A list of user tags (docs/lifecycle.md): strings spec_tag_check takes,
+ * at most limits.max_tags_per_run. `system_ok`: system tags may be named
+ * (to remove: refused there with their own words). */
+static int check_tag_list(const char *field, const json_t *v,
+			  const struct flowd_limits *lim,
+			  struct flowd_error *err)
+{
+	const char *why;
+	json_t *t;
+	size_t i;
+
+	if (json_array_size(v) > lim->max_tags_per_run)
+		return flowd_error_set(err, FLOWD_E_INVALID, "too_many_tags",
+				       field,
+				       "at most %u tags (limits.max_tags_per_run)",
+				       lim->max_tags_per_run);
+	json_array_foreach(v, i, t) {
+		if (!json_is_string(t))
+			return flowd_error_set(err, FLOWD_E_INVALID,
+					       "invalid_type", field,
+					       "%s[%zu] must be a string",
+					       field, i);
+		why = spec_tag_check(json_string_value(t), lim->max_tag_bytes);
+		if (why != NULL)
+			return flowd_error_set(err, FLOWD_E_INVALID,
+					       "invalid_value", field,
+					       "%s[%zu] %s", field, i, why);
+	}
+	return 0;
+}
+
+static int check_tags(const char *field, const json_t *v, const json_t *body,
+		      const struct flowd_limits *lim, struct flowd_error *err)
+{
+	return check_tag_list(field, v, lim, err);
+}
+
+static int check_step_name(const char *field, const json_t *v,
+			   const json_t *body, const struct flowd_limits *lim,
+			   struct flowd_error *err)
+{
+	if (json_string_length(v) == 0 || json_string_length(v) > 128)
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field, "must be a step name");
+	return 0;
+}
+
+static int check_resume_version(const char *field, const json_t *v,
+				const json_t *body,
+				const struct flowd_limits *lim,
+				struct flowd_error *err)
+{
+	const char *s = json_string_value(v);
+
+	if (strcmp(s, "origin") != 0 && strcmp(s, "current") != 0)
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field, "must be origin or current");
+	return 0;
+}
+
 static int check_event_name(const char *field, const json_t *v,
 			    const json_t *body, const struct flowd_limits *lim,
 			    struct flowd_error *err)
@@ -170,12 +230,71 @@ static const struct api_field run_create_body[] = {
 	{.name = "parameters", .type = API_JSON_OBJECT},
 	{.name = "idempotency_key", .type = API_JSON_STRING,
 	 .check = check_idempotency_key},
+	{.name = "tags", .type = API_JSON_ARRAY, .check = check_tags},
 	{.name = NULL},
 };
+
+static const struct api_field run_tags_body[] = {
+	{.name = "add", .type = API_JSON_ARRAY, .check = check_tags},
+	/* system tags are refused by apply, in its words */
+	{.name = "remove", .type = API_JSON_ARRAY},
+	{.name = NULL},
+};
+
+static const struct api_field run_resume_body[] = {
+	{.name = "from_step", .type = API_JSON_STRING, .check = check_step_name},
+	{.name = "version", .type = API_JSON_STRING,
+	 .check = check_resume_version},
+	{.name = "idempotency_key", .type = API_JSON_STRING,
+	 .check = check_idempotency_key},
+	{.name = "tags", .type = API_JSON_ARRAY, .check = check_tags},
+	{.name = NULL},
+};
+
+static const struct api_field run_record_body[] = {
+	{.name = "origin_run_id", .type = API_JSON_STRING,
+	 .flags = API_FIELD_REQUIRED, .missing = "the run resumed elsewhere"},
+	{.name = "parameters", .type = API_JSON_OBJECT},
+	{.name = "steps", .type = API_JSON_ARRAY, .flags = API_FIELD_REQUIRED,
+	 .missing = "each step's outcome"},
+	{.name = "idempotency_key", .type = API_JSON_STRING,
+	 .check = check_idempotency_key},
+	{.name = NULL},
+};
+
+static const struct api_field run_redrive_body[] = {
+	{.name = "idempotency_key", .type = API_JSON_STRING,
+	 .check = check_idempotency_key},
+	{.name = NULL},
+};
+
+static int check_project(const char *field, const json_t *v,
+			 const json_t *body, const struct flowd_limits *lim,
+			 struct flowd_error *err)
+{
+	if (!spec_project_name_valid(json_string_value(v)))
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field, "must match [A-Za-z0-9_-]{1,64}");
+	return 0;
+}
+
+static int check_branch(const char *field, const json_t *v,
+			const json_t *body, const struct flowd_limits *lim,
+			struct flowd_error *err)
+{
+	if (!spec_branch_name_valid(json_string_value(v)))
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field,
+				       "a branch is main, prod, test.<name> or "
+				       "user.<name>");
+	return 0;
+}
 
 static const struct api_field event_body[] = {
 	{.name = "name", .flags = API_FIELD_REQUIRED | API_FIELD_NULL_IS_VALUE,
 	 .check = check_event_name, .missing = "an event has a name"},
+	{.name = "project", .type = API_JSON_STRING, .check = check_project},
+	{.name = "branch", .type = API_JSON_STRING, .check = check_branch},
 	{.name = "id", .check = check_event_id},
 	{.name = "payload", .type = API_JSON_OBJECT,
 	 .check = check_payload_size},
@@ -289,6 +408,56 @@ const struct api_route routes_table[] = {
 	{.method = "GET", .path = "/v1/cron/preview", .role = API_ROLE_READER,
 	 .read = reads_cron_preview, .name = "cron_preview"},
 
+	/* A flow of a project's branch (docs/lifecycle.md): the same
+	 * handlers, on the flow's key; /v1/flows/{flow} is project default,
+	 * branch main */
+	{.method = "GET", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}",
+	 .role = API_ROLE_READER,
+	 .flags = VIEW_READ, .read = reads_flow_get,
+	 .probe = reads_probe_flow, .name = "branch_flow_get"},
+	{.method = "PUT", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}",
+	 .role = API_ROLE_ADMIN,
+	 .body = API_BODY_JSON, .parse = parse_flow_spec,
+	 .submit = service_flow_put, .name = "branch_flow_put"},
+	{.method = "DELETE", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}",
+	 .role = API_ROLE_ADMIN,
+	 .submit = service_flow_delete, .name = "branch_flow_delete"},
+	{.method = "GET", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}/versions",
+	 .role = API_ROLE_READER,
+	 .flags = VIEW_READ, .read = reads_flow_versions,
+	 .probe = reads_probe_flow, .name = "branch_flow_versions"},
+	{.method = "GET", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}/schedule",
+	 .role = API_ROLE_READER,
+	 .flags = VIEW_READ, .read = reads_schedule, .probe = reads_probe_flow,
+	 .name = "branch_schedule_get"},
+	{.method = "POST", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}/pause",
+	 .role = API_ROLE_OPERATOR,
+	 .submit = service_flow_pause, .name = "branch_flow_pause"},
+	{.method = "POST", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}/unpause",
+	 .role = API_ROLE_OPERATOR,
+	 .submit = service_flow_unpause, .name = "branch_flow_unpause"},
+	{.method = "POST", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}/backfill",
+	 .role = API_ROLE_OPERATOR,
+	 .body = API_BODY_JSON, .fields = backfill_body,
+	 .submit = service_backfill, .name = "branch_backfill"},
+	{.method = "POST", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}/runs",
+	 .role = API_ROLE_OPERATOR,
+	 .body = API_BODY_JSON_OPT, .fields = run_create_body,
+	 .submit = service_run_create, .name = "branch_run_create"},
+	{.method = "GET", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}/runs",
+	 .role = API_ROLE_READER,
+	 .flags = VIEW_READ, .query = api_query_flow_runs,
+	 .read = reads_run_list, .probe = reads_probe_runs,
+	 .name = "branch_run_list"},
+	{.method = "POST", .path = "/v1/projects/{project}/branches/{branch}/flows/{flow}/records",
+	 .role = API_ROLE_OPERATOR, .body = API_BODY_JSON,
+	 .fields = run_record_body, .submit = service_run_record,
+	 .name = "run_record"},
+	{.method = "GET", .path = "/v1/projects/{project}/flows/{flow}/compare",
+	 .role = API_ROLE_READER, .flags = API_ROUTE_VIEW,
+	 .query = reads_compare_query, .read = reads_compare,
+	 .name = "compare"},
+
 	/* Runs */
 	{.method = "POST", .path = "/v1/flows/{flow}/runs",
 	 .role = API_ROLE_OPERATOR, .body = API_BODY_JSON_OPT,
@@ -304,6 +473,18 @@ const struct api_route routes_table[] = {
 	{.method = "POST", .path = "/v1/runs/{id}/cancel",
 	 .role = API_ROLE_OPERATOR, .submit = service_run_cancel,
 	 .name = "run_cancel"},
+	{.method = "POST", .path = "/v1/runs/{id}/tags",
+	 .role = API_ROLE_OPERATOR, .body = API_BODY_JSON,
+	 .fields = run_tags_body, .submit = service_run_tags,
+	 .name = "run_tags"},
+	{.method = "POST", .path = "/v1/runs/{id}/resume",
+	 .role = API_ROLE_OPERATOR, .body = API_BODY_JSON_OPT,
+	 .fields = run_resume_body, .submit = service_run_resume,
+	 .name = "run_resume"},
+	{.method = "POST", .path = "/v1/runs/{id}/redrive",
+	 .role = API_ROLE_OPERATOR, .body = API_BODY_JSON_OPT,
+	 .fields = run_redrive_body, .submit = service_run_redrive,
+	 .name = "run_redrive"},
 	{.method = "GET", .path = "/v1/watch", .role = API_ROLE_READER,
 	 .query = watch_query, .read = watch_read, .name = "watch"},
 	{.method = "GET", .path = "/v1/runs/{id}/steps/{step}/logs",

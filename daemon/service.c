@@ -365,12 +365,27 @@ static void flow_delete_applied(struct service *s, struct api_request *req,
 	answer_view(s, req, 200, reads_flow_undeployed);
 }
 
+/* Deploying to or undeploying from a prod branch takes the production
+ * role (docs/lifecycle.md); with no token configured everything is
+ * allowed, as for every route. */
+static bool prod_allowed(struct service *s, struct api_request *req)
+{
+	if (!spec_branch_is_prod(req->branch) ||
+	    req->role >= API_ROLE_PRODUCTION)
+		return true;
+	reply_error(req, FLOWD_E_FORBIDDEN, "forbidden", "branch",
+		    "a prod branch takes a production token");
+	return false;
+}
+
 void service_flow_put(void *arg, struct api_request *req)
 {
 	struct service *s = arg;
 	char *buf;
 	size_t len;
 
+	if (!prod_allowed(s, req))
+		return;
 	/* req->body: the normalized spec (routes.c, parse_flow_spec) */
 	if (fsm_cmd_deploy(now_ms(s), req->flow, req->body, &buf, &len) != 0) {
 		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
@@ -386,6 +401,8 @@ void service_flow_delete(void *arg, struct api_request *req)
 	char *buf;
 	size_t len;
 
+	if (!prod_allowed(s, req))
+		return;
 	if (fsm_flow_get(s->fsm, req->flow) == NULL) {
 		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "flow",
 			    "no such flow");
@@ -397,6 +414,18 @@ void service_flow_delete(void *arg, struct api_request *req)
 		return;
 	}
 	propose(s, req, buf, len, flow_delete_applied, NULL);
+}
+
+/* What a command that makes or tags a run carries (limits.*). */
+static struct fsm_retention retention(const struct service *s)
+{
+	return (struct fsm_retention){
+		.runs = s->cfg->limits.runs_in_memory,
+		.keys = s->cfg->limits.idempotency_keys,
+		.key_ttl_s = s->cfg->limits.idempotency_ttl_s,
+		.max_tags = s->cfg->limits.max_tags_per_run,
+		.max_tag_bytes = s->cfg->limits.max_tag_bytes,
+	};
 }
 
 void service_run_create(void *arg, struct api_request *req)
@@ -438,12 +467,9 @@ void service_run_create(void *arg, struct api_request *req)
 		return;
 	}
 	json_decref(resolved);
-	struct fsm_retention keep = {
-		.runs = s->cfg->limits.runs_in_memory,
-		.keys = s->cfg->limits.idempotency_keys,
-		.key_ttl_s = s->cfg->limits.idempotency_ttl_s,
-	};
-	if (fsm_cmd_run_create(now_ms(s), req->flow, params, key, &keep, &buf,
+	struct fsm_retention keep = retention(s);
+	if (fsm_cmd_run_create(now_ms(s), req->flow, params, key,
+			       api_request_field(req, "tags"), &keep, &buf,
 			       &len) != 0) {
 		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
 			    "cannot encode");
@@ -477,6 +503,134 @@ void service_run_cancel(void *arg, struct api_request *req)
 	if (fsm_cmd_run_cancel(now_ms(s), req->run_id, &buf, &len) != 0) {
 		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
 			    "cannot encode");
+		return;
+	}
+	propose(s, req, buf, len, run_applied, NULL);
+}
+
+/* The run {id} names, in memory; else the answer (404, or 409 when it
+ * left memory: PostgreSQL holds it, and the life-cycle commands work on
+ * runs in memory) and NULL. */
+static struct fsm_run *run_in_memory(struct service *s,
+				     struct api_request *req)
+{
+	struct fsm_run *r = fsm_run_get(s->fsm, req->run_id);
+
+	if (r == NULL && fsm_run_evicted(s->fsm, req->run_id))
+		reply_error(req, FLOWD_E_CONFLICT, "run_not_in_memory", "run",
+			    "the run has left memory (limits.runs_in_memory)");
+	else if (r == NULL)
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "run",
+			    "no such run");
+	return r;
+}
+
+static void encode_failed(struct api_request *req)
+{
+	reply_error(req, FLOWD_E_INTERNAL, "internal", NULL, "cannot encode");
+}
+
+void service_run_tags(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
+	struct fsm_retention keep = retention(s);
+	char *buf;
+	size_t len;
+
+	if (run_in_memory(s, req) == NULL)
+		return;
+	if (fsm_cmd_run_tags(now_ms(s), req->run_id,
+			     api_request_field(req, "add"),
+			     api_request_field(req, "remove"), &keep, &buf,
+			     &len) != 0) {
+		encode_failed(req);
+		return;
+	}
+	propose(s, req, buf, len, run_applied, NULL);
+}
+
+void service_run_resume(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
+	struct fsm_retention keep = retention(s);
+	const char *key =
+		json_string_value(api_request_field(req, "idempotency_key"));
+	const char *ver = json_string_value(api_request_field(req, "version"));
+	struct fsm_run *o = run_in_memory(s, req);
+	char *buf;
+	size_t len;
+
+	if (o == NULL)
+		return;
+	/* A known idempotency key answers without a proposal. */
+	if (key != NULL) {
+		struct fsm_run *r;
+		const char *id = fsm_idem_lookup_at(s->fsm, o->flow->name, key,
+						    now_ms(s), &r);
+		if (id != NULL) {
+			answer_run(s, req, 200, id);
+			return;
+		}
+	}
+	if (fsm_cmd_run_resume(now_ms(s), req->run_id,
+			       json_string_value(
+				       api_request_field(req, "from_step")),
+			       ver != NULL && strcmp(ver, "current") == 0, key,
+			       api_request_field(req, "tags"), &keep, &buf,
+			       &len) != 0) {
+		encode_failed(req);
+		return;
+	}
+	propose(s, req, buf, len, run_applied, NULL);
+}
+
+/* POST /v1/projects/{p}/branches/{b}/flows/{f}/records: flowctl resume
+ * --local --record's result, as a run of that branch. */
+void service_run_record(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
+	struct fsm_retention keep = retention(s);
+	struct fsm_flow *fl = fsm_flow_get(s->fsm, req->flow);
+	char *buf;
+	size_t len;
+
+	if (spec_branch_is_prod(req->branch)) {
+		reply_error(req, FLOWD_E_INVALID, "invalid_value", "branch",
+			    "a result from elsewhere is not recorded in a prod "
+			    "branch");
+		return;
+	}
+	if (fl == NULL || fl->current == 0) {
+		reply_error(req, FLOWD_E_NOT_FOUND, "not_found", "flow",
+			    "the flow is not deployed in that branch");
+		return;
+	}
+	if (fsm_cmd_run_record(
+		    now_ms(s), req->flow,
+		    json_string_value(api_request_field(req, "origin_run_id")),
+		    api_request_field(req, "parameters"),
+		    api_request_field(req, "steps"),
+		    json_string_value(api_request_field(req, "idempotency_key")),
+		    &keep, &buf, &len) != 0) {
+		encode_failed(req);
+		return;
+	}
+	propose(s, req, buf, len, run_applied, NULL);
+}
+
+void service_run_redrive(void *arg, struct api_request *req)
+{
+	struct service *s = arg;
+	char *buf;
+	size_t len;
+
+	if (run_in_memory(s, req) == NULL)
+		return;
+	if (fsm_cmd_run_redrive(
+		    now_ms(s), req->run_id, s->cfg->limits.redrive_window_s,
+		    json_string_value(api_request_field(req, "idempotency_key")),
+		    &buf, &len) != 0) {
+		encode_failed(req);
 		return;
 	}
 	propose(s, req, buf, len, run_applied, NULL);
@@ -521,11 +675,13 @@ void service_event_post(void *arg, struct api_request *req)
 			 b);
 		id = made;
 	}
-	if (fsm_cmd_event(now_ms(s),
-			  json_string_value(api_request_field(req, "name")), id,
-			  api_request_field(req, "payload"), lim->event_dedupe_s,
-			  lim->events_in_memory, lim->max_buffered_runs, &buf,
-			  &len) != 0) {
+	if (fsm_cmd_event_in(
+		    now_ms(s), json_string_value(api_request_field(req, "name")),
+		    id, api_request_field(req, "payload"),
+		    json_string_value(api_request_field(req, "project")),
+		    json_string_value(api_request_field(req, "branch")),
+		    lim->event_dedupe_s, lim->events_in_memory,
+		    lim->max_buffered_runs, &buf, &len) != 0) {
 		reply_error(req, FLOWD_E_INTERNAL, "internal", NULL,
 			    "cannot encode");
 		return;

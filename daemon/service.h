@@ -44,6 +44,11 @@ void service_flow_put(void *arg, struct api_request *req);
 void service_flow_delete(void *arg, struct api_request *req);
 void service_run_create(void *arg, struct api_request *req);
 void service_run_cancel(void *arg, struct api_request *req);
+/* POST /v1/runs/{id}/tags, /resume, /redrive (docs/lifecycle.md) */
+void service_run_tags(void *arg, struct api_request *req);
+void service_run_resume(void *arg, struct api_request *req);
+void service_run_redrive(void *arg, struct api_request *req);
+void service_run_record(void *arg, struct api_request *req);
 void service_event_post(void *arg, struct api_request *req);
 void service_flow_pause(void *arg, struct api_request *req);
 void service_flow_unpause(void *arg, struct api_request *req);

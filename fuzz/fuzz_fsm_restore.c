@@ -50,9 +50,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	apply_text(&f, &index, buf, len);
 	fsm_cmd_node_up(1000, 1, 1, 1, "127.0.0.1:1", &buf, &len);
 	apply_text(&f, &index, buf, len);
-	fsm_cmd_run_create(2000, "base", NULL, "k", NULL, &buf, &len);
+	fsm_cmd_run_create(2000, "base", NULL, "k", NULL, NULL, &buf, &len);
 	apply_text(&f, &index, buf, len);
-	fsm_cmd_run_create(2000, "base", NULL, NULL, NULL, &buf, &len);
+	fsm_cmd_run_create(2000, "base", NULL, NULL, NULL, NULL, &buf, &len);
 	apply_text(&f, &index, buf, len);
 	FUZZ_CHECK(fsm_snapshot(&f, &base_snap, &base_len) == 0, "snapshot");
 	fsm_close(&f);
@@ -70,7 +70,7 @@ static void drive_flow(struct fsm *f, uint64_t *index, struct fsm_flow *fl)
 	char *buf;
 	size_t len;
 
-	fsm_cmd_run_create(TS, fl->name, NULL, "again", NULL, &buf, &len);
+	fsm_cmd_run_create(TS, fl->name, NULL, "again", NULL, NULL, &buf, &len);
 	apply_text(f, index, buf, len);
 	for (unsigned i = 0; i < fl->n_sched; i++) {
 		const struct fsm_schedule_state *st = &fl->sched[i];

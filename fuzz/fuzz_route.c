@@ -84,7 +84,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	apply(&f, &index, buf, len);
 	fsm_cmd_node_up(1700000000000, 1, 7, 2, "127.0.0.1:8080", &buf, &len);
 	apply(&f, &index, buf, len);
-	fsm_cmd_run_create(1700000001000, "etl", NULL, "k", NULL, &buf, &len);
+	fsm_cmd_run_create(1700000001000, "etl", NULL, "k", NULL, NULL, &buf, &len);
 	apply(&f, &index, buf, len);
 	rows = fsm_take_records(&f, &index);
 	free(rows);

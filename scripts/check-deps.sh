@@ -25,7 +25,7 @@ check cli core consensus storage api daemon
 # only; fsm.h is public (every layer above core/ includes it), and no file
 # outside this list may include an internal header.
 fsm_ranks="fsm_changes:0 fsm_rows:1 fsm_cmd:2 fsm_runs:2 fsm_nodes:3
-trigger_launch:3 trigger_schedule:4 trigger_event:4 trigger_finish:5
+trigger_launch:3 fsm_lifecycle:3 trigger_schedule:4 trigger_event:4 trigger_finish:5
 fsm_flows:6 fsm_state:7 fsm:8 fsm_snapshot:8"
 rank() { # file name without folder and suffix -> its rank, or "-"
 	for e in $fsm_ranks; do

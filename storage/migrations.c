@@ -473,11 +473,155 @@ static const char migration_4[] =
 	"END\n"
 	"$fn$;\n";
 
+/* Projects and branches, and a run's life cycle (issue 11,
+ * docs/lifecycle.md). A flow is keyed by its flow key (its name in project
+ * default, branch main, else "project/branch/name"), as before in the
+ * flow columns; project, branch and flow_name are generated from it, so
+ * rows from before are default/main. Runs gain user tags (a GIN index
+ * serves ?tag=), the run a resume started from and redrives, and steps
+ * the origin attempt a reused step took; these come in their own
+ * "run_meta" record, written after the run and step rows of the batch, so
+ * flowd_apply is migration 4's with it among its own records. */
+#define FLOW_KEY_COLUMNS(col)                                              \
+	" ADD COLUMN project text GENERATED ALWAYS AS (CASE WHEN " col       \
+	" LIKE '%/%/%' THEN split_part(" col ", '/', 1) ELSE 'default' END)"  \
+	" STORED,"                                                           \
+	" ADD COLUMN branch text GENERATED ALWAYS AS (CASE WHEN " col        \
+	" LIKE '%/%/%' THEN split_part(" col ", '/', 2) ELSE 'main' END)"     \
+	" STORED,"                                                           \
+	" ADD COLUMN flow_name text GENERATED ALWAYS AS (CASE WHEN " col     \
+	" LIKE '%/%/%' THEN split_part(" col ", '/', 3) ELSE " col " END)"    \
+	" STORED;\n"
+static const char migration_5[] =
+	"ALTER TABLE flows" FLOW_KEY_COLUMNS("name")
+	"ALTER TABLE flow_versions" FLOW_KEY_COLUMNS("flow")
+	"ALTER TABLE runs" FLOW_KEY_COLUMNS("flow")
+	"ALTER TABLE fires" FLOW_KEY_COLUMNS("flow")
+	"CREATE INDEX runs_project_branch_created_at_idx ON runs\n"
+	"	(project, branch, flow_name, created_at DESC);\n"
+	"ALTER TABLE runs ADD COLUMN tags text[] NOT NULL DEFAULT '{}';\n"
+	"ALTER TABLE runs ADD COLUMN origin_run_id text;\n"
+	"ALTER TABLE runs ADD COLUMN redrive_count int NOT NULL DEFAULT 0;\n"
+	"CREATE INDEX runs_tags_idx ON runs USING gin (tags);\n"
+	"CREATE INDEX runs_origin_run_id_idx ON runs (origin_run_id)\n"
+	"	WHERE origin_run_id IS NOT NULL;\n"
+	"ALTER TABLE steps ADD COLUMN origin_run_id text;\n"
+	"ALTER TABLE steps ADD COLUMN origin_attempt int;\n"
+	"\n"
+	"CREATE OR REPLACE FUNCTION flowd_apply(batch jsonb) RETURNS bigint\n"
+	"LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE\n"
+	"	before bigint;\n"
+	"	result bigint;\n"
+	"	entry jsonb;\n"
+	"	rec jsonb;\n"
+	"	idx bigint;\n"
+	"BEGIN\n"
+	"	IF NOT jsonb_path_exists(batch, '$[*].records[*] ? (@.t == \"fire\" ||\n"
+	"			@.t == \"event\" || @.t == \"flow_paused\" ||\n"
+	"			@.t == \"run_trigger\" || @.t == \"audit\" ||\n"
+	"			@.t == \"run_meta\")') THEN\n"
+	"		RETURN flowd_apply_v1(batch);\n"
+	"	END IF;\n"
+	"	SELECT applied_index INTO before FROM raft_meta WHERE id = 1\n"
+	"		FOR UPDATE;\n"
+	"	result := flowd_apply_v1((\n"
+	"		SELECT coalesce(jsonb_agg(jsonb_build_object(\n"
+	"			'index', e.value->'index',\n"
+	"			'records', (SELECT coalesce(jsonb_agg(r.value ORDER BY r.n),\n"
+	"						'[]'::jsonb)\n"
+	"				FROM jsonb_array_elements(e.value->'records')\n"
+	"					WITH ORDINALITY AS r(value, n)\n"
+	"				WHERE r.value->>'t' NOT IN\n"
+	"					('event', 'fire', 'flow_paused', 'run_trigger', 'audit',\n"
+	"					 'run_meta')))\n"
+	"			ORDER BY e.n), '[]'::jsonb)\n"
+	"		FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, n)));\n"
+	"	FOR entry IN SELECT e.value\n"
+	"		FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, n)\n"
+	"		ORDER BY e.n\n"
+	"	LOOP\n"
+	"		idx := (entry->>'index')::bigint;\n"
+	"		CONTINUE WHEN idx <= before;\n"
+	"		FOR rec IN SELECT r.value\n"
+	"			FROM jsonb_array_elements(entry->'records')\n"
+	"				WITH ORDINALITY AS r(value, n)\n"
+	"			WHERE r.value->>'t' IN\n"
+	"				('event', 'fire', 'flow_paused', 'run_trigger', 'audit',\n"
+	"				 'run_meta')\n"
+	"			ORDER BY r.n\n"
+	"		LOOP\n"
+	"			CASE rec->>'t'\n"
+	"			WHEN 'run_meta' THEN\n"
+	"				UPDATE runs SET\n"
+	"					tags = ARRAY(SELECT jsonb_array_elements_text(\n"
+	"						coalesce(rec->'tags', '[]'::jsonb))),\n"
+	"					origin_run_id = rec->>'origin_run_id',\n"
+	"					redrive_count = coalesce((rec->>'redrive_count')::int, 0)\n"
+	"					WHERE id = rec->>'id';\n"
+	"				UPDATE steps s SET origin_run_id = x.run_id,\n"
+	"					origin_attempt = x.attempt\n"
+	"					FROM jsonb_to_recordset(coalesce(rec->'reused',\n"
+	"						'[]'::jsonb)) AS x(step text, run_id text, attempt int)\n"
+	"					WHERE s.run_id = rec->>'id' AND s.step = x.step;\n"
+	"			WHEN 'audit' THEN\n"
+	"				INSERT INTO audit (raft_index, at, actor, role, address,\n"
+	"					node, action, method, path, op, result)\n"
+	"				VALUES (idx, flowd_ts(rec->>'at'),\n"
+	"					rec->'audit'->>'who', rec->'audit'->>'role',\n"
+	"					rec->'audit'->>'address',\n"
+	"					(rec->'audit'->>'node')::bigint,\n"
+	"					rec->'audit'->>'action', rec->'audit'->>'method',\n"
+	"					rec->'audit'->>'path', rec->>'op', rec->>'result')\n"
+	"				ON CONFLICT (raft_index) DO NOTHING;\n"
+	"			WHEN 'run_trigger' THEN\n"
+	"				UPDATE runs SET trigger = rec->'trigger'\n"
+	"					WHERE id = rec->>'id';\n"
+	"			WHEN 'flow_paused' THEN\n"
+	"				UPDATE flows SET paused = (rec->>'paused')::boolean\n"
+	"					WHERE name = rec->>'flow';\n"
+	"			WHEN 'event' THEN\n"
+	"				INSERT INTO events (id, name, payload, received_at,\n"
+	"					runs, raft_index)\n"
+	"				VALUES (rec->>'id', rec->>'name',\n"
+	"					coalesce(rec->'payload', '{}'::jsonb),\n"
+	"					flowd_ts(rec->>'received_at'),\n"
+	"					coalesce(rec->'runs', '[]'::jsonb), idx)\n"
+	"				ON CONFLICT (id) DO UPDATE SET\n"
+	"					name = EXCLUDED.name,\n"
+	"					payload = EXCLUDED.payload,\n"
+	"					received_at = EXCLUDED.received_at,\n"
+	"					runs = EXCLUDED.runs,\n"
+	"					raft_index = EXCLUDED.raft_index;\n"
+	"			WHEN 'fire' THEN\n"
+	"				INSERT INTO fires (flow, schedule, nominal_time,\n"
+	"					outcome, count, decided_at, run_id, reason,\n"
+	"					raft_index)\n"
+	"				VALUES (rec->>'flow', (rec->>'schedule')::int,\n"
+	"					flowd_ts(rec->>'nominal'), rec->>'outcome',\n"
+	"					coalesce((rec->>'count')::bigint, 1),\n"
+	"					flowd_ts(rec->>'at'), rec->>'run_id',\n"
+	"					rec->>'reason', idx)\n"
+	"				ON CONFLICT (flow, schedule, nominal_time, outcome)\n"
+	"				DO UPDATE SET\n"
+	"					count = EXCLUDED.count,\n"
+	"					decided_at = EXCLUDED.decided_at,\n"
+	"					run_id = EXCLUDED.run_id,\n"
+	"					reason = EXCLUDED.reason,\n"
+	"					raft_index = EXCLUDED.raft_index;\n"
+	"			END CASE;\n"
+	"		END LOOP;\n"
+	"	END LOOP;\n"
+	"	RETURN result;\n"
+	"END\n"
+	"$fn$;\n";
+
 const struct storage__migration storage__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
 	{3, migration_3},
 	{4, migration_4},
+	{5, migration_5},
 };
 
 const size_t storage__migrations_count =

@@ -28,6 +28,9 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/spec.h"
+#include "core/view.h"
+#include "core/fsm.h"
 #include "storage/migrations.h"
 
 #define POOL_DEFAULT 4
@@ -256,16 +259,30 @@ out_release:
 	"to_char(NULLIF(" col ", 'epoch'::timestamptz) AT TIME ZONE 'UTC', " \
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
+/* A run's system tags in core's order (fsm_system_tags). */
+#define SQL_SYSTEM_TAGS                                                     \
+	"ARRAY['project:' || r.project, 'branch:' || r.branch,"             \
+	" 'flow:' || r.flow_name,"                                          \
+	" 'version:' || r.version,"                                         \
+	" 'trigger:' || COALESCE(r.trigger->>'type', 'manual')]"            \
+	" || CASE WHEN r.origin_run_id IS NULL THEN '{}'::text[]"           \
+	" ELSE ARRAY['origin:' || r.origin_run_id] END"
+
 /* The members of a run summary, for json_build_object over `runs r`. */
 #define SQL_RUN_FIELDS                                                      \
-	"'id', r.id, 'flow', r.flow, 'version', r.version,"                \
+	"'id', r.id, 'flow', r.flow_name, 'project', r.project,"           \
+	" 'branch', r.branch, 'version', r.version,"                        \
 	" 'parameters', r.parameters,"                                      \
 	" 'idempotency_key', r.idempotency_key, 'status', r.status,"       \
 	" 'reason', r.reason,"                                              \
 	" 'created_at', " SQL_TS("r.created_at") ","                        \
 	" 'started_at', " SQL_TS("r.started_at") ","                        \
 	" 'finished_at', " SQL_TS("r.finished_at") ","                      \
-	" 'trigger', COALESCE(r.trigger::json, json_build_object('type', 'manual'))"
+	" 'trigger', COALESCE(r.trigger::json, json_build_object('type', 'manual')),"\
+	" 'tags', to_json(r.tags),"                                          \
+	" 'system_tags', to_json(" SQL_SYSTEM_TAGS "),"                      \
+	" 'origin_run_id', r.origin_run_id,"                                \
+	" 'redrive_count', r.redrive_count"
 
 /* One run with its steps in the order of its flow version's spec. A spec
  * step without a steps row (not expected: the run record and its step
@@ -279,6 +296,9 @@ static const char run_sql[] =
 	"    'depends_on', COALESCE(st.e->'depends_on', '[]'::jsonb),"
 	"    'started_at', " SQL_TS("s.started_at") ","
 	"    'finished_at', " SQL_TS("s.finished_at") ","
+	"    'reused_from', CASE WHEN s.origin_run_id IS NULL THEN NULL"
+	"      ELSE json_build_object('run_id', s.origin_run_id,"
+	"        'attempt', s.origin_attempt) END,"
 	"    'attempts', COALESCE(("
 	"      SELECT json_agg(json_build_object("
 	"        'attempt', a.attempt, 'node', a.node, 'status', a.status,"
@@ -311,8 +331,13 @@ static const char runs_sql[] =
 	" FROM (SELECT r.id, json_build_object(" SQL_RUN_FIELDS ") AS j"
 	"  FROM runs r"
 	"  WHERE ($1::text IS NULL OR r.id < $1::text)"
-	"    AND ($2::text IS NULL OR r.flow = $2::text)"
+	"    AND ($2::text IS NULL OR r.flow_name = $2::text)"
+	"    AND ($7::text IS NULL OR r.project = $7::text)"
+	"    AND ($8::text IS NULL OR r.branch = $8::text)"
 	"    AND ($3::text IS NULL OR r.status = $3::text)"
+	"    AND ($5::text[] IS NULL OR r.tags @> $5::text[])"
+	"    AND ($6::text[] IS NULL OR (r.tags || " SQL_SYSTEM_TAGS ")"
+	"      @> $6::text[])"
 	"  ORDER BY r.id DESC LIMIT $4::bigint) x";
 
 /* Events, newest first (by the entry that accepted them, then id), below
@@ -417,13 +442,66 @@ int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
 /* The highest sequence number a "r-%012" id can carry. */
 #define SEQ_MAX 999999999999ULL
 
+/* A text[] literal of `tags` (user ones, or all): {"a","b"} with " and \
+ * escaped; NULL when there is none to match (malloc'd). */
+static char *tags_literal(char *const *tags, size_t n, bool user_only)
+{
+	size_t cap = 3, k = 0;
+	char *out, *p;
+
+	for (size_t i = 0; i < n; i++)
+		cap += 2 * strlen(tags[i]) + 3;
+	out = p = malloc(cap);
+	if (out == NULL)
+		return NULL;
+	*p++ = '{';
+	for (size_t i = 0; i < n; i++) {
+		if (user_only && spec_tag_system(tags[i]))
+			continue;
+		if (k++ > 0)
+			*p++ = ',';
+		*p++ = '"';
+		for (const char *c = tags[i]; *c != '\0'; c++) {
+			if (*c == '"' || *c == '\\')
+				*p++ = '\\';
+			*p++ = *c;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	if (k == 0) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
 int storage_reader_runs(struct storage_reader *r, const char *flow,
 			const char *status, uint64_t before_seq,
 			unsigned limit, json_t **out, struct flowd_error *err)
 {
+	struct view_run_filter flt = {
+		.flow = flow,
+		.status = status ? fsm_run_status_parse(status) : -1};
+
+	return storage_reader_runs_filter(r, &flt, before_seq, limit, out, err);
+}
+
+int storage_reader_runs_filter(struct storage_reader *r,
+			       const struct view_run_filter *flt,
+			       uint64_t before_seq, unsigned limit,
+			       json_t **out, struct flowd_error *err)
+{
 	char before[32], num[16];
-	const char *params[4] = {before, flow, status, num};
+	char *user = tags_literal(flt->tags, flt->n_tags, true);
+	char *all = tags_literal(flt->tags, flt->n_tags, false);
+	const char *status = flt->status >= 0 ? fsm_run_status_str(flt->status)
+					      : NULL;
+	const char *params[8] = {before, flt->flow, status, num, user, all,
+				 flt->project, flt->branch};
 	json_t *runs = NULL;
+	int rc;
 
 	if (before_seq == 0 || limit == 0) {
 		/* Nothing has a sequence number below 1. */
@@ -436,9 +514,15 @@ int storage_reader_runs(struct storage_reader *r, const char *flow,
 		snprintf(before, sizeof before, "r-%012llu",
 			 (unsigned long long)before_seq);
 	snprintf(num, sizeof num, "%u", limit);
-	if (query_list(r, runs_sql, 4, params, "runs", &runs, err) != 0)
+	rc = query_list(r, runs_sql, 8, params, "runs", &runs, err);
+	free(user);
+	free(all);
+	if (rc != 0)
 		return -1;
+	user = all = NULL;
 done:
+	free(user);
+	free(all);
 	if (runs == NULL)
 		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
 				       "storage_unavailable", "",

@@ -145,6 +145,15 @@ int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
 int storage_reader_runs(struct storage_reader *r, const char *flow,
 			const char *status, uint64_t before_seq,
 			unsigned limit, json_t **out, struct flowd_error *err);
+/* The same with every filter of GET /v1/runs (core/view.h): flow name,
+ * project and branch (the generated columns of runs), status, and tags
+ * (user tags through the GIN index on runs.tags, system tags from the
+ * columns they name). */
+struct view_run_filter;
+int storage_reader_runs_filter(struct storage_reader *r,
+			       const struct view_run_filter *flt,
+			       uint64_t before_seq, unsigned limit,
+			       json_t **out, struct flowd_error *err);
 
 /* Events posted (GET /v1/events), newest first: [{"id","name","payload",
  * "received_at","runs","index"}], of one name when `name` is not NULL,

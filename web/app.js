@@ -92,7 +92,7 @@
 
   const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
   const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
-  const TRIGGER_TYPES = ['manual', 'schedule', 'backfill', 'event', 'on_finish'];
+  const TRIGGER_TYPES = ['manual', 'schedule', 'backfill', 'event', 'on_finish', 'resume'];
   const RANGES = { '15m': 15 * 60e3, '1h': 3600e3, '6h': 6 * 3600e3, '24h': 24 * 3600e3, '7d': 7 * 24 * 3600e3 };
 
   function ms(iso) {
@@ -170,8 +170,25 @@
     return el('a', { href: `#/runs/${enc(id)}`, class: 'mono', testid }, id);
   }
 
-  function flowLink(name) {
-    return el('a', { href: `#/flows/${enc(name)}`, testid: 'flow-link' }, name);
+  /* A flow of project default, branch main links to its page; one of
+   * another branch (docs/lifecycle.md) shows where it lives. */
+  function isMain(project, branch) {
+    return (project || 'default') === 'default' && (branch || 'main') === 'main';
+  }
+
+  function flowLink(name, project = 'default', branch = 'main') {
+    if (isMain(project, branch)) {
+      return el('a', { href: `#/flows/${enc(name)}`, testid: 'flow-link' }, name);
+    }
+    return el('a', { href: `#/flows/${enc(name)}${query({ project, branch })}`, testid: 'flow-link', 'data-branch': branch },
+      name, ' ', el('span', { class: 'tag' }, `${project}/${branch}`));
+  }
+
+  /* The API path of a flow: /v1/flows/NAME in default/main, else under
+   * its project's branch. */
+  function flowBase(project, branch, name) {
+    return isMain(project, branch) ? `/v1/flows/${enc(name)}`
+      : `/v1/projects/${enc(project)}/branches/${enc(branch)}/flows/${enc(name)}`;
   }
 
   // ---------------------------------------------------------- session
@@ -674,7 +691,7 @@
   function runRow(run) {
     return el('tr', { testid: 'run-row', 'data-run-id': run.id, 'data-status': run.status, 'data-sig': runSignature(run) },
       el('td', {}, runLink(run.id)),
-      el('td', {}, flowLink(run.flow), el('span', { class: 'muted' }, ` v${run.version}`)),
+      el('td', {}, flowLink(run.flow, run.project, run.branch), el('span', { class: 'muted' }, ` v${run.version}`)),
       el('td', {}, badge(run.status, 'run-status')),
       el('td', { class: 'trigger' }, triggerSummary(run.trigger)),
       el('td', {}, timeEl(run.created_at, true)),
@@ -1044,6 +1061,9 @@
       case 'on_finish':
         rows.push(row('Upstream', flowLink(t.upstream_flow), ' run ', runLink(t.upstream_run, 'upstream-run'), ' ', badge(t.upstream_status)));
         break;
+      case 'resume':
+        rows.push(row('Resumes', runLink(t.run_id, 'origin-run'), el('span', { class: 'muted' }, ' (its steps that succeeded are reused)')));
+        break;
       default:
         rows.push(row('Trigger', el('code', {}, compactJson(t, 400))));
     }
@@ -1076,7 +1096,7 @@
           el('td', {}, s.name),
           el('td', {}, badge(s.status, 'step-status')),
           el('td', { class: 'num' }, String((s.attempts || []).length)),
-          el('td', {}, nodes),
+          el('td', {}, s.reused_from ? ['from ', runLink(s.reused_from.run_id, 'reused-from'), ` #${s.reused_from.attempt}`] : nodes),
           el('td', {}, exit),
           el('td', {}, timeEl(s.started_at)),
           el('td', { class: 'num' }, end !== null && ms(s.started_at) !== null ? fmtDuration(end - ms(s.started_at)) : '—'),
@@ -1327,7 +1347,7 @@
       if (cancelBox.hidden && cancelBox.firstChild !== cancelButton) replace(cancelBox, cancelButton);
       if (!isAdmin()) cancelBox.remove();
       replace(metaSlot,
-        'Flow ', flowLink(run.flow), ` version ${run.version} · created `, timeEl(run.created_at),
+        'Flow ', flowLink(run.flow, run.project, run.branch), ` version ${run.version} · created `, timeEl(run.created_at),
         ' · started ', timeEl(run.started_at), ' · finished ', timeEl(run.finished_at),
         ' · ', el('span', { testid: 'run-duration' }, fmtDuration(runDuration(run))));
       replace(reasonSlot, run.reason ? el('p', { class: `reason-line s-${run.status}`, testid: 'run-reason' }, run.reason) : null);
@@ -1340,6 +1360,7 @@
 
     function render() {
       renderHead();
+      renderLife();
       const sel = selectedStep();
       replace(dag, dagSvg(run.steps, sel?.name, pick));
       replace(gantt, ganttSvg(run, sel?.name, pick));
@@ -1352,9 +1373,59 @@
       render();
     }
 
+    // Tags, where it came from and what came of it (docs/lifecycle.md).
+    const lifeSlot = el('div', {});
+    const resumesSlot = el('div', { testid: 'resumes' });
+    const lifeActions = el('div', { class: 'actions' });
+
+    async function lifeAction(verb, body) {
+      try {
+        const r = await api(`/v1/runs/${enc(id)}/${verb}`, { method: 'POST', body, signal: ctx.signal });
+        if (verb === 'resume') {
+          notice(`Run ${r.json.id} resumes ${id}.`);
+          location.hash = `#/runs/${enc(r.json.id)}`;
+        } else {
+          notice(`Run ${id} redriven.`);
+          update(r.json);
+          // The page stopped following the run when it ended: again now,
+          // until this drive ends. This node may not have applied the
+          // redrive yet (the leader answered): older reads are not shown.
+          const want = r.json.redrive_count || 0;
+          const current = (x) => (x.redrive_count || 0) >= want;
+          pollBlocking(ctx, `/v1/runs/${enc(id)}`, (x) => { if (current(x)) update(x); },
+            (x) => current(x) && TERMINAL.has(x.status));
+        }
+      } catch (e) {
+        if (ctx.alive) notice(`${verb} failed: ${errorText(e)}`, 'error');
+      }
+    }
+
+    function renderLife() {
+      const chips = (tags, cls, testid) => (tags || []).map((t) => el('span', { class: `tag ${cls}`, testid }, t));
+      const rows = [
+        el('tr', {}, el('th', { scope: 'row' }, 'Tags'), el('td', {}, (run.tags || []).length ? chips(run.tags, '', 'user-tag') : el('span', { class: 'muted' }, 'none'))),
+        el('tr', {}, el('th', { scope: 'row' }, 'System'), el('td', {}, chips(run.system_tags, 'muted', 'system-tag'))),
+      ];
+      if (run.origin_run_id) rows.push(el('tr', {}, el('th', { scope: 'row' }, 'Resumes'), el('td', {}, runLink(run.origin_run_id, 'origin-link'))));
+      if (run.redrive_count) rows.push(el('tr', {}, el('th', { scope: 'row' }, 'Redriven'), el('td', { testid: 'redrive-count' }, `${run.redrive_count} time${run.redrive_count === 1 ? '' : 's'}`)));
+      replace(lifeSlot, el('table', { class: 'kv', testid: 'lifecycle' }, el('tbody', {}, rows)));
+      const canRestart = isAdmin() && (run.status === 'failed' || run.status === 'cancelled');
+      replace(lifeActions, canRestart ? [
+        el('button', { type: 'button', testid: 'resume-button', onclick: () => lifeAction('resume', {}) }, 'Resume (reuse what succeeded)'),
+        el('button', { type: 'button', testid: 'redrive-button', onclick: () => lifeAction('redrive', {}) }, 'Redrive in place'),
+      ] : null);
+    }
+
+    // The runs that resume this one: its system tag origin:<id>.
+    const loadResumes = () => ctx.spawn(api(`/v1/runs${query({ tag: `origin:${id}`, limit: 20 })}`, { signal: ctx.signal }).then((r) => {
+      const runs = r.json.runs || [];
+      replace(resumesSlot, runs.length ? ['Resumed by ', runs.map((x, i) => [i ? ', ' : '', runLink(x.id, 'resume-link'), ' ', badge(x.status)])] : null);
+    }).catch(() => {}));
+
     replace(info,
       el('section', { class: 'card' }, el('h2', {}, 'Parameters'), paramsTable(run)),
-      el('section', { class: 'card' }, el('h2', {}, 'Trigger'), triggerDetails(run)));
+      el('section', { class: 'card' }, el('h2', {}, 'Trigger'), triggerDetails(run)),
+      el('section', { class: 'card' }, el('h2', {}, 'Life cycle'), lifeSlot, resumesSlot, lifeActions));
     append(root, head, info,
       el('section', { class: 'card' }, el('h2', {}, 'Steps'), dag),
       el('section', { class: 'card' }, el('h2', {}, 'Timeline'),
@@ -1363,6 +1434,7 @@
       el('section', { class: 'card' }, steps),
       logs.root);
     render();
+    loadResumes();
 
     const refetch = ctx.coalesce(200, () => ctx.spawn(api(`/v1/runs/${enc(id)}`, { signal: ctx.signal }).then((r) => update(r.json)).catch((e) => {
       if (!(e instanceof ApiError && e.status === 404)) throw e; // not applied here yet: the next event brings it
@@ -1391,7 +1463,7 @@
         el('table', { testid: 'flows-table' },
           el('thead', {}, el('tr', {}, ['Flow', 'Version', 'Description', 'Updated', ''].map((h) => el('th', { scope: 'col' }, h)))),
           el('tbody', {}, flows.length ? flows.map((f) => el('tr', { testid: 'flow-row', 'data-flow': f.name },
-            el('td', {}, flowLink(f.name)),
+            el('td', {}, flowLink(f.name, f.project, f.branch)),
             el('td', { class: 'num' }, `v${f.version}`),
             el('td', {}, f.description || el('span', { class: 'muted' }, '—')),
             el('td', {}, timeEl(f.updated_at, true)),
@@ -1477,7 +1549,7 @@
     ctx.spawn((async () => {
       let versions;
       try {
-        versions = (await api(`/v1/flows/${enc(flow.name)}/versions`, { signal: ctx.signal })).json.versions;
+        versions = (await api(`${flowBase(flow.project, flow.branch, flow.name)}/versions`, { signal: ctx.signal })).json.versions;
       } catch (e) {
         append(box, el('p', { class: 'error-text' }, `Versions are unavailable: ${errorText(e)}`));
         return;
@@ -1569,7 +1641,7 @@
       submit.disabled = true;
       const body = { from: from.value.trim(), to: to.value.trim() };
       if (which.value !== '') body.schedule = Number(which.value);
-      ctx.spawn(api(`/v1/flows/${enc(flow.name)}/backfill`, { method: 'POST', body, signal: ctx.signal }).then((r) => {
+      ctx.spawn(api(`${flowBase(flow.project, flow.branch, flow.name)}/backfill`, { method: 'POST', body, signal: ctx.signal }).then((r) => {
         const runs = r.json.runs || [];
         replace(result, el('p', { class: 'ok-text' }, `${r.json.ticks} tick${r.json.ticks === 1 ? '' : 's'}, ${runs.length} run${runs.length === 1 ? '' : 's'}.`),
           runs.length ? el('ul', { class: 'runs-list' }, runs.slice(0, 50).map((x) => el('li', {}, runLink(x.run_id), ` #${x.schedule} · ${fmtTime(x.nominal_time)}`))) : null);
@@ -1612,7 +1684,7 @@
       const body = { parameters };
       if (key.value.trim()) body.idempotency_key = key.value.trim();
       submit.disabled = true;
-      ctx.spawn(api(`/v1/flows/${enc(flow.name)}/runs`, { method: 'POST', body, signal: ctx.signal }).then((r) => {
+      ctx.spawn(api(`${flowBase(flow.project, flow.branch, flow.name)}/runs`, { method: 'POST', body, signal: ctx.signal }).then((r) => {
         location.hash = `#/runs/${enc(r.json.id)}`;
       }).catch((e) => {
         error.textContent = errorText(e);
@@ -1671,9 +1743,10 @@
 
   async function pageFlow(ctx, root, params, name) {
     document.title = `${name} · flowd`;
+    const base = flowBase(params.get('project'), params.get('branch'), name);
     let flow;
     try {
-      flow = (await api(`/v1/flows/${enc(name)}`, { signal: ctx.signal })).json;
+      flow = (await api(base, { signal: ctx.signal })).json;
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) {
         append(root, el('section', { class: 'card', testid: 'not-found' }, el('h1', {}, 'No such flow'), el('p', {}, `No flow ${name} was ever deployed.`)));
@@ -1706,7 +1779,7 @@
         onclick: (ev) => {
           const button = ev.currentTarget;
           button.disabled = true;
-          ctx.spawn(api(`/v1/flows/${enc(name)}/${action}`, { method: 'POST', body: {}, signal: ctx.signal }).then((r) => {
+          ctx.spawn(api(`${base}/${action}`, { method: 'POST', body: {}, signal: ctx.signal }).then((r) => {
             writes++;
             sched.paused = r.json.paused;
             renderPause();
@@ -1737,7 +1810,7 @@
       if (!flow.deployed) return;
       const before = writes;
       try {
-        const r = await api(`/v1/flows/${enc(name)}/schedule${consistent ? '?consistent=true' : ''}`, { signal: ctx.signal });
+        const r = await api(`${base}/schedule${consistent ? '?consistent=true' : ''}`, { signal: ctx.signal });
         const index = Number(r.headers.get('X-Flowd-Index')) || 0;
         if ((before !== writes && !consistent) || index < shownIndex) return;
         shownIndex = index;
@@ -1758,8 +1831,9 @@
       if (index && (since === null || index < since)) since = index;
     };
 
+    const runsQuery = { flow: name, project: flow.project, branch: flow.branch, limit: 10 };
     async function loadRecent() {
-      const r = await api(`/v1/runs${query({ flow: name, limit: 10 })}`, { signal: ctx.signal });
+      const r = await api(`/v1/runs${query(runsQuery)}`, { signal: ctx.signal });
       seen(r);
       replace(recent, r.json.runs.length
         ? el('table', { class: 'runs compact', testid: 'recent-runs' },
@@ -1768,11 +1842,36 @@
         : el('p', { class: 'muted' }, 'No runs yet.'));
     }
 
+    // A/B (docs/lifecycle.md): the same flow in the project's other
+    // branches, its runs paired with theirs by tick or event.
+    const compareBox = el('section', { class: 'card', testid: 'compare-box', hidden: true });
+    async function loadCompare() {
+      const { flows } = (await api('/v1/flows', { signal: ctx.signal })).json;
+      const others = flows.filter((f) => f.name === name && f.project === flow.project && f.branch !== flow.branch)
+        .map((f) => f.branch);
+      if (!others.length) return;
+      const branches = [flow.branch, ...others].slice(0, 8);
+      const r = await api(`/v1/projects/${enc(flow.project)}/flows/${enc(name)}/compare${query({ branches: branches.join(','), limit: 10 })}`, { signal: ctx.signal });
+      compareBox.hidden = false;
+      replace(compareBox, el('h2', {}, 'Compare branches'),
+        r.json.pairs.length ? el('table', { class: 'runs compact', testid: 'compare' },
+          el('thead', {}, el('tr', {}, [el('th', { scope: 'col' }, 'Tick or event'), ...branches.map((b) => el('th', { scope: 'col' }, b))])),
+          el('tbody', {}, r.json.pairs.map((p) => el('tr', { testid: 'compare-row' },
+            el('td', { class: 'mono' }, p.key),
+            ...branches.map((b) => {
+              const x = p.runs[b];
+              return el('td', {}, x ? [runLink(x.run_id, 'compare-run'), ' ', badge(x.status),
+                x.duration_ms !== null ? el('span', { class: 'muted' }, ` ${fmtDuration(x.duration_ms)}`) : ''] : '—');
+            })))))
+          : el('p', { class: 'muted' }, `No runs of ${branches.join(' and ')} started by the same tick or event yet.`));
+    }
+
     const spec = flow.spec || {};
     append(root,
       el('section', { class: 'card' },
         el('div', { class: 'title-row' },
-          el('h1', {}, el('span', { testid: 'flow-name' }, flow.name)),
+          el('h1', {}, el('span', { testid: 'flow-name' }, flow.name),
+            isMain(flow.project, flow.branch) ? null : el('span', { class: 'tag', testid: 'flow-branch' }, `${flow.project}/${flow.branch}`)),
           el('span', { class: 'badge' }, `v${flow.version}`),
           flow.deployed ? pausedBadge : badge('undeployed', 'flow-undeployed'),
           pauseBox),
@@ -1781,6 +1880,7 @@
           el('a', { href: `#/runs${query({ flow: name })}` }, 'all runs'))),
       el('section', { class: 'card' }, el('h2', {}, 'Schedules'), schedBox),
       el('section', { class: 'card' }, el('h2', {}, 'Recent runs'), recent),
+      compareBox,
       isAdmin() && flow.deployed ? el('section', { class: 'card grid2 forms' },
         startRunForm(ctx, flow),
         el('div', { testid: 'backfill-box' })) : null,
@@ -1788,7 +1888,7 @@
         el('pre', { class: 'spec', testid: 'spec', tabindex: 0 }, stableJson(spec))),
       versionsSection(ctx, flow));
 
-    await Promise.all([loadSchedule(), loadRecent()]);
+    await Promise.all([loadSchedule(), loadRecent(), loadCompare()]);
     const backfillBox = root.querySelector('[data-testid="backfill-box"]');
     if (backfillBox) {
       append(backfillBox, sched.schedules.length ? backfillForm(ctx, flow, sched.schedules)
@@ -1798,7 +1898,7 @@
 
     const refresh = ctx.coalesce(1000, () => ctx.spawn(Promise.all([loadSchedule(), loadRecent()])));
     follow(ctx, { flow: name }, since, { event: refresh, resync: refresh },
-      () => pollBlocking(ctx, `/v1/runs${query({ flow: name, limit: 10 })}`, refresh));
+      () => pollBlocking(ctx, `/v1/runs${query(runsQuery)}`, refresh));
   }
 
   // ------------------------------------------------------------ events

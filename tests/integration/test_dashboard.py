@@ -7,7 +7,8 @@ screenshot under build/screenshots/ for a person to look at); the runs page
 shows a run turn `succeeded` without a reload; a failed step's logs show on
 its run page; a reader sees no write control; pausing a schedule and
 backfilling from the flow page show in the API; the start-a-run form sends
-parameters of the types the flow declares.
+parameters of the types the flow declares; resume and redrive from a failed
+run's page, with the links between a run and its resumes.
 
 The browser page is a client of the node's REST API like any other: every
 check of an effect asks the API (as admin) too. Waiting is polling with a
@@ -490,3 +491,80 @@ def test_a_running_steps_output_shows_live_on_the_run_page(dash, browser):
     browser.wait(lambda: browser.text_of("run-status") == "succeeded", "the run to show succeeded")
     assert browser.text_of("log-stdout") == "waiting for the gate\npassed"
     browser.assert_no_js_errors()
+
+
+def test_resume_and_redrive_from_the_run_page_link_origin_and_resumes(dash, browser):
+    fix = os.path.join(dash.gates, "fix-lifecycle")
+    dash.node.deploy("fixable", flow_spec([
+        step("first", "true"),
+        step("second", "cat " + sh_quote(fix), depends_on=["first"])]))
+    run = dash.node.wait_run(dash.node.start_run("fixable")["id"])
+    assert run["status"] == "failed", run
+    with open(fix, "w") as f:
+        f.write("fixed\n")
+
+    browser.sign_in(READER_TOKEN)
+    browser.open("#/runs/" + run["id"])
+    browser.wait_testid("lifecycle")
+    assert browser.testid("resume-button") == [] and browser.testid("redrive-button") == []
+    browser.click("sign-out")
+    browser.sign_in(ADMIN_TOKEN)
+    browser.open("#/runs/" + run["id"])
+    tags = [e.text for e in browser.testid("system-tag")]
+    assert "flow:fixable" in tags and "trigger:manual" in tags, tags
+
+    # Resume: the page goes to the new run, which links back and reuses `first`.
+    browser.click("resume-button")
+    browser.wait(lambda: browser.text_of("origin-link") == run["id"], "the resumed run's page")
+    new_id = browser.text_of("run-id")
+    assert new_id != run["id"]
+    browser.wait(lambda: browser.text_of("run-status") == "succeeded", "the resumed run to succeed")
+    browser.wait(lambda: browser.attr("step-row", "data-status", '[data-step="first"]') == "reused",
+                 "the reused step")
+    assert browser.text_of("reused-from") == run["id"]
+    resumed = dash.node.run(new_id)
+    assert resumed["origin_run_id"] == run["id"]
+    assert [s["status"] for s in resumed["steps"]] == ["reused", "succeeded"], resumed
+
+    # The origin's page lists it; redrive the origin in place from there.
+    browser.open("#/runs/" + run["id"])
+    browser.wait(lambda: browser.text_of("resume-link") == new_id, "the origin's link to its resume")
+    browser.click("redrive-button")
+    browser.wait(lambda: browser.text_of("run-status") == "succeeded", "the redriven run to succeed")
+    browser.wait(lambda: browser.text_of("redrive-count") == "1 time", "the redrive count")
+    again = dash.node.run(run["id"])
+    assert (again["status"], again["redrive_count"]) == ("succeeded", 1), again
+    browser.screenshot("run-redriven")
+    browser.assert_no_js_errors()
+
+
+def test_a_flow_in_two_branches_shows_their_runs_side_by_side(dash, browser):
+    ab = flow_spec([step("x", "true")])
+    ab["triggers"] = {"schedules": [{"cron": "* * * * * *"}]}
+    base = "/v1/projects/shop/branches/%s/flows/abflow"
+    for branch in ("test.a", "test.b"):
+        status, body = dash.node.put(base % branch, ab)
+        assert status == 201, body
+    try:
+        def paired():
+            status, body = dash.node.get(
+                "/v1/projects/shop/flows/abflow/compare?branches=test.a,test.b")
+            return body["pairs"] if status == 200 and body["pairs"] else None
+        pairs = wait_for(paired, 30, "a pair of runs of one tick")
+
+        browser.sign_in(READER_TOKEN)
+        browser.open("#/flows/abflow?project=shop&branch=test.a")
+        assert browser.text_of("flow-branch") == "shop/test.a"
+        browser.wait_testid("compare-row", what="the compare table")
+        shown = {e.text for e in browser.testid("compare-run")}
+        assert pairs[-1]["runs"]["test.a"]["run_id"] in shown or \
+            len(shown) >= 2, (shown, pairs)
+        # a run of a branch links back to its flow's page in that branch
+        run_id = pairs[0]["runs"]["test.b"]["run_id"]
+        browser.open("#/runs/" + run_id)
+        assert browser.attr("flow-link", "data-branch") == "test.b"
+        browser.screenshot("flow-compare")
+        browser.assert_no_js_errors()
+    finally:
+        for branch in ("test.a", "test.b"):
+            dash.node.post((base % branch) + "/pause")

@@ -102,9 +102,11 @@ def test_the_committed_document_is_what_api_openapi_py_writes():
 
 def test_the_answer_check_fails_answers_the_document_does_not_allow():
     check = h.OpenAPICheck(os.path.join(h.REPO, "api", "openapi.json"))
-    good = {"id": "r-1", "flow": "f", "version": 1, "parameters": {}, "idempotency_key": None,
+    good = {"id": "r-1", "flow": "f", "project": "default", "branch": "main", "version": 1, "parameters": {}, "idempotency_key": None,
             "status": "queued", "reason": None, "created_at": "2026-12-05T00:00:00.000Z",
-            "started_at": None, "finished_at": None, "trigger": {"type": "manual"}, "steps": []}
+            "started_at": None, "finished_at": None, "trigger": {"type": "manual"}, "steps": [],
+            "tags": [], "system_tags": ["project:default"], "origin_run_id": None,
+            "redrive_count": 0}
     ctype = "application/json"
     assert check.problems("GET", "/v1/runs/r-1", 200, good, "", ctype) == []
     wrong = dict(good, status="exploded")

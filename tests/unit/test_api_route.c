@@ -191,7 +191,7 @@ static void route_table_check_names_a_bad_row(void **state)
 		  .name = "empty"}},
 		{{.method = "GET", .path = "x", .read = dummy_read,
 		  .name = "relative"}},
-		{{.method = "GET", .path = "/a/b/c/d/e/f/g", .read = dummy_read,
+		{{.method = "GET", .path = "/a/b/c/d/e/f/g/h/i/j", .read = dummy_read,
 		  .name = "long"}},
 		{{.method = "GET", .path = "/x", .flags = API_ROUTE_CONSISTENT,
 		  .read = dummy_read, .name = "consistent"}},
@@ -227,6 +227,33 @@ static void route_fills_path_fields(void **state)
 			 0);
 	assert_string_equal(p.req.flow, "my.flow-1");
 	assert_null(p.req.run_id);
+	done(&p);
+
+	/* a flow of a project's branch: the state's key for it */
+	assert_int_equal(parse(&p, "POST",
+			       "/v1/projects/shop/branches/test.ab-1/flows/etl/runs",
+			       NULL),
+			 0);
+	assert_string_equal(p.req.flow, "shop/test.ab-1/etl");
+	assert_string_equal(p.req.project, "shop");
+	assert_string_equal(p.req.branch, "test.ab-1");
+	done(&p);
+	assert_int_equal(parse(&p, "GET",
+			       "/v1/projects/default/branches/main/flows/etl",
+			       NULL),
+			 0);
+	assert_string_equal(p.req.flow, "etl"); /* the same flow as /v1/flows/etl */
+	done(&p);
+	assert_int_equal(parse(&p, "GET",
+			       "/v1/projects/shop/branches/prod.x/flows/etl",
+			       NULL),
+			 400);
+	assert_string_equal(p.err.field, "branch");
+	done(&p);
+	assert_int_equal(parse(&p, "GET",
+			       "/v1/projects/a.b/branches/prod/flows/etl", NULL),
+			 400);
+	assert_string_equal(p.err.field, "project");
 	done(&p);
 }
 

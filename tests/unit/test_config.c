@@ -536,7 +536,7 @@ static void named_tokens_and_operators(void **state)
 	config_free(&f->cfg);
 	unlink(f->path);
 	key_fails(f, "tokens", "ci = root some-secret-token-0001",
-		  "tokens.ci: role \"root\" is not reader, operator or admin");
+		  "tokens.ci: role \"root\" is not reader, operator, admin or production");
 	key_fails(f, "tokens", "ci = admin short", "is too short");
 	key_fails(f, "tokens", "ci = admin", "not \"<role> <token>\"");
 	key_fails(f, "tokens", "c/i = admin some-secret-token-0001",

@@ -224,7 +224,7 @@ static struct fsm_result *create(struct fx *x, const char *flow,
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_run_create(2000, flow, p, key, NULL, &buf, &len), 0);
+	assert_int_equal(fsm_cmd_run_create(2000, flow, p, key, NULL, NULL, &buf, &len), 0);
 	json_decref(p);
 	return apply(x, buf, len);
 }
@@ -665,7 +665,7 @@ static void records_coalesce_rows_changed_by_many_entries(void **state)
 	deploy(x, "one", "{\"steps\":[{\"name\":\"s\",\"command\":[\"x\"]}]}");
 	node_up(x, 1, 1, 4);
 	/* two entries applied, records taken once */
-	assert_int_equal(fsm_cmd_run_create(10, "one", NULL, NULL, NULL, &buf, &len), 0);
+	assert_int_equal(fsm_cmd_run_create(10, "one", NULL, NULL, NULL, NULL, &buf, &len), 0);
 	r = fsm_apply(&x->f, ++x->index, buf, len)->run;
 	free(buf);
 	struct fsm_finish fin = {.run_id = r->id, .step = "s", .attempt = 1,
@@ -703,7 +703,7 @@ static struct fsm_result *create_retain(struct fx *x, const char *flow,
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, key,
+	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, key, NULL,
 					    &(struct fsm_retention){.runs = retain},
 					    &buf, &len), 0);
 	return apply(x, buf, len);
@@ -787,7 +787,7 @@ static struct fsm_result *create_keyed(struct fx *x, const char *key,
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_run_create(ts, "one", NULL, key, &keep, &buf,
+	assert_int_equal(fsm_cmd_run_create(ts, "one", NULL, key, NULL, &keep, &buf,
 					    &len), 0);
 	return apply(x, buf, len);
 }

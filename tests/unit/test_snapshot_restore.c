@@ -49,7 +49,7 @@ static void create(struct fx *x, const char *flow, const char *key)
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, key, NULL, &buf,
+	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, key, NULL, NULL, &buf,
 					    &len),
 			 0);
 	apply(x, buf, len);

@@ -102,6 +102,109 @@ static struct flowd_error parse_fail(const char *text, const char *code,
 }
 
 /* One-step spec with `extra` spliced into the step object. */
+static void default_tags_are_sorted_once_and_checked(void **state)
+{
+	struct flow_spec *s = parse_ok(
+		"{\"tags\":[\"b\",\"a\",\"b\"],\"steps\":[{\"name\":\"x\",\"shell\":\"true\"}]}");
+	char *t = json_dumps(s->tags, JSON_COMPACT);
+
+	assert_string_equal(t, "[\"a\",\"b\"]");
+	free(t);
+	assert_non_null(strstr(s->doc_text, "\"tags\":[\"a\",\"b\"]"));
+	spec_free(s);
+	/* without tags the document is as it was (a redeploy is no change) */
+	s = parse_ok("{\"steps\":[{\"name\":\"x\",\"shell\":\"true\"}]}");
+	assert_null(s->tags);
+	assert_null(strstr(s->doc_text, "tags"));
+	spec_free(s);
+	parse_fail("{\"tags\":\"a\",\"steps\":[{\"name\":\"x\",\"shell\":\"true\"}]}",
+		   "invalid_type", "tags");
+	parse_fail("{\"tags\":[\"ok\",\"flow:x\"],\"steps\":[{\"name\":\"x\",\"shell\":\"true\"}]}",
+		   "invalid_value", "tags[1]");
+	parse_fail("{\"tags\":[1],\"steps\":[{\"name\":\"x\",\"shell\":\"true\"}]}",
+		   "invalid_type", "tags[0]");
+}
+
+static void tags_are_utf8_without_system_prefixes(void **state)
+{
+	assert_null(spec_tag_check("nightly", 128));
+	assert_null(spec_tag_check("owner:alice", 128));
+	assert_null(spec_tag_check("caf\xc3\xa9", 128));
+	assert_non_null(spec_tag_check("", 128));
+	assert_non_null(spec_tag_check("abcd", 3));
+	assert_non_null(spec_tag_check(" lead", 128));
+	assert_non_null(spec_tag_check("tab\there", 128));
+	assert_non_null(spec_tag_check("\xc3\x28", 128));     /* bad sequence */
+	assert_non_null(spec_tag_check("\xed\xa0\x80", 128)); /* surrogate */
+	assert_non_null(spec_tag_check("\xc0\xaf", 128));     /* overlong */
+	for (const char *const *p = (const char *const[]){
+		     "project:x", "branch:x", "flow:x", "version:1",
+		     "trigger:manual", "origin:r-1", NULL};
+	     *p != NULL; p++) {
+		assert_true(spec_tag_system(*p));
+		assert_non_null(spec_tag_check(*p, 128));
+	}
+	assert_false(spec_tag_system("flows:x"));
+}
+
+static void flow_keys_name_project_branch_and_flow(void **state)
+{
+	struct spec_flow_key k;
+	char key[SPEC_FLOW_KEY_MAX];
+
+	assert_true(spec_branch_name_valid("main"));
+	assert_true(spec_branch_name_valid("prod"));
+	assert_true(spec_branch_name_valid("test.ab_c-1"));
+	assert_true(spec_branch_name_valid("user.alice"));
+	assert_false(spec_branch_name_valid("staging"));
+	assert_false(spec_branch_name_valid("test."));
+	assert_false(spec_branch_name_valid("user.a.b"));
+	assert_false(spec_project_name_valid("a.b"));
+	assert_false(spec_project_name_valid(""));
+
+	assert_int_equal(spec_flow_key(NULL, NULL, "etl", key, sizeof key), 0);
+	assert_string_equal(key, "etl");
+	assert_int_equal(spec_flow_key("default", "main", "etl", key, sizeof key), 0);
+	assert_string_equal(key, "etl");
+	assert_int_equal(spec_flow_key("default", "prod", "etl", key, sizeof key), 0);
+	assert_string_equal(key, "default/prod/etl");
+	assert_int_equal(spec_flow_key("shop", NULL, "etl", key, sizeof key), 0);
+	assert_string_equal(key, "shop/main/etl");
+	assert_int_equal(spec_flow_key("shop", "test.x", "etl", key, sizeof key), 0);
+	assert_string_equal(key, "shop/test.x/etl");
+	spec_flow_key_split(key, &k);
+	assert_string_equal(k.project, "shop");
+	assert_string_equal(k.branch, "test.x");
+	assert_string_equal(k.flow, "etl");
+	spec_flow_key_split("etl", &k);
+	assert_string_equal(k.project, "default");
+	assert_string_equal(k.branch, "main");
+	assert_string_equal(k.flow, "etl");
+
+	assert_true(spec_flow_key_valid("etl"));
+	assert_true(spec_flow_key_valid("shop/prod/etl"));
+	assert_false(spec_flow_key_valid("default/main/etl")); /* spelled "etl" */
+	assert_false(spec_flow_key_valid("shop/staging/etl"));
+	assert_false(spec_flow_key_valid("shop/prod/"));
+	assert_false(spec_flow_key_valid("shop/prod"));
+	assert_false(spec_flow_key_valid("a/b/c/d"));
+}
+
+static void on_finish_may_name_another_branch(void **state)
+{
+	struct flow_spec *s = parse_ok(
+		"{\"steps\":[{\"name\":\"x\",\"shell\":\"true\"}],"
+		"\"triggers\":{\"on_finish\":[{\"flow\":\"up\",\"branch\":\"prod\"},"
+		"{\"flow\":\"up\"}]}}");
+
+	assert_string_equal(s->on_finish[0].branch, "prod");
+	assert_null(s->on_finish[1].branch);
+	spec_free(s);
+	parse_fail("{\"steps\":[{\"name\":\"x\",\"shell\":\"true\"}],"
+		   "\"triggers\":{\"on_finish\":[{\"flow\":\"up\",\"branch\":\"qa\"}]}}",
+		   "invalid_value", "triggers.on_finish[0].branch");
+}
+
 static void step_spec(char *buf, size_t n, const char *extra)
 {
 	snprintf(buf, n,
@@ -1016,6 +1119,10 @@ int main(void)
 		cmocka_unit_test(apply_mode_keeps_unknown_zones),
 		cmocka_unit_test(all_of_with_a_bad_filter_frees_what_it_parsed),
 		cmocka_unit_test(messages_quoting_input_are_valid_utf8),
+		cmocka_unit_test(default_tags_are_sorted_once_and_checked),
+		cmocka_unit_test(tags_are_utf8_without_system_prefixes),
+		cmocka_unit_test(flow_keys_name_project_branch_and_flow),
+		cmocka_unit_test(on_finish_may_name_another_branch),
 	};
 
 	tz_set_loader(tzdata_load);

@@ -91,7 +91,7 @@ static const char *create(struct fx *x, const char *flow, uint64_t retain)
 	char *buf;
 	size_t len;
 
-	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, NULL,
+	assert_int_equal(fsm_cmd_run_create(2000, flow, NULL, NULL, NULL,
 					    &(struct fsm_retention){.runs = retain},
 					    &buf, &len), 0);
 	r = apply(x, buf, len);
