@@ -1494,8 +1494,19 @@ static int resume_local(struct cli_http *h, const char *id,
 		rc = CLI_FAILED;
 		goto out;
 	}
-	vpath = path_of("/v1/flows/%/versions",
-			json_string_value(json_object_get(r.json, "flow")));
+	/* the run's own flow: in its project's branch */
+	{
+		const char *p = json_string_value(json_object_get(r.json, "project"));
+		const char *b = json_string_value(json_object_get(r.json, "branch"));
+		const char *fl = json_string_value(json_object_get(r.json, "flow"));
+
+		if (p == NULL || b == NULL ||
+		    (strcmp(p, "default") == 0 && strcmp(b, "main") == 0))
+			vpath = path_of("/v1/flows/%/versions", fl);
+		else
+			vpath = path_of("/v1/projects/%/branches/%/flows/%/versions",
+					p, b, fl);
+	}
 	if (vpath == NULL) {
 		rc = oom();
 		goto out;

@@ -201,6 +201,12 @@ static char **step_env(const json_t *run, const struct lstep *s,
 		rc = env_add(&env, &n, "FLOWD_FLOW=%s%s",
 			     json_string_value(json_object_get(run, "flow")),
 			     "");
+	if (rc == 0 && json_is_string(json_object_get(run, "project")))
+		rc = env_add(&env, &n, "FLOWD_PROJECT=%s%s",
+			     json_string_value(json_object_get(run, "project")), "");
+	if (rc == 0 && json_is_string(json_object_get(run, "branch")))
+		rc = env_add(&env, &n, "FLOWD_BRANCH=%s%s",
+			     json_string_value(json_object_get(run, "branch")), "");
 	if (rc == 0)
 		rc = env_add(&env, &n, "FLOWD_STEP=%s%s", s->name, "");
 	if (rc == 0)
@@ -320,6 +326,16 @@ out:
 	return code;
 }
 
+/* The steps' states on one line, after each step: the live table. */
+static void status_line(FILE *out, const struct lstep *st, size_t n)
+{
+	fputs("-- steps:", out);
+	for (size_t i = 0; i < n; i++)
+		fprintf(out, " %s=%s", st[i].name, lstat_names[st[i].status]);
+	fputc('\n', out);
+	fflush(out);
+}
+
 static void table(FILE *out, const struct lstep *st, size_t n, bool colour)
 {
 	fprintf(out, "\n%-24s %-10s %8s %8s\n", "STEP", "STATUS", "ATTEMPTS",
@@ -374,17 +390,21 @@ int local_resume(const json_t *run, const json_t *spec,
 		const char *name = json_string_value(json_object_get(rs, "name"));
 		const char *s = json_string_value(json_object_get(rs, "status"));
 		long at = name ? index_of(st, n, name) : -1;
-		if (at >= 0 && s != NULL && ok != NULL &&
-		    (strcmp(s, "succeeded") == 0 || strcmp(s, "reused") == 0)) {
-			json_t *from = json_object_get(rs, "reused_from");
-			json_t *atts = json_object_get(rs, "attempts");
+		json_t *rf = json_object_get(rs, "reused_from");
+		json_t *atts = json_object_get(rs, "attempts");
 
+		/* as the cluster's resume: a step that succeeded here, or
+		 * was reused with its link (not one recorded from elsewhere,
+		 * which has no attempt to link to) */
+		if (at >= 0 && s != NULL && ok != NULL && !ok[at] &&
+		    ((strcmp(s, "succeeded") == 0 && json_array_size(atts) > 0) ||
+		     (strcmp(s, "reused") == 0 && json_is_object(rf)))) {
 			ok[at] = true;
 			/* what a record links a reused step to: the attempt
 			 * that ran it, through the run's own reuse */
 			st[at].reused_from =
-				json_is_object(from)
-					? json_incref(from)
+				json_is_object(rf)
+					? json_incref(rf)
 					: json_pack("{s:s, s:I}", "run_id",
 						    json_string_value(json_object_get(
 							    run, "id")),
@@ -479,6 +499,7 @@ int local_resume(const json_t *run, const json_t *spec,
 		s->t1_ms = wall_ms();
 		s->status = code == 0 ? L_SUCCEEDED : L_FAILED;
 		failed = code != 0;
+		status_line(o->out, st, n);
 	}
 	for (i = 0; i < n; i++)
 		if (st[i].status == L_WAIT)

@@ -218,6 +218,8 @@ struct fsm_run {
 	unsigned redrive_count;     /* times it was redriven */
 	char *redrive_key;          /* owned: the last redrive's idempotency
 	                             * key, or NULL */
+	bool meta_dirty;            /* tags, origin or redrives changed: its
+	                             * run_meta row is due (fsm_rows.c) */
 	bool view_dirty;            /* its seq is in fsm.view_seqs */
 };
 

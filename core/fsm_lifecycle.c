@@ -106,6 +106,7 @@ void fsm__apply_run_tags(struct apply_ctx *c, json_t *cmd)
 	}
 	json_decref(r->tags);
 	r->tags = next; /* [] once it had some: its row says so */
+	r->meta_dirty = true;
 	fsm__run_touch(c, r);
 }
 
@@ -242,8 +243,13 @@ void fsm__apply_run_resume(struct apply_ctx *c, json_t *cmd)
 			mark_down(ospec, i, rerun);
 	if (from_i >= 0)
 		mark_down(ospec, (size_t)from_i, rerun);
+	/* a step that succeeded elsewhere (a recorded run: no attempt of
+	 * this cluster) has nothing to link to: it runs again */
 	for (size_t i = 0; i < ospec->n_steps; i++)
-		reuse[i] = !rerun[i] && fsm__step_done(&o->steps[i]);
+		reuse[i] = !rerun[i] &&
+			   (o->steps[i].status == FSM_STEP_REUSED ||
+			    (o->steps[i].status == FSM_STEP_SUCCEEDED &&
+			     o->steps[i].n_attempts > 0));
 
 	nver = current ? fl->current : o->version;
 	nspec = fl->versions[nver - 1].spec;
@@ -288,6 +294,7 @@ void fsm__apply_run_resume(struct apply_ctx *c, json_t *cmd)
 	}
 	r->status = FSM_RUN_QUEUED;
 	r->created_ms = c->ts;
+	r->meta_dirty = true;
 	fl->active++;
 	fsm__run_list_add(f, r);
 	if (key != NULL) {
@@ -528,6 +535,7 @@ void fsm__apply_run_record(struct apply_ctx *c, json_t *cmd)
 		r->tags = json_incref(spec->tags);
 	r->created_ms = c->ts;
 	r->started_ms = c->ts;
+	r->meta_dirty = true;
 	fl->active++;
 	fsm__run_list_add(f, r);
 	if (key != NULL) {
@@ -647,12 +655,15 @@ void fsm__apply_run_redrive(struct apply_ctx *c, json_t *cmd)
 		settled_unlink(f, r);
 		r->flow->active++;
 	}
-	r->status = FSM_RUN_RUNNING;
+	/* a run cancelled before it started is queued again, so that its
+	 * start is the first placement's */
+	r->status = r->started_ms != 0 ? FSM_RUN_RUNNING : FSM_RUN_QUEUED;
 	r->finished_ms = 0;
 	free(r->reason);
 	r->reason = NULL;
 	r->end_seen = false;
 	r->redrive_count++;
+	r->meta_dirty = true;
 	free(r->redrive_key);
 	r->redrive_key = key ? strdup(key) : NULL;
 	fsm__run_touch(c, r);

@@ -318,8 +318,11 @@ void fsm__rows_run(struct fsm *f, struct fsm_run *r)
 		rows_json(b, r->trigger);
 		ROWS_LIT(b, "}");
 	}
-	if (r->tags != NULL || r->origin_id != NULL || r->redrive_count > 0)
+	/* only when it changed: most row writes of a tagged run are status */
+	if (r->meta_dirty && (r->tags != NULL || r->origin_id != NULL ||
+			      r->redrive_count > 0))
 		rows_meta(b, r);
+	r->meta_dirty = false;
 	for (size_t k = 0; k < r->spec->n_steps; k++) {
 		struct fsm_step *s = &r->steps[k];
 		const char *name = r->spec->steps[s->index].name;
@@ -481,6 +484,7 @@ void fsm_mark_all_dirty(struct fsm *f)
 				s->attempts[n].dirty = true;
 			fsm__step_touch(&c, s);
 		}
+		r->meta_dirty = true;
 		fsm__run_touch(&c, r);
 	}
 }

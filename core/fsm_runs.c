@@ -539,8 +539,10 @@ struct fsm_run *fsm__run_start(struct apply_ctx *c, struct fsm_flow *fl,
 	r->params = resolved;
 	r->idempotency_key = key ? strdup(key) : NULL;
 	r->trigger = trigger;
-	if (r->spec->tags != NULL && json_array_size(r->spec->tags) > 0)
+	if (r->spec->tags != NULL && json_array_size(r->spec->tags) > 0) {
 		r->tags = json_incref(r->spec->tags);
+		r->meta_dirty = true;
+	}
 	r->status = FSM_RUN_QUEUED;
 	r->created_ms = c->ts;
 	fl->active++;
@@ -654,6 +656,7 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd)
 	r->tags = json_array_size(tags) > 0 ? tags : NULL;
 	if (r->tags == NULL)
 		json_decref(tags);
+	r->meta_dirty = r->tags != NULL;
 	f->result.created = true;
 	f->result.run = r;
 }

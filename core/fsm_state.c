@@ -25,6 +25,9 @@ static void permissive_limits(struct flowd_limits *l)
 	l->max_retries = 1u << 30;
 	l->max_backoff_s = 1u << 30;
 	l->max_timeout_s = 1u << 30;
+	/* a spec's default tags: what any command may carry (fsm_check.c) */
+	l->max_tags_per_run = 100000;
+	l->max_tag_bytes = 65536;
 }
 
 void fsm_init(struct fsm *f, const struct fsm_hooks *hooks)

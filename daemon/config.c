@@ -195,8 +195,11 @@ static const struct key keys[] = {
 	LIMIT_U(event_dedupe_s),
 	LIMIT_U(events_in_memory),
 	LIMIT_SZ(max_event_bytes),
-	LIMIT_U(max_tags_per_run),
-	LIMIT_SZ(max_tag_bytes),
+	/* within what a command may carry (core/fsm_check.c) */
+	{"limits", "max_tags_per_run", K_UINT, CFG(limits.max_tags_per_run), 1,
+	 100000, 0},
+	{"limits", "max_tag_bytes", K_SIZE, CFG(limits.max_tag_bytes), 1, 65536,
+	 0},
 	LIMIT_U(redrive_window_s),
 };
 

@@ -251,9 +251,21 @@ static const struct api_field run_resume_body[] = {
 	{.name = NULL},
 };
 
+static int check_run_id(const char *field, const json_t *v, const json_t *body,
+			const struct flowd_limits *lim, struct flowd_error *err)
+{
+	const char *s = json_string_value(v);
+
+	if (strncmp(s, "r-", 2) != 0 || strlen(s) > 31 || !api_id_valid(s, 31))
+		return flowd_error_set(err, FLOWD_E_INVALID, "invalid_value",
+				       field, "must be a run id");
+	return 0;
+}
+
 static const struct api_field run_record_body[] = {
 	{.name = "origin_run_id", .type = API_JSON_STRING,
-	 .flags = API_FIELD_REQUIRED, .missing = "the run resumed elsewhere"},
+	 .flags = API_FIELD_REQUIRED, .check = check_run_id,
+	 .missing = "the run resumed elsewhere"},
 	{.name = "parameters", .type = API_JSON_OBJECT},
 	{.name = "steps", .type = API_JSON_ARRAY, .flags = API_FIELD_REQUIRED,
 	 .missing = "each step's outcome"},

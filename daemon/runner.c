@@ -185,7 +185,8 @@ void runner_exec_done(struct executor *e, void *ctx,
 static char **build_env(const struct fsm_run *run, const struct spec_step *ss,
 			unsigned attempt)
 {
-	size_t n = ss->n_env + json_object_size(run->params) + 6, i = 0;
+	size_t n = ss->n_env + json_object_size(run->params) + 8, i = 0;
+	struct spec_flow_key fk;
 	char **env = calloc(n, sizeof *env);
 	const char *k;
 	json_t *v;
@@ -207,8 +208,12 @@ static char **build_env(const struct fsm_run *run, const struct spec_step *ss,
 		free(text);
 		env[i++] = name;
 	}
+	/* the flow's name, and where it lives (docs/lifecycle.md) */
+	spec_flow_key_split(run->flow->name, &fk);
 	if (asprintf(&env[i++], "FLOWD_RUN_ID=%s", run->id) < 0 ||
-	    asprintf(&env[i++], "FLOWD_FLOW=%s", run->flow->name) < 0 ||
+	    asprintf(&env[i++], "FLOWD_FLOW=%s", fk.flow) < 0 ||
+	    asprintf(&env[i++], "FLOWD_PROJECT=%s", fk.project) < 0 ||
+	    asprintf(&env[i++], "FLOWD_BRANCH=%s", fk.branch) < 0 ||
 	    asprintf(&env[i++], "FLOWD_STEP=%s", ss->name) < 0 ||
 	    asprintf(&env[i++], "FLOWD_ATTEMPT=%u", attempt) < 0)
 		env[i - 1] = NULL;

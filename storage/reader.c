@@ -496,6 +496,13 @@ int storage_reader_runs_filter(struct storage_reader *r,
 	char before[32], num[16];
 	char *user = tags_literal(flt->tags, flt->n_tags, true);
 	char *all = tags_literal(flt->tags, flt->n_tags, false);
+
+	if (flt->n_tags > 0 && all == NULL) { /* out of memory: not "no filter" */
+		free(user);
+		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
+				       "storage_unavailable", "",
+				       "storage: out of memory");
+	}
 	const char *status = flt->status >= 0 ? fsm_run_status_str(flt->status)
 					      : NULL;
 	const char *params[8] = {before, flt->flow, status, num, user, all,

@@ -793,7 +793,7 @@ class Cluster:
 #    "steps": [{"name": s, "command": [..] | "shell": s, "env": {"K": "V"},
 #               "depends_on": [names], "retries": {"max": n, "backoff_s": n},
 #               "timeout_s": n, "workdir": s}]}
-# Steps see FLOWD_RUN_ID, FLOWD_FLOW, FLOWD_STEP, FLOWD_ATTEMPT and one
+# Steps see FLOWD_RUN_ID, FLOWD_FLOW, FLOWD_PROJECT, FLOWD_BRANCH, FLOWD_STEP, FLOWD_ATTEMPT and one
 # FLOWD_PARAM_<NAME> (upper case) per parameter.
 
 

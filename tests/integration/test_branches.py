@@ -4,6 +4,8 @@ chain stays inside its branch, an event for one branch reaches only it, the
 A/B compare route pairs their runs by tick, a prod branch takes a production
 token, and PostgreSQL holds each run's project and branch."""
 
+import os
+import subprocess
 import urllib.parse
 
 import flowd_harness as h
@@ -14,7 +16,7 @@ P = "/v1/projects/shop/branches/%s/flows/%s"
 
 
 def ticker():
-    spec = flow_spec([step("tick", 'echo "tick $FLOWD_FLOW"')])
+    spec = flow_spec([step("tick", 'echo "tick $FLOWD_FLOW $FLOWD_PROJECT $FLOWD_BRANCH"')])
     spec["triggers"] = {"schedules": [{"cron": "* * * * * *"}]}
     return spec
 
@@ -147,6 +149,28 @@ def test_branches_fire_on_their_own_and_chains_stay_inside(cluster):
              10, "the run on a follower")
     page = follower.get(P % ("test.exp", "ticker") + "/runs?limit=1", token=READER_TOKEN).json
     assert page["runs"][0]["branch"] == "test.exp", page
+
+    # a step knows its flow, project and branch; flowctl resume --local of
+    # a branch's run runs that branch's spec
+    run = runs(leader, "test.exp", "ticker")[-1]
+
+    def logs():
+        r = leader.get("/v1/runs/%s/steps/tick/logs" % run["id"])
+        return r.json if r.status == 200 else None
+    assert wait_for(logs, 30, "the tick's log")["stdout"] == "tick ticker shop test.exp\n"
+    local = subprocess.run(
+        [os.path.join(h.BUILD, "flowctl"), "--url", leader.url, "--token", READER_TOKEN,
+         "resume", run["id"], "--local", "--from", "tick",
+         "--dir", os.path.join(c.dir, "laptop")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=h.scaled(60))
+    assert local.returncode == 0, (local.stdout, local.stderr)
+    assert "tick ticker shop test.exp" in local.stdout, local.stdout
+
+    # a production token deploys to prod through a follower too (forwarded)
+    r = follower.put(P % ("prod", "later"), ticker(), token=PRODUCTION_TOKEN)
+    assert r.status == 201, r
+    assert follower.put(P % ("prod", "later2"), ticker()).status == 403
+    assert leader.post(P % ("prod", "later") + "/pause", token=PRODUCTION_TOKEN).status == 200
 
     # undeploying from prod takes the production token too
     assert leader.delete(P % ("prod", "listener")).status == 403

@@ -385,6 +385,11 @@ static void malformed_integers_are_refused(void **state)
 		  "node.id: 9223372036854775808 is out of range");
 	key_fails(f, "limits", "max_argv = 0", "limits.max_argv: 0 is out of");
 	key_fails(f, "limits", "max_argv = 4k", "limits.max_argv: \"4k\" is not");
+	/* tag bounds stay within what a command may carry (fsm_check.c) */
+	key_fails(f, "limits", "max_tags_per_run = 100001",
+		  "limits.max_tags_per_run: 100001 is out of");
+	key_fails(f, "limits", "max_tag_bytes = 65537",
+		  "limits.max_tag_bytes: 65537 is out of");
 	load_fails(f, NULL, 1, argv, "api.threads: 0 is out of range 1..64");
 }
 

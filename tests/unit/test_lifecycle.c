@@ -458,6 +458,21 @@ static void a_record_is_a_finished_run_that_ran_elsewhere(void **state)
 	free(s2);
 	fsm_close(&g);
 
+	/* resuming the recorded run: its steps that succeeded elsewhere have
+	 * no attempt to link to, so they run again; its reused one stays
+	 * linked; and the state still snapshots and restores */
+	res = resume(x, r->id, NULL, false, NULL, 9500);
+	assert_int_equal(res->err.errc, FLOWD_OK);
+	assert_int_equal(res->run->steps[0].status, FSM_STEP_REUSED);
+	assert_int_equal(res->run->steps[0].reused_seq, o->seq);
+	assert_int_equal(res->run->steps[0].reused_attempt, 1);
+	assert_int_equal(res->run->steps[1].status, FSM_STEP_RUNNING);
+	assert_int_equal(fsm_snapshot(&x->f, &s1, &len), 0);
+	fsm_init(&g, NULL);
+	assert_int_equal(fsm_restore(&g, s1, len), 0);
+	free(s1);
+	fsm_close(&g);
+
 	/* refused: a step that ran before its dependency succeeded, a
 	 * missing step, a status that is not one, a reused step without its
 	 * origin */
@@ -484,6 +499,28 @@ static void a_record_is_a_finished_run_that_ran_elsewhere(void **state)
 	assert_int_equal(res->err.errc, FLOWD_E_INVALID);
 }
 
+static void a_run_cancelled_before_it_started_is_queued_again(void **state)
+{
+	struct fx *x = *state;
+	struct fsm_run *r;
+	char *buf;
+	size_t len;
+
+	deploy(x, DIAMOND);
+	r = start(x, NULL); /* no node: it waits, queued */
+	assert_int_equal(r->status, FSM_RUN_QUEUED);
+	assert_int_equal(fsm_cmd_run_cancel(2500, r->id, &buf, &len), 0);
+	apply(x, buf, len);
+	assert_int_equal(r->status, FSM_RUN_CANCELLED);
+	assert_int_equal(redrive(x, r->id, 60, NULL, 3000)->err.errc, FLOWD_OK);
+	assert_int_equal(r->status, FSM_RUN_QUEUED);
+	assert_int_equal(fsm_cmd_node_up(3500, 1, 7, 8, "127.0.0.1:1", &buf, &len),
+			 0);
+	apply(x, buf, len);
+	assert_int_equal(r->status, FSM_RUN_RUNNING);
+	assert_true(r->started_ms > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -495,6 +532,7 @@ int main(void)
 		T(redrive_restarts_in_place_within_its_window),
 		T(a_snapshot_keeps_the_life_cycle),
 		T(a_record_is_a_finished_run_that_ran_elsewhere),
+		T(a_run_cancelled_before_it_started_is_queued_again),
 #undef T
 	};
 
