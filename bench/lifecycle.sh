@@ -9,8 +9,10 @@
 #                 GIN index), closed loop over CONNS connections
 #   resume        POST /v1/runs/{id}/resume of a failed run (a new run of a
 #                 one-step flow each, each with its own key) against
-#                 POST /v1/flows/{flow}/runs of the same flow, closed loop
-#                 over WRITE_CONNS connections
+#                 POST /v1/flows/{flow}/runs of the same flow, open loop at
+#                 WRITE_RATE/s over WRITE_CONNS connections: the origin must
+#                 stay in memory (limits.runs_in_memory = KEEP), so a phase
+#                 makes fewer than KEEP runs
 #   mixed         the tag page from memory while runs are created at RATE/s
 #
 # Each figure is the median over REPEAT rounds; each is shown next to its
@@ -18,6 +20,7 @@
 #
 # Environment:
 #   RUNS=20000 REPEAT=3 DURATION=5 CONNS=16 WRITE_CONNS=8 THREADS=2 RATE=300
+#   WRITE_RATE=300
 #   KEEP=2000 (limits.runs_in_memory) SKIP_BUILD=0 DRAIN_TIMEOUT=600
 #   NODE_ARGS="..."  BUILD=build  FLOWD_BIN LOADGEN  API_PORT=8820
 #   RAFT_PORT=8821 PG_PORT=8822
@@ -32,6 +35,7 @@ CONNS=${CONNS:-16}
 WRITE_CONNS=${WRITE_CONNS:-8}
 THREADS=${THREADS:-2}
 RATE=${RATE:-300}
+WRITE_RATE=${WRITE_RATE:-300}
 KEEP=${KEEP:-2000}
 SKIP_BUILD=${SKIP_BUILD:-0}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}
@@ -64,6 +68,8 @@ ROW_WIDTH=40
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive integer"
 [ "$RUNS" -gt $((KEEP * 2)) ] || die "RUNS must be more than twice KEEP (runs in memory)"
+awk -v r="$WRITE_RATE" -v d="$DURATION" -v k="$KEEP" 'BEGIN { exit !(r * d < k * 0.9) }' ||
+	die "WRITE_RATE x DURATION must stay below KEEP: the resumed run must stay in memory"
 if [ "$SKIP_BUILD" != 1 ]; then
 	"${MAKE:-make}" -s "$BUILD/flowd" "$BUILD/loadgen" >&2
 fi
@@ -104,7 +110,7 @@ phase() { # prefix name loadgen-args...
 }
 READ=(--url "${URL[1]}" --connections "$CONNS" --threads "$THREADS" --duration "$DURATION")
 WRITE=(--url "${URL[1]}" --connections "$WRITE_CONNS" --threads 1 --duration "$DURATION"
-	--body '{}' --unique-key)
+	--rate "$WRITE_RATE" --body '{}' --unique-key)
 
 for r in $(seq "$REPEAT"); do
 	say "--- round $r/$REPEAT"
@@ -113,9 +119,9 @@ for r in $(seq "$REPEAT"); do
 	phase pg_plain "r$r-pg-plain" "${READ[@]}" --path "/v1/runs?flow=tagged&limit=50&cursor=$CURSOR"
 	phase pg_tag "r$r-pg-tag" "${READ[@]}" --path "/v1/runs?tag=load&limit=50&cursor=$CURSOR"
 	drain
-	F=$(failed_run)
 	phase create "r$r-create" "${WRITE[@]}" --path /v1/flows/failing/runs
 	drain
+	F=$(failed_run)
 	phase resume "r$r-resume" "${WRITE[@]}" --path "/v1/runs/$F/resume"
 	drain
 	# the tag page while runs pour in
@@ -126,6 +132,18 @@ for r in $(seq "$REPEAT"); do
 	wait "$writer" || true
 	LG=$(grep '^{' "$OUT/r$r-writer.txt" | tail -n 1 || echo '{}')
 	record mixed_writes "$(field "$LG" rps)" "$(errors_of "$LG")"
+	record mixed_writes_p50 "$(field "$LG" p50_ms)"
+	drain
+	# the same with the page by flow: what the tag filter adds under load
+	lg "r$r-writer-plain" --url "${URL[1]}" --path /v1/flows/tagged/runs \
+		--body '{"tags":["load"]}' --rate "$RATE" --connections 8 --threads 1 \
+		--duration "$DURATION" &
+	writer=$!
+	phase mixed_plain "r$r-mixed-plain" "${READ[@]}" --path "/v1/runs?flow=tagged&limit=50"
+	wait "$writer" || true
+	LG=$(grep '^{' "$OUT/r$r-writer-plain.txt" | tail -n 1 || echo '{}')
+	record mixed_plain_writes "$(field "$LG" rps)" "$(errors_of "$LG")"
+	record mixed_plain_writes_p50 "$(field "$LG" p50_ms)"
 	drain
 done
 
@@ -149,10 +167,16 @@ ratio() { # metric baseline -> median(metric) / median(baseline)
 	row "  p99 no tag / ?tag= (ms)" pg_plain_p99 ""
 	row "" pg_tag_p99 ""
 	row "run_create (runs/s)" create_rps ""
-	row "resume (runs/s)" resume_rps "x$(ratio resume_rps create_rps) of run_create"
+	row "resume (runs/s)" resume_rps "x$(ratio resume_rps create_rps) of run_create, offered $WRITE_RATE/s"
 	row "  p50 run_create / resume (ms)" create_p50 ""
-	row "" resume_p50 ""
-	row "?tag= page while runs pour in (req/s)" mixed_tag_rps "x$(ratio mixed_tag_rps mem_tag_rps) of alone"
+	row "" resume_p50 "x$(ratio resume_p50 create_p50)"
+	row "  p99 run_create / resume (ms)" create_p99 ""
+	row "" resume_p99 "x$(ratio resume_p99 create_p99)"
+	row "page by flow while runs pour in (req/s)" mixed_plain_rps "x$(ratio mixed_plain_rps mem_plain_rps) of alone"
+	row "  runs created meanwhile (runs/s)" mixed_plain_writes "offered $RATE/s"
+	row "  their p50 (ms)" mixed_plain_writes_p50 ""
+	row "?tag= page while runs pour in (req/s)" mixed_tag_rps "x$(ratio mixed_tag_rps mem_tag_rps) of alone, x$(ratio mixed_tag_rps mixed_plain_rps) of by flow"
 	row "  runs created meanwhile (runs/s)" mixed_writes "offered $RATE/s"
+	row "  their p50 (ms)" mixed_writes_p50 "x$(ratio mixed_writes_p50 mixed_plain_writes_p50) of by flow"
 	echo "(details: $OUT, node log: $B/node1.log)"
 } | tee "$B/results.txt"

@@ -201,16 +201,8 @@ void fsm__apply_run_resume(struct apply_ctx *c, json_t *cmd)
 	if (o == NULL)
 		return;
 	fl = o->flow;
-	fsm__keep_read(c, cmd);
-	fsm__idem_expire(c);
-	if (key != NULL) {
-		const char *id = fsm_idem_lookup(f, fl->name, key, &r);
-		if (id != NULL) {
-			f->result.run = r;
-			f->result.run_id = id;
-			return;
-		}
-	}
+	if (fsm__idem_answer(c, cmd, fl->name, key))
+		return;
 	if (ver != NULL && strcmp(ver, "origin") != 0 &&
 	    strcmp(ver, "current") != 0) {
 		fsm__result_error(f, FLOWD_E_INVALID, "invalid_value",
@@ -487,16 +479,8 @@ void fsm__apply_run_record(struct apply_ctx *c, json_t *cmd)
 				  "the flow is not deployed in that branch");
 		return;
 	}
-	fsm__keep_read(c, cmd);
-	fsm__idem_expire(c);
-	if (key != NULL) {
-		const char *id = fsm_idem_lookup(f, fl->name, key, &r);
-		if (id != NULL) {
-			f->result.run = r;
-			f->result.run_id = id;
-			return;
-		}
-	}
+	if (fsm__idem_answer(c, cmd, fl->name, key))
+		return;
 	spec = fl->versions[fl->current - 1].spec;
 	st = calloc(spec->n_steps + 1, sizeof *st);
 	t0 = calloc(spec->n_steps + 1, sizeof *t0);

@@ -623,17 +623,8 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd)
 				  "no such flow");
 		return;
 	}
-	fsm__keep_read(c, cmd);
-	/* keys past their retention are gone before this one is looked up */
-	fsm__idem_expire(c);
-	if (key != NULL) {
-		const char *id = fsm_idem_lookup(f, name, key, &r);
-		if (id != NULL) {
-			f->result.run = r; /* NULL once evicted */
-			f->result.run_id = id;
-			return;
-		}
-	}
+	if (fsm__idem_answer(c, cmd, name, key))
+		return;
 	if (fl->current == 0) {
 		fsm__result_error(f, FLOWD_E_CONFLICT, "flow_undeployed",
 				  "flow", "the flow is not deployed");
@@ -659,6 +650,23 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd)
 	r->meta_dirty = r->tags != NULL;
 	f->result.created = true;
 	f->result.run = r;
+}
+
+bool fsm__idem_answer(struct apply_ctx *c, const json_t *cmd,
+		      const char *flow, const char *key)
+{
+	struct fsm *f = c->f;
+	struct fsm_run *r;
+	const char *id;
+
+	fsm__keep_read(c, cmd);
+	/* keys past their retention are gone before this one is looked up */
+	fsm__idem_expire(c);
+	if (key == NULL || (id = fsm_idem_lookup(f, flow, key, &r)) == NULL)
+		return false;
+	f->result.run = r; /* NULL once evicted */
+	f->result.run_id = id;
+	return true;
 }
 
 void fsm__keep_read(struct apply_ctx *c, const json_t *cmd)

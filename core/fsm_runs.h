@@ -62,6 +62,11 @@ void fsm__apply_run_create(struct apply_ctx *c, json_t *cmd);
 void fsm__apply_run_cancel(struct apply_ctx *c, json_t *cmd);
 void fsm__apply_task_finish(struct apply_ctx *c, json_t *cmd);
 void fsm__apply_wake(struct apply_ctx *c);
+/* A run-making command's retention read into the state, its keys
+ * expired, then: true with the result set when `key` (may be NULL) already
+ * made a run of `flow` (the same run answers). */
+bool fsm__idem_answer(struct apply_ctx *c, const json_t *cmd,
+		      const char *flow, const char *key);
 /* Read the retention a run-making command carries into the state. */
 void fsm__keep_read(struct apply_ctx *c, const json_t *cmd);
 /* The user tags of a new run: `base` and `more` (arrays, may be NULL)

@@ -336,8 +336,7 @@ static const char runs_sql[] =
 	"    AND ($8::text IS NULL OR r.branch = $8::text)"
 	"    AND ($3::text IS NULL OR r.status = $3::text)"
 	"    AND ($5::text[] IS NULL OR r.tags @> $5::text[])"
-	"    AND ($6::text[] IS NULL OR (r.tags || " SQL_SYSTEM_TAGS ")"
-	"      @> $6::text[])"
+	"    AND ($6::text[] IS NULL OR (" SQL_SYSTEM_TAGS ") @> $6::text[])"
 	"  ORDER BY r.id DESC LIMIT $4::bigint) x";
 
 /* Events, newest first (by the entry that accepted them, then id), below
@@ -442,9 +441,13 @@ int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
 /* The highest sequence number a "r-%012" id can carry. */
 #define SEQ_MAX 999999999999ULL
 
-/* A text[] literal of `tags` (user ones, or all): {"a","b"} with " and \
- * escaped; NULL when there is none to match (malloc'd). */
-static char *tags_literal(char *const *tags, size_t n, bool user_only)
+enum tags_kind { TAGS_USER, TAGS_SYSTEM };
+
+/* A text[] literal of the user or the system tags of `tags`: {"a","b"}
+ * with " and \ escaped; NULL when there is none (malloc'd). User tags
+ * are matched on runs.tags (its GIN index), system tags on what the
+ * columns make: a filter of user tags only builds no array per row. */
+static char *tags_literal(char *const *tags, size_t n, enum tags_kind kind)
 {
 	size_t cap = 3, k = 0;
 	char *out, *p;
@@ -456,7 +459,7 @@ static char *tags_literal(char *const *tags, size_t n, bool user_only)
 		return NULL;
 	*p++ = '{';
 	for (size_t i = 0; i < n; i++) {
-		if (user_only && spec_tag_system(tags[i]))
+		if (spec_tag_system(tags[i]) != (kind == TAGS_SYSTEM))
 			continue;
 		if (k++ > 0)
 			*p++ = ',';
@@ -494,10 +497,19 @@ int storage_reader_runs_filter(struct storage_reader *r,
 			       json_t **out, struct flowd_error *err)
 {
 	char before[32], num[16];
-	char *user = tags_literal(flt->tags, flt->n_tags, true);
-	char *all = tags_literal(flt->tags, flt->n_tags, false);
+	char *user = tags_literal(flt->tags, flt->n_tags, TAGS_USER);
+	char *sys = tags_literal(flt->tags, flt->n_tags, TAGS_SYSTEM);
+	bool want_user = false, want_sys = false;
 
-	if (flt->n_tags > 0 && all == NULL) { /* out of memory: not "no filter" */
+	for (size_t i = 0; i < flt->n_tags; i++) {
+		if (spec_tag_system(flt->tags[i]))
+			want_sys = true;
+		else
+			want_user = true;
+	}
+	/* out of memory is not "no filter" */
+	if ((want_user && user == NULL) || (want_sys && sys == NULL)) {
+		free(sys);
 		free(user);
 		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
 				       "storage_unavailable", "",
@@ -505,7 +517,7 @@ int storage_reader_runs_filter(struct storage_reader *r,
 	}
 	const char *status = flt->status >= 0 ? fsm_run_status_str(flt->status)
 					      : NULL;
-	const char *params[8] = {before, flt->flow, status, num, user, all,
+	const char *params[8] = {before, flt->flow, status, num, user, sys,
 				 flt->project, flt->branch};
 	json_t *runs = NULL;
 	int rc;
@@ -523,13 +535,13 @@ int storage_reader_runs_filter(struct storage_reader *r,
 	snprintf(num, sizeof num, "%u", limit);
 	rc = query_list(r, runs_sql, 8, params, "runs", &runs, err);
 	free(user);
-	free(all);
+	free(sys);
 	if (rc != 0)
 		return -1;
-	user = all = NULL;
+	user = sys = NULL;
 done:
 	free(user);
-	free(all);
+	free(sys);
 	if (runs == NULL)
 		return flowd_error_set(err, FLOWD_E_UNAVAILABLE,
 				       "storage_unavailable", "",
