@@ -306,9 +306,12 @@ static int watch_args(const struct api_request *req, char **flow, char **run,
 	    api_request_query(req, "run", run, err) != 0 ||
 	    api_request_query(req, "index", &ix, err) != 0)
 		goto fail;
-	if (*flow != NULL && !spec_flow_name_valid(*flow)) {
+	/* a flow's key: its name, or project/branch/name outside
+	 * default/main (docs/lifecycle.md) */
+	if (*flow != NULL && !spec_flow_name_valid(*flow) &&
+	    !spec_flow_key_valid(*flow)) {
 		flowd_error_set(err, FLOWD_E_INVALID, "invalid_query", "flow",
-				"not a valid flow name");
+				"not a valid flow name or key");
 		goto fail;
 	}
 	if (*run != NULL && !api_id_valid(*run, 64)) {

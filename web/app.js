@@ -1897,7 +1897,9 @@
     ctx.every(5000, renderSchedules); // relative times
 
     const refresh = ctx.coalesce(1000, () => ctx.spawn(Promise.all([loadSchedule(), loadRecent()])));
-    follow(ctx, { flow: name }, since, { event: refresh, resync: refresh },
+    // the stream names a flow by its key: project/branch/name outside default/main
+    const key = isMain(flow.project, flow.branch) ? name : `${flow.project}/${flow.branch}/${name}`;
+    follow(ctx, { flow: key }, since, { event: refresh, resync: refresh },
       () => pollBlocking(ctx, `/v1/runs${query(runsQuery)}`, refresh));
   }
 

@@ -122,6 +122,12 @@ def test_branches_fire_on_their_own_and_chains_stay_inside(cluster):
     r = leader.get("/v1/projects/shop/flows/ticker/compare?branches=prod")
     assert r.status == 400 and r.json["error"]["field"] == "branches", r
 
+    # the change stream names a branch's flow by its key
+    stream = h.EventStream(leader.api_port, "/v1/watch?flow=shop/prod/ticker")
+    evs = stream.until(lambda e: e["event"] == "run", what="a prod ticker run event")
+    assert {e["data"]["flow"] for e in evs if e["event"] == "run"} == {"shop/prod/ticker"}, evs
+    stream.close()
+
     # pausing one branch leaves the other firing
     assert leader.post(P % ("test.exp", "ticker") + "/pause").status == 200
     paused_at = len(runs(leader, "test.exp", "ticker"))
