@@ -242,8 +242,8 @@ struct api_request {
 	 *   resp_body is ignored.
 	 * - pg_list_limit > 0: resp_body is a page {"runs": [...],
 	 *   "next_cursor": ...} built from memory; append up to pg_list_limit
-	 *   runs with a sequence number below pg_list_before (same list_flow
-	 *   / list_status filters) from storage_reader_runs(), and set
+	 *   runs with a sequence number below pg_list_before (the same
+	 *   list_* filters) from storage_reader_runs_filter(), and set
 	 *   next_cursor to the last run's sequence number when the page is
 	 *   full (`limit` runs), else null.
 	 * - pg_flow_versions: resp_body is {"versions": [...]} of `flow`;

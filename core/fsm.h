@@ -476,6 +476,9 @@ const char *fsm_idem_lookup_at(struct fsm *f, const char *flow,
 			       struct fsm_run **run);
 const char *fsm_idem_lookup(struct fsm *f, const char *flow, const char *key,
 			    struct fsm_run **run);
+/* The seq a run id spells in its one form "r-%012" PRIu64, or 0 (NULL,
+ * or any other text). Pure; any thread. */
+uint64_t fsm_run_seq(const char *id);
 /* Was this run id created and since evicted from memory? */
 bool fsm_run_evicted(struct fsm *f, const char *id);
 

@@ -318,14 +318,10 @@ void fsm__apply_run_resume(struct apply_ctx *c, json_t *cmd)
 	/* what each step still waits on: its dependencies it runs */
 	for (size_t j = 0; j < nspec->n_steps; j++) {
 		struct fsm_step *s = &r->steps[j];
-		const struct spec_step *ss = &nspec->steps[j];
 
 		if (s->status == FSM_STEP_REUSED)
 			continue;
-		s->deps_left = 0;
-		for (size_t d = 0; d < ss->n_deps; d++)
-			if (!fsm__step_done(&r->steps[ss->deps[d]]))
-				s->deps_left++;
+		s->deps_left = fsm__deps_waiting(r, j);
 		if (s->deps_left == 0)
 			fsm__make_ready(c, s);
 	}
@@ -348,17 +344,9 @@ out:
 /* `id` is a run id in its one spelling, of a run before `next_seq`. */
 static bool earlier_run(const char *id, uint64_t next_seq)
 {
-	unsigned long long seq;
-	char *end, canon[32];
+	uint64_t seq = fsm_run_seq(id);
 
-	if (id == NULL || strncmp(id, "r-", 2) != 0 || id[2] < '0' ||
-	    id[2] > '9')
-		return false;
-	seq = strtoull(id + 2, &end, 10);
-	if (*end != '\0' || seq == 0 || seq >= next_seq)
-		return false;
-	snprintf(canon, sizeof canon, "r-%012llu", seq);
-	return strcmp(canon, id) == 0;
+	return seq != 0 && seq < next_seq;
 }
 
 static int record_refuse(struct apply_ctx *c, const char *field,
@@ -436,7 +424,7 @@ static int record_steps(struct apply_ctx *c, const struct flow_spec *spec,
 						     "a reused step names the "
 						     "earlier run and attempt it "
 						     "took (reused_from)");
-			ru_seq[at] = strtoull(rid + 2, NULL, 10);
+			ru_seq[at] = fsm_run_seq(rid);
 			ru_att[at] = (unsigned)n;
 		}
 	}
@@ -528,19 +516,19 @@ void fsm__apply_run_record(struct apply_ctx *c, json_t *cmd)
 	}
 	for (size_t i = 0; i < spec->n_steps; i++) {
 		struct fsm_step *s = &r->steps[i];
-		const struct spec_step *ss = &spec->steps[i];
 
 		s->status = (enum fsm_step_status)st[i];
 		s->started_ms = st[i] == FSM_STEP_SKIPPED ? 0 : t0[i];
 		s->finished_ms = st[i] == FSM_STEP_SKIPPED ? 0 : t1[i];
 		s->reused_seq = ru_seq[i];
 		s->reused_attempt = ru_att[i];
-		s->deps_left = 0;
-		for (size_t d = 0; d < ss->n_deps; d++)
-			if (st[ss->deps[d]] != FSM_STEP_SUCCEEDED &&
-			    st[ss->deps[d]] != FSM_STEP_REUSED)
-				s->deps_left++;
-		if (st[i] != FSM_STEP_SUCCEEDED && st[i] != FSM_STEP_REUSED)
+	}
+	/* once every status is set: a dependency may come later in the spec */
+	for (size_t i = 0; i < spec->n_steps; i++) {
+		struct fsm_step *s = &r->steps[i];
+
+		s->deps_left = fsm__deps_waiting(r, i);
+		if (!fsm__step_done(s))
 			failed = true;
 		fsm__step_touch(c, s);
 	}
@@ -665,14 +653,10 @@ void fsm__apply_run_redrive(struct apply_ctx *c, json_t *cmd)
 	}
 	for (size_t i = 0; i < r->spec->n_steps; i++) {
 		struct fsm_step *s = &r->steps[i];
-		const struct spec_step *ss = &r->spec->steps[i];
 
 		if (s->status != FSM_STEP_PENDING)
 			continue;
-		s->deps_left = 0;
-		for (size_t d = 0; d < ss->n_deps; d++)
-			if (!fsm__step_done(&r->steps[ss->deps[d]]))
-				s->deps_left++;
+		s->deps_left = fsm__deps_waiting(r, i);
 		if (s->deps_left == 0)
 			fsm__make_ready(c, s);
 	}

@@ -182,6 +182,21 @@ struct fsm_run *fsm_run_get(struct fsm *f, const char *id)
 	return map_get(&f->runs, id);
 }
 
+uint64_t fsm_run_seq(const char *id)
+{
+	unsigned long long seq;
+	char *end, canon[32];
+
+	if (id == NULL || strncmp(id, "r-", 2) != 0 || id[2] < '0' ||
+	    id[2] > '9')
+		return 0;
+	seq = strtoull(id + 2, &end, 10);
+	if (*end != '\0' || seq == 0)
+		return 0;
+	snprintf(canon, sizeof canon, "r-%012llu", seq);
+	return strcmp(canon, id) == 0 ? (uint64_t)seq : 0;
+}
+
 bool fsm_run_evicted(struct fsm *f, const char *id)
 {
 	unsigned long long seq;

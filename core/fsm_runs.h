@@ -12,6 +12,20 @@ static inline bool fsm__step_done(const struct fsm_step *s)
 	return s->status == FSM_STEP_SUCCEEDED || s->status == FSM_STEP_REUSED;
 }
 
+/* How many dependency mentions of step i are not done: what its
+ * deps_left is whenever it is recomputed (resume, redrive, record) and
+ * what a restore checks. */
+static inline unsigned fsm__deps_waiting(const struct fsm_run *r, size_t i)
+{
+	const struct spec_step *ss = &r->spec->steps[i];
+	unsigned left = 0;
+
+	for (size_t d = 0; d < ss->n_deps; d++)
+		if (!fsm__step_done(&r->steps[ss->deps[d]]))
+			left++;
+	return left;
+}
+
 static inline bool fsm__run_terminal(const struct fsm_run *r)
 {
 	return r->status >= FSM_RUN_SUCCEEDED;

@@ -816,7 +816,6 @@ static int run_restore_lifecycle(struct rctx *x, struct fsm_run *r,
 	const char *origin, *rkey;
 	int64_t n;
 	size_t i;
-	char want[32];
 
 	if (tags != NULL) {
 		if (!json_is_array(tags) || json_array_size(tags) > 100000)
@@ -840,15 +839,9 @@ static int run_restore_lifecycle(struct rctx *x, struct fsm_run *r,
 		   "runs[].rkey") != 0)
 		return -1;
 	if (origin != NULL) {
-		unsigned long long seq;
-		char *end;
+		uint64_t seq = fsm_run_seq(origin);
 
-		if (strncmp(origin, "r-", 2) != 0)
-			return refuse(x, "runs[].origin");
-		seq = strtoull(origin + 2, &end, 10);
-		snprintf(want, sizeof want, "r-%012llu", seq);
-		if (*end != '\0' || seq == 0 || seq >= r->seq ||
-		    strcmp(want, origin) != 0)
+		if (seq == 0 || seq >= r->seq)
 			return refuse(x, "runs[].origin (not an earlier run)");
 		r->origin_id = dup_or_null(origin);
 	}
@@ -1036,13 +1029,7 @@ static int restore_run(struct rctx *x, const json_t *jr)
 	}
 	/* a dependency that succeeded was counted off (once per mention) */
 	for (i = 0; i < r->spec->n_steps; i++) {
-		const struct spec_step *ss = &r->spec->steps[i];
-		unsigned left = 0;
-
-		for (size_t d = 0; d < ss->n_deps; d++)
-			if (!fsm__step_done(&r->steps[ss->deps[d]]))
-				left++;
-		if (r->steps[i].deps_left != left) {
+		if (r->steps[i].deps_left != fsm__deps_waiting(r, i)) {
 			refuse(x, "runs[].steps[].deps (not its dependencies "
 				  "left)");
 			goto bad;

@@ -1004,21 +1004,6 @@ static const struct vflow *flow_named(const struct view *v, const char *name)
 	return item_at(v->flow_chunks, 0, v->n_flow_chunks, (size_t)slot);
 }
 
-/* The seq of a run id in its one spelling "r-%012" PRIu64, or 0. */
-static uint64_t id_seq(const char *id)
-{
-	unsigned long long seq;
-	char *end, canon[32];
-
-	if (strncmp(id, "r-", 2) != 0 || id[2] < '0' || id[2] > '9')
-		return 0;
-	seq = strtoull(id + 2, &end, 10);
-	if (*end != '\0' || seq == 0)
-		return 0;
-	snprintf(canon, sizeof canon, "r-%012llu", seq);
-	return strcmp(canon, id) == 0 ? (uint64_t)seq : 0;
-}
-
 static json_t *jstr_or_null(const char *s)
 {
 	return s != NULL ? json_string(s) : json_null();
@@ -1135,7 +1120,7 @@ static const char *run_text(const struct vrun *r, bool with_steps)
 enum view_found view_run_text(const struct view *v, const char *id,
 			      char **text)
 {
-	uint64_t seq = id_seq(id);
+	uint64_t seq = fsm_run_seq(id);
 	const struct vrun *r;
 	const char *t;
 
@@ -1152,7 +1137,7 @@ enum view_found view_run_text(const struct view *v, const char *id,
 
 uint64_t view_run_index(const struct view *v, const char *id)
 {
-	uint64_t seq = id_seq(id);
+	uint64_t seq = fsm_run_seq(id);
 	const struct vrun *r = seq != 0 ? run_at(v, seq) : NULL;
 
 	return r != NULL ? r->mod_index : 0;

@@ -64,11 +64,9 @@ static int check_idempotency_key(const char *field, const json_t *v,
 }
 
 /* A list of user tags (docs/lifecycle.md): strings spec_tag_check takes,
- * at most limits.max_tags_per_run. `system_ok`: system tags may be named
- * (to remove: refused there with their own words). */
-static int check_tag_list(const char *field, const json_t *v,
-			  const struct flowd_limits *lim,
-			  struct flowd_error *err)
+ * at most limits.max_tags_per_run. */
+static int check_tags(const char *field, const json_t *v, const json_t *body,
+		      const struct flowd_limits *lim, struct flowd_error *err)
 {
 	const char *why;
 	json_t *t;
@@ -92,12 +90,6 @@ static int check_tag_list(const char *field, const json_t *v,
 					       "%s[%zu] %s", field, i, why);
 	}
 	return 0;
-}
-
-static int check_tags(const char *field, const json_t *v, const json_t *body,
-		      const struct flowd_limits *lim, struct flowd_error *err)
-{
-	return check_tag_list(field, v, lim, err);
 }
 
 static int check_step_name(const char *field, const json_t *v,

@@ -428,6 +428,22 @@ static struct fsm_retention retention(const struct service *s)
 	};
 }
 
+/* A known idempotency key (may be NULL) of `flow` answers with its run,
+ * without a proposal: true when it did. */
+static bool known_key_answered(struct service *s, struct api_request *req,
+			       const char *flow, const char *key)
+{
+	struct fsm_run *r;
+	const char *id = key != NULL ? fsm_idem_lookup_at(s->fsm, flow, key,
+							  now_ms(s), &r)
+				     : NULL;
+
+	if (id == NULL)
+		return false;
+	answer_run(s, req, 200, id);
+	return true;
+}
+
 void service_run_create(void *arg, struct api_request *req)
 {
 	struct service *s = arg;
@@ -445,16 +461,8 @@ void service_run_create(void *arg, struct api_request *req)
 			    "no such flow");
 		return;
 	}
-	/* A known idempotency key answers without a proposal. */
-	if (key != NULL) {
-		struct fsm_run *r;
-		const char *id = fsm_idem_lookup_at(s->fsm, req->flow, key,
-						    now_ms(s), &r);
-		if (id != NULL) {
-			answer_run(s, req, 200, id);
-			return;
-		}
-	}
+	if (known_key_answered(s, req, req->flow, key))
+		return;
 	if (fl->current == 0) {
 		reply_error(req, FLOWD_E_CONFLICT, "flow_undeployed", "flow",
 			    "the flow is not deployed");
@@ -562,16 +570,8 @@ void service_run_resume(void *arg, struct api_request *req)
 
 	if (o == NULL)
 		return;
-	/* A known idempotency key answers without a proposal. */
-	if (key != NULL) {
-		struct fsm_run *r;
-		const char *id = fsm_idem_lookup_at(s->fsm, o->flow->name, key,
-						    now_ms(s), &r);
-		if (id != NULL) {
-			answer_run(s, req, 200, id);
-			return;
-		}
-	}
+	if (known_key_answered(s, req, o->flow->name, key))
+		return;
 	if (fsm_cmd_run_resume(now_ms(s), req->run_id,
 			       json_string_value(
 				       api_request_field(req, "from_step")),

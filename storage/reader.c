@@ -480,17 +480,6 @@ static char *tags_literal(char *const *tags, size_t n, enum tags_kind kind)
 	return out;
 }
 
-int storage_reader_runs(struct storage_reader *r, const char *flow,
-			const char *status, uint64_t before_seq,
-			unsigned limit, json_t **out, struct flowd_error *err)
-{
-	struct view_run_filter flt = {
-		.flow = flow,
-		.status = status ? fsm_run_status_parse(status) : -1};
-
-	return storage_reader_runs_filter(r, &flt, before_seq, limit, out, err);
-}
-
 int storage_reader_runs_filter(struct storage_reader *r,
 			       const struct view_run_filter *flt,
 			       uint64_t before_seq, unsigned limit,

@@ -139,16 +139,11 @@ int storage_reader_flow_versions(struct storage_reader *r, const char *flow,
 
 /* Run summaries (the run object without "steps"), newest first, whose
  * sequence number (the decimal in the id "r-%012llu") is below
- * `before_seq`, filtered by flow and status when not NULL, at most `limit`.
- * On success *out is a new array. Returns 0 or -1 with err
- * (FLOWD_E_UNAVAILABLE). */
-int storage_reader_runs(struct storage_reader *r, const char *flow,
-			const char *status, uint64_t before_seq,
-			unsigned limit, json_t **out, struct flowd_error *err);
-/* The same with every filter of GET /v1/runs (core/view.h): flow name,
- * project and branch (the generated columns of runs), status, and tags
- * (user tags through the GIN index on runs.tags, system tags from the
- * columns they name). */
+ * `before_seq`, at most `limit`, with every filter of GET /v1/runs
+ * (core/view.h): flow name, project and branch (the generated columns of
+ * runs), status, and tags (user tags through the GIN index on runs.tags,
+ * system tags from the columns they name). On success *out is a new
+ * array. Returns 0 or -1 with err (FLOWD_E_UNAVAILABLE). */
 struct view_run_filter;
 int storage_reader_runs_filter(struct storage_reader *r,
 			       const struct view_run_filter *flt,
